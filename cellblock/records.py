@@ -1,0 +1,226 @@
+"""Trial records: an append-only JSON-lines log, flushed and fsync'd per event.
+
+Every other file of a run (CSV, Pareto table, plots, reports) is derived from the log,
+and all state of a run is rebuilt from it on resume.
+
+Events (one JSON object per line, key ``event``):
+    ``run_start``   a (re)start of the search, with the resolved config
+    ``trial_start`` trial number, ``arch_id``, ``arch``
+    ``trial_end``   trial number, ``arch_id``, ``status``, ``metrics``, ``error``
+    ``run_end``     the search finished its budget
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cellblock.errors import RunError
+
+COMPLETE = "COMPLETE"
+FAILED = "FAILED"
+INFEASIBLE = "INFEASIBLE"
+RUNNING = "RUNNING"
+STATUSES = (COMPLETE, FAILED, INFEASIBLE, RUNNING)
+
+
+@dataclass
+class Trial:
+    """One evaluated (or in-flight) candidate."""
+
+    number: int
+    arch_id: str
+    arch: dict[str, Any]
+    status: str = RUNNING
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    violation: float = 0.0
+    start_t: float | None = None
+    end_t: float | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the trial has ended (complete, failed or infeasible)."""
+        return self.status != RUNNING
+
+    @property
+    def feasible_complete(self) -> bool:
+        """Completed, feasible and with finite metrics: may reach the Pareto front."""
+        return self.status == COMPLETE and self.violation <= 0
+
+    def value(self, name: str) -> float | None:
+        """A metric as float, or None when missing or not finite."""
+        v = self.metrics.get(name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return None
+        return float(v)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"cannot record {type(obj).__name__} in trials.jsonl")
+
+
+class RecordLog:
+    """Append-only JSON-lines event log.
+
+    Args:
+        path: The ``trials.jsonl`` file (created on first append).
+        fsync: Flush to disk after every event (default True; crash-safe).
+    """
+
+    def __init__(self, path: str | Path, fsync: bool = True) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self._fh: Any = None
+
+    def append(self, event: Mapping[str, Any]) -> None:
+        """Write one event as a line; flush and fsync it."""
+        if self._fh is None:
+            self._repair_tail()
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        line = json.dumps(dict(event), default=_json_default, separators=(",", ":"))
+        self._fh.write(line + "\n")
+        self._fh.flush()
+        if self.fsync:
+            os.fsync(self._fh.fileno())
+
+    def _repair_tail(self) -> None:
+        """Cut a partial last line left by a crash mid-write, so appends stay parseable."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb+") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            if size == 0:
+                return
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return
+            fh.seek(0)
+            cut = fh.read().rfind(b"\n") + 1
+            fh.truncate(cut)
+
+    def close(self) -> None:
+        """Close the file handle."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> RecordLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    """All events of a log; a partial last line (crash mid-write) is ignored.
+
+    Raises:
+        RunError: if a line other than the last is not valid JSON.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    events = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # torn write of the final line
+                continue
+            raise RunError(f"{path}:{i + 1} is not valid JSON; the record log is corrupt") from None
+    return events
+
+
+def replay_trials(events: Iterable[Mapping[str, Any]]) -> list[Trial]:
+    """Rebuild trials (ordered by number) from events; in-flight ones stay RUNNING."""
+    trials: dict[int, Trial] = {}
+    for ev in events:
+        kind = ev.get("event")
+        if kind == "trial_start":
+            trials[ev["trial"]] = Trial(
+                number=ev["trial"], arch_id=ev["arch_id"], arch=ev["arch"], start_t=ev.get("t")
+            )
+        elif kind == "trial_end" and ev["trial"] in trials:
+            t = trials[ev["trial"]]
+            t.status = ev["status"]
+            t.metrics = dict(ev.get("metrics") or {})
+            t.error = ev.get("error")
+            t.violation = float(ev.get("violation") or 0.0)
+            t.end_t = ev.get("t")
+    return [trials[k] for k in sorted(trials)]
+
+
+def trial_start_event(trial: Trial) -> dict[str, Any]:
+    """The ``trial_start`` event of a trial."""
+    return {
+        "event": "trial_start",
+        "trial": trial.number,
+        "arch_id": trial.arch_id,
+        "arch": trial.arch,
+        "t": trial.start_t if trial.start_t is not None else time.time(),
+    }
+
+
+def trial_end_event(trial: Trial) -> dict[str, Any]:
+    """The ``trial_end`` event of a finished trial."""
+    return {
+        "event": "trial_end",
+        "trial": trial.number,
+        "arch_id": trial.arch_id,
+        "status": trial.status,
+        "metrics": trial.metrics,
+        "error": trial.error,
+        "violation": trial.violation,
+        "t": trial.end_t if trial.end_t is not None else time.time(),
+    }
+
+
+CSV_COLUMNS = (
+    "trial", "arch_id", "status", "accuracy", "macs", "params", "latency_ms", "train_s",
+    "error", "arch",
+)
+
+
+def trial_row(trial: Trial) -> dict[str, Any]:
+    """A flat row of the trials table (``arch`` as canonical JSON)."""
+    m = trial.metrics
+    return {
+        "trial": trial.number,
+        "arch_id": trial.arch_id,
+        "status": trial.status,
+        "accuracy": m.get("accuracy"),
+        "macs": m.get("macs"),
+        "params": m.get("params"),
+        "latency_ms": m.get("latency_ms"),
+        "train_s": m.get("train_s"),
+        "error": trial.error or "",
+        "arch": json.dumps(trial.arch, sort_keys=True),
+    }
+
+
+def write_csv(path: str | Path, trials: Iterable[Trial]) -> None:
+    """Write trials as CSV with :data:`CSV_COLUMNS` (atomically, via a temp file)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for t in trials:
+            writer.writerow({k: ("" if v is None else v) for k, v in trial_row(t).items()})
+    os.replace(tmp, path)

@@ -1,0 +1,59 @@
+"""The evaluator interface and registry.
+
+An evaluator turns a built candidate into its expensive metrics (``accuracy``...).
+Cheap metrics (params, MACs, latency) are computed before it by the pipeline.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from cellblock.registry import Registry
+from cellblock.search_spaces.api import SearchSpace
+
+EVALUATORS: Registry[type[Evaluator]] = Registry("evaluator")
+
+
+def register_evaluator(name: str) -> Callable[[type[Evaluator]], type[Evaluator]]:
+    """Class decorator registering an evaluator under ``name``."""
+    return EVALUATORS.register(name)  # type: ignore[return-value]
+
+
+@dataclass
+class EvalContext:
+    """What an evaluator may use: the resolved config, the space, the data, the device."""
+
+    config: Mapping[str, Any]
+    space: SearchSpace
+    data: Any
+    device: torch.device
+
+
+class Evaluator(ABC):
+    """Base class of evaluators.
+
+    Attributes:
+        needs_data: Whether the run must load the dataset for this evaluator.
+    """
+
+    needs_data: ClassVar[bool] = True
+
+    def __init__(self, ctx: EvalContext) -> None:
+        self.ctx = ctx
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
+        """Metrics of ``model`` (the built ``arch``); must include ``accuracy``."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; other names as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -1,0 +1,114 @@
+"""Evaluate one candidate: cheap metrics and constraints first, then the evaluator.
+
+Order: build -> params/MACs -> cheap constraints -> latency -> latency constraints ->
+evaluator (training, table, supernet...) -> remaining constraints. A candidate that
+breaks a cheap constraint is INFEASIBLE without being trained. Any exception or a
+NaN metric makes the trial FAILED with its error; the search goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from cellblock.errors import EvaluationError
+from cellblock.evaluators.base import EvalContext, Evaluator
+from cellblock.evaluators.cost import cost_metrics
+from cellblock.objectives import Constraint, Objective, total_violation
+from cellblock.records import COMPLETE, FAILED, INFEASIBLE
+
+
+@dataclass
+class Outcome:
+    """Result of evaluating one candidate."""
+
+    status: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    violation: float = 0.0
+
+
+def trial_seed(seed: int, arch_id: str) -> int:
+    """Per-candidate seed: the same architecture gets the same init and data order."""
+    digest = hashlib.sha256(f"{seed}:{arch_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, EvaluationError):
+        return str(exc)
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" (at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})" if frame else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+class Pipeline:
+    """Callable evaluating an architecture dict into an :class:`Outcome`.
+
+    Args:
+        ctx: Evaluation context (config, space, data, device).
+        evaluator: The evaluator producing the expensive metrics.
+        objectives: The run's objectives (decide whether latency is measured).
+        constraints: Constraints; cheap ones are checked before the evaluator runs.
+    """
+
+    def __init__(
+        self,
+        ctx: EvalContext,
+        evaluator: Evaluator,
+        objectives: Sequence[Objective],
+        constraints: Sequence[Constraint],
+    ) -> None:
+        self.ctx = ctx
+        self.evaluator = evaluator
+        self.objectives = list(objectives)
+        self.constraints = list(constraints)
+        wanted = {o.name for o in self.objectives} | {c.metric for c in self.constraints}
+        self.measure_latency = "latency_ms" in wanted
+        self.input_shape = tuple(ctx.space.kwargs.get("input_shape") or ctx.data.input_shape)
+
+    def _violation(self, metrics: Mapping[str, Any]) -> float:
+        return total_violation(self.constraints, metrics)
+
+    def __call__(self, arch: Mapping[str, Any], seed: int) -> Outcome:
+        metrics: dict[str, Any] = {}
+        try:
+            torch.manual_seed(seed)
+            model = self.ctx.space.build(arch)
+            metrics.update(cost_metrics(model, self.input_shape))
+            violation = self._violation(metrics)
+            if violation > 0:
+                return Outcome(INFEASIBLE, metrics, None, violation)
+            if self.measure_latency:
+                from cellblock.evaluators.latency import measure_latency
+
+                cfg = self.ctx.config
+                metrics.update(
+                    measure_latency(
+                        model.to(self.ctx.device),
+                        self.input_shape,
+                        batch_size=cfg["latency_batch_size"],
+                        device=self.ctx.device,
+                        repeats=cfg["latency_repeats"],
+                    )
+                )
+                violation = self._violation(metrics)
+                if violation > 0:
+                    return Outcome(INFEASIBLE, metrics, None, violation)
+            metrics.update(self.evaluator.evaluate(model, arch, seed))
+            for o in self.objectives:
+                v = metrics.get(o.name)
+                if not isinstance(v, (int, float)) or math.isnan(v):
+                    raise EvaluationError(f"objective {o.name!r} is {v!r} after evaluation")
+            violation = self._violation(metrics)
+            return Outcome(INFEASIBLE if violation > 0 else COMPLETE, metrics, None, violation)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # every failure of a candidate becomes a FAILED trial
+            return Outcome(FAILED, metrics, _describe(exc))

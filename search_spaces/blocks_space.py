@@ -1,0 +1,325 @@
+"""The ``blocks`` space: stem -> S stages of registered blocks -> global pool + linear.
+
+Per stage ``i`` (1-based) the decisions are, in order::
+
+    stage{i}.block      one of ``block_types``
+    stage{i}.depth      integer in ``depth = (low, high)``
+    stage{i}.width      one of ``widths[i-1]``
+    stage{i}.<option>   one per option the chosen block takes (``kernel``, ``expansion``,
+                        ``growth``, ``cardinality``, ``variant``...), in the block's order
+    stage{i}.attention  one of ``attentions``
+
+An option's choices are the same whatever block is chosen (so a decision keeps one domain):
+the skeleton's list (``kernels``, ``expansions``, ``growths``, ``cardinalities``,
+``variants``, or ``block_options[name]``), else the union of the default choices of the
+block types that take it. Downsampling is done by the first block of a stage (``strides``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from cellblock.search_spaces.api import register_space
+from cellblock.search_spaces.attention import ATTENTIONS
+from cellblock.search_spaces.blocks import (
+    BLOCKS,
+    InceptionBlock,
+    block_out_channels,
+    build_stage,
+    check_kernel,
+    check_positive_int,
+)
+from cellblock.search_spaces.samplers import Sampler
+from torch import Tensor, nn
+
+from cellblock.errors import ConfigError
+from cellblock.registry import Registry
+
+BUILTIN_BLOCKS = ("basic", "bottleneck", "preact", "resnext", "dense", "inception", "mbconv")
+
+# Skeleton argument giving the choices of each built-in option, and its value check.
+OPTION_ARGS = {
+    "kernel": "kernels",
+    "expansion": "expansions",
+    "growth": "growths",
+    "cardinality": "cardinalities",
+    "variant": "variants",
+}
+
+
+def _check_variant(value: Any) -> Any:
+    allowed = InceptionBlock.options["variant"]
+    if value not in allowed:
+        raise ConfigError(f"variant must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+OPTION_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "kernel": check_kernel,
+    "expansion": lambda v: check_positive_int("expansion", v),
+    "growth": lambda v: check_positive_int("growth", v),
+    "cardinality": lambda v: check_positive_int("cardinality", v),
+    "variant": _check_variant,
+}
+
+# ---- stems -------------------------------------------------------------------------------
+StemFactory = Callable[[int, int], nn.Module]
+STEMS: Registry[StemFactory] = Registry("stem")
+
+
+def register_stem(name: str) -> Callable[[StemFactory], StemFactory]:
+    """Decorator registering a stem factory ``factory(in_channels, width) -> nn.Module``."""
+    return STEMS.register(name)  # type: ignore[return-value]
+
+
+@register_stem("conv3")
+def conv3_stem(in_channels: int, width: int) -> nn.Module:
+    """3x3 stride-1 conv-BN-ReLU (small images such as 8x8 digits)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+    )
+
+
+@register_stem("imagenet")
+def imagenet_stem(in_channels: int, width: int) -> nn.Module:
+    """torchvision ResNet stem: 7x7 stride-2 conv-BN-ReLU, 3x3 stride-2 max pool."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, 1),
+    )
+
+
+# ---- the network ------------------------------------------------------------------------
+class BlockNet(nn.Module):
+    """Stem, stages, global average pool and a linear classifier."""
+
+    def __init__(self, stem: nn.Module, stages: Sequence[nn.Module], channels: int,
+                 num_classes: int) -> None:
+        super().__init__()
+        self.stem = stem
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+        for m in self.modules():  # torchvision ResNet initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stages(self.stem(x))
+        return self.fc(self.pool(x).flatten(1))
+
+
+# ---- skeleton validation ----------------------------------------------------------------
+def _int_list(what: str, values: Any, check: Callable[[Any], Any] | None = None) -> tuple:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ConfigError(f"{what} must be a list, got {values!r}")
+    check = check or (lambda v: check_positive_int(what, v))
+    return tuple(check(v) for v in values)
+
+
+def _choices(what: str, values: Any, check: Callable[[Any], Any]) -> tuple:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise ConfigError(f"{what} must be a non-empty list of choices, got {values!r}")
+    out = tuple(check(v) for v in values)
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{what} has duplicate choices: {list(values)!r}")
+    return out
+
+
+def _skeleton(
+    input_shape: Any, num_classes: Any, stem: Any, stem_width: Any, stages: Any, widths: Any,
+    strides: Any, depth: Any, block_types: Any, attentions: Any,
+    option_lists: dict[str, Any], block_options: Any,
+) -> dict[str, Any]:
+    """Check the skeleton arguments; return them normalised (ConfigError / RegistryError)."""
+    shape = _int_list("input_shape", input_shape)
+    if len(shape) != 3:
+        raise ConfigError(f"input_shape must be (channels, height, width), got {input_shape!r}")
+    check_positive_int("num_classes", num_classes)
+    STEMS.get(stem)
+    check_positive_int("stem_width", stem_width)
+    check_positive_int("stages", stages)
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) != stages:
+        raise ConfigError(
+            f"widths must be a list of {stages} per-stage lists of width choices "
+            f"(one per stage), got {widths!r}"
+        )
+    width_lists = tuple(
+        _choices(f"widths[{i}]", [w] if isinstance(w, int) else w,
+                 lambda v: check_positive_int("width", v))
+        for i, w in enumerate(widths)
+    )
+    stride_list = _int_list("strides", strides)
+    if len(stride_list) != stages:
+        raise ConfigError(f"strides must have one stride per stage ({stages}), got {strides!r}")
+    if isinstance(depth, int) and not isinstance(depth, bool):
+        depth = (depth, depth)
+    bounds = _int_list("depth", depth)
+    if len(bounds) != 2 or bounds[0] > bounds[1]:
+        raise ConfigError(f"depth must be (low, high) with 1 <= low <= high, got {depth!r}")
+    low, high = bounds
+    types = _choices("block_types", block_types, lambda v: v)
+    classes = {name: BLOCKS.get(name) for name in types}
+    atts = _choices("attentions", attentions, lambda v: v)
+    for a in atts:
+        ATTENTIONS.get(a)
+    extra = dict(block_options or {})
+    if not isinstance(extra, dict):
+        raise ConfigError(f"block_options must map option name -> choices, got {block_options!r}")
+    clash = sorted(set(extra) & set(OPTION_ARGS))
+    if clash:
+        raise ConfigError(
+            f"give {clash[0]!r} choices with {OPTION_ARGS[clash[0]]}=, not block_options"
+        )
+    option_choices: dict[str, tuple] = {}
+    for cls in classes.values():
+        for opt, defaults in cls.options.items():
+            if opt in option_choices:
+                if opt not in extra and opt not in OPTION_ARGS:  # union of defaults
+                    option_choices[opt] += tuple(
+                        d for d in defaults if d not in option_choices[opt]
+                    )
+                continue
+            if opt in OPTION_ARGS:
+                arg = OPTION_ARGS[opt]
+                option_choices[opt] = _choices(arg, option_lists[arg], OPTION_CHECKS[opt])
+            elif opt in extra:
+                option_choices[opt] = _choices(f"block_options[{opt!r}]", extra[opt], lambda v: v)
+            else:
+                option_choices[opt] = tuple(defaults)
+    for name, cls in classes.items():
+        min_width = cls.min_width
+        small = [w for ws in width_lists for w in ws if w < min_width]
+        if small:
+            raise ConfigError(f"block {name!r} needs width >= {min_width}; widths has {small[0]}")
+    return {
+        "shape": shape, "widths": width_lists, "strides": stride_list, "depth": (low, high),
+        "types": types, "attentions": atts, "options": option_choices,
+    }
+
+
+# ---- the space --------------------------------------------------------------------------
+@register_space("blocks")
+def blocks(
+    s: Sampler,
+    input_shape: Sequence[int] = (1, 8, 8),
+    num_classes: int = 10,
+    *,
+    stem: str = "conv3",
+    stem_width: int = 16,
+    stages: int = 3,
+    widths: Sequence[Sequence[int]] = ((16, 24, 32), (32, 48, 64), (64, 96, 128)),
+    strides: Sequence[int] = (1, 2, 2),
+    depth: Sequence[int] = (1, 3),
+    block_types: Sequence[str] = BUILTIN_BLOCKS,
+    kernels: Sequence[int] = (3, 5),
+    expansions: Sequence[int] = (1, 3, 6),
+    attentions: Sequence[str] = ("none", "se", "eca"),
+    growths: Sequence[int] = (8, 12, 16),
+    cardinalities: Sequence[int] = (4, 8, 16),
+    variants: Sequence[str] = ("5x5", "double3x3"),
+    block_options: Mapping[str, Sequence[Any]] | None = None,
+) -> BlockNet | None:
+    """Macro space of stages of registered blocks (see the module docstring).
+
+    Args:
+        s: The sampler.
+        input_shape: ``(C, H, W)`` of one input.
+        num_classes: Outputs of the linear head.
+        stem: Registered stem (``conv3`` or ``imagenet``).
+        stem_width: Stem output channels.
+        stages: Number of stages.
+        widths: Per stage, the width choices.
+        strides: Per stage, the stride of its first block.
+        depth: ``(low, high)`` blocks per stage (dense: dense layers per stage).
+        block_types: Registered block names to choose from.
+        kernels, expansions, growths, cardinalities, variants: Choices of those options.
+        attentions: Registered attention names (``none``, ``se``, ``eca``).
+        block_options: Choices of other options of user blocks (default: their defaults).
+
+    Returns:
+        The network, or None when ``s.build`` is False.
+    """
+    sk = _skeleton(
+        input_shape, num_classes, stem, stem_width, stages, widths, strides, depth, block_types,
+        attentions,
+        {"kernels": kernels, "expansions": expansions, "growths": growths,
+         "cardinalities": cardinalities, "variants": variants},
+        block_options,
+    )
+    plan = []
+    for i in range(1, stages + 1):
+        p = f"stage{i}."
+        name = s.choice(p + "block", sk["types"])
+        d = s.integer(p + "depth", *sk["depth"])
+        w = s.choice(p + "width", sk["widths"][i - 1])
+        opts = {o: s.choice(p + o, sk["options"][o]) for o in BLOCKS.get(name).options}
+        att = s.choice(p + "attention", sk["attentions"])
+        plan.append((name, d, w, opts, att))
+    if not s.build:
+        return None
+    channels = stem_width
+    body = []
+    for (name, d, w, opts, att), stride in zip(plan, sk["strides"], strict=True):
+        body.append(build_stage(name, channels, w, stride, d, attention=att, **opts))
+        channels = block_out_channels(name, w, **opts)
+    return BlockNet(STEMS.get(stem)(sk["shape"][0], stem_width), body, channels, num_classes)
+
+
+# ---- reference skeleton and architectures -----------------------------------------------
+RESNET_SKELETON: dict[str, Any] = {
+    "input_shape": (3, 224, 224),
+    "num_classes": 1000,
+    "stem": "imagenet",
+    "stem_width": 64,
+    "stages": 4,
+    "widths": ((32, 64, 128), (64, 128, 256), (128, 256, 512), (256, 512, 1024)),
+    "strides": (1, 2, 2, 2),
+    "depth": (1, 8),
+    "block_types": ("basic", "bottleneck", "resnext"),
+    "kernels": (3, 5),
+    "expansions": (2, 4),
+    "cardinalities": (32,),
+    "attentions": ("none", "se", "eca"),
+}
+"""ImageNet ResNet-family skeleton containing ResNet-18/34/50 and ResNeXt-50 (32x4d)."""
+
+
+def _resnet_arch(block: str, depths: Sequence[int], widths: Sequence[int],
+                 **options: Any) -> dict[str, Any]:
+    arch: dict[str, Any] = {}
+    for i, (d, w) in enumerate(zip(depths, widths, strict=True), start=1):
+        arch.update({f"stage{i}.block": block, f"stage{i}.depth": d, f"stage{i}.width": w})
+        arch.update({f"stage{i}.{k}": v for k, v in options.items()})
+        arch[f"stage{i}.attention"] = "none"
+    return arch
+
+
+def resnet18_arch() -> dict[str, Any]:
+    """torchvision ResNet-18 in :data:`RESNET_SKELETON` (11,689,512 params)."""
+    return _resnet_arch("basic", (2, 2, 2, 2), (64, 128, 256, 512), kernel=3)
+
+
+def resnet34_arch() -> dict[str, Any]:
+    """torchvision ResNet-34 in :data:`RESNET_SKELETON` (21,797,672 params)."""
+    return _resnet_arch("basic", (3, 4, 6, 3), (64, 128, 256, 512), kernel=3)
+
+
+def resnet50_arch() -> dict[str, Any]:
+    """torchvision ResNet-50 (v1.5) in :data:`RESNET_SKELETON` (25,557,032 params)."""
+    return _resnet_arch("bottleneck", (3, 4, 6, 3), (64, 128, 256, 512), kernel=3, expansion=4)
+
+
+def resnext50_32x4d_arch() -> dict[str, Any]:
+    """torchvision ResNeXt-50 32x4d in :data:`RESNET_SKELETON` (25,028,904 params)."""
+    return _resnet_arch(
+        "resnext", (3, 4, 6, 3), (128, 256, 512, 1024), kernel=3, expansion=2, cardinality=32
+    )
