@@ -269,20 +269,25 @@ class SearchSpace:
             for value in reversed(branch.domain.values()):
                 stack.append({**prefix, branch.name: value})
 
-    def size(self, exact_limit: int = 20_000, probes: int = 2_000, seed: int = 0) -> SpaceSize:
-        """Number of architectures: exact up to ``exact_limit``, else Knuth's unbiased estimate."""
-        n = 0
-        for _ in self.enumerate(limit=exact_limit + 1):
-            n += 1
-        if n <= exact_limit:
-            return SpaceSize(float(n), True)
-        rng = np.random.default_rng(seed)
+    def _knuth(self, probes: int, rng: np.random.Generator) -> float:
         total = 0.0
         for _ in range(probes):
             sampler = PathSampler(rng)
             self._collect(sampler)
             total += sampler.weight
-        return SpaceSize(total / probes, False)
+        return total / probes
+
+    def size(self, exact_limit: int = 20_000, probes: int = 2_000, seed: int = 0) -> SpaceSize:
+        """Number of architectures: exact up to ``exact_limit``, else Knuth's unbiased estimate.
+
+        A quick estimate first decides whether exact enumeration is worth trying.
+        """
+        rng = np.random.default_rng(seed)
+        if self._knuth(min(probes, 100), rng) <= 4 * exact_limit:
+            n = sum(1 for _ in self.enumerate(limit=exact_limit + 1))
+            if n <= exact_limit:
+                return SpaceSize(float(n), True)
+        return SpaceSize(self._knuth(probes, rng), False)
 
     def __repr__(self) -> str:
         return f"SearchSpace({self.name!r}, {self.kwargs!r})"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,6 +19,11 @@ def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
     return a == b
+
+
+def _key(value: Any) -> tuple[bool, Any]:
+    """Hashable identity consistent with :func:`same_value` (keeps ``True`` apart from ``1``)."""
+    return (isinstance(value, bool), value)
 
 
 def format_values(values: tuple[Value, ...] | list[Value], limit: int = 12) -> str:
@@ -88,6 +93,7 @@ class Categorical(Domain):
 
     choices: tuple[Value, ...]
     kind: ClassVar[str] = "categorical"
+    _keys: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         choices = tuple(self.choices) if isinstance(self.choices, (list, tuple)) else None
@@ -99,13 +105,18 @@ class Categorical(Domain):
                     f"choice {c!r} is not a JSON scalar; use str, int, float, bool or None "
                     "(choose a name, then build the object from it)"
                 )
-        for i, c in enumerate(choices):
-            if any(same_value(c, d) for d in choices[:i]):
-                raise SpaceError(f"duplicate choice {c!r} in {list(choices)!r}")
+        keys = frozenset(_key(c) for c in choices)
+        if len(keys) != len(choices):
+            dup = next(c for i, c in enumerate(choices) if any(same_value(c, d) for d in choices[:i]))
+            raise SpaceError(f"duplicate choice {dup!r} in {list(choices)!r}")
         object.__setattr__(self, "choices", choices)
+        object.__setattr__(self, "_keys", keys)
 
     def contains(self, value: Any) -> bool:
-        return any(same_value(value, c) for c in self.choices)
+        try:
+            return _key(value) in self._keys
+        except TypeError:  # unhashable, so not a JSON scalar
+            return False
 
     def values(self) -> tuple[Value, ...]:
         return self.choices

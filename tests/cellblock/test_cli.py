@@ -1,0 +1,90 @@
+"""CLI: bad input gives one line and exit 2 with no run directory; show and spaces work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cellblock.cli import main
+
+
+def _run(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "--trials", "many"], "argument --trials: invalid int value: 'many'"),
+    (["search", "--bogus"], "unrecognized arguments: --bogus"),
+    (["search", "--trials", "0"], "'trials' must be > 0"),
+    (["search", "--space", "nope"], "unknown space 'nope'; known: blocks"),
+    (["search", "--strategy", "nope"], "unknown strategy 'nope'; known: evolution, nsga2, random"),
+    (["search", "--evaluator", "nope"], "unknown evaluator 'nope'; known:"),
+    (["search", "--objectives", "accuracy,flops"], "unknown metric 'flops'"),
+    (["search", "--constraint", "macs<"], "bad constraint 'macs<'"),
+    (["search", "--dataset", "cifar10", "--data-dir", "NODIR"], "NODIR"),
+    (["search", "--strategy-arg", "pop=3"], "strategy 'evolution' has no option 'pop'"),
+    (["search", "--space-arg", "stages=0"], "stages"),
+    (["search", "--device", "tpu"], "'device' must be auto, cpu"),
+    (["show", "NORUN"], "is not a cellblock run directory"),
+    (["nope"], "invalid choice: 'nope'"),
+])
+def test_bad_input_one_line_exit_2_nothing_created(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(argv + (["--out", "run"] if argv[0] == "search" else []), capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cellblock: error: "), err
+    assert message in lines[0]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "results").exists()
+
+
+def test_bad_yaml_and_unknown_key(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("bad.yaml").write_text("trials: [3\n")
+    code, _, err = _run(["search", "bad.yaml"], capsys)
+    assert code == 2 and "malformed YAML" in err and len(err.strip().splitlines()) == 1
+    Path("typo.yaml").write_text("trails: 3\n")
+    code, _, err = _run(["search", "typo.yaml"], capsys)
+    assert code == 2 and "unknown config key 'trails'" in err
+    assert not Path("results").exists()
+
+
+def test_spaces_lists_spaces_and_blocks(capsys):
+    code, out, _ = _run(["spaces"], capsys)
+    assert code == 0
+    assert "blocks" in out and "mbconv" in out and "inception" in out and "size" in out
+
+
+def test_real_subprocess_search_show_and_refusal(tmp_path):
+    """The installed entry point, for real: search, show, and exit 2 leaving results untouched."""
+    space = tmp_path / "s.py"
+    space.write_text("from torch import nn\n"
+                     "def space(s, input_shape, num_classes):\n"
+                     "    w = s.choice('w', [4, 8])\n"
+                     "    return nn.Sequential(nn.Conv2d(input_shape[0], w, 3), nn.ReLU(),\n"
+                     "        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))\n")
+    env = {**os.environ, "PYTHONPATH": ""}
+    cmd = [sys.executable, "-m", "cellblock", "search", "--space", f"{space}:space", "--trials", "2",
+           "--epochs", "1", "--objectives", "accuracy,params", "--out", str(tmp_path / "run"),
+           "--no-progress", "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Pareto front" in done.stdout and "best validation accuracy" in done.stdout
+    shown = subprocess.run([sys.executable, "-m", "cellblock", "show", str(tmp_path / "run")],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert shown.returncode == 0 and "trials: 2 (2 complete" in shown.stdout
+    before = (tmp_path / "run" / "trials.jsonl").read_bytes()
+    bad = subprocess.run(cmd[:-3] + ["--strategy", "nsga2", "--no-progress"], capture_output=True,
+                         text=True, cwd=tmp_path, env=env, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "different config" in bad.stderr
+    assert (tmp_path / "run" / "trials.jsonl").read_bytes() == before
