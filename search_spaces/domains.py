@@ -135,11 +135,11 @@ class IntRange(Domain):
     kind: ClassVar[str] = "int"
 
     def __post_init__(self) -> None:
-        for field in ("low", "high", "step"):
-            v = getattr(self, field)
+        for name in ("low", "high", "step"):
+            v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise SpaceError(f"integer range {field} must be an int, got {v!r}")
-            object.__setattr__(self, field, int(v))
+                raise SpaceError(f"integer range {name} must be an int, got {v!r}")
+            object.__setattr__(self, name, int(v))
         if self.step < 1:
             raise SpaceError(f"integer range step must be >= 1, got {self.step}")
         if self.high < self.low:
