@@ -18,6 +18,9 @@ from cellblock.errors import CellblockError, ConfigError
 
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 
+# Modules that add sub-commands with ``@command``; imported when the parser is built.
+COMMAND_MODULES: tuple[str, ...] = ()
+
 
 def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register a function that adds the sub-command ``name`` to the parser."""
@@ -149,6 +152,10 @@ def _spaces(args: argparse.Namespace) -> int:
 
 def build_parser() -> Parser:
     """The argument parser with every registered sub-command."""
+    import importlib
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
     parser = Parser(prog="cellblock", description="Neural architecture search: accuracy vs cost.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True

@@ -27,12 +27,12 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
-from cellblock.search_spaces.attention import make_attention
-from cellblock.search_spaces.domains import Value
 from torch import nn
 
 from cellblock.errors import ConfigError, SpaceError
 from cellblock.registry import Registry
+from cellblock.search_spaces.attention import make_attention
+from cellblock.search_spaces.domains import Value
 
 RESERVED_OPTIONS = frozenset({"block", "depth", "width", "attention", "stride"})
 
