@@ -60,6 +60,9 @@ FIELDS: dict[str, Field] = {
     "strategy": Field("evolution", (str,), "search strategy name"),
     "strategy_args": Field({}, (dict,), "options of the strategy"),
     "evaluator": Field("train", (str,), "how candidates get their accuracy"),
+    "proxy": Field("synflow", (str,), "zero-cost proxy reported by the 'proxy' evaluator (synflow, naswot, jacob_cov, grad_norm, snip)"),
+    "table": Field(None, (str,), "benchmark table (CSV or parquet) of the table evaluator", nullable=True),
+    "metric": Field(None, (str,), "table column used as accuracy by the table evaluator", nullable=True),
     "trials": Field(24, (int,), "number of trials (evaluated candidates)", _positive),
     "epochs": Field(8, (int,), "training epochs per candidate", _positive),
     "batch_size": Field(64, (int,), "training batch size", _positive),
@@ -76,6 +79,10 @@ FIELDS: dict[str, Field] = {
     "latency_repeats": Field(30, (int,), "timed runs per latency measurement (median kept)", _positive),
     "out": Field(None, (str,), "run directory (default results/runs/<space>-<dataset>-<strategy>-seed<seed>)", nullable=True),
     "seed": Field(0, (int,), "random seed", _non_negative),
+    "storage": Field(None, (str,), "Optuna storage of optuna:* strategies: journal file or SQLAlchemy URL (default RUN/optuna.journal)", nullable=True),
+    "backend": Field("local", (str,), "where trials run: local (in-process), process (local process pool) or ray"),
+    "concurrency": Field(1, (int,), "trials evaluated at the same time (process and ray backends)", _positive),
+    "threads_per_trial": Field(None, (int,), "torch threads per trial (default: torch's own choice; 1 with concurrency > 1)", _positive, nullable=True),
 }
 
 # Keys that may change when an existing run is continued.

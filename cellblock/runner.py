@@ -7,7 +7,6 @@ ones are re-run, and the strategy is rebuilt from the records.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Mapping
@@ -20,10 +19,11 @@ import yaml
 from cellblock import config as config_mod
 from cellblock.errors import ConfigError, RunError
 from cellblock.evaluators.base import EVALUATORS, EvalContext, resolve_device
-from cellblock.evaluators.pipeline import Outcome, Pipeline, trial_seed
+from cellblock.evaluators.pipeline import Outcome, Pipeline
 from cellblock.objectives import Constraint, Objective, parse_objectives
 from cellblock.records import (
-    COMPLETE,
+    FAILED,
+    INFEASIBLE,
     RUNNING,
     RecordLog,
     Trial,
@@ -41,6 +41,16 @@ DERIVED_EVERY_S = 10.0
 
 
 @dataclass
+class Components:
+    """What evaluating a candidate needs; built the same way in the search process and workers."""
+
+    space: SearchSpace
+    objectives: list[Objective]
+    constraints: list[Constraint]
+    pipeline: Pipeline
+
+
+@dataclass
 class Prepared:
     """A validated run, ready to execute (nothing written yet)."""
 
@@ -53,13 +63,14 @@ class Prepared:
     pipeline: Pipeline
 
 
-def prepare(config: Mapping[str, Any]) -> Prepared:
-    """Validate a resolved config and build every component; writes nothing.
+def build_components(config: Mapping[str, Any]) -> Components:
+    """Space, objectives, constraints and evaluation pipeline of a resolved config.
 
     Raises:
-        CellblockError: for any bad input (unknown names, bad options, missing data,
-            a run directory holding a different run).
+        CellblockError: for unknown names, bad options or missing data.
     """
+    import numpy as np
+
     import cellblock.evaluators  # noqa: F401  (registers the built-in evaluators)
     from cellblock.data import load_dataset
 
@@ -73,19 +84,51 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
 
         if not torch.cuda.is_available():
             raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu")
-    data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["download"], seed=0) if evaluator_cls.needs_data else None
+    data = None
+    if evaluator_cls.needs_data:
+        data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["download"], seed=0)
     space_kwargs: dict[str, Any] = dict(cfg["space_args"])
     if data is not None:
         space_kwargs.setdefault("input_shape", tuple(data.input_shape))
         space_kwargs.setdefault("num_classes", data.num_classes)
     space = SearchSpace(cfg["space"], **space_kwargs)
-    space.sample(__import__("numpy").random.default_rng(cfg["seed"]))  # fails early on a broken space
-    strategy = make_strategy(cfg["strategy"], space, objectives, cfg["seed"], cfg["strategy_args"])
+    space.sample(np.random.default_rng(cfg["seed"]))  # fails early on a broken space
     ctx = EvalContext(cfg, space, data, device)
     pipeline = Pipeline(ctx, evaluator_cls(ctx), objectives, constraints)
+    return Components(space, objectives, constraints, pipeline)
+
+
+def prepare(config: Mapping[str, Any]) -> Prepared:
+    """Validate a resolved config and build every component; writes nothing.
+
+    Raises:
+        CellblockError: for any bad input (unknown names, bad options, missing data,
+            a run directory holding a different run).
+    """
+    from cellblock.backends import BACKENDS
+
+    cfg = dict(config)
+    BACKENDS.get(cfg["backend"]).check_config(cfg)
+    comps = build_components(cfg)
     run_dir = Path(cfg["out"]) if cfg["out"] else config_mod.default_run_dir(cfg)
+    options = {**_run_options(cfg, run_dir), **cfg["strategy_args"]}
+    strategy = make_strategy(cfg["strategy"], comps.space, comps.objectives, cfg["seed"], options)
     _check_run_dir(run_dir, cfg)
-    return Prepared(cfg, run_dir, space, objectives, constraints, strategy, pipeline)
+    return Prepared(cfg, run_dir, comps.space, comps.objectives, comps.constraints, strategy, comps.pipeline)
+
+
+def _run_options(cfg: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Strategy options owned by the run (a strategy class declares them with a
+    ``run_options(config, run_dir)`` hook, e.g. the Optuna storage inside the run directory)."""
+    from cellblock.strategies import STRATEGIES
+
+    hook = getattr(STRATEGIES.get(cfg["strategy"]), "run_options", None)
+    if hook is None:
+        if cfg.get("storage") is not None:
+            raise ConfigError(f"storage is used by optuna:* strategies only, not {cfg['strategy']!r}; "
+                              "remove --storage or choose an optuna:* strategy")
+        return {}
+    return dict(hook(cfg, run_dir))
 
 
 def _check_run_dir(run_dir: Path, cfg: Mapping[str, Any]) -> None:
@@ -112,6 +155,80 @@ def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return yaml.safe_load(config_mod.dump(cfg))
 
 
+class TrialBook:
+    """The records side of the loop: numbering, dedupe, start/end events and tells.
+
+    Shared by every backend, so all of them write the same records.
+    """
+
+    def __init__(self, prepared: Prepared, log: RecordLog) -> None:
+        self.p = prepared
+        self.log = log
+        self.budget: int = prepared.config["trials"]
+        self.trials: list[Trial] = []
+        self.by_id: dict[str, Trial] = {}
+        self.in_flight: dict[str, Trial] = {}
+        self.rerun: list[Trial] = []
+        self.repeats = 0
+        self.exhausted = False
+
+    @property
+    def done(self) -> int:
+        """Finished trials (complete, failed or infeasible)."""
+        return len(self.by_id)
+
+    def resume(self) -> None:
+        """Load recorded trials; tell the finished ones to the strategy; queue in-flight ones."""
+        self.trials = replay_trials(read_events(self.log.path))
+        finished = sorted((t for t in self.trials if t.done), key=lambda t: (t.end_t or 0, t.number))
+        self.by_id = {t.arch_id: t for t in finished}
+        self.p.strategy.replay(finished)
+        self.rerun = [t for t in self.trials if t.status == RUNNING]
+
+    def wants_more(self) -> bool:
+        """Whether another trial should be started now."""
+        return not self.exhausted and self.done + len(self.in_flight) < self.budget
+
+    def next_trial(self) -> Trial | None:
+        """The next trial to run: an interrupted one first, then a new proposal.
+
+        Returns None when the strategy only proposes known architectures (a small space
+        exhausted, or everything left is in flight).
+        """
+        if self.rerun:
+            return self.rerun.pop(0)
+        while True:
+            arch = self.p.strategy.ask()
+            aid = arch_id(arch)
+            if aid not in self.by_id and aid not in self.in_flight:
+                self.repeats = 0
+                trial = Trial(number=len(self.trials), arch_id=aid, arch=arch)
+                self.trials.append(trial)
+                return trial
+            if aid in self.by_id:  # never evaluate twice: tell the known result again
+                self.p.strategy.tell(self.by_id[aid])
+            self.repeats += 1
+            if self.repeats >= EXHAUSTED_AFTER:
+                self.exhausted = not self.in_flight
+                return None
+
+    def start(self, trial: Trial) -> None:
+        """Record the start of ``trial``."""
+        trial.status, trial.start_t = RUNNING, time.time()
+        self.in_flight[trial.arch_id] = trial
+        self.log.append(trial_start_event(trial))
+
+    def finish(self, trial: Trial, outcome: Outcome) -> None:
+        """Record the end of ``trial`` and tell the strategy."""
+        self.in_flight.pop(trial.arch_id, None)
+        trial.status, trial.metrics = outcome.status, outcome.metrics
+        trial.error, trial.violation = outcome.error, outcome.violation
+        trial.end_t = time.time()
+        self.log.append(trial_end_event(trial))
+        self.by_id[trial.arch_id] = trial
+        self.p.strategy.tell(trial)
+
+
 class Runner:
     """Executes a prepared run: ask, evaluate, record, tell, until the budget is spent."""
 
@@ -119,89 +236,69 @@ class Runner:
         self.p = prepared
         self.progress = progress
         self.log = RecordLog(prepared.run_dir / "trials.jsonl")
-        self.trials: list[Trial] = []
         self._last_derived = 0.0
 
-    # ---- state --------------------------------------------------------------------------
-    def _resume(self) -> list[Trial]:
-        """Load recorded trials; tell the finished ones to the strategy; return in-flight ones."""
-        self.trials = replay_trials(read_events(self.log.path))
-        finished = sorted((t for t in self.trials if t.done), key=lambda t: (t.end_t or 0, t.number))
-        self.p.strategy.replay(finished)
-        return [t for t in self.trials if t.status == RUNNING]
+    @property
+    def trials(self) -> list[Trial]:
+        """All trials of the run so far."""
+        return self.book.trials
 
     def _write_start(self) -> None:
         self.p.run_dir.mkdir(parents=True, exist_ok=True)
         (self.p.run_dir / "config.yaml").write_text(config_mod.dump(self.p.config), encoding="utf-8")
         self.log.append({"event": "run_start", "t": time.time(), "config": _comparable(self.p.config)})
 
-    def _evaluate(self, trial: Trial) -> None:
-        trial.status, trial.start_t = RUNNING, time.time()
-        self.log.append(trial_start_event(trial))
-        outcome: Outcome = self.p.pipeline(trial.arch, trial_seed(self.p.config["seed"], trial.arch_id))
-        trial.status, trial.metrics = outcome.status, outcome.metrics
-        trial.error, trial.violation = outcome.error, outcome.violation
-        trial.end_t = time.time()
-        self.log.append(trial_end_event(trial))
-        self.p.strategy.tell(trial)
-
-    # ---- loop ---------------------------------------------------------------------------
     def run(self) -> list[Trial]:
         """Run until ``config['trials']`` trials have finished; return all trials."""
         from tqdm.auto import tqdm
 
+        from cellblock.backends import BACKENDS
+
+        self.book = book = TrialBook(self.p, self.log)
         self._write_start()
-        in_flight = self._resume()
-        budget = self.p.config["trials"]
-        by_id = {t.arch_id: t for t in self.trials if t.done}
-        done = sum(t.done for t in self.trials)
-        bar = tqdm(total=budget, initial=min(done, budget), unit="trial", disable=not self.progress,
-                   file=sys.stderr, dynamic_ncols=True)
+        book.resume()
+        bar = tqdm(total=book.budget, initial=min(book.done, book.budget), unit="trial",
+                   disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
         self._update_bar(bar)
+        backend = None
         try:
-            for trial in in_flight:  # re-run what a crash interrupted, same number and arch
-                if done >= budget:
-                    break
-                self._evaluate(trial)
-                by_id[trial.arch_id] = trial
-                done += 1
-                self._after_trial(bar)
-            repeats = 0
-            while done < budget:
-                arch = self.p.strategy.ask()
-                aid = arch_id(arch)
-                if aid in by_id:  # never evaluate an architecture twice
-                    self.p.strategy.tell(by_id[aid])
-                    repeats += 1
-                    if repeats >= EXHAUSTED_AFTER:
-                        bar.write(f"search space exhausted after {done} distinct architectures")
+            if book.done < book.budget:
+                backend = BACKENDS.get(self.p.config["backend"])(self.p)
+            while book.done < book.budget:
+                while backend.capacity > len(book.in_flight) and book.wants_more():
+                    trial = book.next_trial()
+                    if trial is None:
                         break
-                    continue
-                repeats = 0
-                trial = Trial(number=len(self.trials), arch_id=aid, arch=arch)
-                self.trials.append(trial)
-                self._evaluate(trial)
-                by_id[aid] = trial
-                done += 1
-                self._after_trial(bar)
+                    book.start(trial)
+                    backend.submit(trial)
+                if not book.in_flight:
+                    bar.write(f"search space exhausted after {book.done} distinct architectures")
+                    break
+                for trial, outcome in backend.wait():
+                    book.finish(trial, outcome)
+                    bar.update(1)
+                self._after_trials(bar)
             self.log.append({"event": "run_end", "t": time.time()})
         finally:
+            if backend is not None:
+                backend.close()
             bar.close()
             self.log.close()
             self.write_derived()
-        return self.trials
+        return book.trials
 
-    def _after_trial(self, bar: Any) -> None:
-        bar.update(1)
+    def _after_trials(self, bar: Any) -> None:
         self._update_bar(bar)
         if time.time() - self._last_derived > DERIVED_EVERY_S:
             self.write_derived()
 
     def _update_bar(self, bar: Any) -> None:
-        accs = [t.value("accuracy") for t in self.trials if t.status == COMPLETE]
+        accs = [t.value("accuracy") for t in self.book.trials if t.feasible_complete]
         accs = [a for a in accs if a is not None]
-        failed = sum(t.status not in (COMPLETE, RUNNING) for t in self.trials)
-        bar.set_postfix(best_acc=f"{max(accs):.4f}" if accs else "-", not_complete=failed, refresh=False)
+        failed = sum(t.status == FAILED for t in self.book.trials)
+        infeasible = sum(t.status == INFEASIBLE for t in self.book.trials)
+        bar.set_postfix(best_acc=f"{max(accs):.4f}" if accs else "-", failed=failed,
+                        infeasible=infeasible, refresh=False)
 
     def write_derived(self) -> None:
         """Rewrite trials.csv, pareto.csv and pareto.png from the records."""
@@ -210,8 +307,3 @@ class Runner:
         if self.p.run_dir.exists():
             write_outputs(self.p.run_dir, self.p.objectives)
         self._last_derived = time.time()
-
-
-def finite(x: Any) -> bool:
-    """True for a finite number."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

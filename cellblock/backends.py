@@ -1,0 +1,172 @@
+"""Where trials run: in-process, in a local process pool, or on Ray.
+
+A backend takes trials (``submit``) and hands back finished ones with their outcome
+(``wait``); it never records or tells: the run loop does, so every backend gives the
+same records.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from cellblock.errors import ConfigError
+from cellblock.evaluators.pipeline import Outcome, trial_seed
+from cellblock.records import FAILED, Trial
+from cellblock.registry import Registry
+
+BACKENDS: Registry[type[Backend]] = Registry("backend")
+
+
+def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
+    """Class decorator registering a backend under ``name``."""
+    return BACKENDS.register(name)  # type: ignore[return-value]
+
+
+def set_threads(cfg: Mapping[str, Any]) -> None:
+    """Apply ``threads_per_trial`` (1 by default when trials run concurrently)."""
+    import torch
+
+    threads = cfg.get("threads_per_trial")
+    if threads is None and cfg.get("concurrency", 1) > 1:
+        threads = 1
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+
+
+class Backend(ABC):
+    """Runs trials' evaluations.
+
+    Args:
+        prepared: The validated run (config, pipeline...).
+    """
+
+    def __init__(self, prepared: Any) -> None:
+        self.prepared = prepared
+        self.config = prepared.config
+        self.seed = prepared.config["seed"]
+
+    @classmethod
+    def check_config(cls, cfg: Mapping[str, Any]) -> None:  # noqa: B027  (optional hook)
+        """Validate backend options before anything is written (raise ConfigError)."""
+
+    @property
+    def capacity(self) -> int:
+        """Trials that may be in flight at once."""
+        return 1
+
+    @abstractmethod
+    def submit(self, trial: Trial) -> None:
+        """Start evaluating ``trial``."""
+
+    @abstractmethod
+    def wait(self) -> list[tuple[Trial, Outcome]]:
+        """Block until at least one submitted trial finished; return the finished ones."""
+
+    def close(self) -> None:  # noqa: B027  (optional hook)
+        """Release workers."""
+
+
+@register_backend("local")
+class LocalBackend(Backend):
+    """Evaluates in the search process, one trial at a time."""
+
+    @classmethod
+    def check_config(cls, cfg: Mapping[str, Any]) -> None:
+        if cfg["concurrency"] != 1:
+            raise ConfigError(
+                "the local backend runs one trial at a time; use --backend process or ray "
+                "for --concurrency > 1"
+            )
+
+    def __init__(self, prepared: Any) -> None:
+        super().__init__(prepared)
+        set_threads(self.config)
+        self.queue: list[Trial] = []
+
+    def submit(self, trial: Trial) -> None:
+        self.queue.append(trial)
+
+    def wait(self) -> list[tuple[Trial, Outcome]]:
+        trial = self.queue.pop(0)
+        return [(trial, self.prepared.pipeline(trial.arch, trial_seed(self.seed, trial.arch_id)))]
+
+
+# ---- process pool ---------------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(cfg: Mapping[str, Any]) -> None:
+    from cellblock.runner import build_components
+
+    set_threads(cfg)
+    _WORKER["pipeline"] = build_components(cfg).pipeline
+
+
+def _evaluate_in_worker(arch: Mapping[str, Any], seed: int) -> Outcome:
+    return _WORKER["pipeline"](arch, seed)
+
+
+@register_backend("process")
+class ProcessBackend(Backend):
+    """A pool of ``concurrency`` worker processes (spawned; each loads the data once).
+
+    When a worker dies (killed, out of memory), the pool breaks and every trial in it
+    is lost. Those trials are then re-run one at a time: one that kills its worker
+    while running alone is FAILED with the error; the others complete as usual.
+    """
+
+    def __init__(self, prepared: Any) -> None:
+        super().__init__(prepared)
+        self.futures: dict[cf.Future, Trial] = {}
+        self.suspects: list[Trial] = []
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(
+            max_workers=self.config["concurrency"],
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(dict(self.config),),
+        )
+
+    @property
+    def capacity(self) -> int:
+        return 0 if self.suspects else self.config["concurrency"]
+
+    def submit(self, trial: Trial) -> None:
+        future = self.pool.submit(_evaluate_in_worker, trial.arch, trial_seed(self.seed, trial.arch_id))
+        self.futures[future] = trial
+
+    def wait(self) -> list[tuple[Trial, Outcome]]:
+        if not self.futures and self.suspects:
+            self.submit(self.suspects.pop(0))  # re-run one suspect alone
+            solo = True
+        else:
+            solo = len(self.futures) == 1 and not self.suspects
+        done, _ = cf.wait(list(self.futures), return_when=cf.FIRST_COMPLETED)
+        out = []
+        broken = False
+        for future in done:
+            trial = self.futures.pop(future)
+            try:
+                out.append((trial, future.result()))
+            except BrokenProcessPool as exc:
+                broken = True
+                if solo:
+                    out.append((trial, Outcome(FAILED, {}, f"worker process died while evaluating it: {exc}")))
+                else:
+                    self.suspects.append(trial)
+        if broken:
+            self.suspects.extend(self.futures.values())  # the rest of the broken pool
+            self.futures.clear()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._new_pool()
+        return out
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
