@@ -50,8 +50,8 @@ class Backend(ABC):
         self.config = prepared.config
         self.seed = prepared.config["seed"]
 
-    @classmethod
-    def check_config(cls, cfg: Mapping[str, Any]) -> None:  # noqa: B027  (optional hook)
+    @classmethod  # noqa: B027  (optional hook, a no-op by default)
+    def check_config(cls, cfg: Mapping[str, Any]) -> None:
         """Validate backend options before anything is written (raise ConfigError)."""
 
     @property

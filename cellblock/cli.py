@@ -19,7 +19,7 @@ from cellblock.errors import CellblockError, ConfigError
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 
 # Modules that add sub-commands with ``@command``; imported when the parser is built.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("cellblock.bench", "cellblock.export", "cellblock.final_train", "cellblock.report")
 
 
 def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -61,8 +61,8 @@ def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]
 
 
 SEARCH_OPTIONS = (
-    "space", "strategy", "evaluator", "trials", "epochs", "batch_size", "lr", "dataset",
-    "data_dir", "download", "objectives", "device", "out", "seed",
+    "space", "strategy", "evaluator", "table", "metric", "trials", "epochs", "batch_size", "lr", "dataset",
+    "data_dir", "download", "objectives", "device", "out", "seed", "storage",
 )
 
 
@@ -77,6 +77,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy-arg", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="strategy option, repeatable, e.g. population_size=10")
     p.add_argument("--evaluator", help="how accuracy is obtained (default: train)")
+    p.add_argument("--table", help="benchmark table (CSV or parquet) for --evaluator table")
+    p.add_argument("--metric", help="table column used as accuracy for --evaluator table")
     p.add_argument("--trials", type=int, help="number of trials")
     p.add_argument("--epochs", type=int, help="training epochs per candidate")
     p.add_argument("--batch-size", type=int, dest="batch_size")
@@ -89,6 +91,9 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--out", help="run directory (default results/runs/<space>-<dataset>-<strategy>-seed<seed>)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage of optuna:* strategies: journal file or SQLAlchemy URL "
+                   "(default RUN/optuna.journal)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_search)
 

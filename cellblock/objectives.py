@@ -20,8 +20,9 @@ class Metric:
         direction: "maximize" or "minimize" when used as an objective.
         cheap: True if known before training (computed first, so constraints on it
             reject a candidate without training it).
-        stage: When it is computed: "cost" (from the built network), "latency"
-            (timed on the device) or "train" (the evaluator).
+        stage: When it is computed: "cost" (from the built network), "proxy" (a
+            zero-cost proxy of the untrained network), "latency" (timed on the device)
+            or "train" (the evaluator).
     """
 
     name: str
@@ -39,6 +40,11 @@ METRICS: dict[str, Metric] = {
         Metric("params", "minimize", True, "cost", "number of parameters"),
         Metric("latency_ms", "minimize", True, "latency", "median inference latency, ms"),
         Metric("train_s", "minimize", False, "train", "training wall time, s"),
+        Metric("synflow", "maximize", True, "proxy", "zero-cost proxy SynFlow (no data)"),
+        Metric("naswot", "maximize", True, "proxy", "zero-cost proxy NASWOT (one batch)"),
+        Metric("jacob_cov", "maximize", True, "proxy", "zero-cost proxy Jacobian covariance"),
+        Metric("grad_norm", "maximize", True, "proxy", "zero-cost proxy gradient norm"),
+        Metric("snip", "maximize", True, "proxy", "zero-cost proxy SNIP saliency"),
     )
 }
 

@@ -1,6 +1,7 @@
 """Evaluate one candidate: cheap metrics and constraints first, then the evaluator.
 
-Order: build -> params/MACs -> cheap constraints -> latency -> latency constraints ->
+Order: build -> params/MACs (+ registered cheap metrics such as zero-cost proxies, when an
+objective or constraint names them) -> cheap constraints -> latency -> latency constraints ->
 evaluator (training, table, supernet...) -> remaining constraints. A candidate that
 breaks a cheap constraint is INFEASIBLE without being trained. Any exception or a
 NaN metric makes the trial FAILED with its error; the search goes on.
@@ -11,17 +12,24 @@ from __future__ import annotations
 import hashlib
 import math
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from cellblock.errors import EvaluationError
 from cellblock.evaluators.base import EvalContext, Evaluator
 from cellblock.evaluators.cost import cost_metrics
 from cellblock.objectives import Constraint, Objective, total_violation
 from cellblock.records import COMPLETE, FAILED, INFEASIBLE
+from cellblock.registry import Registry
+
+#: Metric name -> ``provider(model, ctx) -> value``: cheap metrics computed from the built,
+#: untrained network (zero-cost proxies register here), only when an objective or a
+#: constraint names them.
+METRIC_PROVIDERS: Registry[Callable[[nn.Module, EvalContext], float]] = Registry("metric provider")
 
 
 @dataclass
@@ -71,6 +79,7 @@ class Pipeline:
         self.constraints = list(constraints)
         wanted = {o.name for o in self.objectives} | {c.metric for c in self.constraints}
         self.measure_latency = "latency_ms" in wanted
+        self.provided = sorted(n for n in wanted if n in METRIC_PROVIDERS)
         self.input_shape = tuple(ctx.space.kwargs.get("input_shape") or ctx.data.input_shape)
 
     def _violation(self, metrics: Mapping[str, Any]) -> float:
@@ -82,6 +91,7 @@ class Pipeline:
             torch.manual_seed(seed)
             model = self.ctx.space.build(arch)
             metrics.update(cost_metrics(model, self.input_shape))
+            metrics.update({n: METRIC_PROVIDERS.get(n)(model, self.ctx) for n in self.provided})
             violation = self._violation(metrics)
             if violation > 0:
                 return Outcome(INFEASIBLE, metrics, None, violation)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 import weakref
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -226,7 +227,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_and_evaluate(model: nn.Module, data: Dataset, cfg: TrainConfig) -> dict[str, Any]:
+def train_and_evaluate(
+    model: nn.Module,
+    data: Dataset,
+    cfg: TrainConfig,
+    *,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    resume: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train ``model`` on ``data``'s train split and return its validation accuracy.
 
     Recipe: SGD (Nesterov momentum), per-step cosine LR with optional linear warm-up,
@@ -236,6 +244,15 @@ def train_and_evaluate(model: nn.Module, data: Dataset, cfg: TrainConfig) -> dic
     Returns:
         ``{"accuracy", "train_s", "images_per_s", "epochs", "final_loss", "steps", "eval_s"}``;
         ``final_loss`` is the mean training loss of the last epoch.
+
+    Args:
+        model: The network (trained in place).
+        data: The dataset.
+        cfg: The recipe.
+        on_epoch_end: Optional callback called after every epoch with the training state
+            (``epoch``, ``step``, ``model``, ``optimizer``, ``scaler``, ``generator``,
+            ``torch_rng``, ``final_loss``), e.g. to write a checkpoint.
+        resume: A state given earlier to ``on_epoch_end``: training continues after it.
 
     Raises:
         ConfigError: if ``cfg`` is invalid.
@@ -277,10 +294,20 @@ def train_and_evaluate(model: nn.Module, data: Dataset, cfg: TrainConfig) -> dic
     step = 0
     epochs_run = 0
     final_loss = float("nan")
-    for epoch in range(cfg.epochs):
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        gen.set_state(resume["generator"].to(gen.get_state().device))
+        torch.set_rng_state(resume["torch_rng"])
+        step, epochs_run, final_loss = resume["step"], resume["epoch"], resume["final_loss"]
+    for epoch in range(epochs_run, cfg.epochs):
         if step >= total_steps:
             break
         epochs_run += 1
+        if hasattr(model, "on_epoch_start"):  # per-epoch schedules, e.g. darts drop path
+            model.on_epoch_start(epoch, cfg.epochs)
         perm = torch.randperm(n, device=device, generator=gen)
         checked = done = 0
         for i in range(steps_per_epoch):
@@ -313,6 +340,13 @@ def train_and_evaluate(model: nn.Module, data: Dataset, cfg: TrainConfig) -> dic
                 checked = done
         _check_finite(losses[checked:done], done - checked, epoch, checked)
         final_loss = float(losses[:done].mean())
+        if on_epoch_end is not None:
+            on_epoch_end({
+                "epoch": epochs_run, "step": step, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "final_loss": final_loss,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            })
     _sync(device)
     train_s = time.perf_counter() - start
 

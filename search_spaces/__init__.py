@@ -45,6 +45,8 @@ from cellblock.search_spaces.blocks_space import (  # noqa: E402
     resnet50_arch,
 )
 
+from cellblock.search_spaces import nb201 as _nb201  # noqa: E402,F401  (registers "nb201")
+
 __all__ += [
     "ATTENTIONS",
     "BLOCKS",
@@ -58,3 +60,8 @@ __all__ += [
     "resnet18_arch",
     "resnet50_arch",
 ]
+
+# The ``darts`` cell space registers itself on import.
+from cellblock.search_spaces.darts import darts, darts_v2_arch, from_genotype, to_genotype  # noqa: E402
+
+__all__ += ["darts", "darts_v2_arch", "from_genotype", "to_genotype"]

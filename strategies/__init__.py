@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from cellblock.strategies import evolution, nsga2, random_search  # noqa: F401  (register)
+from cellblock.strategies import (  # noqa: F401  (register)
+    evolution,
+    nsga2,
+    optuna_strategy,
+    random_search,
+)
 from cellblock.strategies.base import STRATEGIES, Strategy, make_strategy, register_strategy
 
 __all__ = ["STRATEGIES", "Strategy", "make_strategy", "register_strategy"]
