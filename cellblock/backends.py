@@ -59,6 +59,33 @@ class Backend(ABC):
         """Trials that may be in flight at once."""
         return 1
 
+    def drive(self, book: Any, after: Callable[[int], None]) -> None:
+        """Run trials until the book's budget is spent or the space is exhausted.
+
+        The default loop keeps up to :attr:`capacity` trials in flight through
+        :meth:`submit` and :meth:`wait`. A backend with its own scheduler (Ray Tune)
+        overrides this, using the same ``book`` (``next_trial``, ``start``, ``finish``)
+        so that the records are the same.
+
+        Args:
+            book: The run's :class:`cellblock.runner.TrialBook`.
+            after: Called with the number of trials that just finished.
+        """
+        while book.done < book.budget:
+            while self.capacity > len(book.in_flight) and book.wants_more():
+                trial = book.next_trial()
+                if trial is None:
+                    break
+                book.start(trial)
+                self.submit(trial)
+            if not book.in_flight:
+                book.exhausted = True
+                return
+            finished = self.wait()
+            for trial, outcome in finished:
+                book.finish(trial, outcome)
+            after(len(finished))
+
     @abstractmethod
     def submit(self, trial: Trial) -> None:
         """Start evaluating ``trial``."""

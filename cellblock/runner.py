@@ -264,20 +264,9 @@ class Runner:
         try:
             if book.done < book.budget:
                 backend = BACKENDS.get(self.p.config["backend"])(self.p)
-            while book.done < book.budget:
-                while backend.capacity > len(book.in_flight) and book.wants_more():
-                    trial = book.next_trial()
-                    if trial is None:
-                        break
-                    book.start(trial)
-                    backend.submit(trial)
-                if not book.in_flight:
+                backend.drive(book, lambda n: self._after_trials(bar, n))
+                if book.exhausted:
                     bar.write(f"search space exhausted after {book.done} distinct architectures")
-                    break
-                for trial, outcome in backend.wait():
-                    book.finish(trial, outcome)
-                    bar.update(1)
-                self._after_trials(bar)
             self.log.append({"event": "run_end", "t": time.time()})
         finally:
             if backend is not None:
@@ -287,7 +276,8 @@ class Runner:
             self.write_derived()
         return book.trials
 
-    def _after_trials(self, bar: Any) -> None:
+    def _after_trials(self, bar: Any, n: int) -> None:
+        bar.update(n)
         self._update_bar(bar)
         if time.time() - self._last_derived > DERIVED_EVERY_S:
             self.write_derived()
