@@ -14,12 +14,37 @@ from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from cellblock.errors import ConfigError
+from cellblock.errors import ConfigError, RegistryError
 from cellblock.evaluators.pipeline import Outcome, trial_seed
 from cellblock.records import FAILED, Trial
 from cellblock.registry import Registry
 
-BACKENDS: Registry[type[Backend]] = Registry("backend")
+
+class _BackendRegistry(Registry):
+    """Backends by name; a backend living in an optional module (Ray) is imported on its
+    first look-up, so importing cellblock never imports it."""
+
+    LAZY = {"ray": ("cellblock.ray_backend", "ray[tune]")}
+
+    def get(self, name: str) -> Any:
+        if name in self.LAZY and name not in self._items:
+            import importlib
+
+            module, requirement = self.LAZY[name]
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                raise ConfigError(f"the {name} backend needs {exc.name!r}, which is not installed; "
+                                  f"pip install '{requirement}'") from None
+        if name not in self._items:
+            raise RegistryError(f"unknown backend {name!r}; known: {', '.join(self.names())}")
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        return sorted(set(super().names()) | set(self.LAZY))
+
+
+BACKENDS: Registry[type[Backend]] = _BackendRegistry("backend")
 
 
 def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:

@@ -63,6 +63,8 @@ def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]
 SEARCH_OPTIONS = (
     "space", "strategy", "evaluator", "table", "metric", "trials", "epochs", "batch_size", "lr", "dataset",
     "data_dir", "download", "objectives", "device", "out", "seed", "storage",
+    "backend", "address", "concurrency", "resources_per_trial", "scheduler", "threads_per_trial",
+    "grace_epochs", "reduction_factor",
 )
 
 
@@ -94,6 +96,19 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage of optuna:* strategies: journal file or SQLAlchemy URL "
                    "(default RUN/optuna.journal)")
+    p.add_argument("--backend", help="where trials run: local, process or ray")
+    p.add_argument("--address", help="Ray cluster for --backend ray: auto or HOST:PORT "
+                   "(default: a local Ray instance started for the run)")
+    p.add_argument("--concurrency", type=int, help="trials evaluated at the same time")
+    p.add_argument("--resources-per-trial", dest="resources_per_trial", metavar="SPEC",
+                   help="Ray resources of one trial, e.g. cpu=1,gpu=0.5 (default cpu=1)")
+    p.add_argument("--scheduler", help="early stopping (ray backend): none, asha, hyperband, mo-asha")
+    p.add_argument("--grace-epochs", dest="grace_epochs", type=int,
+                   help="epochs before the first early-stopping rung (default 1)")
+    p.add_argument("--reduction-factor", dest="reduction_factor", type=int,
+                   help="early stopping keeps the top 1/N at each rung (default 3)")
+    p.add_argument("--threads-per-trial", dest="threads_per_trial", type=int,
+                   help="torch threads per trial")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_search)
 

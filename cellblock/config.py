@@ -54,6 +54,11 @@ def _device(v: Any) -> str | None:
     return "must be auto, cpu, cuda, cuda:N or mps"
 
 
+def _resources(v: Any) -> str | None:
+    item = r"\s*[A-Za-z_][\w-]*\s*=\s*\d+(\.\d*)?\s*"
+    return None if re.fullmatch(rf"{item}(,{item})*", v) else "must look like cpu=1,gpu=0.5"
+
+
 FIELDS: dict[str, Field] = {
     "space": Field("blocks", (str,), "search space: a registered name, 'module:function' or 'file.py:function'"),
     "space_args": Field({}, (dict,), "options of the space function (its skeleton)"),
@@ -83,6 +88,11 @@ FIELDS: dict[str, Field] = {
     "backend": Field("local", (str,), "where trials run: local (in-process), process (local process pool) or ray"),
     "concurrency": Field(1, (int,), "trials evaluated at the same time (process and ray backends)", _positive),
     "threads_per_trial": Field(None, (int,), "torch threads per trial (default: torch's own choice; 1 with concurrency > 1)", _positive, nullable=True),
+    "address": Field(None, (str,), "Ray cluster of the ray backend: auto or HOST:PORT (default: a local Ray instance for the run)", nullable=True),
+    "resources_per_trial": Field("cpu=1", (str,), "Ray resources of one trial, e.g. cpu=1,gpu=0.5", _resources),
+    "scheduler": Field("none", (str,), "early stopping of the ray backend, epochs as budget: none, asha, hyperband or mo-asha", _one_of("none", "asha", "hyperband", "mo-asha")),
+    "grace_epochs": Field(1, (int,), "epochs before the first early-stopping rung", _positive),
+    "reduction_factor": Field(3, (int,), "early stopping keeps the top 1/reduction_factor at each rung", lambda v: None if v >= 2 else "must be >= 2"),
 }
 
 # Keys that may change when an existing run is continued.

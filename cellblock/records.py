@@ -29,7 +29,10 @@ COMPLETE = "COMPLETE"
 FAILED = "FAILED"
 INFEASIBLE = "INFEASIBLE"
 RUNNING = "RUNNING"
-STATUSES = (COMPLETE, FAILED, INFEASIBLE, RUNNING)
+#: Stopped early by a multi-fidelity scheduler: metrics hold its accuracy at that rung and
+#: ``epochs`` trained; never on the Pareto front (not fully trained).
+PRUNED = "PRUNED"
+STATUSES = (COMPLETE, FAILED, INFEASIBLE, RUNNING, PRUNED)
 
 
 @dataclass

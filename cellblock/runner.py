@@ -7,6 +7,7 @@ ones are re-run, and the strategy is rebuilt from the records.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -92,6 +93,11 @@ def build_components(config: Mapping[str, Any]) -> Components:
         space_kwargs.setdefault("input_shape", tuple(data.input_shape))
         space_kwargs.setdefault("num_classes", data.num_classes)
     space = SearchSpace(cfg["space"], **space_kwargs)
+    if data is None:  # no dataset: the input shape and classes are the space's own defaults
+        defaults = space.arguments()
+        for name in SearchSpace.CONTEXT_ARGS:
+            if name in defaults and name not in space.kwargs:
+                space.kwargs[name] = defaults[name]
     space.sample(np.random.default_rng(cfg["seed"]))  # fails early on a broken space
     ctx = EvalContext(cfg, space, data, device)
     pipeline = Pipeline(ctx, evaluator_cls(ctx), objectives, constraints)
@@ -245,7 +251,9 @@ class Runner:
 
     def _write_start(self) -> None:
         self.p.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.p.run_dir / "config.yaml").write_text(config_mod.dump(self.p.config), encoding="utf-8")
+        tmp = self.p.run_dir / "config.yaml.tmp"  # atomic: a kill never leaves half a config
+        tmp.write_text(config_mod.dump(self.p.config), encoding="utf-8")
+        os.replace(tmp, self.p.run_dir / "config.yaml")
         self.log.append({"event": "run_start", "t": time.time(), "config": _comparable(self.p.config)})
 
     def run(self) -> list[Trial]:
@@ -274,6 +282,12 @@ class Runner:
             bar.close()
             self.log.close()
             self.write_derived()
+            try:  # the HTML report is a convenience: its failure never loses results
+                from cellblock.report import write_report
+
+                write_report(self.p.run_dir)
+            except Exception as exc:  # noqa: BLE001
+                print(f"cellblock: warning: report.html not written ({exc})", file=sys.stderr)
         return book.trials
 
     def _after_trials(self, bar: Any, n: int) -> None:

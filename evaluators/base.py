@@ -40,16 +40,25 @@ class Evaluator(ABC):
 
     Attributes:
         needs_data: Whether the run must load the dataset for this evaluator.
+        needs_model: Whether :meth:`evaluate` uses the built network. When False and
+            :meth:`costs` knows the costs, the pipeline builds no network at all.
     """
 
     needs_data: ClassVar[bool] = True
+    needs_model: ClassVar[bool] = True
 
     def __init__(self, ctx: EvalContext) -> None:
         self.ctx = ctx
 
+    def costs(self, arch: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Known ``params``/``macs`` of ``arch`` (e.g. from a cache), or None to count them."""
+        return None
+
     @abstractmethod
-    def evaluate(self, model: nn.Module, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
-        """Metrics of ``model`` (the built ``arch``); must include ``accuracy``."""
+    def evaluate(
+        self, model: nn.Module | None, arch: Mapping[str, Any], seed: int
+    ) -> dict[str, Any]:
+        """Metrics of ``arch`` (``model`` is its network, None when not needed); must include ``accuracy``."""
 
 
 def resolve_device(name: str) -> torch.device:

@@ -294,6 +294,7 @@ def train_and_evaluate(
     step = 0
     epochs_run = 0
     final_loss = float("nan")
+    start_step = 0
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -302,6 +303,7 @@ def train_and_evaluate(
         gen.set_state(resume["generator"].to(gen.get_state().device))
         torch.set_rng_state(resume["torch_rng"])
         step, epochs_run, final_loss = resume["step"], resume["epoch"], resume["final_loss"]
+    start_step = step
     for epoch in range(epochs_run, cfg.epochs):
         if step >= total_steps:
             break
@@ -356,7 +358,7 @@ def train_and_evaluate(
     return {
         "accuracy": accuracy,
         "train_s": train_s,
-        "images_per_s": step * bs / train_s if train_s > 0 else float("nan"),
+        "images_per_s": (step - start_step) * bs / train_s if train_s > 0 else float("nan"),
         "epochs": epochs_run,
         "final_loss": final_loss,
         "steps": step,

@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 # Built-in blocks, attention modules and the ``blocks`` space register themselves on import.
+from cellblock.search_spaces import nb201 as _nb201  # noqa: E402,F401  (registers "nb201")
 from cellblock.search_spaces.attention import ATTENTIONS, register_attention  # noqa: E402
 from cellblock.search_spaces.blocks import BLOCKS, Block, register_block  # noqa: E402
 from cellblock.search_spaces.blocks_space import (  # noqa: E402
@@ -44,8 +45,6 @@ from cellblock.search_spaces.blocks_space import (  # noqa: E402
     resnet18_arch,
     resnet50_arch,
 )
-
-from cellblock.search_spaces import nb201 as _nb201  # noqa: E402,F401  (registers "nb201")
 
 __all__ += [
     "ATTENTIONS",

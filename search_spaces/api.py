@@ -171,6 +171,18 @@ class SearchSpace:
                 raise ConfigError(f"space {self.name!r} has no option {key!r}; its options: {allowed}")
         return bound
 
+    def arguments(self) -> dict[str, Any]:
+        """The function's full arguments: its defaults overridden by :attr:`kwargs`."""
+        params = list(inspect.signature(self.fn).parameters.values())[1:]
+        args = {
+            p.name: p.default
+            for p in params
+            if p.default is not inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        }
+        args.update(self.kwargs)
+        return args
+
     def spec(self) -> dict[str, Any]:
         """JSON-able description from which a worker rebuilds the space."""
         return {"ref": self.ref, "kwargs": self.kwargs}

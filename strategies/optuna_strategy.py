@@ -1,0 +1,491 @@
+"""Optuna samplers as cellblock strategies: ``optuna:tpe``, ``optuna:nsga2``, ``optuna:gp``...
+
+Every Optuna sampler drives the same define-by-run space through Optuna's ask/tell:
+``ask()`` creates an Optuna trial and runs the space function with an
+:class:`OptunaTrialSampler` (``s.choice`` -> ``suggest_categorical``, ``s.integer`` ->
+``suggest_int``); ``tell()`` finishes the Optuna trial. How cellblock outcomes are told:
+
+* COMPLETE -> COMPLETE with the objective values (directions from the run's objectives).
+* INFEASIBLE with every objective known (constraint broken after training) -> COMPLETE
+  with its values. Every told COMPLETE or PRUNED trial carries one value per constraint
+  (``metric - bound`` for ``<=``, feasible when <= 0), set with Optuna 5's
+  ``Trial.set_constraint(name, value)``, which replaces the deprecated ``constraints_func``:
+  TPE, NSGA-II/III and GP read them, so infeasible trials do not steer the search.
+* INFEASIBLE rejected before training (objectives missing) -> PRUNED with its constraint
+  values. Optuna's constraint-aware samplers (TPE) then rank it with the infeasible trials
+  (the "bad" group), so the search learns to avoid that region; FAIL would hide it from
+  every sampler, and inventing objective values would be dishonest. Samplers without
+  constraint support (random, CMA-ES) get every INFEASIBLE trial as PRUNED, which they
+  ignore. An unknown constraint value (its metric was never measured) is told as 0.
+* FAILED (or a non-finite objective) -> FAIL.
+
+Duplicates: when Optuna proposes an architecture already evaluated, that Optuna trial is
+told at once with the cached result (so Optuna learns it is known) and Optuna is asked
+again, :data:`OPTUNA_TRIES` times, then :data:`RANDOM_TRIES` random samples are tried
+(enqueued as fixed Optuna trials); a proposal equal to an architecture still in flight
+waits on it and is told with its result. Only an exhausted space yields a known one.
+
+Storage: ``storage=None`` keeps the study in memory; a path is an Optuna journal file;
+an SQLAlchemy URL (``sqlite:///x.db``, ``postgresql://...``) an RDB storage. The run
+loop fills ``storage`` (default ``RUN/optuna.journal``), ``study_name`` (the run
+directory's name) and ``constraints`` through :meth:`OptunaStrategy.run_options`. The
+strategy itself writes no file: the storage backend writes its journal, opened lazily
+on first use so that ``prepare`` writes nothing. One run (one process) per study.
+
+Resume: :meth:`replay` (from the records) and :meth:`load_state_dict` both reconcile the
+study with the strategy's state: trials already told in the storage are not told again,
+running trials the state does not know (left by a crash; cellblock re-runs in-flight
+trials itself) are marked FAIL, and results the study lacks are added as fixed trials.
+The sampler's random state is not part of the state: it is reseeded from
+``(seed, trials told)``.
+
+CMA-ES handles only numeric parameters: ``optuna:cmaes`` raises ConfigError for a space
+without integer decisions, and warns once that choice decisions (and conditional ones)
+are sampled independently at random. It needs the ``cmaes`` package and optimises a
+single objective.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import inspect
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from cellblock.errors import ConfigError, RunError, SpaceError
+from cellblock.objectives import Constraint, Objective
+from cellblock.records import COMPLETE, FAILED, INFEASIBLE, Trial
+from cellblock.search_spaces.api import SearchSpace, arch_id
+from cellblock.search_spaces.domains import Categorical, Domain, IntRange, Value
+from cellblock.search_spaces.samplers import Sampler
+from cellblock.strategies.base import STRATEGIES, Strategy
+
+JOURNAL_NAME = "optuna.journal"
+ARCH_ATTR = "arch_id"
+OPTUNA_TRIES = 10
+RANDOM_TRIES = 50
+_OWN_OPTIONS = ("storage", "study_name", "constraints")
+_RESERVED = ("self", "seed", "constraints_func")  # set by the strategy (constraints: set_constraint)
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """How to build one Optuna sampler and what it supports."""
+
+    cls: type[optuna.samplers.BaseSampler]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    multi_objective: bool = True
+    constraints: bool = True
+    numeric_only: bool = False
+    needs: str | None = None
+
+    def params(self) -> list[str]:
+        """Options of the sampler a user may set."""
+        sig = inspect.signature(self.cls.__init__).parameters
+        return [p for p in sig if p not in _RESERVED]
+
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    "tpe": SamplerSpec(optuna.samplers.TPESampler),
+    "tpe-multivariate": SamplerSpec(optuna.samplers.TPESampler, {"multivariate": True, "group": True}),
+    "nsga2": SamplerSpec(optuna.samplers.NSGAIISampler),
+    "nsga3": SamplerSpec(optuna.samplers.NSGAIIISampler),
+    "gp": SamplerSpec(optuna.samplers.GPSampler, {"warn_independent_sampling": False}),
+    "random": SamplerSpec(optuna.samplers.RandomSampler, constraints=False),
+    "cmaes": SamplerSpec(optuna.samplers.CmaEsSampler, {"warn_independent_sampling": False},
+                         multi_objective=False, constraints=False, numeric_only=True, needs="cmaes"),
+}
+
+_SUGGEST: dict[type[Domain], Callable[[optuna.Trial, str, Any], Value]] = {
+    Categorical: lambda t, name, d: t.suggest_categorical(name, list(d.choices)),
+    IntRange: lambda t, name, d: t.suggest_int(name, d.low, d.high, step=d.step),
+}
+
+
+class OptunaTrialSampler(Sampler):
+    """Takes every decision from an Optuna trial (``suggest_categorical`` / ``suggest_int``)."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        super().__init__()
+        self.trial = trial
+
+    def _pick(self, name: str, domain: Domain) -> Value:
+        suggest = _SUGGEST.get(type(domain))
+        if suggest is None:
+            raise SpaceError(f"decision {name!r}: Optuna strategies support choice and integer "
+                             f"decisions, not {domain.kind!r}")
+        try:
+            return suggest(self.trial, name, domain)
+        except ValueError as exc:
+            raise SpaceError(
+                f"decision {name!r} ({domain.describe()}) does not fit the Optuna study ({exc}); "
+                "give decisions with different choice lists different names"
+            ) from None
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Hide Optuna's ExperimentalWarning (journal, GP, NSGA-III...) and its INFO logs."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def check_storage(storage: Any) -> tuple[str, str | None]:
+    """``(kind, location)`` of a storage option: memory, journal (a path) or rdb (a URL).
+
+    Raises:
+        ConfigError: for a value that is no path or URL, an unknown database, a missing
+            database driver, a directory, or a sqlite file in a missing directory.
+    """
+    if storage is None:
+        return "memory", None
+    if not isinstance(storage, (str, Path)) or not str(storage).strip():
+        raise ConfigError(f"storage must be a journal file path or a database URL, got {storage!r}")
+    text = str(storage).strip()
+    if "://" not in text:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            raise ConfigError(f"storage {text!r} is a directory; give a journal file path such as "
+                              f"{str(path / JOURNAL_NAME)!r}")
+        for parent in path.parents:
+            if parent.exists() and not parent.is_dir():
+                raise ConfigError(f"storage {text!r}: {str(parent)!r} is a file, not a directory")
+        return "journal", str(path)
+    return "rdb", _check_rdb(text)
+
+
+def _check_rdb(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+        dialect.import_dbapi()
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"bad storage URL {url!r}; use a journal file path or an SQLAlchemy "
+                          "URL such as sqlite:///optuna.db or postgresql://user@host/db") from None
+    except NoSuchModuleError:
+        raise ConfigError(f"storage URL {url!r} names an unknown database {url.split(':')[0]!r}; "
+                          "use a journal file path, sqlite:///..., postgresql://... or mysql://...") from None
+    except ImportError as exc:
+        raise ConfigError(f"storage URL {url!r} needs a database driver that is not installed "
+                          f"({exc.name or exc}); pip install it or use a journal file path") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).expanduser().parent
+        if not folder.is_dir():
+            raise ConfigError(f"storage URL {url!r}: directory {str(folder)!r} does not exist")
+    return url
+
+
+def _open_storage(kind: str, location: str | None) -> Any:
+    openers: dict[str, Callable[[str | None], Any]] = {
+        "memory": lambda _: optuna.storages.InMemoryStorage(),
+        "journal": _open_journal,
+        "rdb": lambda url: optuna.storages.RDBStorage(url),
+    }
+    try:
+        return openers[kind](location)
+    except (OSError, ImportError, ValueError) as exc:
+        raise RunError(f"cannot open the Optuna storage {location!r}: {exc}") from None
+
+
+def _open_journal(path: str | None) -> Any:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    assert path is not None  # noqa: S101  (internal: check_storage gave a path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # the storage's own folder
+    return JournalStorage(JournalFileBackend(path))
+
+
+class OptunaStrategy(Strategy):
+    """An Optuna sampler behind cellblock's ask/tell (see the module docs).
+
+    Registered once per entry of :data:`SAMPLERS` as ``optuna:<name>``; each registered
+    subclass lists its sampler's options in its signature.
+
+    Args:
+        storage: Journal file path, SQLAlchemy URL, or None (in memory).
+        study_name: Name of the Optuna study (loaded if it exists).
+        constraints: The run's constraints (``"macs<=5M"`` strings or Constraint objects).
+        **sampler_options: Options of the Optuna sampler (e.g. ``n_startup_trials``).
+    """
+
+    sampler_name: ClassVar[str] = "tpe"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        seed: int = 0,
+        storage: str | None = None,
+        study_name: str = "cellblock",
+        constraints: Iterable[str | Constraint] = (),
+        **sampler_options: Any,
+    ) -> None:
+        super().__init__(space, objectives, seed)
+        self.spec = SAMPLERS[self.sampler_name]
+        self.label = f"optuna:{self.sampler_name}"
+        accepted = self.spec.params()
+        for key in sampler_options:
+            if key not in accepted:
+                raise ConfigError(f"strategy {self.label!r} has no option {key!r}; its options: "
+                                  f"{', '.join((*_OWN_OPTIONS, *accepted))}")
+        if len(self.objectives) > 1 and not self.spec.multi_objective:
+            raise ConfigError(f"strategy {self.label!r} optimises a single objective, got "
+                              f"{len(self.objectives)}; use optuna:tpe or optuna:nsga2")
+        if self.spec.needs and importlib.util.find_spec(self.spec.needs) is None:
+            raise ConfigError(f"strategy {self.label!r} needs the {self.spec.needs!r} package; "
+                              f"pip install {self.spec.needs}")
+        self.sampler_options = {**self.spec.defaults, **sampler_options}
+        self.constraints = [c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints]
+        if self.constraints and not hasattr(optuna.trial.Trial, "set_constraint"):
+            raise ConfigError(f"constraints with {self.label!r} need optuna >= 5.0 "
+                              f"(installed {optuna.__version__}); pip install -U optuna")
+        self.storage_kind, self.storage_location = check_storage(storage)
+        self.study_name = str(study_name)
+        self.sampler_seed = seed
+        self._make_sampler(seed)  # bad option values fail now
+        if self.spec.numeric_only:
+            self._check_numeric()
+        self.results: dict[str, dict[str, Any]] = {}  # arch_id -> outcome told (in order)
+        self.pending: dict[str, dict[str, Any]] = {}  # arch_id -> {"arch", "numbers"}
+        self.n_asked = 0
+        self.exhausted = False
+        self._study: optuna.Study | None = None
+        self._handles: dict[int, optuna.Trial] = {}
+
+    # ---- run options ------------------------------------------------------------------------
+    @classmethod
+    def run_options(cls, config: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
+        """Options the run loop fills: storage (default ``RUN/optuna.journal``), study, constraints."""
+        storage = config.get("storage") or str(Path(run_dir) / JOURNAL_NAME)
+        return {"storage": storage, "study_name": Path(run_dir).name or "cellblock",
+                "constraints": list(config.get("constraints") or [])}
+
+    # ---- sampler and study ------------------------------------------------------------------
+    def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        kwargs = dict(self.sampler_options, seed=seed)
+        with _quiet():
+            try:
+                return self.spec.cls(**kwargs)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"strategy {self.label!r}: bad sampler option ({exc}); options "
+                                  f"given: {self.sampler_options}") from None
+
+    def _check_numeric(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        kinds: dict[str, str] = {}
+        for _ in range(16):
+            for d in self.space.trace(self.space.sample(rng)):
+                kinds[d.name] = d.domain.kind
+        if IntRange.kind not in kinds.values():
+            raise ConfigError(f"strategy {self.label!r} needs integer decisions but space "
+                              f"{self.space.name!r} has only choices; use optuna:tpe or optuna:gp")
+        n_cat = sum(k != IntRange.kind for k in kinds.values())
+        if n_cat:
+            warnings.warn(f"{self.label}: {n_cat} choice decisions of space {self.space.name!r} are "
+                          "sampled independently at random (CMA-ES handles integers only)",
+                          UserWarning, stacklevel=3)
+
+    @property
+    def study(self) -> optuna.Study:
+        """The Optuna study, created or loaded on first use."""
+        if self._study is None:
+            storage = _open_storage(self.storage_kind, self.storage_location)
+            directions = [o.direction for o in self.objectives]
+            with _quiet():
+                study = optuna.create_study(storage=storage, study_name=self.study_name,
+                                            directions=directions, load_if_exists=True,
+                                            sampler=self._make_sampler(self.sampler_seed))
+            if [d.name.lower() for d in study.directions] != directions:
+                raise ConfigError(f"Optuna study {self.study_name!r} in {self.storage_location!r} has "
+                                  f"directions {[d.name.lower() for d in study.directions]}, this run "
+                                  f"{directions}; use another storage or study name")
+            self._study = study
+        return self._study
+
+    def _reseed(self) -> None:
+        """Reseed the sampler from ``(seed, trials told)``: its random state is not saved."""
+        self.sampler_seed = int(np.random.SeedSequence([self.seed, self.n_told]).generate_state(1)[0])
+        if self._study is not None:
+            self._study.sampler = self._make_sampler(self.sampler_seed)
+
+    def _handle(self, number: int) -> optuna.Trial:
+        """The live Optuna trial ``number`` (rebuilt for trials asked before a restart)."""
+        if number not in self._handles:
+            frozen = next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
+            self._handles[number] = optuna.Trial(self.study, frozen._trial_id)
+        return self._handles[number]
+
+    def _suggest(self, trial: optuna.Trial) -> dict[str, Value]:
+        sampler = OptunaTrialSampler(trial)
+        self.space.run(sampler)  # build is False: decisions only, on the meta device
+        return dict(sampler.decisions)
+
+    def _ask_fixed(self, arch: Mapping[str, Any]) -> optuna.Trial:
+        """An Optuna trial whose parameters are exactly ``arch`` (enqueued, then asked)."""
+        with _quiet():
+            self.study.enqueue_trial(dict(arch))
+            trial = self.study.ask()
+        aid = arch_id(arch)
+        if arch_id(self._suggest(trial)) != aid:
+            raise RunError(f"Optuna did not replay architecture {aid}; another process may be "
+                           f"using study {self.study_name!r}")
+        trial.set_user_attr(ARCH_ATTR, aid)
+        self._handles[trial.number] = trial
+        return trial
+
+    # ---- ask / tell -------------------------------------------------------------------------
+    def _is_new(self, aid: str) -> bool:
+        return aid not in self.results and aid not in self.pending
+
+    def _register(self, trial: optuna.Trial, arch: dict[str, Value]) -> dict[str, Value]:
+        aid = arch_id(arch)
+        self.pending[aid] = {"arch": arch, "numbers": [trial.number]}
+        self.seen.add(aid)
+        self.n_asked += 1
+        self.exhausted = False
+        return arch
+
+    def ask(self) -> dict[str, Any]:
+        arch: dict[str, Value] = {}
+        for _ in range(0 if self.exhausted else OPTUNA_TRIES):
+            trial = self.study.ask()
+            self._handles[trial.number] = trial
+            arch = self._suggest(trial)
+            aid = arch_id(arch)
+            trial.set_user_attr(ARCH_ATTR, aid)
+            if self._is_new(aid):
+                return self._register(trial, arch)
+            if aid in self.results:  # known: Optuna learns its result now
+                self._finish(trial.number, self.results[aid])
+            else:  # in flight: told with its result when it ends
+                self.pending[aid]["numbers"].append(trial.number)
+        for _ in range(RANDOM_TRIES):
+            arch = self.space.sample(self.rng)
+            if self._is_new(arch_id(arch)):
+                return self._register(self._ask_fixed(arch), arch)
+        self.exhausted = True
+        return arch  # every try was known: the space looks exhausted
+
+    def _outcome(self, trial: Trial) -> dict[str, Any]:
+        values = [trial.value(o.name) for o in self.objectives]
+        known = None not in values
+        states = {COMPLETE: ("COMPLETE", "FAIL"), FAILED: ("FAIL", "FAIL"),
+                  INFEASIBLE: ("COMPLETE" if self.spec.constraints else "PRUNED", "PRUNED")}
+        state = states.get(trial.status, ("FAIL", "FAIL"))[0 if known else 1]
+        cons = None
+        if self.constraints:
+            cons = [float(v) if (v := c.violation(trial.metrics)) is not None else 0.0
+                    for c in self.constraints]
+        return {"arch": dict(trial.arch), "state": state, "trial": trial.number,
+                "values": values if state == "COMPLETE" else None, "constraints": cons}
+
+    def _finish(self, number: int, outcome: Mapping[str, Any]) -> None:
+        handle = self._handle(number)
+        if outcome["state"] != "FAIL" and self.spec.constraints:  # read from trial.constraints
+            for c, value in zip(self.constraints, outcome["constraints"] or ()):
+                handle.set_constraint(str(c), value)
+        handle.set_user_attr("cellblock_trial", outcome["trial"])
+        with _quiet():
+            self.study.tell(handle, values=outcome["values"], state=TrialState[outcome["state"]])
+        self._handles.pop(number, None)
+
+    def tell(self, trial: Trial) -> None:
+        super().tell(trial)
+        aid = trial.arch_id
+        first = aid not in self.results
+        if first:
+            self.results[aid] = self._outcome(trial)
+        entry = self.pending.pop(aid, None)
+        if entry is not None:
+            for number in entry["numbers"]:
+                self._finish(number, self.results[aid])
+        elif first:  # not asked here (a trial re-run after a restart, or told by hand)
+            self._finish(self._ask_fixed(trial.arch).number, self.results[aid])
+
+    # ---- state ------------------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Reconcile the study with ``results`` and ``pending`` (see the module docs)."""
+        study = self.study
+        for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            study.tell(study.ask(), state=TrialState.FAIL)  # enqueued by a process that died
+        told = {t.user_attrs.get(ARCH_ATTR) for t in study.get_trials(deepcopy=False, states=_FINISHED)}
+        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        keep = {n for e in self.pending.values() for n in e["numbers"]}
+        for number in sorted(running - keep):  # left by a crash: cellblock re-runs those trials
+            study.tell(number, state=TrialState.FAIL)
+        for aid, outcome in self.results.items():
+            if aid not in told:
+                self._finish(self._ask_fixed(outcome["arch"]).number, outcome)
+        for entry in self.pending.values():
+            entry["numbers"] = [n for n in entry["numbers"] if n in running]
+            if not entry["numbers"]:
+                entry["numbers"] = [self._ask_fixed(entry["arch"]).number]
+
+    def replay(self, trials: Iterable[Trial]) -> None:
+        """Rebuild from recorded trials; those already told in the storage are not told again."""
+        for trial in trials:
+            Strategy.tell(self, trial)
+            self.results.setdefault(trial.arch_id, self._outcome(trial))
+        self.rng = np.random.default_rng([self.seed, self.n_told])
+        self._reseed()
+        self._sync()
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update(results=[[aid, dict(o)] for aid, o in self.results.items()],
+                     pending={aid: {"arch": e["arch"], "numbers": list(e["numbers"])}
+                              for aid, e in self.pending.items()},
+                     n_asked=self.n_asked, exhausted=self.exhausted, study_name=self.study_name)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.results = {aid: dict(o) for aid, o in state["results"]}
+        self.pending = {aid: {"arch": dict(e["arch"]), "numbers": list(e["numbers"])}
+                        for aid, e in state["pending"].items()}
+        self.n_asked = int(state["n_asked"])
+        self.exhausted = bool(state["exhausted"])
+        self._handles = {}
+        self._reseed()
+        self._sync()
+
+
+def _register_sampler(name: str, spec: SamplerSpec) -> type[OptunaStrategy]:
+    """Register ``optuna:<name>`` as a subclass whose signature lists the sampler's options."""
+    cls = type(f"Optuna_{name.replace('-', '_')}", (OptunaStrategy,),
+               {"sampler_name": name, "__doc__": f"Optuna's {spec.cls.__name__} ({name})."})
+
+    def __init__(self: OptunaStrategy, *args: Any, **kwargs: Any) -> None:
+        OptunaStrategy.__init__(self, *args, **kwargs)
+
+    base = inspect.signature(OptunaStrategy.__init__).parameters
+    own = [p for p in base.values() if p.kind is not p.VAR_KEYWORD]
+    sampler_params = inspect.signature(spec.cls.__init__).parameters
+    extra = [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY,
+                               default=spec.defaults.get(p, sampler_params[p].default))
+             for p in spec.params()]
+    __init__.__signature__ = inspect.Signature(own + extra)  # type: ignore[attr-defined]
+    cls.__init__ = __init__  # type: ignore[misc]
+    return STRATEGIES.register(f"optuna:{name}")(cls)  # type: ignore[return-value]
+
+
+for _name, _spec in SAMPLERS.items():
+    _register_sampler(_name, _spec)

@@ -1,0 +1,92 @@
+"""``cellblock bench``: harness math, a tiny end-to-end run and bad inputs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cellblock.bench import TrueFront, best_at, hv_ratio_at, parse_budgets
+from cellblock.cli import main
+from cellblock.errors import ConfigError
+from cellblock.objectives import parse_objectives
+from cellblock.records import COMPLETE, FAILED, Trial
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_TABLE = REPO.parent / "shared" / "nb201_cifar100.csv"
+needs_table = pytest.mark.skipif(not SHARED_TABLE.is_file(), reason=f"shared table {SHARED_TABLE} not found")
+
+
+def trial(i: int, acc: float | None, macs: float, status: str = COMPLETE) -> Trial:
+    metrics = {"macs": macs} if acc is None else {"accuracy": acc, "macs": macs}
+    return Trial(number=i, arch_id=str(i), arch={}, status=status, metrics=metrics)
+
+
+def test_parse_budgets():
+    assert parse_budgets("50, 25,25,100") == [25, 50, 100]
+    for bad in ("", "0,5", "a,5", "-3"):
+        with pytest.raises(ConfigError, match="budgets"):
+            parse_budgets(bad)
+
+
+def test_best_and_hv_ratio():
+    objs = parse_objectives("accuracy,macs")
+    # True front in minimisation space: (-0.9, 10) and (-0.5, 2): ideal (-0.9, 2), nadir (-0.5, 10).
+    front = TrueFront(objs, np.array([-0.9, 2.0]), np.array([-0.5, 10.0]), 0.0, 2, 2, 0.0)
+    front.hv = front.hv_of(np.array([[-0.9, 10.0], [-0.5, 2.0]]))
+    # normalised: (0, 1) and (1, 0), ref 1.1: area 1.1*0.1 + 0.1*1.1 - 0.1*0.1 = 0.21
+    assert front.hv == pytest.approx(0.21)
+    trials = [trial(0, 0.5, 2.0), trial(1, None, 1.0, FAILED), trial(2, 0.9, 10.0), trial(3, 0.95, 50.0)]
+    assert best_at(trials, [1, 2, 3, 4], "accuracy") == [0.5, 0.5, 0.9, 0.95]
+    ratios = hv_ratio_at(trials, [1, 2, 3], front)
+    assert ratios[0] == pytest.approx(0.1 * 1.1 / 0.21)
+    assert ratios[1] == ratios[0]  # the failed trial adds nothing
+    assert ratios[2] == pytest.approx(1.0)
+
+
+@needs_table
+def test_bench_tiny_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CELLBLOCK_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "bench"
+    code = main(["bench", "--space", "nb201", "--space-arg", "C=4", "--space-arg", "N=1", "--table", str(SHARED_TABLE),
+                 "--metric", "cifar100_test_acc", "--strategies", "random,evolution", "--seeds", "2",
+                 "--budgets", "10,20", "--out", str(out), "--workers", "1"])
+    assert code == 0, capsys.readouterr().err
+    with (out / "bench.csv").open() as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == ["strategy", "seed", "budget", "best", "hv_ratio"]
+        rows = list(reader)
+    assert len(rows) == 2 * 2 * 2
+    for r in rows:
+        assert 0 < float(r["best"]) <= 73.6
+        assert 0 < float(r["hv_ratio"]) <= 1.0 + 1e-9
+    by = {(r["strategy"], r["seed"], r["budget"]): float(r["best"]) for r in rows}
+    assert by[("random", "0", "20")] >= by[("random", "0", "10")]
+    md = (out / "bench.md").read_text()
+    assert "cellblock bench" in md and "73.5133" in md and "hv_ratio" in md
+    assert (out / "bench.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--strategies", "random,nope"], "unknown strategy 'nope'"),
+        (["--budgets", "10,x"], "budgets"),
+        (["--metric", "no_such_column"], "no column"),
+        (["--table", "/nonexistent/t.csv"], "not found"),
+        (["--objectives", "accuracy,latency_ms"], "not available"),
+    ],
+)
+def test_bench_bad_inputs(tmp_path, capsys, extra, needle):
+    if "--table" not in extra and not SHARED_TABLE.is_file():
+        pytest.skip(f"shared table {SHARED_TABLE} not found")
+    args = ["bench", "--table", str(SHARED_TABLE), "--metric", "cifar100_test_acc", "--seeds", "1",
+            "--budgets", "5", "--out", str(tmp_path / "b")]
+    for i in range(0, len(extra), 2):  # later options override earlier ones
+        args += extra[i:i + 2]
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "b").exists()

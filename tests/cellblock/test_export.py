@@ -1,0 +1,114 @@
+"""Export round trips: JSON, torch-only source (clean interpreter), TorchScript, ONNX."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import cellblock
+from cellblock.cli import main
+from cellblock.codegen import ExportError, generate_source, trace
+from cellblock.export import export_items, item_from_arch_file, items_from_run, select_trials
+from cellblock.results import load_run
+
+TINY = {"stages": 2, "widths": [[8], [8, 12]], "strides": [1, 2], "depth": [1, 1],
+        "block_types": ["basic", "mbconv", "inception", "dense"], "attentions": ["none", "se", "eca"],
+        "kernels": [3], "expansions": [1, 2], "growths": [4], "stem_width": 8}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    cellblock.search(space="blocks", space_args=TINY, trials=3, epochs=1, objectives="accuracy,macs",
+                     device="cpu", out=str(out), seed=1, strategy="random")
+    return out
+
+
+def test_all_formats_round_trip(run_dir, tmp_path):
+    data = load_run(run_dir)
+    trials = select_trials(data)
+    report = export_items(items_from_run(run_dir, trials), tmp_path, ["json", "pytorch", "torchscript", "onnx"])
+    saved = json.loads((tmp_path / "roundtrip.json").read_text())
+    assert saved["ok"] and report["ok"]
+    fmts = saved["exports"][0]["formats"]
+    for name, r in fmts.items():
+        assert r["params_ok"] and r["macs_ok"] and r["outputs_ok"], name
+        assert r["max_abs_diff"] <= 1e-5
+    assert fmts["pytorch"]["imports"] == ["from __future__ import annotations", "import torch"]
+    assert fmts["pytorch"]["cellblock_imported"] is False
+    assert fmts["onnx"]["opset"] >= 17 and fmts["onnx"]["initializers_ok"]
+    src = (tmp_path / saved["exports"][0]["label"] / "model.py").read_text()
+    assert "cellblock" not in src.split('"""', 2)[2].split("META")[0]  # no cellblock import
+
+
+def test_every_block_and_attention_traces_to_source():
+    from cellblock.search_spaces.api import SearchSpace
+
+    space = SearchSpace("blocks")
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(12):
+        arch = space.sample(rng)
+        model = space.build(arch).eval()
+        seen |= {arch[k] for k in arch if k.endswith((".block", ".attention"))}
+        ns: dict = {}
+        exec(compile(generate_source(model, (1, 8, 8)), "model.py", "exec"), ns)
+        net = ns["Net"]()
+        net.load_state_dict(model.state_dict())
+        x = torch.randn(2, 1, 8, 8)
+        assert torch.equal(net.eval()(x), model(x))
+    assert {"se", "eca", "dense", "inception"} <= seen
+
+
+def test_untraceable_module_is_named():
+    class Bad(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), Bad())
+    with pytest.raises(ExportError, match=r"'1' \(Bad\)"):
+        trace(net)
+
+
+def test_filters_and_selection_cli(run_dir, tmp_path, capsys):
+    assert main(["export", str(run_dir), "--max-params", "10", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no completed, feasible trial" in err[0]
+    data = load_run(run_dir)
+    knee = select_trials(data, knee=True)
+    assert len(knee) == 1 and knee[0] in data.pareto
+    assert main(["export", str(run_dir), "--trial", "99", "--out", str(tmp_path / "y")]) == 2
+
+
+def test_arch_file_export_and_mismatch_is_an_error(tmp_path, monkeypatch):
+    arch_json = tmp_path / "a.json"
+    from cellblock.search_spaces.api import SearchSpace
+    import numpy as np
+
+    space = SearchSpace("blocks", **TINY)
+    arch_json.write_text(json.dumps(space.sample(np.random.default_rng(3))))
+    args = [f"{k}={json.dumps(v)}" for k, v in TINY.items()]
+    argv = ["export", "--arch", str(arch_json), "--space", "blocks", "--format", "json,pytorch", "--out", str(tmp_path / "o")]
+    for a in args:
+        argv += ["--space-arg", a]
+    assert main(argv) == 0
+    # a wrong reference output must fail the round trip (exit 2), not warn
+    item = item_from_arch_file(arch_json, "blocks", TINY)
+    import cellblock.export as ex
+
+    real = ex.make_reference
+
+    def skewed(it):
+        ref = real(it)
+        ref.y = ref.y + 1e-3
+        return ref
+
+    monkeypatch.setattr(ex, "make_reference", skewed)
+    with pytest.raises(ExportError, match="outputs_ok"):
+        export_items([item], tmp_path / "bad", ["pytorch"])
+    assert json.loads((tmp_path / "bad" / "roundtrip.json").read_text())["ok"] is False

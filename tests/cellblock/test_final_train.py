@@ -1,0 +1,65 @@
+"""`cellblock train`: checkpoints, resume after SIGKILL, test accuracy, weights found by export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+import cellblock
+from cellblock.final_train import final_train, weights_path
+
+TINY = {"stages": 1, "widths": [[8]], "strides": [1], "depth": [1, 1], "block_types": ["basic"],
+        "attentions": ["none", "se"], "kernels": [3], "stem_width": 8}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_kill_then_resume_to_completion(tmp_path):
+    run = tmp_path / "run"
+    cellblock.search(space="blocks", space_args=TINY, trials=1, epochs=1, objectives="accuracy,macs",
+                     device="cpu", out=str(run), seed=0, strategy="random")
+    epochs = 6
+    cmd = [sys.executable, "-m", "cellblock", "train", str(run), "--trial", "0", "--epochs", str(epochs),
+           "--device", "cpu"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ))
+    first = ""
+    for line in proc.stdout:  # kill right after the first checkpoint is reported
+        if line.startswith("checkpoint: epoch"):
+            first = line
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    assert first and proc.returncode == -signal.SIGKILL
+    ckpt = torch.load(run / "train" / "trial_0" / "checkpoint.pt", weights_only=False)
+    killed_at = ckpt["state"]["epoch"]
+    assert 1 <= killed_at < epochs
+    assert not (run / "train" / "trial_0" / "metrics.json").exists()
+
+    logs: list[str] = []
+    m = final_train(run, 0, epochs, device="cpu", log=logs.append)
+    assert any("resuming" in line for line in logs)
+    assert m["resumed_from_epoch"] == killed_at and m["epochs"] == epochs
+    assert 0.0 <= m["test_accuracy"] <= 1.0 and m["test_size"] > 0
+    assert weights_path(run, 0).is_file()
+    saved = json.loads((run / "train" / "trial_0" / "metrics.json").read_text())
+    assert saved["test_accuracy"] == m["test_accuracy"]
+
+    # the resumed training ends exactly where an uninterrupted one does
+    fresh = final_train(run, 0, epochs, out=tmp_path / "straight", device="cpu", log=lambda s: None)
+    a = torch.load(weights_path(run, 0), weights_only=True)
+    b = torch.load(tmp_path / "straight" / "weights.pt", weights_only=True)
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    assert fresh["val_accuracy"] == m["val_accuracy"]
+
+    # export picks up the trained weights
+    from cellblock.export import export_items, items_from_run, select_trials
+
+    items = items_from_run(run, select_trials(cellblock.load_run(str(run)), trial=0))
+    report = export_items(items, tmp_path / "exp", ["pytorch"])
+    assert report["exports"][0]["weights"].startswith("trained")

@@ -1,0 +1,83 @@
+"""Crash safety: kill -9 the search process at random moments, resume, lose nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cellblock.records import COMPLETE, read_events, replay_trials
+
+SPACE = '''
+from torch import nn
+
+def space(s, input_shape=(1, 8, 8), num_classes=10):
+    depth = s.integer("depth", 1, 2)
+    widths = [s.choice(f"w{i}", [4, 6, 8, 12]) for i in range(depth)]
+    if not s.build:
+        return None
+    layers, c = [], input_shape[0]
+    for w in widths:
+        layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU()]
+        c = w
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+'''
+
+
+def _command(tmp: Path, strategy: str, backend: str, trials: int) -> list[str]:
+    cfg = tmp / "run.yaml"
+    cfg.write_text(f"backend: {backend}\nconcurrency: {1 if backend == 'local' else 2}\n")
+    return [sys.executable, "-m", "cellblock", "search", str(cfg), "--space", f"{tmp / 'sp.py'}:space",
+           "--strategy", strategy, "--trials", str(trials), "--epochs", "1", "--objectives",
+           "accuracy,params", "--out", str(tmp / "run"), "--device", "cpu", "--no-progress"]
+
+
+def kill_resume(tmp: Path, strategy: str, backend: str, trials: int, kills: int, seed: int) -> dict:
+    """Start the search, SIGKILL it ``kills`` times at random moments, then let it finish."""
+    (tmp / "sp.py").write_text(SPACE)
+    rng = np.random.default_rng(seed)
+    log = tmp / "run" / "trials.jsonl"
+    done_kills = 0
+    for _ in range(kills):
+        proc = subprocess.Popen(_command(tmp, strategy, backend, trials), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        before = log.stat().st_size if log.exists() else 0
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:  # wait until it is recording
+            if log.exists() and log.stat().st_size > before:
+                break
+            time.sleep(0.05)
+        time.sleep(float(rng.uniform(0.0, 1.5)))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the search process and its workers
+            done_kills += 1
+        proc.wait()
+    final = subprocess.run(_command(tmp, strategy, backend, trials), capture_output=True, text=True,
+                           timeout=600)
+    assert final.returncode == 0, final.stderr[-2000:]
+    events = read_events(log)
+    trials_ = replay_trials(events)
+    return {
+        "kills": done_kills,
+        "trials": trials_,
+        "starts": sum(e["event"] == "trial_start" for e in events),
+    }
+
+
+@pytest.mark.parametrize("strategy, backend", [("evolution", "local"), ("nsga2", "process")])
+def test_kill_and_resume_loses_nothing(tmp_path, strategy, backend):
+    requested = 10
+    out = kill_resume(tmp_path, strategy, backend, requested, kills=3, seed=7)
+    trials = out["trials"]
+    assert out["kills"] >= 1
+    assert len(trials) == requested
+    assert all(t.status == COMPLETE for t in trials)
+    ids = [t.arch_id for t in trials]
+    assert len(set(ids)) == len(ids), "an architecture was recorded twice"
+    assert [t.number for t in trials] == list(range(requested))
