@@ -31,7 +31,7 @@ import numpy as np
 
 from cellblock.errors import ConfigError, RegistryError, SpaceError
 from cellblock.registry import Registry
-from cellblock.search_spaces.domains import Domain, Value, same_value
+from cellblock.search_spaces.domains import Domain, IntRange, Value, same_value
 from cellblock.search_spaces.samplers import (
     Branch,
     FixedSampler,
@@ -250,6 +250,27 @@ class SearchSpace:
             others = [v for v in d.domain.values() if not same_value(v, d.value)]
             overrides[d.name] = others[int(rng.integers(len(others)))]
         return self._collect(GuidedSampler(rng, [arch], overrides))
+
+    def moves(self, arch: Mapping[str, Any]) -> list[tuple[str, Value]]:
+        """Every one-decision change of ``arch`` as ``(decision, new value)`` pairs.
+
+        A categorical decision may take any other value; an integer range is ordered, so
+        it steps to the adjacent values only (one step down, one step up).
+        """
+        out: list[tuple[str, Value]] = []
+        for d in self.trace(arch):
+            if isinstance(d.domain, IntRange):
+                step = d.domain.step
+                out += [(d.name, v) for v in (d.value - step, d.value + step) if d.domain.contains(v)]
+            else:
+                out += [(d.name, v) for v in d.domain.values() if not same_value(v, d.value)]
+        return out
+
+    def neighbour(
+        self, arch: Mapping[str, Any], name: str, value: Value, rng: np.random.Generator
+    ) -> dict[str, Value]:
+        """``arch`` with decision ``name`` set to ``value`` (a move); newly active decisions are sampled."""
+        return self._collect(GuidedSampler(rng, [arch], {name: value}))
 
     def crossover(
         self, a: Mapping[str, Any], b: Mapping[str, Any], rng: np.random.Generator
