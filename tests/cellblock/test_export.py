@@ -87,8 +87,9 @@ def test_filters_and_selection_cli(run_dir, tmp_path, capsys):
 
 def test_arch_file_export_and_mismatch_is_an_error(tmp_path, monkeypatch):
     arch_json = tmp_path / "a.json"
-    from cellblock.search_spaces.api import SearchSpace
     import numpy as np
+
+    from cellblock.search_spaces.api import SearchSpace
 
     space = SearchSpace("blocks", **TINY)
     arch_json.write_text(json.dumps(space.sample(np.random.default_rng(3))))
