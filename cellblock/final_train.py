@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 from cellblock.cli import command
 from cellblock.errors import ConfigError, RunError
+from cellblock.fileio import atomic_save, atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -35,16 +35,6 @@ def train_dir(run_dir: str | Path, trial: int) -> Path:
 def weights_path(run_dir: str | Path, trial: int) -> Path:
     """Where the final trained weights of a trial are saved (and where export looks)."""
     return train_dir(run_dir, trial) / "weights.pt"
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, fsync, then rename over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _identity(cfg: Mapping[str, Any], arch_id: str, trial: int, epochs: int) -> dict[str, Any]:
@@ -144,9 +134,7 @@ def final_train(
     }
     atomic_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                 out_dir / "weights.pt")
-    tmp = metrics_path.with_name("metrics.json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, metrics_path)
+    atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

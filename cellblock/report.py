@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 
 from cellblock.cli import command
 from cellblock.errors import ConfigError
+from cellblock.fileio import atomic_write_text
 
 #: Hypervolume reference point in normalised objective space.
 HV_REF = 1.1
@@ -192,11 +192,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         "<h2>Trials (click a header to sort; Pareto trials highlighted)</h2>", _table(data.trials, front_ids),
         f"<script>{_SORT_JS}</script>", "</body></html>",
     ])
-    path = Path(out) if out else data.run_dir / "report.html"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(Path(out) if out else data.run_dir / "report.html", page)
 
 
 @command("report")

@@ -7,7 +7,6 @@ ones are re-run, and the strategy is rebuilt from the records.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from cellblock import config as config_mod
 from cellblock.errors import ConfigError, RunError
 from cellblock.evaluators.base import EVALUATORS, EvalContext, resolve_device
 from cellblock.evaluators.pipeline import Outcome, Pipeline
+from cellblock.fileio import atomic_write_text
 from cellblock.objectives import Constraint, Objective, parse_objectives
 from cellblock.records import (
     FAILED,
@@ -251,9 +251,7 @@ class Runner:
 
     def _write_start(self) -> None:
         self.p.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.p.run_dir / "config.yaml.tmp"  # atomic: a kill never leaves half a config
-        tmp.write_text(config_mod.dump(self.p.config), encoding="utf-8")
-        os.replace(tmp, self.p.run_dir / "config.yaml")
+        atomic_write_text(self.p.run_dir / "config.yaml", config_mod.dump(self.p.config))
         self.log.append({"event": "run_start", "t": time.time(), "config": _comparable(self.p.config)})
 
     def run(self) -> list[Trial]:
