@@ -68,6 +68,7 @@ FIELDS: dict[str, Field] = {
     "proxy": Field("synflow", (str,), "zero-cost proxy reported by the 'proxy' evaluator (synflow, naswot, jacob_cov, grad_norm, snip)"),
     "table": Field(None, (str,), "benchmark table (CSV or parquet) of the table evaluator", nullable=True),
     "metric": Field(None, (str,), "table column used as accuracy by the table evaluator", nullable=True),
+    "supernet": Field(None, (str,), "supernet checkpoint of the supernet evaluator (from 'cellblock supernet train')", nullable=True),
     "trials": Field(24, (int,), "number of trials (evaluated candidates)", _positive),
     "epochs": Field(8, (int,), "training epochs per candidate", _positive),
     "batch_size": Field(64, (int,), "training batch size", _positive),

@@ -8,5 +8,6 @@ from cellblock.evaluators import (
     train_evaluator,  # noqa: F401  (registers "train")
 )
 from cellblock.evaluators.base import EVALUATORS, EvalContext, Evaluator, register_evaluator
+from cellblock.supernet import evaluator as _supernet_evaluator  # noqa: E402,F401  (registers "supernet")
 
 __all__ = ["EVALUATORS", "EvalContext", "Evaluator", "register_evaluator"]

@@ -57,7 +57,7 @@ def test_synflow_needs_no_data() -> None:
     # Hand check on a linear chain without BN: R = sum(|W2| |W1| 1), score = 2 R.
     torch.manual_seed(0)
     lin = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, bias=False), nn.Linear(3, 2, bias=False))
-    w1, w2 = lin[1].weight.abs().double(), lin[2].weight.abs().double()
+    w1, w2 = lin[1].weight.detach().abs().double(), lin[2].weight.detach().abs().double()
     r = float((w2 @ w1 @ torch.ones(4, dtype=torch.float64)).sum())
     assert synflow(lin, (1, 2, 2)) == pytest.approx(2 * r)
 
