@@ -129,6 +129,7 @@ class LocalBackend(Backend):
 
     @classmethod
     def check_config(cls, cfg: Mapping[str, Any]) -> None:
+        _no_scheduler(cfg, "local")
         if cfg["concurrency"] != 1:
             raise ConfigError(
                 "the local backend runs one trial at a time; use --backend process or ray "
@@ -146,6 +147,14 @@ class LocalBackend(Backend):
     def wait(self) -> list[tuple[Trial, Outcome]]:
         trial = self.queue.pop(0)
         return [(trial, self.prepared.pipeline(trial.arch, trial_seed(self.seed, trial.arch_id)))]
+
+
+def _no_scheduler(cfg: Mapping[str, Any], backend: str) -> None:
+    if cfg.get("scheduler", "none") not in (None, "none"):
+        raise ConfigError(
+            f"--scheduler {cfg['scheduler']} needs --backend ray (Ray Tune's schedulers); "
+            f"the {backend} backend trains every trial fully"
+        )
 
 
 # ---- process pool ---------------------------------------------------------------------------
@@ -171,6 +180,10 @@ class ProcessBackend(Backend):
     is lost. Those trials are then re-run one at a time: one that kills its worker
     while running alone is FAILED with the error; the others complete as usual.
     """
+
+    @classmethod
+    def check_config(cls, cfg: Mapping[str, Any]) -> None:
+        _no_scheduler(cfg, "process")
 
     def __init__(self, prepared: Any) -> None:
         super().__init__(prepared)

@@ -19,7 +19,7 @@ from cellblock.errors import CellblockError, ConfigError
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 
 # Modules that add sub-commands with ``@command``; imported when the parser is built.
-COMMAND_MODULES: tuple[str, ...] = ("cellblock.bench", "cellblock.export", "cellblock.final_train", "cellblock.report")
+COMMAND_MODULES: tuple[str, ...] = ("cellblock.bench", "cellblock.export", "cellblock.final_train", "cellblock.report", "cellblock.supernet.cli")
 
 
 def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -61,7 +61,7 @@ def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]
 
 
 SEARCH_OPTIONS = (
-    "space", "strategy", "evaluator", "table", "metric", "trials", "epochs", "batch_size", "lr", "dataset",
+    "space", "strategy", "evaluator", "table", "metric", "supernet", "trials", "epochs", "batch_size", "lr", "dataset",
     "data_dir", "download", "objectives", "device", "out", "seed", "storage",
     "backend", "address", "concurrency", "resources_per_trial", "scheduler", "threads_per_trial",
     "grace_epochs", "reduction_factor",
@@ -81,6 +81,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--evaluator", help="how accuracy is obtained (default: train)")
     p.add_argument("--table", help="benchmark table (CSV or parquet) for --evaluator table")
     p.add_argument("--metric", help="table column used as accuracy for --evaluator table")
+    p.add_argument("--supernet", help="supernet checkpoint for --evaluator supernet")
     p.add_argument("--trials", type=int, help="number of trials")
     p.add_argument("--epochs", type=int, help="training epochs per candidate")
     p.add_argument("--batch-size", type=int, dest="batch_size")

@@ -31,7 +31,8 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,31 @@ def _check_fits(nodes: list[Mapping[str, float]], want: Mapping[str, float], whe
                       "lower --resources-per-trial or add such a node")
 
 
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Keep Ray on 127.0.0.1: on Linux Ray swaps 127.0.0.1 for the machine's address (and
+    then listens on every interface); as a single-node setting it keeps to loopback."""
+    from ray._private import ray_constants
+
+    var = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(var)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[var] = "0"  # for the Ray processes started meanwhile
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved[0]
+        if saved[1] is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = saved[1]
+
+
+def _is_loopback(address: str) -> bool:
+    host = _split_address(address)[0].strip("[]")
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
 def _connect(address: str | None) -> bool:
     """Connect this process to Ray; return whether it must be shut down afterwards."""
     if ray.is_initialized():
@@ -133,28 +159,17 @@ def _connect(address: str | None) -> bool:
     common = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address is None:
         import torch
-        from ray._private import ray_constants
 
-        # On Linux Ray swaps 127.0.0.1 for the machine's address and listens on every
-        # interface; as a single-node instance it keeps to the loopback address only.
-        saved = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR)
-        ray_constants.ENABLE_RAY_CLUSTER = False
-        os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for Ray's child processes
-        try:
+        with _loopback_only():
             ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(),
                      include_dashboard=False, _node_ip_address="127.0.0.1", **common)
-        finally:
-            ray_constants.ENABLE_RAY_CLUSTER = saved[0]
-            if saved[1] is None:
-                os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
-            else:
-                os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved[1]
-    else:
-        try:
+        return True
+    try:
+        with _loopback_only() if _is_loopback(address) else nullcontext():
             ray.init(address=address, **common)
-        except Exception as exc:
-            raise ConfigError(f"cannot connect to the Ray cluster at {address}: "
-                              f"{' '.join(str(exc).split())[:300]}") from None
+    except Exception as exc:
+        raise ConfigError(f"cannot connect to the Ray cluster at {address}: "
+                          f"{' '.join(str(exc).split())[:300]}") from None
     return True
 
 

@@ -20,6 +20,7 @@ from cellblock.records import (
     COMPLETE,
     FAILED,
     INFEASIBLE,
+    PRUNED,
     RUNNING,
     Trial,
     read_events,
@@ -128,7 +129,7 @@ def format_table(trials: Sequence[Trial], limit: int | None = None) -> str:
 
 def summary(data: RunData) -> str:
     """A short text summary of a run and its Pareto table."""
-    counts = {s: sum(t.status == s for t in data.trials) for s in (COMPLETE, FAILED, INFEASIBLE, RUNNING)}
+    counts = {s: sum(t.status == s for t in data.trials) for s in (COMPLETE, FAILED, INFEASIBLE, PRUNED, RUNNING)}
     accs = [t.value("accuracy") for t in data.trials if t.feasible_complete]
     accs = [a for a in accs if a is not None]
     starts = [t.start_t for t in data.trials if t.start_t]
@@ -141,7 +142,8 @@ def summary(data: RunData) -> str:
         f"space: {cfg.get('space')}  strategy: {cfg.get('strategy')}  dataset: {cfg.get('dataset')}  "
         f"objectives: {', '.join(o.name for o in data.objectives)}",
         f"trials: {len(data.trials)} ({counts[COMPLETE]} complete, {counts[FAILED]} failed, "
-        f"{counts[INFEASIBLE]} infeasible, {counts[RUNNING]} in flight)  trial time span: {span:.1f} s",
+        f"{counts[INFEASIBLE]} infeasible, {counts[PRUNED]} stopped early, {counts[RUNNING]} in flight)  "
+        f"trial time span: {span:.1f} s",
         f"best validation accuracy: {max(accs):.4f}" if accs else "best validation accuracy: -",
         f"Pareto front ({len(front)} trials):",
         format_table(front) if front else "(empty: no completed, feasible trial)",

@@ -26,7 +26,7 @@ def _run(argv, capsys):
     (["search", "--bogus"], "unrecognized arguments: --bogus"),
     (["search", "--trials", "0"], "'trials' must be > 0"),
     (["search", "--space", "nope"], "unknown space 'nope'; known: blocks"),
-    (["search", "--strategy", "nope"], "unknown strategy 'nope'; known: evolution, nsga2, random"),
+    (["search", "--strategy", "nope"], "unknown strategy 'nope'; known: evolution, nsga2, optuna:"),
     (["search", "--evaluator", "nope"], "unknown evaluator 'nope'; known:"),
     (["search", "--objectives", "accuracy,flops"], "unknown metric 'flops'"),
     (["search", "--constraint", "macs<"], "bad constraint 'macs<'"),
