@@ -33,7 +33,7 @@ from cellblock.records import (
     trial_end_event,
     trial_start_event,
 )
-from cellblock.search_spaces.api import SearchSpace, arch_id
+from cellblock.search_spaces.api import SearchSpace, arch_id, resolve_space_fn
 from cellblock.strategies.base import Strategy, make_strategy
 
 # Consecutive already-evaluated proposals after which a (small) space counts as exhausted.
@@ -76,6 +76,7 @@ def build_components(config: Mapping[str, Any]) -> Components:
     from cellblock.data import load_dataset
 
     cfg = dict(config)
+    resolve_space_fn(cfg["space"])  # import a custom space's module first: it may register evaluators
     objectives = parse_objectives(cfg["objectives"])
     constraints = [Constraint.parse(c) for c in cfg["constraints"]]
     evaluator_cls = EVALUATORS.get(cfg["evaluator"])
