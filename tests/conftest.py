@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-from torch import nn
+import os
 
-from cellblock.search_spaces import SearchSpace
+# Tiny networks train fastest on one thread, and a 2-core CI machine must not be
+# oversubscribed by subprocesses (CLI, kill/resume, workers): they inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+torch.set_num_threads(1)
+
+from cellblock.search_spaces import SearchSpace  # noqa: E402
 
 
 def tiny_space_fn(s, input_shape=(1, 8, 8), num_classes=10):
