@@ -35,6 +35,7 @@ from cellblock.search_spaces.blocks import (
     check_positive_int,
 )
 from cellblock.search_spaces.samplers import Sampler
+from cellblock.supernet.tags import candidate
 
 BUILTIN_BLOCKS = ("basic", "bottleneck", "preact", "resnext", "dense", "inception", "mbconv")
 
@@ -279,7 +280,7 @@ def blocks(
     channels = stem_width
     body = []
     for (name, d, w, opts, att), stride in zip(plan, sk["strides"], strict=True):
-        body.append(build_stage(name, channels, w, stride, d, attention=att, **opts))
+        body.append(candidate(build_stage(name, channels, w, stride, d, attention=att, **opts), name))
         channels = block_out_channels(name, w, **opts)
     return BlockNet(STEMS.get(stem)(sk["shape"][0], stem_width), body, channels, num_classes)
 

@@ -43,6 +43,7 @@ from cellblock.search_spaces.darts_ops import (
     drop_path,
 )
 from cellblock.search_spaces.samplers import Sampler
+from cellblock.supernet.tags import candidate
 
 Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
 """DARTS genotype: per cell type a list of ``(op, input)`` pairs, two per node, and the concat."""
@@ -82,7 +83,8 @@ class Cell(nn.Module):
         self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0)
         self.indices = [i for pair in edges for i, _ in pair]
         self.ops = nn.ModuleList(
-            DARTS_OPS.get(op)(c, 2 if reduction and i < 2 else 1) for pair in edges for i, op in pair
+            candidate(DARTS_OPS.get(op)(c, 2 if reduction and i < 2 else 1), op)
+            for pair in edges for i, op in pair
         )
         self.nodes = len(edges)
         self.multiplier = self.nodes

@@ -26,6 +26,7 @@ from torch import nn
 
 from cellblock.errors import ArchValidationError, SpaceError
 from cellblock.search_spaces.api import register_space
+from cellblock.supernet.tags import candidate
 
 NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NODES = 4
@@ -86,7 +87,7 @@ class Cell(nn.Module):
     def __init__(self, ops: Mapping[tuple[int, int], str], channels: int) -> None:
         super().__init__()
         self.edges = list(EDGES)
-        self.layers = nn.ModuleList(make_op(ops[e], channels) for e in self.edges)
+        self.layers = nn.ModuleList(candidate(make_op(ops[e], channels), ops[e]) for e in self.edges)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]

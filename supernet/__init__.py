@@ -1,0 +1,10 @@
+"""Weight-sharing supernets built from the ordinary space definitions (single-path one-shot).
+
+Modules: :mod:`~cellblock.supernet.tags` (the hook spaces call), ``bank`` (shared
+parameters, sliced per child), ``covers`` (which probe modules size the bank),
+``model`` (:class:`~cellblock.supernet.model.Supernet`: forward a child, ``extract``),
+``train`` (training and checkpoints), ``evaluator`` (the ``supernet`` evaluator),
+``rank`` (rank correlation against stand-alone training) and ``cli``.
+
+This package's ``__init__`` imports nothing so that spaces can import ``tags`` freely.
+"""

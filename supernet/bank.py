@@ -1,0 +1,166 @@
+"""The shared parameter bank of a supernet.
+
+Every parameter and buffer of a normally built child network gets a *key*: its dotted
+name with the candidate tag of each tagged module on its path (see
+:mod:`cellblock.supernet.tags`), e.g. ``stages/1[bottleneck]/0/conv2/0/weight``. The bank
+holds one tensor per key, as large as the largest child needs in every dimension. A
+child's tensor is a view of it: the first ``k`` entries of the channel dimensions
+(OFA-style width slicing) and the centre of the spatial dimensions of convolution
+kernels (a 3x3 kernel is the centre of the shared 5x5 one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cellblock.errors import SpaceError
+from cellblock.supernet.tags import tag_of
+
+_KEYS_ATTR = "_supernet_keys"
+
+
+def tensor_keys(model: nn.Module, prefix: str = "") -> dict[str, str]:
+    """Name -> bank key of every parameter and buffer of ``model`` (cached on the model)."""
+    cached = model.__dict__.get(_KEYS_ATTR)
+    if cached is not None and prefix == "":
+        return cached
+    tags = {name: tag for name, m in model.named_modules() if name and (tag := tag_of(m))}
+    head = prefix.split(".") if prefix else []
+    if head and (root := tag_of(model)):  # a probe module standing for a tagged candidate
+        head[-1] += f"[{root}]"
+    names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
+    keys = {}
+    for name in names:
+        parts = name.split(".")
+        segs = []
+        for i, part in enumerate(parts):
+            tag = tags.get(".".join(parts[: i + 1]))
+            segs.append(f"{part}[{tag}]" if tag else part)
+        keys[name] = "/".join(head + segs)
+    if prefix == "":
+        model.__dict__[_KEYS_ATTR] = keys
+    return keys
+
+
+def slice_view(t: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """The view of ``t`` with ``shape``: leading channels, centred kernel dimensions."""
+    if tuple(t.shape) == tuple(shape):
+        return t
+    index = []
+    for d, (big, small) in enumerate(zip(t.shape, shape, strict=True)):
+        if d >= 2 and t.ndim >= 3:  # spatial dims of a conv kernel: the centre
+            off = (big - small) // 2
+            index.append(slice(off, off + small))
+        else:
+            index.append(slice(0, small))
+    return t[tuple(index)]
+
+
+def _init(key: str, t: Tensor, is_param: bool) -> None:
+    leaf = key.rsplit("/", 1)[-1].split("[", 1)[0]
+    with torch.no_grad():
+        if not is_param:
+            (t.fill_(1) if leaf == "running_var" else t.zero_())
+        elif leaf == "bias" or (leaf != "weight" and t.ndim < 2):
+            t.zero_()
+        elif t.ndim == 1:
+            t.fill_(1.0)  # normalisation scale
+        elif t.ndim == 2:
+            nn.init.kaiming_uniform_(t, a=math.sqrt(5))  # nn.Linear's default
+        else:
+            nn.init.kaiming_normal_(t, mode="fan_out", nonlinearity="relu")
+
+
+class ParamBank(nn.Module):
+    """Shared tensors by key; registered as ``t0, t1, ...`` in key order.
+
+    Args:
+        entries: key -> ``(shape, dtype name, is_parameter)``.
+    """
+
+    def __init__(self, entries: Mapping[str, tuple[tuple[int, ...], str, bool]]) -> None:
+        super().__init__()
+        self.entries = {k: (tuple(int(x) for x in v[0]), str(v[1]), bool(v[2]))
+                        for k, v in sorted(entries.items())}
+        self.attr: dict[str, str] = {}
+        for i, (key, (shape, dtype, is_param)) in enumerate(self.entries.items()):
+            t = torch.empty(shape, dtype=getattr(torch, dtype))
+            _init(key, t, is_param)
+            name = f"t{i}"
+            self.attr[key] = name
+            if is_param:
+                self.register_parameter(name, nn.Parameter(t))
+            else:
+                self.register_buffer(name, t)
+
+    @classmethod
+    def from_probes(cls, probes: Iterable[tuple[str, nn.Module]]) -> ParamBank:
+        """A bank large enough for every probe module (``(name prefix, module)`` pairs).
+
+        Raises:
+            SpaceError: if one key has tensors of different ranks or kinds.
+        """
+        entries: dict[str, tuple[tuple[int, ...], str, bool]] = {}
+        for prefix, module in probes:
+            keys = tensor_keys(module, prefix)
+            named = [(n, t, True) for n, t in module.named_parameters()]
+            named += [(n, t, False) for n, t in module.named_buffers()]
+            for name, t, is_param in named:
+                key = keys[name]
+                shape, dtype = tuple(t.shape), str(t.dtype).removeprefix("torch.")
+                old = entries.get(key)
+                if old is not None:
+                    if len(old[0]) != len(shape) or old[2] != is_param or old[1] != dtype:
+                        raise SpaceError(
+                            f"supernet key {key!r} is used by tensors of different ranks, dtypes "
+                            "or kinds; tag the candidates of that position with supernet.tags.candidate"
+                        )
+                    shape = tuple(max(a, b) for a, b in zip(old[0], shape, strict=True))
+                entries[key] = (shape, dtype, is_param)
+        return cls(entries)
+
+    def tensor(self, key: str) -> Tensor:
+        """The shared tensor of ``key``."""
+        return getattr(self, self.attr[key])
+
+    def views(self, model: nn.Module) -> dict[str, Tensor]:
+        """Name -> view of the shared tensor for every parameter and buffer of ``model``.
+
+        Raises:
+            SpaceError: if the bank lacks a key or is too small for one of them.
+        """
+        keys = tensor_keys(model)
+        out = {}
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            key = keys[name]
+            if key not in self.attr:
+                raise SpaceError(
+                    f"the supernet has no weights for {key!r}; it was built for another space "
+                    "or skeleton (or the space's supernet cover misses this candidate)"
+                )
+            shared = self.tensor(key)
+            shape = tuple(t.shape)
+            if len(shape) != shared.ndim or any(a > b for a, b in zip(shape, shared.shape, strict=True)):
+                raise SpaceError(
+                    f"the supernet's weights {key!r} have shape {tuple(shared.shape)}, too small for "
+                    f"{shape}; the space's supernet cover misses this size"
+                )
+            out[name] = slice_view(shared, shape)
+        return out
+
+    @torch.no_grad()
+    def copy_into(self, model: nn.Module) -> nn.Module:
+        """Copy the shared weights (and BN statistics) into ``model``'s own tensors."""
+        views = self.views(model)
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            t.copy_(views[name].to(t.device))
+        return model
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able entries (key -> shape, dtype, is_parameter), for checkpoints."""
+        return {k: [list(s), d, p] for k, (s, d, p) in self.entries.items()}

@@ -1,0 +1,101 @@
+"""The ``supernet`` evaluator: a child's accuracy with weights inherited from a supernet.
+
+The pipeline builds the child as usual (so params/MACs/latency come from the normal
+path); this evaluator copies the supernet's slices into it, re-calibrates its batch-norm
+statistics on a few training batches (reset the running statistics, forward the
+batches in train mode without gradients, cumulative averages) and measures the
+validation accuracy. Every child sees the same re-calibration batches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cellblock.errors import ConfigError
+from cellblock.evaluators.base import EvalContext, Evaluator, register_evaluator
+from cellblock.evaluators.training import evaluate_accuracy
+
+#: Batches (of :data:`RECAL_BATCH_SIZE` train images) used to re-calibrate BN statistics.
+RECAL_BATCHES = 8
+RECAL_BATCH_SIZE = 128
+
+_LOADED: dict[tuple[str, float, str], Any] = {}
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, x: torch.Tensor, batches: int = RECAL_BATCHES,
+                   batch_size: int = RECAL_BATCH_SIZE, seed: int = 0) -> nn.Module:
+    """Reset every BN's running statistics and re-estimate them on ``batches`` batches of ``x``.
+
+    The batches are a seeded random subset of ``x`` (the same for every model); the model
+    is left in eval mode.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return model.eval()
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the re-calibration batches
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(x), generator=gen)[: batches * batch_size]
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    model.train()
+    for i in range(0, len(order), batch_size):
+        model(x[order[i : i + batch_size].to(x.device)].to(device))
+    for m, mom in zip(bns, saved, strict=True):
+        m.momentum = mom
+    return model.eval()
+
+
+def cached_supernet(path: str | Path, device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """``(supernet, checkpoint)`` loaded once per path, modification time and device."""
+    from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
+
+    p = Path(path)
+    key = (str(p.resolve()), p.stat().st_mtime if p.exists() else 0.0, str(device))
+    if key not in _LOADED:
+        ckpt = load_checkpoint(p)
+        _LOADED.clear()
+        _LOADED[key] = (supernet_from_checkpoint(ckpt, device).eval(), ckpt)
+    return _LOADED[key]
+
+
+@register_evaluator("supernet")
+class SupernetEvaluator(Evaluator):
+    """Accuracy of each child with inherited weights after BN re-calibration.
+
+    Config: ``supernet`` = the checkpoint of ``cellblock supernet train`` for the run's
+    space and skeleton.
+    """
+
+    needs_data = True
+    needs_model = True
+
+    def __init__(self, ctx: EvalContext) -> None:
+        super().__init__(ctx)
+        path = ctx.config.get("supernet")
+        if not path:
+            raise ConfigError("evaluator 'supernet' needs a checkpoint: set --supernet PATH "
+                              "(from 'cellblock supernet train')")
+        from cellblock.supernet.train import check_space
+
+        self.path = str(path)
+        self.supernet, ckpt = cached_supernet(self.path, ctx.device)
+        check_space(ckpt, ctx.space, self.path)
+
+    def evaluate(self, model: nn.Module | None, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        if model is None:
+            model = self.supernet.space.build(arch)
+        model = self.supernet.bank.copy_into(model.to(self.ctx.device))
+        data = self.ctx.data
+        recalibrate_bn(model, data.x_train)
+        accuracy = evaluate_accuracy(model, data.x_val, data.y_val, device=self.ctx.device)
+        return {"accuracy": accuracy, "eval_s": time.perf_counter() - t0}

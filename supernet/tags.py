@@ -1,0 +1,30 @@
+"""Candidate tags: the one hook a space gives the supernet.
+
+A space marks a module that is one candidate among several at a searchable position
+with :func:`candidate` (``candidate(make_op(op, c), op)``). In a normal build the tag is a
+plain attribute and changes nothing. The supernet keys every parameter by its name in
+the normally built network plus the tags of the modules around it, so candidates with
+different tags never share weights, while everything else (the same block type at any
+width, kernel, expansion or depth position) shares one tensor by slicing.
+
+This module imports nothing from the engine so that spaces can import it freely.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+TAG_ATTR = "_supernet_tag"
+
+M = TypeVar("M")
+
+
+def candidate(module: M, tag: Any) -> M:
+    """Mark ``module`` as the candidate ``tag`` of its position; return it."""
+    object.__setattr__(module, TAG_ATTR, str(tag))
+    return module
+
+
+def tag_of(module: Any) -> str | None:
+    """The tag set by :func:`candidate`, or None."""
+    return getattr(module, TAG_ATTR, None)

@@ -1,0 +1,244 @@
+"""Single-path one-shot training of a supernet, with atomic, resumable checkpoints.
+
+The recipe is the stand-alone one of :mod:`cellblock.evaluators.training` (SGD with
+Nesterov momentum, per-step cosine LR, label smoothing, weight decay on weights only,
+batch augmentation on the device) and reuses its pieces; each step trains the children
+chosen by the sampling strategy (:mod:`cellblock.supernet.sampler`). Only the slices a
+child uses get gradients; SGD skips bank tensors that no child of the step touched.
+
+A checkpoint (``torch.save`` of a dict, written to a temporary file and renamed) holds
+the format version, the space spec (name and skeleton), the recipe, the bank, the
+optimizer, the epoch/step counters and every random state, so training resumes after a
+kill exactly where the last checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cellblock.data import Dataset
+from cellblock.errors import ConfigError
+from cellblock.evaluators.training import (
+    TrainConfig,
+    _amp_setup,
+    _check_finite,
+    _param_groups,
+    augment_batch,
+    device_tensors,
+    lr_at,
+    resolve_device,
+)
+from cellblock.search_spaces.api import SearchSpace
+from cellblock.supernet.bank import ParamBank
+from cellblock.supernet.model import Supernet
+from cellblock.supernet.sampler import ARCH_SAMPLERS
+
+FORMAT = "cellblock-supernet"
+VERSION = 1
+#: Recipe fields that must match when a checkpoint is resumed.
+RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
+               "label_smoothing", "warmup_epochs", "seed", "sampling")
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON would give it back (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def recipe_of(cfg: TrainConfig, sampling: str) -> dict[str, Any]:
+    """The JSON-able recipe stored in a checkpoint."""
+    return plain({**dataclasses.asdict(cfg), "sampling": sampling})
+
+
+def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
+    """Write ``payload`` atomically (temporary file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        torch.save(dict(payload), fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and check a supernet checkpoint.
+
+    Raises:
+        ConfigError: if the file is missing, unreadable, corrupt or of another format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"supernet checkpoint {str(path)!r} not found; train one with "
+                          "'cellblock supernet train --out PATH'")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unpickling/zip failure means a corrupt file
+        raise ConfigError(
+            f"supernet checkpoint {str(path)!r} is corrupt or not a checkpoint "
+            f"({type(exc).__name__}); delete it and train again"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ConfigError(f"{str(path)!r} is not a cellblock supernet checkpoint; "
+                          "train one with 'cellblock supernet train'")
+    if ckpt.get("version") != VERSION:
+        raise ConfigError(f"supernet checkpoint {str(path)!r} has format version "
+                          f"{ckpt.get('version')!r}, this cellblock reads {VERSION}; train it again")
+    return ckpt
+
+
+def check_space(ckpt: Mapping[str, Any], space: SearchSpace, path: str | Path) -> None:
+    """Raise ConfigError unless ``ckpt`` was trained for ``space`` (same name and skeleton)."""
+    want, have = plain(space.spec()), ckpt["space"]
+    if want != have:
+        diff = sorted(k for k in set(want["kwargs"]) | set(have["kwargs"])
+                      if want["kwargs"].get(k) != have["kwargs"].get(k))
+        what = f"space {have['ref']!r}" if want["ref"] != have["ref"] else (
+            f"another skeleton (differs in {', '.join(diff)})")
+        raise ConfigError(
+            f"supernet checkpoint {str(path)!r} was trained for {what}, not for space "
+            f"{want['ref']!r} with {want['kwargs']}; use the matching --space/--space-arg or retrain"
+        )
+
+
+def supernet_from_checkpoint(ckpt: Mapping[str, Any], device: str | torch.device = "cpu") -> Supernet:
+    """The trained supernet stored in a checkpoint (loaded with :func:`load_checkpoint`)."""
+    space = SearchSpace.from_spec(ckpt["space"])
+    bank = ParamBank({k: (tuple(s), d, p) for k, (s, d, p) in ckpt["bank_entries"].items()})
+    bank.load_state_dict(ckpt["bank"])
+    return Supernet(space, bank).to(resolve_device(device))
+
+
+def train_supernet(
+    supernet: Supernet,
+    data: Dataset,
+    cfg: TrainConfig,
+    *,
+    sampling: str = "uniform",
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``supernet`` in place; checkpoint every ``checkpoint_every`` epochs and at the end.
+
+    Args:
+        supernet: The supernet (its bank is trained).
+        data: The dataset (train split only).
+        cfg: The recipe (``epochs``, ``batch_size``, ``lr``... ``seed``, ``device``).
+        sampling: ``uniform``, ``fair`` or ``sandwich``.
+        checkpoint: Where checkpoints go (None: none written).
+        checkpoint_every: Epochs between checkpoints.
+        resume: A checkpoint of this same training to continue from.
+        log: Called with one line per epoch.
+
+    Returns:
+        ``{"train_s", "steps", "epochs", "final_loss", "children"}``; ``train_s`` sums the
+        time of every session of this training.
+    """
+    cfg.validate()
+    draw = ARCH_SAMPLERS.get(sampling)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    x_train, y_train, _, _ = device_tensors(data, device)
+    n = len(y_train)
+    bs = min(cfg.batch_size, n)
+    steps_per_epoch = max(1, n // bs)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+    supernet.to(device).train()
+    amp_dtype, use_scaler = _amp_setup(device, cfg.amp)
+    scaler = torch.amp.GradScaler(device.type) if use_scaler else None
+    optimizer = torch.optim.SGD(_param_groups(supernet.bank, cfg.weight_decay), lr=cfg.lr,
+                                momentum=cfg.momentum, nesterov=cfg.nesterov)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    losses = torch.zeros(steps_per_epoch, device=device)
+    step = epoch_done = children = 0
+    train_s, final_loss = 0.0, float("nan")
+    if resume is not None:
+        supernet.bank.load_state_dict(resume["bank"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        gen.set_state(resume["generator"].to(gen.get_state().device))
+        torch.set_rng_state(resume["torch_rng"])
+        rng.bit_generator.state = resume["np_rng"]
+        step, epoch_done, children = resume["step"], resume["epoch"], resume["children"]
+        train_s, final_loss = resume["train_s"], resume["final_loss"]
+
+    def payload(done: bool) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "version": VERSION, "space": plain(supernet.space.spec()),
+            "recipe": recipe_of(cfg, sampling), "dataset": data.name, "bank_entries": supernet.bank.describe(),
+            "bank": supernet.bank.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "np_rng": rng.bit_generator.state, "epoch": epoch_done, "step": step,
+            "children": children, "train_s": train_s, "final_loss": final_loss, "done": done,
+        }
+
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    for epoch in range(epoch_done, cfg.epochs):
+        if step >= total_steps:
+            break
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, device=device, generator=gen)
+        done = 0
+        for i in range(steps_per_epoch):
+            if step >= total_steps:
+                break
+            lr = lr_at(step, total_steps, warmup_steps, cfg.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            idx = perm[i * bs : (i + 1) * bs]
+            xb = augment_batch(x_train[idx], data.augment, gen).contiguous(memory_format=fmt)
+            yb = y_train[idx]
+            archs = draw(supernet.space, rng)
+            optimizer.zero_grad(set_to_none=True)
+            total = torch.zeros((), device=device)
+            for arch in archs:
+                ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+                with ctx:
+                    loss = loss_fn(supernet(xb, arch), yb) / len(archs)
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+                total += loss.detach()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            losses[i] = total
+            children += len(archs)
+            step += 1
+            done = i + 1
+        _check_finite(losses[:done], done, epoch, 0)
+        final_loss = float(losses[:done].mean()) if done else final_loss
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_s += time.perf_counter() - t0
+        epoch_done = epoch + 1
+        if log is not None:
+            log(f"epoch {epoch_done}/{cfg.epochs}  loss {final_loss:.4f}  "
+                f"children {children}  {train_s:.1f} s")
+        last = epoch_done >= cfg.epochs or step >= total_steps
+        if checkpoint is not None and (last or epoch_done % checkpoint_every == 0):
+            save_checkpoint(checkpoint, payload(last))
+    return {"train_s": train_s, "steps": step, "epochs": epoch_done,
+            "final_loss": final_loss, "children": children}

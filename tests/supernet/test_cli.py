@@ -1,0 +1,124 @@
+"""Supernet CLI: kill and resume, bad checkpoints, and the evaluator inside a search."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import cellblock
+from cellblock.cli import main
+from cellblock.supernet.train import load_checkpoint
+
+SPACE_ARGS = ["stages=2", "widths=[[4,8],[8,12]]", "strides=[1,2]", "stem_width=4",
+              "depth=[1,2]", "block_types=[basic,mbconv]", "kernels=[3]", "expansions=[1,2]",
+              "attentions=[none,se]"]
+
+
+def train_argv(out: Path, epochs: int, *extra: str) -> list[str]:
+    argv = ["supernet", "train", "--space", "blocks", "--epochs", str(epochs), "--out", str(out),
+            "--batch-size", "256", "--device", "cpu", "--sampling", "fair"]
+    for a in SPACE_ARGS:
+        argv += ["--space-arg", a]
+    return argv + list(extra)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sn") / "sn.pt"
+    assert main(train_argv(out, 1)) == 0
+    return out
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+    killed, clean = tmp_path / "killed.pt", tmp_path / "clean.pt"
+    epochs = 6
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "cellblock", *train_argv(killed, epochs)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not killed.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    partial = load_checkpoint(killed)
+    assert not partial["done"] and 1 <= partial["epoch"] < epochs
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the killed process's thread count: same float reductions
+    try:
+        assert main(train_argv(killed, epochs)) == 0  # resumes
+        assert main(train_argv(clean, epochs)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    a, b = load_checkpoint(killed), load_checkpoint(clean)
+    assert a["done"] and a["step"] == b["step"]
+    for k, v in b["bank"].items():
+        assert torch.equal(a["bank"][k], v), k
+
+
+def test_corrupt_and_mismatched_checkpoints_fail_with_one_line(tmp_path, checkpoint, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(train_argv(bad, 1)) == 2
+    assert main(["supernet", "rank", "--supernet", str(bad), "--epochs", "1", "--out",
+                 str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("cellblock: error:") and "corrupt" in line
+                                 for line in err)
+    # another skeleton, another recipe, another space: each refused before anything changes
+    mtime = checkpoint.stat().st_mtime
+    other = [a if not a.startswith("kernels") else "kernels=[5]" for a in SPACE_ARGS]
+    argv = train_argv(checkpoint, 1)
+    argv = [other[SPACE_ARGS.index(a)] if a in SPACE_ARGS else a for a in argv]
+    assert main(argv) == 2
+    assert main(train_argv(checkpoint, 1, "--lr", "0.5")) == 2
+    assert main(["search", "--evaluator", "supernet", "--supernet", str(checkpoint), "--space",
+                 "nb201", "--trials", "1", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "another skeleton" in err and "lr=" in err and "space 'blocks'" in err
+    assert checkpoint.stat().st_mtime == mtime and not (tmp_path / "run").exists()
+    assert main(["search", "--evaluator", "supernet", "--trials", "1"]) == 2
+    assert "needs a checkpoint" in capsys.readouterr().err
+
+
+def test_search_with_the_supernet_evaluator(tmp_path, checkpoint):
+    space_args = {}
+    for a in SPACE_ARGS:
+        k, _, v = a.partition("=")
+        space_args[k] = __import__("yaml").safe_load(v)
+    run = cellblock.search(
+        space="blocks", space_args=space_args, evaluator="supernet", supernet=str(checkpoint),
+        strategy="evolution", trials=6, objectives=["accuracy", "macs"], dataset="digits",
+        device="cpu", out=str(tmp_path / "run"), seed=1,
+    )
+    done = [t for t in run.trials if t.status == "COMPLETE"]
+    assert len(done) == 6, [t.error for t in run.trials]
+    for t in done:
+        assert 0 <= t.metrics["accuracy"] <= 1 and t.metrics["macs"] > 0 and t.metrics["params"] > 0
+    assert run.pareto
+    assert (tmp_path / "run").is_dir()
+
+
+def test_rank_writes_json_and_csv(tmp_path, checkpoint, capsys):
+    out = tmp_path / "rank"
+    assert main(["supernet", "rank", "--supernet", str(checkpoint), "--samples", "4",
+                 "--epochs", "1", "--out", str(out), "--device", "cpu"]) == 0
+    result = json.loads((out / "rank.json").read_text())
+    for key in ("kendall_tau", "spearman", "kendall_tau_no_recal", "n", "supernet_s", "standalone_s"):
+        assert key in result
+    assert result["n"] == 4 and result["standalone_s"] > 0
+    rows = (out / "rank.csv").read_text().strip().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("arch_id,standalone_accuracy")
+    tau = result["kendall_tau"]
+    warned = "warning: Kendall tau" in capsys.readouterr().err
+    assert warned == (tau is None or tau < 0.3)

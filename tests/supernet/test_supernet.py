@@ -1,0 +1,111 @@
+"""Supernet: extract == build, forward of children, training, checkpoints, evaluator."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from cellblock.data import load_dataset
+from cellblock.evaluators.cost import count_macs, count_params
+from cellblock.evaluators.training import TrainConfig
+from cellblock.search_spaces import SearchSpace
+from cellblock.supernet.model import Supernet
+from cellblock.supernet.sampler import ARCH_SAMPLERS
+from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint, train_supernet
+
+ALL_BLOCKS = dict(
+    stages=2, widths=[[8, 12], [12, 16]], strides=[1, 2], stem_width=4, depth=[1, 2],
+    block_types=["basic", "bottleneck", "preact", "resnext", "dense", "inception", "mbconv"],
+    kernels=[3, 5], expansions=[1, 2], cardinalities=[2, 4], growths=[4],
+)
+TINY_BLOCKS = dict(stages=2, widths=[[4, 8], [8, 12]], strides=[1, 2], stem_width=4,
+                   depth=[1, 2], block_types=["basic", "mbconv"], kernels=[3, 5],
+                   expansions=[1, 2], attentions=["none", "se"])
+TINY_NB201 = dict(input_shape=(1, 8, 8), C=4, N=1)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.mark.parametrize("name,kwargs", [("blocks", ALL_BLOCKS), ("nb201", TINY_NB201)])
+def test_extract_is_the_builders_module(name, kwargs):
+    space = SearchSpace(name, **kwargs)
+    torch.manual_seed(0)
+    supernet = Supernet.create(space, seed=0).eval()
+    for p in supernet.bank.buffers():  # non-trivial BN statistics to copy
+        if p.dtype.is_floating_point:
+            p.uniform_(0.5, 1.5)
+    rng = np.random.default_rng(0)
+    x = torch.randn(3, 1, 8, 8)
+    for _ in range(8):
+        arch = space.sample(rng)
+        built, extracted = space.build(arch).eval(), supernet.extract(arch).eval()
+        assert type(built) is type(extracted)
+        assert count_params(built) == count_params(extracted)
+        assert count_macs(built, (1, 8, 8)) == count_macs(extracted, (1, 8, 8))
+        with torch.no_grad():
+            out = extracted(x)
+            torch.testing.assert_close(supernet(x, arch), out, rtol=1e-5, atol=1e-5)
+            built.load_state_dict(extracted.state_dict())
+            assert torch.equal(built(x), out)
+
+
+def test_children_share_weights_by_slicing():
+    space = SearchSpace("blocks", **TINY_BLOCKS)
+    supernet = Supernet.create(space)
+    arch = space.sample(np.random.default_rng(1))
+    small = {**arch, "stage1.width": 4, "stage1.block": "basic", "stage1.kernel": 3}
+    large = {**small, "stage1.width": 8, "stage1.kernel": 5}
+    ws = supernet.extract(small).stages[0][0].conv1.weight
+    wl = supernet.extract(large).stages[0][0].conv1.weight
+    assert ws.shape == (4, 4, 3, 3) and wl.shape == (8, 4, 5, 5)
+    assert torch.equal(ws, wl[:4, :, 1:4, 1:4])  # leading channels, centre of the kernel
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "fair", "sandwich"])
+def test_forward_backward_of_sampled_children(sampling):
+    space = SearchSpace("blocks", **TINY_BLOCKS)
+    supernet = Supernet.create(space).train()
+    rng = np.random.default_rng(0)
+    archs = ARCH_SAMPLERS.get(sampling)(space, rng)
+    assert archs and all(space.validate(a) == a for a in archs)
+    if sampling == "fair":  # every value of every decision once
+        assert len(archs) == 2
+        assert {a["stage1.attention"] for a in archs} == {"none", "se"}
+        assert {a["stage1.kernel"] for a in archs} == {3, 5}
+    for arch in archs:
+        out = supernet(torch.randn(4, 1, 8, 8), arch)
+        assert out.shape == (4, 10)
+        out.sum().backward()
+    assert any(p.grad is not None for p in supernet.bank.parameters())
+    assert any(p.grad is None for p in supernet.bank.parameters())  # unused candidates
+
+
+def test_training_changes_weights_and_resume_is_exact(tmp_path, digits):
+    space = SearchSpace("blocks", **TINY_BLOCKS)
+    cfg = TrainConfig(epochs=2, batch_size=512, lr=0.05, seed=3)  # 2 steps per epoch
+    start = Supernet.create(space, seed=0)
+    before = {k: v.clone() for k, v in start.bank.state_dict().items()}
+    ckpt, first = tmp_path / "sn.pt", tmp_path / "after_epoch1.pt"
+
+    def keep_first(line: str) -> None:
+        if line.startswith("epoch 2/"):  # the file still holds epoch 1's checkpoint
+            shutil.copy(ckpt, first)
+
+    result = train_supernet(start, digits, cfg, sampling="fair", checkpoint=ckpt, log=keep_first)
+    assert result["steps"] == 4 and result["epochs"] == 2
+    after = start.bank.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    resume = load_checkpoint(first)
+    assert resume["epoch"] == 1 and not resume["done"]
+    again = supernet_from_checkpoint(resume)
+    train_supernet(again, digits, cfg, sampling="fair", checkpoint=tmp_path / "b.pt", resume=resume)
+    for k, v in again.bank.state_dict().items():
+        assert torch.equal(v, after[k]), k
+    final = load_checkpoint(ckpt)
+    assert final["done"] and final["step"] == 4
