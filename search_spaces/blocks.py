@@ -395,7 +395,10 @@ def inception_split(width: int) -> tuple[int, int, int, int]:
     if width < 4:
         raise ConfigError(f"an inception block needs width >= 4 (four branches), got {width}")
     b1, b3, b5 = max(1, width // 4), max(1, width // 2), max(1, width // 8)
-    return b1, b3, b5, width - b1 - b3 - b5
+    bp = width - b1 - b3 - b5
+    if bp < 1:  # small widths: every branch keeps at least one channel
+        b3, bp = b3 - (1 - bp), 1
+    return b1, b3, b5, bp
 
 
 @register_block("inception")

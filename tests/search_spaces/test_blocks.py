@@ -229,3 +229,15 @@ def test_user_registered_block_is_searchable(user_block):
     assert isinstance(net.stages[2][0], user_block)
     assert net.fc.in_features == 2 * arch["stage3.width"]
     assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_inception_every_branch_has_channels_at_small_widths():
+    import torch
+
+    from cellblock.search_spaces.blocks import BLOCKS, inception_split
+
+    for width in range(4, 40):
+        split = inception_split(width)
+        assert sum(split) == width and min(split) >= 1, (width, split)
+    block = BLOCKS.get("inception")(8, 4, 1)
+    assert block(torch.zeros(2, 8, 6, 6)).shape == (2, 4, 6, 6)
