@@ -17,6 +17,10 @@ Every Optuna sampler drives the same define-by-run space through Optuna's ask/te
   every sampler, and inventing objective values would be dishonest. Samplers without
   constraint support (random, CMA-ES) get every INFEASIBLE trial as PRUNED, which they
   ignore. An unknown constraint value (its metric was never measured) is told as 0.
+* PRUNED (stopped early by a scheduler) -> PRUNED. In a single-objective study its value at
+  the rung is first reported as an intermediate value (step = ``epochs`` trained), so
+  Optuna records it as the trial's value and TPE ranks it among the pruned trials;
+  multi-objective studies take no intermediate values, so it is told without one.
 * FAILED (or a non-finite objective) -> FAIL.
 
 Duplicates: when Optuna proposes an architecture already evaluated, that Optuna trial is
@@ -62,7 +66,7 @@ from optuna.trial import TrialState
 
 from cellblock.errors import ConfigError, RunError, SpaceError
 from cellblock.objectives import Constraint, Objective
-from cellblock.records import COMPLETE, FAILED, INFEASIBLE, Trial
+from cellblock.records import COMPLETE, FAILED, INFEASIBLE, PRUNED, Trial
 from cellblock.search_spaces.api import SearchSpace, arch_id
 from cellblock.search_spaces.domains import Categorical, Domain, IntRange, Value
 from cellblock.search_spaces.samplers import Sampler
@@ -388,14 +392,18 @@ class OptunaStrategy(Strategy):
         values = [trial.value(o.name) for o in self.objectives]
         known = None not in values
         states = {COMPLETE: ("COMPLETE", "FAIL"), FAILED: ("FAIL", "FAIL"),
-                  INFEASIBLE: ("COMPLETE" if self.spec.constraints else "PRUNED", "PRUNED")}
+                  INFEASIBLE: ("COMPLETE" if self.spec.constraints else "PRUNED", "PRUNED"),
+                  PRUNED: ("PRUNED", "PRUNED")}
         state = states.get(trial.status, ("FAIL", "FAIL"))[0 if known else 1]
         cons = None
         if self.constraints:
             cons = [float(v) if (v := c.violation(trial.metrics)) is not None else 0.0
                     for c in self.constraints]
+        report = None  # (step, value) of a pruned trial at its rung (single objective only)
+        if trial.status == PRUNED and len(values) == 1 and values[0] is not None:
+            report = [int(trial.metrics.get("epochs") or 0), float(values[0])]
         return {"arch": dict(trial.arch), "state": state, "trial": trial.number,
-                "values": values if state == "COMPLETE" else None, "constraints": cons}
+                "values": values if state == "COMPLETE" else None, "constraints": cons, "report": report}
 
     def _finish(self, number: int, outcome: Mapping[str, Any]) -> None:
         handle = self._handle(number)
@@ -403,6 +411,9 @@ class OptunaStrategy(Strategy):
             for c, value in zip(self.constraints, outcome["constraints"] or ()):
                 handle.set_constraint(str(c), value)
         handle.set_user_attr("cellblock_trial", outcome["trial"])
+        if outcome.get("report") and outcome["state"] == "PRUNED":
+            step, value = outcome["report"]
+            handle.report(value, step)  # Optuna's tell(PRUNED) keeps the last intermediate value
         with _quiet():
             self.study.tell(handle, values=outcome["values"], state=TrialState[outcome["state"]])
         self._handles.pop(number, None)

@@ -84,3 +84,76 @@ def test_registry_and_options():
         make_strategy("nsga2", space, objectives, options={"population_size": 1})
     with pytest.raises(RegistryError, match="already registered"):
         STRATEGIES.register("random", object)
+
+
+def mixed(s):
+    """A categorical, an ordered integer and a conditional decision."""
+    kind = s.choice("kind", ["a", "b", "c"])
+    depth = s.integer("depth", 1, 9, step=2)
+    if kind == "c":
+        s.choice("extra", [True, 1, "x"])
+    return kind, depth
+
+
+def test_moves_are_one_decision_changes():
+    space = SearchSpace(mixed)
+    arch = {"kind": "a", "depth": 5}
+    assert sorted(space.moves(arch), key=str) == sorted(
+        [("kind", "b"), ("kind", "c"), ("depth", 3), ("depth", 7)], key=str)
+    assert ("depth", 1) in space.moves({"kind": "b", "depth": 3})
+    assert space.moves({"kind": "b", "depth": 1}).count(("depth", 3)) == 1  # ends of the range
+    c = {"kind": "c", "depth": 9, "extra": True}
+    extra = [v for n, v in space.moves(c) if n == "extra"]
+    assert extra == [1, "x"] and ("depth", 11) not in space.moves(c)  # True kept apart from 1
+    rng = np.random.default_rng(0)
+    assert space.neighbour(arch, "depth", 7, rng) == {"kind": "a", "depth": 7}
+    to_c = space.neighbour(arch, "kind", "c", rng)  # the newly active decision is sampled
+    assert to_c["kind"] == "c" and to_c["depth"] == 5 and space.validate(to_c) == to_c
+
+
+def test_local_search_climbs_and_plain_evolution_stays_available():
+    space = SearchSpace(onemax, n=30)
+    objectives = parse_objectives("accuracy")
+    reached = {True: [], False: []}
+    for ls in (True, False):
+        for seed in range(3):
+            s = make_strategy("evolution", space, objectives, seed=seed, options={"local_search": ls})
+            trials = _run(s, 120)
+            reached[ls].append(max(t.metrics["accuracy"] for t in trials))
+    assert reached[True] == [1.0, 1.0, 1.0]  # 20 random, then at most one move per missing bit
+    assert np.mean(reached[False]) < 1.0
+    with pytest.raises(ConfigError, match="local_search must be true or false"):
+        make_strategy("evolution", space, objectives, options={"local_search": "yes"})
+
+
+def test_elite_is_the_front_and_single_objective_state_round_trips():
+    space = SearchSpace(onemax)
+    for spec in ("accuracy", "accuracy,macs"):
+        objectives = parse_objectives(spec)
+        s = make_strategy("evolution", space, objectives, seed=3)
+        trials = _run(s, 50, fail_every=9)
+        F = s.fitness(trials)
+        ok = np.isfinite(F).all(axis=1)
+        from cellblock.pareto import nondominated_mask
+
+        front = {trials[i].arch_id for i in np.flatnonzero(ok)[nondominated_mask(F[ok])]}
+        assert {t.arch_id for t in s.elite.trials} == front
+        clone = make_strategy("evolution", space, objectives, seed=42)
+        clone.load_state_dict(s.state_dict())
+        assert [s.ask() for _ in range(8)] == [clone.ask() for _ in range(8)]
+
+
+@pytest.mark.parametrize("name", ["evolution", "nsga2"])
+def test_asynchronous_asks_before_tells(name):
+    space = SearchSpace(onemax, n=16)
+    s = make_strategy(name, space, parse_objectives("accuracy"), seed=0)
+    seen, n = set(), 0
+    for _ in range(12):  # 4 workers: 4 asks, then the tells in reverse order
+        batch = [s.ask() for _ in range(4)]
+        ids = {arch_id(a) for a in batch}
+        assert len(ids) == 4 and not ids & seen
+        seen |= ids
+        for arch in reversed(batch):
+            s.tell(_evaluate(arch, n))
+            n += 1
+    assert len(seen) == 48
