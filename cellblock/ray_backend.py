@@ -56,6 +56,7 @@ OUTCOME_KEY = "cellblock_outcome"
 METRICS_KEY = "cellblock_metrics"
 CONNECT_TIMEOUT_S = 3.0
 RAY_NAMES = {"cpu": "CPU", "gpu": "GPU"}
+WORKER_NICENESS_VAR = "RAY_worker_niceness"  # read by the raylet (RayConfig worker_niceness)
 
 
 # ---- options ---------------------------------------------------------------------------------
@@ -160,6 +161,9 @@ def _connect(address: str | None) -> bool:
     if address is None:
         import torch
 
+        # Ray starts its workers at niceness 15: on a shared machine trials would then get
+        # only the CPU left over by every other process. Trials are the run's main work.
+        os.environ.setdefault(WORKER_NICENESS_VAR, "0")
         with _loopback_only():
             ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(),
                      include_dashboard=False, _node_ip_address="127.0.0.1", **common)

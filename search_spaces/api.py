@@ -92,7 +92,13 @@ def _load_ref(ref: str) -> SpaceFn:
         path = Path(target).expanduser()
         if not path.is_file():
             raise RegistryError(f"space file {str(path)!r} not found (from {ref!r})")
-        mod_name = f"cellblock_user_space_{abs(hash(str(path.resolve())))}"
+        mod_name = f"cellblock_user_space_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
+        module = sys.modules.get(mod_name)
+        if module is not None:  # import a file once: its registrations must not run twice
+            fn = getattr(module, attr, None)
+            if not callable(fn):
+                raise RegistryError(f"{ref!r}: {target!r} has no function {attr!r}")
+            return fn
         spec = importlib.util.spec_from_file_location(mod_name, path)
         if spec is None or spec.loader is None:
             raise RegistryError(f"cannot import space file {str(path)!r}")
@@ -101,6 +107,7 @@ def _load_ref(ref: str) -> SpaceFn:
         try:
             spec.loader.exec_module(module)
         except Exception as exc:  # a user file: report any import failure as one error
+            sys.modules.pop(mod_name, None)
             raise RegistryError(f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
     else:
         try:

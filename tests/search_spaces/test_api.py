@@ -174,3 +174,20 @@ def test_every_value_reachable_by_sampling(tiny_space):
     rng = np.random.default_rng(3)
     seen = {(a["depth"], a["act"]) for a in (tiny_space.sample(rng) for _ in range(300))}
     assert seen == set(itertools.product((1, 2, 3), ("relu", "gelu")))
+
+
+def test_space_file_is_imported_once(tmp_path):
+    f = tmp_path / "registering.py"
+    f.write_text(
+        "from cellblock.strategies import STRATEGIES\n"
+        "from cellblock.strategies.random_search import RandomSearch\n"
+        "STRATEGIES.register('file_once_random', RandomSearch)\n"
+        "def space(s):\n    return s.choice('k', [1, 2])\n"
+    )
+    from cellblock.strategies import STRATEGIES
+
+    try:
+        assert SearchSpace(f"{f}:space").size().value == 2
+        assert SearchSpace(f"{f}:space").size().value == 2  # no 'already registered'
+    finally:
+        STRATEGIES.unregister("file_once_random")

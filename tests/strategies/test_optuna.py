@@ -17,7 +17,7 @@ from cellblock.cli import main
 from cellblock.errors import ConfigError
 from cellblock.objectives import parse_objectives
 from cellblock.pareto import nondominated_mask
-from cellblock.records import COMPLETE, FAILED, INFEASIBLE, Trial
+from cellblock.records import COMPLETE, FAILED, INFEASIBLE, PRUNED, Trial
 from cellblock.search_spaces import SearchSpace, arch_id
 from cellblock.strategies import STRATEGIES, make_strategy
 from cellblock.strategies.optuna_strategy import SAMPLERS
@@ -280,3 +280,20 @@ def test_storage_defaults_to_journal_in_run_dir(tmp_path):
     opts = OptunaStrategy.run_options({"storage": None, "constraints": ["macs<=5M"]}, run_dir)
     assert opts == {"storage": str(run_dir / "optuna.journal"), "study_name": "r",
                     "constraints": ["macs<=5M"]}
+
+
+@pytest.mark.parametrize("objectives", ["accuracy", "accuracy,macs"])
+def test_pruned_trials_are_told_as_pruned_with_their_rung_value(objectives):
+    space = SearchSpace(bits)
+    s = make_strategy("optuna:tpe", space, parse_objectives(objectives), seed=0, options={})
+    arch = s.ask()
+    s.tell(Trial(0, arch_id(arch), arch, PRUNED, {"accuracy": 0.375, "macs": 3.0, "epochs": 2}))
+    frozen = next(t for t in s.study.trials if t.user_attrs["arch_id"] == arch_id(arch))
+    assert frozen.state == TrialState.PRUNED
+    if objectives == "accuracy":  # single objective: the rung value is kept as the trial's value
+        assert frozen.intermediate_values == {2: 0.375}
+        assert frozen.value == 0.375
+    else:  # Optuna takes no intermediate values in multi-objective studies
+        assert frozen.values is None
+    arch2 = s.ask()  # the study goes on after a pruned trial
+    assert arch_id(arch2) != arch_id(arch)
