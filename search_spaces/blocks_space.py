@@ -278,11 +278,21 @@ def blocks(
     if not s.build:
         return None
     channels = stem_width
-    body = []
+    body: list[nn.Module] = []
     for (name, d, w, opts, att), stride in zip(plan, sk["strides"], strict=True):
-        body.append(candidate(build_stage(name, channels, w, stride, d, attention=att, **opts), name))
+        stage = candidate(build_stage(name, channels, w, stride, d, attention=att, **opts), name)
+        if body:  # supernet: what reads the previous stage's output is keyed by its block type
+            candidate(stage[0], after_tag(plan[len(body) - 1][0]))
+        body.append(stage)
         channels = block_out_channels(name, w, **opts)
-    return BlockNet(STEMS.get(stem)(sk["shape"][0], stem_width), body, channels, num_classes)
+    net = BlockNet(STEMS.get(stem)(sk["shape"][0], stem_width), body, channels, num_classes)
+    candidate(net.fc, after_tag(plan[-1][0]))
+    return net
+
+
+def after_tag(block: str) -> str:
+    """Supernet tag of the first block of a stage (and of the head) after a ``block`` stage."""
+    return f"after-{block}"
 
 
 # ---- reference skeleton and architectures -----------------------------------------------
@@ -302,6 +312,15 @@ RESNET_SKELETON: dict[str, Any] = {
     "attentions": ("none", "se", "eca"),
 }
 """ImageNet ResNet-family skeleton containing ResNet-18/34/50 and ResNeXt-50 (32x4d)."""
+
+SUPERNET_SKELETON: dict[str, Any] = {
+    "block_types": ("basic", "mbconv"),
+    "kernels": (3, 5),
+    "attentions": ("none",),
+}
+"""Supernet-friendly sub-space of the default skeleton (OFA-style: two block types with
+elastic width, depth, kernel and expansion, no attention); see
+results/benchmarks/supernet_digits.md for how its supernet ranks children."""
 
 
 def _resnet_arch(block: str, depths: Sequence[int], widths: Sequence[int],

@@ -25,7 +25,7 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--data-dir", dest="data_dir", help="directory of torchvision datasets")
     t.add_argument("--epochs", type=int, required=True, help="supernet training epochs")
     t.add_argument("--out", required=True, help="checkpoint file (continued when it exists)")
-    t.add_argument("--sampling", default="uniform", help="uniform, fair or sandwich")
+    t.add_argument("--sampling", default="uniform", help="uniform, fair, sandwich or sandwich-kd")
     t.add_argument("--batch-size", dest="batch_size", type=int, default=64)
     t.add_argument("--lr", type=float, default=0.1, help="peak learning rate (cosine schedule)")
     t.add_argument("--weight-decay", dest="weight_decay", type=float, default=5e-4)

@@ -2,7 +2,8 @@
 
 A cover of a space yields ``(name prefix, module)`` pairs such that every parameter of
 every architecture's network has a probe tensor with the same key that is at least as
-large in every dimension. Covers are registered per space name in :data:`COVERS`;
+large in every dimension; a probe is read before the next one is drawn (a cover may
+re-tag and yield the same module again). Covers are registered per space name in :data:`COVERS`;
 a space without one gets :func:`generic_cover` (its enumeration when small, else a
 seeded sample, with a clear error later if a child needs more than the cover saw).
 """
@@ -88,7 +89,9 @@ def blocks_cover(space: SearchSpace) -> Iterator[Probe]:
     width/input corners once per (block type, attention) so projection shortcuts appear.
 
     Names follow :class:`~cellblock.search_spaces.blocks_space.BlockNet`
-    (``stem``, ``stages.{i}``, ``fc``); the tag of a stage is its block type.
+    (``stem``, ``stages.{i}``, ``fc``); the tag of a stage is its block type, and the first
+    block of every later stage and the head are also tagged with the previous stage's
+    block type (:func:`~cellblock.search_spaces.blocks_space.after_tag`).
     """
     from cellblock.search_spaces import blocks_space as bs
     from cellblock.search_spaces.blocks import BLOCKS, block_out_channels, build_stage
@@ -112,7 +115,10 @@ def blocks_cover(space: SearchSpace) -> Iterator[Probe]:
         return min(outs), max(outs)
 
     yield "stem", bs.STEMS.get(a["stem"])(sk["shape"][0], a["stem_width"])
-    yield "fc", nn.Linear(out_range(a["stages"] - 1)[1], a["num_classes"])
+    last = a["stages"] - 1
+    for prev in sk["types"]:  # the head is keyed by the last stage's block type
+        fc_in = max(block_out_channels(prev, w, **c) for c in combos(prev) for w in sk["widths"][last])
+        yield "fc", candidate(nn.Linear(fc_in, a["num_classes"]), bs.after_tag(prev))
     depth = sk["depth"][1]
     cins = (a["stem_width"], a["stem_width"])
     for i, stride in enumerate(sk["strides"]):
@@ -125,7 +131,11 @@ def blocks_cover(space: SearchSpace) -> Iterator[Probe]:
                     if k == 0:
                         corners += [(w_lo, cins[0]), (w_lo, cins[1]), (w_hi, cins[0])]
                     for w, cin in corners:
-                        stage = build_stage(name, cin, w, stride, depth, attention=att, **opts)
-                        yield prefix, candidate(stage, name)
+                        stage = candidate(build_stage(name, cin, w, stride, depth, attention=att,
+                                                      **opts), name)
+                        for prev in sk["types"] if i else [None]:  # first block keyed by it
+                            if prev is not None:
+                                candidate(stage[0], bs.after_tag(prev))
+                            yield prefix, stage
         cins = out_range(i)
 

@@ -22,7 +22,7 @@ from cellblock.evaluators.base import EvalContext, Evaluator, register_evaluator
 from cellblock.evaluators.training import evaluate_accuracy
 
 #: Batches (of :data:`RECAL_BATCH_SIZE` train images) used to re-calibrate BN statistics.
-RECAL_BATCHES = 8
+RECAL_BATCHES = 2
 RECAL_BATCH_SIZE = 128
 
 _LOADED: dict[tuple[str, float, str], Any] = {}

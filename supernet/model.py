@@ -41,9 +41,8 @@ class Supernet(nn.Module):
     @classmethod
     def create(cls, space: SearchSpace, seed: int = 0) -> Supernet:
         """A freshly initialised supernet of ``space`` (weights seeded by ``seed``)."""
-        probes = list(cover(space))
         torch.manual_seed(seed)
-        return cls(space, ParamBank.from_probes(probes))
+        return cls(space, ParamBank.from_probes(cover(space)))  # probes are read as drawn
 
     def child(self, arch: Mapping[str, Any]) -> nn.Module:
         """The structure of ``arch``'s network (its own tensors live on ``meta``)."""
@@ -67,4 +66,6 @@ class Supernet(nn.Module):
     def extract(self, arch: Mapping[str, Any]) -> nn.Module:
         """A stand-alone ``space.build(arch)`` holding the inherited weights and BN statistics."""
         device = next(iter(self.bank.parameters())).device
-        return self.bank.copy_into(self.space.build(arch).to(device))
+        with torch.device("meta"):  # skip the builder's random initialisation: all is copied
+            model = self.space.build(arch)
+        return self.bank.copy_into(model.to_empty(device=device))

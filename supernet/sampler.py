@@ -9,7 +9,9 @@ losses of the children it gets (one optimizer step per training step).
   so every value of every decision is trained equally often.
 - ``sandwich`` (BigNAS, Yu et al. 2020): the largest child (every numeric decision at
   its maximum), the smallest (at its minimum) and two uniform ones; non-numeric
-  decisions are random. No in-place distillation.
+  decisions are random.
+- ``sandwich-kd``: the same children with BigNAS/OFA in-place distillation: the largest
+  child learns from the labels, the others from its (detached) soft predictions.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from cellblock.search_spaces.samplers import Sampler
 
 DrawFn = Callable[[SearchSpace, np.random.Generator], list[dict[str, Value]]]
 ARCH_SAMPLERS: Registry[DrawFn] = Registry("supernet sampling")
+#: Samplings whose first child is the teacher of the others (in-place distillation).
+DISTILLING = frozenset({"sandwich-kd"})
 
 
 def _collect(space: SearchSpace, sampler: Sampler) -> dict[str, Value]:
@@ -90,3 +94,6 @@ def sandwich(space: SearchSpace, rng: np.random.Generator) -> list[dict[str, Any
         space.sample(rng),
         space.sample(rng),
     ]
+
+
+ARCH_SAMPLERS.register("sandwich-kd", sandwich)

@@ -42,10 +42,10 @@ from cellblock.evaluators.training import (
 from cellblock.search_spaces.api import SearchSpace
 from cellblock.supernet.bank import ParamBank
 from cellblock.supernet.model import Supernet
-from cellblock.supernet.sampler import ARCH_SAMPLERS
+from cellblock.supernet.sampler import ARCH_SAMPLERS, DISTILLING
 
 FORMAT = "cellblock-supernet"
-VERSION = 1
+VERSION = 2
 #: Recipe fields that must match when a checkpoint is resumed.
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
                "label_smoothing", "warmup_epochs", "seed", "sampling")
@@ -138,7 +138,7 @@ def train_supernet(
         supernet: The supernet (its bank is trained).
         data: The dataset (train split only).
         cfg: The recipe (``epochs``, ``batch_size``, ``lr``... ``seed``, ``device``).
-        sampling: ``uniform``, ``fair`` or ``sandwich``.
+        sampling: ``uniform``, ``fair``, ``sandwich`` or ``sandwich-kd``.
         checkpoint: Where checkpoints go (None: none written).
         checkpoint_every: Epochs between checkpoints.
         resume: A checkpoint of this same training to continue from.
@@ -150,6 +150,7 @@ def train_supernet(
     """
     cfg.validate()
     draw = ARCH_SAMPLERS.get(sampling)
+    distill = sampling in DISTILLING
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     x_train, y_train, _, _ = device_tensors(data, device)
@@ -213,10 +214,17 @@ def train_supernet(
             archs = draw(supernet.space, rng)
             optimizer.zero_grad(set_to_none=True)
             total = torch.zeros((), device=device)
+            teacher = None
             for arch in archs:
                 ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
                 with ctx:
-                    loss = loss_fn(supernet(xb, arch), yb) / len(archs)
+                    logits = supernet(xb, arch)
+                    if teacher is None:
+                        loss = loss_fn(logits, yb) / len(archs)
+                        if distill:
+                            teacher = logits.detach().float().softmax(1)
+                    else:  # in-place distillation from the first (largest) child
+                        loss = -(teacher * logits.float().log_softmax(1)).sum(1).mean() / len(archs)
                 (scaler.scale(loss) if scaler is not None else loss).backward()
                 total += loss.detach()
             if scaler is not None:

@@ -32,7 +32,7 @@ from pathlib import Path
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("dir", nargs="?", default="results/benchmarks/supernet_digits_run")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--sampling", default="uniform")
     p.add_argument("--samples", type=int, default=30)

@@ -67,7 +67,7 @@ def test_children_share_weights_by_slicing():
     assert torch.equal(ws, wl[:4, :, 1:4, 1:4])  # leading channels, centre of the kernel
 
 
-@pytest.mark.parametrize("sampling", ["uniform", "fair", "sandwich"])
+@pytest.mark.parametrize("sampling", ["uniform", "fair", "sandwich", "sandwich-kd"])
 def test_forward_backward_of_sampled_children(sampling):
     space = SearchSpace("blocks", **TINY_BLOCKS)
     supernet = Supernet.create(space).train()
@@ -109,3 +109,23 @@ def test_training_changes_weights_and_resume_is_exact(tmp_path, digits):
         assert torch.equal(v, after[k]), k
     final = load_checkpoint(ckpt)
     assert final["done"] and final["step"] == 4
+
+
+def test_head_and_stage_inputs_are_keyed_by_the_previous_block_type():
+    from cellblock.supernet.bank import tensor_keys
+
+    space = SearchSpace("blocks", **TINY_BLOCKS)
+    supernet = Supernet.create(space)
+    rng = np.random.default_rng(0)
+    seen = {}
+    while len(seen) < 2:
+        arch = space.sample(rng)
+        seen.setdefault(arch["stage1.block"], arch)
+    for first, arch in seen.items():
+        keys = set(tensor_keys(space.build(arch)).values())
+        last = arch["stage2.block"]
+        assert f"fc[after-{last}]/weight" in keys
+        stage2 = {k for k in keys if k.startswith("stages/1")}
+        assert stage2 and all(k.startswith(f"stages/1[{last}]/0[after-{first}]/")
+                              or k.startswith(f"stages/1[{last}]/1/") for k in stage2)
+        supernet(torch.randn(2, 1, 8, 8), arch)  # the bank covers every such key
