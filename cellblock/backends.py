@@ -204,8 +204,20 @@ class ProcessBackend(Backend):
         return 0 if self.suspects else self.config["concurrency"]
 
     def submit(self, trial: Trial) -> None:
-        future = self.pool.submit(_evaluate_in_worker, trial.arch, trial_seed(self.seed, trial.arch_id))
+        args = (_evaluate_in_worker, trial.arch, trial_seed(self.seed, trial.arch_id))
+        try:
+            future = self.pool.submit(*args)
+        except BrokenProcessPool:  # a worker died since the last wait: its trials are suspects
+            self._restart()
+            future = self.pool.submit(*args)
         self.futures[future] = trial
+
+    def _restart(self) -> None:
+        """Replace a broken pool; the trials that were in it will be re-run one at a time."""
+        self.suspects.extend(self.futures.values())
+        self.futures.clear()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._new_pool()
 
     def wait(self) -> list[tuple[Trial, Outcome]]:
         if not self.futures and self.suspects:
@@ -227,10 +239,7 @@ class ProcessBackend(Backend):
                 else:
                     self.suspects.append(trial)
         if broken:
-            self.suspects.extend(self.futures.values())  # the rest of the broken pool
-            self.futures.clear()
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = self._new_pool()
+            self._restart()  # the rest of the broken pool become suspects too
         return out
 
     def close(self) -> None:
