@@ -158,6 +158,24 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return groups
 
 
+def step_schedule(cfg: TrainConfig, n: int) -> tuple[int, int, int, int]:
+    """``(batch_size, steps_per_epoch, total_steps, warmup_steps)`` for ``n`` training images."""
+    bs = min(cfg.batch_size, n)
+    steps_per_epoch = max(1, n // bs)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    return bs, steps_per_epoch, total_steps, int(round(cfg.warmup_epochs * steps_per_epoch))
+
+
+def make_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    """SGD with (Nesterov) momentum; weight decay on weights, not on biases and norms."""
+    return torch.optim.SGD(
+        _param_groups(module, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+    )
+
+
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
     """Linear warm-up to ``peak_lr`` then cosine decay to 0 over ``total_steps``."""
     if step < warmup_steps:
@@ -263,12 +281,7 @@ def train_and_evaluate(
     torch.manual_seed(cfg.seed)
     x_train, y_train, x_val, y_val = device_tensors(data, device)
     n = len(y_train)
-    bs = min(cfg.batch_size, n)
-    steps_per_epoch = max(1, n // bs)
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+    bs, steps_per_epoch, total_steps, warmup_steps = step_schedule(cfg, n)
 
     use_cl = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     fmt = torch.channels_last if use_cl else torch.contiguous_format
@@ -278,12 +291,7 @@ def train_and_evaluate(
     model.train()
     amp_dtype, use_scaler = _amp_setup(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type) if use_scaler else None
-    optimizer = torch.optim.SGD(
-        _param_groups(model, cfg.weight_decay),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-    )
+    optimizer = make_optimizer(model, cfg)
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)

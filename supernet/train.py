@@ -33,11 +33,12 @@ from cellblock.evaluators.training import (
     TrainConfig,
     _amp_setup,
     _check_finite,
-    _param_groups,
     augment_batch,
     device_tensors,
     lr_at,
+    make_optimizer,
     resolve_device,
+    step_schedule,
 )
 from cellblock.search_spaces.api import SearchSpace
 from cellblock.supernet.bank import ParamBank
@@ -155,17 +156,11 @@ def train_supernet(
     torch.manual_seed(cfg.seed)
     x_train, y_train, _, _ = device_tensors(data, device)
     n = len(y_train)
-    bs = min(cfg.batch_size, n)
-    steps_per_epoch = max(1, n // bs)
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+    bs, steps_per_epoch, total_steps, warmup_steps = step_schedule(cfg, n)
     supernet.to(device).train()
     amp_dtype, use_scaler = _amp_setup(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type) if use_scaler else None
-    optimizer = torch.optim.SGD(_param_groups(supernet.bank, cfg.weight_decay), lr=cfg.lr,
-                                momentum=cfg.momentum, nesterov=cfg.nesterov)
+    optimizer = make_optimizer(supernet.bank, cfg)
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
