@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -176,6 +176,33 @@ def make_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
     )
 
 
+def epoch_batches(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    augment: Augment,
+    gen: torch.Generator,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    step: int,
+    fmt: torch.memory_format = torch.contiguous_format,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled, augmented ``(i, x_batch, y_batch)``, from global step ``step``.
+
+    Before yielding batch ``i`` it sets the optimizer's learning rate to the cosine
+    schedule's value for that step; it stops early when the schedule's last step is reached.
+    """
+    bs, steps_per_epoch, total_steps, warmup_steps = step_schedule(cfg, len(y))
+    perm = torch.randperm(len(y), device=y.device, generator=gen)
+    for i in range(steps_per_epoch):
+        if step + i >= total_steps:
+            return
+        lr = lr_at(step + i, total_steps, warmup_steps, cfg.lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        idx = perm[i * bs : (i + 1) * bs]
+        yield i, augment_batch(x[idx], augment, gen).contiguous(memory_format=fmt), y[idx]
+
+
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
     """Linear warm-up to ``peak_lr`` then cosine decay to 0 over ``total_steps``."""
     if step < warmup_steps:
@@ -318,17 +345,9 @@ def train_and_evaluate(
         epochs_run += 1
         if hasattr(model, "on_epoch_start"):  # per-epoch schedules, e.g. darts drop path
             model.on_epoch_start(epoch, cfg.epochs)
-        perm = torch.randperm(n, device=device, generator=gen)
         checked = done = 0
-        for i in range(steps_per_epoch):
-            if step >= total_steps:
-                break
-            lr = lr_at(step, total_steps, warmup_steps, cfg.lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            idx = perm[i * bs : (i + 1) * bs]
-            xb = augment_batch(x_train[idx], data.augment, gen).contiguous(memory_format=fmt)
-            yb = y_train[idx]
+        batches = epoch_batches(x_train, y_train, data.augment, gen, optimizer, cfg, step, fmt)
+        for i, xb, yb in batches:
             if amp_dtype is not None:
                 with torch.autocast(device.type, dtype=amp_dtype):
                     loss = loss_fn(model(xb), yb)

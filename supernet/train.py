@@ -33,9 +33,8 @@ from cellblock.evaluators.training import (
     TrainConfig,
     _amp_setup,
     _check_finite,
-    augment_batch,
     device_tensors,
-    lr_at,
+    epoch_batches,
     make_optimizer,
     resolve_device,
     step_schedule,
@@ -195,17 +194,8 @@ def train_supernet(
         if step >= total_steps:
             break
         t0 = time.perf_counter()
-        perm = torch.randperm(n, device=device, generator=gen)
         done = 0
-        for i in range(steps_per_epoch):
-            if step >= total_steps:
-                break
-            lr = lr_at(step, total_steps, warmup_steps, cfg.lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            idx = perm[i * bs : (i + 1) * bs]
-            xb = augment_batch(x_train[idx], data.augment, gen).contiguous(memory_format=fmt)
-            yb = y_train[idx]
+        for i, xb, yb in epoch_batches(x_train, y_train, data.augment, gen, optimizer, cfg, step, fmt):
             archs = draw(supernet.space, rng)
             optimizer.zero_grad(set_to_none=True)
             total = torch.zeros((), device=device)
