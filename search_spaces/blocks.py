@@ -76,6 +76,14 @@ class Block(nn.Module):
         """Output channels of the block for ``width`` and ``options`` (default: ``width``)."""
         return width
 
+    def last_norm(self) -> nn.Module | None:
+        """The normalisation closing the residual branch, or None without such a branch.
+
+        A supernet starts this norm's scale at zero (Goyal et al. 2017), so a sampled
+        block begins as its shortcut and elastic depth does not blow up activations.
+        """
+        return None
+
     @classmethod
     def make_stage(
         cls,
@@ -215,6 +223,9 @@ class BasicBlock(Block):
         out = self.attn(self.bn2(self.conv2(out)))
         return self.relu(out + self.downsample(x))
 
+    def last_norm(self) -> nn.Module | None:
+        return self.bn2
+
 
 @register_block("bottleneck")
 class Bottleneck(Block):
@@ -246,6 +257,9 @@ class Bottleneck(Block):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.attn(self.conv3(self.conv2(self.conv1(x))))
         return self.relu(out + self.downsample(x))
+
+    def last_norm(self) -> nn.Module | None:
+        return self.conv3[1]
 
 
 def resnext_groups(width: int, cardinality: int) -> tuple[int, int]:
@@ -290,6 +304,9 @@ class ResNeXtBlock(Block):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.attn(self.conv3(self.conv2(self.conv1(x))))
         return self.relu(out + self.downsample(x))
+
+    def last_norm(self) -> nn.Module | None:
+        return self.conv3[1]
 
 
 @register_block("preact")
@@ -474,3 +491,6 @@ class MBConv(Block):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.attn(self.depthwise(self.expand(x))))
         return out + x if self.use_residual else out
+
+    def last_norm(self) -> nn.Module | None:
+        return self.project[1] if self.use_residual else None

@@ -61,10 +61,12 @@ def slice_view(t: Tensor, shape: tuple[int, ...]) -> Tensor:
     return t[tuple(index)]
 
 
-def _init(key: str, t: Tensor, is_param: bool) -> None:
+def _init(key: str, t: Tensor, is_param: bool, zero: bool = False) -> None:
     leaf = key.rsplit("/", 1)[-1].split("[", 1)[0]
     with torch.no_grad():
-        if not is_param:
+        if zero:
+            t.zero_()
+        elif not is_param:
             (t.fill_(1) if leaf == "running_var" else t.zero_())
         elif leaf == "bias" or (leaf != "weight" and t.ndim < 2):
             t.zero_()
@@ -81,16 +83,19 @@ class ParamBank(nn.Module):
 
     Args:
         entries: key -> ``(shape, dtype name, is_parameter)``.
+        zero_init: Keys initialised to zero (the scales of norms closing residual branches).
     """
 
-    def __init__(self, entries: Mapping[str, tuple[tuple[int, ...], str, bool]]) -> None:
+    def __init__(self, entries: Mapping[str, tuple[tuple[int, ...], str, bool]],
+                 zero_init: Iterable[str] = ()) -> None:
         super().__init__()
+        zero = frozenset(zero_init)
         self.entries = {k: (tuple(int(x) for x in v[0]), str(v[1]), bool(v[2]))
                         for k, v in sorted(entries.items())}
         self.attr: dict[str, str] = {}
         for i, (key, (shape, dtype, is_param)) in enumerate(self.entries.items()):
             t = torch.empty(shape, dtype=getattr(torch, dtype))
-            _init(key, t, is_param)
+            _init(key, t, is_param, key in zero)
             name = f"t{i}"
             self.attr[key] = name
             if is_param:
@@ -102,12 +107,27 @@ class ParamBank(nn.Module):
     def from_probes(cls, probes: Iterable[tuple[str, nn.Module]]) -> ParamBank:
         """A bank large enough for every probe module (``(name prefix, module)`` pairs).
 
+        The scale of a norm that a block reports as closing its residual branch
+        (``last_norm()``, see :class:`~cellblock.search_spaces.blocks.Block`) starts at zero,
+        unless the same key also serves a block without that branch.
+
         Raises:
             SpaceError: if one key has tensors of different ranks or kinds.
         """
         entries: dict[str, tuple[tuple[int, ...], str, bool]] = {}
+        zero_yes: set[str] = set()
+        zero_no: set[str] = set()
         for prefix, module in probes:
             keys = tensor_keys(module, prefix)
+            names = {id(t): n for n, t in module.named_parameters()}
+            for m in module.modules():
+                last = getattr(m, "last_norm", None)
+                if not callable(last):
+                    continue
+                norm = last()
+                scale = getattr(norm, "weight", None) if norm is not None else None
+                for _, t in m.named_parameters():
+                    (zero_yes if t is scale else zero_no).add(keys[names[id(t)]])
             named = [(n, t, True) for n, t in module.named_parameters()]
             named += [(n, t, False) for n, t in module.named_buffers()]
             for name, t, is_param in named:
@@ -122,7 +142,7 @@ class ParamBank(nn.Module):
                         )
                     shape = tuple(max(a, b) for a, b in zip(old[0], shape, strict=True))
                 entries[key] = (shape, dtype, is_param)
-        return cls(entries)
+        return cls(entries, zero_yes - zero_no)
 
     def tensor(self, key: str) -> Tensor:
         """The shared tensor of ``key``."""

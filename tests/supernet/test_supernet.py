@@ -129,3 +129,24 @@ def test_head_and_stage_inputs_are_keyed_by_the_previous_block_type():
         assert stage2 and all(k.startswith(f"stages/1[{last}]/0[after-{first}]/")
                               or k.startswith(f"stages/1[{last}]/1/") for k in stage2)
         supernet(torch.randn(2, 1, 8, 8), arch)  # the bank covers every such key
+
+
+def test_residual_branches_start_as_their_shortcut():
+    space = SearchSpace("blocks", **TINY_BLOCKS)
+    supernet = Supernet.create(space)
+    bank = supernet.bank
+    # stage 1 block 0: mbconv has a residual only at width 4 (= stem width), so its
+    # shared project norm keeps scale 1; later blocks and basic blocks start at zero
+    assert torch.all(bank.tensor("stages/0[mbconv]/0/project/1/weight") == 1)
+    assert torch.all(bank.tensor("stages/0[mbconv]/1/project/1/weight") == 0)
+    assert torch.all(bank.tensor("stages/0[basic]/0/bn2/weight") == 0)
+    assert torch.all(bank.tensor("stages/0[basic]/0/bn1/weight") == 1)
+    rng = np.random.default_rng(0)
+    arch = space.sample(rng)
+    while arch["stage1.block"] != "basic":
+        arch = space.sample(rng)
+    arch = {**arch, "stage1.depth": 2}
+    block = supernet.extract(arch).stages[0][1].eval()
+    x = torch.randn(2, block.conv1.in_channels, 8, 8)
+    with torch.no_grad():  # the zeroed branch adds nothing: relu(x + 0)
+        torch.testing.assert_close(block(x), torch.relu(x))
