@@ -62,7 +62,7 @@ def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]
 
 SEARCH_OPTIONS = (
     "space", "strategy", "evaluator", "table", "metric", "supernet", "trials", "epochs", "batch_size", "lr", "dataset",
-    "data_dir", "download", "objectives", "device", "out", "seed", "storage",
+    "val_fraction", "data_dir", "download", "objectives", "device", "out", "seed", "storage",
     "backend", "address", "concurrency", "resources_per_trial", "scheduler", "threads_per_trial",
     "grace_epochs", "reduction_factor",
 )
@@ -87,6 +87,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--dataset", help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn, DIR or FILE.npz")
+    p.add_argument("--val-fraction", dest="val_fraction", type=float, metavar="F",
+                   help="fraction held out for validation (default 0.15; 0.1 of torchvision train sets)")
     p.add_argument("--data-dir", dest="data_dir", help="directory of torchvision datasets")
     p.add_argument("--download", action="store_const", const=True, help="download the dataset if missing")
     p.add_argument("--objectives", help="comma-separated metrics, e.g. accuracy,macs,latency_ms")

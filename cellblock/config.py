@@ -78,6 +78,7 @@ FIELDS: dict[str, Field] = {
     "dataset": Field("digits", (str,), "dataset name, ImageFolder directory or .npz file"),
     "data_dir": Field(None, (str,), "directory of torchvision datasets", nullable=True),
     "download": Field(False, (bool,), "download torchvision datasets into data_dir"),
+    "val_fraction": Field(None, (float, int), "fraction of the data held out for validation (default 0.15 of digits and custom data, 0.1 of a torchvision train set)", lambda v: None if 0 < v < 1 else "must be in (0, 1), e.g. 0.4", nullable=True),
     "objectives": Field(["accuracy", "macs", "latency_ms"], (list, str), "metrics to optimise", None),
     "constraints": Field([], (list, str), "constraints such as 'macs<=5M'", None),
     "device": Field("auto", (str,), "device to train and time on", _device),

@@ -2,16 +2,19 @@
 
 Every dataset is returned as float32, normalised (train statistics, per channel), NCHW
 CPU tensors with int64 labels, split deterministically into train / val / test. The
-split depends only on ``seed`` of :func:`load_dataset` (0 by default), never on the
-search seed, so every trial of a search sees the same validation set.
+split depends only on ``seed`` and ``val_fraction`` of :func:`load_dataset` (0 and the
+defaults below unless given), never on the search seed, so every trial of a search sees
+the same validation set.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -76,7 +79,14 @@ class Dataset:
         )
 
 
-Loader = Callable[[Path, bool, int], Dataset]
+class Loader(Protocol):
+    """A built-in dataset loader; ``val_fraction`` None means the loader's default."""
+
+    def __call__(
+        self, data_dir: Path, download: bool, seed: int, *, val_fraction: float | None = None
+    ) -> Dataset: ...
+
+
 DATASETS: Registry[Loader] = Registry("dataset")
 
 
@@ -91,6 +101,7 @@ def load_dataset(
     download: bool = False,
     seed: int = 0,
     image_size: int | tuple[int, int] | None = None,
+    val_fraction: float | None = None,
 ) -> Dataset:
     """Load a built-in dataset by name, or custom data from a path.
 
@@ -104,20 +115,24 @@ def load_dataset(
         seed: Seed of the deterministic train/val/test split (keep it fixed).
         image_size: ``(H, W)`` or one int that image-folder images are resized to
             (default: the size of the first image).
+        val_fraction: Validation fraction in ``(0, 1)``; None keeps the defaults
+            (:data:`CUSTOM_VAL_FRACTION`, :data:`TORCHVISION_VAL_FRACTION` of the train set).
+            The test split never changes (:data:`CUSTOM_TEST_FRACTION` or the official one).
 
     Raises:
-        DataError: if the dataset is unknown, missing or malformed.
+        DataError: if the dataset is unknown, missing or malformed, or ``val_fraction``
+            is not a number, is <= 0 or leaves no training data.
     """
     if name in DATASETS:
         root = Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR).expanduser()
-        return DATASETS.get(name)(root, download, seed)
+        return DATASETS.get(name)(root, download, seed, val_fraction=val_fraction)
     path = Path(name).expanduser()
     if path.suffix.lower() == ".npz" or path.is_file():
         if not path.is_file():
             raise DataError(f"dataset file {str(path)!r} does not exist; check the path")
-        return _load_npz(path, seed)
+        return _load_npz(path, seed, val_fraction)
     if path.is_dir():
-        return _load_image_folder(path, seed, image_size)
+        return _load_image_folder(path, seed, image_size, val_fraction)
     raise DataError(
         f"unknown dataset {name!r}; use one of {', '.join(dataset_names())}, "
         "a path to an .npz file (arrays x and y) or a path to an image-folder directory"
@@ -127,13 +142,46 @@ def load_dataset(
 # ----------------------------------------------------------------------------- helpers
 
 
+def check_val_fraction(val_fraction: float | None, test_fraction: float = 0.0) -> float | None:
+    """``val_fraction`` as a float (None stays None) after checking it.
+
+    Raises:
+        DataError: if ``val_fraction`` is not a number, is <= 0, or together with
+            ``test_fraction`` leaves no training data.
+    """
+    if val_fraction is None:
+        return None
+    number = isinstance(val_fraction, numbers.Real) and not isinstance(val_fraction, bool)
+    value = float(val_fraction) if number else math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise DataError(
+            f"val_fraction must be a number > 0, got {val_fraction!r}; pass a fraction such as "
+            "0.4 or leave it unset for the default"
+        )
+    if value + test_fraction >= 1:
+        plus = f" plus the test fraction {test_fraction:g}" if test_fraction else ""
+        raise DataError(
+            f"val_fraction {value:g}{plus} leaves no training data; "
+            f"pass a value below {1 - test_fraction:g}"
+        )
+    return value
+
+
+def _val(val_fraction: float | None, test_fraction: float, default: float) -> float:
+    checked = check_val_fraction(val_fraction, test_fraction)
+    return default if checked is None else checked
+
+
 def stratified_split(
-    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int,
+    test_after: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Deterministic stratified split of ``range(len(labels))`` into train/val/test indices.
 
     Each class contributes ``round(n * fraction)`` samples to val and test, keeping at
-    least one in train. Indices come back sorted.
+    least one in train. Indices come back sorted. Each class's shuffled samples go
+    val, test, train; with ``test_after`` (a default val fraction) test sits after that
+    fraction instead, so it does not move when ``val_fraction`` changes.
     """
     rng = np.random.RandomState(seed)
     parts: list[list[np.ndarray]] = [[], [], []]
@@ -147,9 +195,13 @@ def stratified_split(
                 n_test -= 1
             else:
                 n_val -= 1
-        parts[0].append(idx[n_val + n_test :])
-        parts[1].append(idx[:n_val])
-        parts[2].append(idx[n_val : n_val + n_test])
+        start = n_val
+        if test_after is not None and test_after != val_fraction:
+            start = min(int(round(len(idx) * test_after)), len(idx) - n_test)
+        rest = np.concatenate([idx[:start], idx[start + n_test :]])
+        parts[0].append(rest[n_val:])
+        parts[1].append(rest[:n_val])
+        parts[2].append(idx[start : start + n_test])
     train, val, test = (np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts)
     return train, val, test
 
@@ -206,14 +258,17 @@ def _build(
 
 
 @DATASETS.register("digits")
-def _load_digits(data_dir: Path, download: bool, seed: int) -> Dataset:
+def _load_digits(
+    data_dir: Path, download: bool, seed: int, *, val_fraction: float | None = None
+) -> Dataset:
     """scikit-learn's 1,797 real 8x8 handwritten digits (bundled, no download)."""
     from sklearn.datasets import load_digits
 
+    val = _val(val_fraction, CUSTOM_TEST_FRACTION, CUSTOM_VAL_FRACTION)
     bunch = load_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
     y = torch.from_numpy(bunch.target.astype(np.int64))
-    splits = stratified_split(bunch.target, CUSTOM_VAL_FRACTION, CUSTOM_TEST_FRACTION, seed)
+    splits = stratified_split(bunch.target, val, CUSTOM_TEST_FRACTION, seed, CUSTOM_VAL_FRACTION)
     names = tuple(str(int(t)) for t in bunch.target_names)
     return _build("digits", x, y, splits, Augment(pad=1, flip=False), class_names=names)
 
@@ -266,9 +321,12 @@ def _images_to_nchw(data: object) -> torch.Tensor:
 
 
 def _torchvision_loader(name: str, spec: _TorchvisionSpec) -> Loader:
-    def load(data_dir: Path, download: bool, seed: int) -> Dataset:
+    def load(
+        data_dir: Path, download: bool, seed: int, *, val_fraction: float | None = None
+    ) -> Dataset:
         import torchvision.datasets as tvd
 
+        val = _val(val_fraction, 0.0, TORCHVISION_VAL_FRACTION)
         folder = data_dir / spec.subdir if spec.subdir else data_dir
         missing = [f for f in spec.files if not (folder / f).is_file()]
         if missing and not download:
@@ -293,7 +351,7 @@ def _torchvision_loader(name: str, spec: _TorchvisionSpec) -> Loader:
         labels = [np.asarray(getattr(ds, "targets", getattr(ds, "labels", None))) for ds in (train, test)]
         y_train, y_test = (torch.as_tensor(lab.astype(np.int64)) for lab in labels)
         x_train, x_test = _images_to_nchw(train.data), _images_to_nchw(test.data)
-        splits = stratified_split(labels[0], TORCHVISION_VAL_FRACTION, 0.0, seed)
+        splits = stratified_split(labels[0], val, 0.0, seed)
         classes = tuple(str(c) for c in getattr(train, "classes", ()))
         n_cls = int(max(y_train.max(), y_test.max())) + 1
         return _build(name, x_train, y_train, splits, spec.augment, x_test, y_test, classes, n_cls)
@@ -374,8 +432,9 @@ def _int_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
     return y
 
 
-def _load_npz(path: Path, seed: int) -> Dataset:
+def _load_npz(path: Path, seed: int, val_fraction: float | None = None) -> Dataset:
     """Custom data: an ``.npz`` with ``x`` (images) and ``y`` (integer labels)."""
+    val = _val(val_fraction, CUSTOM_TEST_FRACTION, CUSTOM_VAL_FRACTION)
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)
@@ -402,16 +461,18 @@ def _load_npz(path: Path, seed: int) -> Dataset:
         images = images.transpose(0, 3, 1, 2)
     xt = torch.from_numpy(np.ascontiguousarray(images))
     yt = torch.from_numpy(labels)
-    splits = stratified_split(labels, CUSTOM_VAL_FRACTION, CUSTOM_TEST_FRACTION, seed)
+    splits = stratified_split(labels, val, CUSTOM_TEST_FRACTION, seed, CUSTOM_VAL_FRACTION)
     return _build(path.stem, xt, yt, splits, Augment(pad=max(1, xt.shape[-1] // 8)))
 
 
 def _load_image_folder(
-    root: Path, seed: int, image_size: int | tuple[int, int] | None
+    root: Path, seed: int, image_size: int | tuple[int, int] | None,
+    val_fraction: float | None = None,
 ) -> Dataset:
     """Custom data: ``root/<class>/<image>`` files, resized to one size."""
     from PIL import Image, UnidentifiedImageError
 
+    val = _val(val_fraction, CUSTOM_TEST_FRACTION, CUSTOM_VAL_FRACTION)
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(class_dirs) < 2:
         raise DataError(
@@ -449,7 +510,7 @@ def _load_image_folder(
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     x = torch.from_numpy(np.stack(arrays).astype(np.float32) / 255.0)
     labels = np.array([label for _, label in files], dtype=np.int64)
-    splits = stratified_split(labels, CUSTOM_VAL_FRACTION, CUSTOM_TEST_FRACTION, seed)
+    splits = stratified_split(labels, val, CUSTOM_TEST_FRACTION, seed, CUSTOM_VAL_FRACTION)
     names = tuple(d.name for d in class_dirs)
     return _build(
         root.name, x, torch.from_numpy(labels), splits, Augment(pad=max(1, w // 8)),

@@ -144,7 +144,8 @@ def run_space(config: Mapping[str, Any], data: Any = None) -> Any:
     kwargs = dict(config.get("space_args") or {})
     if "input_shape" not in kwargs or "num_classes" not in kwargs:
         if data is None:
-            data = load_dataset(config["dataset"], config.get("data_dir"), False, seed=0)
+            data = load_dataset(config["dataset"], config.get("data_dir"), False, seed=0,
+                                val_fraction=config.get("val_fraction"))
         kwargs.setdefault("input_shape", tuple(data.input_shape))
         kwargs.setdefault("num_classes", data.num_classes)
     return SearchSpace(config["space"], **kwargs)

@@ -39,7 +39,9 @@ def weights_path(run_dir: str | Path, trial: int) -> Path:
 
 def _identity(cfg: Mapping[str, Any], arch_id: str, trial: int, epochs: int) -> dict[str, Any]:
     keys = ("space", "space_args", "dataset", "batch_size", "lr", "weight_decay", "label_smoothing", "seed")
-    return {"trial": trial, "arch_id": arch_id, "epochs": epochs, **{k: cfg.get(k) for k in keys}}
+    # val_fraction only when set, so trainings of runs from before the key keep their identity.
+    split = {"val_fraction": cfg["val_fraction"]} if cfg.get("val_fraction") is not None else {}
+    return {"trial": trial, "arch_id": arch_id, "epochs": epochs, **{k: cfg.get(k) for k in keys}, **split}
 
 
 def final_train(
@@ -96,7 +98,7 @@ def final_train(
                 "repeat that command to continue it, or pass a new --out"
             )
     dev = resolve_device(device or cfg.get("device", "auto"))
-    data = load_dataset(cfg["dataset"], cfg.get("data_dir"), False, seed=0)
+    data = load_dataset(cfg["dataset"], cfg.get("data_dir"), False, seed=0, val_fraction=cfg.get("val_fraction"))
     space = run_space(cfg, data)
     seed = trial_seed(cfg.get("seed", 0), t.arch_id)
     torch.manual_seed(seed)

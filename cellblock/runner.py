@@ -88,7 +88,8 @@ def build_components(config: Mapping[str, Any]) -> Components:
             raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu")
     data = None
     if evaluator_cls.needs_data:
-        data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["download"], seed=0)
+        data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["download"], seed=0,
+                            val_fraction=cfg.get("val_fraction"))
     space_kwargs: dict[str, Any] = dict(cfg["space_args"])
     if data is not None:
         space_kwargs.setdefault("input_shape", tuple(data.input_shape))

@@ -34,6 +34,10 @@ def _run(argv, capsys):
     (["search", "--strategy-arg", "pop=3"], "strategy 'evolution' has no option 'pop'"),
     (["search", "--space-arg", "stages=0"], "stages"),
     (["search", "--device", "tpu"], "'device' must be auto, cpu"),
+    (["search", "--val-fraction", "0"], "'val_fraction' must be in (0, 1)"),
+    (["search", "--val-fraction", "1.5"], "'val_fraction' must be in (0, 1)"),
+    (["search", "--val-fraction", "half"], "argument --val-fraction: invalid float value: 'half'"),
+    (["search", "--val-fraction", "0.9"], "val_fraction 0.9 plus the test fraction 0.15 leaves no training data"),
     (["show", "NORUN"], "is not a cellblock run directory"),
     (["nope"], "invalid choice: 'nope'"),
 ])
@@ -88,3 +92,30 @@ def test_real_subprocess_search_show_and_refusal(tmp_path):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "different config" in bad.stderr
     assert (tmp_path / "run" / "trials.jsonl").read_bytes() == before
+
+
+def test_search_with_val_fraction_records_it_and_refuses_another(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("s.py").write_text("from torch import nn\n"
+                            "def space(s, input_shape, num_classes):\n"
+                            "    w = s.choice('w', [4, 8])\n"
+                            "    return nn.Sequential(nn.Conv2d(input_shape[0], w, 3), nn.ReLU(),\n"
+                            "        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))\n")
+    argv = ["search", "--space", "s.py:space", "--trials", "2", "--epochs", "1", "--objectives",
+            "accuracy,params", "--out", "run", "--no-progress", "--device", "cpu", "--val-fraction", "0.4"]
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    import yaml
+
+    from cellblock.results import load_run
+
+    assert yaml.safe_load(Path("run/config.yaml").read_text())["val_fraction"] == 0.4
+    accs = [t.value("accuracy") for t in load_run("run").trials]
+    assert len(accs) == 2
+    for acc in accs:  # scored on the 719 validation images of val_fraction 0.4 (not 269)
+        assert 0 < acc < 1 and round(acc * 719) / 719 == pytest.approx(acc, abs=1e-12)
+    before = Path("run/trials.jsonl").read_bytes()
+    code, _, err = _run(argv[:-1] + ["0.3"], capsys)
+    assert code == 2 and "different config" in err and "val_fraction" in err
+    assert len(err.strip().splitlines()) == 1
+    assert Path("run/trials.jsonl").read_bytes() == before

@@ -29,6 +29,9 @@ def test_defaults_and_layering(tmp_path):
     ({"label_smoothing": 1.5}, r"must be in \[0, 1\)"),
     ({"space_args": [1]}, "'space_args' must be a mapping"),
     ({"dataset": None}, "'dataset' must not be empty"),
+    ({"val_fraction": 1.5}, r"'val_fraction' must be in \(0, 1\), e.g. 0.4, got 1.5"),
+    ({"val_fraction": 0}, r"'val_fraction' must be in \(0, 1\)"),
+    ({"val_fraction": "big"}, "'val_fraction' must be a number"),
 ])
 def test_bad_values(layer, message):
     with pytest.raises(ConfigError, match=message):
@@ -51,6 +54,14 @@ def test_differences_ignore_trials():
     a = config_mod.resolve({})
     assert config_mod.differences(a, {**a, "trials": 99}) == []
     assert config_mod.differences(a, {**a, "strategy": "nsga2"}) == ["strategy"]
+
+
+def test_val_fraction_default_and_not_resumable():
+    a = config_mod.resolve({})
+    assert a["val_fraction"] is None and config_mod.resolve({"val_fraction": 0.4})["val_fraction"] == 0.4
+    assert config_mod.differences(a, {**a, "val_fraction": 0.4}) == ["val_fraction"]
+    saved_before_the_key = {k: v for k, v in a.items() if k != "val_fraction"}
+    assert config_mod.differences(saved_before_the_key, a) == []
 
 
 def test_objectives_and_constraints():

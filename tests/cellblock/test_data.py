@@ -65,6 +65,64 @@ def test_digits_splits_do_not_share_samples() -> None:
     assert overlap <= dup
 
 
+def _digits_raw() -> tuple[torch.Tensor, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1), bunch.target
+
+
+def _assert_split(d, raw: torch.Tensor, target: np.ndarray, splits) -> None:
+    """``d`` holds exactly the images and labels of the index sets ``splits``."""
+    tr, va, te = splits
+    mean = raw[tr].mean(dim=(0, 2, 3), keepdim=True)
+    std = raw[tr].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    for x, y, idx in ((d.x_train, d.y_train, tr), (d.x_val, d.y_val, va), (d.x_test, d.y_test, te)):
+        assert torch.equal(y, torch.from_numpy(target[idx]))
+        assert torch.allclose(x, (raw[idx] - mean) / std, atol=1e-6, rtol=0)
+
+
+def test_default_digits_split_is_unchanged() -> None:
+    raw, target = _digits_raw()
+    splits = stratified_split(target, 0.15, 0.15, 0)
+    assert [len(s) for s in splits] == [1259, 269, 269]
+    for d in (load_dataset("digits"), load_dataset("digits", val_fraction=0.15)):
+        _assert_split(d, raw, target, splits)
+
+
+def test_val_fraction_enlarges_val_from_train_and_keeps_test() -> None:
+    raw, target = _digits_raw()
+    d = load_dataset("digits", val_fraction=0.4)
+    assert (len(d.y_train), len(d.y_val), len(d.y_test)) == (809, 719, 269)
+    tr, va, te = stratified_split(target, 0.4, 0.15, 0, test_after=0.15)
+    _assert_split(d, raw, target, (tr, va, te))
+    assert not (set(tr) & set(va) or set(tr) & set(te) or set(va) & set(te))
+    assert set(tr) | set(va) | set(te) == set(range(1797))
+    per_class = np.bincount(target)
+    assert np.array_equal(np.bincount(target[va]), np.round(per_class * 0.4).astype(int))  # stratified
+    assert np.array_equal(np.bincount(target[te]), np.round(per_class * 0.15).astype(int))
+    d_tr, d_va, d_te = stratified_split(target, 0.15, 0.15, 0)
+    assert np.array_equal(te, d_te) and set(d_va) < set(va)  # same test set; default val nested
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("0.4", "must be a number > 0"), (True, "must be a number > 0"), (0, "must be a number > 0"),
+     (-0.1, "must be a number > 0"), (float("nan"), "must be a number > 0"),
+     (0.85, "plus the test fraction 0.15 leaves no training data; pass a value below 0.85"),
+     (1.5, "leaves no training data")],
+)
+def test_bad_val_fraction_raises_data_error(tmp_path: Path, value: object, message: str) -> None:
+    np.savez(tmp_path / "toy.npz", x=np.zeros((30, 1, 4, 4), np.uint8), y=np.arange(30) % 3)
+    for name in ("digits", str(tmp_path / "toy.npz")):
+        with pytest.raises(DataError, match=message) as info:
+            load_dataset(name, val_fraction=value)  # type: ignore[arg-type]
+        assert "\n" not in str(info.value)
+    # torchvision: the value is checked before the (missing) files; test is the official set.
+    with pytest.raises(DataError, match="val_fraction 1 leaves no training data; pass a value below 1"):
+        load_dataset("cifar10", data_dir=str(tmp_path), val_fraction=1.0)
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NHW"])
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
 def test_npz_layouts_and_dtypes(tmp_path: Path, layout: str, dtype: str) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import cellblock
@@ -63,3 +64,18 @@ def test_kill_then_resume_to_completion(tmp_path):
     items = items_from_run(run, select_trials(cellblock.load_run(str(run)), trial=0))
     report = export_items(items, tmp_path / "exp", ["pytorch"])
     assert report["exports"][0]["weights"].startswith("trained")
+
+
+def test_final_training_uses_the_runs_val_fraction(tmp_path):
+    run = tmp_path / "run"
+    cellblock.search(space="blocks", space_args=TINY, trials=1, epochs=1, objectives="accuracy,macs",
+                     device="cpu", out=str(run), seed=0, strategy="random", val_fraction=0.4)
+    m = final_train(run, 0, 1, device="cpu", log=lambda s: None)
+    assert m["identity"]["val_fraction"] == 0.4 and m["test_size"] == 269
+    # validation accuracy is a count out of the 719 images of val_fraction 0.4 (not 269)
+    assert 0 < m["val_accuracy"] < 1
+    assert round(m["val_accuracy"] * 719) / 719 == pytest.approx(m["val_accuracy"], abs=1e-12)
+    # runs without the key keep their old identity (no val_fraction entry)
+    from cellblock.final_train import _identity
+
+    assert "val_fraction" not in _identity({"dataset": "digits"}, "a", 0, 1)
