@@ -281,18 +281,9 @@ def blocks(
     body: list[nn.Module] = []
     for (name, d, w, opts, att), stride in zip(plan, sk["strides"], strict=True):
         stage = candidate(build_stage(name, channels, w, stride, d, attention=att, **opts), name)
-        if body:  # supernet: what reads the previous stage's output is keyed by its block type
-            candidate(stage[0], after_tag(plan[len(body) - 1][0]))
         body.append(stage)
         channels = block_out_channels(name, w, **opts)
-    net = BlockNet(STEMS.get(stem)(sk["shape"][0], stem_width), body, channels, num_classes)
-    candidate(net.fc, after_tag(plan[-1][0]))
-    return net
-
-
-def after_tag(block: str) -> str:
-    """Supernet tag of the first block of a stage (and of the head) after a ``block`` stage."""
-    return f"after-{block}"
+    return BlockNet(STEMS.get(stem)(sk["shape"][0], stem_width), body, channels, num_classes)
 
 
 # ---- reference skeleton and architectures -----------------------------------------------

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from cellblock.errors import SpaceError
-from cellblock.supernet.tags import tag_of
+from cellblock.supernet.tags import is_shared, tag_of
 
 _KEYS_ATTR = "_supernet_keys"
 
@@ -30,18 +30,22 @@ def tensor_keys(model: nn.Module, prefix: str = "") -> dict[str, str]:
     if cached is not None and prefix == "":
         return cached
     tags = {name: tag for name, m in model.named_modules() if name and (tag := tag_of(m))}
-    head = prefix.split(".") if prefix else []
+    common = {name for name, m in model.named_modules() if name and is_shared(m)}
+    plain_head = prefix.split(".") if prefix else []
+    head = list(plain_head)
     if head and (root := tag_of(model)):  # a probe module standing for a tagged candidate
         head[-1] += f"[{root}]"
     names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
     keys = {}
     for name in names:
         parts = name.split(".")
+        # a shared module's tensors ignore the tags of the modules around it
+        cut = max((i + 1 for i in range(len(parts)) if ".".join(parts[: i + 1]) in common), default=0)
         segs = []
         for i, part in enumerate(parts):
-            tag = tags.get(".".join(parts[: i + 1]))
+            tag = tags.get(".".join(parts[: i + 1])) if i >= cut else None
             segs.append(f"{part}[{tag}]" if tag else part)
-        keys[name] = "/".join(head + segs)
+        keys[name] = "/".join((plain_head if cut else head) + segs)
     if prefix == "":
         model.__dict__[_KEYS_ATTR] = keys
     return keys

@@ -23,6 +23,9 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
                    help="space (skeleton) option, repeatable; VALUE is YAML")
     t.add_argument("--dataset", default="digits", help="dataset name, ImageFolder directory or .npz")
     t.add_argument("--data-dir", dest="data_dir", help="directory of torchvision datasets")
+    t.add_argument("--val-fraction", dest="val_fraction", type=float,
+                   help="fraction held out for validation (default: the dataset's); "
+                        "rank and search then use the same split")
     t.add_argument("--epochs", type=int, required=True, help="supernet training epochs")
     t.add_argument("--out", required=True, help="checkpoint file (continued when it exists)")
     t.add_argument("--sampling", default="uniform", help="uniform, fair, sandwich or sandwich-kd")
@@ -43,6 +46,8 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", required=True, help="output directory (rank.json, rank.csv)")
     r.add_argument("--dataset", help="dataset (default: the one the supernet was trained on)")
     r.add_argument("--data-dir", dest="data_dir")
+    r.add_argument("--batch-size", dest="batch_size", type=int,
+                   help="stand-alone batch size (default: the supernet's)")
     r.add_argument("--seed", type=int, default=0, help="seed of the architecture sample")
     r.add_argument("--device", default="auto")
     r.set_defaults(func=_rank)
@@ -84,7 +89,7 @@ def _train(args: argparse.Namespace) -> int:
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                       seed=args.seed, device=str(device))
     cfg.validate()
-    data = load_dataset(args.dataset, args.data_dir)
+    data = load_dataset(args.dataset, args.data_dir, val_fraction=args.val_fraction)
     kwargs = dict(args.space_arg or [])
     kwargs.setdefault("input_shape", tuple(data.input_shape))
     kwargs.setdefault("num_classes", data.num_classes)
@@ -95,6 +100,11 @@ def _train(args: argparse.Namespace) -> int:
         check_space(resume, space, args.out)
         want, have = recipe_of(cfg, args.sampling), resume["recipe"]
         diff = [k for k in RECIPE_KEYS if want.get(k) != have.get(k)]
+        if resume.get("val_fraction") != args.val_fraction:
+            raise ConfigError(
+                f"checkpoint {args.out!r} was trained with --val-fraction "
+                f"{resume.get('val_fraction')}, not {args.val_fraction}; use the same or another --out"
+            )
         if diff:
             raise ConfigError(
                 f"checkpoint {args.out!r} was trained with {diff[0]}={have.get(diff[0])!r}, "
@@ -111,6 +121,7 @@ def _train(args: argparse.Namespace) -> int:
     n_params = sum(p.numel() for p in supernet.bank.parameters())
     print(f"supernet of {space.name}: {n_params:,} shared parameters", file=sys.stderr)
     result = train_supernet(supernet, data, cfg, sampling=args.sampling, checkpoint=args.out,
+                            val_fraction=args.val_fraction,
                             checkpoint_every=args.checkpoint_every, resume=resume,
                             log=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(result))
@@ -127,10 +138,12 @@ def _rank(args: argparse.Namespace) -> int:
     if not ckpt.get("done"):
         print(f"note: {args.supernet} is a partial checkpoint (epoch {ckpt['epoch']} of "
               f"{ckpt['recipe']['epochs']})", file=sys.stderr)
-    data = load_dataset(args.dataset or ckpt["dataset"], args.data_dir)
+    # the supernet's own split: its training images must not become validation images
+    data = load_dataset(args.dataset or ckpt["dataset"], args.data_dir,
+                        val_fraction=ckpt.get("val_fraction"))
     supernet = supernet_from_checkpoint(ckpt, device)
     result = rank_supernet(supernet, ckpt, data, samples=args.samples, epochs=args.epochs,
-                           out=args.out, seed=args.seed, device=device,
+                           out=args.out, seed=args.seed, device=device, batch_size=args.batch_size,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
     keys = ("kendall_tau", "spearman", "kendall_tau_no_recal", "n", "supernet_s",
             "standalone_s", "children_per_s")

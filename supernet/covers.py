@@ -89,9 +89,8 @@ def blocks_cover(space: SearchSpace) -> Iterator[Probe]:
     width/input corners once per (block type, attention) so projection shortcuts appear.
 
     Names follow :class:`~cellblock.search_spaces.blocks_space.BlockNet`
-    (``stem``, ``stages.{i}``, ``fc``); the tag of a stage is its block type, and the first
-    block of every later stage and the head are also tagged with the previous stage's
-    block type (:func:`~cellblock.search_spaces.blocks_space.after_tag`).
+    (``stem``, ``stages.{i}``, ``fc``); the tag of a stage is its block type (projection
+    shortcuts are shared across types, see :func:`~cellblock.supernet.tags.shared`).
     """
     from cellblock.search_spaces import blocks_space as bs
     from cellblock.search_spaces.blocks import BLOCKS, block_out_channels, build_stage
@@ -115,10 +114,7 @@ def blocks_cover(space: SearchSpace) -> Iterator[Probe]:
         return min(outs), max(outs)
 
     yield "stem", bs.STEMS.get(a["stem"])(sk["shape"][0], a["stem_width"])
-    last = a["stages"] - 1
-    for prev in sk["types"]:  # the head is keyed by the last stage's block type
-        fc_in = max(block_out_channels(prev, w, **c) for c in combos(prev) for w in sk["widths"][last])
-        yield "fc", candidate(nn.Linear(fc_in, a["num_classes"]), bs.after_tag(prev))
+    yield "fc", nn.Linear(out_range(a["stages"] - 1)[1], a["num_classes"])
     depth = sk["depth"][1]
     cins = (a["stem_width"], a["stem_width"])
     for i, stride in enumerate(sk["strides"]):
@@ -131,11 +127,7 @@ def blocks_cover(space: SearchSpace) -> Iterator[Probe]:
                     if k == 0:
                         corners += [(w_lo, cins[0]), (w_lo, cins[1]), (w_hi, cins[0])]
                     for w, cin in corners:
-                        stage = candidate(build_stage(name, cin, w, stride, depth, attention=att,
-                                                      **opts), name)
-                        for prev in sk["types"] if i else [None]:  # first block keyed by it
-                            if prev is not None:
-                                candidate(stage[0], bs.after_tag(prev))
-                            yield prefix, stage
+                        yield prefix, candidate(build_stage(name, cin, w, stride, depth,
+                                                            attention=att, **opts), name)
         cins = out_range(i)
 

@@ -89,6 +89,14 @@ class SupernetEvaluator(Evaluator):
         self.path = str(path)
         self.supernet, ckpt = cached_supernet(self.path, ctx.device)
         check_space(ckpt, ctx.space, self.path)
+        want, have = ctx.config.get("val_fraction"), ckpt.get("val_fraction")
+        if want != have:
+            fix = "drop --val-fraction" if have is None else f"set --val-fraction {have}"
+            raise ConfigError(
+                f"supernet checkpoint {self.path!r} was trained with val_fraction {have}, this run "
+                f"uses {want}, so validation images may be ones it trained on; {fix} or retrain "
+                "the supernet"
+            )
 
     def evaluate(self, model: nn.Module | None, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
         t0 = time.perf_counter()

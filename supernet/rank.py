@@ -83,25 +83,34 @@ def rank_supernet(
     seed: int = 0,
     device: str | torch.device = "cpu",
     log: Callable[[str], None] | None = None,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Rank correlation of the supernet's accuracies with stand-alone ones (see module doc).
 
+    Stand-alone training uses the supernet's recipe with ``epochs`` epochs and, when
+    given, ``batch_size``.
+
     Raises:
-        ConfigError: for ``samples < 3`` or ``epochs < 1``.
+        ConfigError: for ``samples < 3``, ``epochs < 1`` or ``batch_size < 1``.
     """
     if samples < 3:
         raise ConfigError(f"--samples must be at least 3 to rank, got {samples}")
     if epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {epochs}")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     say = log or (lambda _line: None)
     dev = torch.device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     space = supernet.space
     recipe = {k: v for k, v in ckpt["recipe"].items() if k != "sampling"}
+    if batch_size is not None:
+        recipe["batch_size"] = batch_size
     base = TrainConfig(**{**recipe, "epochs": epochs, "device": str(dev)})
     recipe_hash = hashlib.sha256(canonical_json(
-        {**dataclasses.asdict(base), "device": None, "seed": seed, "dataset": data.name}
+        {**dataclasses.asdict(base), "device": None, "seed": seed, "dataset": data.name,
+         "val_fraction": ckpt.get("val_fraction")}
     ).encode()).hexdigest()[:12]
     cache_path = out / "standalone.jsonl"
     cached: dict[str, dict[str, Any]] = {}
@@ -155,7 +164,8 @@ def rank_supernet(
         "supernet_eval_no_recal_s": eval_no_recal_s,
         "children_per_s": len(rows) / eval_s if eval_s > 0 else None,
         "cost_ratio": supernet_s / standalone_s if standalone_s > 0 else None,
-        "epochs": epochs, "seed": seed, "supernet_epochs": ckpt["recipe"]["epochs"],
+        "epochs": epochs, "batch_size": base.batch_size, "val_fraction": ckpt.get("val_fraction"),
+        "seed": seed, "supernet_epochs": ckpt["recipe"]["epochs"],
         "sampling": ckpt["recipe"]["sampling"], "space": ckpt["space"], "dataset": data.name,
     }
     (out / "rank.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -7,6 +7,10 @@ the normally built network plus the tags of the modules around it, so candidates
 different tags never share weights, while everything else (the same block type at any
 width, kernel, expansion or depth position) shares one tensor by slicing.
 
+A module marked with :func:`shared` is the exception: its tensors are keyed without the
+tags around it, so every candidate of the position uses the same tensor (the projection
+shortcut that all residual block types of a stage add their branch to).
+
 This module imports nothing from the engine so that spaces can import it freely.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 TAG_ATTR = "_supernet_tag"
+SHARED_ATTR = "_supernet_shared"
 
 M = TypeVar("M")
 
@@ -28,3 +33,14 @@ def candidate(module: M, tag: Any) -> M:
 def tag_of(module: Any) -> str | None:
     """The tag set by :func:`candidate`, or None."""
     return getattr(module, TAG_ATTR, None)
+
+
+def shared(module: M) -> M:
+    """Mark ``module`` as shared by the candidates around it (keyed without their tags)."""
+    object.__setattr__(module, SHARED_ATTR, True)
+    return module
+
+
+def is_shared(module: Any) -> bool:
+    """Whether :func:`shared` marked ``module``."""
+    return bool(getattr(module, SHARED_ATTR, False))

@@ -45,7 +45,7 @@ from cellblock.supernet.model import Supernet
 from cellblock.supernet.sampler import ARCH_SAMPLERS, DISTILLING
 
 FORMAT = "cellblock-supernet"
-VERSION = 2
+VERSION = 3
 #: Recipe fields that must match when a checkpoint is resumed.
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
                "label_smoothing", "warmup_epochs", "seed", "sampling")
@@ -131,6 +131,7 @@ def train_supernet(
     checkpoint_every: int = 1,
     resume: Mapping[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    val_fraction: float | None = None,
 ) -> dict[str, Any]:
     """Train ``supernet`` in place; checkpoint every ``checkpoint_every`` epochs and at the end.
 
@@ -143,6 +144,8 @@ def train_supernet(
         checkpoint_every: Epochs between checkpoints.
         resume: A checkpoint of this same training to continue from.
         log: Called with one line per epoch.
+        val_fraction: The split ``data`` was loaded with (None: the dataset's default),
+            stored so that ranking and search evaluate on the same held-out images.
 
     Returns:
         ``{"train_s", "steps", "epochs", "final_loss", "children"}``; ``train_s`` sums the
@@ -181,7 +184,8 @@ def train_supernet(
     def payload(done: bool) -> dict[str, Any]:
         return {
             "format": FORMAT, "version": VERSION, "space": plain(supernet.space.spec()),
-            "recipe": recipe_of(cfg, sampling), "dataset": data.name, "bank_entries": supernet.bank.describe(),
+            "recipe": recipe_of(cfg, sampling), "dataset": data.name,
+            "val_fraction": val_fraction, "bank_entries": supernet.bank.describe(),
             "bank": supernet.bank.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),

@@ -122,3 +122,27 @@ def test_rank_writes_json_and_csv(tmp_path, checkpoint, capsys):
     tau = result["kendall_tau"]
     warned = "warning: Kendall tau" in capsys.readouterr().err
     assert warned == (tau is None or tau < 0.3)
+
+
+def test_val_fraction_is_kept_by_rank_and_checked_by_search_and_resume(tmp_path, capsys):
+    ckpt = tmp_path / "v.pt"
+    assert main(train_argv(ckpt, 1, "--val-fraction", "0.4")) == 0
+    assert load_checkpoint(ckpt)["val_fraction"] == 0.4
+    out = tmp_path / "rank"
+    assert main(["supernet", "rank", "--supernet", str(ckpt), "--samples", "3", "--epochs", "1",
+                 "--batch-size", "128", "--out", str(out), "--device", "cpu"]) == 0
+    result = json.loads((out / "rank.json").read_text())
+    assert result["val_fraction"] == 0.4 and result["batch_size"] == 128
+    rows = [r.split(",") for r in (out / "rank.csv").read_text().strip().splitlines()[1:]]
+    for row in rows:  # accuracies are counts out of the 719 images of the 0.4 split
+        assert abs(float(row[2]) * 719 - round(float(row[2]) * 719)) < 1e-6
+    capsys.readouterr()
+    mtime = ckpt.stat().st_mtime
+    assert main(train_argv(ckpt, 2)) == 2  # resumed with another split
+    assert "--val-fraction 0.4" in capsys.readouterr().err and ckpt.stat().st_mtime == mtime
+    space_args = [a for s in SPACE_ARGS for a in ("--space-arg", s)]
+    run = tmp_path / "run"
+    assert main(["search", "--evaluator", "supernet", "--supernet", str(ckpt), "--trials", "1",
+                 "--out", str(run), "--no-progress", "--device", "cpu", *space_args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "set --val-fraction 0.4" in err and not run.exists()

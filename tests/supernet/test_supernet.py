@@ -111,24 +111,27 @@ def test_training_changes_weights_and_resume_is_exact(tmp_path, digits):
     assert final["done"] and final["step"] == 4
 
 
-def test_head_and_stage_inputs_are_keyed_by_the_previous_block_type():
+def test_block_types_share_the_projection_shortcut_of_a_position():
     from cellblock.supernet.bank import tensor_keys
 
-    space = SearchSpace("blocks", **TINY_BLOCKS)
+    space = SearchSpace("blocks", **{**TINY_BLOCKS, "block_types": ["basic", "bottleneck"],
+                                     "expansions": [1, 2]})
     supernet = Supernet.create(space)
     rng = np.random.default_rng(0)
     seen = {}
     while len(seen) < 2:
         arch = space.sample(rng)
-        seen.setdefault(arch["stage1.block"], arch)
-    for first, arch in seen.items():
-        keys = set(tensor_keys(space.build(arch)).values())
-        last = arch["stage2.block"]
-        assert f"fc[after-{last}]/weight" in keys
-        stage2 = {k for k in keys if k.startswith("stages/1")}
-        assert stage2 and all(k.startswith(f"stages/1[{last}]/0[after-{first}]/")
-                              or k.startswith(f"stages/1[{last}]/1/") for k in stage2)
-        supernet(torch.randn(2, 1, 8, 8), arch)  # the bank covers every such key
+        seen.setdefault(arch["stage2.block"], arch)
+    keys = {t: set(tensor_keys(space.build(a)).values()) for t, a in seen.items()}
+    for t, ks in keys.items():  # the stride-2 projection is keyed without the block type
+        assert "stages/1/0/downsample/0/weight" in ks
+        assert any(k.startswith(f"stages/1[{t}]/0/") for k in ks)
+        assert "fc/weight" in ks
+    basic = supernet.extract(seen["basic"]).stages[1][0].downsample[0].weight
+    neck = supernet.extract(seen["bottleneck"]).stages[1][0].downsample[0].weight
+    n = min(basic.shape[0], neck.shape[0])
+    c = min(basic.shape[1], neck.shape[1])
+    assert torch.equal(basic[:n, :c], neck[:n, :c])
 
 
 def test_residual_branches_start_as_their_shortcut():
