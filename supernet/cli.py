@@ -48,6 +48,9 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--data-dir", dest="data_dir")
     r.add_argument("--batch-size", dest="batch_size", type=int,
                    help="stand-alone batch size (default: the supernet's)")
+    r.add_argument("--seeds", type=int, default=1,
+                   help="stand-alone trainings per architecture; the reference is their mean and "
+                        "rank.json gets standalone_seed_tau, the reference's own noise (default 1)")
     r.add_argument("--seed", type=int, default=0, help="seed of the architecture sample")
     r.add_argument("--device", default="auto")
     r.set_defaults(func=_rank)
@@ -144,9 +147,10 @@ def _rank(args: argparse.Namespace) -> int:
     supernet = supernet_from_checkpoint(ckpt, device)
     result = rank_supernet(supernet, ckpt, data, samples=args.samples, epochs=args.epochs,
                            out=args.out, seed=args.seed, device=device, batch_size=args.batch_size,
+                           seeds=args.seeds,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
     keys = ("kendall_tau", "spearman", "kendall_tau_no_recal", "n", "supernet_s",
-            "standalone_s", "children_per_s")
+            "standalone_s", "cost_ratio", "children_per_s", "params_tau", "standalone_seed_tau")
     print(json.dumps({k: result[k] for k in keys}))
     warning = tau_warning(result)
     if warning:

@@ -84,19 +84,25 @@ def rank_supernet(
     device: str | torch.device = "cpu",
     log: Callable[[str], None] | None = None,
     batch_size: int | None = None,
+    seeds: int = 1,
 ) -> dict[str, Any]:
     """Rank correlation of the supernet's accuracies with stand-alone ones (see module doc).
 
     Stand-alone training uses the supernet's recipe with ``epochs`` epochs and, when
-    given, ``batch_size``.
+    given, ``batch_size``. With ``seeds > 1`` every architecture is trained that many
+    times: the reference is the mean accuracy, ``standalone_seed_tau`` (the mean Kendall
+    tau between two stand-alone seeds) is the noise ceiling of the reference, and
+    ``standalone_s`` stays the cost of training each architecture once.
 
     Raises:
-        ConfigError: for ``samples < 3``, ``epochs < 1`` or ``batch_size < 1``.
+        ConfigError: for ``samples < 3``, ``epochs < 1``, ``batch_size < 1`` or ``seeds < 1``.
     """
     if samples < 3:
         raise ConfigError(f"--samples must be at least 3 to rank, got {samples}")
     if epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {epochs}")
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     say = log or (lambda _line: None)
@@ -113,7 +119,7 @@ def rank_supernet(
          "val_fraction": ckpt.get("val_fraction")}
     ).encode()).hexdigest()[:12]
     cache_path = out / "standalone.jsonl"
-    cached: dict[str, dict[str, Any]] = {}
+    cached: dict[tuple[str, int], dict[str, Any]] = {}
     if cache_path.exists():
         for line in cache_path.read_text().splitlines():
             try:
@@ -121,27 +127,32 @@ def rank_supernet(
             except json.JSONDecodeError:
                 continue  # a line cut by a kill
             if row.get("recipe") == recipe_hash:
-                cached[row["arch_id"]] = row
+                cached[(row["arch_id"], row.get("repeat", 0))] = row
     archs = sample_distinct(space, samples, seed)
     input_shape = tuple(space.kwargs.get("input_shape") or data.input_shape)
     rows = []
     for i, arch in enumerate(archs):
         aid = arch_id(arch)
-        row = cached.get(aid)
-        if row is None:
-            s = trial_seed(seed, aid)
-            torch.manual_seed(s)
-            model = space.build(arch)
-            costs = cost_metrics(model, input_shape)
-            res = train_and_evaluate(model, data, dataclasses.replace(base, seed=s))
-            row = {"arch_id": aid, "recipe": recipe_hash, "arch": arch,
-                   "standalone_accuracy": res["accuracy"], "standalone_train_s": res["train_s"],
-                   "params": costs.get("params"), "macs": costs.get("macs")}
-            with open(cache_path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
-            say(f"[{i + 1}/{len(archs)}] {aid} stand-alone accuracy "
-                f"{row['standalone_accuracy']:.4f} ({row['standalone_train_s']:.1f} s)")
-        rows.append(dict(row))
+        runs = []
+        for rep in range(seeds):
+            row = cached.get((aid, rep))
+            if row is None:
+                s = trial_seed(seed + rep * 7919, aid)  # repeat 0 keeps the single-seed seed
+                torch.manual_seed(s)
+                model = space.build(arch)
+                costs = cost_metrics(model, input_shape)
+                res = train_and_evaluate(model, data, dataclasses.replace(base, seed=s))
+                row = {"arch_id": aid, "recipe": recipe_hash, "repeat": rep, "arch": arch,
+                       "standalone_accuracy": res["accuracy"], "standalone_train_s": res["train_s"],
+                       "params": costs.get("params"), "macs": costs.get("macs")}
+                with open(cache_path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                say(f"[{i + 1}/{len(archs)}] {aid} seed {rep}: stand-alone accuracy "
+                    f"{row['standalone_accuracy']:.4f} ({row['standalone_train_s']:.1f} s)")
+            runs.append(row)
+        rows.append({**runs[0], "standalone_accuracy": float(np.mean([r["standalone_accuracy"] for r in runs])),
+                     "standalone_train_s": float(np.mean([r["standalone_train_s"] for r in runs])),
+                     "standalone_runs": [r["standalone_accuracy"] for r in runs]})
     supernet.to(dev).eval()
     t0 = time.perf_counter()
     for row in rows:
@@ -155,6 +166,9 @@ def rank_supernet(
     tau, rho = correlations([r["supernet_accuracy"] for r in rows], sa)
     tau_nr, rho_nr = correlations([r["supernet_accuracy_no_recal"] for r in rows], sa)
     standalone_s = sum(r["standalone_train_s"] for r in rows)
+    seed_taus = [correlations([r["standalone_runs"][a] for r in rows],
+                              [r["standalone_runs"][b] for r in rows])[0]
+                 for a in range(seeds) for b in range(a + 1, seeds)]
     supernet_s = float(ckpt["train_s"]) + eval_s
     result = {
         "kendall_tau": _finite(tau), "spearman": _finite(rho),
@@ -164,6 +178,9 @@ def rank_supernet(
         "supernet_eval_no_recal_s": eval_no_recal_s,
         "children_per_s": len(rows) / eval_s if eval_s > 0 else None,
         "cost_ratio": supernet_s / standalone_s if standalone_s > 0 else None,
+        "seeds": seeds, "standalone_total_s": standalone_s * seeds,
+        "standalone_seed_tau": _finite(float(np.mean(seed_taus))) if seed_taus else None,
+        "params_tau": _finite(correlations([float(r["params"]) for r in rows], sa)[0]),
         "epochs": epochs, "batch_size": base.batch_size, "val_fraction": ckpt.get("val_fraction"),
         "seed": seed, "supernet_epochs": ckpt["recipe"]["epochs"],
         "sampling": ckpt["recipe"]["sampling"], "space": ckpt["space"], "dataset": data.name,
@@ -171,11 +188,13 @@ def rank_supernet(
     (out / "rank.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     with open(out / "rank.csv", "w", newline="", encoding="utf-8") as fh:
         fields = ["arch_id", "standalone_accuracy", "supernet_accuracy",
-                  "supernet_accuracy_no_recal", "params", "macs", "standalone_train_s", "arch"]
+                  "supernet_accuracy_no_recal", "params", "macs", "standalone_train_s",
+                  "standalone_runs", "arch"]
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for r in rows:
-            writer.writerow({**{k: r.get(k) for k in fields}, "arch": canonical_json(r["arch"])})
+            writer.writerow({**{k: r.get(k) for k in fields}, "arch": canonical_json(r["arch"]),
+                             "standalone_runs": " ".join(f"{a:.6f}" for a in r["standalone_runs"])})
     return result
 
 

@@ -146,3 +146,23 @@ def test_val_fraction_is_kept_by_rank_and_checked_by_search_and_resume(tmp_path,
                  "--out", str(run), "--no-progress", "--device", "cpu", *space_args]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "set --val-fraction 0.4" in err and not run.exists()
+
+
+def test_rank_with_two_stand_alone_seeds_reports_their_agreement(tmp_path, checkpoint):
+    out = tmp_path / "rank"
+    argv = ["supernet", "rank", "--supernet", str(checkpoint), "--samples", "4", "--epochs", "1",
+            "--seeds", "2", "--out", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    result = json.loads((out / "rank.json").read_text())
+    assert result["seeds"] == 2 and "standalone_seed_tau" in result and "params_tau" in result
+    lines = (out / "standalone.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and {json.loads(x)["repeat"] for x in lines} == {0, 1}
+    import csv
+
+    rows = list(csv.DictReader(open(out / "rank.csv", encoding="utf-8")))
+    for row in rows:
+        runs = [float(a) for a in row["standalone_runs"].split()]
+        assert len(runs) == 2 and abs(sum(runs) / 2 - float(row["standalone_accuracy"])) < 1e-6
+    assert main(argv) == 0  # everything cached: no stand-alone training again
+    assert len((out / "standalone.jsonl").read_text().splitlines()) == 8
+    assert main(argv[:-6] + ["--seeds", "0", "--out", str(out)]) == 2
