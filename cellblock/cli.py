@@ -165,11 +165,19 @@ def _spaces(args: argparse.Namespace) -> int:
             print(f"  {name:<12} size {str(space.size()):>14}   ({decisions} decisions in a sample)")
         except CellblockError as exc:
             print(f"  {name:<12} (needs options: {exc})")
-    print("blocks:")
+    from cellblock.search_spaces.blocks_space import OPTION_ARGS
+
+    skeleton = SearchSpace("blocks").arguments()
+    print("blocks (option choices of the default blocks skeleton; 'own': the block class's "
+          "default choices, where they differ):")
     for name in BLOCKS.names():
         options = getattr(BLOCKS.get(name), "options", {}) or {}
-        opts = ", ".join(f"{k} {list(v)}" for k, v in options.items()) or "-"
-        print(f"  {name:<12} options: {opts}")
+        shown = []
+        for k, v in options.items():
+            arg = OPTION_ARGS.get(k)
+            used = list(skeleton[arg]) if arg in skeleton else list(v)
+            shown.append(f"{k} {used}" + (f" (own {list(v)})" if used != list(v) else ""))
+        print(f"  {name:<12} options: {', '.join(shown) or '-'}")
     return 0
 
 

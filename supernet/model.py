@@ -49,7 +49,8 @@ class Supernet(nn.Module):
         key = arch_id(arch)
         model = self._children_cache.get(key)
         if model is None:
-            model = self.space.build(arch).to("meta")
+            with torch.device("meta"):  # no random initialisation: the bank supplies every tensor
+                model = self.space.build(arch)
             self._children_cache[key] = model
             if len(self._children_cache) > self.cache_size:
                 self._children_cache.popitem(last=False)

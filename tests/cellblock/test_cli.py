@@ -66,6 +66,8 @@ def test_spaces_lists_spaces_and_blocks(capsys):
     code, out, _ = _run(["spaces"], capsys)
     assert code == 0
     assert "blocks" in out and "mbconv" in out and "inception" in out and "size" in out
+    # the default skeleton's choices, and the block's own where they differ
+    assert "mbconv       options: kernel [3, 5] (own [3, 5, 7])" in out
 
 
 def test_real_subprocess_search_show_and_refusal(tmp_path):
