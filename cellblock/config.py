@@ -97,8 +97,10 @@ FIELDS: dict[str, Field] = {
     "reduction_factor": Field(3, (int,), "early stopping keeps the top 1/reduction_factor at each rung", lambda v: None if v >= 2 else "must be >= 2"),
 }
 
-# Keys that may change when an existing run is continued.
-RESUMABLE_KEYS = ("trials", "out")
+# Keys that may change when an existing run is continued: the budget, and where and how
+# widely trials run (continue a laptop run on a Ray cluster with more workers). Measured
+# latency depends on concurrency; keep it when latency_ms is an objective.
+RESUMABLE_KEYS = ("trials", "out", "backend", "concurrency", "address", "resources_per_trial")
 
 
 def _check(key: str, value: Any) -> Any:

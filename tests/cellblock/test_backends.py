@@ -63,3 +63,16 @@ def test_local_backend_refuses_concurrency(space_ref, tmp_path):
     with pytest.raises(ConfigError, match="local backend runs one trial at a time"):
         cellblock.search(**_opts(space_ref, tmp_path / "x", backend="local", concurrency=2))
     assert not (tmp_path / "x").exists()
+
+
+def test_a_local_run_continues_on_the_process_pool(space_ref, tmp_path):
+    out = tmp_path / "moved"
+    first = cellblock.search(**_opts(space_ref, out, trials=3, backend="local", concurrency=1))
+    assert len(first.trials) == 3
+    run = cellblock.search(**_opts(space_ref, out, trials=6))  # more workers, same run
+    assert len(run.trials) == 6 and all(t.status == COMPLETE for t in run.trials)
+    assert len({t.arch_id for t in run.trials}) == 6
+    assert [t.arch_id for t in run.trials[:3]] == [t.arch_id for t in first.trials]
+    assert "backend: process" in (out / "config.yaml").read_text()
+    with pytest.raises(cellblock.errors.RunError, match="strategy"):
+        cellblock.search(**_opts(space_ref, out, trials=7, strategy="evolution"))

@@ -54,6 +54,8 @@ def test_differences_ignore_trials():
     a = config_mod.resolve({})
     assert config_mod.differences(a, {**a, "trials": 99}) == []
     assert config_mod.differences(a, {**a, "strategy": "nsga2"}) == ["strategy"]
+    moved = {**a, "backend": "ray", "concurrency": 4, "address": "auto", "resources_per_trial": "cpu=2"}
+    assert config_mod.differences(a, moved) == []
 
 
 def test_val_fraction_default_and_not_resumable():
