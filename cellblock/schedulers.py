@@ -8,7 +8,7 @@ distance of (accuracy at the rung, the run's cheap objectives such as ``macs``,
 ``params``, ``latency_ms``). Single-metric pruners (Ray's ASHA, Optuna's) would drop a
 small, fast network that is slightly less accurate; this rule keeps the Pareto front.
 
-The rule is pure (numpy only); :mod:`cellblock.ray_backend` wraps it as a Ray Tune
+The rule is pure (numpy only); :mod:`cellblock.ray_tune_adapter` wraps it as a Ray Tune
 ``TrialScheduler`` (``--scheduler mo-asha``).
 """
 
