@@ -105,7 +105,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", type=int, help="trials evaluated at the same time")
     p.add_argument("--resources-per-trial", dest="resources_per_trial", metavar="SPEC",
                    help="Ray resources of one trial, e.g. cpu=1,gpu=0.5 (default cpu=1)")
-    p.add_argument("--scheduler", help="early stopping (ray backend): none, asha, hyperband, mo-asha")
+    p.add_argument("--scheduler", help="early stopping (ray backend): none, asha, mo-asha")
     p.add_argument("--grace-epochs", dest="grace_epochs", type=int,
                    help="epochs before the first early-stopping rung (default 1)")
     p.add_argument("--reduction-factor", dest="reduction_factor", type=int,

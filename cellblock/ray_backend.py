@@ -14,12 +14,14 @@ needs the same cellblock (and Python, torch, ray) installed, and the dataset rea
 sees (or ``download`` on each); ``.npz`` files and ImageFolder directories must exist
 at the same path on every node. Relative paths are made absolute by the driver.
 
-With ``scheduler`` (asha, hyperband, mo-asha) the epoch is the budget: trials report
-their validation accuracy after each epoch (and the cheap metrics known before training)
-and may be stopped early. Those trials are recorded as PRUNED with their accuracy and
-``epochs`` at the rung; PRUNED trials never reach the Pareto front. ``hyperband`` pauses
-trials, so per-epoch checkpoints are written to a temporary Tune storage directory of the
-driver: on a multi-node cluster use asha or mo-asha (no checkpoints needed).
+With ``scheduler`` (asha, mo-asha) the epoch is the budget: trials report their
+validation accuracy after each epoch (and the cheap metrics known before training) and
+may be stopped early. Those trials are recorded as PRUNED with their accuracy and
+``epochs`` at the rung; PRUNED trials never reach the Pareto front. A registered
+scheduler kind that pauses trials (``SchedulerKind(pauses=True)``) gets per-epoch
+checkpoints in a temporary Tune storage directory of the driver, and a paused trial
+continues from its checkpoint. Tune's synchronous HyperBand is not offered: with trials
+asked one at a time its brackets never fill and it stopped no trial (measured).
 """
 
 from __future__ import annotations
@@ -221,7 +223,7 @@ class EpochReporter(Evaluator):
 
     Args:
         inner: The run's evaluator (it must have ``train_config(seed)``).
-        pipeline: The run's pipeline (its cheap metrics are recomputed for the reports).
+        pipeline: The run's pipeline (its cheap metrics go into the reports).
         checkpoint: Attach a checkpoint to every report (schedulers that pause trials).
     """
 
@@ -229,19 +231,9 @@ class EpochReporter(Evaluator):
         super().__init__(inner.ctx)
         self.inner, self.pipeline, self.checkpoint = inner, pipeline, checkpoint
 
-    def _cheap_metrics(self, model: Any) -> dict[str, Any]:
-        from cellblock.evaluators.cost import cost_metrics
-        from cellblock.evaluators.pipeline import METRIC_PROVIDERS
-
-        p, cfg = self.pipeline, self.ctx.config
-        out = dict(cost_metrics(model, p.input_shape))
-        out.update({n: METRIC_PROVIDERS.get(n)(model, self.ctx) for n in p.provided})
-        if p.measure_latency:
-            from cellblock.evaluators.latency import measure_latency
-
-            out.update(measure_latency(model.to(self.ctx.device), p.input_shape,
-                                       batch_size=cfg["latency_batch_size"], device=self.ctx.device,
-                                       repeats=cfg["latency_repeats"]))
+    def _cheap_metrics(self) -> dict[str, Any]:
+        """The numeric metrics the pipeline measured before training (no second latency run)."""
+        out = self.pipeline.cheap_metrics
         return {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def evaluate(self, model: Any, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
@@ -254,7 +246,7 @@ class EpochReporter(Evaluator):
             train_and_evaluate,
         )
 
-        cheap = self._cheap_metrics(model)
+        cheap = self._cheap_metrics()
         tcfg = self.inner.train_config(seed)
         resume, prior_s = None, 0.0
         restored = tune.get_checkpoint()

@@ -1,6 +1,6 @@
 """Ray Tune plug-ins of the ``ray`` backend (:mod:`cellblock.ray_backend`), driver side.
 
-* :data:`SCHEDULERS`: the ``--scheduler`` choices (none, asha, hyperband, mo-asha) as Tune
+* :data:`SCHEDULERS`: the ``--scheduler`` choices (none, asha, mo-asha) as Tune
   schedulers; :class:`MOASHAScheduler` applies :class:`cellblock.schedulers.MOSuccessiveHalving`.
 * :class:`BookSearcher`: a Tune ``Searcher`` over the run's :class:`cellblock.runner.TrialBook`,
   so every cellblock strategy works unchanged and the driver keeps ``trials.jsonl``;
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from cellblock.evaluators.pipeline import Outcome, trial_seed
@@ -48,9 +48,6 @@ SCHEDULERS.register("none", SchedulerKind(lambda cfg, objs: None))
 SCHEDULERS.register("asha", SchedulerKind(lambda cfg, objs: ASHAScheduler(
     time_attr="epoch", metric="accuracy", mode="max", max_t=cfg["epochs"],
     grace_period=cfg["grace_epochs"], reduction_factor=cfg["reduction_factor"])))
-SCHEDULERS.register("hyperband", SchedulerKind(lambda cfg, objs: HyperBandScheduler(
-    time_attr="epoch", metric="accuracy", mode="max", max_t=cfg["epochs"],
-    reduction_factor=cfg["reduction_factor"]), pauses=True))
 
 
 class MOASHAScheduler(FIFOScheduler):

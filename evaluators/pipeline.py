@@ -81,6 +81,9 @@ class Pipeline:
         self.measure_latency = "latency_ms" in wanted
         self.provided = sorted(n for n in wanted if n in METRIC_PROVIDERS)
         self.input_shape = tuple(ctx.space.kwargs.get("input_shape") or ctx.data.input_shape)
+        #: The metrics known before the evaluator runs (costs, cheap metrics, latency) of the
+        #: candidate being evaluated, for evaluators that report them early (Ray schedulers).
+        self.cheap_metrics: dict[str, Any] = {}
 
     def _violation(self, metrics: Mapping[str, Any]) -> float:
         return total_violation(self.constraints, metrics)
@@ -114,6 +117,7 @@ class Pipeline:
                 violation = self._violation(metrics)
                 if violation > 0:
                     return Outcome(INFEASIBLE, metrics, None, violation)
+            self.cheap_metrics = dict(metrics)
             metrics.update(self.evaluator.evaluate(model, arch, seed))
             for o in self.objectives:
                 v = metrics.get(o.name)

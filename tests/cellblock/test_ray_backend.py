@@ -143,6 +143,7 @@ def _cli_error(capsys, argv) -> str:
     (["--resources-per-trial", "cpu:1"], "resources_per_trial"),
     (["--resources-per-trial", "cpu=1,cpu=2"], "malformed"),
     (["--scheduler", "asha", "--epochs", "1"], "no rung below epochs=1"),
+    (["--scheduler", "hyperband"], "'hyperband' is not offered"),
 ])
 def test_bad_input_one_line_exit_2_results_untouched(space_ref, tmp_path, capsys, extra, message):
     out = tmp_path / "run"
