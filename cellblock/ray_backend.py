@@ -16,12 +16,10 @@ at the same path on every node. Relative paths are made absolute by the driver.
 
 With ``scheduler`` (asha, mo-asha) the epoch is the budget: trials report their
 validation accuracy after each epoch (and the cheap metrics known before training) and
-may be stopped early. Those trials are recorded as PRUNED with their accuracy and
-``epochs`` at the rung; PRUNED trials never reach the Pareto front. A registered
-scheduler kind that pauses trials (``SchedulerKind(pauses=True)``) gets per-epoch
-checkpoints in a temporary Tune storage directory of the driver, and a paused trial
-continues from its checkpoint. Tune's synchronous HyperBand is not offered: with trials
-asked one at a time its brackets never fill and it stopped no trial (measured).
+may be stopped early, never paused. Those trials are recorded as PRUNED with their
+accuracy and ``epochs`` at the rung; PRUNED trials never reach the Pareto front. Tune's
+synchronous HyperBand (which pauses trials) is not offered: with trials asked one at a
+time its brackets never fill and it stopped no trial (measured).
 """
 
 from __future__ import annotations
@@ -224,12 +222,11 @@ class EpochReporter(Evaluator):
     Args:
         inner: The run's evaluator (it must have ``train_config(seed)``).
         pipeline: The run's pipeline (its cheap metrics go into the reports).
-        checkpoint: Attach a checkpoint to every report (schedulers that pause trials).
     """
 
-    def __init__(self, inner: Any, pipeline: Any, checkpoint: bool) -> None:
+    def __init__(self, inner: Any, pipeline: Any) -> None:
         super().__init__(inner.ctx)
-        self.inner, self.pipeline, self.checkpoint = inner, pipeline, checkpoint
+        self.inner, self.pipeline = inner, pipeline
 
     def _cheap_metrics(self) -> dict[str, Any]:
         """The numeric metrics the pipeline measured before training (no second latency run)."""
@@ -237,8 +234,6 @@ class EpochReporter(Evaluator):
         return {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def evaluate(self, model: Any, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
-        import torch
-
         from cellblock.evaluators.training import (
             device_tensors,
             evaluate_accuracy,
@@ -248,12 +243,6 @@ class EpochReporter(Evaluator):
 
         cheap = self._cheap_metrics()
         tcfg = self.inner.train_config(seed)
-        resume, prior_s = None, 0.0
-        restored = tune.get_checkpoint()
-        if restored is not None:
-            with restored.as_directory() as d:
-                resume = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
-            prior_s = resume.pop("cellblock_train_s")
         _, _, x_val, y_val = device_tensors(self.ctx.data, resolve_device(tcfg.device))
         start, eval_s = time.perf_counter(), 0.0
 
@@ -264,22 +253,14 @@ class EpochReporter(Evaluator):
             t0 = time.perf_counter()
             acc = evaluate_accuracy(model, x_val, y_val, tcfg.eval_batch_size, tcfg.device)
             eval_s += time.perf_counter() - t0
-            train_s = prior_s + time.perf_counter() - start - eval_s
+            train_s = time.perf_counter() - start - eval_s
             metrics = {**cheap, "accuracy": acc, "epochs": state["epoch"], "train_s": train_s}
             result = {**cheap, "epoch": state["epoch"], "accuracy": acc,
                       METRICS_KEY: json.dumps(metrics, default=_jsonable)}
-            if not self.checkpoint:
-                tune.report(result)
-                return
-            tmp = tempfile.mkdtemp(prefix="cellblock-ckpt-")
-            try:
-                torch.save({**state, "cellblock_train_s": train_s}, Path(tmp) / "state.pt")
-                tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            tune.report(result)
 
-        out = train_and_evaluate(model, self.ctx.data, tcfg, on_epoch_end=on_epoch_end, resume=resume)
-        out["train_s"] = prior_s + out["train_s"] - eval_s
+        out = train_and_evaluate(model, self.ctx.data, tcfg, on_epoch_end=on_epoch_end)
+        out["train_s"] -= eval_s
         return out
 
 
@@ -291,7 +272,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     arch, seed = json.loads(config["arch"]), int(config["seed"])
     if settings["per_epoch"]:
         inner = pipeline.evaluator
-        pipeline.evaluator = EpochReporter(inner, pipeline, settings["checkpoint"])
+        pipeline.evaluator = EpochReporter(inner, pipeline)
         try:
             outcome = pipeline(arch, seed)
         finally:
@@ -365,8 +346,7 @@ class RayBackend(Backend):
         searcher = BookSearcher(book, after, self.seed)
         objectives = scheduler_objectives(parse_objectives(cfg["objectives"]))
         scheduler = self.kind.make(cfg, objectives)
-        settings = {"config": _absolute_paths(cfg), "per_epoch": scheduler is not None,
-                    "checkpoint": self.kind.pauses}
+        settings = {"config": _absolute_paths(cfg), "per_epoch": scheduler is not None}
         trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
                                         tune.PlacementGroupFactory([dict(self.resources)]))
         tuner = tune.Tuner(

@@ -37,10 +37,9 @@ METRICS_KEY = "cellblock_metrics"
 # ---- schedulers ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SchedulerKind:
-    """A ``--scheduler`` choice: how to make the Tune scheduler; whether it pauses trials."""
+    """A ``--scheduler`` choice: how to make the Tune scheduler (stop, never pause, trials)."""
 
     make: Callable[[Mapping[str, Any], list[Objective]], TrialScheduler | None]
-    pauses: bool = False
 
 
 SCHEDULERS: Registry[SchedulerKind] = Registry("scheduler")
