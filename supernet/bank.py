@@ -153,7 +153,10 @@ class ParamBank(nn.Module):
         return getattr(self, self.attr[key])
 
     def views(self, model: nn.Module) -> dict[str, Tensor]:
-        """Name -> view of the shared tensor for every parameter and buffer of ``model``.
+        """Name -> slice of the shared tensor for every parameter and buffer of ``model``.
+
+        Buffers are views (written in place); parameters are views, or dense differentiable
+        copies where the slice is strided.
 
         Raises:
             SpaceError: if the bank lacks a key or is too small for one of them.
@@ -174,7 +177,14 @@ class ParamBank(nn.Module):
                     f"the supernet's weights {key!r} have shape {tuple(shared.shape)}, too small for "
                     f"{shape}; the space's supernet cover misses this size"
                 )
-            out[name] = slice_view(shared, shape)
+            view = slice_view(shared, shape)
+            # Kernels get dense weights: on torch 2.14 CPU, a convolution's backward over a
+            # strided (channel- or kernel-sliced) weight view corrupted the heap. The copy is
+            # differentiable, so gradients still reach the bank. Buffers stay views (1-D
+            # prefixes, always contiguous) so BN running statistics update the bank in place.
+            if isinstance(t, nn.Parameter) and not view.is_contiguous():
+                view = view.contiguous()
+            out[name] = view
         return out
 
     @torch.no_grad()

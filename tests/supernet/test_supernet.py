@@ -12,6 +12,7 @@ from cellblock.data import load_dataset
 from cellblock.evaluators.cost import count_macs, count_params
 from cellblock.evaluators.training import TrainConfig
 from cellblock.search_spaces import SearchSpace
+from cellblock.supernet.bank import slice_view, tensor_keys
 from cellblock.supernet.model import Supernet
 from cellblock.supernet.sampler import ARCH_SAMPLERS
 from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint, train_supernet
@@ -153,3 +154,40 @@ def test_residual_branches_start_as_their_shortcut():
     x = torch.randn(2, block.conv1.in_channels, 8, 8)
     with torch.no_grad():  # the zeroed branch adds nothing: relu(x + 0)
         torch.testing.assert_close(block(x), torch.relu(x))
+
+
+BASIC_ONLY = dict(stages=2, widths=[[4, 8], [8, 12]], strides=[1, 2], stem_width=4,
+                  depth=[1, 2], block_types=["basic"], kernels=[3, 5], expansions=[1, 2])
+
+
+def test_children_get_dense_weights_and_exact_gradients():
+    """Issue 10, finding 0: strided weight views crashed conv backward on torch 2.14 CPU.
+
+    Every parameter a child receives is dense, BN buffers still alias the bank, and the
+    gradient that reaches the bank equals the extracted child's own gradient.
+    """
+    space = SearchSpace("blocks", **BASIC_ONLY)
+    supernet = Supernet.create(space, seed=0).train()
+    rng = np.random.default_rng(1)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    strided = 0
+    for _ in range(6):
+        arch = space.sample(rng)
+        child = supernet.child(arch)
+        views = supernet.bank.views(child)
+        keys = tensor_keys(child)
+        for name, _ in child.named_parameters():
+            assert views[name].is_contiguous(), name
+        for name, _ in child.named_buffers():  # BN statistics are updated in the bank itself
+            bank_storage = supernet.bank.tensor(keys[name]).untyped_storage().data_ptr()
+            assert views[name].untyped_storage().data_ptr() == bank_storage, name
+        extracted = supernet.extract(arch).train()
+        supernet.bank.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(supernet(x, arch), y).backward()
+        torch.nn.functional.cross_entropy(extracted(x), y).backward()
+        for name, p in extracted.named_parameters():
+            shared = supernet.bank.tensor(keys[name])
+            strided += not slice_view(shared, tuple(p.shape)).is_contiguous()
+            torch.testing.assert_close(slice_view(shared.grad, tuple(p.shape)), p.grad,
+                                       rtol=1e-4, atol=1e-5)
+    assert strided > 0  # the sliced, non-contiguous case was exercised
