@@ -5,29 +5,44 @@ Public API::
     import cellblock
     run = cellblock.search(space="blocks", trials=10, epochs=3)
     print(run.pareto)
+
+The package is laid out along the data flow (each sub-package's docstring says what it
+owns and what it may import)::
+
+    core     errors, registries, objectives, atomic file I/O   (imports nothing of cellblock)
+    data     datasets and their registry
+    records  the append-only trial log and the Trial type
+    pareto   front math, derived files, plots, the HTML report
+    run      config, components, the run loop, backends, bench
+    export   formats, verification, code generation, final training
+    cli      the command line (one module per sub-command)
+
+Plugins live in ``cellblock.search_spaces``, ``cellblock.strategies``,
+``cellblock.evaluators`` and ``cellblock.supernet``. Importing ``cellblock`` imports
+none of them (nor torch): the functions below import what they need.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from cellblock.errors import CellblockError
+from cellblock.core.errors import CellblockError
 
 __version__ = "0.1.0"
 
 
 def search(config: str | None = None, progress: bool = False, **options: Any) -> Any:
-    """Run (or continue) a search and return its :class:`cellblock.results.RunData`.
+    """Run (or continue) a search and return its :class:`cellblock.pareto.results.RunData`.
 
     Args:
         config: Optional YAML config file; ``options`` override it.
         progress: Show a progress bar.
         **options: Any config key (``space``, ``strategy``, ``trials``, ``epochs``,
-            ``objectives``, ``constraints``, ``out``...), see ``cellblock.config.FIELDS``.
+            ``objectives``, ``constraints``, ``out``...), see ``cellblock.run.config.FIELDS``.
     """
-    from cellblock import config as config_mod
-    from cellblock.results import load_run
-    from cellblock.runner import Runner, prepare
+    from cellblock.pareto.results import load_run
+    from cellblock.run import config as config_mod
+    from cellblock.run.runner import Runner, prepare
 
     layers = [config_mod.load_yaml(config)] if config else []
     prepared = prepare(config_mod.resolve(*layers, options))
@@ -37,7 +52,7 @@ def search(config: str | None = None, progress: bool = False, **options: Any) ->
 
 def load_run(run_dir: str) -> Any:
     """Read a run directory back (trials, Pareto front, config)."""
-    from cellblock.results import load_run as _load
+    from cellblock.pareto.results import load_run as _load
 
     return _load(run_dir)
 

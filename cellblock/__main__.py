@@ -1,4 +1,4 @@
-"""``python -m cellblock`` runs the CLI."""
+"""``python -m cellblock`` runs the command line (:func:`cellblock.cli.main`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""Evaluators: cost (MACs, params), latency, training, and the evaluator registry."""
+"""Evaluators: cost (MACs, params), latency, training, and the evaluator registry.
+
+Importing the package registers the built-in evaluators (``train``, ``table``,
+``proxy``); ``supernet`` is registered lazily by :mod:`cellblock.supernet`. May import:
+:mod:`cellblock.core`, :mod:`cellblock.data`, :mod:`cellblock.records` and
+:mod:`cellblock.search_spaces`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,5 @@ from cellblock.evaluators import (
     train_evaluator,  # noqa: F401  (registers "train")
 )
 from cellblock.evaluators.base import EVALUATORS, EvalContext, Evaluator, register_evaluator
-from cellblock.supernet import evaluator as _supernet_evaluator  # noqa: E402,F401  (registers "supernet")
 
 __all__ = ["EVALUATORS", "EvalContext", "Evaluator", "register_evaluator"]

@@ -14,10 +14,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from cellblock.registry import Registry
+from cellblock.core.registry import Registry
 from cellblock.search_spaces.api import SearchSpace
 
-EVALUATORS: Registry[type[Evaluator]] = Registry("evaluator")
+#: Evaluators by name; the supernet's lives in :mod:`cellblock.supernet` (which builds on
+#: this package) and is imported on its first look-up.
+EVALUATORS: Registry[type[Evaluator]] = Registry(
+    "evaluator", lazy={"supernet": ("cellblock.supernet.evaluator", None)})
 
 
 def register_evaluator(name: str) -> Callable[[type[Evaluator]], type[Evaluator]]:

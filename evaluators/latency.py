@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cellblock.errors import ConfigError
+from cellblock.core.errors import ConfigError
 from cellblock.evaluators.training import resolve_device
 
 

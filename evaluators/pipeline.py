@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from cellblock.errors import EvaluationError
+from cellblock.core.errors import EvaluationError
+from cellblock.core.objectives import Constraint, Objective, total_violation
+from cellblock.core.registry import Registry
 from cellblock.evaluators.base import EvalContext, Evaluator
 from cellblock.evaluators.cost import cost_metrics
-from cellblock.objectives import Constraint, Objective, total_violation
 from cellblock.records import COMPLETE, FAILED, INFEASIBLE
-from cellblock.registry import Registry
 
 #: Metric name -> ``provider(model, ctx) -> value``: cheap metrics computed from the built,
 #: untrained network (zero-cost proxies register here), only when an objective or a

@@ -38,10 +38,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from cellblock.errors import ConfigError, EvaluationError
+from cellblock.core.errors import ConfigError, EvaluationError
+from cellblock.core.registry import Registry
 from cellblock.evaluators.base import EvalContext, Evaluator, register_evaluator
 from cellblock.evaluators.pipeline import METRIC_PROVIDERS
-from cellblock.registry import Registry
 
 #: Images in the minibatch of data-dependent proxies in a run (NAS-Bench-Suite-Zero: 64).
 PROXY_BATCH_SIZE = 64

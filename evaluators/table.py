@@ -30,9 +30,9 @@ from typing import Any
 
 from torch import nn
 
-from cellblock.errors import ConfigError, EvaluationError
+from cellblock.core.errors import ConfigError, EvaluationError
+from cellblock.core.registry import Registry
 from cellblock.evaluators.base import EvalContext, Evaluator, register_evaluator
-from cellblock.registry import Registry
 from cellblock.search_spaces.api import SearchSpace, arch_id
 
 TableKeyFn = Callable[[Mapping[str, Any]], str]

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cellblock.core.errors import ConfigError, EvaluationError
 from cellblock.data import Augment, Dataset
-from cellblock.errors import ConfigError, EvaluationError
 
 #: Steps between two (host-syncing) NaN checks of the on-device loss buffer.
 NAN_CHECK_EVERY = 16

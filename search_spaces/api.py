@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from cellblock.errors import ConfigError, RegistryError, SpaceError
-from cellblock.registry import Registry
+from cellblock.core.errors import ConfigError, RegistryError, SpaceError
+from cellblock.core.registry import Registry
 from cellblock.search_spaces.domains import Domain, IntRange, Value, same_value
 from cellblock.search_spaces.samplers import (
     Branch,
@@ -43,7 +43,9 @@ from cellblock.search_spaces.samplers import (
 )
 
 SpaceFn = Callable[..., Any]
-SPACES: Registry[SpaceFn] = Registry("space")
+#: Spaces by name; the built-in ones are found in these modules on first use.
+SPACES: Registry[SpaceFn] = Registry("space", plugins=tuple(
+    f"cellblock.search_spaces.{m}" for m in ("nb201", "blocks_space", "darts")))
 
 
 def register_space(name: str) -> Callable[[SpaceFn], SpaceFn]:
@@ -122,8 +124,6 @@ def _load_ref(ref: str) -> SpaceFn:
 
 def resolve_space_fn(ref: str) -> SpaceFn:
     """A registered space name, or ``module:function`` / ``file.py:function``."""
-    import cellblock.search_spaces  # noqa: F401  (registers the built-in spaces)
-
     if ref in SPACES:
         return SPACES.get(ref)
     if ":" in ref:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from cellblock.errors import ConfigError
-from cellblock.registry import Registry
+from cellblock.core.errors import ConfigError
+from cellblock.core.registry import Registry
 
 AttentionFactory = Callable[[int], nn.Module]
 ATTENTIONS: Registry[AttentionFactory] = Registry("attention")

@@ -29,11 +29,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from cellblock.errors import ConfigError, SpaceError
-from cellblock.registry import Registry
+from cellblock.core.errors import ConfigError, SpaceError
+from cellblock.core.registry import Registry
 from cellblock.search_spaces.attention import make_attention
 from cellblock.search_spaces.domains import Value
-from cellblock.supernet.tags import shared
+from cellblock.search_spaces.tags import shared
 
 RESERVED_OPTIONS = frozenset({"block", "depth", "width", "attention", "stride"})
 
@@ -196,7 +196,7 @@ def _projection(cin: int, cout: int, stride: int) -> nn.Module:
     """torchvision's downsample: 1x1 conv (stride) + BN when the shape changes, else identity.
 
     In a supernet every block type of a position that projects this way shares it
-    (:func:`~cellblock.supernet.tags.shared`): their branches add to one residual stream,
+    (:func:`~cellblock.search_spaces.tags.shared`): their branches add to one residual stream,
     so the next stage sees similar features whichever type ran (measured on digits with
     basic/bottleneck/resnext stages: loss 1.89 -> 0.94 after 8 supernet epochs).
     """

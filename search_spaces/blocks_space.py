@@ -22,8 +22,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from cellblock.errors import ConfigError
-from cellblock.registry import Registry
+from cellblock.core.errors import ConfigError
+from cellblock.core.registry import Registry
 from cellblock.search_spaces.api import register_space
 from cellblock.search_spaces.attention import ATTENTIONS
 from cellblock.search_spaces.blocks import (
@@ -35,7 +35,7 @@ from cellblock.search_spaces.blocks import (
     check_positive_int,
 )
 from cellblock.search_spaces.samplers import Sampler
-from cellblock.supernet.tags import candidate
+from cellblock.search_spaces.tags import candidate
 
 BUILTIN_BLOCKS = ("basic", "bottleneck", "preact", "resnext", "dense", "inception", "mbconv")
 
@@ -208,7 +208,9 @@ def _skeleton(
 
 
 # ---- the space --------------------------------------------------------------------------
+#: Validated skeletons by (arguments, registry versions): a re-registered block invalidates.
 _SKELETONS: dict[tuple, dict[str, Any]] = {}
+
 
 @register_space("blocks")
 def blocks(
@@ -262,7 +264,7 @@ def blocks(
          "cardinalities": cardinalities, "variants": variants},
         block_options,
     )
-    key = (repr(args), len(BLOCKS), len(ATTENTIONS), len(STEMS))
+    key = (repr(args), BLOCKS.version, ATTENTIONS.version, STEMS.version)
     sk = _SKELETONS.get(key)
     if sk is None:  # validate a skeleton once, not on every sample
         sk = _SKELETONS[key] = _skeleton(*args)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cellblock.errors import ArchValidationError, ConfigError
+from cellblock.core.errors import ArchValidationError, ConfigError
 from cellblock.search_spaces.api import register_space
 from cellblock.search_spaces.darts_ops import (
     DARTS_OPS,
@@ -43,7 +43,7 @@ from cellblock.search_spaces.darts_ops import (
     drop_path,
 )
 from cellblock.search_spaces.samplers import Sampler
-from cellblock.supernet.tags import candidate
+from cellblock.search_spaces.tags import candidate
 
 Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
 """DARTS genotype: per cell type a list of ``(op, input)`` pairs, two per node, and the concat."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from cellblock.registry import Registry
+from cellblock.core.registry import Registry
 
 OpFactory = Callable[[int, int], nn.Module]
 DARTS_OPS: Registry[OpFactory] = Registry("DARTS op")

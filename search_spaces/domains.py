@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from cellblock.errors import SpaceError
+from cellblock.core.errors import SpaceError
 
 Value = str | int | float | bool | None
 _SCALARS = (str, int, float, bool, type(None))

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from cellblock.errors import ArchValidationError, SpaceError
+from cellblock.core.errors import ArchValidationError, SpaceError
 from cellblock.search_spaces.api import register_space
-from cellblock.supernet.tags import candidate
+from cellblock.search_spaces.tags import candidate
 
 NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NODES = 4

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cellblock.errors import ArchValidationError, SpaceError
+from cellblock.core.errors import ArchValidationError, SpaceError
 from cellblock.search_spaces.domains import Categorical, Domain, IntRange, Value
 
 

@@ -1,4 +1,9 @@
-"""Ask/tell search strategies, registered by name."""
+"""Ask/tell search strategies, registered by name in :data:`.base.STRATEGIES`.
+
+Each strategy only proposes (``ask``) and learns (``tell``); the run loop owns evaluation
+and records. May import: :mod:`cellblock.core`, :mod:`cellblock.records`,
+:mod:`cellblock.pareto` (front math) and :mod:`cellblock.search_spaces`.
+"""
 
 from __future__ import annotations
 

@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from cellblock.errors import ConfigError
-from cellblock.objectives import Objective
+from cellblock.core.errors import ConfigError
+from cellblock.core.objectives import Objective, objective_matrix
+from cellblock.core.registry import Registry
 from cellblock.records import COMPLETE, Trial
-from cellblock.registry import Registry
 from cellblock.search_spaces.api import SearchSpace, arch_id
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+#: Strategies by name; the built-in ones are found in these modules on first use.
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", plugins=tuple(
+    f"cellblock.strategies.{m}" for m in ("random_search", "evolution", "nsga2", "optuna_strategy")))
 
 
 def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
@@ -84,11 +86,8 @@ class Strategy(ABC):
     # ---- helpers -------------------------------------------------------------------------
     def fitness(self, trials: Sequence[Trial]) -> np.ndarray:
         """(n, m) objective values to minimise; failed or infeasible trials are ``inf`` rows."""
-        out = np.full((len(trials), len(self.objectives)), np.inf)
-        for i, t in enumerate(trials):
-            if t.status == COMPLETE and t.violation <= 0:
-                out[i] = [o.to_min(t.metrics.get(o.name)) for o in self.objectives]
-        return out
+        return objective_matrix([t.metrics if t.status == COMPLETE and t.violation <= 0 else None
+                                 for t in trials], self.objectives)
 
     def fresh(self, make: Callable[[], dict[str, Any]], tries: int = 50) -> dict[str, Any]:
         """A candidate from ``make`` not seen before; random samples after ``tries`` misses.
@@ -118,8 +117,6 @@ def make_strategy(
         RegistryError: for an unknown strategy name (listing the known ones).
         ConfigError: for an option the strategy does not take, or a bad value.
     """
-    import cellblock.strategies  # noqa: F401  (registers the built-in strategies)
-
     cls = STRATEGIES.get(name)
     options = dict(options or {})
     params = inspect.signature(cls.__init__).parameters

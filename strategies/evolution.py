@@ -1,4 +1,5 @@
-"""Regularized (aging) evolution (Real et al., 2019) with local search, Pareto-aware."""
+"""The default strategy: local search around the best trials first, then regularized (aging)
+evolution (Real et al., 2019) once their neighbourhoods are exhausted; Pareto-aware."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from cellblock.objectives import Objective
+from cellblock.core.objectives import Objective
 from cellblock.records import Trial
 from cellblock.search_spaces.api import SearchSpace
 from cellblock.strategies.base import (

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cellblock.errors import ConfigError
+from cellblock.core.errors import ConfigError
 from cellblock.records import Trial
 from cellblock.search_spaces.api import SearchSpace, arch_id
 from cellblock.strategies.selection import best_index, trial_from_state, trial_to_state

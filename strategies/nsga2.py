@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from cellblock.objectives import Objective
+from cellblock.core.objectives import Objective
 from cellblock.records import Trial
 from cellblock.search_spaces.api import SearchSpace
 from cellblock.strategies.base import (

@@ -64,8 +64,8 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from cellblock.errors import ConfigError, RunError, SpaceError
-from cellblock.objectives import Constraint, Objective
+from cellblock.core.errors import ConfigError, RunError, SpaceError
+from cellblock.core.objectives import Constraint, Objective
 from cellblock.records import COMPLETE, FAILED, INFEASIBLE, PRUNED, Trial
 from cellblock.search_spaces.api import SearchSpace, arch_id
 from cellblock.search_spaces.domains import Categorical, Domain, IntRange, Value

@@ -1,6 +1,6 @@
 """Weight-sharing supernets built from the ordinary space definitions (single-path one-shot).
 
-Modules: :mod:`~cellblock.supernet.tags` (the hook spaces call), ``bank`` (shared
+Modules: :mod:`~cellblock.search_spaces.tags` (the hook spaces call), ``bank`` (shared
 parameters, sliced per child), ``covers`` (which probe modules size the bank),
 ``model`` (:class:`~cellblock.supernet.model.Supernet`: forward a child, ``extract``),
 ``train`` (training and checkpoints), ``evaluator`` (the ``supernet`` evaluator),

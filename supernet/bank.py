@@ -2,7 +2,7 @@
 
 Every parameter and buffer of a normally built child network gets a *key*: its dotted
 name with the candidate tag of each tagged module on its path (see
-:mod:`cellblock.supernet.tags`), e.g. ``stages/1[bottleneck]/0/conv2/0/weight``. The bank
+:mod:`cellblock.search_spaces.tags`), e.g. ``stages/1[bottleneck]/0/conv2/0/weight``. The bank
 holds one tensor per key, as large as the largest child needs in every dimension. A
 child's tensor is a view of it: the first ``k`` entries of the channel dimensions
 (OFA-style width slicing) and the centre of the spatial dimensions of convolution
@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cellblock.errors import SpaceError
-from cellblock.supernet.tags import is_shared, tag_of
+from cellblock.core.errors import SpaceError
+from cellblock.search_spaces.tags import is_shared, tag_of
 
 _KEYS_ATTR = "_supernet_keys"
 

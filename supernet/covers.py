@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from cellblock.registry import Registry
+from cellblock.core.registry import Registry
 from cellblock.search_spaces.api import SearchSpace
 
 Probe = tuple[str, nn.Module]
@@ -90,11 +90,11 @@ def blocks_cover(space: SearchSpace) -> Iterator[Probe]:
 
     Names follow :class:`~cellblock.search_spaces.blocks_space.BlockNet`
     (``stem``, ``stages.{i}``, ``fc``); the tag of a stage is its block type (projection
-    shortcuts are shared across types, see :func:`~cellblock.supernet.tags.shared`).
+    shortcuts are shared across types, see :func:`~cellblock.search_spaces.tags.shared`).
     """
     from cellblock.search_spaces import blocks_space as bs
     from cellblock.search_spaces.blocks import BLOCKS, block_out_channels, build_stage
-    from cellblock.supernet.tags import candidate
+    from cellblock.search_spaces.tags import candidate
 
     a = space.arguments()
     sk = bs._skeleton(

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cellblock.errors import ConfigError
+from cellblock.core.errors import ConfigError
 from cellblock.evaluators.base import EvalContext, Evaluator, register_evaluator
 from cellblock.evaluators.training import evaluate_accuracy
 

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from scipy import stats
 
+from cellblock.core.errors import ConfigError
 from cellblock.data import Dataset
-from cellblock.errors import ConfigError
 from cellblock.evaluators.cost import cost_metrics
 from cellblock.evaluators.pipeline import trial_seed
 from cellblock.evaluators.training import TrainConfig, evaluate_accuracy, train_and_evaluate

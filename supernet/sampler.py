@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cellblock.registry import Registry
+from cellblock.core.registry import Registry
 from cellblock.search_spaces.api import SearchSpace
 from cellblock.search_spaces.domains import Domain, Value
 from cellblock.search_spaces.samplers import Sampler

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cellblock.core.errors import ConfigError
 from cellblock.data import Dataset
-from cellblock.errors import ConfigError
 from cellblock.evaluators.training import (
     TrainConfig,
     _amp_setup,

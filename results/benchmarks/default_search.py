@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from cellblock.results import load_run
+from cellblock.pareto.results import load_run
 
 
 def run_once(extra: list[str]) -> dict:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from cellblock import config as config_mod
 from cellblock.evaluators.pipeline import Outcome
 from cellblock.records import COMPLETE, RecordLog
-from cellblock.runner import Runner, prepare
+from cellblock.run import config as config_mod
+from cellblock.run.runner import Runner, prepare
 
 
 class TrivialPipeline:

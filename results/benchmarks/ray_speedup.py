@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from cellblock.results import load_run  # noqa: E402
+from cellblock.pareto.results import load_run  # noqa: E402
 
 COMMANDS = {
     "local": ["--backend", "local", "--threads-per-trial", "1"],

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import cellblock
-from cellblock.errors import ConfigError
+from cellblock.core.errors import ConfigError
 from cellblock.records import COMPLETE, FAILED
 
 SPACE = '''
@@ -74,5 +74,5 @@ def test_a_local_run_continues_on_the_process_pool(space_ref, tmp_path):
     assert len({t.arch_id for t in run.trials}) == 6
     assert [t.arch_id for t in run.trials[:3]] == [t.arch_id for t in first.trials]
     assert "backend: process" in (out / "config.yaml").read_text()
-    with pytest.raises(cellblock.errors.RunError, match="strategy"):
+    with pytest.raises(cellblock.core.errors.RunError, match="strategy"):
         cellblock.search(**_opts(space_ref, out, trials=7, strategy="evolution"))

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellblock.bench import TrueFront, best_at, hv_ratio_at, parse_budgets
 from cellblock.cli import main
-from cellblock.errors import ConfigError
-from cellblock.objectives import parse_objectives
+from cellblock.core.errors import ConfigError
+from cellblock.core.objectives import parse_objectives
 from cellblock.records import COMPLETE, FAILED, Trial
+from cellblock.run.bench import TrueFront, best_at, hv_ratio_at, parse_budgets
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_TABLE = REPO.parent / "shared" / "nb201_cifar100.csv"

@@ -109,7 +109,7 @@ def test_search_with_val_fraction_records_it_and_refuses_another(tmp_path, monke
     assert code == 0, err
     import yaml
 
-    from cellblock.results import load_run
+    from cellblock.pareto.results import load_run
 
     assert yaml.safe_load(Path("run/config.yaml").read_text())["val_fraction"] == 0.4
     accs = [t.value("accuracy") for t in load_run("run").trials]

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from cellblock import config as config_mod
-from cellblock.errors import ConfigError
-from cellblock.objectives import Constraint, parse_objectives, total_violation
+from cellblock.core.errors import ConfigError
+from cellblock.core.objectives import Constraint, parse_objectives, total_violation
+from cellblock.run import config as config_mod
 
 
 def test_defaults_and_layering(tmp_path):

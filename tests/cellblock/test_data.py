@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from cellblock.core.errors import DataError
 from cellblock.data import (
     Augment,
     dataset_names,
@@ -15,7 +16,6 @@ from cellblock.data import (
     load_dataset,
     stratified_split,
 )
-from cellblock.errors import DataError
 from cellblock.evaluators.training import augment_batch
 
 

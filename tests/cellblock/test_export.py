@@ -10,9 +10,10 @@ from torch import nn
 
 import cellblock
 from cellblock.cli import main
-from cellblock.codegen import ExportError, generate_source, trace
+from cellblock.core.errors import ExportError
 from cellblock.export import export_items, item_from_arch_file, items_from_run, select_trials
-from cellblock.results import load_run
+from cellblock.export.codegen import generate_source, trace
+from cellblock.pareto.results import load_run
 
 TINY = {"stages": 2, "widths": [[8], [8, 12]], "strides": [1, 2], "depth": [1, 1],
         "block_types": ["basic", "mbconv", "inception", "dense"], "attentions": ["none", "se", "eca"],
@@ -100,7 +101,7 @@ def test_arch_file_export_and_mismatch_is_an_error(tmp_path, monkeypatch):
     assert main(argv) == 0
     # a wrong reference output must fail the round trip (exit 2), not warn
     item = item_from_arch_file(arch_json, "blocks", TINY)
-    import cellblock.export as ex
+    import cellblock.export.exporter as ex
 
     real = ex.make_reference
 

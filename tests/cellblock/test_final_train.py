@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import cellblock
-from cellblock.final_train import final_train, weights_path
+from cellblock.export.final_train import final_train, weights_path
 
 TINY = {"stages": 1, "widths": [[8]], "strides": [1], "depth": [1, 1], "block_types": ["basic"],
         "attentions": ["none", "se"], "kernels": [3], "stem_width": 8}
@@ -76,6 +76,6 @@ def test_final_training_uses_the_runs_val_fraction(tmp_path):
     assert 0 < m["val_accuracy"] < 1
     assert round(m["val_accuracy"] * 719) / 719 == pytest.approx(m["val_accuracy"], abs=1e-12)
     # runs without the key keep their old identity (no val_fraction entry)
-    from cellblock.final_train import _identity
+    from cellblock.export.final_train import _identity
 
     assert "val_fraction" not in _identity({"dataset": "digits"}, "a", 0, 1)

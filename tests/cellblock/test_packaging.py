@@ -40,7 +40,10 @@ def test_wheel_maps_the_top_level_folders_into_cellblock(wheel):
     for sub in SUBPACKAGES:
         assert f"cellblock/{sub}/__init__.py" in names, sub
     assert not any(n.startswith(tuple(f"{s}/" for s in SUBPACKAGES)) for n in names)
-    assert "cellblock/cli.py" in names
+    # every sub-package of cellblock/ is listed in pyproject (a missing one would be left out)
+    for init in sorted((REPO / "cellblock").rglob("__init__.py")):
+        assert init.relative_to(REPO).as_posix() in names, init
+    assert "cellblock/cli/app.py" in names
     assert any(n.endswith("entry_points.txt") for n in names)
 
 

@@ -1,12 +1,12 @@
-"""Tests of cellblock.plots: PNGs are written for typical and degenerate inputs."""
+"""Tests of cellblock.pareto.plots: PNGs are written for typical and degenerate inputs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cellblock import plots
-from cellblock.errors import ConfigError
+from cellblock.core.errors import ConfigError
+from cellblock.pareto import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -40,6 +40,12 @@ def read_png(path):
     return imread(path)
 
 
+def colour_pixels(img, hex_colour, tol=0.08):
+    """Pixels of ``img`` (RGB(A) floats) within ``tol`` of ``hex_colour`` in every channel."""
+    rgb = np.array([int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    return int((np.abs(img[..., :3] - rgb) < tol).all(axis=-1).sum())
+
+
 def test_typical_input_writes_png(tmp_path):
     rows = make_rows()
     front = {r["arch_id"] for r in rows[:5]}
@@ -47,6 +53,11 @@ def test_typical_input_writes_png(tmp_path):
     img = read_png(out)
     assert img.shape[0] > 200 and img.shape[1] > 400
     assert img.std() > 0.01  # something was drawn
+    # the front (red) and the other trials (grey) are really plotted, not just empty axes
+    assert colour_pixels(img, plots._FRONT) > 100
+    assert colour_pixels(img, plots._GREY) > 100
+    empty = read_png(plots.plot_pareto([], tmp_path / "empty.png", []))
+    assert colour_pixels(empty, plots._FRONT) == 0
 
 
 def test_without_latency_and_default_front(tmp_path):
@@ -55,6 +66,7 @@ def test_without_latency_and_default_front(tmp_path):
         r.pop("latency_ms", None)
     out = plots.plot_pareto(rows, tmp_path / "p.png")
     assert read_png(out).std() > 0.01
+    assert colour_pixels(read_png(out), plots._FRONT) > 50  # the computed front is drawn
     done = plots._completed(rows)
     assert {r["arch_id"] for r in done} == {f"a{i:03d}" for i in range(30)}
     front = plots._default_front(done)

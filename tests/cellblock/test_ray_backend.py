@@ -86,7 +86,7 @@ def _event_keys(path: Path) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def test_importing_cellblock_does_not_import_ray():
-    code = "import sys, cellblock, cellblock.backends, cellblock.runner; print('ray' in sys.modules)"
+    code = "import sys, cellblock, cellblock.run.backends.base, cellblock.run.runner; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -167,9 +167,9 @@ def test_cluster_cannot_give_the_resources(space_ref, tmp_path, capsys, cluster)
 
 def test_pruned_status_is_recorded(tmp_path):
     """PRUNED is a known status and never reaches the Pareto front."""
-    from cellblock.objectives import parse_objectives
+    from cellblock.core.objectives import parse_objectives
+    from cellblock.pareto.results import pareto_trials
     from cellblock.records import STATUSES, Trial
-    from cellblock.results import pareto_trials
 
     assert PRUNED in STATUSES
     trials = [Trial(0, "a", {}, PRUNED, {"accuracy": 0.99, "macs": 1}),

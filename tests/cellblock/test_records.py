@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cellblock.errors import RunError
+from cellblock.core.errors import RunError
 from cellblock.records import (
     COMPLETE,
     FAILED,

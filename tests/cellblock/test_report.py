@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 import cellblock
-from cellblock.report import hypervolume_curve, write_report
+from cellblock.pareto.report import hypervolume_curve, write_report
 
 TINY = {"stages": 1, "widths": [[8, 12]], "strides": [1], "depth": [1, 1], "block_types": ["basic", "mbconv"],
         "attentions": ["none", "se"], "kernels": [3], "expansions": [1, 2], "stem_width": 8}
@@ -28,7 +28,10 @@ def run_dir(tmp_path_factory):
 
 def test_search_writes_a_self_contained_report(run_dir):
     page = (run_dir / "report.html").read_text()
-    assert "Plotly" in page and len(page) > 1_000_000  # plotly.js embedded
+    assert "Plotly" in page and len(page) > 1_000_000
+    assert re.search(r"plotly\.js v\d+\.\d+\.\d+", page)  # the plotly.js bundle itself, inline
+    data = cellblock.load_run(str(run_dir))
+    assert all(t.arch_id in page for t in data.trials)  # every trial is in the page
     assert not re.search(r"<script[^>]+src=", page)  # no CDN / external script
     data = cellblock.load_run(str(run_dir))
     numbers, hv = hypervolume_curve(data.trials, data.objectives)

@@ -10,7 +10,7 @@ import pytest
 
 import cellblock
 import cellblock.search_spaces
-from cellblock.errors import RunError
+from cellblock.core.errors import RunError
 from cellblock.records import COMPLETE, FAILED, INFEASIBLE, read_events, replay_trials
 
 SPACE_FILE = '''

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from cellblock.errors import ConfigError
-from cellblock.objectives import parse_objectives
-from cellblock.schedulers import MOSuccessiveHalving, promotable, rung_epochs
+from cellblock.core.errors import ConfigError
+from cellblock.core.objectives import parse_objectives
+from cellblock.run.schedulers import MOSuccessiveHalving, promotable, rung_epochs
 
 
 def _dominates(a, b) -> bool:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cellblock.errors import ConfigError
+from cellblock.core.errors import ConfigError
 from cellblock.evaluators.latency import device_fingerprint, measure_latency
 
 

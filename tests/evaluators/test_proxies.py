@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from cellblock.errors import ConfigError, RegistryError
+from cellblock.core.errors import ConfigError, RegistryError
 from cellblock.evaluators.proxies import PROXIES, grad_norm, jacob_cov, naswot, snip, synflow
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellblock import config as config_mod
 from cellblock.cli import main
-from cellblock.errors import ConfigError, EvaluationError
+from cellblock.core.errors import ConfigError, EvaluationError
 from cellblock.evaluators.table import CostCache, Table, TableEvaluator, compute_costs, load_table
 from cellblock.records import COMPLETE, FAILED
-from cellblock.runner import Runner, prepare
+from cellblock.run import config as config_mod
+from cellblock.run.runner import Runner, prepare
 from cellblock.search_spaces import SearchSpace
 from cellblock.search_spaces.nb201 import EDGE_NAMES, to_nb201_string
 
@@ -155,7 +155,7 @@ def test_cli_search_end_to_end(tmp_path, capsys):
                  "--table", str(SHARED_TABLE), "--metric", "cifar100_test_acc", "--strategy", "random",
                  "--trials", "6", "--objectives", "accuracy,macs", "--out", str(out), "--no-progress"])
     assert code == 0, capsys.readouterr().err
-    from cellblock.results import load_run
+    from cellblock.pareto.results import load_run
 
     run = load_run(out)
     done = [t for t in run.trials if t.status == COMPLETE]

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from cellblock.core.errors import ConfigError, EvaluationError
 from cellblock.data import Dataset, load_dataset
-from cellblock.errors import ConfigError, EvaluationError
 from cellblock.evaluators.training import (
     TrainConfig,
     evaluate_accuracy,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cellblock.errors import ArchValidationError, ConfigError, RegistryError, SpaceError
+from cellblock.core.errors import ArchValidationError, ConfigError, RegistryError, SpaceError
 from cellblock.search_spaces import Categorical, Domain, IntRange, SearchSpace, arch_id
 from cellblock.search_spaces.samplers import RandomSampler
 

@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cellblock.errors import ArchValidationError, ConfigError, RegistryError, SpaceError
+from cellblock.core.errors import ArchValidationError, ConfigError, RegistryError, SpaceError
 from cellblock.evaluators.cost import count_macs, count_params
 from cellblock.search_spaces import BLOCKS, Block, SearchSpace, register_block
 from cellblock.search_spaces.attention import (
@@ -241,3 +241,33 @@ def test_inception_every_branch_has_channels_at_small_widths():
         assert sum(split) == width and min(split) >= 1, (width, split)
     block = BLOCKS.get("inception")(8, 4, 1)
     assert block(torch.zeros(2, 8, 6, 6)).shape == (2, 4, 6, 6)
+
+
+def test_block_registered_in_place_of_another_is_not_served_a_stale_skeleton():
+    """Issue 12: the skeleton cache was keyed by registry *lengths*, so swapping one block
+    for another of the same name count kept the old block's validated options."""
+
+    def make(options):
+        class Swappable(Block):
+            def __init__(self, in_channels, width, stride=1, *, attention="none", **kw):
+                super().__init__(in_channels, width, stride, attention=attention)
+                self.conv = nn.Conv2d(in_channels, width, 3, stride, 1)
+
+            def forward(self, x):
+                return self.conv(x)
+
+        Swappable.options = options
+        return Swappable
+
+    register_block("test_swap")(make({"kernel": (3, 5)}))
+    try:
+        space = SearchSpace("blocks", block_types=["test_swap"], kernels=[3, 5])
+        arch = space.sample(np.random.default_rng(0))
+        assert "stage1.kernel" in arch and "stage1.mult" not in arch
+        BLOCKS.unregister("test_swap")
+        register_block("test_swap")(make({"mult": (1, 2)}))  # same name, same registry size
+        arch = SearchSpace("blocks", block_types=["test_swap"], kernels=[3, 5]).sample(
+            np.random.default_rng(0))
+        assert "stage1.mult" in arch and "stage1.kernel" not in arch
+    finally:
+        BLOCKS.unregister("test_swap")

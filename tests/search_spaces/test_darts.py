@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cellblock.errors import ArchValidationError, ConfigError, RegistryError
+from cellblock.core.errors import ArchValidationError, ConfigError, RegistryError
 from cellblock.evaluators.cost import count_params
 from cellblock.search_spaces import SearchSpace
 from cellblock.search_spaces.darts import (

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cellblock.errors import ArchValidationError, SpaceError
+from cellblock.core.errors import ArchValidationError, SpaceError
 from cellblock.evaluators.cost import count_macs, count_params
 from cellblock.search_spaces import SearchSpace
 from cellblock.search_spaces.nb201 import (

@@ -14,8 +14,8 @@ from optuna.trial import TrialState
 
 import cellblock
 from cellblock.cli import main
-from cellblock.errors import ConfigError
-from cellblock.objectives import parse_objectives
+from cellblock.core.errors import ConfigError
+from cellblock.core.objectives import parse_objectives
 from cellblock.pareto import nondominated_mask
 from cellblock.records import COMPLETE, FAILED, INFEASIBLE, PRUNED, Trial
 from cellblock.search_spaces import SearchSpace, arch_id

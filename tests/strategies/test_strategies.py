@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellblock.errors import ConfigError, RegistryError
-from cellblock.objectives import parse_objectives
+from cellblock.core.errors import ConfigError, RegistryError
+from cellblock.core.objectives import parse_objectives
 from cellblock.records import COMPLETE, FAILED, Trial
 from cellblock.search_spaces import SearchSpace, arch_id
 from cellblock.strategies import STRATEGIES, make_strategy

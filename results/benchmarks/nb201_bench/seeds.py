@@ -16,8 +16,8 @@ import json
 
 import numpy as np
 
-from cellblock.bench import TableOracle, best_at, hv_ratio_at, run_strategy, true_front
-from cellblock.objectives import parse_objectives
+from cellblock.core.objectives import parse_objectives
+from cellblock.run.bench import TableOracle, best_at, hv_ratio_at, run_strategy, true_front
 from cellblock.search_spaces.api import SearchSpace, arch_id
 
 BUDGETS = [25, 50, 100, 200, 300]

@@ -1,0 +1,55 @@
+"""What every sub-command module shares: the parser class, ``@command`` and option parsing.
+
+Imports only argparse, yaml and :mod:`cellblock.core`; sub-command modules import this.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import yaml
+
+COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
+
+# Modules that add sub-commands with ``@command``; imported when the parser is built.
+COMMAND_MODULES: tuple[str, ...] = ("cellblock.run.bench", "cellblock.export", "cellblock.export.final_train", "cellblock.pareto.report", "cellblock.supernet.cli")
+
+
+def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a function that adds the sub-command ``name`` to the parser."""
+
+    def add(fn: Callable[..., None]) -> Callable[..., None]:
+        COMMANDS[name] = fn
+        return fn
+
+    return add
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"cellblock: error: {message} (see '{self.prog} --help')\n")
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"cannot parse the value in {text!r}") from None
+
+
+def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    out = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    for group in ("space_args", "strategy_args"):
+        pairs = getattr(args, group.replace("_args", "_arg"), None)
+        if pairs:
+            out[group] = dict(pairs)
+    if getattr(args, "constraint", None):
+        out["constraints"] = list(args.constraint)
+    return out

@@ -1,0 +1,22 @@
+"""``cellblock report``: the interactive HTML report of a run."""
+
+from __future__ import annotations
+
+import argparse
+
+from cellblock.cli.common import command
+
+
+@command("report")
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write RUN/report.html: interactive, self-contained, offline")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--out", help="HTML file (default RUN/report.html)")
+    p.set_defaults(func=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from cellblock.pareto.report import write_report
+
+    print(f"report: {write_report(args.run, args.out)}")
+    return 0

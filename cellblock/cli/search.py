@@ -1,0 +1,81 @@
+"""``cellblock search``: run or continue a search."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from cellblock.cli.common import _key_value, _overrides, command
+
+SEARCH_OPTIONS = (
+    "space", "strategy", "evaluator", "table", "metric", "supernet", "trials", "epochs", "batch_size", "lr", "dataset",
+    "val_fraction", "data_dir", "download", "objectives", "device", "out", "seed", "storage",
+    "backend", "address", "concurrency", "resources_per_trial", "scheduler", "threads_per_trial",
+    "grace_epochs", "reduction_factor",
+)
+
+
+@command("search")
+def _add_search(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="run a search (continues an existing run directory)")
+    p.add_argument("config", nargs="?", help="YAML config file (CLI options override it)")
+    p.add_argument("--space", help="space name, module:function or file.py:function")
+    p.add_argument("--space-arg", action="append", type=_key_value, metavar="KEY=VALUE",
+                   help="space (skeleton) option, repeatable; VALUE is YAML, e.g. stages=2")
+    p.add_argument("--strategy", help="random, evolution, nsga2, ...")
+    p.add_argument("--strategy-arg", action="append", type=_key_value, metavar="KEY=VALUE",
+                   help="strategy option, repeatable, e.g. population_size=10")
+    p.add_argument("--evaluator", help="how accuracy is obtained (default: train)")
+    p.add_argument("--table", help="benchmark table (CSV or parquet) for --evaluator table")
+    p.add_argument("--metric", help="table column used as accuracy for --evaluator table")
+    p.add_argument("--supernet", help="supernet checkpoint for --evaluator supernet")
+    p.add_argument("--trials", type=int, help="number of trials")
+    p.add_argument("--epochs", type=int, help="training epochs per candidate")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--dataset", help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn, DIR or FILE.npz")
+    p.add_argument("--val-fraction", dest="val_fraction", type=float, metavar="F",
+                   help="fraction held out for validation (default 0.15; 0.1 of torchvision train sets)")
+    p.add_argument("--data-dir", dest="data_dir", help="directory of torchvision datasets")
+    p.add_argument("--download", action="store_const", const=True, help="download the dataset if missing")
+    p.add_argument("--objectives", help="comma-separated metrics, e.g. accuracy,macs,latency_ms")
+    p.add_argument("--constraint", action="append", metavar="EXPR", help="e.g. 'macs<=5M', repeatable")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--out", help="run directory (default results/runs/<space>-<dataset>-<strategy>-seed<seed>)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage of optuna:* strategies: journal file or SQLAlchemy URL "
+                   "(default RUN/optuna.journal)")
+    p.add_argument("--backend", help="where trials run: local, process or ray")
+    p.add_argument("--address", help="Ray cluster for --backend ray: auto or HOST:PORT "
+                   "(default: a local Ray instance started for the run)")
+    p.add_argument("--concurrency", type=int, help="trials evaluated at the same time")
+    p.add_argument("--resources-per-trial", dest="resources_per_trial", metavar="SPEC",
+                   help="Ray resources of one trial, e.g. cpu=1,gpu=0.5 (default cpu=1)")
+    p.add_argument("--scheduler", help="early stopping (ray backend): none, asha, mo-asha")
+    p.add_argument("--grace-epochs", dest="grace_epochs", type=int,
+                   help="epochs before the first early-stopping rung (default 1)")
+    p.add_argument("--reduction-factor", dest="reduction_factor", type=int,
+                   help="early stopping keeps the top 1/N at each rung (default 3)")
+    p.add_argument("--threads-per-trial", dest="threads_per_trial", type=int,
+                   help="torch threads per trial")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_search)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from cellblock.pareto.results import load_run, summary
+    from cellblock.run import config as config_mod
+    from cellblock.run.runner import Runner, prepare
+
+    layers = [config_mod.load_yaml(args.config)] if args.config else []
+    cfg = config_mod.resolve(*layers, _overrides(args, SEARCH_OPTIONS))
+    prepared = prepare(cfg)
+    print(f"run directory: {prepared.run_dir}", file=sys.stderr)
+    t0 = time.perf_counter()
+    Runner(prepared, progress=not args.no_progress).run()
+    wall = time.perf_counter() - t0
+    print(summary(load_run(prepared.run_dir)))
+    print(f"wall time of this invocation: {wall:.1f} s")
+    return 0

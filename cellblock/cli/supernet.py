@@ -1,0 +1,158 @@
+"""``cellblock supernet train`` and ``cellblock supernet rank``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from cellblock.cli.common import Parser, _key_value, command
+from cellblock.core.errors import ConfigError
+
+
+@command("supernet")
+def _add_supernet(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("supernet", help="train a weight-sharing supernet, or measure its ranking")
+    cmds = p.add_subparsers(dest="supernet_command", metavar="ACTION", parser_class=Parser)
+    cmds.required = True
+
+    t = cmds.add_parser("train", help="single-path one-shot training (resumes from --out)")
+    t.add_argument("--space", default="blocks", help="space name, module:function or file.py:function")
+    t.add_argument("--space-arg", action="append", type=_key_value, metavar="KEY=VALUE",
+                   help="space (skeleton) option, repeatable; VALUE is YAML")
+    t.add_argument("--dataset", default="digits", help="dataset name, ImageFolder directory or .npz")
+    t.add_argument("--data-dir", dest="data_dir", help="directory of torchvision datasets")
+    t.add_argument("--val-fraction", dest="val_fraction", type=float,
+                   help="fraction held out for validation (default: the dataset's); "
+                        "rank and search then use the same split")
+    t.add_argument("--epochs", type=int, required=True, help="supernet training epochs")
+    t.add_argument("--out", required=True, help="checkpoint file (continued when it exists)")
+    t.add_argument("--sampling", default="uniform", help="uniform, fair, sandwich or sandwich-kd")
+    t.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    t.add_argument("--lr", type=float, default=0.1, help="peak learning rate (cosine schedule)")
+    t.add_argument("--weight-decay", dest="weight_decay", type=float, default=5e-4)
+    t.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=0.1)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    t.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=1,
+                   help="epochs between checkpoints (default 1)")
+    t.set_defaults(func=_train)
+
+    r = cmds.add_parser("rank", help="Kendall tau of supernet vs stand-alone accuracies")
+    r.add_argument("--supernet", required=True, help="checkpoint from 'cellblock supernet train'")
+    r.add_argument("--samples", type=int, default=30, help="architectures to compare (default 30)")
+    r.add_argument("--epochs", type=int, required=True, help="stand-alone training epochs of each")
+    r.add_argument("--out", required=True, help="output directory (rank.json, rank.csv)")
+    r.add_argument("--dataset", help="dataset (default: the one the supernet was trained on)")
+    r.add_argument("--data-dir", dest="data_dir")
+    r.add_argument("--batch-size", dest="batch_size", type=int,
+                   help="stand-alone batch size (default: the supernet's)")
+    r.add_argument("--seeds", type=int, default=1,
+                   help="stand-alone trainings per architecture; the reference is their mean and "
+                        "rank.json gets standalone_seed_tau, the reference's own noise (default 1)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the architecture sample")
+    r.add_argument("--device", default="auto")
+    r.set_defaults(func=_rank)
+
+
+def _device(name: str) -> Any:
+    from cellblock.evaluators.base import resolve_device
+    from cellblock.evaluators.training import resolve_device as available
+    from cellblock.run.config import _device as check
+
+    problem = check(name)
+    if problem:
+        raise ConfigError(f"--device {problem}, got {name!r}")
+    return available(resolve_device(name))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cellblock.data import load_dataset
+    from cellblock.evaluators.training import TrainConfig
+    from cellblock.search_spaces.api import SearchSpace
+    from cellblock.supernet.model import Supernet
+    from cellblock.supernet.sampler import ARCH_SAMPLERS
+    from cellblock.supernet.train import (
+        RECIPE_KEYS,
+        check_space,
+        load_checkpoint,
+        recipe_of,
+        supernet_from_checkpoint,
+        train_supernet,
+    )
+
+    ARCH_SAMPLERS.get(args.sampling)
+    if args.checkpoint_every < 1:
+        raise ConfigError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    device = _device(args.device)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                      seed=args.seed, device=str(device))
+    cfg.validate()
+    data = load_dataset(args.dataset, args.data_dir, val_fraction=args.val_fraction)
+    kwargs = dict(args.space_arg or [])
+    kwargs.setdefault("input_shape", tuple(data.input_shape))
+    kwargs.setdefault("num_classes", data.num_classes)
+    space = SearchSpace(args.space, **kwargs)
+    resume = None
+    if Path(args.out).exists():
+        resume = load_checkpoint(args.out)
+        check_space(resume, space, args.out)
+        want, have = recipe_of(cfg, args.sampling), resume["recipe"]
+        diff = [k for k in RECIPE_KEYS if want.get(k) != have.get(k)]
+        if resume.get("val_fraction") != args.val_fraction:
+            raise ConfigError(
+                f"checkpoint {args.out!r} was trained with --val-fraction "
+                f"{resume.get('val_fraction')}, not {args.val_fraction}; use the same or another --out"
+            )
+        if diff:
+            raise ConfigError(
+                f"checkpoint {args.out!r} was trained with {diff[0]}={have.get(diff[0])!r}, "
+                f"not {want.get(diff[0])!r}; use the same options or another --out"
+            )
+        if resume.get("done"):
+            print(f"{args.out}: already trained ({resume['epoch']} epochs, "
+                  f"{resume['train_s']:.1f} s)")
+            return 0
+        supernet = supernet_from_checkpoint(resume, device)
+        print(f"resuming {args.out} after epoch {resume['epoch']}", file=sys.stderr)
+    else:
+        supernet = Supernet.create(space, seed=args.seed)
+    n_params = sum(p.numel() for p in supernet.bank.parameters())
+    print(f"supernet of {space.name}: {n_params:,} shared parameters", file=sys.stderr)
+    result = train_supernet(supernet, data, cfg, sampling=args.sampling, checkpoint=args.out,
+                            val_fraction=args.val_fraction,
+                            checkpoint_every=args.checkpoint_every, resume=resume,
+                            log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps(result))
+    return 0
+
+
+def _rank(args: argparse.Namespace) -> int:
+    from cellblock.data import load_dataset
+    from cellblock.supernet.rank import rank_supernet, tau_warning
+    from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
+
+    device = _device(args.device)
+    ckpt = load_checkpoint(args.supernet)
+    if not ckpt.get("done"):
+        print(f"note: {args.supernet} is a partial checkpoint (epoch {ckpt['epoch']} of "
+              f"{ckpt['recipe']['epochs']})", file=sys.stderr)
+    # the supernet's own split: its training images must not become validation images
+    data = load_dataset(args.dataset or ckpt["dataset"], args.data_dir,
+                        val_fraction=ckpt.get("val_fraction"))
+    supernet = supernet_from_checkpoint(ckpt, device)
+    result = rank_supernet(supernet, ckpt, data, samples=args.samples, epochs=args.epochs,
+                           out=args.out, seed=args.seed, device=device, batch_size=args.batch_size,
+                           seeds=args.seeds,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
+    keys = ("kendall_tau", "spearman", "kendall_tau_no_recal", "n", "supernet_s",
+            "standalone_s", "cost_ratio", "children_per_s", "params_tau", "standalone_seed_tau")
+    print(json.dumps({k: result[k] for k in keys}))
+    warning = tau_warning(result)
+    if warning:
+        print(warning, file=sys.stderr)
+    return 0

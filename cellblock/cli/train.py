@@ -1,0 +1,32 @@
+"""``cellblock train``: fully train one architecture of a run."""
+
+from __future__ import annotations
+
+import argparse
+
+from cellblock.cli.common import command
+
+
+@command("train")
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fully train one architecture of a run (checkpoints, resume, test accuracy)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--trial", type=int, required=True, help="trial number (see 'cellblock show RUN')")
+    p.add_argument("--epochs", type=int, required=True, help="training epochs")
+    p.add_argument("--out", help="output directory (default RUN/train/trial_<N>, where export looks)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the run's device)")
+    p.add_argument("--checkpoint-every", type=int, default=1, dest="checkpoint_every",
+                   help="epochs between checkpoints (default 1)")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cellblock.export.final_train import final_train
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    m = final_train(args.run, args.trial, args.epochs, args.out, args.device, args.checkpoint_every, log)
+    log(f"trial {m['trial']} ({m['arch_id']}): {m['epochs']} epochs, val accuracy {m['val_accuracy']:.4f}, "
+        f"TEST accuracy {m['test_accuracy']:.4f} ({m['test_size']} images), train {m['train_s']:.1f} s")
+    return 0

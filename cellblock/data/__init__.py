@@ -1,0 +1,44 @@
+"""Datasets: the in-memory ``Dataset`` type, the dataset registry and the loaders.
+
+Owns: :mod:`.api` (``Dataset``, ``DATASETS``, splits and normalisation helpers) and
+:mod:`.loaders` (``load_dataset``; digits, torchvision sets, ``.npz`` files and image
+folders, registered on import). May import: :mod:`cellblock.core`.
+"""
+
+from __future__ import annotations
+
+from cellblock.data.api import (
+    CUSTOM_TEST_FRACTION,
+    CUSTOM_VAL_FRACTION,
+    DATASETS,
+    DEFAULT_DATA_DIR,
+    IMAGE_EXTENSIONS,
+    TORCHVISION_VAL_FRACTION,
+    Augment,
+    Dataset,
+    Loader,
+    check_val_fraction,
+    dataset_names,
+    detect_layout,
+    stratified_split,
+)
+from cellblock.data.loaders import load_dataset, load_image_folder, load_npz
+
+__all__ = [
+    "CUSTOM_TEST_FRACTION",
+    "CUSTOM_VAL_FRACTION",
+    "DATASETS",
+    "DEFAULT_DATA_DIR",
+    "IMAGE_EXTENSIONS",
+    "TORCHVISION_VAL_FRACTION",
+    "Augment",
+    "Dataset",
+    "Loader",
+    "check_val_fraction",
+    "dataset_names",
+    "detect_layout",
+    "load_dataset",
+    "load_image_folder",
+    "load_npz",
+    "stratified_split",
+]

@@ -1,0 +1,243 @@
+"""Round-trip verification of ``cellblock export``: the reference network and the checks.
+
+:func:`make_reference` builds an architecture with its weights (trained, or fresh with
+random BN tensors) and measures its params, MACs and outputs on a fixed random input;
+:func:`compare` judges an exported copy against it (max abs output diff <= :data:`ATOL`).
+:func:`run_clean` loads PyTorch-source and TorchScript exports in a separate ``python -I -S``
+interpreter that cannot import cellblock, and :func:`onnx_macs` counts the MACs of an
+ONNX graph. The formats themselves (writing the files) live in :mod:`cellblock.export`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cellblock.core.errors import ConfigError, ExportError
+
+#: Max abs difference allowed between original and exported outputs (fp32, eval mode).
+ATOL = 1e-5
+CHECK_BATCH = 2
+
+
+@dataclass
+class ExportItem:
+    """One architecture to export, with what is known about it."""
+
+    label: str
+    arch: dict[str, Any]
+    space: Any  # SearchSpace
+    seed: int
+    trial: Any = None  # records.Trial or None
+    weights: Path | None = None  # trained state_dict, if any
+
+
+@dataclass
+class Reference:
+    """The original network and its measured facts, shared by the format checks."""
+
+    item: ExportItem
+    model: nn.Module
+    input_shape: tuple[int, ...]
+    params: int
+    macs: int
+    x: torch.Tensor
+    y: torch.Tensor
+    weights_source: str
+
+
+# ---- the reference network ---------------------------------------------------------------
+def fresh_weights(model: nn.Module, input_shape: Sequence[int], seed: int) -> None:
+    """Untrained weights with distinct, non-trivial BN tensors, so the round trip checks them.
+
+    BN affine parameters are drawn at random and BN running statistics are estimated on
+    two random batches (cumulative average), which keeps eval-mode outputs well scaled.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        for bn in bns:
+            if bn.affine:
+                bn.weight.copy_(0.5 + torch.rand(bn.weight.shape, generator=gen))
+                bn.bias.copy_(0.1 * torch.randn(bn.bias.shape, generator=gen))
+            bn.reset_running_stats()
+            bn.momentum = None
+        was = model.training
+        model.train()
+        for _ in range(2):
+            model(torch.randn(8, *input_shape, generator=gen))
+        model.train(was)
+    for bn in bns:
+        bn.momentum = 0.1
+
+
+def space_input_shape(space: Any) -> tuple[int, ...]:
+    """``input_shape`` of a space: its argument, else the space function's default.
+
+    Raises:
+        ConfigError: if neither exists.
+    """
+    import inspect
+
+    shape = space.kwargs.get("input_shape")
+    if shape is None:
+        param = inspect.signature(space.fn).parameters.get("input_shape")
+        shape = None if param is None or param.default is param.empty else param.default
+    if shape is None:
+        raise ConfigError(f"space {space.name!r} has no input_shape; pass --space-arg input_shape=[C,H,W]")
+    return tuple(int(v) for v in shape)
+
+
+def make_reference(item: ExportItem) -> Reference:
+    """Build ``item``'s network with its weights; measure params, MACs and outputs."""
+    from cellblock.evaluators.cost import count_macs, count_params
+
+    torch.manual_seed(item.seed)
+    model = item.space.build(item.arch)
+    input_shape = space_input_shape(item.space)
+    if item.weights is not None:
+        state = torch.load(item.weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        source = f"trained ({item.weights})"
+    else:
+        fresh_weights(model, input_shape, item.seed)
+        source = "untrained (fresh init, random BN affine, BN statistics from 16 random images)"
+    model = model.cpu().eval()
+    gen = torch.Generator().manual_seed(1234)
+    x = torch.randn(CHECK_BATCH, *input_shape, generator=gen)
+    with torch.no_grad():
+        y = model(x)
+    return Reference(item, model, input_shape, count_params(model), count_macs(model, input_shape),
+                     x, y, source)
+
+
+def compare(ref: Reference, params: int | None, macs: int | None, y: torch.Tensor | np.ndarray) -> dict[str, Any]:
+    """The round-trip comparison of one exported copy against the reference."""
+    y = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
+    same_shape = tuple(y.shape) == tuple(ref.y.shape)
+    diff = float((y.float() - ref.y).abs().max()) if same_shape else float("inf")
+    return {
+        "params": params, "params_expected": ref.params, "params_ok": params == ref.params,
+        "macs": macs, "macs_expected": ref.macs, "macs_ok": macs == ref.macs,
+        "max_abs_diff": diff, "outputs_ok": diff <= ATOL,
+    }
+
+CHECK_SCRIPT = r'''
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+sys.path[:0] = cfg["sys_path"]
+try:
+    import cellblock  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise SystemExit("cellblock is importable in the clean interpreter: " + str(cellblock.__file__))
+import importlib.util
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+if cfg["kind"] == "pytorch":
+    spec = importlib.util.spec_from_file_location("exported_model", cfg["model"])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    net = mod.build(cfg["weights"])
+    shape = tuple(mod.INPUT_SHAPE)
+else:
+    net = torch.jit.load(cfg["model"], map_location="cpu").eval()
+    shape = tuple(cfg["input_shape"])
+x = torch.load(cfg["input"], weights_only=True)
+with torch.no_grad():
+    counter = FlopCounterMode(display=False)
+    with counter:
+        net(torch.zeros(1, *shape))
+    y = net(x)
+torch.save(y, cfg["output"])
+leaked = sorted(m for m in sys.modules if m == "cellblock" or m.startswith("cellblock."))
+json.dump({"params": sum(p.numel() for p in net.parameters()),
+           "macs": int(counter.get_total_flops()) // 2, "cellblock_modules": leaked,
+           "torch": torch.__version__}, open(cfg["result"], "w"))
+'''
+
+
+def _clean_site(tmp: Path) -> list[str]:
+    """A directory of links to torch's site-packages entries, minus cellblock and .pth files."""
+    site = Path(torch.__file__).resolve().parent.parent
+    farm = tmp / "site"
+    farm.mkdir()
+    for entry in site.iterdir():
+        name = entry.name.lower()
+        if name.startswith(("cellblock", "__editable__")) or name.endswith(".pth"):
+            continue
+        os.symlink(entry, farm / entry.name)
+    return [str(farm)]
+
+
+def run_clean(kind: str, model_path: Path, ref: Reference, weights: Path | None = None) -> tuple[dict, torch.Tensor]:
+    """Load an exported file in a fresh interpreter that cannot import cellblock.
+
+    Raises:
+        ExportError: if the interpreter fails (with the last line of its error output).
+    """
+    with tempfile.TemporaryDirectory(prefix="cellblock-roundtrip-") as tmp_name:
+        tmp = Path(tmp_name)
+        torch.save(ref.x, tmp / "input.pt")
+        cfg = {
+            "kind": kind, "model": str(model_path.resolve()), "input_shape": list(ref.input_shape),
+            "weights": str(weights.resolve()) if weights else None, "input": str(tmp / "input.pt"),
+            "output": str(tmp / "output.pt"), "result": str(tmp / "result.json"),
+            "sys_path": _clean_site(tmp),
+        }
+        (tmp / "check.json").write_text(json.dumps(cfg), encoding="utf-8")
+        (tmp / "check.py").write_text(CHECK_SCRIPT, encoding="utf-8")
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp), "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(
+            [sys.executable, "-I", "-S", str(tmp / "check.py"), str(tmp / "check.json")],
+            cwd=tmp, env=env, capture_output=True, text=True, timeout=600,
+        )
+        if proc.returncode != 0:
+            lines = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
+            raise ExportError(f"the {kind} export failed to load in a clean interpreter: {lines[-1]}")
+        result = json.loads((tmp / "result.json").read_text(encoding="utf-8"))
+        y = torch.load(tmp / "output.pt", weights_only=True)
+    return result, y
+
+
+
+def onnx_macs(model_proto: Any) -> tuple[int | None, str]:
+    """MACs per image of Conv/Gemm/MatMul nodes of a shape-inferred ONNX graph (batch = 1)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model_proto)
+    g = inferred.graph
+    shapes: dict[str, list[int]] = {}
+    for v in list(g.input) + list(g.output) + list(g.value_info):
+        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in v.type.tensor_type.shape.dim]
+    for t in g.initializer:
+        shapes[t.name] = list(t.dims)
+    total, unknown = 0, sorted({n.op_type for n in g.node if n.op_type in ("ConvTranspose", "Einsum", "LSTM", "GRU", "RNN")})
+    for n in g.node:
+        try:
+            if n.op_type == "Conv":
+                w, out = shapes[n.input[1]], shapes[n.output[0]]
+                total += int(np.prod(out)) * int(np.prod(w[1:]))
+            elif n.op_type in ("Gemm", "MatMul"):
+                a, out = shapes[n.input[0]], shapes[n.output[0]]
+                trans_a = any(at.name == "transA" and at.i for at in n.attribute)
+                k = a[-2] if trans_a else a[-1]
+                total += int(np.prod(out)) * int(k)
+        except KeyError:
+            return None, f"shape of {n.op_type} node {n.name!r} unknown after shape inference"
+    if unknown:
+        return None, f"ops not counted: {', '.join(unknown)}"
+    return total, "Conv/Gemm/MatMul MACs from onnx shape inference (batch 1)"
+

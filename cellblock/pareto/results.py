@@ -1,0 +1,152 @@
+"""Reading a run back: trials, Pareto front, derived files and text tables.
+
+Everything here is derived from ``trials.jsonl`` (and the saved ``config.yaml``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from cellblock.core.errors import RunError
+from cellblock.core.objectives import Objective, objective_matrix, parse_objectives
+from cellblock.pareto import nondominated_mask
+from cellblock.records import (
+    COMPLETE,
+    FAILED,
+    INFEASIBLE,
+    PRUNED,
+    RUNNING,
+    Trial,
+    read_events,
+    replay_trials,
+    write_csv,
+)
+
+
+@dataclass
+class RunData:
+    """A run as read from its directory."""
+
+    run_dir: Path
+    config: dict[str, Any]
+    trials: list[Trial]
+    objectives: list[Objective]
+
+    @property
+    def pareto(self) -> list[Trial]:
+        """Non-dominated completed, feasible trials (by the run's objectives)."""
+        return pareto_trials(self.trials, self.objectives)
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read a run directory.
+
+    Raises:
+        RunError: if it is not a cellblock run directory.
+    """
+    run_dir = Path(run_dir)
+    cfg_path, log_path = run_dir / "config.yaml", run_dir / "trials.jsonl"
+    if not cfg_path.is_file() or not log_path.is_file():
+        raise RunError(
+            f"{str(run_dir)!r} is not a cellblock run directory (expected config.yaml and trials.jsonl); "
+            "runs live under results/runs/"
+        )
+    config = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    trials = replay_trials(read_events(log_path))
+    objectives = parse_objectives(config.get("objectives", ["accuracy"]))
+    return RunData(run_dir, config, trials, objectives)
+
+
+def trial_matrix(trials: Sequence[Trial], objectives: Sequence[Objective]) -> np.ndarray:
+    """(n, m) minimisation values of ``trials`` (see :func:`objective_matrix`)."""
+    return objective_matrix([t.metrics for t in trials], objectives)
+
+
+def pareto_trials(trials: Sequence[Trial], objectives: Sequence[Objective]) -> list[Trial]:
+    """The non-dominated completed, feasible trials with finite objective values."""
+    ok = [t for t in trials if t.feasible_complete]
+    if not ok:
+        return []
+    F = trial_matrix(ok, objectives)
+    finite = np.isfinite(F).all(axis=1)
+    ok = [t for t, f in zip(ok, finite) if f]
+    if not ok:
+        return []
+    mask = nondominated_mask(F[finite])
+    front = [t for t, m in zip(ok, mask) if m]
+    return sorted(front, key=lambda t: -(t.value("accuracy") or 0.0))
+
+
+def write_outputs(run_dir: str | Path, objectives: Sequence[Objective] | None = None) -> RunData:
+    """Rewrite trials.csv, pareto.csv and pareto.png of a run from its records."""
+    from cellblock.pareto.plots import plot_pareto
+    from cellblock.records import trial_row
+
+    data = load_run(run_dir)
+    if objectives is not None:
+        data.objectives = list(objectives)
+    front = data.pareto
+    write_csv(data.run_dir / "trials.csv", data.trials)
+    write_csv(data.run_dir / "pareto.csv", front)
+    rows = [trial_row(t) for t in data.trials]
+    plot_pareto(rows, data.run_dir / "pareto.png", {t.arch_id for t in front})
+    return data
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "acc":
+        return f"{value:.4f}"
+    if kind == "count":
+        return f"{value / 1e6:.3f}M" if value >= 1e5 else f"{int(value):,}"
+    return f"{value:.3f}"
+
+
+def format_table(trials: Sequence[Trial], limit: int | None = None) -> str:
+    """A fixed-width text table of trials (trial, arch_id, accuracy, macs, params, latency_ms)."""
+    header = ("trial", "arch_id", "accuracy", "macs", "params", "latency_ms", "train_s")
+    rows = [header]
+    for t in list(trials)[:limit]:
+        rows.append((
+            str(t.number), t.arch_id, _fmt(t.value("accuracy"), "acc"), _fmt(t.value("macs"), "count"),
+            _fmt(t.value("params"), "count"), _fmt(t.value("latency_ms"), "f"),
+            _fmt(t.value("train_s"), "f"),
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def summary(data: RunData) -> str:
+    """A short text summary of a run and its Pareto table."""
+    counts = {s: sum(t.status == s for t in data.trials) for s in (COMPLETE, FAILED, INFEASIBLE, PRUNED, RUNNING)}
+    accs = [t.value("accuracy") for t in data.trials if t.feasible_complete]
+    accs = [a for a in accs if a is not None]
+    starts = [t.start_t for t in data.trials if t.start_t]
+    ends = [t.end_t for t in data.trials if t.end_t]
+    span = (max(ends) - min(starts)) if starts and ends else 0.0
+    front = data.pareto
+    cfg = data.config
+    lines = [
+        f"run: {data.run_dir}",
+        f"space: {cfg.get('space')}  strategy: {cfg.get('strategy')}  dataset: {cfg.get('dataset')}  "
+        f"objectives: {', '.join(o.name for o in data.objectives)}",
+        f"trials: {len(data.trials)} ({counts[COMPLETE]} complete, {counts[FAILED]} failed, "
+        f"{counts[INFEASIBLE]} infeasible, {counts[PRUNED]} stopped early, {counts[RUNNING]} in flight)  "
+        f"trial time span: {span:.1f} s",
+        f"best validation accuracy: {max(accs):.4f}" if accs else "best validation accuracy: -",
+        f"Pareto front ({len(front)} trials):",
+        format_table(front) if front else "(empty: no completed, feasible trial)",
+    ]
+    failed = [t for t in data.trials if t.status == FAILED]
+    if failed:
+        lines.append(f"first failure: trial {failed[0].number}: {failed[0].error}")
+    return "\n".join(lines)

@@ -1,0 +1,45 @@
+"""Records: the append-only JSON-lines log of a run and the trial type read back from it.
+
+Owns: :mod:`.log` (``Trial``, statuses, ``RecordLog``, event replay, ``trials.csv`` rows).
+May import: :mod:`cellblock.core`.
+"""
+
+from __future__ import annotations
+
+from cellblock.records.log import (
+    COMPLETE,
+    CSV_COLUMNS,
+    FAILED,
+    INFEASIBLE,
+    PRUNED,
+    RUNNING,
+    STATUSES,
+    RecordLog,
+    Status,
+    Trial,
+    read_events,
+    replay_trials,
+    trial_end_event,
+    trial_row,
+    trial_start_event,
+    write_csv,
+)
+
+__all__ = [
+    "COMPLETE",
+    "CSV_COLUMNS",
+    "FAILED",
+    "INFEASIBLE",
+    "PRUNED",
+    "RUNNING",
+    "RecordLog",
+    "STATUSES",
+    "Status",
+    "Trial",
+    "read_events",
+    "replay_trials",
+    "trial_end_event",
+    "trial_row",
+    "trial_start_event",
+    "write_csv",
+]

@@ -1,0 +1,377 @@
+"""The ``ray`` backend: trials run as Ray Tune trials, on this machine or on a Ray cluster.
+
+Without ``address`` a private Ray instance is started for the run (on 127.0.0.1 only,
+no dashboard) and shut down afterwards; with ``address`` (``auto`` or ``HOST:PORT``) the
+run connects to an existing cluster. The driver keeps the records: a Tune ``Searcher``
+wraps the run's :class:`cellblock.run.runner.TrialBook`, so every cellblock strategy works
+unchanged and ``trials.jsonl`` is the same as with the other backends. The Tune
+plug-ins (schedulers, searcher, error callback) are in :mod:`cellblock.run.backends.ray_tune_adapter`.
+
+Workers rebuild the evaluation components with :func:`cellblock.run.components.build_components`
+once per worker process (actors are reused between trials), so every node of a cluster
+needs the same cellblock (and Python, torch, ray) installed, and the dataset reachable:
+``digits`` is embedded; torchvision datasets need ``data_dir`` on a path every node
+sees (or ``download`` on each); ``.npz`` files and ImageFolder directories must exist
+at the same path on every node. Relative paths are made absolute by the driver.
+
+With ``scheduler`` (asha, mo-asha) the epoch is the budget: trials report their
+validation accuracy after each epoch (and the cheap metrics known before training) and
+may be stopped early, never paused. Those trials are recorded as PRUNED with their
+accuracy and ``epochs`` at the rung; PRUNED trials never reach the Pareto front. Tune's
+synchronous HyperBand (which pauses trials) is not offered: with trials asked one at a
+time its brackets never fill and it stopped no trial (measured).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from cellblock.core.errors import ConfigError, RunError
+from cellblock.core.objectives import parse_objectives
+from cellblock.evaluators.base import Evaluator
+from cellblock.evaluators.pipeline import Outcome
+from cellblock.records import Trial
+from cellblock.run.backends.base import Backend, register_backend, set_threads
+from cellblock.run.backends.ray_tune_adapter import (
+    METRICS_KEY,
+    OUTCOME_KEY,
+    SCHEDULERS,
+    BookSearcher,
+    ErrorCallback,
+)
+from cellblock.run.backends.ray_tune_adapter import (
+    MOASHAScheduler as MOASHAScheduler,  # re-exported
+)
+from cellblock.run.backends.ray_tune_adapter import SchedulerKind as SchedulerKind  # re-exported
+from cellblock.run.backends.ray_tune_adapter import outcome_of as outcome_of  # re-exported
+from cellblock.run.schedulers import rung_epochs, scheduler_objectives
+
+CONNECT_TIMEOUT_S = 3.0
+RAY_NAMES = {"cpu": "CPU", "gpu": "GPU"}
+WORKER_NICENESS_VAR = "RAY_worker_niceness"  # read by the raylet (RayConfig worker_niceness)
+
+
+# ---- options ---------------------------------------------------------------------------------
+def parse_resources(text: str) -> dict[str, float]:
+    """``"cpu=1,gpu=0.5"`` -> ``{"CPU": 1.0, "GPU": 0.5}`` (Ray names; cpu defaults to 1).
+
+    Raises:
+        ConfigError: for a malformed spec, a negative amount or a repeated key.
+    """
+    out: dict[str, float] = {}
+    for part in str(text).split(","):
+        key, sep, value = (s.strip() for s in part.partition("="))
+        try:
+            amount = float(value)
+        except ValueError:
+            amount = -1.0
+        name = RAY_NAMES.get(key.lower(), key)
+        if not sep or not key or not math.isfinite(amount) or amount < 0 or name in out:
+            raise ConfigError(f"resources_per_trial {text!r} is malformed at {part.strip()!r}; "
+                              "use NAME=AMOUNT pairs such as cpu=1,gpu=0.5")
+        out[name] = amount
+    out.setdefault("CPU", 1.0)
+    return out
+
+
+def _fmt(resources: Mapping[str, float]) -> str:
+    return ",".join(f"{k.lower() if k in ('CPU', 'GPU') else k}={v:g}" for k, v in resources.items())
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition("://")[2].rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"address {address!r} is not auto or HOST:PORT; use e.g. --address 10.0.0.5:6379")
+    return host, int(port)
+
+
+def resolve_address(address: str) -> str:
+    """The cluster's HOST:PORT, checked reachable with a short TCP connect.
+
+    Raises:
+        ConfigError: when no cluster is found (``auto``) or nothing answers there.
+    """
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address_or_die
+
+        try:
+            address = canonicalize_bootstrap_address_or_die("auto")
+        except Exception:
+            raise ConfigError("--address auto found no running Ray cluster on this machine; "
+                              "start one with 'ray start --head' or give HOST:PORT") from None
+    host, port = _split_address(address)
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach a Ray cluster at {host}:{port} ({exc.strerror or exc}); "
+                          "start it with 'ray start --head' or fix --address") from None
+    return address
+
+
+def _node_fits(node: Mapping[str, float], want: Mapping[str, float]) -> bool:
+    return all(node.get(k, 0.0) >= v for k, v in want.items() if v > 0)
+
+
+def _check_fits(nodes: list[Mapping[str, float]], want: Mapping[str, float], where: str) -> None:
+    if any(_node_fits(n, want) for n in nodes):
+        return
+    largest = ", ".join(f"{k.lower()}={max(n.get(k, 0.0) for n in nodes):g}" for k in want) if nodes else "none"
+    raise ConfigError(f"no node of {where} can give one trial {_fmt(want)} (largest: {largest}); "
+                      "lower --resources-per-trial or add such a node")
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Keep Ray on 127.0.0.1: on Linux Ray swaps 127.0.0.1 for the machine's address (and
+    then listens on every interface); as a single-node setting it keeps to loopback."""
+    from ray._private import ray_constants
+
+    var = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(var)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[var] = "0"  # for the Ray processes started meanwhile
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved[0]
+        if saved[1] is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = saved[1]
+
+
+def _is_loopback(address: str) -> bool:
+    host = _split_address(address)[0].strip("[]")
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def _connect(address: str | None) -> bool:
+    """Connect this process to Ray; return whether it must be shut down afterwards."""
+    if ray.is_initialized():
+        return False
+    common = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address is None:
+        import torch
+
+        # Ray starts its workers at niceness 15: on a shared machine trials would then get
+        # only the CPU left over by every other process. Trials are the run's main work.
+        os.environ.setdefault(WORKER_NICENESS_VAR, "0")
+        with _loopback_only():
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(),
+                     include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+        return True
+    try:
+        with _loopback_only() if _is_loopback(address) else nullcontext():
+            ray.init(address=address, **common)
+    except Exception as exc:
+        raise ConfigError(f"cannot connect to the Ray cluster at {address}: "
+                          f"{' '.join(str(exc).split())[:300]}") from None
+    return True
+
+
+def _absolute_paths(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with local file paths made absolute (Tune workers run in other directories)."""
+    out = dict(cfg)
+    file, sep, fn = str(cfg["space"]).rpartition(":")
+    if sep and file.endswith(".py") and Path(file).exists():
+        out["space"] = f"{Path(file).resolve()}:{fn}"
+    if Path(cfg["dataset"]).exists():
+        out["dataset"] = str(Path(cfg["dataset"]).resolve())
+    for key in ("data_dir", "table"):
+        if cfg.get(key):
+            out[key] = str(Path(cfg[key]).resolve())
+    return out
+
+
+# ---- worker side -----------------------------------------------------------------------------
+_COMPONENTS: dict[str, Any] = {}
+
+
+def worker_components(cfg: Mapping[str, Any]) -> Any:
+    """The run's components, built once per worker process (keyed by the config's JSON)."""
+    key = json.dumps(cfg, sort_keys=True, default=str)
+    if key not in _COMPONENTS:
+        from cellblock.run.components import build_components
+
+        _COMPONENTS.clear()  # one run per worker at a time: free the previous data
+        _COMPONENTS[key] = build_components(cfg)
+    return _COMPONENTS[key]
+
+
+def _jsonable(obj: Any) -> Any:
+    return obj.item() if hasattr(obj, "item") else str(obj)
+
+
+class EpochReporter(Evaluator):
+    """Wraps a training evaluator: reports validation accuracy to Tune after every epoch
+    but the last (whose result carries the full outcome), with the cheap metrics.
+
+    Args:
+        inner: The run's evaluator (it must have ``train_config(seed)``).
+        pipeline: The run's pipeline (its cheap metrics go into the reports).
+    """
+
+    def __init__(self, inner: Any, pipeline: Any) -> None:
+        super().__init__(inner.ctx)
+        self.inner, self.pipeline = inner, pipeline
+
+    def _cheap_metrics(self) -> dict[str, Any]:
+        """The numeric metrics the pipeline measured before training (no second latency run)."""
+        out = self.pipeline.cheap_metrics
+        return {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    def evaluate(self, model: Any, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
+        from cellblock.evaluators.training import (
+            device_tensors,
+            evaluate_accuracy,
+            resolve_device,
+            train_and_evaluate,
+        )
+
+        cheap = self._cheap_metrics()
+        tcfg = self.inner.train_config(seed)
+        _, _, x_val, y_val = device_tensors(self.ctx.data, resolve_device(tcfg.device))
+        start, eval_s = time.perf_counter(), 0.0
+
+        def on_epoch_end(state: dict[str, Any]) -> None:
+            nonlocal eval_s
+            if state["epoch"] >= tcfg.epochs:
+                return
+            t0 = time.perf_counter()
+            acc = evaluate_accuracy(model, x_val, y_val, tcfg.eval_batch_size, tcfg.device)
+            eval_s += time.perf_counter() - t0
+            train_s = time.perf_counter() - start - eval_s
+            metrics = {**cheap, "accuracy": acc, "epochs": state["epoch"], "train_s": train_s}
+            result = {**cheap, "epoch": state["epoch"], "accuracy": acc,
+                      METRICS_KEY: json.dumps(metrics, default=_jsonable)}
+            tune.report(result)
+
+        out = train_and_evaluate(model, self.ctx.data, tcfg, on_epoch_end=on_epoch_end)
+        out["train_s"] -= eval_s
+        return out
+
+
+def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Tune function trainable: evaluate one architecture with the run's pipeline."""
+    cfg = settings["config"]
+    set_threads(cfg)
+    pipeline = worker_components(cfg).pipeline
+    arch, seed = json.loads(config["arch"]), int(config["seed"])
+    if settings["per_epoch"]:
+        inner = pipeline.evaluator
+        pipeline.evaluator = EpochReporter(inner, pipeline)
+        try:
+            outcome = pipeline(arch, seed)
+        finally:
+            pipeline.evaluator = inner
+    else:
+        outcome = pipeline(arch, seed)
+    acc = outcome.metrics.get("accuracy")
+    acc = float(acc) if isinstance(acc, (int, float)) else math.nan
+    tune.report({"epoch": cfg["epochs"], "accuracy": acc,
+                 OUTCOME_KEY: json.dumps(asdict(outcome), default=_jsonable)})
+
+
+
+
+@register_backend("ray")
+class RayBackend(Backend):
+    """Trials as Ray Tune trials (see the module docs)."""
+
+    @classmethod
+    def check_config(cls, cfg: Mapping[str, Any]) -> None:
+        from cellblock.evaluators import EVALUATORS
+
+        want = parse_resources(cfg["resources_per_trial"])
+        SCHEDULERS.get(cfg["scheduler"])
+        if cfg["scheduler"] != "none":
+            if not hasattr(EVALUATORS.get(cfg["evaluator"]), "train_config"):
+                raise ConfigError(f"--scheduler {cfg['scheduler']} needs an evaluator that trains per "
+                                  f"epoch (train), not {cfg['evaluator']!r}; use --scheduler none")
+            if not rung_epochs(cfg["grace_epochs"], cfg["reduction_factor"], cfg["epochs"]):
+                raise ConfigError(f"--scheduler {cfg['scheduler']} has no rung below epochs={cfg['epochs']} "
+                                  f"with grace_epochs={cfg['grace_epochs']}; lower --grace-epochs or raise --epochs")
+        if cfg["address"] is None:
+            import torch
+
+            here = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+            _check_fits([here], want, "this machine (local Ray instance)")
+            return
+        address = resolve_address(cfg["address"])
+        if ray.is_initialized():
+            nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        else:
+            _connect(address)
+            try:
+                nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+            finally:
+                ray.shutdown()
+        _check_fits(nodes, want, f"the Ray cluster at {address}")
+
+    def __init__(self, prepared: Any) -> None:
+        super().__init__(prepared)
+        self.resources = parse_resources(self.config["resources_per_trial"])
+        self.kind = SCHEDULERS.get(self.config["scheduler"])
+
+    @property
+    def capacity(self) -> int:
+        return self.config["concurrency"]
+
+    def submit(self, trial: Trial) -> None:
+        raise NotImplementedError("the ray backend schedules trials through Ray Tune in drive()")
+
+    def wait(self) -> list[tuple[Trial, Outcome]]:
+        raise NotImplementedError("the ray backend schedules trials through Ray Tune in drive()")
+
+    def drive(self, book: Any, after: Callable[[int], None]) -> None:
+        cfg = self.config
+        address = resolve_address(cfg["address"]) if cfg["address"] else None
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        started = _connect(address)
+        storage = tempfile.mkdtemp(prefix="cellblock-tune-")
+        searcher = BookSearcher(book, after, self.seed)
+        objectives = scheduler_objectives(parse_objectives(cfg["objectives"]))
+        scheduler = self.kind.make(cfg, objectives)
+        settings = {"config": _absolute_paths(cfg), "per_epoch": scheduler is not None}
+        trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
+                                        tune.PlacementGroupFactory([dict(self.resources)]))
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
+                                        max_concurrent_trials=cfg["concurrency"], reuse_actors=True,
+                                        trial_dirname_creator=lambda t: t.trial_id),
+            run_config=tune.RunConfig(name="cellblock", storage_path=storage, verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=0),
+                                      callbacks=[ErrorCallback(searcher)]),
+        )
+        quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # no result files are written: Tune's own results are unused
+        try:
+            tuner.fit()
+        finally:
+            quiet.setLevel(level)
+            for trial_id in list(searcher.errored):  # an error whose callback never came
+                searcher.fail(trial_id, "Ray trial failed (no error text was reported)")
+            if started:
+                ray.shutdown()
+            shutil.rmtree(storage, ignore_errors=True)
+        if book.done < book.budget and not book.exhausted:
+            raise RunError(f"Ray Tune stopped after {book.done} of {book.budget} trials; "
+                           "run the same command again to continue")

@@ -1,0 +1,93 @@
+"""What evaluating a candidate needs, built from a resolved config in one place.
+
+The runner, the backends' worker processes, export, final training, the bench and
+``supernet rank`` all build their space (with the dataset's input shape and classes as
+context), data and pipeline here, so they agree on every detail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cellblock.core.errors import ConfigError
+from cellblock.core.objectives import Constraint, Objective, parse_objectives
+from cellblock.data import load_dataset
+from cellblock.evaluators.base import EVALUATORS, EvalContext, resolve_device
+from cellblock.evaluators.pipeline import Pipeline
+from cellblock.search_spaces.api import SearchSpace, resolve_space_fn
+
+
+@dataclass
+class Components:
+    """What evaluating a candidate needs; built the same way in the search process and workers."""
+
+    space: SearchSpace
+    objectives: list[Objective]
+    constraints: list[Constraint]
+    pipeline: Pipeline
+
+
+def run_data(config: Mapping[str, Any]) -> Any:
+    """The run's dataset, or None when its evaluator needs none (e.g. a benchmark table)."""
+    import cellblock.evaluators  # noqa: F401  (registers the built-in evaluators)
+
+    resolve_space_fn(config["space"])  # a custom space's module may register evaluators
+    if not EVALUATORS.get(config.get("evaluator", "train")).needs_data:
+        return None
+    return load_dataset(config["dataset"], config.get("data_dir"), bool(config.get("download")),
+                        seed=0, val_fraction=config.get("val_fraction"))
+
+
+def build_space(config: Mapping[str, Any], data: Any = None) -> SearchSpace:
+    """The search space of a run: its skeleton plus the input shape and classes as context.
+
+    The context comes from ``data`` when given, else from the space's own defaults; this is
+    the one place where a run's input shape is decided.
+    """
+    kwargs: dict[str, Any] = dict(config.get("space_args") or {})
+    if data is not None:
+        kwargs.setdefault("input_shape", tuple(data.input_shape))
+        kwargs.setdefault("num_classes", data.num_classes)
+    space = SearchSpace(config["space"], **kwargs)
+    if data is None:
+        defaults = space.arguments()
+        for name in SearchSpace.CONTEXT_ARGS:
+            if name in defaults and name not in space.kwargs:
+                space.kwargs[name] = defaults[name]
+    return space
+
+
+def build_components(config: Mapping[str, Any], data: Any = None) -> Components:
+    """Space, objectives, constraints and evaluation pipeline of a resolved config.
+
+    Args:
+        config: The resolved config.
+        data: The dataset if already loaded (else loaded here when the evaluator needs it).
+
+    Raises:
+        CellblockError: for unknown names, bad options or missing data.
+    """
+    import numpy as np
+
+    cfg = dict(config)
+    objectives = parse_objectives(cfg["objectives"])
+    constraints = [Constraint.parse(c) for c in cfg["constraints"]]
+    device = resolve_device(cfg["device"])
+    if device.type == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu")
+    if data is None:
+        data = run_data(cfg)
+    evaluator_cls = EVALUATORS.get(cfg["evaluator"])
+    space = build_space(cfg, data)
+    space.sample(np.random.default_rng(cfg["seed"]))  # fails early on a broken space
+    ctx = EvalContext(cfg, space, data, device)
+    pipeline = Pipeline(ctx, evaluator_cls(ctx), objectives, constraints)
+    return Components(space, objectives, constraints, pipeline)
+
+
+__all__ = ["Components", "build_components", "build_space", "run_data"]

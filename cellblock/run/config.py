@@ -1,0 +1,200 @@
+"""Search configuration: YAML file + CLI overrides -> one validated, resolved config.
+
+Every key is declared once in :data:`FIELDS` with its type, default, check and help;
+unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the
+key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cellblock.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config key: default, accepted type(s), extra check, help text."""
+
+    default: Any
+    types: tuple[type, ...]
+    help: str
+    check: Callable[[Any], str | None] | None = None
+    nullable: bool = False
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if v in allowed else f"must be one of: {', '.join(allowed)}"
+
+    return check
+
+
+def _scheduler(v: Any) -> str | None:
+    if v == "hyperband":  # measured: with trials asked one by one it never stopped a trial
+        return ("'hyperband' is not offered: Ray Tune's synchronous HyperBand needs its brackets "
+                "filled up front and stopped no trial in cellblock's searches; use asha (its "
+                "asynchronous form) or mo-asha")
+    return _one_of("none", "asha", "mo-asha")(v)
+
+
+def _str_list(v: Any) -> str | None:
+    return None if all(isinstance(x, str) for x in v) else "must be a list of strings"
+
+
+def _device(v: Any) -> str | None:
+    if re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
+        return None
+    return "must be auto, cpu, cuda, cuda:N or mps"
+
+
+def _resources(v: Any) -> str | None:
+    item = r"\s*[A-Za-z_][\w-]*\s*=\s*\d+(\.\d*)?\s*"
+    return None if re.fullmatch(rf"{item}(,{item})*", v) else "must look like cpu=1,gpu=0.5"
+
+
+FIELDS: dict[str, Field] = {
+    "space": Field("blocks", (str,), "search space: a registered name, 'module:function' or 'file.py:function'"),
+    "space_args": Field({}, (dict,), "options of the space function (its skeleton)"),
+    "strategy": Field("evolution", (str,), "search strategy name"),
+    "strategy_args": Field({}, (dict,), "options of the strategy"),
+    "evaluator": Field("train", (str,), "how candidates get their accuracy"),
+    "proxy": Field("synflow", (str,), "zero-cost proxy reported by the 'proxy' evaluator (synflow, naswot, jacob_cov, grad_norm, snip)"),
+    "table": Field(None, (str,), "benchmark table (CSV or parquet) of the table evaluator", nullable=True),
+    "metric": Field(None, (str,), "table column used as accuracy by the table evaluator", nullable=True),
+    "supernet": Field(None, (str,), "supernet checkpoint of the supernet evaluator (from 'cellblock supernet train')", nullable=True),
+    "trials": Field(24, (int,), "number of trials (evaluated candidates)", _positive),
+    "epochs": Field(8, (int,), "training epochs per candidate", _positive),
+    "batch_size": Field(64, (int,), "training batch size", _positive),
+    "lr": Field(0.1, (float, int), "peak learning rate (cosine schedule)", _positive),
+    "weight_decay": Field(5e-4, (float, int), "SGD weight decay", _non_negative),
+    "label_smoothing": Field(0.1, (float, int), "label smoothing", lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
+    "dataset": Field("digits", (str,), "dataset name, ImageFolder directory or .npz file"),
+    "data_dir": Field(None, (str,), "directory of torchvision datasets", nullable=True),
+    "download": Field(False, (bool,), "download torchvision datasets into data_dir"),
+    "val_fraction": Field(None, (float, int), "fraction of the data held out for validation (default 0.15 of digits and custom data, 0.1 of a torchvision train set)", lambda v: None if 0 < v < 1 else "must be in (0, 1), e.g. 0.4", nullable=True),
+    "objectives": Field(["accuracy", "macs", "latency_ms"], (list, str), "metrics to optimise", None),
+    "constraints": Field([], (list, str), "constraints such as 'macs<=5M'", None),
+    "device": Field("auto", (str,), "device to train and time on", _device),
+    "latency_batch_size": Field(1, (int,), "batch size of latency measurements", _positive),
+    "latency_repeats": Field(30, (int,), "timed runs per latency measurement (median kept)", _positive),
+    "out": Field(None, (str,), "run directory (default results/runs/<space>-<dataset>-<strategy>-seed<seed>)", nullable=True),
+    "seed": Field(0, (int,), "random seed", _non_negative),
+    "storage": Field(None, (str,), "Optuna storage of optuna:* strategies: journal file or SQLAlchemy URL (default RUN/optuna.journal)", nullable=True),
+    "backend": Field("local", (str,), "where trials run: local (in-process), process (local process pool) or ray"),
+    "concurrency": Field(1, (int,), "trials evaluated at the same time (process and ray backends)", _positive),
+    "threads_per_trial": Field(None, (int,), "torch threads per trial (default: torch's own choice; 1 with concurrency > 1)", _positive, nullable=True),
+    "address": Field(None, (str,), "Ray cluster of the ray backend: auto or HOST:PORT (default: a local Ray instance for the run)", nullable=True),
+    "resources_per_trial": Field("cpu=1", (str,), "Ray resources of one trial, e.g. cpu=1,gpu=0.5", _resources),
+    "scheduler": Field("none", (str,), "early stopping of the ray backend, epochs as budget: none, asha or mo-asha", _scheduler),
+    "grace_epochs": Field(1, (int,), "epochs before the first early-stopping rung", _positive),
+    "reduction_factor": Field(3, (int,), "early stopping keeps the top 1/reduction_factor at each rung", lambda v: None if v >= 2 else "must be >= 2"),
+}
+
+# Keys that may change when an existing run is continued: the budget, and where and how
+# widely trials run (continue a laptop run on a Ray cluster with more workers). Measured
+# latency depends on concurrency; keep it when latency_ms is an objective.
+RESUMABLE_KEYS = ("trials", "out", "backend", "concurrency", "address", "resources_per_trial")
+
+
+def _check(key: str, value: Any) -> Any:
+    spec = FIELDS[key]
+    if value is None:
+        if spec.nullable:
+            return None
+        raise ConfigError(f"config key {key!r} must not be empty; {spec.help}")
+    if isinstance(value, bool) and bool not in spec.types:
+        raise ConfigError(f"config key {key!r} must be {_type_names(spec)}, got {value!r}")
+    if not isinstance(value, spec.types):
+        raise ConfigError(f"config key {key!r} must be {_type_names(spec)}, got {value!r}")
+    if key in ("objectives", "constraints"):
+        value = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+        problem = _str_list(value)
+        if problem:
+            raise ConfigError(f"config key {key!r} {problem}, got {value!r}")
+    if float in spec.types and isinstance(value, int):
+        value = float(value)
+    if spec.check is not None:
+        problem = spec.check(value)
+        if problem:
+            raise ConfigError(f"config key {key!r} {problem}, got {value!r}")
+    return value
+
+
+def _type_names(spec: Field) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             dict: "a mapping", list: "a list"}
+    return " or ".join(dict.fromkeys(names[t] for t in spec.types))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict.
+
+    Raises:
+        ConfigError: if the file is missing, malformed or not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"malformed YAML in {str(path)!r}{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def resolve(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge config layers (later ones win) over the defaults and validate every key.
+
+    Raises:
+        ConfigError: for an unknown key, a wrong type or an out-of-range value.
+    """
+    merged: dict[str, Any] = {k: f.default for k, f in FIELDS.items()}
+    for layer in layers:
+        for key, value in layer.items():
+            if key not in FIELDS:
+                raise ConfigError(f"unknown config key {key!r}; allowed: {', '.join(FIELDS)}")
+            merged[key] = value
+    resolved = {k: _check(k, v) for k, v in merged.items()}
+    for key in ("space_args", "strategy_args"):
+        resolved[key] = dict(resolved[key])
+    return resolved
+
+
+def default_run_dir(cfg: Mapping[str, Any]) -> Path:
+    """``results/runs/<space>-<dataset>-<strategy>-seed<seed>`` (names made path-safe)."""
+    parts = [cfg["space"], Path(cfg["dataset"]).stem or cfg["dataset"], cfg["strategy"]]
+    name = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p.rpartition(":")[2] or p) for p in parts)
+    return Path("results") / "runs" / f"{name}-seed{cfg['seed']}"
+
+
+def differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Keys (other than :data:`RESUMABLE_KEYS`) whose values differ between two configs."""
+    keys = (set(saved) | set(new)) - set(RESUMABLE_KEYS)
+    return sorted(k for k in keys if saved.get(k) != new.get(k))
+
+
+def dump(cfg: Mapping[str, Any]) -> str:
+    """YAML text of a resolved config."""
+    return yaml.safe_dump(dict(cfg), sort_keys=False)
