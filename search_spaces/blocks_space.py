@@ -135,18 +135,34 @@ def _choices(what: str, values: Any, check: Callable[[Any], Any]) -> tuple:
     return out
 
 
-def _skeleton(
-    input_shape: Any, num_classes: Any, stem: Any, stem_width: Any, stages: Any, widths: Any,
-    strides: Any, depth: Any, block_types: Any, attentions: Any,
-    option_lists: dict[str, Any], block_options: Any,
-) -> dict[str, Any]:
-    """Check the skeleton arguments; return them normalised (ConfigError / RegistryError)."""
-    shape = _int_list("input_shape", input_shape)
+def _check_context(args: Mapping[str, Any]) -> tuple[int, ...]:
+    """Input shape, classes, stem: the parts of a skeleton outside the stages."""
+    shape = _int_list("input_shape", args["input_shape"])
     if len(shape) != 3:
-        raise ConfigError(f"input_shape must be (channels, height, width), got {input_shape!r}")
-    check_positive_int("num_classes", num_classes)
-    STEMS.get(stem)
-    check_positive_int("stem_width", stem_width)
+        raise ConfigError(f"input_shape must be (channels, height, width), got {args['input_shape']!r}")
+    check_positive_int("num_classes", args["num_classes"])
+    STEMS.get(args["stem"])
+    check_positive_int("stem_width", args["stem_width"])
+    return shape
+
+
+def adapt_to_stages(stages: int, widths: Sequence[Any], strides: Sequence[Any]
+                    ) -> tuple[list[Any], list[Any]]:
+    """The default per-stage lists fitted to ``stages`` (used when only ``stages`` is given).
+
+    Fewer stages keep the first ones; each extra stage doubles every width choice of the
+    stage before it and halves the feature map (stride 2).
+    """
+    widths, strides = list(widths)[:stages], list(strides)[:stages]
+    while len(widths) < stages:
+        widths.append(tuple(2 * w for w in widths[-1]))
+        strides.append(2)
+    return widths, strides
+
+
+def _stage_plan(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-stage widths and strides, and the depth bounds."""
+    stages, widths, strides, depth = args["stages"], args["widths"], args["strides"], args["depth"]
     check_positive_int("stages", stages)
     if not isinstance(widths, Sequence) or isinstance(widths, str) or len(widths) != stages:
         raise ConfigError(
@@ -166,50 +182,74 @@ def _skeleton(
     bounds = _int_list("depth", depth)
     if len(bounds) != 2 or bounds[0] > bounds[1]:
         raise ConfigError(f"depth must be (low, high) with 1 <= low <= high, got {depth!r}")
-    low, high = bounds
-    types = _choices("block_types", block_types, lambda v: v)
-    classes = {name: BLOCKS.get(name) for name in types}
-    atts = _choices("attentions", attentions, lambda v: v)
-    for a in atts:
-        ATTENTIONS.get(a)
-    extra = dict(block_options or {})
-    if not isinstance(extra, dict):
-        raise ConfigError(f"block_options must map option name -> choices, got {block_options!r}")
+    return {"widths": width_lists, "strides": stride_list, "depth": tuple(bounds)}
+
+
+def _option_choices(classes: Mapping[str, type], args: Mapping[str, Any]) -> dict[str, tuple]:
+    """The choices of every option the chosen block types take (see the module docstring)."""
+    extra = args.get("block_options") or {}
+    if not isinstance(extra, Mapping):
+        raise ConfigError(f"block_options must map option name -> choices, got {extra!r}")
     clash = sorted(set(extra) & set(OPTION_ARGS))
     if clash:
-        raise ConfigError(
-            f"give {clash[0]!r} choices with {OPTION_ARGS[clash[0]]}=, not block_options"
-        )
-    option_choices: dict[str, tuple] = {}
+        raise ConfigError(f"give {clash[0]!r} choices with {OPTION_ARGS[clash[0]]}=, not block_options")
+    choices: dict[str, tuple] = {}
     for cls in classes.values():
         for opt, defaults in cls.options.items():
-            if opt in option_choices:
+            if opt in choices:
                 if opt not in extra and opt not in OPTION_ARGS:  # union of defaults
-                    option_choices[opt] += tuple(
-                        d for d in defaults if d not in option_choices[opt]
-                    )
+                    choices[opt] += tuple(d for d in defaults if d not in choices[opt])
                 continue
             if opt in OPTION_ARGS:
                 arg = OPTION_ARGS[opt]
-                option_choices[opt] = _choices(arg, option_lists[arg], OPTION_CHECKS[opt])
+                choices[opt] = _choices(arg, args[arg], OPTION_CHECKS[opt])
             elif opt in extra:
-                option_choices[opt] = _choices(f"block_options[{opt!r}]", extra[opt], lambda v: v)
+                choices[opt] = _choices(f"block_options[{opt!r}]", extra[opt], lambda v: v)
             else:
-                option_choices[opt] = tuple(defaults)
-    for name, cls in classes.items():
-        min_width = cls.min_width
-        small = [w for ws in width_lists for w in ws if w < min_width]
-        if small:
-            raise ConfigError(f"block {name!r} needs width >= {min_width}; widths has {small[0]}")
-    return {
-        "shape": shape, "widths": width_lists, "strides": stride_list, "depth": (low, high),
-        "types": types, "attentions": atts, "options": option_choices,
-    }
+                choices[opt] = tuple(defaults)
+    return choices
+
+
+def skeleton(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``blocks`` space's arguments checked and normalised, cached per registry state.
+
+    Args:
+        args: The full arguments of :func:`blocks` (``SearchSpace.arguments()``); default
+            ``widths`` and ``strides`` are fitted to ``stages`` (:func:`adapt_to_stages`).
+
+    Returns:
+        ``{"shape", "widths", "strides", "depth", "types", "attentions", "options"}``.
+
+    Raises:
+        ConfigError, RegistryError: naming the bad argument.
+    """
+    key = (repr(sorted(args.items())), BLOCKS.version, ATTENTIONS.version, STEMS.version)
+    sk = _SKELETONS.get(key)
+    if sk is None:  # validate a skeleton once, not on every sample
+        if args["widths"] is _DEFAULT_WIDTHS and args["strides"] is _DEFAULT_STRIDES:
+            args = {**args, **dict(zip(("widths", "strides"), adapt_to_stages(
+                args["stages"], args["widths"], args["strides"]), strict=True))}
+        shape = _check_context(args)
+        plan = _stage_plan(args)
+        types = _choices("block_types", args["block_types"], lambda v: v)
+        classes = {name: BLOCKS.get(name) for name in types}
+        atts = _choices("attentions", args["attentions"], lambda v: v)
+        for a in atts:
+            ATTENTIONS.get(a)
+        for name, cls in classes.items():
+            small = [w for ws in plan["widths"] for w in ws if w < cls.min_width]
+            if small:
+                raise ConfigError(f"block {name!r} needs width >= {cls.min_width}; widths has {small[0]}")
+        sk = _SKELETONS[key] = {"shape": shape, **plan, "types": types, "attentions": atts,
+                                "options": _option_choices(classes, args)}
+    return sk
 
 
 # ---- the space --------------------------------------------------------------------------
 #: Validated skeletons by (arguments, registry versions): a re-registered block invalidates.
 _SKELETONS: dict[tuple, dict[str, Any]] = {}
+_DEFAULT_WIDTHS = ((8, 12, 16), (16, 24, 32), (32, 48, 64))
+_DEFAULT_STRIDES = (1, 2, 2)
 
 
 @register_space("blocks")
@@ -221,8 +261,8 @@ def blocks(
     stem: str = "conv3",
     stem_width: int = 8,
     stages: int = 3,
-    widths: Sequence[Sequence[int]] = ((8, 12, 16), (16, 24, 32), (32, 48, 64)),
-    strides: Sequence[int] = (1, 2, 2),
+    widths: Sequence[Sequence[int]] = _DEFAULT_WIDTHS,
+    strides: Sequence[int] = _DEFAULT_STRIDES,
     depth: Sequence[int] = (1, 3),
     block_types: Sequence[str] = BUILTIN_BLOCKS,
     kernels: Sequence[int] = (3, 5),
@@ -245,7 +285,8 @@ def blocks(
         num_classes: Outputs of the linear head.
         stem: Registered stem (``conv3`` or ``imagenet``).
         stem_width: Stem output channels.
-        stages: Number of stages.
+        stages: Number of stages. Given alone (no ``widths``/``strides``), the default
+            per-stage lists are fitted to it by :func:`adapt_to_stages`.
         widths: Per stage, the width choices.
         strides: Per stage, the stride of its first block.
         depth: ``(low, high)`` blocks per stage (dense: dense layers per stage).
@@ -257,17 +298,13 @@ def blocks(
     Returns:
         The network, or None when ``s.build`` is False.
     """
-    args = (
-        input_shape, num_classes, stem, stem_width, stages, widths, strides, depth, block_types,
-        attentions,
-        {"kernels": kernels, "expansions": expansions, "growths": growths,
-         "cardinalities": cardinalities, "variants": variants},
-        block_options,
-    )
-    key = (repr(args), BLOCKS.version, ATTENTIONS.version, STEMS.version)
-    sk = _SKELETONS.get(key)
-    if sk is None:  # validate a skeleton once, not on every sample
-        sk = _SKELETONS[key] = _skeleton(*args)
+    sk = skeleton({
+        "input_shape": input_shape, "num_classes": num_classes, "stem": stem,
+        "stem_width": stem_width, "stages": stages, "widths": widths, "strides": strides,
+        "depth": depth, "block_types": block_types, "attentions": attentions, "kernels": kernels,
+        "expansions": expansions, "growths": growths, "cardinalities": cardinalities,
+        "variants": variants, "block_options": block_options,
+    })
     plan = []
     for i in range(1, stages + 1):
         p = f"stage{i}."

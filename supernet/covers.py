@@ -97,11 +97,7 @@ def blocks_cover(space: SearchSpace) -> Iterator[Probe]:
     from cellblock.search_spaces.tags import candidate
 
     a = space.arguments()
-    sk = bs._skeleton(
-        a["input_shape"], a["num_classes"], a["stem"], a["stem_width"], a["stages"], a["widths"],
-        a["strides"], a["depth"], a["block_types"], a["attentions"],
-        {k: a[k] for k in bs.OPTION_ARGS.values()}, a.get("block_options"),
-    )
+    sk = bs.skeleton(a)
 
     def combos(name: str) -> list[dict[str, Any]]:
         opts = list(BLOCKS.get(name).options)

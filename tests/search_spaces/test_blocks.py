@@ -271,3 +271,22 @@ def test_block_registered_in_place_of_another_is_not_served_a_stale_skeleton():
         assert "stage1.mult" in arch and "stage1.kernel" not in arch
     finally:
         BLOCKS.unregister("test_swap")
+
+
+@pytest.mark.parametrize("stages", [1, 2, 4])
+def test_stages_alone_adapts_the_default_widths_and_strides(stages):
+    """Issue 16: ``--space-arg stages=N`` alone gives a valid skeleton (documented rule)."""
+    from cellblock.search_spaces.blocks_space import adapt_to_stages
+
+    space = SearchSpace("blocks", stages=stages, depth=[1, 2])
+    arch = space.sample(np.random.default_rng(0))
+    assert sum(k.endswith(".block") for k in arch) == stages
+    assert space.build(arch)(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    widths, strides = adapt_to_stages(4, ((8, 12), (16, 24), (32, 48)), (1, 2, 2))
+    assert widths[3] == (64, 96) and strides == [1, 2, 2, 2]
+    assert adapt_to_stages(1, ((8,), (16,)), (1, 2)) == ([(8,)], [1])
+
+
+def test_explicit_widths_of_the_wrong_length_are_still_an_error():
+    with pytest.raises(ConfigError, match="widths must be a list of 2 per-stage lists"):
+        SearchSpace("blocks", stages=2, widths=[[8], [16], [32]]).sample(np.random.default_rng(0))
