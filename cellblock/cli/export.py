@@ -13,7 +13,7 @@ from cellblock.core.errors import ConfigError
 # ---- command line ------------------------------------------------------------------------
 @command("export")
 def _add_export(sub: Any) -> None:
-    from cellblock.export.exporter import FORMATS
+    from cellblock.export.formats import FORMATS
 
     p = sub.add_parser("export", help="export architectures (JSON, PyTorch source, TorchScript, ONNX), verified")
     p.add_argument("run", nargs="?", help="run directory (or use --arch)")

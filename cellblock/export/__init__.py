@@ -1,31 +1,30 @@
 """Export: turning a chosen architecture into deployable artefacts, verified, and training it fully.
 
-Owns: :mod:`.exporter` (formats registry, selection of trials, writing JSON / PyTorch
-source / TorchScript / ONNX), :mod:`.verify` (export items, the reference network and
-round-trip checks in a clean interpreter), :mod:`.codegen` (plain-PyTorch source) and
-:mod:`.final_train` (``cellblock train``). May import: :mod:`cellblock.core`,
+Owns: :mod:`.formats` (the format registry), :mod:`.exporter` (selection of trials, writing
+JSON / PyTorch source / TorchScript / ONNX), :mod:`.verify` (export items, the reference
+network and round-trip checks in a clean interpreter), :mod:`.codegen` (plain-PyTorch
+source) and :mod:`.final_train` (``cellblock train``). May import: :mod:`cellblock.core`,
 :mod:`cellblock.data`, :mod:`cellblock.records`, :mod:`cellblock.pareto`,
-:mod:`cellblock.run` and the plugin packages.
+:mod:`cellblock.run` and the plugin packages. The names below are imported on first use,
+so ``import cellblock.export.formats`` stays light (no torch).
 """
 
 from __future__ import annotations
 
-from cellblock.export.exporter import (
-    FORMATS,
-    export_items,
-    item_from_arch_file,
-    items_from_run,
-    register_format,
-    select_trials,
-)
-from cellblock.export.verify import ExportItem
+import importlib
+from typing import Any
 
-__all__ = [
-    "FORMATS",
-    "ExportItem",
-    "export_items",
-    "item_from_arch_file",
-    "items_from_run",
-    "register_format",
-    "select_trials",
-]
+_NAMES = {
+    "FORMATS": "formats", "register_format": "formats", "ExportItem": "verify",
+    "export_items": "exporter", "item_from_arch_file": "exporter", "items_from_run": "exporter",
+    "select_trials": "exporter",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module 'cellblock.export' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"cellblock.export.{_NAMES[name]}"), name)
+
+
+__all__ = sorted(_NAMES)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from cellblock.core.errors import CellblockError, ConfigError, ExportError
-from cellblock.core.registry import Registry
 from cellblock.export.codegen import generate_source
+from cellblock.export.formats import FORMATS, register_format
 from cellblock.export.verify import (
     ATOL,
     ExportItem,
@@ -53,13 +53,6 @@ from cellblock.export.verify import space_input_shape as space_input_shape  # re
 ONNX_OPSET = 17
 
 
-Exporter = Callable[[Reference, Path], dict[str, Any]]
-FORMATS: Registry[Exporter] = Registry("export format")
-
-
-def register_format(name: str) -> Callable[[Exporter], Exporter]:
-    """Decorator registering ``fn(reference, out_dir) -> result dict`` as a format."""
-    return FORMATS.register(name)  # type: ignore[return-value]
 
 
 # ---- selection ---------------------------------------------------------------------------
