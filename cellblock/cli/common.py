@@ -53,3 +53,22 @@ def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]
     if getattr(args, "constraint", None):
         out["constraints"] = list(args.constraint)
     return out
+
+
+def show_config_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append ``(default: X)`` to the help of every option that is a config key.
+
+    The options default to None on the command line (a YAML file may set them), so the
+    defaults shown are the config's own (:data:`cellblock.run.config.FIELDS`).
+    """
+    from cellblock.run.config import FIELDS
+
+    for action in parser._actions:
+        spec = FIELDS.get(action.dest)
+        if (spec is None or spec.default is None or action.help in (None, argparse.SUPPRESS)
+                or "default" in action.help):
+            continue
+        default = spec.default
+        if isinstance(default, list):
+            default = ",".join(map(str, default)) or "none"
+        action.help += f" (default: {default})"

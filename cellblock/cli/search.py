@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from cellblock.cli.common import _key_value, _overrides, command
+from cellblock.cli.common import _key_value, _overrides, command, show_config_defaults
 
 SEARCH_OPTIONS = (
     "space", "strategy", "evaluator", "table", "metric", "supernet", "trials", "epochs", "batch_size", "lr", "dataset",
@@ -62,10 +62,11 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                    help="torch threads per trial")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_search)
+    show_config_defaults(p)
 
 
 def _search(args: argparse.Namespace) -> int:
-    from cellblock.pareto.results import load_run, summary
+    from cellblock.pareto.results import load_run, next_steps, summary
     from cellblock.run import config as config_mod
     from cellblock.run.runner import Runner, prepare
 
@@ -76,6 +77,8 @@ def _search(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     Runner(prepared, progress=not args.no_progress).run()
     wall = time.perf_counter() - t0
-    print(summary(load_run(prepared.run_dir)))
+    data = load_run(prepared.run_dir)
+    print(summary(data))
     print(f"wall time of this invocation: {wall:.1f} s")
+    print(next_steps(data))
     return 0

@@ -5,6 +5,7 @@ Everything here is derived from ``trials.jsonl`` (and the saved ``config.yaml``)
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,14 +126,44 @@ def format_table(trials: Sequence[Trial], limit: int | None = None) -> str:
     return "\n".join(lines)
 
 
+def busy_seconds(trials: Sequence[Trial]) -> float:
+    """Seconds during which at least one trial ran (the union of their start-end intervals).
+
+    Idle gaps, such as the time between two invocations of an extended run, do not count.
+    """
+    spans = sorted((t.start_t, t.end_t) for t in trials if t.start_t is not None and t.end_t is not None)
+    total, cur_start, cur_end = 0.0, None, None
+    for start, end in spans:
+        if cur_end is None or start > cur_end:
+            if cur_end is not None:
+                total += cur_end - cur_start
+            cur_start, cur_end = start, end
+        else:
+            cur_end = max(cur_end, end)
+    if cur_end is not None:
+        total += cur_end - cur_start
+    return total
+
+
+def next_steps(data: RunData) -> str:
+    """Where the derived files are, and the commands a user runs next."""
+    run = shlex.quote(str(data.run_dir))
+    lines = [f"report: {data.run_dir / 'report.html'}   plot: {data.run_dir / 'pareto.png'}", "next:",
+             f"  cellblock show {run}                      # this summary again",
+             f"  cellblock export {run} --knee --out export/  # the knee architecture, verified"]
+    front = data.pareto
+    if front:
+        lines.append(f"  cellblock train {run} --trial {front[0].number} --epochs 30   "
+                     "# train the most accurate front trial fully; export then uses its weights")
+    return "\n".join(lines)
+
+
 def summary(data: RunData) -> str:
     """A short text summary of a run and its Pareto table."""
     counts = {s: sum(t.status == s for t in data.trials) for s in (COMPLETE, FAILED, INFEASIBLE, PRUNED, RUNNING)}
     accs = [t.value("accuracy") for t in data.trials if t.feasible_complete]
     accs = [a for a in accs if a is not None]
-    starts = [t.start_t for t in data.trials if t.start_t]
-    ends = [t.end_t for t in data.trials if t.end_t]
-    span = (max(ends) - min(starts)) if starts and ends else 0.0
+    span = busy_seconds(data.trials)
     front = data.pareto
     cfg = data.config
     lines = [
@@ -141,7 +172,7 @@ def summary(data: RunData) -> str:
         f"objectives: {', '.join(o.name for o in data.objectives)}",
         f"trials: {len(data.trials)} ({counts[COMPLETE]} complete, {counts[FAILED]} failed, "
         f"{counts[INFEASIBLE]} infeasible, {counts[PRUNED]} stopped early, {counts[RUNNING]} in flight)  "
-        f"trial time span: {span:.1f} s",
+        f"time with trials running: {span:.1f} s",
         f"best validation accuracy: {max(accs):.4f}" if accs else "best validation accuracy: -",
         f"Pareto front ({len(front)} trials):",
         format_table(front) if front else "(empty: no completed, feasible trial)",

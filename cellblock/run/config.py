@@ -7,6 +7,7 @@ key and what is allowed.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -174,7 +175,9 @@ def resolve(*layers: Mapping[str, Any]) -> dict[str, Any]:
     for layer in layers:
         for key, value in layer.items():
             if key not in FIELDS:
-                raise ConfigError(f"unknown config key {key!r}; allowed: {', '.join(FIELDS)}")
+                close = difflib.get_close_matches(str(key), list(FIELDS), n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ConfigError(f"unknown config key {key!r}; {hint}allowed: {', '.join(FIELDS)}")
             merged[key] = value
     resolved = {k: _check(k, v) for k, v in merged.items()}
     for key in ("space_args", "strategy_args"):
@@ -183,9 +186,14 @@ def resolve(*layers: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def default_run_dir(cfg: Mapping[str, Any]) -> Path:
-    """``results/runs/<space>-<dataset>-<strategy>-seed<seed>`` (names made path-safe)."""
-    parts = [cfg["space"], Path(cfg["dataset"]).stem or cfg["dataset"], cfg["strategy"]]
-    name = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p.rpartition(":")[2] or p) for p in parts)
+    """``results/runs/<space>-<dataset>-<strategy>-seed<seed>``, made path-safe.
+
+    A custom space ``file.py:function`` is named by its function; the strategy keeps its
+    full name (``optuna:nsga2`` -> ``optuna_nsga2``), so no two strategies share a folder.
+    """
+    space = cfg["space"].rpartition(":")[2] or cfg["space"]
+    parts = [space, Path(cfg["dataset"]).stem or cfg["dataset"], cfg["strategy"]]
+    name = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p) for p in parts)
     return Path("results") / "runs" / f"{name}-seed{cfg['seed']}"
 
 
