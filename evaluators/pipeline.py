@@ -80,7 +80,7 @@ class Pipeline:
         wanted = {o.name for o in self.objectives} | {c.metric for c in self.constraints}
         self.measure_latency = "latency_ms" in wanted
         self.provided = sorted(n for n in wanted if n in METRIC_PROVIDERS)
-        self.input_shape = tuple(ctx.space.kwargs.get("input_shape") or ctx.data.input_shape)
+        self.input_shape = ctx.space.input_shape
         #: The metrics known before the evaluator runs (costs, cheap metrics, latency) of the
         #: candidate being evaluated, for evaluators that report them early (Ray schedulers).
         self.cheap_metrics: dict[str, Any] = {}

@@ -245,7 +245,7 @@ def proxy_metric(name: str, model: nn.Module, ctx: EvalContext) -> float:
             x, y = proxy_batch(ctx)
             scores[name] = proxy(model, x, y)
         else:
-            shape = ctx.space.kwargs.get("input_shape") or ctx.data.input_shape
+            shape = ctx.space.input_shape
             scores[name] = proxy(model, input_shape=shape, device=ctx.device)
     return scores[name]
 

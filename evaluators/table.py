@@ -179,20 +179,6 @@ def space_arguments(space: SearchSpace) -> dict[str, Any]:
     return space.arguments()
 
 
-def space_input_shape(space: SearchSpace) -> tuple[int, ...]:
-    """``input_shape`` of ``space`` (its argument or its function's default).
-
-    Raises:
-        ConfigError: if neither is given.
-    """
-    shape = space_arguments(space).get("input_shape")
-    if shape is None:
-        raise ConfigError(
-            f"space {space.name!r} has no input_shape; give it with --space-arg input_shape=[3,32,32]"
-        )
-    return tuple(int(x) for x in shape)
-
-
 def _source_digest(fn: Callable[..., Any]) -> str:
     module = sys.modules.get(getattr(fn, "__module__", ""), None)
     try:
@@ -262,7 +248,7 @@ class CostCache:
         self.rep_fn: CostRepFn | None = None
         if representatives and space.name in COST_REPRESENTATIVES:
             self.rep_fn = COST_REPRESENTATIVES.get(space.name)
-        self.input_shape = tuple(input_shape) if input_shape is not None else space_input_shape(space)
+        self.input_shape = tuple(input_shape) if input_shape is not None else space.input_shape
         folder = Path(directory) if directory is not None else default_cache_dir() / "costs"
         self.path = folder / f"{space.name}-{space_cost_key(space, self.input_shape)}.json"
         self.costs: dict[str, dict[str, int]] = {}
@@ -421,6 +407,5 @@ __all__ = [
     "register_table_key",
     "space_arguments",
     "space_cost_key",
-    "space_input_shape",
     "table_key_fn",
 ]

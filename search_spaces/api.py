@@ -190,6 +190,19 @@ class SearchSpace:
         args.update(self.kwargs)
         return args
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` of one input: the ``input_shape`` argument, else the function's default.
+
+        Raises:
+            ConfigError: if the space has neither.
+        """
+        shape = self.arguments().get("input_shape")
+        if shape is None:
+            raise ConfigError(f"space {self.name!r} has no input_shape; give it with "
+                              "--space-arg input_shape=[3,32,32]")
+        return tuple(int(v) for v in shape)
+
     def spec(self) -> dict[str, Any]:
         """JSON-able description from which a worker rebuilds the space."""
         return {"ref": self.ref, "kwargs": self.kwargs}

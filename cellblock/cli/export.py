@@ -28,28 +28,36 @@ def _add_export(sub: Any) -> None:
     p.add_argument("--space", help="space of --arch (name, module:function or file.py:function)")
     p.add_argument("--space-arg", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="skeleton option of --space, repeatable (YAML values)")
-    p.add_argument("--format", default="json,pytorch,torchscript,onnx",
-                   help="comma-separated formats: " + ", ".join(FORMATS.names()))
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--format", help="comma-separated formats of " + ", ".join(FORMATS.names())
+                   + " (default: every one whose packages are installed; onnx needs "
+                   "pip install 'cellblock[onnx]')")
+    p.add_argument("--out", required=True, help="output directory (new or empty; see --force)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out as a whole")
     p.set_defaults(func=_export)
 
 
 def _export(args: Any) -> int:
     from cellblock.export.exporter import (
-        FORMATS,
         export_items,
         item_from_arch_file,
         items_from_run,
         parse_filters,
         select_trials,
     )
+    from cellblock.export.formats import FORMATS, available_formats, check_formats
     from cellblock.pareto.results import load_run
 
-    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    if args.format is None:
+        formats = available_formats()
+        skipped = sorted(set(FORMATS.names()) - set(formats))
+        if skipped:
+            print(f"note: skipping {', '.join(skipped)} (not installed: pip install "
+                  "'cellblock[onnx]', or choose with --format)")
+    else:
+        formats = [f.strip() for f in args.format.split(",") if f.strip()]
     if not formats:
         raise ConfigError("--format is empty; give e.g. json,pytorch,torchscript,onnx")
-    for f in formats:
-        FORMATS.get(f)
+    check_formats(formats)
     filters = parse_filters(args.max_latency_ms, args.max_macs, args.max_params)
     if args.arch:
         if args.run or args.trial is not None or args.pareto or args.knee or filters:
@@ -61,11 +69,18 @@ def _export(args: Any) -> int:
         data = load_run(args.run)
         trials = select_trials(data, trial=args.trial, pareto=args.pareto, knee=args.knee, filters=filters)
         items = items_from_run(args.run, trials)
+    print(f"exporting {len(items)} architecture(s) as {', '.join(formats)} to {args.out}, each "
+          "verified by a round trip in a clean interpreter...", flush=True)
     try:
-        report = export_items(items, args.out, formats)
+        report = export_items(items, args.out, formats, force=args.force)
     finally:
         _print_report(Path(args.out) / "roundtrip.json")
     print(f"all round trips passed; written to {args.out} ({len(report['exports'])} architecture(s))")
+    untrained = [e for e in report["exports"]
+                 if e.get("trial") is not None and str(e["weights"]).startswith("untrained")]
+    for e in untrained:
+        print(f"note: {e['label']} has search-time weights only ({e['weights']}); for trained ones run "
+              f"'cellblock train {args.run} --trial {e['trial']} --epochs 30', then export again")
     return 0
 
 

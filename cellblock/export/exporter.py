@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,7 +38,7 @@ from torch import nn
 
 from cellblock.core.errors import CellblockError, ConfigError, ExportError
 from cellblock.export.codegen import generate_source
-from cellblock.export.formats import FORMATS, register_format
+from cellblock.export.formats import FORMATS, check_formats, register_format
 from cellblock.export.verify import (
     ATOL,
     ExportItem,
@@ -48,7 +51,6 @@ from cellblock.export.verify import (
 from cellblock.export.verify import CHECK_BATCH as CHECK_BATCH  # re-exported
 from cellblock.export.verify import CHECK_SCRIPT as CHECK_SCRIPT  # re-exported
 from cellblock.export.verify import fresh_weights as fresh_weights  # re-exported
-from cellblock.export.verify import space_input_shape as space_input_shape  # re-exported
 
 ONNX_OPSET = 17
 
@@ -244,7 +246,7 @@ def export_torchscript(ref: Reference, out_dir: Path) -> dict[str, Any]:
     return result
 
 
-@register_format("onnx")
+@register_format("onnx", requires=("onnx", "onnxruntime"), extra="onnx")
 def export_onnx(ref: Reference, out_dir: Path) -> dict[str, Any]:
     """``model.onnx`` (opset 17, dynamic batch, BN not folded); onnx.checker + onnxruntime."""
     import onnx
@@ -294,16 +296,58 @@ def _failures(fmt: str, result: Mapping[str, Any]) -> list[str]:
     return [f"{fmt}: {k}" for k in bad]
 
 
-def export_items(items: Sequence[ExportItem], out: str | Path, formats: Sequence[str]) -> dict[str, Any]:
+def export_items(items: Sequence[ExportItem], out: str | Path, formats: Sequence[str],
+                 force: bool = False) -> dict[str, Any]:
     """Export and verify every item in every format; write ``out/roundtrip.json``.
 
+    The export is built in a temporary sibling directory and renamed to ``out`` at the end,
+    so ``out`` never mixes the files of two exports (nor holds a half-written one).
+
+    Args:
+        items: What to export.
+        out: The output directory: absent or empty, or replaced as a whole with ``force``.
+        formats: Format names (checked, with their packages, before anything is written).
+        force: Replace a non-empty ``out``.
+
     Raises:
-        ExportError: if any round trip does not match (after writing roundtrip.json).
+        ConfigError: for an unknown format, a missing package, or a non-empty ``out``
+            without ``force`` (nothing is written).
+        ExportError: if any round trip does not match (after writing the export and
+            ``roundtrip.json``).
     """
-    for f in formats:
-        FORMATS.get(f)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_formats(formats)
+    final = Path(out)
+    if final.exists() and not final.is_dir():
+        raise ConfigError(f"--out {str(final)!r} is a file; give a directory")
+    if final.is_dir() and any(final.iterdir()) and not force:
+        raise ConfigError(f"--out {str(final)!r} is not empty (an earlier export?); choose a new "
+                          "directory, or pass --force to replace it")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        report, problems = _export_into(items, out, formats)
+        _replace_dir(out, final)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    if problems:
+        raise ExportError(f"round trip failed ({'; '.join(problems)}); details in {final / 'roundtrip.json'}")
+    return report
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Put directory ``new`` at ``final`` (an old ``final`` is moved aside, then removed)."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _export_into(items: Sequence[ExportItem], out: Path, formats: Sequence[str]
+                 ) -> tuple[dict[str, Any], list[str]]:
+    """Write every item in every format under ``out``; the report and the problems found."""
     report: dict[str, Any] = {"atol": ATOL, "torch": torch.__version__, "exports": []}
     problems: list[str] = []
     for item in items:
@@ -327,6 +371,4 @@ def export_items(items: Sequence[ExportItem], out: str | Path, formats: Sequence
         report["exports"].append(entry)
     report["ok"] = not problems
     (out / "roundtrip.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    if problems:
-        raise ExportError(f"round trip failed ({'; '.join(problems)}); details in {out / 'roundtrip.json'}")
-    return report
+    return report, problems

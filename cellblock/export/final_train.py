@@ -123,7 +123,7 @@ def final_train(
     )
     model = model.cpu().eval()
     test_acc = evaluate_accuracy(model, data.x_test, data.y_test, train_cfg.eval_batch_size, "cpu")
-    input_shape = tuple(space.kwargs["input_shape"])
+    input_shape = space.input_shape
     metrics = {
         "identity": identity, "trial": trial, "arch_id": t.arch_id, "arch": t.arch,
         "epochs": epochs, "val_accuracy": result["accuracy"], "test_accuracy": test_acc,

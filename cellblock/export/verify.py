@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cellblock.core.errors import ConfigError, ExportError
+from cellblock.core.errors import ExportError
 
 #: Max abs difference allowed between original and exported outputs (fp32, eval mode).
 ATOL = 1e-5
@@ -82,30 +82,13 @@ def fresh_weights(model: nn.Module, input_shape: Sequence[int], seed: int) -> No
         bn.momentum = 0.1
 
 
-def space_input_shape(space: Any) -> tuple[int, ...]:
-    """``input_shape`` of a space: its argument, else the space function's default.
-
-    Raises:
-        ConfigError: if neither exists.
-    """
-    import inspect
-
-    shape = space.kwargs.get("input_shape")
-    if shape is None:
-        param = inspect.signature(space.fn).parameters.get("input_shape")
-        shape = None if param is None or param.default is param.empty else param.default
-    if shape is None:
-        raise ConfigError(f"space {space.name!r} has no input_shape; pass --space-arg input_shape=[C,H,W]")
-    return tuple(int(v) for v in shape)
-
-
 def make_reference(item: ExportItem) -> Reference:
     """Build ``item``'s network with its weights; measure params, MACs and outputs."""
     from cellblock.evaluators.cost import count_macs, count_params
 
     torch.manual_seed(item.seed)
     model = item.space.build(item.arch)
-    input_shape = space_input_shape(item.space)
+    input_shape = item.space.input_shape
     if item.weights is not None:
         state = torch.load(item.weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

@@ -114,3 +114,43 @@ def test_arch_file_export_and_mismatch_is_an_error(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="outputs_ok"):
         export_items([item], tmp_path / "bad", ["pytorch"])
     assert json.loads((tmp_path / "bad" / "roundtrip.json").read_text())["ok"] is False
+
+
+def test_reexport_after_train_is_refused_then_replaces_the_directory_whole(run_dir, tmp_path, capsys):
+    """Issue 16: a second export into a used directory never mixes files, and picks up the
+    weights that ``cellblock train`` wrote in between."""
+    from cellblock.export.final_train import final_train, weights_path
+
+    out = tmp_path / "exp"
+    assert main(["export", str(run_dir), "--trial", "1", "--format", "json,pytorch", "--out", str(out)]) == 0
+    stale = out / "left_over.txt"
+    stale.write_text("from an earlier export")
+    first = json.loads((out / "roundtrip.json").read_text())
+    assert first["exports"][0]["weights"].startswith("untrained")
+    assert "cellblock train" in capsys.readouterr().out  # tells how to get trained weights
+    final_train(run_dir, 1, 1, device="cpu", log=lambda s: None)
+    assert weights_path(run_dir, 1).is_file()
+    argv = ["export", str(run_dir), "--trial", "1", "--format", "json,pytorch", "--out", str(out)]
+    assert main(argv) == 2
+    assert "not empty" in capsys.readouterr().err and stale.exists()  # refused: nothing touched
+    assert main(argv + ["--force"]) == 0
+    second = json.loads((out / "roundtrip.json").read_text())
+    assert second["ok"] and second["exports"][0]["weights"].startswith("trained")
+    assert not stale.exists()  # the old directory was replaced as a whole
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exp.")]  # no temp dirs left
+
+
+def test_format_with_missing_package_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys, monkeypatch):
+    from cellblock.export import formats
+
+    monkeypatch.setitem(formats.REQUIRES, "onnx", (("no_such_package_cellblock",), "onnx"))
+    out = tmp_path / "o"
+    assert main(["export", str(run_dir), "--trial", "0", "--format", "onnx", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'cellblock[onnx]'" in err
+    assert not out.exists()
+    # by default, formats whose packages are missing are skipped with a note
+    assert main(["export", str(run_dir), "--trial", "0", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "skipping onnx" in text
+    assert "onnx" not in json.loads((out / "roundtrip.json").read_text())["exports"][0]["formats"]
