@@ -83,6 +83,13 @@ class Strategy(ABC):
             self.tell(trial)
         self.rng = np.random.default_rng([self.seed, self.n_told])
 
+    @classmethod
+    def options(cls) -> list[str]:
+        """Names of the options ``make_strategy`` accepts (the constructor's own arguments)."""
+        params = inspect.signature(cls.__init__).parameters
+        return [p for p, v in params.items() if p not in ("self", "space", "objectives", "seed")
+                and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)]
+
     # ---- helpers -------------------------------------------------------------------------
     def fitness(self, trials: Sequence[Trial]) -> np.ndarray:
         """(n, m) objective values to minimise; failed or infeasible trials are ``inf`` rows."""
@@ -119,8 +126,7 @@ def make_strategy(
     """
     cls = STRATEGIES.get(name)
     options = dict(options or {})
-    params = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in params if p not in ("self", "space", "objectives", "seed")]
+    accepted = cls.options()
     for key in options:
         if key not in accepted:
             raise ConfigError(

@@ -274,6 +274,11 @@ class OptunaStrategy(Strategy):
         self._study: optuna.Study | None = None
         self._handles: dict[int, optuna.Trial] = {}
 
+    @classmethod
+    def options(cls) -> list[str]:
+        """The strategy's own options, then the sampler's."""
+        return [*_OWN_OPTIONS, *SAMPLERS[cls.sampler_name].params()]
+
     # ---- run options ------------------------------------------------------------------------
     @classmethod
     def run_options(cls, config: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -480,21 +485,10 @@ class OptunaStrategy(Strategy):
 
 
 def _register_sampler(name: str, spec: SamplerSpec) -> type[OptunaStrategy]:
-    """Register ``optuna:<name>`` as a subclass whose signature lists the sampler's options."""
+    """Register ``optuna:<name>``: a subclass bound to the sampler (its options: :meth:`options`)."""
     cls = type(f"Optuna_{name.replace('-', '_')}", (OptunaStrategy,),
                {"sampler_name": name, "__doc__": f"Optuna's {spec.cls.__name__} ({name})."})
 
-    def __init__(self: OptunaStrategy, *args: Any, **kwargs: Any) -> None:
-        OptunaStrategy.__init__(self, *args, **kwargs)
-
-    base = inspect.signature(OptunaStrategy.__init__).parameters
-    own = [p for p in base.values() if p.kind is not p.VAR_KEYWORD]
-    sampler_params = inspect.signature(spec.cls.__init__).parameters
-    extra = [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY,
-                               default=spec.defaults.get(p, sampler_params[p].default))
-             for p in spec.params()]
-    __init__.__signature__ = inspect.Signature(own + extra)  # type: ignore[attr-defined]
-    cls.__init__ = __init__  # type: ignore[misc]
     return STRATEGIES.register(f"optuna:{name}")(cls)  # type: ignore[return-value]
 
 
