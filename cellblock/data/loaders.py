@@ -62,7 +62,7 @@ def _build(
 ) -> Dataset:
     """Assemble a :class:`Dataset` from float images in [0, 1]-ish range and labels."""
     if splits is None:
-        raise DataError(f"dataset {name!r} has no split; this is a bug in cellblock.data")
+        raise ValueError(f"dataset {name!r} was assembled without a split (a bug in its loader)")
     tr, va, te = (torch.as_tensor(s, dtype=torch.long) for s in splits)
     if x_test is None or y_test is None:
         x_test, y_test = x[te], y[te]
