@@ -50,8 +50,12 @@ def final_train(
     device: str | None = None,
     checkpoint_every: int = 1,
     log: Any = print,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train trial ``trial`` of a run for ``epochs``; resume from ``out``'s checkpoint if any.
+
+    Args:
+        progress: Show a progress bar (epochs, loss, elapsed time and ETA) on stderr.
 
     Returns:
         The metrics written to ``metrics.json`` (``test_accuracy``, ``val_accuracy``...).
@@ -110,17 +114,30 @@ def final_train(
     if resume:
         log(f"resuming from {ckpt_path} after epoch {resume['state']['epoch']}/{epochs}")
     t0 = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=epochs, initial=resume["state"]["epoch"] if resume else 0, unit="epoch",
+               desc=f"train trial {trial}", disable=not progress, dynamic_ncols=True)
 
     def checkpoint(state: dict[str, Any]) -> None:
+        bar.update(state["epoch"] - bar.n)
+        bar.set_postfix(loss=f"{state['final_loss']:.4f}")
         if state["epoch"] % checkpoint_every and state["epoch"] != epochs:
             return
         elapsed = before_s + time.perf_counter() - t0
         atomic_save({"identity": identity, "state": state, "train_s": elapsed}, ckpt_path)
-        log(f"checkpoint: epoch {state['epoch']}/{epochs} saved (loss {state['final_loss']:.4f})")
+        message = f"checkpoint: epoch {state['epoch']}/{epochs} saved (loss {state['final_loss']:.4f})"
+        if progress:
+            bar.write(message)
+        else:
+            log(message)
 
-    result = train_and_evaluate(
-        model, data, train_cfg, on_epoch_end=checkpoint, resume=resume["state"] if resume else None
-    )
+    try:
+        result = train_and_evaluate(
+            model, data, train_cfg, on_epoch_end=checkpoint, resume=resume["state"] if resume else None
+        )
+    finally:
+        bar.close()
     model = model.cpu().eval()
     test_acc = evaluate_accuracy(model, data.x_test, data.y_test, train_cfg.eval_batch_size, "cpu")
     input_shape = space.input_shape
