@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
@@ -53,14 +54,11 @@ def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
 
 
 def set_threads(cfg: Mapping[str, Any]) -> None:
-    """Apply ``threads_per_trial`` (1 by default when trials run concurrently)."""
-    import torch
+    """Apply the run's fixed thread count, if any (see :mod:`cellblock.threads`; the
+    pipeline sets each trial's own count from its size)."""
+    from cellblock.threads import apply_threads, threads_for
 
-    threads = cfg.get("threads_per_trial")
-    if threads is None and cfg.get("concurrency", 1) > 1:
-        threads = 1
-    if threads is not None:
-        torch.set_num_threads(int(threads))
+    apply_threads(threads_for(cfg))
 
 
 class Backend(ABC):
@@ -161,9 +159,12 @@ def _no_scheduler(cfg: Mapping[str, Any], backend: str) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(cfg: Mapping[str, Any]) -> None:
+def _init_worker(cfg: Mapping[str, Any], parent_pid: int | None = None) -> None:
     from cellblock.runner import build_components
+    from cellblock.signals import die_with_parent
 
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     set_threads(cfg)
     _WORKER["pipeline"] = build_components(cfg).pipeline
 
@@ -196,7 +197,7 @@ class ProcessBackend(Backend):
             max_workers=self.config["concurrency"],
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(dict(self.config),),
+            initargs=(dict(self.config), os.getpid()),
         )
 
     @property

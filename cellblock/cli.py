@@ -19,7 +19,7 @@ from cellblock.errors import CellblockError, ConfigError
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 
 # Modules that add sub-commands with ``@command``; imported when the parser is built.
-COMMAND_MODULES: tuple[str, ...] = ("cellblock.bench", "cellblock.export", "cellblock.final_train", "cellblock.report", "cellblock.supernet.cli")
+COMMAND_MODULES: tuple[str, ...] = ("cellblock.bench", "cellblock.export", "cellblock.final_train", "cellblock.report", "cellblock.supernet.cli", "cellblock.integrity")
 
 
 def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -64,7 +64,8 @@ SEARCH_OPTIONS = (
     "space", "strategy", "evaluator", "table", "metric", "supernet", "trials", "epochs", "batch_size", "lr", "dataset",
     "val_fraction", "data_dir", "download", "objectives", "device", "out", "seed", "storage",
     "backend", "address", "concurrency", "resources_per_trial", "scheduler", "threads_per_trial",
-    "grace_epochs", "reduction_factor",
+    "grace_epochs", "reduction_factor", "allow_changed_inputs", "remap_labels", "allow_unstable_latency",
+    "latency_max_spread",
 )
 
 
@@ -112,6 +113,14 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                    help="early stopping keeps the top 1/N at each rung (default 3)")
     p.add_argument("--threads-per-trial", dest="threads_per_trial", type=int,
                    help="torch threads per trial")
+    p.add_argument("--remap-labels", dest="remap_labels", action="store_const", const=True,
+                   help="map an .npz's non-contiguous labels to 0..K-1 (recorded) instead of refusing them")
+    p.add_argument("--allow-changed-inputs", dest="allow_changed_inputs", action="store_const", const=True,
+                   help="continue although the dataset, supernet, table or space file changed (recorded)")
+    p.add_argument("--latency-max-spread", dest="latency_max_spread", type=float, metavar="RATIO",
+                   help="latency p90/p10 above which it is re-measured, then marked unstable (default 2)")
+    p.add_argument("--allow-unstable-latency", dest="allow_unstable_latency", action="store_const",
+                   const=True, help="let trials with an unstable latency onto the Pareto front")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_search)
 
@@ -124,7 +133,11 @@ def _search(args: argparse.Namespace) -> int:
     layers = [config_mod.load_yaml(args.config)] if args.config else []
     cfg = config_mod.resolve(*layers, _overrides(args, SEARCH_OPTIONS))
     prepared = prepare(cfg)
+    from cellblock.threads import describe
+    from cellblock.threads import summary as threads_summary
+
     print(f"run directory: {prepared.run_dir}", file=sys.stderr)
+    print(threads_summary(describe(cfg)), file=sys.stderr)
     t0 = time.perf_counter()
     Runner(prepared, progress=not args.no_progress).run()
     wall = time.perf_counter() - t0
@@ -195,22 +208,74 @@ def build_parser() -> Parser:
     return parser
 
 
+#: OS errors that are the environment's, not a bug: one line and exit 2.
+USER_ERRNOS = ("EROFS", "ENOTDIR", "EISDIR", "ENOSPC", "EDQUOT", "EACCES", "EPERM", "ENOENT",
+               "EEXIST", "ENAMETOOLONG", "EMFILE", "ENFILE", "EIO", "ELOOP", "EXDEV")
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """One line for an OS error caused by the environment (None for anything else)."""
+    import errno
+    import os
+
+    name = errno.errorcode.get(exc.errno or 0, "")
+    if name not in USER_ERRNOS:
+        return None
+    where = f" {str(exc.filename)!r}" if exc.filename else ""
+    hints = {"EROFS": "the file system is read-only; choose a writable --out",
+             "ENOSPC": "the disk is full; free space or choose another --out",
+             "EDQUOT": "the disk quota is exceeded; free space or choose another --out",
+             "EACCES": "permission denied; choose a directory you can write or fix its permissions",
+             "EPERM": "operation not permitted; choose a directory you can write",
+             "ENOTDIR": "a part of the path is a file, not a directory; choose another path"}
+    return f"cannot access{where}: {os.strerror(exc.errno or 0)} ({name}); {hints.get(name, 'check the path')}"
+
+
+def _stdout_gone() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's exit flush is quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cellblock`` command; returns the exit code."""
+    from cellblock.signals import Terminated, install_sigterm
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         argv = ["--help"]
     parser = build_parser()
     args = parser.parse_args(argv)
+    install_sigterm()
     try:
         return int(args.func(args) or 0)
     except CellblockError as exc:
         message = " ".join(str(exc).split())
         print(f"cellblock: error: {message}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("cellblock: terminated (SIGTERM); what was finished is saved; run the same command "
+              "again to continue", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("cellblock: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _stdout_gone()
+        print("cellblock: error: the output pipe was closed before everything was written "
+              "(broken pipe)", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        print(f"cellblock: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -102,6 +102,7 @@ def load_dataset(
     seed: int = 0,
     image_size: int | tuple[int, int] | None = None,
     val_fraction: float | None = None,
+    remap_labels: bool = False,
 ) -> Dataset:
     """Load a built-in dataset by name, or custom data from a path.
 
@@ -118,6 +119,8 @@ def load_dataset(
         val_fraction: Validation fraction in ``(0, 1)``; None keeps the defaults
             (:data:`CUSTOM_VAL_FRACTION`, :data:`TORCHVISION_VAL_FRACTION` of the train set).
             The test split never changes (:data:`CUSTOM_TEST_FRACTION` or the official one).
+        remap_labels: Map an ``.npz``'s non-contiguous integer labels to ``0..K-1`` (sorted;
+            the original labels become ``class_names``) instead of refusing them.
 
     Raises:
         DataError: if the dataset is unknown, missing or malformed, or ``val_fraction``
@@ -130,7 +133,7 @@ def load_dataset(
     if path.suffix.lower() == ".npz" or path.is_file():
         if not path.is_file():
             raise DataError(f"dataset file {str(path)!r} does not exist; check the path")
-        return data_loaders.load_npz(path, seed, val_fraction)
+        return data_loaders.load_npz(path, seed, val_fraction, remap_labels)
     if path.is_dir():
         return data_loaders.load_image_folder(path, seed, image_size, val_fraction)
     raise DataError(

@@ -29,6 +29,7 @@ from cellblock.data import (
     stratified_split,
 )
 from cellblock.errors import DataError
+from cellblock.labels import check_labels, check_splits
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -71,6 +72,7 @@ def _build(
         )
     x_tr, x_va, x_te = _normalise(x[tr].float(), x[va].float(), x_test.float())
     n_cls = num_classes if num_classes is not None else int(max(y.max(), y_test.max())) + 1
+    check_splits(y.numpy(), splits[0], splits[1], n_cls, name)
     return Dataset(
         name=name,
         x_train=x_tr,
@@ -234,8 +236,13 @@ def _int_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
     return y
 
 
-def load_npz(path: Path, seed: int, val_fraction: float | None = None) -> Dataset:
-    """Custom data: an ``.npz`` with ``x`` (images) and ``y`` (integer labels)."""
+def load_npz(path: Path, seed: int, val_fraction: float | None = None,
+             remap_labels: bool = False) -> Dataset:
+    """Custom data: an ``.npz`` with ``x`` (images) and ``y`` (integer labels).
+
+    Labels must be ``0..K-1`` with K >= 2; ``remap_labels`` maps other integer labels to
+    ``0..K-1`` in sorted order (the originals become the class names).
+    """
     val = _val(val_fraction, CUSTOM_TEST_FRACTION, CUSTOM_VAL_FRACTION)
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -257,6 +264,7 @@ def load_npz(path: Path, seed: int, val_fraction: float | None = None) -> Datase
         raise DataError(f"{what} has no images; x must hold at least a few samples per class")
     labels = _int_labels(np.asarray(y), int(x.shape[0]), f"{what} y")
     images = _float_images(np.asarray(x), f"{what} x")
+    labels, class_names = check_labels(labels, f"{what} y", remap_labels)
     if layout == "NHW":
         images = images[:, None]
     elif layout == "NHWC":
@@ -264,7 +272,8 @@ def load_npz(path: Path, seed: int, val_fraction: float | None = None) -> Datase
     xt = torch.from_numpy(np.ascontiguousarray(images))
     yt = torch.from_numpy(labels)
     splits = stratified_split(labels, val, CUSTOM_TEST_FRACTION, seed, CUSTOM_VAL_FRACTION)
-    return _build(path.stem, xt, yt, splits, Augment(pad=max(1, xt.shape[-1] // 8)))
+    return _build(path.stem, xt, yt, splits, Augment(pad=max(1, xt.shape[-1] // 8)),
+                  class_names=class_names)
 
 
 def load_image_folder(

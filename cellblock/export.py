@@ -122,7 +122,7 @@ def select_trials(
         )
     if not (pareto or knee):
         return [max(pool, key=lambda t: (t.value("accuracy"), -t.number))]
-    front = pareto_trials(pool, data.objectives)
+    front = pareto_trials(pool, data.objectives, bool(data.config.get("allow_unstable_latency")))
     if knee:
         return [front[knee_point(objective_matrix(front, data.objectives))]]
     return front
@@ -137,7 +137,8 @@ def run_space(config: Mapping[str, Any], data: Any = None) -> Any:
     if "input_shape" not in kwargs or "num_classes" not in kwargs:
         if data is None:
             data = load_dataset(config["dataset"], config.get("data_dir"), False, seed=0,
-                                val_fraction=config.get("val_fraction"))
+                                val_fraction=config.get("val_fraction"),
+                                remap_labels=bool(config.get("remap_labels")))
         kwargs.setdefault("input_shape", tuple(data.input_shape))
         kwargs.setdefault("num_classes", data.num_classes)
     return SearchSpace(config["space"], **kwargs)

@@ -25,6 +25,7 @@ from cellblock.evaluators.cost import cost_metrics
 from cellblock.objectives import Constraint, Objective, total_violation
 from cellblock.records import COMPLETE, FAILED, INFEASIBLE
 from cellblock.registry import Registry
+from cellblock.threads import apply_threads, threads_for
 
 #: Metric name -> ``provider(model, ctx) -> value``: cheap metrics computed from the built,
 #: untrained network (zero-cost proxies register here), only when an objective or a
@@ -97,6 +98,10 @@ class Pipeline:
                 torch.manual_seed(seed)
                 model = self.ctx.space.build(arch)
             metrics.update(known if known is not None else cost_metrics(model, self.input_shape))
+            threads = threads_for(self.ctx.config, metrics.get("macs"))
+            apply_threads(threads)
+            if threads is not None:
+                metrics["threads"] = threads
             metrics.update({n: METRIC_PROVIDERS.get(n)(model, self.ctx) for n in self.provided})
             violation = self._violation(metrics)
             if violation > 0:
@@ -112,6 +117,7 @@ class Pipeline:
                         batch_size=cfg["latency_batch_size"],
                         device=self.ctx.device,
                         repeats=cfg["latency_repeats"],
+                        max_spread=cfg.get("latency_max_spread"),
                     )
                 )
                 violation = self._violation(metrics)

@@ -267,6 +267,29 @@ def evaluate_accuracy(
     return correct.item() / len(y)
 
 
+@torch.no_grad()
+def check_output_shape(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
+    """Run ``model`` on a small batch (eval mode, no grad) and check it gives
+    ``(batch, num_classes)`` logits.
+
+    Raises:
+        EvaluationError: one line naming the shape it gives and the one expected.
+    """
+    was_training = model.training
+    model.to(x.device).eval()
+    try:
+        out = model(x)
+    finally:
+        model.train(was_training)
+    shape = tuple(getattr(out, "shape", ()))
+    want = (len(x), num_classes)
+    if shape != want:
+        raise EvaluationError(
+            f"the network outputs shape {shape} for a batch of {len(x)}, expected {want} "
+            f"({num_classes} classes); check the space's head / num_classes"
+        )
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -305,8 +328,9 @@ def train_and_evaluate(
     """
     cfg.validate()
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
     x_train, y_train, x_val, y_val = device_tensors(data, device)
+    check_output_shape(model, x_train[:2], data.num_classes)
+    torch.manual_seed(cfg.seed)
     n = len(y_train)
     bs, steps_per_epoch, total_steps, warmup_steps = step_schedule(cfg, n)
 
