@@ -238,7 +238,7 @@ def _stdout_gone() -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # no real file descriptor behind stdout
         pass
 
 

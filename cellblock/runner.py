@@ -133,6 +133,9 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
     meta = read_run_meta(run_dir) if run_dir.is_dir() else RunMeta()
     _check_run_dir(run_dir, cfg, meta)
     inputs = input_fingerprint(cfg)
+    data = comps.pipeline.ctx.data
+    if cfg.get("remap_labels") and data is not None and data.class_names:
+        inputs["labels"] = {"name": "remapped", "original_labels": list(data.class_names)}
     changes = check_inputs(run_dir, meta.events, inputs, bool(cfg.get("allow_changed_inputs")))
     print_notices(meta)
     options = {**_run_options(cfg, run_dir), **cfg["strategy_args"]}
