@@ -115,13 +115,14 @@ def final_train(
             resume = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             if resume.get("identity") != identity:
                 raise RunError(f"{str(ckpt_path)!r} belongs to another training; pass a new --out")
-        return _train(model, data, space, train_cfg, t, cfg, identity, epochs, checkpoint_every,
+        return _train_locked(model, data, space, train_cfg, t, cfg, identity, epochs, checkpoint_every,
                       ckpt_path, out_dir, metrics_path, resume, trial, dev, log)
 
 
-def _train(model: Any, data: Any, space: Any, train_cfg: Any, t: Any, cfg: Mapping[str, Any],
-           identity: dict[str, Any], epochs: int, checkpoint_every: int, ckpt_path: Path,
-           out_dir: Path, metrics_path: Path, resume: Any, trial: int, dev: Any, log: Any) -> dict[str, Any]:
+def _train_locked(model: Any, data: Any, space: Any, train_cfg: Any, t: Any, cfg: Mapping[str, Any],
+                  identity: dict[str, Any], epochs: int, checkpoint_every: int, ckpt_path: Path,
+                  out_dir: Path, metrics_path: Path, resume: Any, trial: int, dev: Any,
+                  log: Any) -> dict[str, Any]:
     from cellblock.evaluators.cost import count_macs, count_params
     from cellblock.evaluators.training import evaluate_accuracy, train_and_evaluate
 

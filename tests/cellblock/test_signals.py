@@ -90,24 +90,39 @@ def test_sigterm_saves_and_exits_143(tmp_path):
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp") or p.name == ".cellblock.lock"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_process_workers_exit_with_their_driver(tmp_path, sig):
+def descendants(pid: int) -> list[int]:
+    """Live descendants of ``pid``."""
+    out, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+@pytest.mark.parametrize("backend, sig", [("process", signal.SIGKILL), ("process", signal.SIGTERM),
+                                          ("ray", signal.SIGKILL)])
+def test_workers_exit_with_their_driver(tmp_path, backend, sig):
+    if backend == "ray":
+        pytest.importorskip("ray")
     run = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(tmp_path, 8, 1.0, "--backend", "process", "--concurrency", "2"),
+    proc = subprocess.Popen(_cmd(tmp_path, 8, 1.0, "--backend", backend, "--concurrency", "2"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
     try:
-        _wait_for(run / "trials.jsonl", proc, b'"trial_start"', 2)
-        workers = children(proc.pid)
-        assert workers, "the process backend started no worker"
+        _wait_for(run / "trials.jsonl", proc, b'"trial_start"', 2, timeout=300)
+        workers = descendants(proc.pid)
+        assert workers, f"the {backend} backend started no worker"
         proc.send_signal(sig)
         proc.wait(timeout=120)
-        deadline = time.time() + 30
+        deadline = time.time() + 60
         while time.time() < deadline and any(alive(w) for w in workers):
             time.sleep(0.2)
         assert not [w for w in workers if alive(w)], "workers outlived the driver"
     finally:
-        for w in children(proc.pid):
-            os.kill(w, signal.SIGKILL)
+        for w in workers:
+            if alive(w):
+                os.kill(w, signal.SIGKILL)
 
 
 def test_a_kill_while_plotting_leaves_the_old_png_and_no_tmp(tmp_path, monkeypatch):
