@@ -64,6 +64,8 @@ class ExportItem:
     seed: int
     trial: Any = None  # records.Trial or None
     weights: Path | None = None  # trained state_dict, if any
+    #: Original label of each class index, when the run remapped its labels (--remap-labels).
+    class_labels: tuple[str, ...] = ()
 
 
 Exporter = Callable[[Reference, Path], dict[str, Any]]
@@ -148,16 +150,18 @@ def items_from_run(run_dir: str | Path, trials: Sequence[Any]) -> list[ExportIte
     """Export items of ``trials`` of a run (trained weights from ``cellblock train`` if present)."""
     from cellblock.evaluators.pipeline import trial_seed
     from cellblock.final_train import weights_path
+    from cellblock.integrity import remapped_labels
     from cellblock.results import load_run
 
     data = load_run(run_dir)
     space = run_space(data.config)
+    labels = remapped_labels(data.run_dir) if data.config.get("remap_labels") else ()
     items = []
     for t in trials:
         w = weights_path(data.run_dir, t.number)
         items.append(ExportItem(
             f"trial_{t.number}", dict(t.arch), space, trial_seed(data.config.get("seed", 0), t.arch_id),
-            t, w if w.is_file() else None,
+            t, w if w.is_file() else None, labels,
         ))
     return items
 
@@ -218,6 +222,8 @@ def export_json(ref: Reference, out_dir: Path) -> dict[str, Any]:
         "trial": item.trial.number if item.trial is not None else None,
         "metrics": _json_safe(item.trial.metrics) if item.trial is not None else {},
     }
+    if item.class_labels:  # class index -> the dataset's original label
+        doc["class_labels"] = list(item.class_labels)
     path = out_dir / "arch.json"
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     back = json.loads(path.read_text(encoding="utf-8"))

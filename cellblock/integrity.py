@@ -153,6 +153,15 @@ def _repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def remapped_labels(run_dir: str | Path) -> tuple[str, ...]:
+    """The original labels of a run that remapped its labels (class index order), or ()."""
+    for ev in reversed(read_events(Path(run_dir) / "trials.jsonl")):
+        labels = (ev.get("inputs") or {}).get("labels") if ev.get("event") == "run_start" else None
+        if labels:
+            return tuple(labels.get("original_labels") or ())
+    return ()
+
+
 def print_notices(meta: RunMeta) -> None:
     """Print the notices of :func:`read_run_meta` on stderr."""
     for n in meta.notices:

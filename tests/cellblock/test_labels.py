@@ -74,3 +74,11 @@ def test_remap_is_recorded_in_the_run(tmp_path):
     start = read_events(tmp_path / "run" / "trials.jsonl")[0]
     assert start["inputs"]["labels"]["original_labels"] == ["0", "7", "14"]
     assert start["config"]["remap_labels"] is True
+    import json
+
+    from cellblock.export import export_items, items_from_run, select_trials
+
+    items = items_from_run(tmp_path / "run", select_trials(cellblock.load_run(str(tmp_path / "run")), trial=0))
+    export_items(items, tmp_path / "exp", ["json"])
+    doc = json.loads(next((tmp_path / "exp").rglob("arch.json")).read_text())
+    assert doc["class_labels"] == ["0", "7", "14"] and doc["space_kwargs"]["num_classes"] == 3
