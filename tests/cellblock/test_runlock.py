@@ -104,3 +104,28 @@ def test_lock_in_process_names_holder_and_is_released(tmp_path):
                                                   "started": 0}))
     with run_dir_lock(tmp_path) as held:
         assert held.taken_over["pid"] == 2**22 + 12345
+
+
+def test_supernet_train_and_train_are_locked_too(tmp_path, capsys):
+    from cellblock.cli import main
+    from cellblock.final_train import final_train, train_dir
+    from cellblock.runlock import file_lock
+
+    ckpt = tmp_path / "sn.pt"
+    with file_lock(ckpt):
+        code = main(["supernet", "train", "--epochs", "1", "--out", str(ckpt), "--device", "cpu",
+                     "--space-arg", "stages=1", "--space-arg", "widths=[[4]]", "--space-arg", "strides=[1]"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{str(ckpt)!r} is in use by another cellblock process (pid {os.getpid()}" in err
+    assert not ckpt.exists()
+
+    import cellblock
+
+    run = tmp_path / "run"
+    (tmp_path / "sp.py").write_text(SLOW_SPACE)
+    cellblock.search(space=f"{tmp_path / 'sp.py'}:space", trials=1, epochs=1, out=str(run), device="cpu",
+                     objectives=["accuracy", "params"], strategy="random")
+    out = train_dir(run, 0)
+    out.mkdir(parents=True)
+    with RunLock(out / LOCK_NAME, "x"), pytest.raises(RunLockedError, match="training directory"):
+        final_train(run, 0, 1, device="cpu", log=lambda s: None)
