@@ -244,4 +244,17 @@ class ProcessBackend(Backend):
         return out
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        """Shut the pool down without ever hanging: trials still running (an interrupted
+        search: Ctrl-C, SIGTERM) are not waited for (their workers are stopped; the trials
+        re-run on resume), and idle workers that do not exit within 10 s are stopped."""
+        workers = list((getattr(self.pool, "_processes", None) or {}).values())
+        running = bool(self.futures)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers:
+            if running:
+                proc.terminate()
+        for proc in workers:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
