@@ -22,6 +22,7 @@ from torch import nn
 from cellblock.core.errors import EvaluationError
 from cellblock.core.objectives import Constraint, Objective, total_violation
 from cellblock.core.registry import Registry
+from cellblock.core.threads import apply_threads, threads_for
 from cellblock.evaluators.base import EvalContext, Evaluator
 from cellblock.evaluators.cost import cost_metrics
 from cellblock.records import COMPLETE, FAILED, INFEASIBLE
@@ -97,6 +98,10 @@ class Pipeline:
                 torch.manual_seed(seed)
                 model = self.ctx.space.build(arch)
             metrics.update(known if known is not None else cost_metrics(model, self.input_shape))
+            threads = threads_for(self.ctx.config, metrics.get("macs"))
+            apply_threads(threads)
+            if threads is not None:
+                metrics["threads"] = threads
             metrics.update({n: METRIC_PROVIDERS.get(n)(model, self.ctx) for n in self.provided})
             violation = self._violation(metrics)
             if violation > 0:
@@ -112,6 +117,7 @@ class Pipeline:
                         batch_size=cfg["latency_batch_size"],
                         device=self.ctx.device,
                         repeats=cfg["latency_repeats"],
+                        max_spread=cfg.get("latency_max_spread"),
                     )
                 )
                 violation = self._violation(metrics)

@@ -267,6 +267,22 @@ def evaluate_accuracy(
     return correct.item() / len(y)
 
 
+def check_logits(out: Any, batch: int, num_classes: int) -> None:
+    """Check that a network's output on a batch is ``(batch, num_classes)`` logits (done on
+    the first batch, before any training step).
+
+    Raises:
+        EvaluationError: one line naming the shape it gives and the one expected.
+    """
+    shape = tuple(getattr(out, "shape", ()))
+    want = (batch, num_classes)
+    if shape != want:
+        raise EvaluationError(
+            f"the network outputs shape {shape} for a batch of {batch}, expected {want} "
+            f"({num_classes} classes); check the space's head / num_classes"
+        )
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -339,6 +355,7 @@ def train_and_evaluate(
         torch.set_rng_state(resume["torch_rng"])
         step, epochs_run, final_loss = resume["step"], resume["epoch"], resume["final_loss"]
     start_step = step
+    shape_checked = False
     for epoch in range(epochs_run, cfg.epochs):
         if step >= total_steps:
             break
@@ -348,11 +365,12 @@ def train_and_evaluate(
         checked = done = 0
         batches = epoch_batches(x_train, y_train, data.augment, gen, optimizer, cfg, step, fmt)
         for i, xb, yb in batches:
-            if amp_dtype is not None:
-                with torch.autocast(device.type, dtype=amp_dtype):
-                    loss = loss_fn(model(xb), yb)
-            else:
-                loss = loss_fn(model(xb), yb)
+            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
+                out = model(xb)
+                if not shape_checked:  # before the first step: never a raw IndexError later
+                    check_logits(out, len(xb), data.num_classes)
+                    shape_checked = True
+                loss = loss_fn(out, yb)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()

@@ -40,6 +40,12 @@ class Strategy(ABC):
         seed: Seed of the strategy's random generator.
     """
 
+    #: A resume rebuilds the strategy by asking and telling it again as the log records
+    #: (:func:`cellblock.strategies.resume.fast_forward`): the resumed run then proposes what an
+    #: uninterrupted one would. False for strategies whose state lives elsewhere (Optuna's
+    #: storage): they are rebuilt by :meth:`replay`.
+    replays_by_asking: bool = True
+
     def __init__(self, space: SearchSpace, objectives: Sequence[Objective], seed: int = 0) -> None:
         self.space = space
         self.objectives = list(objectives)

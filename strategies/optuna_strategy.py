@@ -230,6 +230,8 @@ class OptunaStrategy(Strategy):
         **sampler_options: Options of the Optuna sampler (e.g. ``n_startup_trials``).
     """
 
+    replays_by_asking = False  # the study (trials, sampler state) lives in its storage
+
     sampler_name: ClassVar[str] = "tpe"
 
     def __init__(

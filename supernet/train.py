@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
@@ -63,14 +62,11 @@ def recipe_of(cfg: TrainConfig, sampling: str) -> dict[str, Any]:
 
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
     """Write ``payload`` atomically (temporary file in the same folder, fsync, rename)."""
+    from cellblock.core.fileio import atomic_save
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(dict(payload), fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_save(dict(payload), path)  # a failed or interrupted write leaves no temporary file
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

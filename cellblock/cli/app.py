@@ -17,7 +17,7 @@ from cellblock.core.errors import CellblockError
 #: Modules that add sub-commands with ``@command``, in ``--help`` order.
 COMMAND_MODULES: tuple[str, ...] = tuple(
     f"cellblock.cli.{name}"
-    for name in ("search", "show", "spaces", "report", "export", "train", "bench", "supernet")
+    for name in ("search", "show", "spaces", "report", "export", "train", "repair", "bench", "supernet")
 )
 
 
@@ -33,22 +33,74 @@ def build_parser() -> Parser:
     return parser
 
 
+#: OS errors that are the environment's, not a bug: one line and exit 2.
+USER_ERRNOS = ("EROFS", "ENOTDIR", "EISDIR", "ENOSPC", "EDQUOT", "EACCES", "EPERM", "ENOENT",
+               "EEXIST", "ENAMETOOLONG", "EMFILE", "ENFILE", "EIO", "ELOOP", "EXDEV")
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """One line for an OS error caused by the environment (None for anything else)."""
+    import errno
+    import os
+
+    name = errno.errorcode.get(exc.errno or 0, "")
+    if name not in USER_ERRNOS:
+        return None
+    where = f" {str(exc.filename)!r}" if exc.filename else ""
+    hints = {"EROFS": "the file system is read-only; choose a writable --out",
+             "ENOSPC": "the disk is full; free space or choose another --out",
+             "EDQUOT": "the disk quota is exceeded; free space or choose another --out",
+             "EACCES": "permission denied; choose a directory you can write or fix its permissions",
+             "EPERM": "operation not permitted; choose a directory you can write",
+             "ENOTDIR": "a part of the path is a file, not a directory; choose another path"}
+    return f"cannot access{where}: {os.strerror(exc.errno or 0)} ({name}); {hints.get(name, 'check the path')}"
+
+
+def _stdout_gone() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's exit flush is quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor behind stdout
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cellblock`` command; returns the exit code."""
+    from cellblock.core.signals import Terminated, install_sigterm
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         argv = ["--help"]
     parser = build_parser()
     args = parser.parse_args(argv)
+    install_sigterm()
     try:
         return int(args.func(args) or 0)
     except CellblockError as exc:
         message = " ".join(str(exc).split())
         print(f"cellblock: error: {message}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("cellblock: terminated (SIGTERM); what was finished is saved; run the same command "
+              "again to continue", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("cellblock: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _stdout_gone()
+        print("cellblock: error: the output pipe was closed before everything was written "
+              "(broken pipe)", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        print(f"cellblock: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

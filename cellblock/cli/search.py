@@ -12,7 +12,8 @@ SEARCH_OPTIONS = (
     "space", "strategy", "evaluator", "table", "metric", "supernet", "trials", "epochs", "batch_size", "lr", "dataset",
     "val_fraction", "data_dir", "download", "objectives", "device", "out", "seed", "storage",
     "backend", "address", "concurrency", "resources_per_trial", "scheduler", "threads_per_trial",
-    "grace_epochs", "reduction_factor",
+    "grace_epochs", "reduction_factor", "allow_changed_inputs", "remap_labels", "allow_unstable_latency",
+    "latency_max_spread",
 )
 
 
@@ -60,6 +61,14 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                    help="early stopping keeps the top 1/N at each rung (default 3)")
     p.add_argument("--threads-per-trial", dest="threads_per_trial", type=int,
                    help="torch threads per trial")
+    p.add_argument("--remap-labels", dest="remap_labels", action="store_const", const=True,
+                   help="map an .npz's non-contiguous labels to 0..K-1 (recorded) instead of refusing them")
+    p.add_argument("--allow-changed-inputs", dest="allow_changed_inputs", action="store_const", const=True,
+                   help="continue although the dataset, supernet, table or space file changed (recorded)")
+    p.add_argument("--latency-max-spread", dest="latency_max_spread", type=float, metavar="RATIO",
+                   help="latency p90/p10 above which it is re-measured, then marked unstable")
+    p.add_argument("--allow-unstable-latency", dest="allow_unstable_latency", action="store_const",
+                   const=True, help="let trials with an unstable latency onto the Pareto front")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_search)
     show_config_defaults(p)
@@ -73,7 +82,11 @@ def _search(args: argparse.Namespace) -> int:
     layers = [config_mod.load_yaml(args.config)] if args.config else []
     cfg = config_mod.resolve(*layers, _overrides(args, SEARCH_OPTIONS))
     prepared = prepare(cfg)
+    from cellblock.core.threads import describe
+    from cellblock.core.threads import summary as threads_summary
+
     print(f"run directory: {prepared.run_dir}", file=sys.stderr)
+    print(threads_summary(describe(cfg)), file=sys.stderr)
     t0 = time.perf_counter()
     Runner(prepared, progress=not args.no_progress).run()
     wall = time.perf_counter() - t0

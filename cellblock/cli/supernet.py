@@ -73,16 +73,7 @@ def _train(args: argparse.Namespace) -> int:
     from cellblock.data import load_dataset
     from cellblock.evaluators.training import TrainConfig
     from cellblock.search_spaces.api import SearchSpace
-    from cellblock.supernet.model import Supernet
     from cellblock.supernet.sampler import ARCH_SAMPLERS
-    from cellblock.supernet.train import (
-        RECIPE_KEYS,
-        check_space,
-        load_checkpoint,
-        recipe_of,
-        supernet_from_checkpoint,
-        train_supernet,
-    )
 
     ARCH_SAMPLERS.get(args.sampling)
     if args.checkpoint_every < 1:
@@ -97,6 +88,26 @@ def _train(args: argparse.Namespace) -> int:
     kwargs.setdefault("input_shape", tuple(data.input_shape))
     kwargs.setdefault("num_classes", data.num_classes)
     space = SearchSpace(args.space, **kwargs)
+    from cellblock.core.runlock import file_lock
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(args.out):  # one writer per checkpoint
+        return _train_locked(args, cfg, data, space, device)
+
+
+def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, device: Any) -> int:
+    from pathlib import Path
+
+    from cellblock.supernet.model import Supernet
+    from cellblock.supernet.train import (
+        RECIPE_KEYS,
+        check_space,
+        load_checkpoint,
+        recipe_of,
+        supernet_from_checkpoint,
+        train_supernet,
+    )
+
     resume = None
     if Path(args.out).exists():
         resume = load_checkpoint(args.out)

@@ -31,6 +31,7 @@ from cellblock.data.api import (
     detect_layout,
     stratified_split,
 )
+from cellblock.data.labels import check_labels, check_splits
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -73,6 +74,7 @@ def _build(
         )
     x_tr, x_va, x_te = _normalise(x[tr].float(), x[va].float(), x_test.float())
     n_cls = num_classes if num_classes is not None else int(max(y.max(), y_test.max())) + 1
+    check_splits(y.numpy(), splits[0], splits[1], n_cls, name)
     return Dataset(
         name=name,
         x_train=x_tr,
@@ -236,8 +238,13 @@ def _int_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
     return y
 
 
-def load_npz(path: Path, seed: int, val_fraction: float | None = None) -> Dataset:
-    """Custom data: an ``.npz`` with ``x`` (images) and ``y`` (integer labels)."""
+def load_npz(path: Path, seed: int, val_fraction: float | None = None,
+             remap_labels: bool = False) -> Dataset:
+    """Custom data: an ``.npz`` with ``x`` (images) and ``y`` (integer labels).
+
+    Labels must be ``0..K-1`` with K >= 2; ``remap_labels`` maps other integer labels to
+    ``0..K-1`` in sorted order (the originals become the class names).
+    """
     val = _val(val_fraction, CUSTOM_TEST_FRACTION, CUSTOM_VAL_FRACTION)
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -259,6 +266,7 @@ def load_npz(path: Path, seed: int, val_fraction: float | None = None) -> Datase
         raise DataError(f"{what} has no images; x must hold at least a few samples per class")
     labels = _int_labels(np.asarray(y), int(x.shape[0]), f"{what} y")
     images = _float_images(np.asarray(x), f"{what} x")
+    labels, class_names = check_labels(labels, f"{what} y", remap_labels)
     if layout == "NHW":
         images = images[:, None]
     elif layout == "NHWC":
@@ -266,7 +274,8 @@ def load_npz(path: Path, seed: int, val_fraction: float | None = None) -> Datase
     xt = torch.from_numpy(np.ascontiguousarray(images))
     yt = torch.from_numpy(labels)
     splits = stratified_split(labels, val, CUSTOM_TEST_FRACTION, seed, CUSTOM_VAL_FRACTION)
-    return _build(path.stem, xt, yt, splits, Augment(pad=max(1, xt.shape[-1] // 8)))
+    return _build(path.stem, xt, yt, splits, Augment(pad=max(1, xt.shape[-1] // 8)),
+                  class_names=class_names)
 
 
 def load_image_folder(
@@ -329,6 +338,7 @@ def load_dataset(
     seed: int = 0,
     image_size: int | tuple[int, int] | None = None,
     val_fraction: float | None = None,
+    remap_labels: bool = False,
 ) -> Dataset:
     """Load a built-in dataset by name, or custom data from a path.
 
@@ -345,6 +355,8 @@ def load_dataset(
         val_fraction: Validation fraction in ``(0, 1)``; None keeps the defaults
             (:data:`CUSTOM_VAL_FRACTION`, :data:`TORCHVISION_VAL_FRACTION` of the train set).
             The test split never changes (:data:`CUSTOM_TEST_FRACTION` or the official one).
+        remap_labels: Map an ``.npz``'s non-contiguous integer labels to ``0..K-1`` (sorted;
+            the original labels become ``class_names``) instead of refusing them.
 
     Raises:
         DataError: if the dataset is unknown, missing or malformed, or ``val_fraction``
@@ -357,7 +369,7 @@ def load_dataset(
     if path.suffix.lower() == ".npz" or path.is_file():
         if not path.is_file():
             raise DataError(f"dataset file {str(path)!r} does not exist; check the path")
-        return load_npz(path, seed, val_fraction)
+        return load_npz(path, seed, val_fraction, remap_labels)
     if path.is_dir():
         return load_image_folder(path, seed, image_size, val_fraction)
     raise DataError(

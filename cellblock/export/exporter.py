@@ -104,7 +104,7 @@ def select_trials(
         )
     if not (pareto or knee):
         return [max(pool, key=lambda t: (t.value("accuracy"), -t.number))]
-    front = pareto_trials(pool, data.objectives)
+    front = pareto_trials(pool, data.objectives, bool(data.config.get("allow_unstable_latency")))
     if knee:
         return [front[knee_point(trial_matrix(front, data.objectives))]]
     return front
@@ -115,16 +115,18 @@ def items_from_run(run_dir: str | Path, trials: Sequence[Any]) -> list[ExportIte
     from cellblock.evaluators.pipeline import trial_seed
     from cellblock.export.final_train import weights_path
     from cellblock.pareto.results import load_run
+    from cellblock.records.meta import remapped_labels
     from cellblock.run.components import build_space, run_data
 
     data = load_run(run_dir)
     space = build_space(data.config, run_data(data.config))
+    labels = remapped_labels(data.run_dir) if data.config.get("remap_labels") else ()
     items = []
     for t in trials:
         w = weights_path(data.run_dir, t.number)
         items.append(ExportItem(
             f"trial_{t.number}", dict(t.arch), space, trial_seed(data.config.get("seed", 0), t.arch_id),
-            t, w if w.is_file() else None,
+            t, w if w.is_file() else None, labels,
         ))
     return items
 
@@ -185,6 +187,8 @@ def export_json(ref: Reference, out_dir: Path) -> dict[str, Any]:
         "trial": item.trial.number if item.trial is not None else None,
         "metrics": _json_safe(item.trial.metrics) if item.trial is not None else {},
     }
+    if item.class_labels:  # class index -> the dataset's original label
+        doc["class_labels"] = list(item.class_labels)
     path = out_dir / "arch.json"
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     back = json.loads(path.read_text(encoding="utf-8"))

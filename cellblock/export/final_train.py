@@ -66,9 +66,8 @@ def final_train(
     """
     from cellblock.data import load_dataset
     from cellblock.evaluators.base import resolve_device
-    from cellblock.evaluators.cost import count_macs, count_params
     from cellblock.evaluators.pipeline import trial_seed
-    from cellblock.evaluators.training import TrainConfig, evaluate_accuracy, train_and_evaluate
+    from cellblock.evaluators.training import TrainConfig
     from cellblock.pareto.results import load_run
     from cellblock.run.components import build_space
 
@@ -100,7 +99,8 @@ def final_train(
                 "repeat that command to continue it, or pass a new --out"
             )
     dev = resolve_device(device or cfg.get("device", "auto"))
-    data = load_dataset(cfg["dataset"], cfg.get("data_dir"), False, seed=0, val_fraction=cfg.get("val_fraction"))
+    data = load_dataset(cfg["dataset"], cfg.get("data_dir"), False, seed=0, val_fraction=cfg.get("val_fraction"),
+                        remap_labels=bool(cfg.get("remap_labels")))
     space = build_space(cfg, data)
     seed = trial_seed(cfg.get("seed", 0), t.arch_id)
     torch.manual_seed(seed)
@@ -109,7 +109,25 @@ def final_train(
         epochs=epochs, batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
         label_smoothing=cfg["label_smoothing"], seed=seed, device=str(dev),
     )
+    from cellblock.core.runlock import LOCK_NAME, RunLock
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(out_dir / LOCK_NAME, f"training directory {str(out_dir)!r}"):  # one writer
+        if ckpt_path.is_file():  # another process may have written it since the check above
+            resume = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            if resume.get("identity") != identity:
+                raise RunError(f"{str(ckpt_path)!r} belongs to another training; pass a new --out")
+        return _train_locked(model, data, space, train_cfg, t, cfg, identity, epochs, checkpoint_every,
+                      ckpt_path, out_dir, metrics_path, resume, trial, dev, log, progress)
+
+
+def _train_locked(model: Any, data: Any, space: Any, train_cfg: Any, t: Any, cfg: Mapping[str, Any],
+                  identity: dict[str, Any], epochs: int, checkpoint_every: int, ckpt_path: Path,
+                  out_dir: Path, metrics_path: Path, resume: Any, trial: int, dev: Any,
+                  log: Any, progress: bool) -> dict[str, Any]:
+    from cellblock.evaluators.cost import count_macs, count_params
+    from cellblock.evaluators.training import evaluate_accuracy, train_and_evaluate
+
     before_s = resume["train_s"] if resume else 0.0
     if resume:
         log(f"resuming from {ckpt_path} after epoch {resume['state']['epoch']}/{epochs}")

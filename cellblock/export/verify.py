@@ -41,6 +41,8 @@ class ExportItem:
     seed: int
     trial: Any = None  # records.Trial or None
     weights: Path | None = None  # trained state_dict, if any
+    #: Original label of each class index, when the run remapped its labels (--remap-labels).
+    class_labels: tuple[str, ...] = ()
 
 
 @dataclass

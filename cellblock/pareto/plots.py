@@ -161,5 +161,7 @@ def plot_pareto(
         ax_lat.set_title("accuracy vs latency")
     fig.suptitle(title or "Pareto front")
     fig.tight_layout()
-    fig.savefig(out, format="png")
+    from cellblock.core.fileio import atomic_write
+
+    atomic_write(out, lambda fh: fig.savefig(fh, format="png"), binary=True)
     return out

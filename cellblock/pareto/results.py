@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from cellblock.core.errors import RunError
 from cellblock.core.objectives import Objective, objective_matrix, parse_objectives
@@ -24,7 +23,6 @@ from cellblock.records import (
     PRUNED,
     RUNNING,
     Trial,
-    read_events,
     replay_trials,
     write_csv,
 )
@@ -42,26 +40,33 @@ class RunData:
     @property
     def pareto(self) -> list[Trial]:
         """Non-dominated completed, feasible trials (by the run's objectives)."""
-        return pareto_trials(self.trials, self.objectives)
+        return pareto_trials(self.trials, self.objectives,
+                             bool(self.config.get("allow_unstable_latency", False)))
 
 
 def load_run(run_dir: str | Path) -> RunData:
-    """Read a run directory.
+    """Read a run directory (a missing or empty config.yaml is rebuilt from the log, with a
+    notice on stderr).
 
     Raises:
-        RunError: if it is not a cellblock run directory.
+        RunError: if it is not a cellblock run directory, or its records are damaged.
     """
+    from cellblock.records.meta import print_notices, read_run_meta
+
     run_dir = Path(run_dir)
     cfg_path, log_path = run_dir / "config.yaml", run_dir / "trials.jsonl"
-    if not cfg_path.is_file() or not log_path.is_file():
+    if not cfg_path.is_file() and not log_path.is_file():
         raise RunError(
             f"{str(run_dir)!r} is not a cellblock run directory (expected config.yaml and trials.jsonl); "
             "runs live under results/runs/"
         )
-    config = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-    trials = replay_trials(read_events(log_path))
-    objectives = parse_objectives(config.get("objectives", ["accuracy"]))
-    return RunData(run_dir, config, trials, objectives)
+    meta = read_run_meta(run_dir)
+    if meta.config is None:
+        raise RunError(f"{str(run_dir)!r} has no trial records yet (trials.jsonl is missing or empty)")
+    print_notices(meta)
+    trials = replay_trials(meta.events)
+    objectives = parse_objectives(meta.config.get("objectives", ["accuracy"]))
+    return RunData(run_dir, meta.config, trials, objectives)
 
 
 def trial_matrix(trials: Sequence[Trial], objectives: Sequence[Objective]) -> np.ndarray:
@@ -69,9 +74,16 @@ def trial_matrix(trials: Sequence[Trial], objectives: Sequence[Objective]) -> np
     return objective_matrix([t.metrics for t in trials], objectives)
 
 
-def pareto_trials(trials: Sequence[Trial], objectives: Sequence[Objective]) -> list[Trial]:
-    """The non-dominated completed, feasible trials with finite objective values."""
+def pareto_trials(trials: Sequence[Trial], objectives: Sequence[Objective],
+                  allow_unstable_latency: bool = False) -> list[Trial]:
+    """The non-dominated completed, feasible trials with finite objective values.
+
+    With latency as an objective, trials whose latency stayed unstable (measurement noise
+    over the spread limit, ``latency_unstable``) are left out unless allowed.
+    """
     ok = [t for t in trials if t.feasible_complete]
+    if not allow_unstable_latency and any(o.name == "latency_ms" for o in objectives):
+        ok = [t for t in ok if not t.metrics.get("latency_unstable")]
     if not ok:
         return []
     F = trial_matrix(ok, objectives)

@@ -205,26 +205,41 @@ class RecordLog:
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:
-    """All events of a log; a partial last line (crash mid-write) is ignored.
+    """All events of a log; a partial last line (a torn write: no final newline) is ignored.
 
     Raises:
-        RunError: if a line other than the last is not valid JSON.
+        RunError: if a complete line is not valid UTF-8 JSON (one line naming it).
     """
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").split("\n")
+    lines = path.read_bytes().split(b"\n")
     events = []
-    for i, line in enumerate(lines):
-        if not line.strip():
+    for i, raw in enumerate(lines):
+        if not raw.strip():
             continue
         try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:  # torn write of the final line
+            event = json.loads(raw.decode("utf-8"))
+            if not isinstance(event, dict):
+                raise ValueError("not an object")
+            events.append(event)
+        except (UnicodeDecodeError, ValueError):
+            if i == len(lines) - 1:  # torn write of the final line (cut on the next append)
                 continue
-            raise RunError(f"{path}:{i + 1} is not valid JSON; the record log is corrupt") from None
+            kind = "is not valid UTF-8" if _not_utf8(raw) else "is not valid JSON"
+            raise RunError(
+                f"{path}:{i + 1} {kind}; the record log is corrupt (edited or damaged, not a torn "
+                "write); restore trials.jsonl from a backup, or delete that line if you are sure"
+            ) from None
     return events
+
+
+def _not_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def replay_trials(events: Iterable[Mapping[str, Any]]) -> list[Trial]:
@@ -296,11 +311,12 @@ def trial_row(trial: Trial) -> dict[str, Any]:
 
 def write_csv(path: str | Path, trials: Iterable[Trial]) -> None:
     """Write trials as CSV with :data:`CSV_COLUMNS` (atomically, via a temp file)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    from cellblock.core.fileio import atomic_write
+
+    def write(fh: Any) -> None:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for t in trials:
             writer.writerow({k: ("" if v is None else v) for k, v in trial_row(t).items()})
-    os.replace(tmp, path)
+
+    atomic_write(path, write)

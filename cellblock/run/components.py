@@ -37,7 +37,8 @@ def run_data(config: Mapping[str, Any]) -> Any:
     if not EVALUATORS.get(config.get("evaluator", "train")).needs_data:
         return None
     return load_dataset(config["dataset"], config.get("data_dir"), bool(config.get("download")),
-                        seed=0, val_fraction=config.get("val_fraction"))
+                        seed=0, val_fraction=config.get("val_fraction"),
+                        remap_labels=bool(config.get("remap_labels")))
 
 
 def build_space(config: Mapping[str, Any], data: Any = None) -> SearchSpace:

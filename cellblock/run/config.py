@@ -87,18 +87,22 @@ FIELDS: dict[str, Field] = {
     "dataset": Field("digits", (str,), "dataset name, ImageFolder directory or .npz file"),
     "data_dir": Field(None, (str,), "directory of torchvision datasets", nullable=True),
     "download": Field(False, (bool,), "download torchvision datasets into data_dir"),
+    "remap_labels": Field(False, (bool,), "map an .npz's non-contiguous integer labels to 0..K-1 (the mapping is recorded) instead of refusing them"),
     "val_fraction": Field(None, (float, int), "fraction of the data held out for validation (default 0.15 of digits and custom data, 0.1 of a torchvision train set)", lambda v: None if 0 < v < 1 else "must be in (0, 1), e.g. 0.4", nullable=True),
     "objectives": Field(["accuracy", "macs", "latency_ms"], (list, str), "metrics to optimise", None),
     "constraints": Field([], (list, str), "constraints such as 'macs<=5M'", None),
     "device": Field("auto", (str,), "device to train and time on", _device),
     "latency_batch_size": Field(1, (int,), "batch size of latency measurements", _positive),
     "latency_repeats": Field(30, (int,), "timed runs per latency measurement (median kept)", _positive),
+    "latency_max_spread": Field(2.0, (float, int), "latency p90/p10 above which a measurement is repeated, then marked unstable", lambda v: None if v > 1 else "must be > 1"),
+    "allow_unstable_latency": Field(False, (bool,), "let trials whose latency stayed unstable (p90/p10 over latency_max_spread) onto the Pareto front"),
+    "allow_changed_inputs": Field(False, (bool,), "continue a run although its dataset, supernet, table or space file changed (recorded in trials.jsonl)"),
     "out": Field(None, (str,), "run directory (default results/runs/<space>-<dataset>-<strategy>-seed<seed>)", nullable=True),
     "seed": Field(0, (int,), "random seed", _non_negative),
     "storage": Field(None, (str,), "Optuna storage of optuna:* strategies: journal file or SQLAlchemy URL (default RUN/optuna.journal)", nullable=True),
     "backend": Field("local", (str,), "where trials run: local (in-process), process (local process pool) or ray"),
     "concurrency": Field(1, (int,), "trials evaluated at the same time (process and ray backends)", _positive),
-    "threads_per_trial": Field(None, (int,), "torch threads per trial (default: torch's own choice; 1 with concurrency > 1)", _positive, nullable=True),
+    "threads_per_trial": Field(None, (int,), "torch threads per trial (default: 1 for small candidates or with concurrency > 1, else torch's own choice)", _positive, nullable=True),
     "address": Field(None, (str,), "Ray cluster of the ray backend: auto or HOST:PORT (default: a local Ray instance for the run)", nullable=True),
     "resources_per_trial": Field("cpu=1", (str,), "Ray resources of one trial, e.g. cpu=1,gpu=0.5", _resources),
     "scheduler": Field("none", (str,), "early stopping of the ray backend, epochs as budget: none, asha or mo-asha", _scheduler),
@@ -109,7 +113,8 @@ FIELDS: dict[str, Field] = {
 # Keys that may change when an existing run is continued: the budget, and where and how
 # widely trials run (continue a laptop run on a Ray cluster with more workers). Measured
 # latency depends on concurrency; keep it when latency_ms is an objective.
-RESUMABLE_KEYS = ("trials", "out", "backend", "concurrency", "address", "resources_per_trial")
+RESUMABLE_KEYS = ("trials", "out", "backend", "concurrency", "address", "resources_per_trial",
+                  "allow_changed_inputs", "allow_unstable_latency")
 
 
 def _check(key: str, value: Any) -> Any:
@@ -200,7 +205,11 @@ def default_run_dir(cfg: Mapping[str, Any]) -> Path:
 def differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Keys (other than :data:`RESUMABLE_KEYS`) whose values differ between two configs."""
     keys = (set(saved) | set(new)) - set(RESUMABLE_KEYS)
-    return sorted(k for k in keys if saved.get(k) != new.get(k))
+
+    def get(cfg: Mapping[str, Any], k: str) -> Any:  # a key added since: its default
+        return cfg.get(k, FIELDS[k].default if k in FIELDS else None)
+
+    return sorted(k for k in keys if get(saved, k) != get(new, k))
 
 
 def dump(cfg: Mapping[str, Any]) -> str:

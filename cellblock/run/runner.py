@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,12 @@ class Prepared:
     constraints: list[Constraint]
     strategy: Strategy
     pipeline: Pipeline
+    #: Content hashes of the inputs (see :mod:`cellblock.run.fingerprint`).
+    inputs: dict[str, Any] = field(default_factory=dict)
+    #: Inputs changed since the last run_start, continued with ``allow_changed_inputs``.
+    input_changes: list[str] = field(default_factory=list)
+    #: Builds a fresh strategy (a resume that cannot replay the asks rebuilds from it).
+    new_strategy: Callable[[], Strategy] | None = None
 
 
 def prepare(config: Mapping[str, Any]) -> Prepared:
@@ -66,11 +72,36 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
     cfg = dict(config)
     BACKENDS.get(cfg["backend"]).check_config(cfg)
     comps = build_components(cfg)
+    from cellblock.records.meta import RunMeta, print_notices, read_run_meta
+    from cellblock.run.fingerprint import check_inputs, input_fingerprint
+
     run_dir = Path(cfg["out"]) if cfg["out"] else config_mod.default_run_dir(cfg)
+    _check_out_path(run_dir)
+    meta = read_run_meta(run_dir) if run_dir.is_dir() else RunMeta()
+    _check_run_dir(run_dir, cfg, meta)
+    inputs = input_fingerprint(cfg)
+    data = comps.pipeline.ctx.data
+    if cfg.get("remap_labels") and data is not None and data.class_names:
+        inputs["labels"] = {"name": "remapped", "original_labels": list(data.class_names)}
+    changes = check_inputs(run_dir, meta.events, inputs, bool(cfg.get("allow_changed_inputs")))
+    print_notices(meta)
     options = {**_run_options(cfg, run_dir), **cfg["strategy_args"]}
-    strategy = make_strategy(cfg["strategy"], comps.space, comps.objectives, cfg["seed"], options)
-    _check_run_dir(run_dir, cfg)
-    return Prepared(cfg, run_dir, comps.space, comps.objectives, comps.constraints, strategy, comps.pipeline)
+
+    def new_strategy() -> Strategy:
+        return make_strategy(cfg["strategy"], comps.space, comps.objectives, cfg["seed"], options)
+
+    return Prepared(cfg, run_dir, comps.space, comps.objectives, comps.constraints, new_strategy(),
+                    comps.pipeline, inputs, changes, new_strategy)
+
+
+def _check_out_path(run_dir: Path) -> None:
+    """Refuse a run directory that is a file or lies under one (nothing is created)."""
+    for p in (run_dir, *run_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "exists and is not a directory" if p == run_dir else f"is under the file {str(p)!r}"
+                raise RunError(f"run directory {str(run_dir)!r} {where}; choose another --out")
+            return
 
 
 def _run_options(cfg: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -87,15 +118,12 @@ def _run_options(cfg: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     return dict(hook(cfg, run_dir))
 
 
-def _check_run_dir(run_dir: Path, cfg: Mapping[str, Any]) -> None:
-    saved_path = run_dir / "config.yaml"
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunError(f"run directory {str(run_dir)!r} exists and is not a directory; choose another --out")
-    if not saved_path.exists():
-        if (run_dir / "trials.jsonl").exists():
-            raise RunError(f"{str(run_dir)!r} has trials.jsonl but no config.yaml; choose another --out")
+def _check_run_dir(run_dir: Path, cfg: Mapping[str, Any], meta: Any) -> None:
+    """Refuse a run directory holding another run (its config from config.yaml, or from the
+    log's last run_start when config.yaml is missing or empty)."""
+    saved = meta.config
+    if saved is None:
         return
-    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
     diff = config_mod.differences(saved, _comparable(cfg))
     if diff:
         key = diff[0]
@@ -134,11 +162,23 @@ class TrialBook:
         return len(self.by_id)
 
     def resume(self) -> None:
-        """Load recorded trials; tell the finished ones to the strategy; queue in-flight ones."""
-        self.trials = replay_trials(read_events(self.log.path))
+        """Load recorded trials; rebuild the strategy; queue in-flight ones.
+
+        The strategy is rebuilt by asking and telling it again exactly as the log records
+        (:func:`cellblock.strategies.resume.fast_forward`), so a resumed run goes on as an
+        uninterrupted one would; a strategy that cannot (Optuna: its state is in its
+        storage) or a log it does not reproduce falls back to :meth:`Strategy.replay`.
+        """
+        from cellblock.strategies.resume import fast_forward
+
+        events = read_events(self.log.path)
+        self.trials = replay_trials(events)
         finished = sorted((t for t in self.trials if t.done), key=lambda t: (t.end_t or 0, t.number))
         self.by_id = {t.arch_id: t for t in finished}
-        self.p.strategy.replay(finished)
+        if not fast_forward(self.p.strategy, events, self.trials, EXHAUSTED_AFTER):
+            if self.p.new_strategy is not None and getattr(self.p.strategy, "replays_by_asking", True):
+                self.p.strategy = self.p.new_strategy()  # undo the partial fast-forward
+            self.p.strategy.replay(finished)
         self.rerun = [t for t in self.trials if t.status == RUNNING]
 
     def wants_more(self) -> bool:
@@ -175,7 +215,13 @@ class TrialBook:
         self.log.append(trial_start_event(trial))
 
     def finish(self, trial: Trial, outcome: Outcome) -> None:
-        """Record the end of ``trial`` and tell the strategy."""
+        """Record the end of ``trial`` and tell the strategy (warn about an unstable latency)."""
+        if outcome.metrics.get("latency_unstable"):
+            m = outcome.metrics
+            print(f"cellblock: warning: trial {trial.number}: latency stayed unstable (p10 "
+                  f"{m.get('latency_p10_ms', 0):.3g} ms, p90 {m.get('latency_p90_ms', 0):.3g} ms, "
+                  f"{m.get('latency_attempts')} measurements); kept off the Pareto front unless "
+                  "allow_unstable_latency is set (is the machine busy?)", file=sys.stderr)
         self.in_flight.pop(trial.arch_id, None)
         trial.status, trial.metrics = outcome.status, outcome.metrics
         trial.error, trial.violation = outcome.error, outcome.violation
@@ -200,12 +246,36 @@ class Runner:
         return self.book.trials
 
     def _write_start(self) -> None:
-        self.p.run_dir.mkdir(parents=True, exist_ok=True)
+        import os
+
+        from cellblock.core.threads import describe
+        from cellblock.run.fingerprint import machine_load
+
+        threads = describe(self.p.config)
         atomic_write_text(self.p.run_dir / "config.yaml", config_mod.dump(self.p.config))
-        self.log.append({"event": "run_start", "t": time.time(), "config": _comparable(self.p.config)})
+        event = {"event": "run_start", "t": time.time(), "config": _comparable(self.p.config),
+                 "inputs": self.p.inputs, "machine": machine_load(), "threads": threads,
+                 "pid": os.getpid()}
+        if self.p.input_changes:
+            event["inputs_changed_allowed"] = self.p.input_changes
+            print("cellblock: warning: continuing although inputs changed (allow_changed_inputs): "
+                  + "; ".join(self.p.input_changes), file=sys.stderr)
+        self.log.append(event)
 
     def run(self) -> list[Trial]:
-        """Run until ``config['trials']`` trials have finished; return all trials."""
+        """Run until ``config['trials']`` trials have finished; return all trials.
+
+        The run directory is locked for the whole run (a second writer is refused).
+        """
+        from cellblock.core.fileio import remove_stale_tmp
+        from cellblock.core.runlock import run_dir_lock
+
+        self.p.run_dir.mkdir(parents=True, exist_ok=True)
+        with run_dir_lock(self.p.run_dir):
+            remove_stale_tmp(self.p.run_dir)
+            return self._run_locked()
+
+    def _run_locked(self) -> list[Trial]:
         from tqdm.auto import tqdm
 
         from cellblock.run.backends.base import BACKENDS
@@ -229,14 +299,28 @@ class Runner:
                 backend.close()
             bar.close()
             self.log.close()
-            self.write_derived()
-            try:  # the HTML report is a convenience: its failure never loses results
-                from cellblock.pareto.report import write_report
-
-                write_report(self.p.run_dir)
-            except Exception as exc:  # noqa: BLE001
-                print(f"cellblock: warning: report.html not written ({exc})", file=sys.stderr)
+            self._final_outputs()
         return book.trials
+
+    def _final_outputs(self) -> None:
+        """Derived files and report at the end (also after Ctrl-C / SIGTERM); a failure
+        here (a full disk) is a warning: the records are already safe."""
+        import signal
+
+        # A second SIGTERM / Ctrl-C must not leave half-written files: finish these first.
+        old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in old:
+            _set_signal(sig, None)
+        try:
+            self.write_derived()
+            from cellblock.pareto.report import write_report
+
+            write_report(self.p.run_dir)
+        except Exception as exc:  # noqa: BLE001  (the HTML report is a convenience)
+            print(f"cellblock: warning: derived files or report.html not written ({exc})", file=sys.stderr)
+        finally:
+            for sig, handler in old.items():
+                _set_signal(sig, signal.SIG_DFL if handler is None else handler)
 
     def _after_trials(self, bar: Any, n: int) -> None:
         bar.update(n)
@@ -259,3 +343,12 @@ class Runner:
         if self.p.run_dir.exists():
             write_outputs(self.p.run_dir, self.p.objectives)
         self._last_derived = time.time()
+
+
+def _set_signal(sig: Any, handler: Any) -> None:
+    """Set a signal's handler (None: ignore it) when in the main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(sig, signal.SIG_IGN if handler is None else handler)

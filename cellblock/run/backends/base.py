@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
@@ -30,14 +31,11 @@ def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
 
 
 def set_threads(cfg: Mapping[str, Any]) -> None:
-    """Apply ``threads_per_trial`` (1 by default when trials run concurrently)."""
-    import torch
+    """Apply the run's fixed thread count, if any (see :mod:`cellblock.core.threads`; the
+    pipeline sets each trial's own count from its size)."""
+    from cellblock.core.threads import apply_threads, threads_for
 
-    threads = cfg.get("threads_per_trial")
-    if threads is None and cfg.get("concurrency", 1) > 1:
-        threads = 1
-    if threads is not None:
-        torch.set_num_threads(int(threads))
+    apply_threads(threads_for(cfg))
 
 
 class Backend(ABC):
@@ -138,9 +136,12 @@ def _no_scheduler(cfg: Mapping[str, Any], backend: str) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(cfg: Mapping[str, Any]) -> None:
+def _init_worker(cfg: Mapping[str, Any], parent_pid: int | None = None) -> None:
+    from cellblock.core.signals import die_with_parent
     from cellblock.run.components import build_components
 
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     set_threads(cfg)
     _WORKER["pipeline"] = build_components(cfg).pipeline
 
@@ -173,7 +174,7 @@ class ProcessBackend(Backend):
             max_workers=self.config["concurrency"],
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(dict(self.config),),
+            initargs=(dict(self.config), os.getpid()),
         )
 
     @property
@@ -220,4 +221,17 @@ class ProcessBackend(Backend):
         return out
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        """Shut the pool down without ever hanging: trials still running (an interrupted
+        search: Ctrl-C, SIGTERM) are not waited for (their workers are stopped; the trials
+        re-run on resume), and idle workers that do not exit within 10 s are stopped."""
+        workers = list((getattr(self.pool, "_processes", None) or {}).values())
+        running = bool(self.futures)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers:
+            if running:
+                proc.terminate()
+        for proc in workers:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)

@@ -343,7 +343,11 @@ class RayBackend(Backend):
         address = resolve_address(cfg["address"]) if cfg["address"] else None
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        from cellblock.core.signals import start_reaper, stop_reaper
+
         started = _connect(address)
+        # A private instance's processes must not outlive a killed driver (Ray's agents do).
+        reaper = start_reaper() if started and address is None else None
         storage = tempfile.mkdtemp(prefix="cellblock-tune-")
         searcher = BookSearcher(book, after, self.seed)
         objectives = scheduler_objectives(parse_objectives(cfg["objectives"]))
@@ -371,6 +375,7 @@ class RayBackend(Backend):
                 searcher.fail(trial_id, "Ray trial failed (no error text was reported)")
             if started:
                 ray.shutdown()
+            stop_reaper(reaper)
             shutil.rmtree(storage, ignore_errors=True)
         if book.done < book.budget and not book.exhausted:
             raise RunError(f"Ray Tune stopped after {book.done} of {book.budget} trials; "

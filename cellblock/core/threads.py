@@ -1,0 +1,70 @@
+"""Torch threads per trial: the one place that decides them.
+
+Small candidates train fastest on one thread, and on a busy machine extra intra-op
+threads only fight other processes for the cores (measured: results/benchmarks/
+load_robustness.md). So, unless ``threads_per_trial`` is given:
+
+- with ``concurrency > 1``, every trial gets 1 thread;
+- otherwise a candidate whose training batch costs under :data:`SMALL_BATCH_MACS`
+  forward multiply-accumulates (MACs per image x batch size) gets 1 thread, and a
+  larger one torch's own default (one per core).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+#: Forward MACs of one training batch below which a candidate trains on one thread.
+SMALL_BATCH_MACS = 5e8
+
+_TORCH_DEFAULT: list[int] = []
+
+
+def torch_default_threads() -> int:
+    """Torch's own intra-op thread count in this process (read before any change)."""
+    import torch
+
+    if not _TORCH_DEFAULT:
+        _TORCH_DEFAULT.append(torch.get_num_threads())
+    return _TORCH_DEFAULT[0]
+
+
+def threads_for(cfg: Mapping[str, Any], macs: float | None = None) -> int | None:
+    """Threads for a trial of ``cfg`` whose candidate has ``macs`` per image (None: unknown)."""
+    fixed = cfg.get("threads_per_trial")
+    if fixed is not None:
+        return int(fixed)
+    if cfg.get("concurrency", 1) > 1:
+        return 1
+    if macs is None:
+        return None
+    small = float(macs) * int(cfg.get("batch_size", 64)) < SMALL_BATCH_MACS
+    return 1 if small else torch_default_threads()
+
+
+def apply_threads(n: int | None) -> None:
+    """Set torch's intra-op threads to ``n`` (None: leave them)."""
+    import torch
+
+    torch_default_threads()
+    if n is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(int(n))
+
+
+def describe(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's thread policy, as printed and recorded in ``run_start``."""
+    fixed = threads_for(cfg)
+    if fixed is not None:
+        why = "--threads-per-trial" if cfg.get("threads_per_trial") is not None else "concurrency > 1"
+        return {"policy": "fixed", "threads": fixed, "why": why}
+    return {"policy": "auto", "small": 1, "large": torch_default_threads(),
+            "small_batch_macs": SMALL_BATCH_MACS}
+
+
+def summary(info: Mapping[str, Any]) -> str:
+    """One line for the user."""
+    if info["policy"] == "fixed":
+        return f"torch threads per trial: {info['threads']} ({info['why']})"
+    return (f"torch threads per trial: 1 for candidates under {info['small_batch_macs']:.0e} MACs "
+            f"per training batch, else {info['large']} (set --threads-per-trial N to override)")

@@ -1,0 +1,115 @@
+"""Metadata integrity of a run directory, and ``cellblock repair RUN``.
+
+``trials.jsonl`` is the only source of truth; ``config.yaml`` is a copy of the config of
+the last ``run_start`` and every other file is derived. So:
+
+- an empty or missing log beside derived files (``trials.csv``...) is refused: the
+  records are lost, and continuing would overwrite the only surviving copy;
+- a missing, empty or unreadable ``config.yaml`` is rebuilt from the log's last
+  ``run_start`` (in memory with a notice for readers; on disk by ``cellblock repair`` or
+  the next ``search``);
+- a corrupt line (not UTF-8, not JSON) is one error, unless it is the torn last line of
+  a write cut by a crash (no final newline), which is ignored and cut by ``repair`` or
+  the next append.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cellblock.core.errors import RunError
+from cellblock.records.log import read_events
+
+DERIVED = ("trials.csv", "pareto.csv", "pareto.png", "report.html")
+
+
+@dataclass
+class RunMeta:
+    """What a run directory's metadata says (nothing written)."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] | None = None
+    #: ``"file"`` (config.yaml), ``"log"`` (rebuilt from run_start) or None (no config).
+    config_source: str | None = None
+    notices: list[str] = field(default_factory=list)
+
+
+def _read_config_file(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(config, problem) of a config.yaml; problem says why it cannot be used."""
+    if not path.is_file():
+        return None, "is missing"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError):
+        return None, "is unreadable"
+    if not data:
+        return None, "is empty"
+    if not isinstance(data, dict):
+        return None, "is not a mapping"
+    return data, None
+
+
+def log_config(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The config recorded in the log's last ``run_start``."""
+    for ev in reversed(events):
+        if ev.get("event") == "run_start" and isinstance(ev.get("config"), dict):
+            return dict(ev["config"])
+    return None
+
+
+def read_run_meta(run_dir: str | Path) -> RunMeta:
+    """Check and read a run directory's log and config (writes nothing).
+
+    Raises:
+        RunError: empty/missing log beside derived files, a corrupt log line, or trial
+            records with no config anywhere.
+    """
+    run_dir = Path(run_dir)
+    log = run_dir / "trials.jsonl"
+    meta = RunMeta()
+    empty_log = not log.is_file() or log.stat().st_size == 0
+    derived = [n for n in DERIVED if (run_dir / n).exists()]
+    if empty_log and derived:
+        state = "empty" if log.is_file() else "missing"
+        raise RunError(
+            f"{str(run_dir)!r} has {', '.join(derived)} but its record log trials.jsonl is {state}: "
+            "the records are lost and a new search would overwrite the only copy left; restore "
+            "trials.jsonl from a backup, or use another --out (nothing was changed)"
+        )
+    meta.events = read_events(log)
+    cfg, problem = _read_config_file(run_dir / "config.yaml")
+    if cfg is not None:
+        meta.config, meta.config_source = cfg, "file"
+        return meta
+    from_log = log_config(meta.events)
+    if from_log is not None:
+        meta.config, meta.config_source = from_log, "log"
+        meta.notices.append(f"config.yaml of {str(run_dir)!r} {problem}; using the config of the "
+                            "last run_start in trials.jsonl ('cellblock repair' rewrites the file)")
+    elif meta.events and problem != "is missing":
+        raise RunError(f"config.yaml of {str(run_dir)!r} {problem} and trials.jsonl records no "
+                       "config to rebuild it from; restore config.yaml from a backup")
+    elif any(ev.get("event", "").startswith("trial_") for ev in meta.events):
+        raise RunError(f"{str(run_dir)!r} has trial records but no config.yaml and no run_start "
+                       "config to rebuild it from; restore config.yaml or choose another --out")
+    return meta
+
+
+def remapped_labels(run_dir: str | Path) -> tuple[str, ...]:
+    """The original labels of a run that remapped its labels (class index order), or ()."""
+    for ev in reversed(read_events(Path(run_dir) / "trials.jsonl")):
+        labels = (ev.get("inputs") or {}).get("labels") if ev.get("event") == "run_start" else None
+        if labels:
+            return tuple(labels.get("original_labels") or ())
+    return ()
+
+
+def print_notices(meta: RunMeta) -> None:
+    """Print the notices of :func:`read_run_meta` on stderr."""
+    for n in meta.notices:
+        print(f"cellblock: notice: {n}", file=sys.stderr)

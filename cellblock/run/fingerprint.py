@@ -1,0 +1,136 @@
+"""Input fingerprints: content hashes of what a run reads, recorded in its ``run_start``.
+
+A run continued on other data, another supernet checkpoint, another benchmark table or
+an edited space file would mix trials scored on different inputs in one front; on
+resume the fingerprint is compared with the last recorded one and a change is refused
+(one error naming what changed) unless ``allow_changed_inputs`` is set, which is then
+recorded. Built-in datasets and spaces are named, not hashed (they ship with the code).
+The machine's load average is recorded beside the fingerprint (not compared).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cellblock.core.errors import RunError
+
+CHUNK = 1 << 20
+
+
+def _hash_file(path: Path, h: Any) -> None:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+
+
+def content_hash(path: str | Path) -> str:
+    """SHA-256 of a file, or of a folder's files (relative names and contents, sorted)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(str(f.relative_to(path).as_posix()).encode() + b"\0")
+            _hash_file(f, h)
+            h.update(b"\0")
+    else:
+        _hash_file(path, h)
+    return h.hexdigest()
+
+
+def _entry(path: str | Path) -> dict[str, Any]:
+    path = Path(path).expanduser()
+    if not path.exists():
+        return {"path": str(path), "sha256": None}
+    return {"path": str(path), "sha256": content_hash(path)}
+
+
+def _space_source(ref: str) -> str | None:
+    from cellblock.search_spaces import SPACES
+    from cellblock.search_spaces.api import resolve_space_fn
+
+    if ref in SPACES:
+        return None
+    try:
+        return inspect.getsourcefile(resolve_space_fn(ref))
+    except (TypeError, OSError):
+        return None
+
+
+def input_fingerprint(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"dataset", "supernet", "table", "space"}`` entries for the inputs a config reads.
+
+    A path input gets ``{"path", "sha256"}``; a built-in name ``{"name"}``.
+    """
+    from cellblock.data import dataset_names
+
+    out: dict[str, Any] = {}
+    dataset = cfg.get("dataset")
+    if dataset and dataset not in dataset_names():
+        out["dataset"] = _entry(dataset)
+    elif dataset:
+        out["dataset"] = {"name": dataset}
+    for key in ("supernet", "table"):
+        if cfg.get(key):
+            out[key] = _entry(cfg[key])
+    source = _space_source(cfg["space"]) if cfg.get("space") else None
+    out["space"] = _entry(source) if source else {"name": cfg.get("space")}
+    return out
+
+
+def machine_load() -> dict[str, Any]:
+    """The 1/5/15-minute load averages and the CPU count (where the OS tells them)."""
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"load_avg": load, "cpus": os.cpu_count()}
+
+
+def changed_inputs(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Descriptions of the inputs whose content (or identity) differs between fingerprints."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key) or {}, new.get(key) or {}
+        if a == b:
+            continue
+        name = b.get("path") or b.get("name") or a.get("path") or a.get("name")
+        if a.get("sha256") and b.get("sha256"):
+            out.append(f"{key} {name!r} (content {a['sha256'][:12]} then, {b['sha256'][:12]} now)")
+        elif b.get("sha256") is None and "path" in b:
+            out.append(f"{key} {name!r} (missing now)")
+        else:
+            out.append(f"{key} {name!r} (was {a.get('path') or a.get('name')!r})")
+    return out
+
+
+def last_fingerprint(events: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The input fingerprint of the last ``run_start`` that has one (None for older logs)."""
+    for ev in reversed(events):
+        if ev.get("event") == "run_start" and isinstance(ev.get("inputs"), Mapping):
+            return dict(ev["inputs"])
+    return None
+
+
+def check_inputs(run_dir: Path, events: list[Mapping[str, Any]], now: Mapping[str, Any],
+                 allow: bool) -> list[str]:
+    """Compare ``now`` with the run's last fingerprint; return the changes (when allowed).
+
+    Raises:
+        RunError: naming the changed inputs, unless ``allow``.
+    """
+    before = last_fingerprint(events)
+    if before is None:
+        return []
+    changed = changed_inputs(before, now)
+    if changed and not allow:
+        raise RunError(
+            f"the inputs of run {str(run_dir)!r} changed since it was last run: {'; '.join(changed)}; "
+            "restore them, or use --out for a new run, or pass --allow-changed-inputs to continue "
+            "anyway (the change is recorded in trials.jsonl)"
+        )
+    return changed

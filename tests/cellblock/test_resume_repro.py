@@ -1,0 +1,94 @@
+"""Issue 10, finding 10: a run interrupted at any point and resumed records the same
+architectures, in the same order, as an uninterrupted run with the same seed (local
+backend). Kills are simulated exactly by cutting the log (a kill -9 leaves a prefix of it,
+maybe with a torn last line), and also done for real."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import cellblock
+from cellblock.records import read_events, replay_trials
+
+SPACE = '''
+import time
+from torch import nn
+
+def space(s, input_shape=(1, 8, 8), num_classes=10, pause=0.0):
+    depth = s.integer("depth", 1, 3)
+    widths = [s.choice(f"w{i}", [4, 6, 8, 12]) for i in range(depth)]
+    if not s.build:
+        return None
+    time.sleep(pause)
+    layers, c = [], input_shape[0]
+    for w in widths:
+        layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU()]
+        c = w
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+'''
+TRIALS = 8
+
+
+def _opts(tmp: Path, out: Path, strategy: str) -> dict:
+    args = {"population_size": 3} if strategy in ("evolution", "nsga2") else {}
+    return dict(space=f"{tmp / 'sp.py'}:space", trials=TRIALS, epochs=1, out=str(out), device="cpu",
+                objectives=["accuracy", "params"], strategy=strategy, strategy_args=args, seed=3)
+
+
+def _archs(run: Path) -> list[str]:
+    return [t.arch_id for t in replay_trials(read_events(run / "trials.jsonl"))]
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "nsga2", "random"])
+def test_resume_after_a_cut_at_several_points_follows_the_same_path(tmp_path, strategy):
+    (tmp_path / "sp.py").write_text(SPACE)
+    full = tmp_path / "full"
+    cellblock.search(**_opts(tmp_path, full, strategy))
+    reference = _archs(full)
+    assert len(reference) == TRIALS
+    lines = (full / "trials.jsonl").read_bytes().splitlines(keepends=True)
+    # after run_start; mid trial 0; after trial 0; mid trial 3 (+ a torn line); after trial 4
+    ends = [i for i, line in enumerate(lines) if b'"trial_end"' in line]
+    starts = [i for i, line in enumerate(lines) if b'"trial_start"' in line]
+    cuts = [(1, b""), (starts[0] + 1, b""), (ends[0] + 1, b""), (starts[3] + 1, b'{"event":"tri'),
+            (ends[4] + 1, b"")]
+    for n, (cut, torn) in enumerate(cuts):
+        run = tmp_path / f"cut{n}"
+        run.mkdir()
+        shutil.copy(full / "config.yaml", run / "config.yaml")
+        (run / "trials.jsonl").write_bytes(b"".join(lines[:cut]) + torn)
+        cellblock.search(**_opts(tmp_path, run, strategy))
+        assert _archs(run) == reference, f"cut after line {cut} changed the search path"
+
+
+def test_resume_after_real_kills_follows_the_same_path(tmp_path):
+    (tmp_path / "sp.py").write_text(SPACE)
+    cmd = [sys.executable, "-m", "cellblock", "search", "--space", f"{tmp_path / 'sp.py'}:space",
+           "--space-arg", "pause=0.3", "--trials", str(TRIALS), "--epochs", "1", "--objectives",
+           "accuracy,params", "--device", "cpu", "--no-progress", "--seed", "3",
+           "--strategy-arg", "population_size=3"]
+    full = subprocess.run([*cmd, "--out", str(tmp_path / "full")], capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr
+    log = tmp_path / "killed" / "trials.jsonl"
+    for k, sig in enumerate([signal.SIGKILL, signal.SIGTERM, signal.SIGINT]):
+        proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            if log.exists() and log.read_bytes().count(b'"trial_end"') >= 2 * k + 1:
+                break
+            time.sleep(0.05)
+        time.sleep(0.1 * k)
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=120)
+    done = subprocess.run([*cmd, "--out", str(tmp_path / "killed")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert _archs(tmp_path / "killed") == _archs(tmp_path / "full")

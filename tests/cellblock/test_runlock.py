@@ -1,0 +1,131 @@
+"""Issue 10, finding 1: one writer per run directory (a second search exits 2 naming the
+holder; a stale lock is taken over; read-only commands work during a run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cellblock.core.errors import RunError
+from cellblock.core.runlock import LOCK_NAME, RunLock, RunLockedError, run_dir_lock
+from cellblock.records import read_events, replay_trials
+
+SLOW_SPACE = '''
+import time
+from torch import nn
+
+def space(s, input_shape=(1, 8, 8), num_classes=10, pause=0.0):
+    depth = s.integer("depth", 1, 3)
+    widths = [s.choice(f"w{i}", [4, 6, 8, 12]) for i in range(depth)]
+    if not s.build:
+        return None
+    time.sleep(pause)
+    layers, c = [], input_shape[0]
+    for w in widths:
+        layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU()]
+        c = w
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+'''
+
+
+def search_cmd(tmp: Path, trials: int, pause: float = 0.0, *extra: str) -> list[str]:
+    (tmp / "sp.py").write_text(SLOW_SPACE)
+    return [sys.executable, "-m", "cellblock", "search", "--space", f"{tmp / 'sp.py'}:space",
+            "--space-arg", f"pause={pause}", "--trials", str(trials), "--epochs", "1",
+            "--objectives", "accuracy,params", "--out", str(tmp / "run"), "--device", "cpu",
+            "--no-progress", *extra]
+
+
+def wait_for_trial(log: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and b'"trial_start"' in log.read_bytes():
+            return
+        time.sleep(0.05)
+    raise AssertionError("the search started no trial")
+
+
+def test_second_search_on_a_running_run_exits_2_naming_the_holder(tmp_path):
+    first = subprocess.Popen(search_cmd(tmp_path, 4, 0.7), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_trial(tmp_path / "run" / "trials.jsonl", first)
+        second = subprocess.run(search_cmd(tmp_path, 4, 0.7), capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2, second.stderr
+        err = [line for line in second.stderr.splitlines() if line.startswith("cellblock: error")]
+        assert len(err) == 1 and "in use by another cellblock process" in err[0]
+        assert "Traceback" not in second.stderr
+        assert f"pid {first.pid} on host {socket.gethostname()}, started " in err[0]
+        show = subprocess.run([sys.executable, "-m", "cellblock", "show", str(tmp_path / "run")],
+                              capture_output=True, text=True, timeout=300)
+        assert show.returncode == 0, show.stderr  # readers work during a run
+    finally:
+        out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    events = read_events(tmp_path / "run" / "trials.jsonl")
+    assert sum(e["event"] == "run_start" for e in events) == 1  # the refused one wrote nothing
+    trials = replay_trials(events)
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert sum(e["event"] == "trial_start" for e in events) == 4  # nothing trained twice
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
+
+
+def test_stale_lock_of_a_killed_search_is_taken_over_with_a_notice(tmp_path):
+    proc = subprocess.Popen(search_cmd(tmp_path, 3, 0.7), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_for_trial(tmp_path / "run" / "trials.jsonl", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    lock = tmp_path / "run" / LOCK_NAME
+    assert json.loads(lock.read_text())["pid"] == proc.pid  # left behind by kill -9
+    done = subprocess.run(search_cmd(tmp_path, 3, 0.7), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"taking over the stale lock of run directory {str(tmp_path / 'run')!r} left by pid {proc.pid}" in done.stderr
+    assert len(replay_trials(read_events(tmp_path / "run" / "trials.jsonl"))) == 3
+    assert not lock.exists()
+
+
+def test_lock_in_process_names_holder_and_is_released(tmp_path):
+    with run_dir_lock(tmp_path) as held:
+        assert held.taken_over is None
+        with pytest.raises(RunLockedError, match=f"pid {os.getpid()} on host"):
+            RunLock(tmp_path / LOCK_NAME, "x").acquire()
+    assert not (tmp_path / LOCK_NAME).exists()
+    assert issubclass(RunLockedError, RunError)  # one line, exit 2
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(),
+                                                  "started": 0}))
+    with run_dir_lock(tmp_path) as held:
+        assert held.taken_over["pid"] == 2**22 + 12345
+
+
+def test_supernet_train_and_train_are_locked_too(tmp_path, capsys):
+    from cellblock.cli import main
+    from cellblock.core.runlock import file_lock
+    from cellblock.export.final_train import final_train, train_dir
+
+    ckpt = tmp_path / "sn.pt"
+    with file_lock(ckpt):
+        code = main(["supernet", "train", "--epochs", "1", "--out", str(ckpt), "--device", "cpu",
+                     "--space-arg", "stages=1", "--space-arg", "widths=[[4]]", "--space-arg", "strides=[1]"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{str(ckpt)!r} is in use by another cellblock process (pid {os.getpid()}" in err
+    assert not ckpt.exists()
+
+    import cellblock
+
+    run = tmp_path / "run"
+    (tmp_path / "sp.py").write_text(SLOW_SPACE)
+    cellblock.search(space=f"{tmp_path / 'sp.py'}:space", trials=1, epochs=1, out=str(run), device="cpu",
+                     objectives=["accuracy", "params"], strategy="random")
+    out = train_dir(run, 0)
+    out.mkdir(parents=True)
+    with RunLock(out / LOCK_NAME, "x"), pytest.raises(RunLockedError, match="training directory"):
+        final_train(run, 0, 1, device="cpu", log=lambda s: None)

@@ -1,0 +1,73 @@
+"""Issue 10, finding 11: under load, small candidates train on one torch thread (one
+policy, recorded; --threads-per-trial overrides it), and a noisy latency is re-measured,
+then marked unstable and kept off the Pareto front unless allowed."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+import cellblock
+from cellblock.core.objectives import parse_objectives
+from cellblock.core.threads import SMALL_BATCH_MACS, threads_for, torch_default_threads
+from cellblock.evaluators.latency import measure_latency
+from cellblock.pareto.results import pareto_trials
+from cellblock.records import COMPLETE, Trial, read_events
+
+
+class Jittery(nn.Module):
+    """Every third forward pass is 20x slower (a busy machine)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        time.sleep(0.02 if self.calls % 3 == 0 else 0.001)
+        return self.lin(x.flatten(1)[:, :4])
+
+
+def test_noisy_latency_is_remeasured_then_marked_unstable() -> None:
+    res = measure_latency(Jittery(), (1, 2, 2), warmup=1, repeats=10, max_spread=2.0)
+    assert res["latency_spread"] > 2.0 and res["latency_unstable"] is True
+    assert res["latency_attempts"] == 3  # measured, then re-measured twice
+    steady = measure_latency(nn.Identity(), (1, 2, 2), warmup=1, repeats=10, max_spread=1e9)
+    assert steady["latency_unstable"] is False and steady["latency_attempts"] == 1
+
+
+def test_unstable_latency_stays_off_the_front_unless_allowed() -> None:
+    objs = parse_objectives(["accuracy", "latency_ms"])
+
+    def trial(n: int, acc: float, lat: float, unstable: bool) -> Trial:
+        return Trial(n, f"a{n}", {}, COMPLETE, {"accuracy": acc, "latency_ms": lat, "latency_unstable": unstable})
+
+    noisy, steady = trial(0, 0.9, 1.0, True), trial(1, 0.8, 2.0, False)
+    assert pareto_trials([noisy, steady], objs) == [steady]
+    assert pareto_trials([noisy, steady], objs, allow_unstable_latency=True) == [noisy]
+    assert pareto_trials([noisy, steady], parse_objectives(["accuracy", "macs"])) == []  # no macs: none finite
+
+
+def test_thread_policy_one_for_small_candidates_override_wins() -> None:
+    cfg = {"threads_per_trial": None, "concurrency": 1, "batch_size": 64}
+    assert threads_for(cfg, 1e5) == 1
+    assert threads_for(cfg, 10 * SMALL_BATCH_MACS) == torch_default_threads()
+    assert threads_for({**cfg, "concurrency": 2}, 1e12) == 1
+    assert threads_for({**cfg, "threads_per_trial": 3}, 1e5) == 3
+
+
+def test_search_records_the_thread_choice(tmp_path) -> None:
+    run = cellblock.search(space="blocks", trials=1, epochs=1, out=str(tmp_path / "run"), device="cpu",
+                           objectives=["accuracy", "macs", "latency_ms"], latency_repeats=5)
+    t = run.trials[0]
+    assert t.metrics["threads"] == 1 and t.metrics["latency_device"]["threads"] == 1
+    assert "latency_unstable" in t.metrics and "latency_spread" in t.metrics
+    start = read_events(tmp_path / "run" / "trials.jsonl")[0]
+    assert start["threads"]["policy"] == "auto" and start["threads"]["small"] == 1
+    run = cellblock.search(space="blocks", trials=1, epochs=1, out=str(tmp_path / "run2"), device="cpu",
+                           objectives=["accuracy", "macs"], threads_per_trial=2)
+    assert run.trials[0].metrics["threads"] == 2
+    torch.set_num_threads(1)
