@@ -57,7 +57,7 @@ def set_threads(cfg: Mapping[str, Any]) -> None:
     import torch
 
     threads = cfg.get("threads_per_trial")
-    if threads is None and cfg.get("concurrency", 1) > 1:
+    if threads is None and (cfg.get("concurrency") or 1) > 1:
         threads = 1
     if threads is not None:
         torch.set_num_threads(int(threads))
@@ -161,9 +161,20 @@ def _no_scheduler(cfg: Mapping[str, Any], backend: str) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(cfg: Mapping[str, Any]) -> None:
+def _init_worker(cfg: Mapping[str, Any], counter: Any = None) -> None:
     from cellblock.runner import build_components
 
+    if counter is not None:  # worker i runs on GPU i mod the number of GPUs
+        from cellblock.devices import worker_device
+
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        cfg = {**cfg, "device": worker_device(cfg["device"], index)}
+        if cfg["device"].startswith("cuda:"):
+            import torch
+
+            torch.cuda.set_device(torch.device(cfg["device"]))
     set_threads(cfg)
     _WORKER["pipeline"] = build_components(cfg).pipeline
 
@@ -175,6 +186,9 @@ def _evaluate_in_worker(arch: Mapping[str, Any], seed: int) -> Outcome:
 @register_backend("process")
 class ProcessBackend(Backend):
     """A pool of ``concurrency`` worker processes (spawned; each loads the data once).
+
+    With GPUs (``device`` auto, cuda or cuda:N), worker ``i`` runs its trials on GPU
+    ``i mod len(gpus)`` (:func:`cellblock.devices.worker_device`).
 
     When a worker dies (killed, out of memory), the pool breaks and every trial in it
     is lost. Those trials are then re-run one at a time: one that kills its worker
@@ -192,11 +206,12 @@ class ProcessBackend(Backend):
         self.pool = self._new_pool()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
+        context = multiprocessing.get_context("spawn")
         return cf.ProcessPoolExecutor(
             max_workers=self.config["concurrency"],
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             initializer=_init_worker,
-            initargs=(dict(self.config),),
+            initargs=(dict(self.config), context.Value("i", 0)),
         )
 
     @property

@@ -64,8 +64,17 @@ SEARCH_OPTIONS = (
     "space", "strategy", "evaluator", "table", "metric", "supernet", "trials", "epochs", "batch_size", "lr", "dataset",
     "val_fraction", "data_dir", "download", "objectives", "device", "out", "seed", "storage",
     "backend", "address", "concurrency", "resources_per_trial", "scheduler", "threads_per_trial",
-    "grace_epochs", "reduction_factor",
+    "grace_epochs", "reduction_factor", "trials_per_gpu", "cuda_graphs",
 )
+
+
+def _trials_per_gpu(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or an integer, got {text!r}") from None
 
 
 @command("search")
@@ -99,7 +108,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage of optuna:* strategies: journal file or SQLAlchemy URL "
                    "(default RUN/optuna.journal)")
-    p.add_argument("--backend", help="where trials run: local, process or ray")
+    p.add_argument("--backend", help="where trials run: auto (default: a process pool packed on every "
+                   "visible GPU, else local), local, process or ray")
     p.add_argument("--address", help="Ray cluster for --backend ray: auto or HOST:PORT "
                    "(default: a local Ray instance started for the run)")
     p.add_argument("--concurrency", type=int, help="trials evaluated at the same time")
@@ -112,6 +122,10 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                    help="early stopping keeps the top 1/N at each rung (default 3)")
     p.add_argument("--threads-per-trial", dest="threads_per_trial", type=int,
                    help="torch threads per trial")
+    p.add_argument("--trials-per-gpu", dest="trials_per_gpu", type=_trials_per_gpu, metavar="K",
+                   help="trials packed on each GPU: auto (default; from CPU cores and GPU memory) or K")
+    p.add_argument("--cuda-graphs", dest="cuda_graphs", action=argparse.BooleanOptionalAction,
+                   help="capture training steps as CUDA graphs on CUDA (default on; eager when capture fails)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_search)
 
@@ -125,6 +139,8 @@ def _search(args: argparse.Namespace) -> int:
     cfg = config_mod.resolve(*layers, _overrides(args, SEARCH_OPTIONS))
     prepared = prepare(cfg)
     print(f"run directory: {prepared.run_dir}", file=sys.stderr)
+    if prepared.slots is not None:
+        print(prepared.slots.reason, file=sys.stderr)
     t0 = time.perf_counter()
     Runner(prepared, progress=not args.no_progress).run()
     wall = time.perf_counter() - t0

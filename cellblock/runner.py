@@ -62,6 +62,7 @@ class Prepared:
     constraints: list[Constraint]
     strategy: Strategy
     pipeline: Pipeline
+    slots: Any = None  # cellblock.devices.SlotPlan: where trials run and why
 
 
 def build_components(config: Mapping[str, Any]) -> Components:
@@ -114,15 +115,17 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
             a run directory holding a different run).
     """
     from cellblock.backends import BACKENDS
+    from cellblock.devices import apply_slots
 
-    cfg = dict(config)
+    cfg, slots = apply_slots(config)
     BACKENDS.get(cfg["backend"]).check_config(cfg)
     comps = build_components(cfg)
     run_dir = Path(cfg["out"]) if cfg["out"] else config_mod.default_run_dir(cfg)
     options = {**_run_options(cfg, run_dir), **cfg["strategy_args"]}
     strategy = make_strategy(cfg["strategy"], comps.space, comps.objectives, cfg["seed"], options)
     _check_run_dir(run_dir, cfg)
-    return Prepared(cfg, run_dir, comps.space, comps.objectives, comps.constraints, strategy, comps.pipeline)
+    return Prepared(cfg, run_dir, comps.space, comps.objectives, comps.constraints, strategy, comps.pipeline,
+                    slots)
 
 
 def _run_options(cfg: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cellblock.device_lock import exclusive_device
 from cellblock.errors import ConfigError
 from cellblock.evaluators.training import resolve_device
 
@@ -88,7 +89,10 @@ def measure_latency(
 
     Returns:
         ``{"latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_batch_size",
-        "latency_repeats", "latency_device"}``; ``latency_ms`` is the median.
+        "latency_repeats", "latency_device", "latency_isolation", "latency_wait_ms"}``;
+        ``latency_ms`` is the median. Timing holds the device exclusively against other
+        cellblock trials (:mod:`cellblock.device_lock`): ``latency_isolation`` says so and
+        ``latency_wait_ms`` is how long it waited for the device.
 
     Raises:
         ConfigError: if the shape, counts or device are invalid.
@@ -107,7 +111,7 @@ def measure_latency(
     times_ms: list[float] = []
     model.to(dev).eval()
     try:
-        with torch.inference_mode():
+        with exclusive_device(dev) as isolation, torch.inference_mode():
             for _ in range(warmup):
                 model(x)
             if dev.type == "cuda":
@@ -130,4 +134,5 @@ def measure_latency(
         "latency_batch_size": batch_size,
         "latency_repeats": repeats,
         "latency_device": device_fingerprint(dev),
+        **isolation,
     }
