@@ -49,9 +49,9 @@ def visible_gpus(device: str, count: int | None = None) -> list[int]:
     count = gpu_count() if count is None else count
     if device == "auto":
         return list(range(count))
+    if device.startswith("cuda") and count == 0:
+        raise ConfigError(f"device {device!r} was asked for but torch sees no CUDA device; use --device cpu")
     if device == "cuda":
-        if count == 0:
-            raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu")
         return list(range(count))
     match = re.fullmatch(r"cuda:(\d+)", device)
     if match:

@@ -197,10 +197,11 @@ class StepRunner:
     def _abandon(self, exc: BaseException) -> None:
         self.graph = None
         self.reason = f"capture failed, trained eagerly: {_one_line(exc)}"
-        try:
-            torch.cuda.synchronize(self.device)
-        except RuntimeError:
-            pass
+        if self.device.type == "cuda":
+            try:  # a failed capture may leave an error on the stream: clear it
+                torch.cuda.synchronize(self.device)
+            except RuntimeError:
+                pass
         self.optimizer.zero_grad(set_to_none=True)
 
     def describe(self) -> dict[str, Any]:
