@@ -284,7 +284,12 @@ def report(args: argparse.Namespace, device: torch.device, found: dict, steps: l
     ]
     if args.smoke:
         lines += ["**SMOKE RUN on the CPU at toy sizes: these numbers measure nothing.**", ""]
-    lines += ["## Searches (trials per hour over the wall time of one fresh `cellblock search`)", ""]
+    lines += ["## Searches (trials per hour over the wall time of one fresh `cellblock search`)", "",
+              "*local eager (before)* is the search as it ran before device slots and graphs (one "
+              "trial at a time, eager steps), except that cudnn autotuning and the latency lock now "
+              "apply to it too. The npz search uses `--strategy random` so that every variant trains "
+              "the same architectures; the digits search is the default (evolution), whose later "
+              "proposals depend on the results.", ""]
     for setting, rows in found.items():
         lines += [f"### {setting}", "",
                   "| variant | options | wall s | trials | complete | trials/h | device slots | steps | best acc |",
