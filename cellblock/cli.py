@@ -114,7 +114,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                    "(default: a local Ray instance started for the run)")
     p.add_argument("--concurrency", type=int, help="trials evaluated at the same time")
     p.add_argument("--resources-per-trial", dest="resources_per_trial", metavar="SPEC",
-                   help="Ray resources of one trial, e.g. cpu=1,gpu=0.5 (default cpu=1)")
+                   help="Ray resources of one trial, e.g. cpu=1,gpu=0.5 (default cpu=1, "
+                   "plus gpu=1/K with GPUs: K = --trials-per-gpu)")
     p.add_argument("--scheduler", help="early stopping (ray backend): none, asha, mo-asha")
     p.add_argument("--grace-epochs", dest="grace_epochs", type=int,
                    help="epochs before the first early-stopping rung (default 1)")
