@@ -132,3 +132,61 @@ def test_a_cuda_device_that_is_not_there_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="does not exist|no CUDA device"):
         cellblock.search(device=f"cuda:{n}", trials=1, out=str(tmp_path / "r"))
     assert not (tmp_path / "r").exists()
+
+
+def test_process_workers_take_gpus_in_turn(monkeypatch):
+    """The pool's initializer: worker i gets GPU i mod n (a fake count of 2 GPUs)."""
+    import multiprocessing
+
+    import torch
+
+    import cellblock.backends as backends
+    import cellblock.devices as devices
+    import cellblock.runner as runner
+
+    built, selected = [], []
+
+    class Built:
+        pipeline = None
+
+    monkeypatch.setattr(devices, "gpu_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda dev: selected.append(str(dev)))
+    monkeypatch.setattr(runner, "build_components", lambda cfg: built.append(cfg["device"]) or Built())
+    counter = multiprocessing.get_context("spawn").Value("i", 0)
+    threads = torch.get_num_threads()
+    try:
+        for _ in range(3):
+            backends._init_worker({"device": "auto", "concurrency": 3}, counter)
+    finally:
+        torch.set_num_threads(threads)
+    assert built == ["cuda:0", "cuda:1", "cuda:0"] and selected == built
+    built.clear()
+    backends._init_worker({"device": "cpu", "concurrency": 1}, counter)
+    assert built == ["cpu"]
+
+
+SPACE = '''
+from torch import nn
+
+def space(s, input_shape=(1, 8, 8), num_classes=10):
+    w = s.choice("w", [4, 8])
+    if not s.build:
+        return None
+    return nn.Sequential(nn.Conv2d(input_shape[0], w, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))
+'''
+
+
+def test_each_trial_records_its_device_and_step_mode(tmp_path, monkeypatch):
+    import cellblock
+
+    monkeypatch.setenv("CELLBLOCK_LOCK_DIR", str(tmp_path / "locks"))
+    (tmp_path / "sp.py").write_text(SPACE)
+    run = cellblock.search(space=f"{tmp_path / 'sp.py'}:space", trials=2, epochs=1, out=str(tmp_path / "r"),
+                           device="cpu", strategy="random", objectives=["accuracy", "latency_ms"])
+    assert len(run.trials) == 2
+    for t in run.trials:
+        assert t.metrics["device"] == "cpu" and t.metrics["train_step"] == "eager"
+        assert "CUDA device" in t.metrics["graph_fallback"]
+        assert t.metrics["latency_isolation"] == "device-exclusive" and t.metrics["latency_wait_ms"] >= 0
+    assert "backend: local" in (tmp_path / "r" / "config.yaml").read_text()
