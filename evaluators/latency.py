@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cellblock.core.device_lock import exclusive_device
 from cellblock.core.errors import ConfigError
 from cellblock.evaluators.training import resolve_device
 
@@ -97,8 +98,11 @@ def measure_latency(
 
     Returns:
         ``{"latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_spread",
-        "latency_batch_size", "latency_repeats", "latency_device"}`` (``latency_ms`` is the
-        median), plus ``latency_attempts`` and ``latency_unstable`` with ``max_spread``.
+        "latency_batch_size", "latency_repeats", "latency_device", "latency_isolation",
+        "latency_wait_ms"}`` (``latency_ms`` is the median), plus ``latency_attempts`` and
+        ``latency_unstable`` with ``max_spread``. Timing holds the device exclusively against
+        other cellblock trials (:mod:`cellblock.core.device_lock`): ``latency_isolation`` says
+        so and ``latency_wait_ms`` is how long it waited for the device.
 
     Raises:
         ConfigError: if the shape, counts or device are invalid.
@@ -118,7 +122,7 @@ def measure_latency(
     best: tuple[float, list[float]] | None = None
     attempts = 0
     try:
-        with torch.inference_mode():
+        with exclusive_device(dev) as isolation, torch.inference_mode():
             for _ in range(warmup):
                 model(x)
             if dev.type == "cuda":
@@ -146,6 +150,7 @@ def measure_latency(
         "latency_batch_size": batch_size,
         "latency_repeats": repeats,
         "latency_device": device_fingerprint(dev),
+        **isolation,
     }
     if max_spread is not None:
         out["latency_attempts"] = attempts

@@ -90,7 +90,9 @@ class Pipeline:
         return total_violation(self.constraints, metrics)
 
     def __call__(self, arch: Mapping[str, Any], seed: int) -> Outcome:
-        metrics: dict[str, Any] = {}
+        from cellblock.core.devices import device_label
+
+        metrics: dict[str, Any] = {"device": device_label(self.ctx.device)}  # where it ran
         try:
             known = self.evaluator.costs(arch)
             model = None

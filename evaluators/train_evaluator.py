@@ -26,6 +26,7 @@ class TrainEvaluator(Evaluator):
             label_smoothing=cfg["label_smoothing"],
             seed=seed,
             device=str(self.ctx.device),
+            cuda_graph=None if cfg.get("cuda_graphs", True) else False,
         )
 
     def evaluate(self, model: nn.Module, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:

@@ -21,8 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cellblock.core.device_lock import training_hold
+from cellblock.core.devices import device_label
 from cellblock.core.errors import ConfigError, EvaluationError
 from cellblock.data import Augment, Dataset
+from cellblock.evaluators.cuda_graph import StepRunner, cudnn_autotune
 
 #: Steps between two (host-syncing) NaN checks of the on-device loss buffer.
 NAN_CHECK_EVERY = 16
@@ -47,6 +50,9 @@ class TrainConfig:
         channels_last: Channels-last memory format; ``None`` means on for CUDA only.
         max_steps: Stop after this many SGD steps (the schedule is fitted to it).
         eval_batch_size: Batch size of validation inference.
+        cuda_graph: Capture the training step as a CUDA graph; ``None`` means on for CUDA
+            (falls back to eager, with the reason, when capture fails; see
+            :mod:`cellblock.evaluators.cuda_graph`).
     """
 
     epochs: int = 10
@@ -63,6 +69,7 @@ class TrainConfig:
     channels_last: bool | None = None
     max_steps: int | None = None
     eval_batch_size: int = 512
+    cuda_graph: bool | None = None
 
     def validate(self) -> None:
         """Check every field.
@@ -303,8 +310,12 @@ def train_and_evaluate(
     split is never touched.
 
     Returns:
-        ``{"accuracy", "train_s", "images_per_s", "epochs", "final_loss", "steps", "eval_s"}``;
-        ``final_loss`` is the mean training loss of the last epoch.
+        ``{"accuracy", "train_s", "images_per_s", "epochs", "final_loss", "steps", "eval_s",
+        "device", "train_step", "graph_fallback", "graph_captures", "graphed_steps"}``;
+        ``final_loss`` is the mean training loss of the last epoch; ``train_step`` is
+        ``cuda_graph`` or ``eager``, ``graph_fallback`` why no graph was used (or None).
+        On CUDA, steps run as a CUDA graph when possible, with cudnn autotuning; the
+        device is held shared against latency measurements (:mod:`cellblock.core.device_lock`).
 
     Args:
         model: The network (trained in place).
@@ -321,6 +332,20 @@ def train_and_evaluate(
     """
     cfg.validate()
     device = resolve_device(cfg.device)
+    with training_hold(device) as hold, cudnn_autotune(device):
+        return _train(model, data, cfg, device, hold, on_epoch_end, resume)
+
+
+def _train(
+    model: nn.Module,
+    data: Dataset,
+    cfg: TrainConfig,
+    device: torch.device,
+    hold: Any,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None,
+    resume: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The body of :func:`train_and_evaluate`, on a resolved device that is held."""
     torch.manual_seed(cfg.seed)
     x_train, y_train, x_val, y_val = device_tensors(data, device)
     n = len(y_train)
@@ -339,6 +364,9 @@ def train_and_evaluate(
     gen.manual_seed(cfg.seed)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     losses = torch.zeros(steps_per_epoch, device=device)
+    runner = StepRunner(model, optimizer, loss_fn, device, amp_dtype, scaler, cfg.cuda_graph)
+    # before the first step (always eager): a wrong head is one clear error, never a raw IndexError
+    runner.check_output = lambda out, n: check_logits(out, n, data.num_classes)
 
     _sync(device)
     start = time.perf_counter()
@@ -355,31 +383,18 @@ def train_and_evaluate(
         torch.set_rng_state(resume["torch_rng"])
         step, epochs_run, final_loss = resume["step"], resume["epoch"], resume["final_loss"]
     start_step = step
-    shape_checked = False
     for epoch in range(epochs_run, cfg.epochs):
         if step >= total_steps:
             break
         epochs_run += 1
         if hasattr(model, "on_epoch_start"):  # per-epoch schedules, e.g. darts drop path
             model.on_epoch_start(epoch, cfg.epochs)
+            runner.new_epoch()
         checked = done = 0
         batches = epoch_batches(x_train, y_train, data.augment, gen, optimizer, cfg, step, fmt)
         for i, xb, yb in batches:
-            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
-                out = model(xb)
-                if not shape_checked:  # before the first step: never a raw IndexError later
-                    check_logits(out, len(xb), data.num_classes)
-                    shape_checked = True
-                loss = loss_fn(out, yb)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            losses[i] = loss.detach()
+            hold.poll()
+            losses[i] = runner.step(xb, yb)
             step += 1
             done = i + 1
             if done % NAN_CHECK_EVERY == 0:
@@ -408,4 +423,6 @@ def train_and_evaluate(
         "final_loss": final_loss,
         "steps": step,
         "eval_s": eval_s,
+        "device": device_label(device),
+        **runner.describe(),
     }

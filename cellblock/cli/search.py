@@ -13,8 +13,17 @@ SEARCH_OPTIONS = (
     "val_fraction", "data_dir", "download", "objectives", "device", "out", "seed", "storage",
     "backend", "address", "concurrency", "resources_per_trial", "scheduler", "threads_per_trial",
     "grace_epochs", "reduction_factor", "allow_changed_inputs", "remap_labels", "allow_unstable_latency",
-    "latency_max_spread",
+    "latency_max_spread", "trials_per_gpu", "cuda_graphs",
 )
+
+
+def _trials_per_gpu(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or an integer, got {text!r}") from None
 
 
 @command("search")
@@ -48,12 +57,14 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage of optuna:* strategies: journal file or SQLAlchemy URL "
                    "(default RUN/optuna.journal)")
-    p.add_argument("--backend", help="where trials run: local, process or ray")
+    p.add_argument("--backend", help="where trials run: auto (a process pool packed on every "
+                   "visible GPU, else local), local, process or ray")
     p.add_argument("--address", help="Ray cluster for --backend ray: auto or HOST:PORT "
                    "(default: a local Ray instance started for the run)")
     p.add_argument("--concurrency", type=int, help="trials evaluated at the same time")
     p.add_argument("--resources-per-trial", dest="resources_per_trial", metavar="SPEC",
-                   help="Ray resources of one trial, e.g. cpu=1,gpu=0.5 (default cpu=1)")
+                   help="Ray resources of one trial, e.g. cpu=1,gpu=0.5 (default cpu=1, "
+                   "plus gpu=1/K with GPUs: K = --trials-per-gpu)")
     p.add_argument("--scheduler", help="early stopping (ray backend): none, asha, mo-asha")
     p.add_argument("--grace-epochs", dest="grace_epochs", type=int,
                    help="epochs before the first early-stopping rung (default 1)")
@@ -61,6 +72,10 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                    help="early stopping keeps the top 1/N at each rung (default 3)")
     p.add_argument("--threads-per-trial", dest="threads_per_trial", type=int,
                    help="torch threads per trial")
+    p.add_argument("--trials-per-gpu", dest="trials_per_gpu", type=_trials_per_gpu, metavar="K",
+                   help="trials packed on each GPU: auto (from CPU cores and GPU memory) or K")
+    p.add_argument("--cuda-graphs", dest="cuda_graphs", action=argparse.BooleanOptionalAction,
+                   help="capture training steps as CUDA graphs on CUDA (eager when capture fails)")
     p.add_argument("--remap-labels", dest="remap_labels", action="store_const", const=True,
                    help="map an .npz's non-contiguous labels to 0..K-1 (recorded) instead of refusing them")
     p.add_argument("--allow-changed-inputs", dest="allow_changed_inputs", action="store_const", const=True,
@@ -86,6 +101,8 @@ def _search(args: argparse.Namespace) -> int:
     from cellblock.core.threads import summary as threads_summary
 
     print(f"run directory: {prepared.run_dir}", file=sys.stderr)
+    if prepared.slots is not None:
+        print(prepared.slots.reason, file=sys.stderr)
     print(threads_summary(describe(cfg)), file=sys.stderr)
     t0 = time.perf_counter()
     Runner(prepared, progress=not args.no_progress).run()

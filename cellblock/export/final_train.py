@@ -108,6 +108,7 @@ def final_train(
     train_cfg = TrainConfig(
         epochs=epochs, batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
         label_smoothing=cfg["label_smoothing"], seed=seed, device=str(dev),
+        cuda_graph=None if cfg.get("cuda_graphs", True) else False,
     )
     from cellblock.core.runlock import LOCK_NAME, RunLock
 
@@ -166,6 +167,7 @@ def _train_locked(model: Any, data: Any, space: Any, train_cfg: Any, t: Any, cfg
         "train_s": before_s + time.perf_counter() - t0, "resumed_from_epoch": resume["state"]["epoch"] if resume else 0,
         "params": count_params(model), "macs": count_macs(model, input_shape), "device": str(dev),
         "dataset": cfg["dataset"], "test_size": len(data.y_test),
+        "train_step": result["train_step"], "graph_fallback": result["graph_fallback"],
     }
     atomic_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                 out_dir / "weights.pt")

@@ -68,6 +68,10 @@ def _resources(v: Any) -> str | None:
     return None if re.fullmatch(rf"{item}(,{item})*", v) else "must look like cpu=1,gpu=0.5"
 
 
+def _trials_per_gpu(v: Any) -> str | None:
+    return None if v == "auto" or (isinstance(v, int) and v >= 1) else "must be auto or an integer >= 1"
+
+
 FIELDS: dict[str, Field] = {
     "space": Field("blocks", (str,), "search space: a registered name, 'module:function' or 'file.py:function'"),
     "space_args": Field({}, (dict,), "options of the space function (its skeleton)"),
@@ -100,21 +104,23 @@ FIELDS: dict[str, Field] = {
     "out": Field(None, (str,), "run directory (default results/runs/<space>-<dataset>-<strategy>-seed<seed>)", nullable=True),
     "seed": Field(0, (int,), "random seed", _non_negative),
     "storage": Field(None, (str,), "Optuna storage of optuna:* strategies: journal file or SQLAlchemy URL (default RUN/optuna.journal)", nullable=True),
-    "backend": Field("local", (str,), "where trials run: local (in-process), process (local process pool) or ray"),
-    "concurrency": Field(1, (int,), "trials evaluated at the same time (process and ray backends)", _positive),
+    "backend": Field("auto", (str,), "where trials run: auto (process pool packed on every visible GPU, else local), local (in-process), process (local process pool) or ray"),
+    "concurrency": Field(None, (int,), "trials evaluated at the same time (default: GPUs x trials_per_gpu with GPUs, else 1)", _positive, nullable=True),
+    "trials_per_gpu": Field("auto", (str, int), "trials packed on each GPU: auto (from CPU cores and GPU memory) or N", _trials_per_gpu),
+    "cuda_graphs": Field(True, (bool,), "capture training steps as CUDA graphs on CUDA (eager when capture fails)"),
     "threads_per_trial": Field(None, (int,), "torch threads per trial (default: 1 for small candidates or with concurrency > 1, else torch's own choice)", _positive, nullable=True),
     "address": Field(None, (str,), "Ray cluster of the ray backend: auto or HOST:PORT (default: a local Ray instance for the run)", nullable=True),
-    "resources_per_trial": Field("cpu=1", (str,), "Ray resources of one trial, e.g. cpu=1,gpu=0.5", _resources),
+    "resources_per_trial": Field(None, (str,), "Ray resources of one trial, e.g. cpu=1,gpu=0.5 (default cpu=1, with gpu=1/trials_per_gpu when GPUs are used)", _resources, nullable=True),
     "scheduler": Field("none", (str,), "early stopping of the ray backend, epochs as budget: none, asha or mo-asha", _scheduler),
     "grace_epochs": Field(1, (int,), "epochs before the first early-stopping rung", _positive),
     "reduction_factor": Field(3, (int,), "early stopping keeps the top 1/reduction_factor at each rung", lambda v: None if v >= 2 else "must be >= 2"),
 }
 
 # Keys that may change when an existing run is continued: the budget, and where and how
-# widely trials run (continue a laptop run on a Ray cluster with more workers). Measured
-# latency depends on concurrency; keep it when latency_ms is an objective.
+# widely trials run (continue a laptop run on a Ray cluster with more workers, or on GPUs).
+# Latency is timed with the device held exclusively (cellblock.core.device_lock).
 RESUMABLE_KEYS = ("trials", "out", "backend", "concurrency", "address", "resources_per_trial",
-                  "allow_changed_inputs", "allow_unstable_latency")
+                  "trials_per_gpu", "cuda_graphs", "allow_changed_inputs", "allow_unstable_latency")
 
 
 def _check(key: str, value: Any) -> Any:

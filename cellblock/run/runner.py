@@ -58,6 +58,8 @@ class Prepared:
     input_changes: list[str] = field(default_factory=list)
     #: Builds a fresh strategy (a resume that cannot replay the asks rebuilds from it).
     new_strategy: Callable[[], Strategy] | None = None
+    #: Where trials run and why (:class:`cellblock.core.devices.SlotPlan`).
+    slots: Any = None
 
 
 def prepare(config: Mapping[str, Any]) -> Prepared:
@@ -67,9 +69,10 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
         CellblockError: for any bad input (unknown names, bad options, missing data,
             a run directory holding a different run).
     """
+    from cellblock.core.devices import apply_slots
     from cellblock.run.backends.base import BACKENDS
 
-    cfg = dict(config)
+    cfg, slots = apply_slots(config)
     BACKENDS.get(cfg["backend"]).check_config(cfg)
     comps = build_components(cfg)
     from cellblock.records.meta import RunMeta, print_notices, read_run_meta
@@ -91,7 +94,7 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
         return make_strategy(cfg["strategy"], comps.space, comps.objectives, cfg["seed"], options)
 
     return Prepared(cfg, run_dir, comps.space, comps.objectives, comps.constraints, new_strategy(),
-                    comps.pipeline, inputs, changes, new_strategy)
+                    comps.pipeline, inputs, changes, new_strategy, slots)
 
 
 def _check_out_path(run_dir: Path) -> None:

@@ -136,12 +136,23 @@ def _no_scheduler(cfg: Mapping[str, Any], backend: str) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(cfg: Mapping[str, Any], parent_pid: int | None = None) -> None:
+def _init_worker(cfg: Mapping[str, Any], parent_pid: int | None = None, counter: Any = None) -> None:
     from cellblock.core.signals import die_with_parent
     from cellblock.run.components import build_components
 
     if parent_pid is not None:
         die_with_parent(parent_pid)
+    if counter is not None:  # worker i runs on GPU i mod the number of GPUs
+        from cellblock.core.devices import worker_device
+
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        cfg = {**cfg, "device": worker_device(cfg["device"], index)}
+        if cfg["device"].startswith("cuda:"):
+            import torch
+
+            torch.cuda.set_device(torch.device(cfg["device"]))
     set_threads(cfg)
     _WORKER["pipeline"] = build_components(cfg).pipeline
 
@@ -153,6 +164,9 @@ def _evaluate_in_worker(arch: Mapping[str, Any], seed: int) -> Outcome:
 @register_backend("process")
 class ProcessBackend(Backend):
     """A pool of ``concurrency`` worker processes (spawned; each loads the data once).
+
+    With GPUs (``device`` auto, cuda or cuda:N), worker ``i`` runs its trials on GPU
+    ``i mod len(gpus)`` (:func:`cellblock.core.devices.worker_device`).
 
     When a worker dies (killed, out of memory), the pool breaks and every trial in it
     is lost. Those trials are then re-run one at a time: one that kills its worker
@@ -170,11 +184,12 @@ class ProcessBackend(Backend):
         self.pool = self._new_pool()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
+        context = multiprocessing.get_context("spawn")
         return cf.ProcessPoolExecutor(
             max_workers=self.config["concurrency"],
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             initializer=_init_worker,
-            initargs=(dict(self.config), os.getpid()),
+            initargs=(dict(self.config), os.getpid(), context.Value("i", 0)),
         )
 
     @property

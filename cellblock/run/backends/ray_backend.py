@@ -269,6 +269,8 @@ class EpochReporter(Evaluator):
 def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     """Tune function trainable: evaluate one architecture with the run's pipeline."""
     cfg = settings["config"]
+    if str(cfg["device"]).startswith("cuda:") and ray.get_gpu_ids():
+        cfg = {**cfg, "device": "cuda"}  # Ray shows a GPU trial only its own GPU(s)
     set_threads(cfg)
     pipeline = worker_components(cfg).pipeline
     arch, seed = json.loads(config["arch"]), int(config["seed"])
