@@ -187,8 +187,8 @@ def resolve(*layers: Mapping[str, Any]) -> dict[str, Any]:
         for key, value in layer.items():
             if key not in FIELDS:
                 close = difflib.get_close_matches(str(key), list(FIELDS), n=1, cutoff=0.6)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ConfigError(f"unknown config key {key!r}; {hint}allowed: {', '.join(FIELDS)}")
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"unknown config key {key!r}; allowed: {', '.join(FIELDS)}{hint}")
             merged[key] = value
     resolved = {k: _check(k, v) for k, v in merged.items()}
     for key in ("space_args", "strategy_args"):
