@@ -19,7 +19,8 @@ from cellblock.errors import CellblockError, ConfigError
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 
 # Modules that add sub-commands with ``@command``; imported when the parser is built.
-COMMAND_MODULES: tuple[str, ...] = ("cellblock.bench", "cellblock.export", "cellblock.final_train", "cellblock.report", "cellblock.supernet.cli")
+COMMAND_MODULES: tuple[str, ...] = ("cellblock.bench", "cellblock.export", "cellblock.final_train", "cellblock.report", "cellblock.supernet.cli",
+                                  "cellblock.latency_cli")
 
 
 def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -64,7 +65,7 @@ SEARCH_OPTIONS = (
     "space", "strategy", "evaluator", "table", "metric", "supernet", "trials", "epochs", "batch_size", "lr", "dataset",
     "val_fraction", "data_dir", "download", "objectives", "device", "out", "seed", "storage",
     "backend", "address", "concurrency", "resources_per_trial", "scheduler", "threads_per_trial",
-    "grace_epochs", "reduction_factor",
+    "grace_epochs", "reduction_factor", "latency_runtime", "latency_table",
 )
 
 
@@ -112,6 +113,10 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                    help="early stopping keeps the top 1/N at each rung (default 3)")
     p.add_argument("--threads-per-trial", dest="threads_per_trial", type=int,
                    help="torch threads per trial")
+    p.add_argument("--latency-runtime", dest="latency_runtime",
+                   help="runtime of measured latency: torch (default), torchscript, onnxruntime")
+    p.add_argument("--latency-table", dest="latency_table", metavar="FILE",
+                   help="latency_ms predicted by this table ('cellblock latency profile'), not measured")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_search)
 

@@ -91,6 +91,8 @@ FIELDS: dict[str, Field] = {
     "constraints": Field([], (list, str), "constraints such as 'macs<=5M'", None),
     "device": Field("auto", (str,), "device to train and time on", _device),
     "latency_batch_size": Field(1, (int,), "batch size of latency measurements", _positive),
+    "latency_runtime": Field(None, (str,), "runtime of measured latency: torch (default), torchscript, onnxruntime", nullable=True),
+    "latency_table": Field(None, (str,), "latency table from 'cellblock latency profile': latency_ms is its prediction, nothing is measured", nullable=True),
     "latency_repeats": Field(30, (int,), "timed runs per latency measurement (median kept)", _positive),
     "out": Field(None, (str,), "run directory (default results/runs/<space>-<dataset>-<strategy>-seed<seed>)", nullable=True),
     "seed": Field(0, (int,), "random seed", _non_negative),
