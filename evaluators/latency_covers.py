@@ -161,6 +161,18 @@ def blocks_cover(space: SearchSpace, discover: Discover) -> str:
     return f"exact: {n} probes (every stage configuration on every input width, every head width)"
 
 
+@register_cover("nb201")
+def nb201_cover(space: SearchSpace, discover: Discover) -> str:
+    """A cell is cut into its edge operations, each of which depends on its own decision only
+    (every edge of a stage maps C channels to C at one resolution): one network per
+    operation, with that operation on every edge, holds every unit."""
+    ops = space.arguments()["ops"]
+    base = space.sample(np.random.default_rng(0))
+    for op in ops:
+        discover(arch_probe(space, {name: op for name in base}))
+    return f"exact: {len(ops)} networks (each operation on every edge)"
+
+
 def run_cover(space: SearchSpace, discover: Discover) -> str:
     """The space's registered cover, else :func:`generic_cover`."""
     cover = COVERS.get(space.ref) if space.ref in COVERS else generic_cover

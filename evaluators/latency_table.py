@@ -155,12 +155,23 @@ def _runtime_overhead(runtime: str, device: torch.device, warmup: int, repeats: 
     return _stats(time_call(run, warmup, repeats * 3, clock), statistic)["raw_ms"]
 
 
-def measure_network(model: nn.Module, input_shape: tuple, runtime: str, device: torch.device,
-                    warmup: int, repeats: int, clock: str = "wall", statistic: str = "median") -> float:
-    """Batch-1 latency (ms, ``statistic`` of the runs) of a whole network in ``runtime``."""
+def measure_networks(models: list[nn.Module], input_shape: tuple, runtime: str, device: torch.device,
+                     warmup: int, repeats: int, clock: str = "wall", statistic: str = "median",
+                     rounds: int = 5) -> list[float]:
+    """Batch-1 latency (ms) of whole networks, timed in ``rounds`` interleaved rounds.
+
+    Each round times every network ``repeats // rounds`` times (after ``warmup`` runs in the
+    first round, one later), so a slow phase of a shared machine hits all networks alike
+    instead of a few.
+    """
     x = torch.randn(1, *map(int, input_shape), device=device)
-    times = time_call(get_runtime(runtime)(model, (x,), device), warmup, repeats, clock)
-    return _stats(times, statistic)["raw_ms"]
+    runs = [get_runtime(runtime)(m, (x,), device) for m in models]
+    per = max(1, repeats // rounds)
+    times: list[list[float]] = [[] for _ in runs]
+    for r in range(rounds):
+        for i, run in enumerate(runs):
+            times[i] += time_call(run, warmup if r == 0 else min(warmup, 1), per, clock)
+    return [_stats(t, statistic)["raw_ms"] for t in times]
 
 
 def _load_partial(out: Path, head: dict[str, Any]) -> dict[str, Any]:
@@ -274,20 +285,23 @@ def _calibrate(space: SearchSpace, table: dict[str, Any], runtime: str, dev: tor
                n: int, seed: int, save: Callable[[], None], log: Callable[[str], None]) -> None:
     """Fit the per-network constant: median of (measured - sum of units) on ``n`` networks."""
     rng = np.random.default_rng(seed + 1)
-    rows = table["calibration"]
-    archs = [space.sample(rng) for _ in range(n)]
-    for arch in archs[len(rows):]:
+    shape = tuple(space.arguments()["input_shape"])
+    models, sums, ids = [], [], []
+    for arch in [space.sample(rng) for _ in range(n)]:
         model = _build_real(arch_probe(space, arch).build, seed)
-        calls = trace_units(model, tuple(space.arguments()["input_shape"]))
         units_ms = 0.0
-        for c in calls:
+        for c in trace_units(model, shape):
             if c.key not in table["units"]:
                 raise ConfigError(_missing_error(c, f"calibration arch {arch_id(arch)}", "being profiled")
                                   + " (the cover missed it)")
             units_ms += table["units"][c.key]["ms"]
-        measured = measure_network(model, tuple(space.arguments()["input_shape"]), runtime, dev, *timing)
-        rows.append({"arch_id": arch_id(arch), "measured_ms": measured, "units_ms": units_ms})
-        save()
+        models.append(model)
+        sums.append(units_ms)
+        ids.append(arch_id(arch))
+    measured = measure_networks(models, shape, runtime, dev, *timing)
+    rows = table["calibration"] = [{"arch_id": i, "measured_ms": m, "units_ms": u}
+                                   for i, m, u in zip(ids, measured, sums, strict=True)]
+    save()
     table["constant_ms"] = float(np.median([r["measured_ms"] - r["units_ms"] for r in rows]))
     log(f"per-network constant {table['constant_ms']:.4f} ms from {len(rows)} whole networks")
 
@@ -316,13 +330,16 @@ def check(table: LatencyTable, space: SearchSpace, samples: int, *, runtime: str
     dev = resolve_device(device)
     shape = tuple(space.arguments()["input_shape"])
     rng = np.random.default_rng(seed)
-    rows = []
-    for _ in tqdm(range(samples), unit="net", desc="check", disable=not progress, file=sys.stderr):
+    rows, models = [], []
+    for _ in tqdm(range(samples), unit="net", desc="check: build", disable=not progress, file=sys.stderr):
         arch = space.sample(rng)
-        model = _build_real(arch_probe(space, arch).build, 0)
-        predicted = table.predict(model, shape, f"arch {arch_id(arch)}")
-        measured = measure_network(model, shape, runtime, dev, warmup, repeats, clock, statistic)
-        rows.append({"arch_id": arch_id(arch), "predicted_ms": predicted, "measured_ms": measured})
+        models.append(_build_real(arch_probe(space, arch).build, 0))
+        rows.append({"arch_id": arch_id(arch), "predicted_ms": table.predict(models[-1], shape, f"arch {arch_id(arch)}")})
+    if progress:
+        print(f"check: timing {samples} networks in {runtime}, interleaved", file=sys.stderr)
+    measured = measure_networks(models, shape, runtime, dev, warmup, repeats, clock, statistic)
+    for row, m in zip(rows, measured, strict=True):
+        row["measured_ms"] = m
     pred = [r["predicted_ms"] for r in rows]
     meas = [r["measured_ms"] for r in rows]
     tau, rho = correlations(pred, meas)
