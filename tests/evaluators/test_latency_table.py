@@ -213,3 +213,47 @@ def test_search_with_a_table_lacking_a_unit_exits_2(tiny_table, tmp_path, capsys
     assert rc == 2 and "give one of them" in capsys.readouterr().err
     rc = main(["search", "--latency-runtime", "tvm", "--out", str(run)])
     assert rc == 2 and "unknown latency runtime 'tvm'" in capsys.readouterr().err
+
+
+def test_nb201_cover_holds_the_units_of_random_networks(tmp_path):
+    space = SearchSpace("nb201", C=4, N=1, input_shape=(3, 8, 8))
+    table = profile(space, "torch", tmp_path / "lut.json", **FAST)
+    assert table["coverage"].startswith("exact") and table["expected_units"] == 21
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        assert _keys(space, space.sample(rng)) <= set(table["units"])
+
+
+CUSTOM = '''
+from torch import nn
+
+
+def tiny(s, input_shape=(1, 6, 6), num_classes=3):
+    w = s.choice("width", [2, 4])
+    k = s.choice("kernel", [1, 3])
+    if not s.build:
+        return None
+    return nn.Sequential(nn.Conv2d(1, w, k, padding=k // 2), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(w * 36, num_classes))
+'''
+
+
+def test_custom_space_without_marks_is_cut_at_its_containers(tmp_path):
+    (tmp_path / "tiny_space.py").write_text(CUSTOM)
+    space = SearchSpace(f"{tmp_path / 'tiny_space.py'}:tiny")
+    paths = [p for p, _ in unit_modules(space.build({"width": 2, "kernel": 3}))]
+    assert paths == ["0", "1", "2", "3"]
+    table = profile(space, "torch", tmp_path / "lut.json", **FAST)
+    assert table["coverage"] == "exact: all 4 architectures"
+    assert set().union(*(_keys(space, a) for a in space.enumerate())) == set(table["units"])
+
+
+def test_search_measures_latency_in_the_runtime_asked_for(tmp_path):
+    pytest.importorskip("onnxruntime")
+    run = tmp_path / "run"
+    assert main(["search", *sum((["--space-arg", a] for a in TINY_ARGS), []), "--trials", "1", "--epochs", "1",
+                 "--device", "cpu", "--latency-runtime", "onnxruntime", "--out", str(run), "--no-progress"]) == 0
+    events = [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()]
+    m = next(e["metrics"] for e in events if (e.get("metrics") or {}).get("latency_ms"))
+    assert m["latency_runtime"] == "onnxruntime" and m["latency_device"]["onnxruntime"]
+    assert m["latency_ms"] > 0 and "latency_source" not in m
