@@ -80,6 +80,8 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
     ch.add_argument("--seed", type=int, default=1234, help="seed of the sampled networks (default 1234)")
     ch.add_argument("--runtime", help="runtime to measure in (default: the table's)")
     ch.add_argument("--clock", help="wall or thread (default: the table's)")
+    ch.add_argument("--passes", type=int, default=1,
+                    help="measure every network this many times; with 2, also report the noise floor")
     ch.add_argument("--stat", choices=("median", "p10"), help="statistic kept (default: the table's)")
     ch.add_argument("--out", help="write the result (with every network) to this JSON file")
     ch.add_argument("--no-progress", action="store_true")
@@ -117,7 +119,7 @@ def _check(args: argparse.Namespace) -> int:
     _threads(args.threads if args.threads is not None else table.data["fingerprint"]["threads"])
     space = _space(args.space, args.space_arg)
     result = check(table, space, args.samples, runtime=args.runtime, device=args.device,
-                   warmup=args.warmup, repeats=args.repeats, seed=args.seed, clock=args.clock, statistic=args.stat,
+                   warmup=args.warmup, repeats=args.repeats, seed=args.seed, clock=args.clock, statistic=args.stat, passes=args.passes,
                    progress=not args.no_progress)
     if args.out:
         atomic_write_text(args.out, json.dumps(result, indent=1))

@@ -309,19 +309,23 @@ def _calibrate(space: SearchSpace, table: dict[str, Any], runtime: str, dev: tor
 # ---- validation ----------------------------------------------------------------------------
 def check(table: LatencyTable, space: SearchSpace, samples: int, *, runtime: str | None = None,
           device: str = "cpu", warmup: int = 10, repeats: int = 30, seed: int = 1234,
-          clock: str | None = None, statistic: str | None = None, progress: bool = True) -> dict[str, Any]:
+          clock: str | None = None, statistic: str | None = None, passes: int = 1,
+          progress: bool = True) -> dict[str, Any]:
     """Measure ``samples`` random networks on this device and compare with the table.
 
+    With ``passes`` >= 2 every network is measured that many times (the mean is compared
+    with the prediction) and the agreement of the first two passes is reported too: the
+    ceiling that the measurement noise of this device puts on any predictor.
+
     Returns:
-        ``{"kendall_tau", "spearman", "mape_pct", "n", "runtime", "rows"}``.
+        ``{"kendall_tau", "spearman", "mape_pct", "n", "runtime", "rows"}`` (+ ``repeat_*``).
     """
     from tqdm.auto import tqdm
 
     from cellblock.evaluators.training import resolve_device
-    from cellblock.supernet.rank import correlations
 
-    if samples < 2:
-        raise ConfigError(f"--samples must be >= 2 to rank networks, got {samples}")
+    if samples < 2 or passes < 1:
+        raise ConfigError(f"--samples must be >= 2 and --passes >= 1, got {samples} and {passes}")
     runtime = runtime or table.data["runtime"]
     clock = clock or table.data["settings"].get("clock", "wall")
     check_clock(clock)
@@ -337,19 +341,32 @@ def check(table: LatencyTable, space: SearchSpace, samples: int, *, runtime: str
         rows.append({"arch_id": arch_id(arch), "predicted_ms": table.predict(models[-1], shape, f"arch {arch_id(arch)}")})
     if progress:
         print(f"check: timing {samples} networks in {runtime}, interleaved", file=sys.stderr)
-    measured = measure_networks(models, shape, runtime, dev, warmup, repeats, clock, statistic)
-    for row, m in zip(rows, measured, strict=True):
-        row["measured_ms"] = m
-    pred = [r["predicted_ms"] for r in rows]
-    meas = [r["measured_ms"] for r in rows]
+    runs = [measure_networks(models, shape, runtime, dev, warmup, repeats, clock, statistic)
+            for _ in range(passes)]
+    for i, row in enumerate(rows):
+        row["measured_passes_ms"] = [r[i] for r in runs]
+        row["measured_ms"] = float(np.mean(row["measured_passes_ms"]))
+    out = _agreement([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
+    if passes >= 2:
+        out.update({f"repeat_{k}": v for k, v in _agreement(runs[1], runs[0]).items()})
+    return {**out, "n": len(rows), "runtime": runtime, "threads": torch.get_num_threads(),
+            "clock": clock, "statistic": statistic, "passes": passes, "rows": rows}
+
+
+def _agreement(pred: list[float], meas: list[float]) -> dict[str, float]:
+    from cellblock.supernet.rank import correlations
+
     tau, rho = correlations(pred, meas)
     mape = float(np.mean([abs(p - m) / m for p, m in zip(pred, meas, strict=True)]) * 100)
-    return {"kendall_tau": tau, "spearman": rho, "mape_pct": mape, "n": len(rows), "runtime": runtime,
-            "threads": torch.get_num_threads(), "clock": clock, "statistic": statistic, "rows": rows}
+    return {"kendall_tau": tau, "spearman": rho, "mape_pct": mape}
 
 
 def summary_line(result: Mapping[str, Any]) -> str:
     """One line of a check result."""
-    return (f"{result['n']} networks in {result['runtime']} ({result['threads']} threads, "
+    line = (f"{result['n']} networks in {result['runtime']} ({result['threads']} threads, "
             f"{result['clock']} clock, {result['statistic']}): Kendall tau "
             f"{result['kendall_tau']:.3f}, Spearman {result['spearman']:.3f}, MAPE {result['mape_pct']:.1f}%")
+    if "repeat_kendall_tau" in result:
+        line += (f"; measurement noise (pass 2 vs pass 1): Kendall tau {result['repeat_kendall_tau']:.3f}, "
+                 f"Spearman {result['repeat_spearman']:.3f}, MAPE {result['repeat_mape_pct']:.1f}%")
+    return line

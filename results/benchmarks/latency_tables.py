@@ -1,8 +1,10 @@
 """Latency tables on this CPU: profile time, table size, and how well they predict whole networks.
 
 For one space configuration and one runtime: profile a table (``cellblock latency profile``),
-then measure ``--samples`` random networks and report Kendall tau, Spearman and MAPE of the
-predicted against the measured latency (``cellblock latency check``). One line of JSON per
+then measure ``--samples`` random networks twice (interleaved rounds) and report Kendall tau,
+Spearman and MAPE of the predicted against the measured latency (the mean of the two passes),
+and of pass 2 against pass 1: the noise floor of this machine (``cellblock latency check
+--passes 2``). One line of JSON per
 run is appended to ``--results``; latency_tables.md reports them.
 
     OMP_NUM_THREADS=1 .venv/bin/python results/benchmarks/latency_tables.py --config blocks8 --runtime torch
@@ -57,7 +59,7 @@ def main() -> None:
                     clock=args.clock, statistic=args.stat, progress=False)
     wall = time.perf_counter() - t0
     t1 = time.perf_counter()
-    result = check(LatencyTable(out), space, args.samples, repeats=args.repeats, progress=False)
+    result = check(LatencyTable(out), space, args.samples, repeats=args.repeats, passes=2, progress=False)
     row = {
         "config": args.config, "space": name, "space_args": kwargs, "runtime": args.runtime,
         "clock": args.clock, "statistic": args.stat, "repeats": args.repeats,
@@ -65,7 +67,8 @@ def main() -> None:
         "profile_s": table["profile_s"], "profile_wall_this_call_s": round(wall, 1),
         "constant_ms": table["constant_ms"], "check_s": round(time.perf_counter() - t1, 1),
         "kendall_tau": result["kendall_tau"], "spearman": result["spearman"], "mape_pct": result["mape_pct"],
-        "n": result["n"], "measured_ms_median": sorted(r["measured_ms"] for r in result["rows"])[len(result["rows"]) // 2],
+        "repeat_kendall_tau": result["repeat_kendall_tau"], "repeat_spearman": result["repeat_spearman"],
+        "repeat_mape_pct": result["repeat_mape_pct"], "n": result["n"], "measured_ms_median": sorted(r["measured_ms"] for r in result["rows"])[len(result["rows"]) // 2],
         "load_before": load_before, "load_after": os.getloadavg(), "cpu": table["fingerprint"]["name"],
     }
     with open(args.results, "a", encoding="utf-8") as f:

@@ -161,8 +161,9 @@ def test_unknown_runtime_and_thread_clock_are_user_errors():
 
 def test_check_reports_rank_and_error_metrics(tiny_table):
     result = check(LatencyTable(tiny_table), SearchSpace("blocks", **TINY), 6, warmup=1, repeats=3,
-                   progress=False)
-    assert result["n"] == 6 and len(result["rows"]) == 6
+                   passes=2, progress=False)
+    assert result["n"] == 6 and len(result["rows"]) == 6 and -1 <= result["repeat_kendall_tau"] <= 1
+    assert all(len(r["measured_passes_ms"]) == 2 for r in result["rows"])
     assert -1 <= result["kendall_tau"] <= 1 and -1 <= result["spearman"] <= 1 and result["mape_pct"] >= 0
     row = result["rows"][0]
     assert row["predicted_ms"] > 0 and row["measured_ms"] > 0
