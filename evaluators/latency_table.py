@@ -240,6 +240,9 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
         probes.append(probe)
         for c in calls:
             found.setdefault(c.key, (len(probes) - 1, c))
+        if progress and len(probes) % 500 == 0:
+            log(f"tracing the space: {len(probes)} probes, {len(found)} distinct units so far "
+                f"({time.perf_counter() - t0:.0f} s)")
         return calls
 
     t0 = time.perf_counter()
