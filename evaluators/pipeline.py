@@ -82,6 +82,11 @@ class Pipeline:
         self.measure_latency = "latency_ms" in wanted
         self.provided = sorted(n for n in wanted if n in METRIC_PROVIDERS)
         self.input_shape = ctx.space.input_shape
+        self.latency = None
+        if self.measure_latency:  # measured in a runtime, or a latency table's prediction
+            from cellblock.evaluators.latency_objective import latency_function
+
+            self.latency = latency_function(ctx, self.input_shape)
         #: The metrics known before the evaluator runs (costs, cheap metrics, latency) of the
         #: candidate being evaluated, for evaluators that report them early (Ray schedulers).
         self.cheap_metrics: dict[str, Any] = {}
@@ -108,20 +113,8 @@ class Pipeline:
             violation = self._violation(metrics)
             if violation > 0:
                 return Outcome(INFEASIBLE, metrics, None, violation)
-            if self.measure_latency:
-                from cellblock.evaluators.latency import measure_latency
-
-                cfg = self.ctx.config
-                metrics.update(
-                    measure_latency(
-                        model.to(self.ctx.device),
-                        self.input_shape,
-                        batch_size=cfg["latency_batch_size"],
-                        device=self.ctx.device,
-                        repeats=cfg["latency_repeats"],
-                        max_spread=cfg.get("latency_max_spread"),
-                    )
-                )
+            if self.latency is not None:
+                metrics.update(self.latency(model, arch))
                 violation = self._violation(metrics)
                 if violation > 0:
                     return Outcome(INFEASIBLE, metrics, None, violation)

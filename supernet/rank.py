@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
 from cellblock.core.errors import ConfigError
+from cellblock.core.stats import rank_correlations as correlations
 from cellblock.data import Dataset
 from cellblock.evaluators.cost import cost_metrics
 from cellblock.evaluators.pipeline import trial_seed
@@ -52,15 +52,6 @@ def sample_distinct(space: Any, k: int, seed: int) -> list[dict[str, Any]]:
 
 def _finite(v: float) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
-
-
-def correlations(supernet_acc: list[float], standalone_acc: list[float]) -> tuple[float, float]:
-    """``(kendall_tau, spearman)``; NaN when either list is constant."""
-    if len(set(supernet_acc)) < 2 or len(set(standalone_acc)) < 2:
-        return float("nan"), float("nan")
-    tau = stats.kendalltau(supernet_acc, standalone_acc).statistic
-    rho = stats.spearmanr(supernet_acc, standalone_acc).statistic
-    return float(tau), float(rho)
 
 
 def supernet_accuracy(supernet: Supernet, arch: Mapping[str, Any], data: Dataset,

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from cellblock.core.errors import CellblockError, ConfigError, ExportError
+from cellblock.evaluators.runtimes import ONNX_OPSET
 from cellblock.export.codegen import generate_source
 from cellblock.export.formats import FORMATS, check_formats, register_format
 from cellblock.export.verify import (
@@ -51,10 +52,6 @@ from cellblock.export.verify import (
 from cellblock.export.verify import CHECK_BATCH as CHECK_BATCH  # re-exported
 from cellblock.export.verify import CHECK_SCRIPT as CHECK_SCRIPT  # re-exported
 from cellblock.export.verify import fresh_weights as fresh_weights  # re-exported
-
-ONNX_OPSET = 17
-
-
 
 
 # ---- selection ---------------------------------------------------------------------------

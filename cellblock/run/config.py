@@ -97,6 +97,8 @@ FIELDS: dict[str, Field] = {
     "constraints": Field([], (list, str), "constraints such as 'macs<=5M'", None),
     "device": Field("auto", (str,), "device to train and time on", _device),
     "latency_batch_size": Field(1, (int,), "batch size of latency measurements", _positive),
+    "latency_runtime": Field(None, (str,), "runtime of measured latency: torch (default), torchscript, onnxruntime", nullable=True),
+    "latency_table": Field(None, (str,), "latency table from 'cellblock latency profile': latency_ms is its prediction, nothing is measured", nullable=True),
     "latency_repeats": Field(30, (int,), "timed runs per latency measurement (median kept)", _positive),
     "latency_max_spread": Field(2.0, (float, int), "latency p90/p10 above which a measurement is repeated, then marked unstable", lambda v: None if v > 1 else "must be > 1"),
     "allow_unstable_latency": Field(False, (bool,), "let trials whose latency stayed unstable (p90/p10 over latency_max_spread) onto the Pareto front"),

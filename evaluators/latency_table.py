@@ -1,0 +1,375 @@
+"""Latency tables: every unit of a space timed once on the target, then summed to predict.
+
+``profile`` (``cellblock latency profile``) traces the space's cover (see
+:mod:`~cellblock.evaluators.latency_covers`), times each distinct unit in a runtime (see
+:mod:`~cellblock.evaluators.runtimes`), then fits one per-network constant on a few whole
+networks. The table is rewritten atomically as it grows, so an interrupted profile continues
+where it stopped. A prediction is ``sum of the network's unit latencies + constant``, where a
+unit's latency is its median minus the runtime's empty-call overhead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cellblock.core.errors import ConfigError, EvaluationError
+from cellblock.core.fileio import atomic_write_text
+from cellblock.evaluators.latency_covers import Probe, arch_probe, run_cover
+from cellblock.evaluators.latency_units import UnitCall, make_inputs, trace_units
+from cellblock.evaluators.runtimes import check_clock, get_runtime, runtime_fingerprint, time_call
+from cellblock.search_spaces.api import SearchSpace, arch_id
+
+FORMAT = "cellblock-latency-table/1"
+# Fingerprint keys that must match for a partial table to be continued.
+SAME_DEVICE = ("type", "name", "torch", "threads", "runtime", "onnxruntime")
+
+
+def space_identity(space: SearchSpace) -> dict[str, Any]:
+    """The space reference and its full arguments, JSON-normalised."""
+    args = json.loads(json.dumps(space.arguments(), sort_keys=True, default=repr))
+    return {"ref": space.ref, "arguments": args}
+
+
+def _missing_error(call: UnitCall, where: str, table: str) -> str:
+    return (f"unit {call.label} (at {call.path or 'the network'}, key {call.key}) of {where} is not "
+            f"in latency table {table}; profile this space and skeleton with 'cellblock latency "
+            "profile' on the target device")
+
+
+class LatencyTable:
+    """A loaded, complete latency table.
+
+    Raises:
+        ConfigError: if the file is missing, malformed or an unfinished profile.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ConfigError(f"latency table {str(self.path)!r} not found; make one with "
+                              "'cellblock latency profile --out FILE'")
+        try:
+            self.data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"latency table {str(self.path)!r} is not valid JSON: {exc}") from None
+        if not isinstance(self.data, dict) or self.data.get("format") != FORMAT:
+            raise ConfigError(f"{str(self.path)!r} is not a cellblock latency table ({FORMAT})")
+        if not self.data.get("complete"):
+            raise ConfigError(f"latency table {str(self.path)!r} is an unfinished profile; run the "
+                              "same 'cellblock latency profile' command again to finish it")
+        self.units: dict[str, dict[str, Any]] = self.data["units"]
+        self.constant_ms = float(self.data["constant_ms"])
+        self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What trial records carry: the device fingerprint, runtime and the table's hash."""
+        return {**self.data["fingerprint"], "table_sha256": self.sha256[:16], "table": self.path.name}
+
+    def missing(self, calls: list[UnitCall]) -> list[UnitCall]:
+        """The calls whose unit is not in the table."""
+        return [c for c in calls if c.key not in self.units]
+
+    def predict_calls(self, calls: list[UnitCall], where: str = "the network") -> float:
+        """``sum of unit latencies + constant`` in ms.
+
+        Raises:
+            EvaluationError: naming the first unit missing from the table.
+        """
+        gone = self.missing(calls)
+        if gone:
+            raise EvaluationError(_missing_error(gone[0], where, str(self.path)))
+        return sum(self.units[c.key]["ms"] for c in calls) + self.constant_ms
+
+    def predict(self, model: nn.Module, input_shape: tuple, where: str = "the network") -> float:
+        """Predicted batch-1 latency (ms) of ``model``."""
+        return self.predict_calls(trace_units(model, input_shape), where)
+
+    def metrics(self, model: nn.Module, input_shape: tuple, where: str) -> dict[str, Any]:
+        """The latency metrics of a trial predicted from the table."""
+        return {"latency_ms": self.predict(model, input_shape, where), "latency_source": "table",
+                "latency_table": self.fingerprint()}
+
+    def check_space(self, space: SearchSpace) -> None:
+        """Fail before a search when the table cannot price every unit of ``space``.
+
+        A table profiled for the same space and skeleton is accepted; another skeleton is
+        traced (no timing) and its first unit missing from the table is named.
+
+        Raises:
+            ConfigError: naming the missing unit.
+        """
+        if self.data["space"] == space_identity(space):
+            return
+        problem: list[str] = []
+
+        def discover(probe: Probe) -> list[UnitCall]:
+            calls = trace_units(probe.build(), probe.input_shape)
+            gone = self.missing(calls)
+            if gone and not problem:
+                problem.append(_missing_error(gone[0], probe.name, str(self.path)))
+            return calls
+
+        run_cover(space, discover)
+        if problem:
+            raise ConfigError(problem[0])
+
+
+# ---- profiling -----------------------------------------------------------------------------
+#: Statistic of the timed runs kept as "the" latency: the median, or the 10th percentile
+#: (steadier on a shared machine, where other processes slow some runs down).
+STATISTICS = {"median": 50, "p10": 10}
+
+
+def check_statistic(statistic: str) -> int:
+    """The percentile of ``statistic``; ConfigError for an unknown one."""
+    if statistic not in STATISTICS:
+        raise ConfigError(f"unknown latency statistic {statistic!r}; use one of: {', '.join(STATISTICS)}")
+    return STATISTICS[statistic]
+
+
+def _stats(times: list[float], statistic: str) -> dict[str, float]:
+    p10, p50, p90, kept = np.percentile(times, [10, 50, 90, check_statistic(statistic)])
+    return {"raw_ms": float(kept), "median_ms": float(p50), "p10_ms": float(p10), "p90_ms": float(p90)}
+
+
+def _build_real(build: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return build().eval()
+
+
+def _runtime_overhead(runtime: str, device: torch.device, warmup: int, repeats: int, clock: str,
+                      statistic: str) -> float:
+    """Latency (ms) of the runtime running an identity on a 1-element tensor."""
+    run = get_runtime(runtime)(nn.Identity(), (torch.zeros(1, 1, 1, 1, device=device),), device)
+    return _stats(time_call(run, warmup, repeats * 3, clock), statistic)["raw_ms"]
+
+
+def measure_networks(models: list[nn.Module], input_shape: tuple, runtime: str, device: torch.device,
+                     warmup: int, repeats: int, clock: str = "wall", statistic: str = "median",
+                     rounds: int = 5) -> list[float]:
+    """Batch-1 latency (ms) of whole networks, timed in ``rounds`` interleaved rounds.
+
+    Each round times every network ``repeats // rounds`` times (after ``warmup`` runs in the
+    first round, one later), so a slow phase of a shared machine hits all networks alike
+    instead of a few.
+    """
+    x = torch.randn(1, *map(int, input_shape), device=device)
+    runs = [get_runtime(runtime)(m, (x,), device) for m in models]
+    per = max(1, repeats // rounds)
+    times: list[list[float]] = [[] for _ in runs]
+    for r in range(rounds):
+        for i, run in enumerate(runs):
+            times[i] += time_call(run, warmup if r == 0 else min(warmup, 1), per, clock)
+    return [_stats(t, statistic)["raw_ms"] for t in times]
+
+
+def _load_partial(out: Path, head: dict[str, Any]) -> dict[str, Any]:
+    if not out.exists():
+        return {**head, "units": {}, "calibration": [], "complete": False, "profile_s": 0.0}
+    try:
+        old = json.loads(out.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ConfigError(f"{str(out)!r} exists and is not a latency table; choose another --out") from None
+    if not isinstance(old, dict) or old.get("format") != FORMAT:
+        raise ConfigError(f"{str(out)!r} exists and is not a latency table; choose another --out")
+    for key in ("space", "runtime", "settings"):
+        if old.get(key) != head[key]:
+            raise ConfigError(f"{str(out)!r} holds a table with another {key} ({old.get(key)!r}); "
+                              "choose another --out or delete it")
+    for key in SAME_DEVICE:
+        if old["fingerprint"].get(key) != head["fingerprint"].get(key):
+            raise ConfigError(f"{str(out)!r} was profiled on another device or setting ({key}: "
+                              f"{old['fingerprint'].get(key)!r} there, {head['fingerprint'].get(key)!r} "
+                              "here); choose another --out or delete it")
+    return old
+
+
+def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = "cpu",
+            warmup: int = 10, repeats: int = 30, calibration: int = 10, seed: int = 0,
+            clock: str = "wall", statistic: str = "median", progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Time every distinct unit of ``space`` in ``runtime``; write the table to ``out``.
+
+    Continues a partial table at ``out`` made with the same space, runtime, settings and
+    device. Returns the table.
+    """
+    from tqdm.auto import tqdm
+
+    from cellblock.evaluators.training import resolve_device
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    get_runtime(runtime)
+    check_clock(clock)
+    check_statistic(statistic)
+    if warmup < 0 or repeats < 1 or calibration < 1:
+        raise ConfigError(f"warmup={warmup}, repeats={repeats}, calibration={calibration} are invalid; "
+                          "use warmup >= 0, repeats >= 1, calibration >= 1")
+    dev = resolve_device(device)
+    out = Path(out)
+    head = {"format": FORMAT, "space": space_identity(space), "runtime": runtime,
+            "fingerprint": runtime_fingerprint(runtime, dev),
+            "settings": {"warmup": warmup, "repeats": repeats, "calibration": calibration,
+                         "seed": seed, "batch_size": 1, "clock": clock,
+                         "statistic": statistic}}
+    table = _load_partial(out, head)
+    if table.get("complete"):
+        log(f"{out} is already a complete table ({len(table['units'])} units)")
+        return table
+    t_start = time.perf_counter()
+    spent = float(table.get("profile_s", 0.0))
+
+    def save() -> None:
+        table["profile_s"] = round(spent + time.perf_counter() - t_start, 2)
+        atomic_write_text(out, json.dumps(table, indent=1, sort_keys=True))
+
+    found: dict[str, tuple[int, UnitCall]] = {}
+    probes: list[Probe] = []
+
+    def discover(probe: Probe) -> list[UnitCall]:
+        calls = trace_units(probe.build(), probe.input_shape)
+        probes.append(probe)
+        for c in calls:
+            found.setdefault(c.key, (len(probes) - 1, c))
+        if progress and len(probes) % 500 == 0:
+            log(f"tracing the space: {len(probes)} probes, {len(found)} distinct units so far "
+                f"({time.perf_counter() - t0:.0f} s)")
+        return calls
+
+    t0 = time.perf_counter()
+    table["coverage"] = run_cover(space, discover)
+    table["expected_units"] = len(found)
+    todo = [k for k in found if k not in table["units"]]
+    log(f"{len(found)} distinct units ({table['coverage']}); traced in {time.perf_counter() - t0:.1f} s; "
+        f"{len(found) - len(todo)} already timed, {len(todo)} to time in {runtime}")
+    if "overhead_ms" not in table:
+        table["overhead_ms"] = _runtime_overhead(runtime, dev, warmup, repeats, clock, statistic)
+    last_save = time.perf_counter()
+    by_probe: dict[int, list[str]] = {}
+    for k in todo:
+        by_probe.setdefault(found[k][0], []).append(k)
+    bar = tqdm(total=len(todo), unit="unit", desc="profile", disable=not progress, file=sys.stderr)
+    try:
+        for index, keys in by_probe.items():
+            model = _build_real(probes[index].build, seed)
+            for k in keys:
+                call = found[k][1]
+                module = model.get_submodule(call.path) if call.path else model
+                run = get_runtime(runtime)(module, make_inputs(call.args, dev, seed), dev)
+                stats = _stats(time_call(run, warmup, repeats, clock), statistic)
+                stats["ms"] = max(stats["raw_ms"] - table["overhead_ms"], 0.0)
+                table["units"][k] = {"label": call.label, **stats}
+                bar.update(1)
+                if time.perf_counter() - last_save > 5:
+                    save()
+                    last_save = time.perf_counter()
+        bar.close()
+        _calibrate(space, table, runtime, dev, (warmup, repeats, clock, statistic), calibration, seed, save, log)
+    except BaseException:
+        save()
+        raise
+    table["complete"] = True
+    save()
+    log(f"wrote {out}: {len(table['units'])} units, constant {table['constant_ms']:.4f} ms, "
+        f"{table['profile_s']:.1f} s of profiling")
+    return table
+
+
+def _calibrate(space: SearchSpace, table: dict[str, Any], runtime: str, dev: torch.device, timing: tuple,
+               n: int, seed: int, save: Callable[[], None], log: Callable[[str], None]) -> None:
+    """Fit the per-network constant: median of (measured - sum of units) on ``n`` networks."""
+    rng = np.random.default_rng(seed + 1)
+    shape = tuple(space.arguments()["input_shape"])
+    models, sums, ids = [], [], []
+    for arch in [space.sample(rng) for _ in range(n)]:
+        model = _build_real(arch_probe(space, arch).build, seed)
+        units_ms = 0.0
+        for c in trace_units(model, shape):
+            if c.key not in table["units"]:
+                raise ConfigError(_missing_error(c, f"calibration arch {arch_id(arch)}", "being profiled")
+                                  + " (the cover missed it)")
+            units_ms += table["units"][c.key]["ms"]
+        models.append(model)
+        sums.append(units_ms)
+        ids.append(arch_id(arch))
+    measured = measure_networks(models, shape, runtime, dev, *timing)
+    rows = table["calibration"] = [{"arch_id": i, "measured_ms": m, "units_ms": u}
+                                   for i, m, u in zip(ids, measured, sums, strict=True)]
+    save()
+    table["constant_ms"] = float(np.median([r["measured_ms"] - r["units_ms"] for r in rows]))
+    log(f"per-network constant {table['constant_ms']:.4f} ms from {len(rows)} whole networks")
+
+
+# ---- validation ----------------------------------------------------------------------------
+def check(table: LatencyTable, space: SearchSpace, samples: int, *, runtime: str | None = None,
+          device: str = "cpu", warmup: int = 10, repeats: int = 30, seed: int = 1234,
+          clock: str | None = None, statistic: str | None = None, passes: int = 1,
+          progress: bool = True) -> dict[str, Any]:
+    """Measure ``samples`` random networks on this device and compare with the table.
+
+    With ``passes`` >= 2 every network is measured that many times (the mean is compared
+    with the prediction) and the agreement of the first two passes is reported too: the
+    ceiling that the measurement noise of this device puts on any predictor.
+
+    Returns:
+        ``{"kendall_tau", "spearman", "mape_pct", "n", "runtime", "rows"}`` (+ ``repeat_*``).
+    """
+    from tqdm.auto import tqdm
+
+    from cellblock.evaluators.training import resolve_device
+
+    if samples < 2 or passes < 1:
+        raise ConfigError(f"--samples must be >= 2 and --passes >= 1, got {samples} and {passes}")
+    runtime = runtime or table.data["runtime"]
+    clock = clock or table.data["settings"].get("clock", "wall")
+    check_clock(clock)
+    statistic = statistic or table.data["settings"].get("statistic", "median")
+    check_statistic(statistic)
+    dev = resolve_device(device)
+    shape = tuple(space.arguments()["input_shape"])
+    rng = np.random.default_rng(seed)
+    rows, models = [], []
+    for _ in tqdm(range(samples), unit="net", desc="check: build", disable=not progress, file=sys.stderr):
+        arch = space.sample(rng)
+        models.append(_build_real(arch_probe(space, arch).build, 0))
+        rows.append({"arch_id": arch_id(arch), "predicted_ms": table.predict(models[-1], shape, f"arch {arch_id(arch)}")})
+    if progress:
+        print(f"check: timing {samples} networks in {runtime}, interleaved", file=sys.stderr)
+    runs = [measure_networks(models, shape, runtime, dev, warmup, repeats, clock, statistic)
+            for _ in range(passes)]
+    for i, row in enumerate(rows):
+        row["measured_passes_ms"] = [r[i] for r in runs]
+        row["measured_ms"] = float(np.mean(row["measured_passes_ms"]))
+    out = _agreement([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
+    if passes >= 2:
+        out.update({f"repeat_{k}": v for k, v in _agreement(runs[1], runs[0]).items()})
+    return {**out, "n": len(rows), "runtime": runtime, "threads": torch.get_num_threads(),
+            "clock": clock, "statistic": statistic, "passes": passes, "rows": rows}
+
+
+def _agreement(pred: list[float], meas: list[float]) -> dict[str, float]:
+    from cellblock.core.stats import rank_correlations as correlations
+
+    tau, rho = correlations(pred, meas)
+    mape = float(np.mean([abs(p - m) / m for p, m in zip(pred, meas, strict=True)]) * 100)
+    return {"kendall_tau": tau, "spearman": rho, "mape_pct": mape}
+
+
+def summary_line(result: Mapping[str, Any]) -> str:
+    """One line of a check result."""
+    line = (f"{result['n']} networks in {result['runtime']} ({result['threads']} threads, "
+            f"{result['clock']} clock, {result['statistic']}): Kendall tau "
+            f"{result['kendall_tau']:.3f}, Spearman {result['spearman']:.3f}, MAPE {result['mape_pct']:.1f}%")
+    if "repeat_kendall_tau" in result:
+        line += (f"; measurement noise (pass 2 vs pass 1): Kendall tau {result['repeat_kendall_tau']:.3f}, "
+                 f"Spearman {result['repeat_spearman']:.3f}, MAPE {result['repeat_mape_pct']:.1f}%")
+    return line
