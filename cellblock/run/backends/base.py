@@ -22,7 +22,7 @@ from cellblock.records import FAILED, Trial
 
 #: Backends by name; Ray lives in an optional module imported on its first look-up.
 BACKENDS: Registry[type[Backend]] = Registry(
-    "backend", lazy={"ray": ("cellblock.run.backends.ray_backend", "ray[tune]")})
+    "backend", lazy={"ray": ("cellblock.run.backends.ray_backend", "cellblock[ray]")})
 
 
 def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
