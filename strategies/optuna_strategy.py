@@ -67,12 +67,13 @@ from optuna.trial import TrialState
 from cellblock.core.errors import ConfigError, RunError, SpaceError
 from cellblock.core.objectives import Constraint, Objective
 from cellblock.records import COMPLETE, FAILED, INFEASIBLE, PRUNED, Trial
+from cellblock.records.rundir import RunDir
 from cellblock.search_spaces.api import SearchSpace, arch_id
 from cellblock.search_spaces.domains import Categorical, Domain, IntRange, Value
 from cellblock.search_spaces.samplers import Sampler
 from cellblock.strategies.base import STRATEGIES, Strategy
 
-JOURNAL_NAME = "optuna.journal"
+JOURNAL_NAME = RunDir.OPTUNA_JOURNAL
 ARCH_ATTR = "arch_id"
 OPTUNA_TRIES = 10
 RANDOM_TRIES = 50

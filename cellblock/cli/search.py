@@ -107,7 +107,7 @@ def _search(args: argparse.Namespace) -> int:
     print(f"run directory: {prepared.run_dir}", file=sys.stderr)
     if prepared.slots is not None:
         print(prepared.slots.reason, file=sys.stderr)
-    print(threads_summary(describe(cfg)), file=sys.stderr)
+    print(threads_summary(describe(prepared.config)), file=sys.stderr)
     t0 = time.perf_counter()
     Runner(prepared, progress=not args.no_progress).run()
     wall = time.perf_counter() - t0

@@ -35,7 +35,7 @@ def threads_for(cfg: Mapping[str, Any], macs: float | None = None) -> int | None
     fixed = cfg.get("threads_per_trial")
     if fixed is not None:
         return int(fixed)
-    if cfg.get("concurrency", 1) > 1:
+    if (cfg.get("concurrency") or 1) > 1:
         return 1
     if macs is None:
         return None

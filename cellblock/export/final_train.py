@@ -21,18 +21,19 @@ import torch
 
 from cellblock.core.errors import ConfigError, RunError
 from cellblock.core.fileio import atomic_save, atomic_write_text
+from cellblock.records.rundir import RunDir
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = RunDir.CHECKPOINT
 
 
 def train_dir(run_dir: str | Path, trial: int) -> Path:
     """Default output directory of ``cellblock train`` for a trial."""
-    return Path(run_dir) / "train" / f"trial_{trial}"
+    return RunDir(run_dir).train_dir(trial)
 
 
 def weights_path(run_dir: str | Path, trial: int) -> Path:
     """Where the final trained weights of a trial are saved (and where export looks)."""
-    return train_dir(run_dir, trial) / "weights.pt"
+    return RunDir(run_dir).weights(trial)
 
 
 def _identity(cfg: Mapping[str, Any], arch_id: str, trial: int, epochs: int) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def final_train(
     cfg = run.config
     out_dir = Path(out) if out else train_dir(run.run_dir, trial)
     identity = _identity(cfg, t.arch_id, trial, epochs)
-    metrics_path = out_dir / "metrics.json"
+    metrics_path = out_dir / RunDir.METRICS
     if metrics_path.is_file():
         done = json.loads(metrics_path.read_text(encoding="utf-8"))
         if done.get("identity") == json.loads(json.dumps(identity)):
@@ -170,7 +171,7 @@ def _train_locked(model: Any, data: Any, space: Any, train_cfg: Any, t: Any, cfg
         "train_step": result["train_step"], "graph_fallback": result["graph_fallback"],
     }
     atomic_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                out_dir / "weights.pt")
+                out_dir / RunDir.WEIGHTS)
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     return metrics
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from cellblock.core.errors import ConfigError
 from cellblock.core.fileio import atomic_write_text
+from cellblock.records.rundir import RunDir
 
 #: Hypervolume reference point in normalised objective space.
 HV_REF = 1.1
@@ -190,4 +191,4 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         "<h2>Trials (click a header to sort; Pareto trials highlighted)</h2>", _table(data.trials, front_ids),
         f"<script>{_SORT_JS}</script>", "</body></html>",
     ])
-    return atomic_write_text(Path(out) if out else data.run_dir / "report.html", page)
+    return atomic_write_text(Path(out) if out else RunDir(data.run_dir).report, page)

@@ -26,6 +26,7 @@ from cellblock.records import (
     replay_trials,
     write_csv,
 )
+from cellblock.records.rundir import RunDir
 
 
 @dataclass
@@ -54,7 +55,7 @@ def load_run(run_dir: str | Path) -> RunData:
     from cellblock.records.meta import print_notices, read_run_meta
 
     run_dir = Path(run_dir)
-    cfg_path, log_path = run_dir / "config.yaml", run_dir / "trials.jsonl"
+    cfg_path, log_path = RunDir(run_dir).config, RunDir(run_dir).log
     if not cfg_path.is_file() and not log_path.is_file():
         raise RunError(
             f"{str(run_dir)!r} is not a cellblock run directory (expected config.yaml and trials.jsonl); "
@@ -105,10 +106,11 @@ def write_outputs(run_dir: str | Path, objectives: Sequence[Objective] | None = 
     if objectives is not None:
         data.objectives = list(objectives)
     front = data.pareto
-    write_csv(data.run_dir / "trials.csv", data.trials)
-    write_csv(data.run_dir / "pareto.csv", front)
+    rd = RunDir(data.run_dir)
+    write_csv(rd.trials_csv, data.trials)
+    write_csv(rd.pareto_csv, front)
     rows = [trial_row(t) for t in data.trials]
-    plot_pareto(rows, data.run_dir / "pareto.png", {t.arch_id for t in front})
+    plot_pareto(rows, rd.pareto_png, {t.arch_id for t in front})
     return data
 
 
@@ -160,7 +162,7 @@ def busy_seconds(trials: Sequence[Trial]) -> float:
 def next_steps(data: RunData) -> str:
     """Where the derived files are, and the commands a user runs next."""
     run = shlex.quote(str(data.run_dir))
-    lines = [f"report: {data.run_dir / 'report.html'}   plot: {data.run_dir / 'pareto.png'}", "next:",
+    lines = [f"report: {RunDir(data.run_dir).report}   plot: {RunDir(data.run_dir).pareto_png}", "next:",
              f"  cellblock show {run}                      # this summary again",
              f"  cellblock export {run} --knee --out export/  # the knee architecture, verified"]
     front = data.pareto

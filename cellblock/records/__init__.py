@@ -24,8 +24,10 @@ from cellblock.records.log import (
     trial_start_event,
     write_csv,
 )
+from cellblock.records.rundir import RunDir
 
 __all__ = [
+    "RunDir",
     "COMPLETE",
     "CSV_COLUMNS",
     "FAILED",

@@ -24,8 +24,9 @@ import yaml
 
 from cellblock.core.errors import RunError
 from cellblock.records.log import read_events
+from cellblock.records.rundir import RunDir
 
-DERIVED = ("trials.csv", "pareto.csv", "pareto.png", "report.html")
+DERIVED = RunDir.DERIVED
 
 
 @dataclass
@@ -70,7 +71,7 @@ def read_run_meta(run_dir: str | Path) -> RunMeta:
             records with no config anywhere.
     """
     run_dir = Path(run_dir)
-    log = run_dir / "trials.jsonl"
+    log = RunDir(run_dir).log
     meta = RunMeta()
     empty_log = not log.is_file() or log.stat().st_size == 0
     derived = [n for n in DERIVED if (run_dir / n).exists()]
@@ -82,7 +83,7 @@ def read_run_meta(run_dir: str | Path) -> RunMeta:
             "trials.jsonl from a backup, or use another --out (nothing was changed)"
         )
     meta.events = read_events(log)
-    cfg, problem = _read_config_file(run_dir / "config.yaml")
+    cfg, problem = _read_config_file(RunDir(run_dir).config)
     if cfg is not None:
         meta.config, meta.config_source = cfg, "file"
         return meta
@@ -102,7 +103,7 @@ def read_run_meta(run_dir: str | Path) -> RunMeta:
 
 def remapped_labels(run_dir: str | Path) -> tuple[str, ...]:
     """The original labels of a run that remapped its labels (class index order), or ()."""
-    for ev in reversed(read_events(Path(run_dir) / "trials.jsonl")):
+    for ev in reversed(read_events(RunDir(run_dir).log)):
         labels = (ev.get("inputs") or {}).get("labels") if ev.get("event") == "run_start" else None
         if labels:
             return tuple(labels.get("original_labels") or ())

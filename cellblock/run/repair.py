@@ -10,6 +10,7 @@ from cellblock.core.runlock import run_dir_lock
 from cellblock.pareto.results import write_outputs
 from cellblock.records import RecordLog
 from cellblock.records.meta import read_run_meta
+from cellblock.records.rundir import RunDir
 from cellblock.run import config as config_mod
 
 
@@ -21,18 +22,18 @@ def repair(run_dir: str | Path) -> list[str]:
         RunError: what cannot be repaired (a corrupt line inside the log, lost records).
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "trials.jsonl").is_file():
+    if not RunDir(run_dir).log.is_file():
         raise RunError(f"{str(run_dir)!r} has no trials.jsonl; not a cellblock run directory")
     done = []
     with run_dir_lock(run_dir):
         meta = read_run_meta(run_dir)
-        log = run_dir / "trials.jsonl"
+        log = RunDir(run_dir).log
         size = log.stat().st_size
         RecordLog(log)._repair_tail()
         if log.stat().st_size != size:
             done.append(f"cut a torn last line of trials.jsonl ({size - log.stat().st_size} bytes)")
         if meta.config_source == "log":
-            atomic_write_text(run_dir / "config.yaml", config_mod.dump(meta.config or {}))
+            atomic_write_text(RunDir(run_dir).config, config_mod.dump(meta.config or {}))
             done.append("rebuilt config.yaml from the last run_start in trials.jsonl")
         removed = remove_stale_tmp(run_dir)
         if removed:

@@ -31,6 +31,7 @@ from cellblock.records import (
     trial_end_event,
     trial_start_event,
 )
+from cellblock.records.rundir import RunDir
 from cellblock.run import config as config_mod
 from cellblock.run.components import build_components
 from cellblock.search_spaces.api import SearchSpace, arch_id
@@ -240,7 +241,7 @@ class Runner:
     def __init__(self, prepared: Prepared, progress: bool = True) -> None:
         self.p = prepared
         self.progress = progress
-        self.log = RecordLog(prepared.run_dir / "trials.jsonl")
+        self.log = RecordLog(RunDir(prepared.run_dir).log)
         self._last_derived = 0.0
 
     @property
@@ -255,7 +256,7 @@ class Runner:
         from cellblock.run.fingerprint import machine_load
 
         threads = describe(self.p.config)
-        atomic_write_text(self.p.run_dir / "config.yaml", config_mod.dump(self.p.config))
+        atomic_write_text(RunDir(self.p.run_dir).config, config_mod.dump(self.p.config))
         event = {"event": "run_start", "t": time.time(), "config": _comparable(self.p.config),
                  "inputs": self.p.inputs, "machine": machine_load(), "threads": threads,
                  "pid": os.getpid()}
