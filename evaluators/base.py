@@ -62,10 +62,3 @@ class Evaluator(ABC):
         self, model: nn.Module | None, arch: Mapping[str, Any], seed: int
     ) -> dict[str, Any]:
         """Metrics of ``arch`` (``model`` is its network, None when not needed); must include ``accuracy``."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; other names as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)

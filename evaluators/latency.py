@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from cellblock.core.device_lock import exclusive_device
+from cellblock.core.devices import resolve_device
 from cellblock.core.errors import ConfigError
-from cellblock.evaluators.training import resolve_device
 
 #: Extra measurements of a latency whose spread (p90/p10) is over the limit.
 LATENCY_RETRIES = 2

@@ -205,7 +205,7 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
     """
     from tqdm.auto import tqdm
 
-    from cellblock.evaluators.training import resolve_device
+    from cellblock.core.devices import resolve_device
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     get_runtime(runtime)
@@ -325,7 +325,7 @@ def check(table: LatencyTable, space: SearchSpace, samples: int, *, runtime: str
     """
     from tqdm.auto import tqdm
 
-    from cellblock.evaluators.training import resolve_device
+    from cellblock.core.devices import resolve_device
 
     if samples < 2 or passes < 1:
         raise ConfigError(f"--samples must be >= 2 and --passes >= 1, got {samples} and {passes}")

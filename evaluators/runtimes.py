@@ -198,8 +198,8 @@ def measure_runtime_latency(
     other runtimes get the same keys plus ``latency_runtime``, timed with the device held
     exclusively as well. The model itself is left untouched (it is copied).
     """
+    from cellblock.core.devices import resolve_device
     from cellblock.evaluators.latency import measure_latency
-    from cellblock.evaluators.training import resolve_device
 
     name = runtime or "torch"
     prepare = get_runtime(name)

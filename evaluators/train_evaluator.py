@@ -17,17 +17,7 @@ class TrainEvaluator(Evaluator):
 
     def train_config(self, seed: int) -> TrainConfig:
         """The run's training recipe for one candidate."""
-        cfg = self.ctx.config
-        return TrainConfig(
-            epochs=cfg["epochs"],
-            batch_size=cfg["batch_size"],
-            lr=cfg["lr"],
-            weight_decay=cfg["weight_decay"],
-            label_smoothing=cfg["label_smoothing"],
-            seed=seed,
-            device=str(self.ctx.device),
-            cuda_graph=None if cfg.get("cuda_graphs", True) else False,
-        )
+        return TrainConfig.from_run(self.ctx.config, seed=seed, device=str(self.ctx.device))
 
     def evaluate(self, model: nn.Module, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
         return train_and_evaluate(model, self.ctx.data, self.train_config(seed))

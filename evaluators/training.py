@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cellblock.core.device_lock import training_hold
-from cellblock.core.devices import device_label
+from cellblock.core.devices import device_label, resolve_device
 from cellblock.core.errors import ConfigError, EvaluationError
 from cellblock.data import Augment, Dataset
 from cellblock.evaluators.cuda_graph import StepRunner, cudnn_autotune
@@ -71,6 +71,17 @@ class TrainConfig:
     eval_batch_size: int = 512
     cuda_graph: bool | None = None
 
+    @classmethod
+    def from_run(cls, config: Mapping[str, Any], *, seed: int, device: str,
+                 epochs: int | None = None) -> TrainConfig:
+        """The recipe of a run's config (``epochs`` defaults to the run's own)."""
+        return cls(
+            epochs=config["epochs"] if epochs is None else epochs,
+            batch_size=config["batch_size"], lr=config["lr"], weight_decay=config["weight_decay"],
+            label_smoothing=config["label_smoothing"], seed=seed, device=device,
+            cuda_graph=None if config.get("cuda_graphs", True) else False,
+        )
+
     def validate(self) -> None:
         """Check every field.
 
@@ -93,23 +104,6 @@ class TrainConfig:
                 raise ConfigError(f"train config {name}={getattr(self, name)!r} is invalid; it must be {want}")
         if self.nesterov and self.momentum == 0:
             raise ConfigError("train config nesterov=True needs momentum > 0; set momentum or nesterov=False")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Parse ``device`` and check it exists on this machine.
-
-    Raises:
-        ConfigError: if the device string is malformed or the device is unavailable.
-    """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"device {device!r} is not a valid torch device; use cpu or cuda") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
 
 
 # Device copies of datasets, per (dataset instance, device); dropped with the dataset.

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cellblock.core.devices import resolve_device
 from cellblock.core.errors import ConfigError
 from cellblock.data import Dataset
 from cellblock.evaluators.cuda_graph import EAGER, cudnn_autotune
@@ -36,7 +37,6 @@ from cellblock.evaluators.training import (
     device_tensors,
     epoch_batches,
     make_optimizer,
-    resolve_device,
     step_schedule,
 )
 from cellblock.search_spaces.api import SearchSpace

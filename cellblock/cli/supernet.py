@@ -57,14 +57,13 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
 
 
 def _device(name: str) -> Any:
-    from cellblock.evaluators.base import resolve_device
-    from cellblock.evaluators.training import resolve_device as available
+    from cellblock.core.devices import resolve_device
     from cellblock.run.config import _device as check
 
     problem = check(name)
     if problem:
         raise ConfigError(f"--device {problem}, got {name!r}")
-    return available(resolve_device(name))
+    return resolve_device(name)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -188,3 +188,25 @@ def device_label(device: Any) -> str:
     if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
         return f"cuda:{torch.cuda.current_device()}"
     return str(dev)
+
+
+def resolve_device(device: Any) -> Any:
+    """The ``torch.device`` of ``device``: ``auto`` is cuda when available, else cpu; a
+    plain ``cuda`` becomes the current CUDA device.
+
+    Raises:
+        ConfigError: if the device string is malformed or the device is unavailable.
+    """
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device {device!r} is not a valid torch device; use cpu or cuda") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev

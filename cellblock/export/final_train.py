@@ -65,8 +65,8 @@ def final_train(
         ConfigError: bad epochs / checkpoint interval.
         RunError: unknown or incomplete trial, or a checkpoint of a different training.
     """
+    from cellblock.core.devices import resolve_device
     from cellblock.data import load_dataset
-    from cellblock.evaluators.base import resolve_device
     from cellblock.evaluators.pipeline import trial_seed
     from cellblock.evaluators.training import TrainConfig
     from cellblock.pareto.results import load_run
@@ -106,11 +106,7 @@ def final_train(
     seed = trial_seed(cfg.get("seed", 0), t.arch_id)
     torch.manual_seed(seed)
     model = space.build(t.arch)
-    train_cfg = TrainConfig(
-        epochs=epochs, batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-        label_smoothing=cfg["label_smoothing"], seed=seed, device=str(dev),
-        cuda_graph=None if cfg.get("cuda_graphs", True) else False,
-    )
+    train_cfg = TrainConfig.from_run(cfg, seed=seed, device=str(dev), epochs=epochs)
     from cellblock.core.runlock import LOCK_NAME, RunLock
 
     out_dir.mkdir(parents=True, exist_ok=True)

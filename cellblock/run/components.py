@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cellblock.core.errors import ConfigError
+from cellblock.core.devices import resolve_device
 from cellblock.core.objectives import Constraint, Objective, parse_objectives
 from cellblock.data import load_dataset
-from cellblock.evaluators.base import EVALUATORS, EvalContext, resolve_device
+from cellblock.evaluators.base import EVALUATORS, EvalContext
 from cellblock.evaluators.pipeline import Pipeline
 from cellblock.search_spaces.api import SearchSpace, resolve_space_fn
 
@@ -75,12 +75,7 @@ def build_components(config: Mapping[str, Any], data: Any = None) -> Components:
     cfg = dict(config)
     objectives = parse_objectives(cfg["objectives"])
     constraints = [Constraint.parse(c) for c in cfg["constraints"]]
-    device = resolve_device(cfg["device"])
-    if device.type == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu")
+    device = resolve_device(cfg["device"])  # an unavailable device is a ConfigError here
     if data is None:
         data = run_data(cfg)
     evaluator_cls = EVALUATORS.get(cfg["evaluator"])

@@ -142,7 +142,7 @@ def test_process_workers_take_gpus_in_turn(monkeypatch):
 
     import cellblock.core.devices as devices
     import cellblock.run.backends.base as backends
-    import cellblock.run.runner as runner
+    import cellblock.run.components as components
 
     built, selected = [], []
 
@@ -151,17 +151,17 @@ def test_process_workers_take_gpus_in_turn(monkeypatch):
 
     monkeypatch.setattr(devices, "gpu_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda dev: selected.append(str(dev)))
-    monkeypatch.setattr(runner, "build_components", lambda cfg: built.append(cfg["device"]) or Built())
+    monkeypatch.setattr(components, "build_components", lambda cfg: built.append(cfg["device"]) or Built())
     counter = multiprocessing.get_context("spawn").Value("i", 0)
     threads = torch.get_num_threads()
     try:
         for _ in range(3):
-            backends._init_worker({"device": "auto", "concurrency": 3}, counter)
+            backends._init_worker({"device": "auto", "concurrency": 3}, counter=counter)
     finally:
         torch.set_num_threads(threads)
     assert built == ["cuda:0", "cuda:1", "cuda:0"] and selected == built
     built.clear()
-    backends._init_worker({"device": "cpu", "concurrency": 1}, counter)
+    backends._init_worker({"device": "cpu", "concurrency": 1}, counter=counter)
     assert built == ["cpu"]
 
 

@@ -236,10 +236,10 @@ class EpochReporter(Evaluator):
         return {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def evaluate(self, model: Any, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
+        from cellblock.core.devices import resolve_device
         from cellblock.evaluators.training import (
             device_tensors,
             evaluate_accuracy,
-            resolve_device,
             train_and_evaluate,
         )
 
