@@ -386,6 +386,7 @@ def _add_export(sub: Any) -> None:
     p.add_argument("--format", default="json,pytorch,torchscript,onnx",
                    help="comma-separated formats: " + ", ".join(FORMATS.names()))
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--supernet", help="export with weights inherited from this supernet checkpoint")
     p.set_defaults(func=_export)
 
 
@@ -408,6 +409,10 @@ def _export(args: Any) -> int:
         data = load_run(args.run)
         trials = select_trials(data, trial=args.trial, pareto=args.pareto, knee=args.knee, filters=filters)
         items = items_from_run(args.run, trials)
+    if args.supernet:
+        from cellblock.supernet.inherit import attach_supernet_weights
+
+        attach_supernet_weights(items, args.supernet, args.out)
     try:
         report = export_items(items, args.out, formats)
     finally:

@@ -52,8 +52,12 @@ def final_train(
     device: str | None = None,
     checkpoint_every: int = 1,
     log: Any = print,
+    init: str | None = None,
 ) -> dict[str, Any]:
     """Train trial ``trial`` of a run for ``epochs``; resume from ``out``'s checkpoint if any.
+
+    ``init``: ``supernet:CKPT`` starts from the weights the child inherits from that
+    supernet (:mod:`cellblock.supernet.inherit`) instead of a random initialisation.
 
     Returns:
         The metrics written to ``metrics.json`` (``test_accuracy``, ``val_accuracy``...).
@@ -82,6 +86,8 @@ def final_train(
     cfg = run.config
     out_dir = Path(out) if out else train_dir(run.run_dir, trial)
     identity = _identity(cfg, t.arch_id, trial, epochs)
+    if init is not None:
+        identity["init"] = init
     metrics_path = out_dir / "metrics.json"
     if metrics_path.is_file():
         done = json.loads(metrics_path.read_text(encoding="utf-8"))
@@ -103,6 +109,11 @@ def final_train(
     seed = trial_seed(cfg.get("seed", 0), t.arch_id)
     torch.manual_seed(seed)
     model = space.build(t.arch)
+    if init is not None:
+        from cellblock.supernet.inherit import inherited_state, parse_init
+
+        model.load_state_dict(inherited_state(parse_init(init), space, t.arch, cfg.get("val_fraction")))
+        log(f"initialised from {init}")
     train_cfg = TrainConfig(
         epochs=epochs, batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
         label_smoothing=cfg["label_smoothing"], seed=seed, device=str(dev),
@@ -150,6 +161,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the run's device)")
     p.add_argument("--checkpoint-every", type=int, default=1, dest="checkpoint_every",
                    help="epochs between checkpoints (default 1)")
+    p.add_argument("--init", help="supernet:CKPT: start from the weights inherited from that supernet")
     p.set_defaults(func=_train)
 
 
@@ -157,7 +169,12 @@ def _train(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    m = final_train(args.run, args.trial, args.epochs, args.out, args.device, args.checkpoint_every, log)
+    if args.init is not None:
+        from cellblock.supernet.inherit import parse_init
+
+        parse_init(args.init)  # a bad form fails before anything is loaded
+    m = final_train(args.run, args.trial, args.epochs, args.out, args.device, args.checkpoint_every, log,
+                    args.init)
     log(f"trial {m['trial']} ({m['arch_id']}): {m['epochs']} epochs, val accuracy {m['val_accuracy']:.4f}, "
         f"TEST accuracy {m['test_accuracy']:.4f} ({m['test_size']} images), train {m['train_s']:.1f} s")
     return 0

@@ -11,8 +11,9 @@ kernels (a 3x3 kernel is the centre of the shared 5x5 one).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -49,6 +50,30 @@ def tensor_keys(model: nn.Module, prefix: str = "") -> dict[str, str]:
     if prefix == "":
         model.__dict__[_KEYS_ATTR] = keys
     return keys
+
+
+_INIT_FNS = ("uniform_", "normal_", "constant_", "ones_", "zeros_", "xavier_uniform_",
+             "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "trunc_normal_",
+             "orthogonal_")
+
+
+@contextlib.contextmanager
+def meta_build() -> Iterator[None]:
+    """Build modules on ``meta`` with ``torch.nn.init`` turned into no-ops.
+
+    For networks whose every tensor is replaced afterwards (children, structure probes):
+    on ``meta`` the initialisers run through slow reference decompositions and produce
+    nothing. Not thread-safe (it patches ``torch.nn.init`` while active).
+    """
+    saved = {name: getattr(nn.init, name) for name in _INIT_FNS if hasattr(nn.init, name)}
+    try:
+        for name in saved:
+            setattr(nn.init, name, lambda t, *args, **kwargs: t)
+        with torch.device("meta"):
+            yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
 
 
 def slice_view(t: Tensor, shape: tuple[int, ...]) -> Tensor:
