@@ -48,10 +48,13 @@ def inherited_state(path: str | Path, space: Any, arch: Mapping[str, Any],
         ConfigError: missing/corrupt checkpoint, another space or skeleton, another split.
     """
     from cellblock.supernet.evaluator import cached_supernet
-    from cellblock.supernet.train import check_space
+    from cellblock.supernet.train import check_space, plain
 
     supernet, ckpt = cached_supernet(path, torch.device("cpu"))
-    check_space(ckpt, space, path)
+    # the same full arguments (defaults spelled out or not: an --arch export leaves
+    # input_shape / num_classes at the space's defaults)
+    if supernet.space.ref != space.ref or plain(supernet.space.arguments()) != plain(space.arguments()):
+        check_space(ckpt, space, path)
     if val_fraction is not ... and val_fraction != ckpt.get("val_fraction"):
         raise ConfigError(
             f"supernet checkpoint {str(path)!r} was trained with val_fraction "
