@@ -37,6 +37,10 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     t.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=1,
                    help="epochs between checkpoints (default 1)")
+    t.add_argument("--sharing", default="candidate", choices=("candidate", "norm"),
+                   help="candidate: each block type/op has its own weights (default); norm: "
+                        "they share weights of the same name and module type, each keeps its "
+                        "own normalisation layers")
     t.add_argument("--split", help="few-shot: one sub-supernet per value group of these "
                    "comma-separated decisions, or 'auto' (the decisions that change which "
                    "block or operator is used)")
@@ -114,7 +118,7 @@ def _train(args: argparse.Namespace) -> int:
     if Path(args.out).exists():
         resume = load_checkpoint(args.out)
         check_space(resume, space, args.out)
-        want, have = recipe_of(cfg, args.sampling, split, args.split_after), resume["recipe"]
+        want, have = recipe_of(cfg, args.sampling, split, args.split_after, args.sharing), resume["recipe"]
         diff = [k for k in RECIPE_KEYS if want.get(k) != have.get(k)]
         if resume.get("val_fraction") != args.val_fraction:
             raise ConfigError(
@@ -133,7 +137,7 @@ def _train(args: argparse.Namespace) -> int:
         supernet = supernet_from_checkpoint(resume, device)
         print(f"resuming {args.out} after epoch {resume['epoch']}", file=sys.stderr)
     else:
-        supernet = Supernet.create(space, seed=args.seed, split=split)
+        supernet = Supernet.create(space, seed=args.seed, split=split, sharing=args.sharing)
     n_params = sum(p.numel() for p in supernet.bank.parameters())
     print(f"supernet of {space.name}: {n_params:,} shared parameters", file=sys.stderr)
     if split is not None:

@@ -57,13 +57,14 @@ class Supernet(nn.Module):
 
     @classmethod
     def create(cls, space: SearchSpace, seed: int = 0, split: Split | None = None,
-               split_active: bool = True) -> Supernet:
+               split_active: bool = True, sharing: str = "candidate") -> Supernet:
         """A freshly initialised supernet of ``space`` (weights seeded by ``seed``).
 
-        With a ``split``, every group's bank starts as a copy of the same weights.
+        With a ``split``, every group's bank starts as a copy of the same weights;
+        ``sharing`` is the bank's (:data:`~cellblock.supernet.bank.SHARINGS`).
         """
         torch.manual_seed(seed)
-        bank = ParamBank.from_probes(cover(space))  # probes are read as drawn
+        bank = ParamBank.from_probes(cover(space), sharing)  # probes are read as drawn
         n = split.n_groups if split is not None else 1
         banks = [bank] + [copy.deepcopy(bank) for _ in range(n - 1)]
         return cls(space, banks, split=split, split_active=split_active)

@@ -58,7 +58,7 @@ VERSION = 4
 VERSION_NOTES = {3: "before few-shot splits (one bank)"}
 #: Recipe fields that must match when a checkpoint is resumed.
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
-               "label_smoothing", "warmup_epochs", "seed", "sampling", "split", "split_groups",
+               "label_smoothing", "warmup_epochs", "seed", "sampling", "sharing", "split", "split_groups",
                "split_after")
 
 
@@ -68,9 +68,9 @@ def plain(value: Any) -> Any:
 
 
 def recipe_of(cfg: TrainConfig, sampling: str, split: Split | None = None,
-              split_after: float = 0.0) -> dict[str, Any]:
+              split_after: float = 0.0, sharing: str = "candidate") -> dict[str, Any]:
     """The JSON-able recipe stored in a checkpoint (with the split's decisions and size)."""
-    return plain({**dataclasses.asdict(cfg), "sampling": sampling,
+    return plain({**dataclasses.asdict(cfg), "sampling": sampling, "sharing": sharing,
                   "split": list(split.chunks) if split is not None else None,
                   "split_groups": split.n_groups if split is not None else 1,
                   "split_after": float(split_after) if split is not None else 0.0})
@@ -142,7 +142,7 @@ def supernet_from_checkpoint(ckpt: Mapping[str, Any], device: str | torch.device
     entries = {k: (tuple(s), d, p) for k, (s, d, p) in ckpt["bank_entries"].items()}
     banks = []
     for state in ckpt["banks"]:
-        bank = ParamBank(entries)
+        bank = ParamBank(entries, sharing=ckpt.get("sharing", "candidate"))
         bank.load_state_dict(state)
         banks.append(bank)
     split = Split.from_json(ckpt["split"]) if ckpt.get("split") else None
@@ -226,10 +226,11 @@ def train_supernet(
     def payload(done: bool) -> dict[str, Any]:
         return {
             "format": FORMAT, "version": VERSION, "space": plain(supernet.space.spec()),
-            "recipe": recipe_of(cfg, sampling, supernet.split, split_after), "dataset": data.name,
+            "recipe": recipe_of(cfg, sampling, supernet.split, split_after, supernet.bank.sharing),
+            "dataset": data.name,
             "val_fraction": val_fraction, "bank_entries": supernet.bank.describe(),
             "split": supernet.split.to_json() if supernet.split is not None else None,
-            "split_active": supernet.split_active,
+            "split_active": supernet.split_active, "sharing": supernet.bank.sharing,
             "banks": [b.state_dict() for b in supernet.banks],
             "optimizer": None if done else optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,

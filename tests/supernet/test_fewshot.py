@@ -131,3 +131,28 @@ def test_old_checkpoint_versions_get_a_clear_error(tmp_path):
     save_checkpoint(old, {"format": "cellblock-supernet", "version": 3})
     with pytest.raises(ConfigError, match=r"version 3 \(before few-shot splits.*train it again"):
         load_checkpoint(old)
+
+
+def test_norm_sharing_shares_weights_across_block_types_but_not_norms():
+    from cellblock.supernet.bank import tensor_keys
+
+    space = SearchSpace("blocks", **{**TINY, "block_types": ["basic", "preact"], "attentions": ["none"]})
+    supernet = Supernet.create(space, seed=0, sharing="norm").eval()
+    rng = np.random.default_rng(0)
+    seen = {}
+    while len(seen) < 2:
+        arch = space.sample(rng)
+        seen.setdefault(arch["stage1.block"],
+                        {**arch, "stage1.depth": 1, "stage1.width": 8, "stage1.kernel": 3})
+    keys = {t: tensor_keys(space.build(a), sharing="norm") for t, a in seen.items()}
+    for t, ks in keys.items():
+        assert ks["stages.0.0.conv1.weight"] == "stages/0/0/conv1/weight<Conv2d>"
+        assert ks["stages.0.0.bn1.weight"] == f"stages/0[{t}]/0/bn1/weight"  # per-type norm
+    basic, pre = (supernet.extract(seen[t]) for t in ("basic", "preact"))
+    torch.testing.assert_close(basic.stages[0][0].conv1.weight, pre.stages[0][0].conv1.weight)
+    x = torch.randn(2, 1, 8, 8)
+    for arch in seen.values():  # extract is still the builder's module, run on the bank
+        child = supernet.extract(arch).eval()
+        assert count_params(child) == count_params(space.build(arch))
+        with torch.no_grad():
+            torch.testing.assert_close(supernet(x, arch), child(x), rtol=1e-5, atol=1e-5)
