@@ -61,15 +61,27 @@ def sample_stratified(space: SearchSpace, k: int, seed: int,
     return [sized[int(rng.choice(b))][2] for b in bins]
 
 
+def _score(fn: Any, *args: Any) -> tuple[float, str | None]:
+    try:
+        value = float(fn(*args))
+    except (RuntimeError, ValueError) as exc:  # a proxy that fails on this network ranks it last
+        return WORST, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return (value, None) if math.isfinite(value) else (WORST, None)
+
+
 def proxy_scores(model: torch.nn.Module, input_shape: Sequence[int], x: torch.Tensor) -> dict[str, Any]:
-    """``synflow`` and ``naswot`` of an initialised network, with their time in seconds."""
+    """``synflow`` and ``naswot`` of an initialised network, with their time in seconds.
+
+    A non-finite score, or a proxy that raises on this network, gets :data:`WORST` (the
+    error goes to ``<proxy>_error``).
+    """
     t0 = time.perf_counter()
-    s = synflow(model, input_shape)
+    s, s_err = _score(synflow, model, input_shape)
     t1 = time.perf_counter()
-    n = naswot(model, x)
+    n, n_err = _score(naswot, model, x)
     t2 = time.perf_counter()
-    return {"synflow": s if math.isfinite(s) else WORST, "naswot": n if math.isfinite(n) else WORST,
-            "synflow_s": t1 - t0, "naswot_s": t2 - t1}
+    return {"synflow": s, "naswot": n, "synflow_s": t1 - t0, "naswot_s": t2 - t1,
+            "synflow_error": s_err, "naswot_error": n_err}
 
 
 def proxy_batch(x_train: torch.Tensor, seed: int) -> torch.Tensor:

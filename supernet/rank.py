@@ -259,13 +259,17 @@ def _baselines(space: Any, rows: list[dict[str, Any]], data: Dataset, base: Trai
         torch.manual_seed(trial_seed(seed, row["arch_id"]))
         scores = proxy_scores(space.build(row["arch"]), input_shape, x)
         proxy_s += scores["synflow_s"] + scores["naswot_s"]
-        row.update({k: scores[k] for k in ("synflow", "naswot")})
+        row.update({k: scores[k] for k in ("synflow", "naswot", "synflow_error", "naswot_error")})
     sa = [r["standalone_accuracy"] for r in rows]
     out: dict[str, dict[str, Any]] = {
         name: {"kendall_tau": _finite(correlations([float(r[name]) for r in rows], sa)[0]),
                "cost_s": proxy_s if name in ("synflow", "naswot") else 0.0}
         for name in ZERO_COST
     }
+    for name in ("synflow", "naswot"):
+        errors = [r[f"{name}_error"] for r in rows if r.get(f"{name}_error")]
+        if errors:  # those architectures were ranked last by this proxy
+            out[name].update({"failed": len(errors), "first_error": errors[0]})
     _, _, total_steps, _ = step_schedule(base, len(data.y_train))
     step_s = [r["standalone_train_s"] / max(1, r.get("steps") or total_steps) for r in rows]
     steps = equal_cost_steps(supernet_s, step_s)

@@ -151,3 +151,19 @@ def test_export_and_train_start_from_the_inherited_weights(tmp_path, split_check
         assert torch.equal(seen[k], v), k
     assert main(["train", str(run), "--trial", "0", "--epochs", "1", "--init", "ckpt.pt"]) == 2
     assert Path(split_checkpoint).is_file()
+
+
+def test_a_proxy_that_fails_on_a_network_ranks_it_last():
+    from cellblock.supernet.baselines import WORST, proxy_scores
+
+    class Broken(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            raise RuntimeError("no forward here")
+
+    scores = proxy_scores(Broken(), (1, 8, 8), torch.randn(4, 1, 8, 8))
+    assert scores["synflow"] == WORST and scores["naswot"] == WORST
+    assert scores["synflow_error"] == "RuntimeError: no forward here"
