@@ -344,3 +344,17 @@ class SearchSpace:
 
     def __repr__(self) -> str:
         return f"SearchSpace({self.name!r}, {self.kwargs!r})"
+
+
+def sample_distinct(space: Any, k: int, seed: int) -> list[dict[str, Any]]:
+    """``k`` distinct architectures drawn with ``seed`` (fewer if the space is smaller)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, Any]] = {}
+    for _ in range(50 * k):
+        arch = space.sample(rng)
+        out.setdefault(arch_id(arch), arch)
+        if len(out) >= k:
+            break
+    return list(out.values())

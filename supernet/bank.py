@@ -11,24 +11,38 @@ kernels (a 3x3 kernel is the centre of the shared 5x5 one).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from cellblock.core.errors import SpaceError
+from cellblock.core.errors import ConfigError, SpaceError
 from cellblock.search_spaces.tags import is_shared, tag_of
 
 _KEYS_ATTR = "_supernet_keys"
+#: How candidates share weights: ``candidate`` (each candidate its own tensors) or ``norm``
+#: (candidates share every tensor of the same name and module type; only normalisation
+#: layers stay per candidate: per-block-type normalisation).
+SHARINGS = ("candidate", "norm")
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
+          nn.modules.instancenorm._InstanceNorm)
 
 
-def tensor_keys(model: nn.Module, prefix: str = "") -> dict[str, str]:
-    """Name -> bank key of every parameter and buffer of ``model`` (cached on the model)."""
-    cached = model.__dict__.get(_KEYS_ATTR)
+def tensor_keys(model: nn.Module, prefix: str = "", sharing: str = "candidate") -> dict[str, str]:
+    """Name -> bank key of every parameter and buffer of ``model`` (cached on the model).
+
+    With ``sharing="norm"``, a tensor outside a normalisation layer is keyed without the
+    candidate tags, plus its module's type (``.../conv1/weight<Conv2d>``), so candidates
+    share it by slicing; normalisation tensors keep their tags.
+    """
+    attr = _KEYS_ATTR if sharing == "candidate" else f"{_KEYS_ATTR}_{sharing}"
+    cached = model.__dict__.get(attr)
     if cached is not None and prefix == "":
         return cached
+    owners = dict(model.named_modules()) if sharing == "norm" else {}
     tags = {name: tag for name, m in model.named_modules() if name and (tag := tag_of(m))}
     common = {name for name, m in model.named_modules() if name and is_shared(m)}
     plain_head = prefix.split(".") if prefix else []
@@ -45,10 +59,38 @@ def tensor_keys(model: nn.Module, prefix: str = "") -> dict[str, str]:
         for i, part in enumerate(parts):
             tag = tags.get(".".join(parts[: i + 1])) if i >= cut else None
             segs.append(f"{part}[{tag}]" if tag else part)
+        owner = owners.get(".".join(parts[:-1])) if owners else None
+        if owner is not None and not isinstance(owner, _NORMS):  # shared across candidates
+            keys[name] = "/".join(plain_head + parts) + f"<{type(owner).__name__}>"
+            continue
         keys[name] = "/".join((plain_head if cut else head) + segs)
     if prefix == "":
-        model.__dict__[_KEYS_ATTR] = keys
+        model.__dict__[attr] = keys
     return keys
+
+
+_INIT_FNS = ("uniform_", "normal_", "constant_", "ones_", "zeros_", "xavier_uniform_",
+             "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "trunc_normal_",
+             "orthogonal_")
+
+
+@contextlib.contextmanager
+def meta_build() -> Iterator[None]:
+    """Build modules on ``meta`` with ``torch.nn.init`` turned into no-ops.
+
+    For networks whose every tensor is replaced afterwards (children, structure probes):
+    on ``meta`` the initialisers run through slow reference decompositions and produce
+    nothing. Not thread-safe (it patches ``torch.nn.init`` while active).
+    """
+    saved = {name: getattr(nn.init, name) for name in _INIT_FNS if hasattr(nn.init, name)}
+    try:
+        for name in saved:
+            setattr(nn.init, name, lambda t, *args, **kwargs: t)
+        with torch.device("meta"):
+            yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
 
 
 def slice_view(t: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -88,11 +130,15 @@ class ParamBank(nn.Module):
     Args:
         entries: key -> ``(shape, dtype name, is_parameter)``.
         zero_init: Keys initialised to zero (the scales of norms closing residual branches).
+        sharing: How candidates share weights (:data:`SHARINGS`, see :func:`tensor_keys`).
     """
 
     def __init__(self, entries: Mapping[str, tuple[tuple[int, ...], str, bool]],
-                 zero_init: Iterable[str] = ()) -> None:
+                 zero_init: Iterable[str] = (), sharing: str = "candidate") -> None:
         super().__init__()
+        if sharing not in SHARINGS:
+            raise ConfigError(f"--sharing must be one of {', '.join(SHARINGS)}, got {sharing!r}")
+        self.sharing = sharing
         zero = frozenset(zero_init)
         self.entries = {k: (tuple(int(x) for x in v[0]), str(v[1]), bool(v[2]))
                         for k, v in sorted(entries.items())}
@@ -108,7 +154,8 @@ class ParamBank(nn.Module):
                 self.register_buffer(name, t)
 
     @classmethod
-    def from_probes(cls, probes: Iterable[tuple[str, nn.Module]]) -> ParamBank:
+    def from_probes(cls, probes: Iterable[tuple[str, nn.Module]],
+                    sharing: str = "candidate") -> ParamBank:
         """A bank large enough for every probe module (``(name prefix, module)`` pairs).
 
         The scale of a norm that a block reports as closing its residual branch
@@ -122,7 +169,7 @@ class ParamBank(nn.Module):
         zero_yes: set[str] = set()
         zero_no: set[str] = set()
         for prefix, module in probes:
-            keys = tensor_keys(module, prefix)
+            keys = tensor_keys(module, prefix, sharing)
             names = {id(t): n for n, t in module.named_parameters()}
             for m in module.modules():
                 last = getattr(m, "last_norm", None)
@@ -146,7 +193,7 @@ class ParamBank(nn.Module):
                         )
                     shape = tuple(max(a, b) for a, b in zip(old[0], shape, strict=True))
                 entries[key] = (shape, dtype, is_param)
-        return cls(entries, zero_yes - zero_no)
+        return cls(entries, zero_yes - zero_no, sharing)
 
     def tensor(self, key: str) -> Tensor:
         """The shared tensor of ``key``."""
@@ -161,7 +208,7 @@ class ParamBank(nn.Module):
         Raises:
             SpaceError: if the bank lacks a key or is too small for one of them.
         """
-        keys = tensor_keys(model)
+        keys = tensor_keys(model, sharing=self.sharing)
         out = {}
         for name, t in [*model.named_parameters(), *model.named_buffers()]:
             key = keys[name]

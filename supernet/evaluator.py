@@ -102,7 +102,8 @@ class SupernetEvaluator(Evaluator):
         t0 = time.perf_counter()
         if model is None:
             model = self.supernet.space.build(arch)
-        model = self.supernet.bank.copy_into(model.to(self.ctx.device))
+        # a few-shot supernet: the child's own sub-supernet
+        model = self.supernet.bank_for(arch).copy_into(model.to(self.ctx.device))
         data = self.ctx.data
         recalibrate_bn(model, data.x_train)
         accuracy = evaluate_accuracy(model, data.x_val, data.y_val, device=self.ctx.device)

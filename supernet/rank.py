@@ -1,12 +1,17 @@
 """How well does a supernet rank children? Kendall tau against stand-alone training.
 
-Samples ``K`` distinct architectures (seeded), trains each stand-alone with the
-supernet's recipe for ``E`` epochs (:func:`~cellblock.evaluators.training.train_and_evaluate`),
-evaluates each with the supernet with and without BN re-calibration, and writes
-``DIR/rank.json`` (``kendall_tau``, ``spearman``, ``kendall_tau_no_recal``, ``n``,
-``supernet_s``, ``standalone_s``...) and ``DIR/rank.csv`` (one row per architecture).
-Stand-alone results are appended to ``DIR/standalone.jsonl`` as they finish and reused by
-a later call with the same recipe, so an interrupted ranking continues.
+Samples ``K`` distinct architectures (seeded; by default one per parameter-count
+quantile bin), trains each stand-alone with the supernet's recipe for ``E`` epochs
+(:func:`~cellblock.evaluators.training.train_and_evaluate`, ``--seeds`` times: the
+reference is the mean, the seeds' agreement is its noise ceiling), evaluates each with
+the supernet (its own sub-supernet for a few-shot one) with and without BN
+re-calibration, scores the same architectures with the equal-cost baselines of
+:mod:`~cellblock.supernet.baselines`, and writes ``DIR/rank.json`` (``kendall_tau``,
+``spearman``, ``standalone_seed_tau``, ``baselines``, ``verdict``, ``cost_ratio``...)
+and ``DIR/rank.csv`` (one row per architecture).
+Stand-alone results are appended to ``DIR/standalone.jsonl`` (the equal-cost trainings to
+``DIR/equal_cost.jsonl``) as they finish and reused by a later call with the same
+recipe, so an interrupted ranking continues and several supernets share one reference.
 """
 
 from __future__ import annotations
@@ -29,25 +34,27 @@ from cellblock.core.stats import rank_correlations as correlations
 from cellblock.data import Dataset
 from cellblock.evaluators.cost import cost_metrics
 from cellblock.evaluators.pipeline import trial_seed
-from cellblock.evaluators.training import TrainConfig, evaluate_accuracy, train_and_evaluate
-from cellblock.search_spaces.api import arch_id, canonical_json
+from cellblock.evaluators.training import (
+    TrainConfig,
+    evaluate_accuracy,
+    step_schedule,
+    train_and_evaluate,
+)
+from cellblock.search_spaces.api import arch_id, canonical_json, sample_distinct
+from cellblock.supernet.baselines import (
+    ZERO_COST,
+    equal_cost_steps,
+    proxy_batch,
+    proxy_scores,
+    sample_stratified,
+    verdict,
+)
 from cellblock.supernet.evaluator import recalibrate_bn
 from cellblock.supernet.model import Supernet
+from cellblock.supernet.train import train_config_of
 
 #: Below this Kendall tau the supernet's ranking is not worth searching over.
 TAU_WARNING = 0.3
-
-
-def sample_distinct(space: Any, k: int, seed: int) -> list[dict[str, Any]]:
-    """``k`` distinct architectures drawn with ``seed`` (fewer if the space is smaller)."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, dict[str, Any]] = {}
-    for _ in range(50 * k):
-        arch = space.sample(rng)
-        out.setdefault(arch_id(arch), arch)
-        if len(out) >= k:
-            break
-    return list(out.values())
 
 
 def _finite(v: float) -> float | None:
@@ -63,6 +70,51 @@ def supernet_accuracy(supernet: Supernet, arch: Mapping[str, Any], data: Dataset
     return evaluate_accuracy(model.eval(), data.x_val, data.y_val, device=device)
 
 
+def _train_rows(space: Any, archs: list[dict[str, Any]], data: Dataset, base: TrainConfig,
+                seed: int, seeds: int, cache_path: Path, recipe_hash: str, input_shape: tuple,
+                say: Callable[[str], None], what: str = "stand-alone") -> list[list[dict[str, Any]]]:
+    """Per architecture, ``seeds`` stand-alone trainings (cached in ``cache_path`` by recipe)."""
+    cached: dict[tuple[str, int], dict[str, Any]] = {}
+    if cache_path.exists():
+        for line in cache_path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+            if row.get("recipe") == recipe_hash:
+                cached[(row["arch_id"], row.get("repeat", 0))] = row
+    out = []
+    for i, arch in enumerate(archs):
+        aid = arch_id(arch)
+        runs = []
+        for rep in range(seeds):
+            row = cached.get((aid, rep))
+            if row is None:
+                s = trial_seed(seed + rep * 7919, aid)  # repeat 0 keeps the single-seed seed
+                torch.manual_seed(s)
+                model = space.build(arch)
+                costs = cost_metrics(model, input_shape)
+                res = train_and_evaluate(model, data, dataclasses.replace(base, seed=s))
+                row = {"arch_id": aid, "recipe": recipe_hash, "repeat": rep, "arch": arch,
+                       "standalone_accuracy": res["accuracy"], "standalone_train_s": res["train_s"],
+                       "steps": res.get("steps"), "params": costs.get("params"),
+                       "macs": costs.get("macs")}
+                with open(cache_path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                say(f"[{i + 1}/{len(archs)}] {aid} {what} seed {rep}: accuracy "
+                    f"{row['standalone_accuracy']:.4f} ({row['standalone_train_s']:.1f} s)")
+            runs.append(row)
+        out.append(runs)
+    return out
+
+
+def _recipe_hash(base: TrainConfig, seed: int, data: Dataset, ckpt: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(
+        {**dataclasses.asdict(base), "device": None, "seed": seed, "dataset": data.name,
+         "val_fraction": ckpt.get("val_fraction")}
+    ).encode()).hexdigest()[:12]
+
+
 def rank_supernet(
     supernet: Supernet,
     ckpt: Mapping[str, Any],
@@ -76,6 +128,8 @@ def rank_supernet(
     log: Callable[[str], None] | None = None,
     batch_size: int | None = None,
     seeds: int = 1,
+    stratified: bool = True,
+    baselines: bool = True,
 ) -> dict[str, Any]:
     """Rank correlation of the supernet's accuracies with stand-alone ones (see module doc).
 
@@ -84,6 +138,13 @@ def rank_supernet(
     times: the reference is the mean accuracy, ``standalone_seed_tau`` (the mean Kendall
     tau between two stand-alone seeds) is the noise ceiling of the reference, and
     ``standalone_s`` stays the cost of training each architecture once.
+
+    With ``stratified`` the architectures are one per parameter-count quantile bin
+    (:func:`~cellblock.supernet.baselines.sample_stratified`), else uniform. With
+    ``baselines`` the same architectures are also ranked by the equal-cost baselines
+    (params, MACs, synflow, naswot, and stand-alone training for the steps whose total
+    time equals the supernet's training plus evaluation), each with its Kendall tau in
+    ``baselines``, and ``verdict`` says whether the supernet beats all of them.
 
     Raises:
         ConfigError: for ``samples < 3``, ``epochs < 1``, ``batch_size < 1`` or ``seeds < 1``.
@@ -101,53 +162,24 @@ def rank_supernet(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     space = supernet.space
-    recipe = {k: v for k, v in ckpt["recipe"].items() if k != "sampling"}
+    changes: dict[str, Any] = {"epochs": epochs, "device": str(dev)}
     if batch_size is not None:
-        recipe["batch_size"] = batch_size
-    base = TrainConfig(**{**recipe, "epochs": epochs, "device": str(dev)})
-    recipe_hash = hashlib.sha256(canonical_json(
-        {**dataclasses.asdict(base), "device": None, "seed": seed, "dataset": data.name,
-         "val_fraction": ckpt.get("val_fraction")}
-    ).encode()).hexdigest()[:12]
+        changes["batch_size"] = batch_size
+    base = train_config_of(ckpt["recipe"], **changes)
     cache_path = out / "standalone.jsonl"
-    cached: dict[tuple[str, int], dict[str, Any]] = {}
-    if cache_path.exists():
-        for line in cache_path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill
-            if row.get("recipe") == recipe_hash:
-                cached[(row["arch_id"], row.get("repeat", 0))] = row
-    archs = sample_distinct(space, samples, seed)
+    archs = (sample_stratified(space, samples, seed) if stratified
+             else sample_distinct(space, samples, seed))
     input_shape = tuple(space.kwargs.get("input_shape") or data.input_shape)
-    rows = []
-    for i, arch in enumerate(archs):
-        aid = arch_id(arch)
-        runs = []
-        for rep in range(seeds):
-            row = cached.get((aid, rep))
-            if row is None:
-                s = trial_seed(seed + rep * 7919, aid)  # repeat 0 keeps the single-seed seed
-                torch.manual_seed(s)
-                model = space.build(arch)
-                costs = cost_metrics(model, input_shape)
-                res = train_and_evaluate(model, data, dataclasses.replace(base, seed=s))
-                row = {"arch_id": aid, "recipe": recipe_hash, "repeat": rep, "arch": arch,
-                       "standalone_accuracy": res["accuracy"], "standalone_train_s": res["train_s"],
-                       "params": costs.get("params"), "macs": costs.get("macs")}
-                with open(cache_path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                say(f"[{i + 1}/{len(archs)}] {aid} seed {rep}: stand-alone accuracy "
-                    f"{row['standalone_accuracy']:.4f} ({row['standalone_train_s']:.1f} s)")
-            runs.append(row)
-        rows.append({**runs[0], "standalone_accuracy": float(np.mean([r["standalone_accuracy"] for r in runs])),
-                     "standalone_train_s": float(np.mean([r["standalone_train_s"] for r in runs])),
-                     "standalone_runs": [r["standalone_accuracy"] for r in runs]})
+    runs = _train_rows(space, archs, data, base, seed, seeds, cache_path,
+                       _recipe_hash(base, seed, data, ckpt), input_shape, say)
+    rows = [{**r[0], "standalone_accuracy": float(np.mean([x["standalone_accuracy"] for x in r])),
+             "standalone_train_s": float(np.mean([x["standalone_train_s"] for x in r])),
+             "standalone_runs": [x["standalone_accuracy"] for x in r]} for r in runs]
     supernet.to(dev).eval()
     t0 = time.perf_counter()
     for row in rows:
         row["supernet_accuracy"] = supernet_accuracy(supernet, row["arch"], data, dev, True)
+        row["supernet_group"] = supernet.group(row["arch"])
     eval_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for row in rows:
@@ -174,19 +206,90 @@ def rank_supernet(
         "params_tau": _finite(correlations([float(r["params"]) for r in rows], sa)[0]),
         "epochs": epochs, "batch_size": base.batch_size, "val_fraction": ckpt.get("val_fraction"),
         "seed": seed, "supernet_epochs": ckpt["recipe"]["epochs"],
-        "sampling": ckpt["recipe"]["sampling"], "space": ckpt["space"], "dataset": data.name,
+        "sampling": ckpt["recipe"]["sampling"], "split": ckpt["recipe"].get("split"),
+        "split_groups": ckpt["recipe"].get("split_groups", 1),
+        "stratified": stratified, "space": ckpt["space"], "dataset": data.name,
     }
+    if baselines:
+        result.update(_baselines(space, rows, data, base, seed, supernet_s, cache_path, ckpt,
+                                 input_shape, say))
+        result["verdict"] = verdict(result["kendall_tau"],
+                                    {k: v["kendall_tau"] for k, v in result["baselines"].items()})
     (out / "rank.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     with open(out / "rank.csv", "w", newline="", encoding="utf-8") as fh:
         fields = ["arch_id", "standalone_accuracy", "supernet_accuracy",
-                  "supernet_accuracy_no_recal", "params", "macs", "standalone_train_s",
-                  "standalone_runs", "arch"]
+                  "supernet_accuracy_no_recal", "supernet_group", "params", "macs", "synflow",
+                  "naswot", "equal_cost_accuracy", "standalone_train_s", "standalone_runs", "arch"]
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for r in rows:
             writer.writerow({**{k: r.get(k) for k in fields}, "arch": canonical_json(r["arch"]),
                              "standalone_runs": " ".join(f"{a:.6f}" for a in r["standalone_runs"])})
     return result
+
+
+def _baselines(space: Any, rows: list[dict[str, Any]], data: Dataset, base: TrainConfig,
+               seed: int, supernet_s: float, cache_path: Path, ckpt: Mapping[str, Any],
+               input_shape: tuple, say: Callable[[str], None]) -> dict[str, Any]:
+    """Scores and Kendall taus of the equal-cost baselines on ``rows`` (filled in place)."""
+    x = proxy_batch(data.x_train, seed)
+    proxy_s = 0.0
+    for row in rows:
+        torch.manual_seed(trial_seed(seed, row["arch_id"]))
+        scores = proxy_scores(space.build(row["arch"]), input_shape, x)
+        proxy_s += scores["synflow_s"] + scores["naswot_s"]
+        row.update({k: scores[k] for k in ("synflow", "naswot", "synflow_error", "naswot_error")})
+    sa = [r["standalone_accuracy"] for r in rows]
+    out: dict[str, dict[str, Any]] = {
+        name: {"kendall_tau": _finite(correlations([float(r[name]) for r in rows], sa)[0]),
+               "cost_s": proxy_s if name in ("synflow", "naswot") else 0.0}
+        for name in ZERO_COST
+    }
+    for name in ("synflow", "naswot"):
+        errors = [r[f"{name}_error"] for r in rows if r.get(f"{name}_error")]
+        if errors:  # those architectures were ranked last by this proxy
+            out[name].update({"failed": len(errors), "first_error": errors[0]})
+    _, _, total_steps, _ = step_schedule(base, len(data.y_train))
+    step_s = [r["standalone_train_s"] / max(1, r.get("steps") or total_steps) for r in rows]
+    steps = equal_cost_steps(supernet_s, step_s)
+    entry: dict[str, Any] = {"kendall_tau": None, "steps": steps, "cost_s": 0.0,
+                             "epochs": steps / max(1, total_steps // base.epochs)}
+    if steps < 1:
+        entry["note"] = "the supernet's time buys less than one stand-alone step per architecture"
+    else:
+        short = dataclasses.replace(base, epochs=math.ceil(steps / max(1, total_steps // base.epochs)),
+                                    max_steps=steps)
+        runs = _train_rows(space, [r["arch"] for r in rows], data, short, seed, 1,
+                           cache_path.with_name("equal_cost.jsonl"),
+                           _recipe_hash(short, seed, data, ckpt), input_shape, say,
+                           f"equal-cost ({steps} steps)")
+        for row, r in zip(rows, runs, strict=True):
+            row["equal_cost_accuracy"] = r[0]["standalone_accuracy"]
+        entry["cost_s"] = float(sum(r[0]["standalone_train_s"] for r in runs))
+        entry["kendall_tau"] = _finite(correlations([r["equal_cost_accuracy"] for r in rows], sa)[0])
+    out["standalone_equal_cost"] = entry
+    return {"baselines": out}
+
+
+def rank_table(result: Mapping[str, Any]) -> str:
+    """The ranking report as a text table (method, Kendall tau, cost) and the verdict."""
+    lines = [f"{'ranking by':<34} {'kendall_tau':>11} {'cost_s':>9}"]
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    lines.append(f"{'supernet':<34} {fmt(result['kendall_tau']):>11} {result['supernet_s']:>9.1f}")
+    for name, b in (result.get("baselines") or {}).items():
+        label = name if name != "standalone_equal_cost" else (
+            f"stand-alone, {b['steps']} steps (equal cost)")
+        lines.append(f"{label:<34} {fmt(b['kendall_tau']):>11} {b['cost_s']:>9.1f}")
+    lines.append(f"{'noise ceiling (seed vs seed)':<34} {fmt(result['standalone_seed_tau']):>11} "
+                 f"{result['standalone_s']:>9.1f}")
+    lines.append(f"cost ratio (supernet / stand-alone of the {result['n']}): "
+                 f"{fmt(result['cost_ratio'])}")
+    if result.get("verdict"):
+        lines.append(result["verdict"])
+    return "\n".join(lines)
 
 
 def tau_warning(result: Mapping[str, Any]) -> str | None:

@@ -7,9 +7,16 @@ chosen by the sampling strategy (:mod:`cellblock.supernet.sampler`). Only the sl
 child uses get gradients; SGD skips bank tensors that no child of the step touched.
 
 A checkpoint (``torch.save`` of a dict, written to a temporary file and renamed) holds
-the format version, the space spec (name and skeleton), the recipe, the bank, the
-optimizer, the epoch/step counters and every random state, so training resumes after a
-kill exactly where the last checkpoint left it.
+the format version, the space spec (name and skeleton), the recipe, the few-shot split
+(if any), every bank, the optimizer (until training is done), the epoch/step counters
+and every random state, so training resumes after a kill exactly where the last
+checkpoint left it.
+
+Few-shot training (``split``): the step budget is shared. The first ``split_after`` of
+the steps train one supernet (bank 0); then every group's bank starts from it (weights
+and momentum, as few-shot NAS transfers the one-shot supernet's weights) and each step's
+children train their own group's bank. Children are drawn as without a split, so each
+group gets the share of the steps its children have in the space.
 """
 
 from __future__ import annotations
@@ -43,12 +50,16 @@ from cellblock.search_spaces.api import SearchSpace
 from cellblock.supernet.bank import ParamBank
 from cellblock.supernet.model import Supernet
 from cellblock.supernet.sampler import ARCH_SAMPLERS, DISTILLING
+from cellblock.supernet.split import Split
 
 FORMAT = "cellblock-supernet"
-VERSION = 3
+VERSION = 4
+#: What changed in each format version (for the error on an old checkpoint).
+VERSION_NOTES = {3: "before few-shot splits (one bank)"}
 #: Recipe fields that must match when a checkpoint is resumed.
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
-               "label_smoothing", "warmup_epochs", "seed", "sampling")
+               "label_smoothing", "warmup_epochs", "seed", "sampling", "sharing", "split", "split_groups",
+               "split_after")
 
 
 def plain(value: Any) -> Any:
@@ -56,9 +67,19 @@ def plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def recipe_of(cfg: TrainConfig, sampling: str) -> dict[str, Any]:
-    """The JSON-able recipe stored in a checkpoint."""
-    return plain({**dataclasses.asdict(cfg), "sampling": sampling})
+def recipe_of(cfg: TrainConfig, sampling: str, split: Split | None = None,
+              split_after: float = 0.0, sharing: str = "candidate") -> dict[str, Any]:
+    """The JSON-able recipe stored in a checkpoint (with the split's decisions and size)."""
+    return plain({**dataclasses.asdict(cfg), "sampling": sampling, "sharing": sharing,
+                  "split": list(split.chunks) if split is not None else None,
+                  "split_groups": split.n_groups if split is not None else 1,
+                  "split_after": float(split_after) if split is not None else 0.0})
+
+
+def train_config_of(recipe: Mapping[str, Any], **changes: Any) -> TrainConfig:
+    """The :class:`TrainConfig` part of a stored recipe, with ``changes``."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{**{k: v for k, v in recipe.items() if k in fields}, **changes})
 
 
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
@@ -91,8 +112,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{str(path)!r} is not a cellblock supernet checkpoint; "
                           "train one with 'cellblock supernet train'")
     if ckpt.get("version") != VERSION:
+        note = VERSION_NOTES.get(ckpt.get("version"))
         raise ConfigError(f"supernet checkpoint {str(path)!r} has format version "
-                          f"{ckpt.get('version')!r}, this cellblock reads {VERSION}; train it again")
+                          f"{ckpt.get('version')!r}{f' ({note})' if note else ''}, this cellblock "
+                          f"reads {VERSION}; train it again with 'cellblock supernet train'")
     return ckpt
 
 
@@ -113,9 +136,15 @@ def check_space(ckpt: Mapping[str, Any], space: SearchSpace, path: str | Path) -
 def supernet_from_checkpoint(ckpt: Mapping[str, Any], device: str | torch.device = "cpu") -> Supernet:
     """The trained supernet stored in a checkpoint (loaded with :func:`load_checkpoint`)."""
     space = SearchSpace.from_spec(ckpt["space"])
-    bank = ParamBank({k: (tuple(s), d, p) for k, (s, d, p) in ckpt["bank_entries"].items()})
-    bank.load_state_dict(ckpt["bank"])
-    return Supernet(space, bank).to(resolve_device(device))
+    entries = {k: (tuple(s), d, p) for k, (s, d, p) in ckpt["bank_entries"].items()}
+    banks = []
+    for state in ckpt["banks"]:
+        bank = ParamBank(entries, sharing=ckpt.get("sharing", "candidate"))
+        bank.load_state_dict(state)
+        banks.append(bank)
+    split = Split.from_json(ckpt["split"]) if ckpt.get("split") else None
+    return Supernet(space, banks, split=split,
+                    split_active=bool(ckpt.get("split_active", True))).to(resolve_device(device))
 
 
 #: Why supernet steps are not captured as one CUDA graph (recorded with the results).
@@ -133,6 +162,7 @@ def train_supernet(
     resume: Mapping[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
     val_fraction: float | None = None,
+    split_after: float = 0.5,
 ) -> dict[str, Any]:
     """Train ``supernet`` in place (arguments and results: :func:`_train_supernet`).
 
@@ -144,7 +174,7 @@ def train_supernet(
     with cudnn_autotune(resolve_device(cfg.device)):
         out = _train_supernet(supernet, data, cfg, sampling=sampling, checkpoint=checkpoint,
                               checkpoint_every=checkpoint_every, resume=resume, log=log,
-                              val_fraction=val_fraction)
+                              val_fraction=val_fraction, split_after=split_after)
     return {**out, "train_step": EAGER, "graph_fallback": NO_GRAPH_REASON}
 
 
@@ -159,6 +189,7 @@ def _train_supernet(
     resume: Mapping[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
     val_fraction: float | None = None,
+    split_after: float = 0.5,
 ) -> dict[str, Any]:
     """Train ``supernet`` in place; checkpoint every ``checkpoint_every`` epochs and at the end.
 
@@ -173,10 +204,13 @@ def _train_supernet(
         log: Called with one line per epoch.
         val_fraction: The split ``data`` was loaded with (None: the dataset's default),
             stored so that ranking and search evaluate on the same held-out images.
+        split_after: With a few-shot supernet, the fraction of the steps trained as one
+            supernet before the groups' banks start from it (see the module doc).
 
     Returns:
-        ``{"train_s", "steps", "epochs", "final_loss", "children"}``; ``train_s`` sums the
-        time of every session of this training.
+        ``{"train_s", "steps", "epochs", "final_loss", "children", "group_children"}``
+        (children trained per bank after the split); ``train_s`` sums the time of every session of this
+        training.
     """
     cfg.validate()
     draw = ARCH_SAMPLERS.get(sampling)
@@ -189,16 +223,24 @@ def _train_supernet(
     supernet.to(device).train()
     amp_dtype, use_scaler = _amp_setup(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type) if use_scaler else None
-    optimizer = make_optimizer(supernet.bank, cfg)
+    if not 0.0 <= split_after < 1.0:
+        raise ConfigError(f"--split-after must be in [0, 1), got {split_after}")
+    optimizer = make_optimizer(supernet.banks, cfg)
+    split_step = int(round(split_after * total_steps)) if supernet.split is not None else None
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     losses = torch.zeros(steps_per_epoch, device=device)
     step = epoch_done = children = 0
+    group_children = [0] * len(supernet.banks)
+    if split_step is not None:
+        supernet.split_active = False  # until step split_step (a resume restores it)
     train_s, final_loss = 0.0, float("nan")
     if resume is not None:
-        supernet.bank.load_state_dict(resume["bank"])
+        for bank, state in zip(supernet.banks, resume["banks"], strict=True):
+            bank.load_state_dict(state)
+        supernet.split_active = bool(resume.get("split_active", True))
         optimizer.load_state_dict(resume["optimizer"])
         if scaler is not None and resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
@@ -206,18 +248,24 @@ def _train_supernet(
         torch.set_rng_state(resume["torch_rng"])
         rng.bit_generator.state = resume["np_rng"]
         step, epoch_done, children = resume["step"], resume["epoch"], resume["children"]
+        group_children = list(resume["group_children"])
         train_s, final_loss = resume["train_s"], resume["final_loss"]
 
     def payload(done: bool) -> dict[str, Any]:
         return {
             "format": FORMAT, "version": VERSION, "space": plain(supernet.space.spec()),
-            "recipe": recipe_of(cfg, sampling), "dataset": data.name,
+            "recipe": recipe_of(cfg, sampling, supernet.split, split_after, supernet.bank.sharing),
+            "dataset": data.name,
             "val_fraction": val_fraction, "bank_entries": supernet.bank.describe(),
-            "bank": supernet.bank.state_dict(), "optimizer": optimizer.state_dict(),
+            "split": supernet.split.to_json() if supernet.split is not None else None,
+            "split_active": supernet.split_active, "sharing": supernet.bank.sharing,
+            "banks": [b.state_dict() for b in supernet.banks],
+            "optimizer": None if done else optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
             "np_rng": rng.bit_generator.state, "epoch": epoch_done, "step": step,
-            "children": children, "train_s": train_s, "final_loss": final_loss, "done": done,
+            "children": children, "group_children": group_children, "train_s": train_s,
+            "final_loss": final_loss, "done": done,
         }
 
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
@@ -227,11 +275,15 @@ def _train_supernet(
         t0 = time.perf_counter()
         done = 0
         for i, xb, yb in epoch_batches(x_train, y_train, data.augment, gen, optimizer, cfg, step, fmt):
+            if split_step is not None and not supernet.split_active and step >= split_step:
+                supernet.activate_split(optimizer)
             archs = draw(supernet.space, rng)
             optimizer.zero_grad(set_to_none=True)
             total = torch.zeros((), device=device)
             teacher = None
             for arch in archs:
+                if supernet.split is None or supernet.split_active:
+                    group_children[supernet.group(arch)] += 1
                 ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
                 with ctx:
                     logits = supernet(xb, arch)
@@ -265,4 +317,4 @@ def _train_supernet(
         if checkpoint is not None and (last or epoch_done % checkpoint_every == 0):
             save_checkpoint(checkpoint, payload(last))
     return {"train_s": train_s, "steps": step, "epochs": epoch_done,
-            "final_loss": final_loss, "children": children}
+            "final_loss": final_loss, "children": children, "group_children": group_children}

@@ -33,6 +33,7 @@ def _add_export(sub: Any) -> None:
                    "pip install 'cellblock[onnx]')")
     p.add_argument("--out", required=True, help="output directory (new or empty; see --force)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out as a whole")
+    p.add_argument("--supernet", help="export with weights inherited from this supernet checkpoint")
     p.set_defaults(func=_export)
 
 
@@ -69,6 +70,10 @@ def _export(args: Any) -> int:
         data = load_run(args.run)
         trials = select_trials(data, trial=args.trial, pareto=args.pareto, knee=args.knee, filters=filters)
         items = items_from_run(args.run, trials)
+    if args.supernet:
+        from cellblock.supernet.inherit import attach_supernet_weights
+
+        attach_supernet_weights(items, args.supernet)
     print(f"exporting {len(items)} architecture(s) as {', '.join(formats)} to {args.out}, each "
           "verified by a round trip in a clean interpreter...", flush=True)
     try:

@@ -37,6 +37,17 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     t.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=1,
                    help="epochs between checkpoints (default 1)")
+    t.add_argument("--sharing", default="candidate", choices=("candidate", "norm"),
+                   help="candidate: each block type/op has its own weights (default); norm: "
+                        "they share weights of the same name and module type, each keeps its "
+                        "own normalisation layers")
+    t.add_argument("--split", help="few-shot: one sub-supernet per value group of these "
+                   "comma-separated decisions, or 'auto' (the decisions that change which "
+                   "block or operator is used)")
+    t.add_argument("--split-groups", dest="split_groups", type=int, default=8,
+                   help="most sub-supernets; values are grouped to fit (default 8)")
+    t.add_argument("--split-after", dest="split_after", type=float, default=0.5,
+                   help="fraction of the steps trained as one supernet before the split (default 0.5)")
     t.set_defaults(func=_train)
 
     r = cmds.add_parser("rank", help="Kendall tau of supernet vs stand-alone accuracies")
@@ -52,6 +63,10 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
                    help="stand-alone trainings per architecture; the reference is their mean and "
                         "rank.json gets standalone_seed_tau, the reference's own noise (default 1)")
     r.add_argument("--seed", type=int, default=0, help="seed of the architecture sample")
+    r.add_argument("--uniform", action="store_true",
+                   help="uniform sample instead of one architecture per parameter-count quantile")
+    r.add_argument("--no-baselines", dest="baselines", action="store_false",
+                   help="skip the equal-cost baselines (proxies, short stand-alone training)")
     r.add_argument("--device", default="auto")
     r.set_defaults(func=_rank)
 
@@ -98,6 +113,7 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
     from pathlib import Path
 
     from cellblock.supernet.model import Supernet
+    from cellblock.supernet.split import Split
     from cellblock.supernet.train import (
         RECIPE_KEYS,
         check_space,
@@ -107,11 +123,12 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
         train_supernet,
     )
 
+    split = Split.make(space, args.split, args.split_groups) if args.split else None
     resume = None
     if Path(args.out).exists():
         resume = load_checkpoint(args.out)
         check_space(resume, space, args.out)
-        want, have = recipe_of(cfg, args.sampling), resume["recipe"]
+        want, have = recipe_of(cfg, args.sampling, split, args.split_after, args.sharing), resume["recipe"]
         diff = [k for k in RECIPE_KEYS if want.get(k) != have.get(k)]
         if resume.get("val_fraction") != args.val_fraction:
             raise ConfigError(
@@ -130,11 +147,16 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
         supernet = supernet_from_checkpoint(resume, device)
         print(f"resuming {args.out} after epoch {resume['epoch']}", file=sys.stderr)
     else:
-        supernet = Supernet.create(space, seed=args.seed)
+        supernet = Supernet.create(space, seed=args.seed, split=split, sharing=args.sharing)
     n_params = sum(p.numel() for p in supernet.bank.parameters())
     print(f"supernet of {space.name}: {n_params:,} shared parameters", file=sys.stderr)
+    if split is not None:
+        print(f"few-shot: {split.n_groups} sub-supernets on {', '.join(split.chunks)} "
+              f"(split after {args.split_after:.0%} of the steps)", file=sys.stderr)
+        for g in range(split.n_groups):
+            print(f"  group {g}: {split.label(g)}", file=sys.stderr)
     result = train_supernet(supernet, data, cfg, sampling=args.sampling, checkpoint=args.out,
-                            val_fraction=args.val_fraction,
+                            val_fraction=args.val_fraction, split_after=args.split_after,
                             checkpoint_every=args.checkpoint_every, resume=resume,
                             log=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(result))
@@ -143,7 +165,7 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
 
 def _rank(args: argparse.Namespace) -> int:
     from cellblock.data import load_dataset
-    from cellblock.supernet.rank import rank_supernet, tau_warning
+    from cellblock.supernet.rank import rank_supernet, rank_table, tau_warning
     from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
 
     device = _device(args.device)
@@ -157,8 +179,10 @@ def _rank(args: argparse.Namespace) -> int:
     supernet = supernet_from_checkpoint(ckpt, device)
     result = rank_supernet(supernet, ckpt, data, samples=args.samples, epochs=args.epochs,
                            out=args.out, seed=args.seed, device=device, batch_size=args.batch_size,
-                           seeds=args.seeds,
+                           seeds=args.seeds, stratified=not args.uniform,
+                           baselines=args.baselines,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(rank_table(result), file=sys.stderr)
     keys = ("kendall_tau", "spearman", "kendall_tau_no_recal", "n", "supernet_s",
             "standalone_s", "cost_ratio", "children_per_s", "params_tau", "standalone_seed_tau")
     print(json.dumps({k: result[k] for k in keys}))

@@ -17,6 +17,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the run's device)")
     p.add_argument("--checkpoint-every", type=int, default=1, dest="checkpoint_every",
                    help="epochs between checkpoints (default 1)")
+    p.add_argument("--init", help="supernet:CKPT: start from the weights inherited from that supernet")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_train)
 
@@ -27,8 +28,12 @@ def _train(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    if args.init is not None:
+        from cellblock.supernet.inherit import parse_init
+
+        parse_init(args.init)  # a bad form fails before anything is loaded
     m = final_train(args.run, args.trial, args.epochs, args.out, args.device, args.checkpoint_every, log,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, init=args.init)
     log(f"trial {m['trial']} ({m['arch_id']}): {m['epochs']} epochs, val accuracy {m['val_accuracy']:.4f}, "
         f"TEST accuracy {m['test_accuracy']:.4f} ({m['test_size']} images), train {m['train_s']:.1f} s")
     if args.out is None:  # where export looks: the next export of this trial uses these weights

@@ -355,6 +355,8 @@ def _export_into(items: Sequence[ExportItem], out: Path, formats: Sequence[str]
         ref = make_reference(item)
         item_dir = out / item.label
         item_dir.mkdir(parents=True, exist_ok=True)
+        if item.state is not None:  # in-memory weights (a supernet's) travel with the export
+            torch.save(item.state, item_dir / "inherited.pt")
         entry: dict[str, Any] = {
             "label": item.label, "trial": item.trial.number if item.trial is not None else None,
             "arch_id": __import__("cellblock.search_spaces.api", fromlist=["arch_id"]).arch_id(item.arch),

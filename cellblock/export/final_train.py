@@ -52,8 +52,12 @@ def final_train(
     checkpoint_every: int = 1,
     log: Any = print,
     progress: bool = False,
+    init: str | None = None,
 ) -> dict[str, Any]:
     """Train trial ``trial`` of a run for ``epochs``; resume from ``out``'s checkpoint if any.
+
+    ``init``: ``supernet:CKPT`` starts from the weights the child inherits from that
+    supernet (:mod:`cellblock.supernet.inherit`) instead of a random initialisation.
 
     Args:
         progress: Show a progress bar (epochs, loss, elapsed time and ETA) on stderr.
@@ -84,6 +88,8 @@ def final_train(
     cfg = run.config
     out_dir = Path(out) if out else train_dir(run.run_dir, trial)
     identity = _identity(cfg, t.arch_id, trial, epochs)
+    if init is not None:
+        identity["init"] = init
     metrics_path = out_dir / RunDir.METRICS
     if metrics_path.is_file():
         done = json.loads(metrics_path.read_text(encoding="utf-8"))
@@ -106,6 +112,11 @@ def final_train(
     seed = trial_seed(cfg.get("seed", 0), t.arch_id)
     torch.manual_seed(seed)
     model = space.build(t.arch)
+    if init is not None:
+        from cellblock.supernet.inherit import inherited_state, parse_init
+
+        model.load_state_dict(inherited_state(parse_init(init), space, t.arch, cfg.get("val_fraction")))
+        log(f"initialised from {init}")
     train_cfg = TrainConfig.from_run(cfg, seed=seed, device=str(dev), epochs=epochs)
     from cellblock.core.runlock import LOCK_NAME, RunLock
 

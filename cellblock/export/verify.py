@@ -43,6 +43,10 @@ class ExportItem:
     weights: Path | None = None  # trained state_dict, if any
     #: Original label of each class index, when the run remapped its labels (--remap-labels).
     class_labels: tuple[str, ...] = ()
+    #: Weights given in memory (e.g. inherited from a supernet), saved beside the export.
+    state: Any = None
+    #: Where :attr:`state` comes from, for the report.
+    state_source: str = ""
 
 
 @dataclass
@@ -91,7 +95,10 @@ def make_reference(item: ExportItem) -> Reference:
     torch.manual_seed(item.seed)
     model = item.space.build(item.arch)
     input_shape = item.space.input_shape
-    if item.weights is not None:
+    if item.state is not None:
+        model.load_state_dict(item.state)
+        source = f"{item.state_source} (saved as {item.label}/inherited.pt)"
+    elif item.weights is not None:
         state = torch.load(item.weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         source = f"trained ({item.weights})"

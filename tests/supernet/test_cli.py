@@ -62,8 +62,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
         torch.set_num_threads(threads)
     a, b = load_checkpoint(killed), load_checkpoint(clean)
     assert a["done"] and a["step"] == b["step"]
-    for k, v in b["bank"].items():
-        assert torch.equal(a["bank"][k], v), k
+    for bank_a, bank_b in zip(a["banks"], b["banks"], strict=True):
+        for k, v in bank_b.items():
+            assert torch.equal(bank_a[k], v), k
 
 
 def test_corrupt_and_mismatched_checkpoints_fail_with_one_line(tmp_path, checkpoint, capsys):

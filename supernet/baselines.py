@@ -1,0 +1,117 @@
+"""What a supernet's ranking is compared with: a stratified sample and equal-cost baselines.
+
+- :func:`sample_stratified`: architectures spread over the parameter-count range (one per
+  quantile bin of a larger random pool), so the ranking is not judged on a sample that
+  happens to bunch up in one size.
+- Zero-cost baselines scored on the same architectures: parameter count, MACs, and the
+  proxies ``synflow`` and ``naswot`` of :mod:`cellblock.evaluators.proxies` on the
+  freshly initialised network.
+- :func:`equal_cost_steps`: the SGD steps per architecture whose total stand-alone
+  training time equals the supernet's training plus evaluation time (the stand-alone
+  baseline of the same cost).
+- :func:`verdict`: whether the supernet beats every equal-cost baseline, else which one to
+  search with instead.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from cellblock.evaluators.proxies import PROXY_BATCH_SIZE, naswot, synflow
+from cellblock.search_spaces.api import SearchSpace, arch_id, sample_distinct
+from cellblock.supernet.bank import meta_build
+
+#: Random architectures drawn per requested one before the quantile bins are cut.
+POOL_FACTOR = 5
+#: Baselines that need no training, in report order (score: higher = predicted better).
+ZERO_COST = ("params", "macs", "synflow", "naswot")
+#: Substitute for a non-finite proxy score (ranks last), so Kendall tau stays defined.
+WORST = -1e300
+
+
+def param_count(space: SearchSpace, arch: Mapping[str, Any]) -> int:
+    """Parameters of ``arch``'s network (built on ``meta``: no memory, no initialisation)."""
+    with meta_build():
+        model = space.build(arch)
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def sample_stratified(space: SearchSpace, k: int, seed: int,
+                      pool_factor: int = POOL_FACTOR) -> list[dict[str, Any]]:
+    """``k`` distinct architectures, one per parameter-count quantile bin of a random pool.
+
+    The pool holds ``pool_factor * k`` distinct random architectures (fewer in a small
+    space); it is sorted by parameter count and cut into ``k`` bins of near-equal size,
+    and one architecture is drawn from each bin (seeded). Returned in bin order.
+    """
+
+    pool = sample_distinct(space, pool_factor * k, seed)
+    if len(pool) <= k:
+        return pool
+    sized = sorted(((param_count(space, a), arch_id(a), a) for a in pool), key=lambda t: t[:2])
+    rng = np.random.default_rng(seed + 1)
+    bins = np.array_split(np.arange(len(sized)), k)
+    return [sized[int(rng.choice(b))][2] for b in bins]
+
+
+def _score(fn: Any, *args: Any) -> tuple[float, str | None]:
+    try:
+        value = float(fn(*args))
+    except (RuntimeError, ValueError) as exc:  # a proxy that fails on this network ranks it last
+        return WORST, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return (value, None) if math.isfinite(value) else (WORST, None)
+
+
+def proxy_scores(model: torch.nn.Module, input_shape: Sequence[int], x: torch.Tensor) -> dict[str, Any]:
+    """``synflow`` and ``naswot`` of an initialised network, with their time in seconds.
+
+    A non-finite score, or a proxy that raises on this network, gets :data:`WORST` (the
+    error goes to ``<proxy>_error``).
+    """
+    t0 = time.perf_counter()
+    s, s_err = _score(synflow, model, input_shape)
+    t1 = time.perf_counter()
+    n, n_err = _score(naswot, model, x)
+    t2 = time.perf_counter()
+    return {"synflow": s, "naswot": n, "synflow_s": t1 - t0, "naswot_s": t2 - t1,
+            "synflow_error": s_err, "naswot_error": n_err}
+
+
+def proxy_batch(x_train: torch.Tensor, seed: int) -> torch.Tensor:
+    """The fixed minibatch of the data-dependent proxies (as in a run: seeded train images)."""
+    gen = torch.Generator().manual_seed(seed)
+    return x_train[torch.randperm(len(x_train), generator=gen)[:PROXY_BATCH_SIZE]]
+
+
+def equal_cost_steps(budget_s: float, step_s: Sequence[float]) -> int:
+    """Steps per architecture whose total stand-alone time fits ``budget_s`` (0: not one).
+
+    Args:
+        budget_s: The supernet's training plus evaluation time.
+        step_s: Per architecture, the measured time of one stand-alone training step.
+    """
+    total = float(sum(step_s))
+    return int(budget_s // total) if total > 0 else 0
+
+
+def verdict(supernet_tau: float | None, baselines: Mapping[str, float | None]) -> str:
+    """One line: does the supernet beat every equal-cost baseline; if not, what to use."""
+    known = {k: v for k, v in baselines.items() if v is not None}
+    if supernet_tau is None:
+        best = max(known, key=known.get) if known else None
+        return ("verdict: the supernet's Kendall tau is undefined (constant accuracies); "
+                + (f"search with {best} instead (tau {known[best]:.3f})" if best else
+                   "no baseline is defined either"))
+    better = {k: v for k, v in known.items() if v >= supernet_tau}
+    if not better:
+        return (f"verdict: the supernet (tau {supernet_tau:.3f}) beats every equal-cost baseline "
+                f"({', '.join(f'{k} {v:.3f}' for k, v in known.items())}); search with it")
+    best = max(better, key=better.get)
+    return (f"verdict: the supernet (tau {supernet_tau:.3f}) does NOT beat every equal-cost "
+            f"baseline; search with {best} instead (tau {better[best]:.3f})")
