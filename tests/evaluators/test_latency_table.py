@@ -258,3 +258,16 @@ def test_search_measures_latency_in_the_runtime_asked_for(tmp_path):
     m = next(e["metrics"] for e in events if (e.get("metrics") or {}).get("latency_ms"))
     assert m["latency_runtime"] == "onnxruntime" and m["latency_device"]["onnxruntime"]
     assert m["latency_ms"] > 0 and "latency_source" not in m
+
+
+def test_cli_measures_an_exported_onnx_file(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from cellblock.evaluators.runtimes import onnx_bytes
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU()).eval()
+    path = tmp_path / "model.onnx"
+    path.write_bytes(onnx_bytes(model, (torch.zeros(1, 1, 6, 6),)))
+    assert main(["latency", "measure", "--onnx", str(path), "--warmup", "1", "--repeats", "5", "--threads", "1",
+                 "--clock", "thread"]) == 0
+    assert "ms median" in capsys.readouterr().out
+    assert main(["latency", "measure", "--onnx", str(tmp_path / "missing.onnx")]) == 2
