@@ -242,6 +242,8 @@ class Runner:
         self.p = prepared
         self.progress = progress
         self.log = RecordLog(RunDir(prepared.run_dir).log)
+        #: The records side of the loop (filled from the log when the run starts).
+        self.book = TrialBook(prepared, self.log)
         self._last_derived = 0.0
 
     @property
@@ -284,7 +286,7 @@ class Runner:
 
         from cellblock.run.backends.base import BACKENDS
 
-        self.book = book = TrialBook(self.p, self.log)
+        book = self.book
         self._write_start()
         book.resume()
         bar = tqdm(total=book.budget, initial=min(book.done, book.budget), unit="trial",
