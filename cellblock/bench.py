@@ -134,11 +134,13 @@ def true_front(oracle: TableOracle, objectives: Sequence[Objective], workers: in
 # ---- one run --------------------------------------------------------------------------------
 def run_strategy(name: str, space: SearchSpace, objectives: Sequence[Objective], seed: int,
                  budget: int, oracle: Callable[[Mapping[str, Any]], tuple[str, dict[str, Any], str | None]],
-                 options: Mapping[str, Any] | None = None) -> list[Trial]:
+                 options: Mapping[str, Any] | None = None,
+                 ask_seconds: list[float] | None = None) -> list[Trial]:
     """Ask/tell ``name`` for ``budget`` distinct evaluations; return the trials in order.
 
     Mirrors the run loop: a repeated proposal is answered with the earlier trial and
-    does not count; the run stops early when the space looks exhausted.
+    does not count; the run stops early when the space looks exhausted. When
+    ``ask_seconds`` is a list, the wall time of every ``ask`` is appended to it.
     """
     from cellblock.strategies.base import make_strategy
 
@@ -147,7 +149,10 @@ def run_strategy(name: str, space: SearchSpace, objectives: Sequence[Objective],
     by_id: dict[str, Trial] = {}
     repeats = 0
     while len(trials) < budget and repeats < EXHAUSTED_AFTER:
+        t_ask = time.perf_counter()
         arch = strategy.ask()
+        if ask_seconds is not None:
+            ask_seconds.append(time.perf_counter() - t_ask)
         aid = arch_id(arch)
         if aid in by_id:
             strategy.tell(by_id[aid])

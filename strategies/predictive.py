@@ -1,0 +1,333 @@
+"""Predictor-guided search (BANANAS / NPENAS style) for any define-by-run space.
+
+After a space-filling initial design, every ask scores a pool of candidates made by the
+space's own operators (one-decision moves of the best trials, mutations and crossovers of
+good trials, random samples; never one asked before) with surrogate models
+(:mod:`cellblock.strategies.surrogate`) and proposes the best:
+
+* one objective: expected improvement over the best feasible trial;
+* several: expected hypervolume improvement (EHVI) over the current front, from the
+  project's exact :func:`~cellblock.pareto.hypervolume`. Expensive objectives (accuracy)
+  are predicted by a bootstrap ensemble with calibrated spread; cheap ones (MACs,
+  params, latency, proxies) are functions of the architecture, fitted by a deterministic
+  ridge model on the same encoding (on the log scale when positive), so they count as
+  known before training.
+
+Constraints given to the strategy (the run fills them) multiply the acquisition by the
+predicted probability of being feasible. Trials asked and not yet told (concurrency > 1)
+join the front at their predicted values (kriging believer) and candidates close to them
+(few decisions apart) are penalised, so a batch is not a set of near-duplicates. The
+whole state is JSON-able; the models are refitted from it, deterministically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+
+from cellblock.errors import ConfigError
+from cellblock.objectives import Constraint, Objective, get_metric
+from cellblock.pareto import hypervolume, nondominated_mask
+from cellblock.records import COMPLETE, INFEASIBLE, PRUNED, Trial
+from cellblock.search_spaces.api import SearchSpace, arch_id
+from cellblock.strategies.base import Strategy, check_positive_int, register_strategy
+from cellblock.strategies.selection import survivors, trial_from_state, trial_to_state
+from cellblock.strategies.surrogate import Encoder, RidgeEnsemble
+
+SHORTLIST = 16  # candidates whose EHVI is integrated (the others: optimistic HVI only)
+QUANTILES = 8  # normal quantiles integrating EHVI
+REF_OFFSET = 0.1  # reference point = nadir + 10% of the front's range (as in cellblock bench)
+MODELLED = (COMPLETE, INFEASIBLE, PRUNED)  # statuses whose metrics are observations
+
+
+def _hamming(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
+    """Number of decisions in which two architectures differ (absent counts as a value)."""
+    return sum(1 for k in a.keys() | b.keys() if k not in a or k not in b or a[k] != b[k])
+
+
+@register_strategy("predictive")
+class PredictiveSearch(Strategy):
+    """Surrogate-guided search: EI (one objective) or EHVI (several) over operator-made candidates.
+
+    Args:
+        n_init: Space-filling random architectures before the models are used.
+        candidates: Size of the candidate pool scored per ask.
+        parents: Best trials whose neighbourhoods, mutations and crossovers make candidates.
+        members: Ensemble size of the expensive-objective models.
+        hidden: Random ReLU features per ensemble member.
+        constraints: The run's constraints (``"macs<=5M"`` strings); the run fills them.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        seed: int = 0,
+        n_init: int = 10,
+        candidates: int = 256,
+        parents: int = 5,
+        members: int = 8,
+        hidden: int = 64,
+        constraints: Iterable[str | Constraint] = (),
+    ) -> None:
+        super().__init__(space, objectives, seed)
+        self.n_init = check_positive_int("n_init", n_init)
+        self.candidates = check_positive_int("candidates", candidates, 2)
+        self.parents = check_positive_int("parents", parents)
+        self.members = check_positive_int("members", members, 2)
+        self.hidden = check_positive_int("hidden", hidden, 0)
+        if isinstance(constraints, str):
+            raise ConfigError(f"strategy option constraints must be a list, got {constraints!r}")
+        self.constraints = [c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints]
+        self.encoder = Encoder(space)
+        self.observed: list[Trial] = []  # told trials, one per architecture, in order
+        self.observed_ids: set[str] = set()
+        self.pending: dict[str, dict[str, Any]] = {}  # asked, not yet told
+        self.pool: dict[str, dict[str, Any]] = {}  # candidates, oldest first
+        self.expanded: set[str] = set()  # parents whose neighbourhood joined the pool
+        self.n_asked = 0
+        self.n_fit = 0  # observations the models were fitted on
+        self.width_fit = 0
+        self._models: dict[str, tuple[RidgeEnsemble, bool]] | None = None
+
+    @classmethod
+    def run_options(cls, config: Mapping[str, Any], run_dir: Any) -> dict[str, Any]:
+        """Options the run fills: its constraints."""
+        if config.get("storage") is not None:
+            raise ConfigError("storage is used by optuna:* strategies only, not 'predictive'; remove --storage")
+        return {"constraints": list(config.get("constraints") or [])}
+
+    # ---- models -------------------------------------------------------------------------------
+    def _targets(self) -> dict[str, bool]:
+        """Modelled metric -> whether it is cheap (objectives, then constrained metrics)."""
+        names = {o.name: o.cheap for o in self.objectives}
+        for c in self.constraints:
+            names.setdefault(c.metric, get_metric(c.metric).cheap)
+        return names
+
+    def _fit(self) -> None:
+        """Fit one model per modelled metric on the first ``n_fit`` observations."""
+        rng = np.random.default_rng([self.seed, self.n_fit, 1])
+        trials = [t for t in self.observed[: self.n_fit] if t.status in MODELLED]
+        X = self.encoder.encode([t.arch for t in trials], self.width_fit, [t.arch_id for t in trials])
+        self._models = {}
+        for name, cheap in self._targets().items():
+            y = np.array([t.value(name) if t.value(name) is not None else np.nan for t in trials], dtype=float)
+            ok = np.isfinite(y)
+            if ok.sum() < 2:
+                continue
+            log = cheap and bool((y[ok] > 0).all())
+            model = RidgeEnsemble(1 if cheap else self.members, self.hidden)
+            self._models[name] = (model.fit(X[ok], np.log(y[ok]) if log else y[ok], rng), log)
+
+    def _maybe_refit(self) -> None:
+        """Refit after every tell up to 200 observations, then after every n/200 (amortised cost)."""
+        n = len(self.observed)
+        if self._models is None or n - self.n_fit >= max(1, n // 200):
+            self.n_fit, self.width_fit = n, self.encoder.width
+            self._fit()
+
+    def _predict(self, name: str, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean, std) of metric ``name`` in its own units (log scale undone: std is relative)."""
+        assert self._models is not None  # noqa: S101  (internal: fitted before use)
+        if name not in self._models:
+            return None
+        model, log = self._models[name]
+        mu, sd = model.predict(X)
+        return (np.exp(mu), np.exp(mu) * sd) if log else (mu, sd)
+
+    def _objective_preds(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean, std) of the minimisation values of every objective, or None if one is unmodelled."""
+        M, S = np.zeros((len(X), len(self.objectives))), np.zeros((len(X), len(self.objectives)))
+        for j, o in enumerate(self.objectives):
+            pred = self._predict(o.name, X)
+            if pred is None:
+                return None
+            M[:, j] = -pred[0] if o.direction == "maximize" else pred[0]
+            S[:, j] = pred[1]
+        return M, S
+
+    def _p_feasible(self, X: np.ndarray) -> np.ndarray:
+        p = np.ones(len(X))
+        for c in self.constraints:
+            pred = self._predict(c.metric, X)
+            if pred is not None:
+                gap = (c.bound - pred[0]) if c.op == "<=" else (pred[0] - c.bound)
+                p *= norm.cdf(gap / pred[1])
+        return p
+
+    # ---- candidates -----------------------------------------------------------------------------
+    def _parents(self, F: np.ndarray) -> list[Trial]:
+        ok = np.flatnonzero(np.isfinite(F).all(axis=1))
+        if len(ok) == 0:
+            return []
+        idx, _, _ = survivors(F[ok], min(self.parents, len(ok)))
+        return [self.observed[int(ok[i])] for i in idx]
+
+    def _refresh_pool(self, parents: list[Trial]) -> list[tuple[str, dict[str, Any]]]:
+        """Update the candidate pool; return it (architectures never asked, oldest first).
+
+        The neighbourhood of a parent is added once (when it first becomes a parent), at
+        most half the pool; each ask adds ``candidates // 8`` fresh candidates: mutations
+        (one or two decisions) of parents, mutated crossovers of two parents and random
+        samples. The oldest candidates leave when the pool holds more than ``candidates``.
+        """
+        pool = self.pool
+
+        def add(arch: dict[str, Any]) -> None:
+            aid = arch_id(arch)
+            if aid not in self.seen and aid not in pool:
+                pool[aid] = arch
+
+        for p in parents:
+            if p.arch_id not in self.expanded:
+                self.expanded.add(p.arch_id)
+                moves = self.space.moves(p.arch)
+                for i in self.rng.permutation(len(moves))[: self.candidates // 2]:
+                    add(self.space.neighbour(p.arch, *moves[int(i)], self.rng))
+        fresh = max(self.candidates // 8, 4)
+        for _ in range(fresh // 2):
+            p = parents[int(self.rng.integers(len(parents)))]
+            add(self.space.mutate(p.arch, self.rng, n=1 + int(self.rng.integers(2))))
+        for _ in range(fresh // 4 if len(parents) > 1 else 0):
+            i, j = self.rng.choice(len(parents), size=2, replace=False)
+            child = self.space.crossover(parents[int(i)].arch, parents[int(j)].arch, self.rng)
+            add(self.space.mutate(child, self.rng))
+        for _ in range(fresh - fresh // 2 - (fresh // 4 if len(parents) > 1 else 0)):
+            add(self.space.sample(self.rng))
+        for aid in [aid for aid in pool if aid in self.seen]:
+            del pool[aid]
+        for aid in list(pool)[: max(len(pool) - self.candidates, 0)]:
+            del pool[aid]
+        return list(pool.items())
+
+    def _space_filling(self) -> dict[str, Any]:
+        """The farthest (in decisions changed) of a few random samples from everything asked."""
+        asked = [t.arch for t in self.observed] + [e["arch"] for e in self.pending.values()]
+        best, best_d = None, -1
+        for _ in range(8):
+            arch = self.space.sample(self.rng)
+            if arch_id(arch) in self.seen:
+                continue
+            d = min((_hamming(arch, a) for a in asked), default=0)
+            if d > best_d:
+                best, best_d = arch, d
+        return best if best is not None else self.fresh(lambda: self.space.sample(self.rng))
+
+    # ---- acquisition --------------------------------------------------------------------------
+    def _ei(self, M: np.ndarray, S: np.ndarray, best: float) -> np.ndarray:
+        u = (best - M[:, 0]) / S[:, 0]
+        return (best - M[:, 0]) * norm.cdf(u) + S[:, 0] * norm.pdf(u)
+
+    def _ehvi(self, M: np.ndarray, S: np.ndarray, front: np.ndarray, F: np.ndarray) -> np.ndarray:
+        """EHVI of candidates (means ``M``, stds ``S``) over ``front``; ``F``: every feasible point.
+
+        Objectives are scaled to [0, 1] over ``F``; the reference point is 10% beyond its
+        worst values, so that extending the front towards either end counts.
+        """
+        lo, hi = F.min(axis=0), F.max(axis=0)
+        span = np.where(hi > lo, hi - lo, np.maximum(np.abs(hi), 1.0))
+        P, Mn, Sn = (front - lo) / span, (M - lo) / span, S / span
+        ref = (hi - lo) / span + REF_OFFSET
+        base = hypervolume(P, ref)
+        opt = Mn - 2.0 * Sn  # optimistic points
+        eps = np.min(np.max(opt[:, None, :] - P[None, :, :], axis=2), axis=1)  # < 0: not dominated
+        open_ = np.flatnonzero(eps < 0)
+        if len(open_) == 0:  # nothing can improve the front: closest to doing so (additive epsilon)
+            return -eps
+        open_ = open_[np.argsort(eps[open_], kind="stable")[: 4 * SHORTLIST]]
+        score = np.zeros(len(M))
+        hvi = np.array([hypervolume(np.vstack([P, opt[i]]), ref) - base for i in open_])
+        short = open_[np.argsort(-hvi, kind="stable")[:SHORTLIST]]
+        z = norm.ppf((np.arange(QUANTILES) + 0.5) / QUANTILES)
+        for i in short:
+            Y = Mn[i] + np.outer(z, Sn[i])
+            score[i] = np.mean([hypervolume(np.vstack([P, y]), ref) - base for y in Y]) + 1e-12
+        return score
+
+    def _choose(self, items: list[tuple[str, dict[str, Any]]]) -> dict[str, Any] | None:
+        pool = [a for _, a in items]
+        F = self.fitness(self.observed)
+        finite = np.isfinite(F).all(axis=1)
+        X = self.encoder.encode(pool, ids=[aid for aid, _ in items])
+        preds = self._objective_preds(X)
+        if preds is None or not finite.any():
+            return None
+        M, S = preds
+        if len(self.objectives) == 1:
+            acq = self._ei(M, S, float(F[finite, 0].min()))
+        else:
+            front = F[finite][nondominated_mask(F[finite])]
+            if self.pending:  # kriging believer: pending trials at their predicted values
+                Pm, _ = self._objective_preds(self.encoder.encode([e["arch"] for e in self.pending.values()]))
+                front = np.vstack([front, Pm])
+                front = front[nondominated_mask(front)]
+            acq = self._ehvi(M, S, front, F[finite])
+        acq = acq - acq.min() + 1e-12 if acq.min() < 0 else acq
+        acq = acq * self._p_feasible(X)
+        for e in self.pending.values():  # local penalisation of candidates near pending ones
+            d = np.array([_hamming(a, e["arch"]) for a in pool])
+            acq = acq * d / (d + 1.0)
+        i = int(np.flatnonzero(acq == acq.max())[int(self.rng.integers(np.sum(acq == acq.max())))])
+        return pool[i]
+
+    # ---- ask / tell ---------------------------------------------------------------------------
+    def ask(self) -> dict[str, Any]:
+        self.n_asked += 1
+        arch = None
+        if len(self.observed) >= self.n_init:
+            self._maybe_refit()
+            F = self.fitness(self.observed)
+            parents = self._parents(F)
+            if parents:
+                pool = self._refresh_pool(parents)
+                arch = self._choose(pool) if pool else None
+        if arch is None:
+            arch = self._space_filling() if self.n_asked <= self.n_init else None
+        if arch is None:
+            arch = self.fresh(lambda: self.space.sample(self.rng))
+        aid = arch_id(arch)
+        self.seen.add(aid)
+        self.encoder.learn(arch)
+        self.pending[aid] = {"arch": dict(arch)}
+        return arch
+
+    def tell(self, trial: Trial) -> None:
+        super().tell(trial)
+        self.pending.pop(trial.arch_id, None)
+        if trial.arch_id in self.observed_ids:
+            return  # a repeated proposal told again
+        self.observed_ids.add(trial.arch_id)
+        self.encoder.learn(trial.arch)
+        self.observed.append(trial)
+
+    def replay(self, trials: Iterable[Trial]) -> None:
+        super().replay(trials)
+        self.pending = {}
+        self.n_asked = max(self.n_asked, self.n_told)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update(observed=[trial_to_state(t) for t in self.observed], pending=dict(self.pending),
+                     pool=list(self.pool.values()), expanded=sorted(self.expanded),
+                     n_asked=self.n_asked, n_fit=self.n_fit, width_fit=self.width_fit,
+                     encoder=self.encoder.state_dict(), model_seed=self.seed)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.observed = [trial_from_state(d) for d in state["observed"]]
+        self.observed_ids = {t.arch_id for t in self.observed}
+        self.pending = {aid: {"arch": dict(e["arch"])} for aid, e in state["pending"].items()}
+        self.pool = {arch_id(a): dict(a) for a in state["pool"]}
+        self.expanded = set(state["expanded"])
+        self.n_asked = int(state["n_asked"])
+        self.n_fit, self.width_fit = int(state["n_fit"]), int(state["width_fit"])
+        self.encoder.load_state_dict(state["encoder"])
+        self.seed = int(state["model_seed"])  # the models' random features are drawn from it
+        self._models = None
+        if self.n_fit:
+            self._fit()
