@@ -267,6 +267,11 @@ def summarize(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, dict[int
     return {s: {b: (float(np.nanmean(v)), float(np.nanstd(v))) for b, v in d.items()} for s, d in groups.items()}
 
 
+def summarize_regret(rows: Sequence[Mapping[str, Any]], optimum: float) -> list[dict[str, Any]]:
+    """``rows`` with ``best`` replaced by the regret ``optimum - best``."""
+    return [{**r, "best": optimum - float(r["best"])} for r in rows]
+
+
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """bench.csv with columns ``strategy, seed, budget, best, hv_ratio``."""
     with path.open("w", newline="", encoding="utf-8") as fh:
@@ -288,7 +293,9 @@ def _table(stats: Mapping[str, Mapping[int, tuple[float, float]]], budgets: Sequ
 
 def write_markdown(path: Path, result: BenchResult, budgets: Sequence[int], command_line: str,
                    n_seeds: int) -> None:
-    """bench.md: command, table optimum, true front, mean ± std tables per budget."""
+    """bench.md: command, table optimum, true front, mean ± std tables per budget (best, regret, hv_ratio)."""
+    seed_values = sorted({int(r["seed"]) for r in result.rows})
+    seed_text = f"{seed_values[0]}..{seed_values[-1]}" if seed_values else "none"
     key, value = result.optimum
     f = result.front
     names = ", ".join(o.name for o in f.objectives)
@@ -305,7 +312,7 @@ Command (from the repository root):
 ```
 
 - Table metric `{result.metric}`; optimum of the table: **{value:.4f}** (`{key}`).
-- Seeds: {n_seeds} per strategy; each strategy x seed runs once to {max(budgets)} evaluations with the
+- Seeds: {n_seeds} per strategy ({seed_text}); each strategy x seed runs once to {max(budgets)} evaluations with the
   objective `accuracy` (for `best`) and once with `{names}` (for `hv_ratio`).
 - `best`: highest `{result.metric}` (raw table units) within the first b evaluations.
 - `hv_ratio`: hypervolume of the first b evaluations / hypervolume of the true front ({f.size} points
@@ -318,6 +325,10 @@ Command (from the repository root):
 ## best {result.metric} (mean ± std)
 
 {_table(summarize(result.rows, "best"), budgets, ".2f")}
+
+## mean regret: table optimum - best (mean ± std; the anytime curve)
+
+{_table(summarize(summarize_regret(result.rows, value), "best"), budgets, ".3f")}
 
 ## hv_ratio (mean ± std)
 
@@ -362,7 +373,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", required=True, help="benchmark table (CSV or parquet)")
     p.add_argument("--metric", help="table column used as accuracy (default: its only numeric column)")
     p.add_argument("--strategies", default="random,evolution,nsga2", help="comma-separated strategy names")
-    p.add_argument("--seeds", type=int, default=10, help="seeds per strategy (0..N-1)")
+    p.add_argument("--seeds", type=int, default=10, help="seeds per strategy (START..START+N-1)")
+    p.add_argument("--seed-start", type=int, default=0,
+                   help="first seed (e.g. 100 to tune on seeds kept apart from the reported ones)")
     p.add_argument("--budgets", default="25,50,100,200,300", help="comma-separated evaluation budgets")
     p.add_argument("--objectives", default="accuracy,macs", help="objectives of the hv_ratio runs")
     p.add_argument("--workers", type=int, default=2, help="processes for missing network costs")
@@ -378,7 +391,10 @@ def command_line(args: argparse.Namespace) -> str:
     parts += ["--table", args.table]
     if args.metric:
         parts += ["--metric", args.metric]
-    parts += ["--strategies", args.strategies, "--seeds", str(args.seeds), "--budgets", args.budgets,
+    parts += ["--strategies", args.strategies, "--seeds", str(args.seeds)]
+    if args.seed_start:
+        parts += ["--seed-start", str(args.seed_start)]
+    parts += ["--budgets", args.budgets,
               "--objectives", args.objectives, "--out", args.out]
     return shlex.join(parts)
 
@@ -403,7 +419,8 @@ def _bench(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    result = run_bench(space, oracle, strategies, list(range(args.seeds)), budgets, objectives,
+    seeds = list(range(args.seed_start, args.seed_start + args.seeds))
+    result = run_bench(space, oracle, strategies, seeds, budgets, objectives,
                        args.workers, log)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

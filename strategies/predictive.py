@@ -3,7 +3,9 @@
 After a space-filling initial design, every ask scores a pool of candidates made by the
 space's own operators (one-decision moves of the best trials, mutations and crossovers of
 good trials, random samples; never one asked before) with surrogate models
-(:mod:`cellblock.strategies.surrogate`) and proposes the best:
+(:mod:`cellblock.strategies.surrogate`), takes the best and improves it by a few steps of
+hill climbing on the acquisition over its one-decision neighbours (the model's optimum
+near the pool, found without evaluating anything). The acquisition:
 
 * one objective: expected improvement over the best feasible trial;
 * several: expected hypervolume improvement (EHVI) over the current front, from the
@@ -22,7 +24,7 @@ whole state is JSON-able; the models are refitted from it, deterministically.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +39,9 @@ from cellblock.strategies.base import Strategy, check_positive_int, register_str
 from cellblock.strategies.selection import survivors, trial_from_state, trial_to_state
 from cellblock.strategies.surrogate import Encoder, RidgeEnsemble
 
-SHORTLIST = 16  # candidates whose EHVI is integrated (the others: optimistic HVI only)
+SHORTLIST = 8  # candidates whose EHVI is integrated (the others: optimistic HVI only)
+CLIMB_STEPS = 3  # hill-climbing steps on the acquisition from the pool's best candidate
+CLIMB_MOVES = 32  # one-decision moves scored per step (a random subset when there are more)
 QUANTILES = 8  # normal quantiles integrating EHVI
 REF_OFFSET = 0.1  # reference point = nadir + 10% of the front's range (as in cellblock bench)
 MODELLED = (COMPLETE, INFEASIBLE, PRUNED)  # statuses whose metrics are observations
@@ -86,8 +90,8 @@ class PredictiveSearch(Strategy):
         self.observed: list[Trial] = []  # told trials, one per architecture, in order
         self.observed_ids: set[str] = set()
         self.pending: dict[str, dict[str, Any]] = {}  # asked, not yet told
-        self.pool: dict[str, dict[str, Any]] = {}  # candidates, oldest first
-        self.expanded: set[str] = set()  # parents whose neighbourhood joined the pool
+        self.pool: dict[str, dict[str, Any]] = {}  # explorer candidates, oldest first
+        self.hoods: dict[str, list[dict[str, Any]]] = {}  # parent arch_id -> its neighbours
         self.n_asked = 0
         self.n_fit = 0  # observations the models were fitted on
         self.width_fit = 0
@@ -119,14 +123,23 @@ class PredictiveSearch(Strategy):
             ok = np.isfinite(y)
             if ok.sum() < 2:
                 continue
-            log = cheap and bool((y[ok] > 0).all())
-            model = RidgeEnsemble(1 if cheap else self.members, self.hidden)
-            self._models[name] = (model.fit(X[ok], np.log(y[ok]) if log else y[ok], rng), log)
+            if not cheap:  # the worse tail (failed-to-learn networks) would swamp the fit: Tukey's fence
+                q1, q3 = np.percentile(y[ok], [25, 75])
+                if get_metric(name).direction == "maximize":
+                    y = np.maximum(y, q1 - 1.5 * (q3 - q1))
+                else:
+                    y = np.minimum(y, q3 + 1.5 * (q3 - q1))
+            model = RidgeEnsemble(1 if cheap else self.members, self.hidden).fit(X[ok], y[ok], rng)
+            self._models[name] = (model, False)
+            if cheap and bool((y[ok] > 0).all()):  # a cost may be multiplicative: the log scale if it fits better
+                logm = RidgeEnsemble(1, self.hidden).fit(X[ok], np.log(y[ok]), rng)
+                if logm.loo_rmse < model.loo_rmse:
+                    self._models[name] = (logm, True)
 
     def _maybe_refit(self) -> None:
-        """Refit after every tell up to 200 observations, then after every n/200 (amortised cost)."""
+        """Refit after every tell up to 100 observations, then after every n/100 (amortised cost)."""
         n = len(self.observed)
-        if self._models is None or n - self.n_fit >= max(1, n // 200):
+        if self._models is None or n - self.n_fit >= max(1, n // 100):
             self.n_fit, self.width_fit = n, self.encoder.width
             self._fit()
 
@@ -161,48 +174,62 @@ class PredictiveSearch(Strategy):
 
     # ---- candidates -----------------------------------------------------------------------------
     def _parents(self, F: np.ndarray) -> list[Trial]:
+        """The best feasible trials: the whole front (at most ``4 * parents``), at least ``parents``."""
         ok = np.flatnonzero(np.isfinite(F).all(axis=1))
         if len(ok) == 0:
             return []
-        idx, _, _ = survivors(F[ok], min(self.parents, len(ok)))
+        n_front = int(nondominated_mask(F[ok]).sum())
+        k = min(max(self.parents, n_front), 4 * self.parents, len(ok))
+        idx, _, _ = survivors(F[ok], k)
         return [self.observed[int(ok[i])] for i in idx]
 
     def _refresh_pool(self, parents: list[Trial]) -> list[tuple[str, dict[str, Any]]]:
-        """Update the candidate pool; return it (architectures never asked, oldest first).
+        """The candidates of this ask (never asked before): parents' neighbourhoods and explorers.
 
-        The neighbourhood of a parent is added once (when it first becomes a parent), at
-        most half the pool; each ask adds ``candidates // 8`` fresh candidates: mutations
-        (one or two decisions) of parents, mutated crossovers of two parents and random
-        samples. The oldest candidates leave when the pool holds more than ``candidates``.
+        A parent's one-decision neighbours are made once (at most ``candidates // 4``
+        of them, a random subset) and kept while it is a parent. Each ask adds
+        ``candidates // 8`` explorers: a quarter mutations (one or two decisions) of
+        parents, an eighth mutated crossovers of two parents, the rest random samples;
+        the oldest leave when more than ``candidates // 2`` are kept.
         """
         pool = self.pool
 
-        def add(arch: dict[str, Any]) -> None:
+        def new(arch: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
             aid = arch_id(arch)
-            if aid not in self.seen and aid not in pool:
-                pool[aid] = arch
+            return None if aid in self.seen else (aid, arch)
 
+        current = {p.arch_id for p in parents}
+        for aid in [aid for aid in self.hoods if aid not in current]:
+            del self.hoods[aid]
         for p in parents:
-            if p.arch_id not in self.expanded:
-                self.expanded.add(p.arch_id)
+            if p.arch_id not in self.hoods:
                 moves = self.space.moves(p.arch)
-                for i in self.rng.permutation(len(moves))[: self.candidates // 2]:
-                    add(self.space.neighbour(p.arch, *moves[int(i)], self.rng))
-        fresh = max(self.candidates // 8, 4)
-        for _ in range(fresh // 2):
+                picks = self.rng.permutation(len(moves))[: max(self.candidates // 4, 1)]
+                self.hoods[p.arch_id] = [self.space.neighbour(p.arch, *moves[int(i)], self.rng) for i in picks]
+        fresh = max(self.candidates // 8, 8)
+        made = []
+        for _ in range(fresh // 4):
             p = parents[int(self.rng.integers(len(parents)))]
-            add(self.space.mutate(p.arch, self.rng, n=1 + int(self.rng.integers(2))))
-        for _ in range(fresh // 4 if len(parents) > 1 else 0):
+            made.append(self.space.mutate(p.arch, self.rng, n=1 + int(self.rng.integers(2))))
+        n_cross = fresh // 8 if len(parents) > 1 else 0
+        for _ in range(n_cross):
             i, j = self.rng.choice(len(parents), size=2, replace=False)
-            child = self.space.crossover(parents[int(i)].arch, parents[int(j)].arch, self.rng)
-            add(self.space.mutate(child, self.rng))
-        for _ in range(fresh - fresh // 2 - (fresh // 4 if len(parents) > 1 else 0)):
-            add(self.space.sample(self.rng))
+            made.append(self.space.mutate(self.space.crossover(parents[int(i)].arch, parents[int(j)].arch,
+                                                               self.rng), self.rng))
+        made += [self.space.sample(self.rng) for _ in range(fresh - fresh // 4 - n_cross)]
+        for item in map(new, made):
+            if item is not None:
+                pool[item[0]] = item[1]
         for aid in [aid for aid in pool if aid in self.seen]:
             del pool[aid]
-        for aid in list(pool)[: max(len(pool) - self.candidates, 0)]:
+        for aid in list(pool)[: max(len(pool) - self.candidates // 2, 0)]:
             del pool[aid]
-        return list(pool.items())
+        out = dict(pool)
+        for hood in self.hoods.values():
+            for item in map(new, hood):
+                if item is not None:
+                    out.setdefault(*item)
+        return list(out.items())
 
     def _space_filling(self) -> dict[str, Any]:
         """The farthest (in decisions changed) of a few random samples from everything asked."""
@@ -222,16 +249,16 @@ class PredictiveSearch(Strategy):
         u = (best - M[:, 0]) / S[:, 0]
         return (best - M[:, 0]) * norm.cdf(u) + S[:, 0] * norm.pdf(u)
 
-    def _ehvi(self, M: np.ndarray, S: np.ndarray, front: np.ndarray, F: np.ndarray) -> np.ndarray:
-        """EHVI of candidates (means ``M``, stds ``S``) over ``front``; ``F``: every feasible point.
+    def _ehvi(self, M: np.ndarray, S: np.ndarray, front: np.ndarray) -> np.ndarray:
+        """EHVI of candidates (means ``M``, stds ``S``, minimisation) over ``front``.
 
-        Objectives are scaled to [0, 1] over ``F``; the reference point is 10% beyond its
-        worst values, so that extending the front towards either end counts.
+        Objectives are scaled by the front's ideal and nadir; the reference point is the
+        nadir + 10% of the range (the convention of ``cellblock bench``).
         """
-        lo, hi = F.min(axis=0), F.max(axis=0)
-        span = np.where(hi > lo, hi - lo, np.maximum(np.abs(hi), 1.0))
+        lo, hi = front.min(axis=0), front.max(axis=0)
+        span = np.where(hi > lo, hi - lo, np.maximum(np.abs(hi), 1e-12))
         P, Mn, Sn = (front - lo) / span, (M - lo) / span, S / span
-        ref = (hi - lo) / span + REF_OFFSET
+        ref = np.full(front.shape[1], 1.0 + REF_OFFSET)
         base = hypervolume(P, ref)
         opt = Mn - 2.0 * Sn  # optimistic points
         eps = np.min(np.max(opt[:, None, :] - P[None, :, :], axis=2), axis=1)  # < 0: not dominated
@@ -248,31 +275,55 @@ class PredictiveSearch(Strategy):
             score[i] = np.mean([hypervolume(np.vstack([P, y]), ref) - base for y in Y]) + 1e-12
         return score
 
-    def _choose(self, items: list[tuple[str, dict[str, Any]]]) -> dict[str, Any] | None:
-        pool = [a for _, a in items]
+    def _scorer(self) -> Callable[[list[tuple[str, dict[str, Any]]]], np.ndarray] | None:
+        """The acquisition of this ask (None before the models can score): higher is better."""
         F = self.fitness(self.observed)
         finite = np.isfinite(F).all(axis=1)
-        X = self.encoder.encode(pool, ids=[aid for aid, _ in items])
-        preds = self._objective_preds(X)
-        if preds is None or not finite.any():
+        if not finite.any() or any(o.name not in (self._models or {}) for o in self.objectives):
             return None
-        M, S = preds
-        if len(self.objectives) == 1:
-            acq = self._ei(M, S, float(F[finite, 0].min()))
-        else:
-            front = F[finite][nondominated_mask(F[finite])]
-            if self.pending:  # kriging believer: pending trials at their predicted values
-                Pm, _ = self._objective_preds(self.encoder.encode([e["arch"] for e in self.pending.values()]))
-                front = np.vstack([front, Pm])
-                front = front[nondominated_mask(front)]
-            acq = self._ehvi(M, S, front, F[finite])
-        acq = acq - acq.min() + 1e-12 if acq.min() < 0 else acq
-        acq = acq * self._p_feasible(X)
-        for e in self.pending.values():  # local penalisation of candidates near pending ones
-            d = np.array([_hamming(a, e["arch"]) for a in pool])
-            acq = acq * d / (d + 1.0)
-        i = int(np.flatnonzero(acq == acq.max())[int(self.rng.integers(np.sum(acq == acq.max())))])
-        return pool[i]
+        best = float(F[finite, 0].min())
+        front = F[finite][nondominated_mask(F[finite])]
+        pending = [e["arch"] for e in self.pending.values()]
+        if pending and len(self.objectives) > 1:  # kriging believer: pending trials at their predicted values
+            front = np.vstack([front, self._objective_preds(self.encoder.encode(pending))[0]])
+            front = front[nondominated_mask(front)]
+
+        def score(items: list[tuple[str, dict[str, Any]]]) -> np.ndarray:
+            X = self.encoder.encode([a for _, a in items], ids=[aid for aid, _ in items])
+            M, S = self._objective_preds(X)
+            acq = self._ei(M, S, best) if len(self.objectives) == 1 else self._ehvi(M, S, front)
+            factor = self._p_feasible(X)
+            for arch in pending:  # local penalisation of candidates near pending ones
+                d = np.array([_hamming(a, arch) for _, a in items])
+                factor = factor * d / (d + 1.0)
+            return np.where(acq >= 0, acq * factor, acq / np.maximum(factor, 1e-12))
+
+        return score
+
+    def _choose(self, items: list[tuple[str, dict[str, Any]]]) -> dict[str, Any] | None:
+        """The best candidate of the pool, then improved by a few steps of hill climbing on the acquisition."""
+        score = self._scorer()
+        if score is None:
+            return None
+        acq = score(items)
+        i = int(np.argmax(acq))
+        best, best_acq = items[i], float(acq[i])
+        for _ in range(CLIMB_STEPS):
+            moves = self.space.moves(best[1])
+            hood = []
+            for k in self.rng.permutation(len(moves))[:CLIMB_MOVES]:
+                arch = self.space.neighbour(best[1], *moves[int(k)], self.rng)
+                aid = arch_id(arch)
+                if aid not in self.seen:
+                    hood.append((aid, arch))
+            if not hood:
+                break
+            acq = score(hood)
+            i = int(np.argmax(acq))
+            if acq[i] <= best_acq:
+                break
+            best, best_acq = hood[i], float(acq[i])
+        return best[1]
 
     # ---- ask / tell ---------------------------------------------------------------------------
     def ask(self) -> dict[str, Any]:
@@ -312,7 +363,7 @@ class PredictiveSearch(Strategy):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state.update(observed=[trial_to_state(t) for t in self.observed], pending=dict(self.pending),
-                     pool=list(self.pool.values()), expanded=sorted(self.expanded),
+                     pool=list(self.pool.values()), hoods={k: list(v) for k, v in self.hoods.items()},
                      n_asked=self.n_asked, n_fit=self.n_fit, width_fit=self.width_fit,
                      encoder=self.encoder.state_dict(), model_seed=self.seed)
         return state
@@ -323,7 +374,7 @@ class PredictiveSearch(Strategy):
         self.observed_ids = {t.arch_id for t in self.observed}
         self.pending = {aid: {"arch": dict(e["arch"])} for aid, e in state["pending"].items()}
         self.pool = {arch_id(a): dict(a) for a in state["pool"]}
-        self.expanded = set(state["expanded"])
+        self.hoods = {k: [dict(a) for a in v] for k, v in state["hoods"].items()}
         self.n_asked = int(state["n_asked"])
         self.n_fit, self.width_fit = int(state["n_fit"]), int(state["width_fit"])
         self.encoder.load_state_dict(state["encoder"])

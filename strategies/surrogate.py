@@ -149,13 +149,18 @@ class RidgeEnsemble:
         active = max(float(X.sum(axis=1).mean()), 1.0)  # non-zero entries per row
         self.params = []
         oob_sum, oob_n = np.zeros(n), np.zeros(n)
-        lam = None
-        for _ in range(self.members):
-            W = rng.normal(0.0, 1.0 / np.sqrt(active), (d, self.hidden))
-            b = rng.normal(0.0, 0.5, self.hidden)
+        best = None  # (loo, hidden, penalty, W, b): the linear model or the random features, by LOO
+        for h in sorted({0, self.hidden}):
+            W = rng.normal(0.0, 1.0 / np.sqrt(active), (d, h))
+            b = rng.normal(0.0, 0.5, h)
             Phi = self._features(X, W, b)
-            if lam is None:
-                lam, self.loo_rmse = _ridge_loo(Phi - Phi.mean(0), z)
+            lam, loo = _ridge_loo(Phi - Phi.mean(0), z)
+            if best is None or loo < best[0]:
+                best = (loo, h, lam, W, b)
+        self.loo_rmse, h, lam, W0, b0 = best
+        for k in range(self.members):
+            W, b = (W0, b0) if k == 0 else (rng.normal(0.0, 1.0 / np.sqrt(active), (d, h)), rng.normal(0.0, 0.5, h))
+            Phi = self._features(X, W, b)
             rows = rng.integers(n, size=n) if self.members > 1 else np.arange(n)
             P, t = Phi[rows], z[rows]
             mu_P, mu_t = P.mean(0), t.mean()

@@ -34,6 +34,8 @@ def main() -> None:
             if not start <= r["seed"] < stop or (args.tag is not None and r["tag"] != args.tag):
                 continue
             name = r["strategy"] + (f" [{r['tag']}]" if r["tag"] else "")
+            if r.get("budget", 300) != 300:
+                name += f" (budget {r['budget']})"
             if r["mode"] == "so":
                 so[name][r["seed"]] = r["best"]
             else:
@@ -49,7 +51,8 @@ def main() -> None:
             runs = data.get(n, {})
             if not runs:
                 continue
-            A = np.array([[v[index(b)] for b in cols] for v in runs.values()], dtype=float)
+            A = np.array([[v[index(b)] if index(b) < len(v) else np.nan for b in cols] for v in runs.values()],
+                         dtype=float)
             if transform:
                 A = transform(A)
             cells = [f"{m:{fmt}} ± {s:{fmt}}" for m, s in zip(A.mean(0), A.std(0))]

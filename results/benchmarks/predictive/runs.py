@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--options", default="{}", help="strategy options as JSON (all strategies)")
     ap.add_argument("--tag", default="", help="label stored with each line (variants)")
     ap.add_argument("--modes", default="so,mo", help="so (accuracy), mo (accuracy,macs) or both")
+    ap.add_argument("--budget", type=int, default=BUDGET, help="evaluations per run (default 300)")
     ap.add_argument("--table", default="/work/shared/nb201_cifar100.csv")
     ap.add_argument("--metric", default="cifar100_test_acc")
     ap.add_argument("--out", required=True)
@@ -48,7 +49,7 @@ def main() -> None:
     if out.is_file():
         for line in out.read_text().splitlines():
             r = json.loads(line)
-            done.add((r["strategy"], r["tag"], r["seed"], r["mode"]))
+            done.add((r["strategy"], r["tag"], r["seed"], r["mode"], r.get("budget", BUDGET)))
     space = SearchSpace("nb201", num_classes=100)
     table_oracle = TableOracle(space, args.table, args.metric)
     objectives = parse_objectives("accuracy,macs")
@@ -61,21 +62,22 @@ def main() -> None:
     for name in args.strategies.split(","):
         for seed in range(start, stop):
             for mode in modes:
-                if (name, args.tag, seed, mode) in done:
+                if (name, args.tag, seed, mode, args.budget) in done:
                     continue
                 objs = parse_objectives("accuracy") if mode == "so" else objectives
                 asks: list[float] = []
                 t0 = time.perf_counter()
-                trials = run_strategy(name, space, objs, seed, BUDGET, oracle, options, asks)
+                trials = run_strategy(name, space, objs, seed, args.budget, oracle, options, asks)
                 wall = time.perf_counter() - t0
                 row = {"strategy": name, "tag": args.tag, "options": options, "seed": seed, "mode": mode,
-                       "n": len(trials), "wall_s": round(wall, 3),
+                       "budget": args.budget, "n": len(trials), "wall_s": round(wall, 3),
                        "ask_ms_1_100": 1e3 * float(np.mean(asks[:100])),
-                       "ask_ms_101_300": 1e3 * float(np.mean(asks[100:])) if len(asks) > 100 else None}
+                       "ask_ms_101_300": 1e3 * float(np.mean(asks[100:300])) if len(asks) > 100 else None,
+                       "ask_ms_901_1000": 1e3 * float(np.mean(asks[900:1000])) if len(asks) > 900 else None}
                 if mode == "so":
-                    row["best"] = best_at(trials, list(range(1, BUDGET + 1)), table_oracle.table.metric)
+                    row["best"] = best_at(trials, list(range(1, args.budget + 1)), table_oracle.table.metric)
                 else:
-                    row["hv_budgets"] = list(range(HV_EVERY, BUDGET + 1, HV_EVERY))
+                    row["hv_budgets"] = list(range(HV_EVERY, args.budget + 1, HV_EVERY))
                     row["hv"] = hv_ratio_at(trials, row["hv_budgets"], front)
                 with out.open("a") as fh:
                     fh.write(json.dumps(row) + "\n")
