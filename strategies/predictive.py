@@ -3,9 +3,10 @@
 After a space-filling initial design, every ask scores a pool of candidates made by the
 space's own operators (one-decision moves of the best trials, mutations and crossovers of
 good trials, random samples; never one asked before) with surrogate models
-(:mod:`cellblock.strategies.surrogate`), takes the best and improves it by a few steps of
-hill climbing on the acquisition over its one-decision neighbours (the model's optimum
-near the pool, found without evaluating anything). The acquisition:
+(:mod:`cellblock.strategies.surrogate`) and takes the best; with one objective it then
+hill-climbs on the acquisition over one-decision neighbours (the model's optimum near the
+pool, found without evaluating anything; with several, the neighbourhoods of the whole
+front are in the pool already). The acquisition:
 
 * one objective: expected improvement over the best feasible trial;
 * several: expected hypervolume improvement (EHVI) over the current front, from the
@@ -40,8 +41,8 @@ from cellblock.strategies.selection import survivors, trial_from_state, trial_to
 from cellblock.strategies.surrogate import Encoder, RidgeEnsemble
 
 SHORTLIST = 8  # candidates whose EHVI is integrated (the others: optimistic HVI only)
-CLIMB_STEPS = 3  # hill-climbing steps on the acquisition from the pool's best candidate
-CLIMB_MOVES = 32  # one-decision moves scored per step (a random subset when there are more)
+CLIMB_STEPS = 2  # hill-climbing steps on the acquisition from the pool's best candidate (one objective)
+CLIMB_MOVES = 16  # one-decision moves scored per step (a random subset when there are more)
 QUANTILES = 8  # normal quantiles integrating EHVI
 REF_OFFSET = 0.1  # reference point = nadir + 10% of the front's range (as in cellblock bench)
 MODELLED = (COMPLETE, INFEASIBLE, PRUNED)  # statuses whose metrics are observations
@@ -63,6 +64,8 @@ class PredictiveSearch(Strategy):
         members: Ensemble size of the expensive-objective models.
         hidden: Random ReLU features per ensemble member.
         constraints: The run's constraints (``"macs<=5M"`` strings); the run fills them.
+        acquisition: With one objective, ``"ei"`` (expected improvement) or ``"ts"``
+            (independent Thompson sampling: the best of one draw per candidate).
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class PredictiveSearch(Strategy):
         members: int = 8,
         hidden: int = 64,
         constraints: Iterable[str | Constraint] = (),
+        acquisition: str = "ei",
     ) -> None:
         super().__init__(space, objectives, seed)
         self.n_init = check_positive_int("n_init", n_init)
@@ -83,6 +87,9 @@ class PredictiveSearch(Strategy):
         self.parents = check_positive_int("parents", parents)
         self.members = check_positive_int("members", members, 2)
         self.hidden = check_positive_int("hidden", hidden, 0)
+        if acquisition not in ("ei", "ts"):
+            raise ConfigError(f"strategy option acquisition must be 'ei' or 'ts', got {acquisition!r}")
+        self.acquisition = acquisition
         if isinstance(constraints, str):
             raise ConfigError(f"strategy option constraints must be a list, got {constraints!r}")
         self.constraints = [c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints]
@@ -131,7 +138,7 @@ class PredictiveSearch(Strategy):
                     y = np.minimum(y, q3 + 1.5 * (q3 - q1))
             model = RidgeEnsemble(1 if cheap else self.members, self.hidden).fit(X[ok], y[ok], rng)
             self._models[name] = (model, False)
-            if cheap and bool((y[ok] > 0).all()):  # a cost may be multiplicative: the log scale if it fits better
+            if cheap and model.loo_rmse > 1e-3 and bool((y[ok] > 0).all()):  # a multiplicative cost: log scale?
                 logm = RidgeEnsemble(1, self.hidden).fit(X[ok], np.log(y[ok]), rng)
                 if logm.loo_rmse < model.loo_rmse:
                     self._models[name] = (logm, True)
@@ -291,7 +298,12 @@ class PredictiveSearch(Strategy):
         def score(items: list[tuple[str, dict[str, Any]]]) -> np.ndarray:
             X = self.encoder.encode([a for _, a in items], ids=[aid for aid, _ in items])
             M, S = self._objective_preds(X)
-            acq = self._ei(M, S, best) if len(self.objectives) == 1 else self._ehvi(M, S, front)
+            if len(self.objectives) > 1:
+                acq = self._ehvi(M, S, front)
+            elif self.acquisition == "ts":  # independent Thompson sampling (BANANAS): a draw per candidate
+                acq = np.maximum(best - (M[:, 0] + S[:, 0] * self.rng.standard_normal(len(M))), 0.0)
+            else:
+                acq = self._ei(M, S, best)
             factor = self._p_feasible(X)
             for arch in pending:  # local penalisation of candidates near pending ones
                 d = np.array([_hamming(a, arch) for _, a in items])
@@ -301,14 +313,14 @@ class PredictiveSearch(Strategy):
         return score
 
     def _choose(self, items: list[tuple[str, dict[str, Any]]]) -> dict[str, Any] | None:
-        """The best candidate of the pool, then improved by a few steps of hill climbing on the acquisition."""
+        """The best candidate of the pool; with one objective, improved by hill climbing on the acquisition."""
         score = self._scorer()
         if score is None:
             return None
         acq = score(items)
         i = int(np.argmax(acq))
         best, best_acq = items[i], float(acq[i])
-        for _ in range(CLIMB_STEPS):
+        for _ in range(CLIMB_STEPS if len(self.objectives) == 1 else 0):  # the front's neighbourhoods are in the pool
             moves = self.space.moves(best[1])
             hood = []
             for k in self.rng.permutation(len(moves))[:CLIMB_MOVES]:
