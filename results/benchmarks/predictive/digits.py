@@ -34,8 +34,8 @@ def main() -> None:
     args = ap.parse_args()
     exe = str(Path(".venv/bin/cellblock"))
     table: dict[str, list[tuple[float, float]]] = {}
-    for name in args.strategies.split(","):
-        for seed in (int(s) for s in args.seeds.split(",")):
+    for seed in (int(s) for s in args.seeds.split(",")):  # seeds outer: strategies alternate
+        for name in args.strategies.split(","):
             out = Path(args.out) / f"{name}-seed{seed}"
             cmd = [exe, "search", "--strategy", name, "--seed", str(seed), "--trials", str(args.trials),
                    "--threads-per-trial", "1", "--no-progress", "--out", str(out)]
