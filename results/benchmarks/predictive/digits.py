@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--strategies", default="predictive,evolution")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--trials", type=int, default=24)
+    ap.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the CLI's, 8)")
     args = ap.parse_args()
     exe = str(Path(".venv/bin/cellblock"))
     table: dict[str, list[tuple[float, float]]] = {}
@@ -39,6 +40,8 @@ def main() -> None:
             out = Path(args.out) / f"{name}-seed{seed}"
             cmd = [exe, "search", "--strategy", name, "--seed", str(seed), "--trials", str(args.trials),
                    "--threads-per-trial", "1", "--no-progress", "--out", str(out)]
+            if args.epochs:
+                cmd += ["--epochs", str(args.epochs)]
             run = cellblock.load_run(str(out)) if (out / "trials.jsonl").exists() else None
             if run is None or sum(t.done for t in run.trials) < args.trials:
                 t0 = time.time()
