@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
 
 from cellblock.errors import ConfigError
 from cellblock.objectives import Constraint, Objective, get_metric
@@ -46,6 +45,13 @@ CLIMB_MOVES = 16  # one-decision moves scored per step (a random subset when the
 QUANTILES = 8  # normal quantiles integrating EHVI
 REF_OFFSET = 0.1  # reference point = nadir + 10% of the front's range (as in cellblock bench)
 MODELLED = (COMPLETE, INFEASIBLE, PRUNED)  # statuses whose metrics are observations
+
+
+def _cdf(x: np.ndarray) -> np.ndarray:
+    """Standard normal CDF (scipy imported on first use: it is slow to import for every CLI call)."""
+    from scipy.special import ndtr
+
+    return ndtr(x)
 
 
 def _hamming(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
@@ -176,7 +182,7 @@ class PredictiveSearch(Strategy):
             pred = self._predict(c.metric, X)
             if pred is not None:
                 gap = (c.bound - pred[0]) if c.op == "<=" else (pred[0] - c.bound)
-                p *= norm.cdf(gap / pred[1])
+                p *= _cdf(gap / pred[1])
         return p
 
     # ---- candidates -----------------------------------------------------------------------------
@@ -254,7 +260,7 @@ class PredictiveSearch(Strategy):
     # ---- acquisition --------------------------------------------------------------------------
     def _ei(self, M: np.ndarray, S: np.ndarray, best: float) -> np.ndarray:
         u = (best - M[:, 0]) / S[:, 0]
-        return (best - M[:, 0]) * norm.cdf(u) + S[:, 0] * norm.pdf(u)
+        return (best - M[:, 0]) * _cdf(u) + S[:, 0] * np.exp(-0.5 * u**2) / np.sqrt(2 * np.pi)
 
     def _ehvi(self, M: np.ndarray, S: np.ndarray, front: np.ndarray) -> np.ndarray:
         """EHVI of candidates (means ``M``, stds ``S``, minimisation) over ``front``.
@@ -276,7 +282,9 @@ class PredictiveSearch(Strategy):
         score = np.zeros(len(M))
         hvi = np.array([hypervolume(np.vstack([P, opt[i]]), ref) - base for i in open_])
         short = open_[np.argsort(-hvi, kind="stable")[:SHORTLIST]]
-        z = norm.ppf((np.arange(QUANTILES) + 0.5) / QUANTILES)
+        from scipy.special import ndtri  # the standard normal quantile function
+
+        z = ndtri((np.arange(QUANTILES) + 0.5) / QUANTILES)
         for i in short:
             Y = Mn[i] + np.outer(z, Sn[i])
             score[i] = np.mean([hypervolume(np.vstack([P, y]), ref) - base for y in Y]) + 1e-12
