@@ -11,6 +11,7 @@ from cellblock.strategies import (  # noqa: F401  (register)
     evolution,
     nsga2,
     optuna_strategy,
+    predictive,
     random_search,
 )
 from cellblock.strategies.base import STRATEGIES, Strategy, make_strategy, register_strategy

@@ -20,7 +20,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", required=True, help="benchmark table (CSV or parquet)")
     p.add_argument("--metric", help="table column used as accuracy (default: its only numeric column)")
     p.add_argument("--strategies", default="random,evolution,nsga2", help="comma-separated strategy names")
-    p.add_argument("--seeds", type=int, default=10, help="seeds per strategy (0..N-1)")
+    p.add_argument("--seeds", type=int, default=10, help="seeds per strategy (START..START+N-1)")
+    p.add_argument("--seed-start", type=int, default=0,
+                   help="first seed (e.g. 100 to tune on seeds kept apart from the reported ones)")
     p.add_argument("--budgets", default="25,50,100,200,300", help="comma-separated evaluation budgets")
     p.add_argument("--objectives", default="accuracy,macs", help="objectives of the hv_ratio runs")
     p.add_argument("--workers", type=int, default=2, help="processes for missing network costs")
@@ -36,7 +38,10 @@ def command_line(args: argparse.Namespace) -> str:
     parts += ["--table", args.table]
     if args.metric:
         parts += ["--metric", args.metric]
-    parts += ["--strategies", args.strategies, "--seeds", str(args.seeds), "--budgets", args.budgets,
+    parts += ["--strategies", args.strategies, "--seeds", str(args.seeds)]
+    if args.seed_start:
+        parts += ["--seed-start", str(args.seed_start)]
+    parts += ["--budgets", args.budgets,
               "--objectives", args.objectives, "--out", args.out]
     return shlex.join(parts)
 
@@ -73,7 +78,8 @@ def _bench(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    result = run_bench(space, oracle, strategies, list(range(args.seeds)), budgets, objectives,
+    seeds = list(range(args.seed_start, args.seed_start + args.seeds))
+    result = run_bench(space, oracle, strategies, seeds, budgets, objectives,
                        args.workers, log)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -122,11 +122,13 @@ def true_front(oracle: TableOracle, objectives: Sequence[Objective], workers: in
 # ---- one run --------------------------------------------------------------------------------
 def run_strategy(name: str, space: SearchSpace, objectives: Sequence[Objective], seed: int,
                  budget: int, oracle: Callable[[Mapping[str, Any]], tuple[str, dict[str, Any], str | None]],
-                 options: Mapping[str, Any] | None = None) -> list[Trial]:
+                 options: Mapping[str, Any] | None = None,
+                 ask_seconds: list[float] | None = None) -> list[Trial]:
     """Ask/tell ``name`` for ``budget`` distinct evaluations; return the trials in order.
 
     Mirrors the run loop: a repeated proposal is answered with the earlier trial and
-    does not count; the run stops early when the space looks exhausted.
+    does not count; the run stops early when the space looks exhausted. When
+    ``ask_seconds`` is a list, the wall time of every ``ask`` is appended to it.
     """
     from cellblock.strategies.base import make_strategy
 
@@ -135,7 +137,10 @@ def run_strategy(name: str, space: SearchSpace, objectives: Sequence[Objective],
     by_id: dict[str, Trial] = {}
     repeats = 0
     while len(trials) < budget and repeats < EXHAUSTED_AFTER:
+        t_ask = time.perf_counter()
         arch = strategy.ask()
+        if ask_seconds is not None:
+            ask_seconds.append(time.perf_counter() - t_ask)
         aid = arch_id(arch)
         if aid in by_id:
             strategy.tell(by_id[aid])
@@ -250,6 +255,11 @@ def summarize(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, dict[int
     return {s: {b: (float(np.nanmean(v)), float(np.nanstd(v))) for b, v in d.items()} for s, d in groups.items()}
 
 
+def summarize_regret(rows: Sequence[Mapping[str, Any]], optimum: float) -> list[dict[str, Any]]:
+    """``rows`` with ``best`` replaced by the regret ``optimum - best``."""
+    return [{**r, "best": optimum - float(r["best"])} for r in rows]
+
+
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """bench.csv with columns ``strategy, seed, budget, best, hv_ratio``."""
     with path.open("w", newline="", encoding="utf-8") as fh:
@@ -271,7 +281,9 @@ def _table(stats: Mapping[str, Mapping[int, tuple[float, float]]], budgets: Sequ
 
 def write_markdown(path: Path, result: BenchResult, budgets: Sequence[int], command_line: str,
                    n_seeds: int) -> None:
-    """bench.md: command, table optimum, true front, mean ± std tables per budget."""
+    """bench.md: command, table optimum, true front, mean ± std tables per budget (best, regret, hv_ratio)."""
+    seed_values = sorted({int(r["seed"]) for r in result.rows})
+    seed_text = f"{seed_values[0]}..{seed_values[-1]}" if seed_values else "none"
     key, value = result.optimum
     f = result.front
     names = ", ".join(o.name for o in f.objectives)
@@ -288,7 +300,7 @@ Command (from the repository root):
 ```
 
 - Table metric `{result.metric}`; optimum of the table: **{value:.4f}** (`{key}`).
-- Seeds: {n_seeds} per strategy; each strategy x seed runs once to {max(budgets)} evaluations with the
+- Seeds: {n_seeds} per strategy ({seed_text}); each strategy x seed runs once to {max(budgets)} evaluations with the
   objective `accuracy` (for `best`) and once with `{names}` (for `hv_ratio`).
 - `best`: highest `{result.metric}` (raw table units) within the first b evaluations.
 - `hv_ratio`: hypervolume of the first b evaluations / hypervolume of the true front ({f.size} points
@@ -301,6 +313,10 @@ Command (from the repository root):
 ## best {result.metric} (mean ± std)
 
 {_table(summarize(result.rows, "best"), budgets, ".2f")}
+
+## mean regret: table optimum - best (mean ± std; the anytime curve)
+
+{_table(summarize(summarize_regret(result.rows, value), "best"), budgets, ".3f")}
 
 ## hv_ratio (mean ± std)
 

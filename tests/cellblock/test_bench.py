@@ -90,3 +90,18 @@ def test_bench_bad_inputs(tmp_path, capsys, extra, needle):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "b").exists()
+
+
+def test_regret_and_seed_start():
+    import argparse
+
+    from cellblock.run.bench import command_line, summarize, summarize_regret
+
+    rows = [{"strategy": "s", "seed": 100 + i, "budget": 10, "best": b, "hv_ratio": 0.5} for i, b in enumerate((72.0, 73.0))]
+    stats = summarize(summarize_regret(rows, 73.5), "best")
+    assert stats["s"][10] == pytest.approx((1.0, 0.5))
+    args = argparse.Namespace(space="nb201", space_arg=None, table="t.csv", metric=None, strategies="predictive",
+                              seeds=20, seed_start=100, budgets="25,50", objectives="accuracy,macs", out="o")
+    assert "--seeds 20 --seed-start 100" in command_line(args)
+    args.seed_start = 0
+    assert "--seed-start" not in command_line(args)
