@@ -95,7 +95,8 @@ def test_bench_bad_inputs(tmp_path, capsys, extra, needle):
 def test_regret_and_seed_start():
     import argparse
 
-    from cellblock.run.bench import command_line, summarize, summarize_regret
+    from cellblock.cli.bench import command_line
+    from cellblock.run.bench import summarize, summarize_regret
 
     rows = [{"strategy": "s", "seed": 100 + i, "budget": 10, "best": b, "hv_ratio": 0.5} for i, b in enumerate((72.0, 73.0))]
     stats = summarize(summarize_regret(rows, 73.5), "best")
