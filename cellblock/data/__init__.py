@@ -1,8 +1,9 @@
 """Datasets: the in-memory ``Dataset`` type, the dataset registry and the loaders.
 
-Owns: :mod:`.api` (``Dataset``, ``DATASETS``, splits and normalisation helpers) and
-:mod:`.loaders` (``load_dataset``; digits, torchvision sets, ``.npz`` files and image
-folders, registered on import). May import: :mod:`cellblock.core`.
+Owns: :mod:`.api` (``Dataset``, ``DATASETS``, splits and normalisation helpers),
+:mod:`.labels` (label checks and explicit remapping) and :mod:`.loaders`
+(``load_dataset``; digits, torchvision sets, ``.npz`` files and image folders,
+registered on import). May import: :mod:`cellblock.core`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Records: the append-only JSON-lines log of a run and the trial type read back from it.
 
-Owns: :mod:`.log` (``Trial``, statuses, ``RecordLog``, event replay, ``trials.csv`` rows).
+Owns: :mod:`.log` (``Trial``, statuses, ``RecordLog``, event replay, ``trials.csv`` rows),
+:mod:`.rundir` (``RunDir``: the file layout of a run) and :mod:`.meta` (reading a run's
+metadata back, config rebuilt from the log).
 May import: :mod:`cellblock.core`.
 """
 

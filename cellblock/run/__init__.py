@@ -2,7 +2,8 @@
 
 Owns: :mod:`.config` (keys, defaults, validation, YAML), :mod:`.components` (space, data,
 objectives and pipeline built from a config, in one place), :mod:`.runner` (the ask /
-evaluate / tell loop and its records), :mod:`.schedulers` (early stopping),
+evaluate / tell loop and its records), :mod:`.fingerprint` (content hashes of the
+inputs), :mod:`.repair` (``cellblock repair``), :mod:`.schedulers` (early stopping),
 :mod:`.bench` (strategies against a tabular benchmark) and :mod:`.backends` (local,
 process pool, Ray). May import: :mod:`cellblock.core`, :mod:`cellblock.data`,
 :mod:`cellblock.records`, :mod:`cellblock.pareto` and the plugin packages
