@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 
-def run(busy: int, label: str, trials: int, epochs: int, extra: list[str]) -> dict:
+def run(busy: int, label: str, trials: int, epochs: int, extra: list[str], timeout: float | None = None) -> dict:
     from cellblock.pareto.results import load_run
 
     hogs = [subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) for _ in range(busy)]
@@ -37,7 +37,17 @@ def run(busy: int, label: str, trials: int, epochs: int, extra: list[str]) -> di
             env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
             load0 = os.getloadavg()
             t0 = time.perf_counter()
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+            except subprocess.TimeoutExpired:  # too slow: record a lower bound and what finished
+                data = load_run(f"{tmp}/run")
+                return {"label": label, "busy": busy, "command": " ".join(["cellblock", *cmd[1:]]).replace(tmp, "TMP"),
+                        "wall_s": None, "stopped_after_s": timeout, "load_before": [round(x, 2) for x in load0],
+                        "load_after": [round(x, 2) for x in os.getloadavg()],
+                        "trials": sum(t.done for t in data.trials), "pareto": None,
+                        "images_per_s_median": round(statistics.median(
+                            [t.metrics["images_per_s"] for t in data.trials if t.metrics.get("images_per_s")] or [0])),
+                        "front_p90_p10": [], "unstable": None, "threads": [], "stderr_head": []}
             wall = time.perf_counter() - t0
             load1 = os.getloadavg()
             if done.returncode != 0:
@@ -70,9 +80,12 @@ def report(path: str) -> str:
            "|---|---:|---:|---:|---:|---:|---:|---|---:|---|---|"]
     idle = {r["label"]: r["wall_s"] for r in rows if r["busy"] == 0}
     for r in rows:
-        ratio = r["wall_s"] / idle[r["label"]] if r["label"] in idle else float("nan")
+        wall = r["wall_s"] if r["wall_s"] is not None else r["stopped_after_s"]
+        ratio = wall / idle[r["label"]] if idle.get(r["label"]) else float("nan")
+        shown = wall if r["wall_s"] is not None else f">= {wall:.0f} (stopped)"
+        more = ">= " if r["wall_s"] is None else ""
         out.append(
-            f"| {r['label']} | {r['busy']} | {r['wall_s']} | {ratio:.2f} | {r['trials']} | {r['pareto']} | "
+            f"| {r['label']} | {r['busy']} | {shown} | {more}{ratio:.2f} | {r['trials']} | {r['pareto']} | "
             f"{r['images_per_s_median']} | {', '.join(map(str, r['front_p90_p10']))} | {r['unstable']} | "
             f"{r['threads'] or '-'} | {r['load_before'][0]} -> {r['load_after'][0]} |")
     return "\n".join(out)
@@ -86,12 +99,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--results", default="/tmp/load_robustness.jsonl")
     ap.add_argument("--report", help="print the markdown table of a results file")
+    ap.add_argument("--timeout", type=float, help="stop the search after this many seconds (lower bound)")
     ap.add_argument("extra", nargs="*", help="extra search options (after --)")
     args = ap.parse_args()
     if args.report:
         print(report(args.report))
         return
-    row = run(args.busy, args.label, args.trials, args.epochs, args.extra)
+    row = run(args.busy, args.label, args.trials, args.epochs, args.extra, args.timeout)
     with open(args.results, "a") as fh:
         fh.write(json.dumps(row) + "\n")
     print(json.dumps(row))
