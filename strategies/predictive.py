@@ -5,8 +5,11 @@ space's own operators (one-decision moves of the best trials, mutations and cros
 good trials, random samples; never one asked before) with surrogate models
 (:mod:`cellblock.strategies.surrogate`) and takes the best; with one objective it then
 hill-climbs on the acquisition over one-decision neighbours (the model's optimum near the
-pool, found without evaluating anything; with several, the neighbourhoods of the whole
-front are in the pool already). The acquisition:
+pool, found without evaluating anything). With several objectives the candidates are the
+untried neighbours of the least explored front member (Pareto local search, as in
+``evolution``, with the moves ordered by EHVI); front members whose accuracy is an outlier
+(below Tukey's fence: networks that failed to learn) neither set the front's nadir nor
+become parents. The acquisition:
 
 * one objective: expected improvement over the best feasible trial;
 * several: expected hypervolume improvement (EHVI) over the current front, from the
@@ -186,9 +189,24 @@ class PredictiveSearch(Strategy):
         return p
 
     # ---- candidates -----------------------------------------------------------------------------
+    def _fenced(self, F: np.ndarray) -> np.ndarray:
+        """Finite rows of ``F`` (minimisation) that are, with several objectives, inside Tukey's
+        fence (Q3 + 1.5 IQR) of every expensive objective: a network that failed to learn may
+        sit on the front's cheap end, but should not set its nadir."""
+        ok = np.isfinite(F).all(axis=1)
+        if len(self.objectives) > 1 and ok.sum() >= 4:
+            inside = ok.copy()
+            for j, o in enumerate(self.objectives):
+                if not o.cheap:
+                    q1, q3 = np.percentile(F[ok, j], [25, 75])
+                    inside &= F[:, j] <= q3 + 1.5 * (q3 - q1)
+            if inside.any():
+                return inside
+        return ok
+
     def _parents(self, F: np.ndarray) -> list[Trial]:
         """The best feasible trials: the whole front (at most ``4 * parents``), at least ``parents``."""
-        ok = np.flatnonzero(np.isfinite(F).all(axis=1))
+        ok = np.flatnonzero(self._fenced(F))
         if len(ok) == 0:
             return []
         n_front = int(nondominated_mask(F[ok]).sum())
@@ -200,7 +218,10 @@ class PredictiveSearch(Strategy):
         """The candidates of this ask (never asked before): parents' neighbourhoods and explorers.
 
         A parent's one-decision neighbours are made once (at most ``candidates // 4``
-        of them, a random subset) and kept while it is a parent. Each ask adds
+        of them, a random subset) and kept while it is a parent. With several objectives
+        the candidates are the untried neighbours of the front member with the fewest tried
+        (Pareto local search, ordered by EHVI); only when every parent's neighbourhood is
+        tried do the explorers and the other neighbourhoods compete. Each ask adds
         ``candidates // 8`` explorers: a quarter mutations (one or two decisions) of
         parents, an eighth mutated crossovers of two parents, the rest random samples;
         the oldest leave when more than ``candidates // 2`` are kept.
@@ -237,6 +258,13 @@ class PredictiveSearch(Strategy):
             del pool[aid]
         for aid in list(pool)[: max(len(pool) - self.candidates // 2, 0)]:
             del pool[aid]
+        if len(self.objectives) > 1:  # Pareto local search: the least explored front member's neighbours
+            open_ = [(sum(arch_id(a) in self.seen for a in self.hoods[p.arch_id]), k, p)
+                     for k, p in enumerate(parents)
+                     if any(new(a) is not None for a in self.hoods[p.arch_id])]
+            if open_:
+                p = min(open_, key=lambda x: (x[0], x[1]))[2]
+                return [item for item in map(new, self.hoods[p.arch_id]) if item is not None]
         out = dict(pool)
         for hood in self.hoods.values():
             for item in map(new, hood):
@@ -293,7 +321,7 @@ class PredictiveSearch(Strategy):
     def _scorer(self) -> Callable[[list[tuple[str, dict[str, Any]]]], np.ndarray] | None:
         """The acquisition of this ask (None before the models can score): higher is better."""
         F = self.fitness(self.observed)
-        finite = np.isfinite(F).all(axis=1)
+        finite = self._fenced(F)
         if not finite.any() or any(o.name not in (self._models or {}) for o in self.objectives):
             return None
         best = float(F[finite, 0].min())
