@@ -116,14 +116,11 @@ def blocks_cover(space: SearchSpace, discover: Discover) -> str:
     that build a stage as one module, else the deepest) on every input width the previous
     stage can give, plus one whole network per width the head can see."""
     from cellblock.search_spaces.blocks import BLOCKS, Block, block_out_channels, build_stage
-    from cellblock.search_spaces.blocks_space import _skeleton
+    from cellblock.search_spaces.blocks_space import skeleton
     from cellblock.search_spaces.tags import candidate
 
     a = space.arguments()
-    lists = {k: a[k] for k in ("kernels", "expansions", "growths", "cardinalities", "variants")}
-    sk = _skeleton(a["input_shape"], a["num_classes"], a["stem"], a["stem_width"], a["stages"],
-                   a["widths"], a["strides"], a["depth"], a["block_types"], a["attentions"],
-                   lists, a["block_options"])
+    sk = skeleton(a)
     base = space.sample(np.random.default_rng(0))
     calls = discover(arch_probe(space, base))
     hw = {}

@@ -102,6 +102,12 @@ def select_trials(
     if not (pareto or knee):
         return [max(pool, key=lambda t: (t.value("accuracy"), -t.number))]
     front = pareto_trials(pool, data.objectives, bool(data.config.get("allow_unstable_latency")))
+    if not front:  # every candidate's latency was unstable (kept off the front)
+        raise ExportError(
+            "the run has no Pareto front: every completed trial's latency_ms was unstable (a busy "
+            "machine) and is kept off the front; export one with --trial N, or continue the run "
+            "with --allow-unstable-latency"
+        )
     if knee:
         return [front[knee_point(trial_matrix(front, data.objectives))]]
     return front
