@@ -134,3 +134,33 @@ def test_dataset_contract(name, tmp_path):
     for y in (data.y_train, data.y_val, data.y_test):
         assert int(y.min()) >= 0 and int(y.max()) < data.num_classes
     assert len(set(data.y_train.tolist())) >= 2
+
+
+# ---- export formats -------------------------------------------------------------------------
+def _format_names() -> list[str]:
+    from cellblock.export.formats import FORMATS
+
+    return FORMATS.names()
+
+
+@pytest.mark.parametrize("fmt", _format_names())
+def test_export_format_contract(fmt, tmp_path):
+    """Every registered format writes its files and passes its own round trip (same
+    parameters, MACs and outputs), or is refused in one line when its packages are missing."""
+    from cellblock.core.errors import ConfigError
+    from cellblock.export import ExportItem, export_items
+    from cellblock.export.formats import missing_packages
+
+    space = SearchSpace("nb201", input_shape=(1, 8, 8), num_classes=10, C=4, N=1)
+    arch = space.sample(np.random.default_rng(0))
+    item = ExportItem("tiny", arch, space, seed=0)
+    if missing_packages(fmt)[0]:
+        with pytest.raises(ConfigError, match="pip install"):
+            export_items([item], tmp_path / "out", [fmt])
+        assert not (tmp_path / "out").exists()
+        return
+    report = export_items([item], tmp_path / "out", [fmt])
+    result = report["exports"][0]["formats"][fmt]
+    assert report["ok"] and "error" not in result
+    assert all(result.get(k) is not False for k in ("params_ok", "macs_ok", "outputs_ok"))
+    assert any((tmp_path / "out" / "tiny").iterdir())
