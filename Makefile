@@ -24,7 +24,7 @@ demo: install
 	$(BIN)/cellblock search
 
 test: install-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: install-dev
 	$(BIN)/ruff check .
