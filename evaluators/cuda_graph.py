@@ -13,8 +13,9 @@ the same arithmetic on the optimizer's own momentum buffers, so checkpoints are 
 in both modes and a run may resume in either.
 
 When the step cannot be captured (not CUDA, an fp16 GradScaler's host sync, a sync or an
-unsupported op inside the model) training goes on eagerly and the reason is returned with
-the results (``train_step``, ``graph_fallback``). A model with ``on_epoch_start`` (a
+unsupported op inside the model) training goes on eagerly. A host sync is found before any
+capture is tried: the last warm-up step runs under ``torch.cuda.set_sync_debug_mode("warn")``.
+The reason is returned with the results (``train_step``, ``graph_fallback``). A model with ``on_epoch_start`` (a
 per-epoch schedule such as DARTS drop path) is captured again each epoch.
 """
 
@@ -86,6 +87,32 @@ def sgd_update(optimizer: torch.optim.SGD, lrs: list[torch.Tensor]) -> None:
             else:
                 grads = bufs
         torch._foreach_add_(params, torch._foreach_mul(grads, -lr))
+
+
+@contextmanager
+def host_syncs(active: bool) -> Iterator[list[str]]:
+    """While ``active``, collect the messages of CUDA operations that wait on the host
+    (``torch.cuda.set_sync_debug_mode("warn")``): a step with one cannot be captured."""
+    found: list[str] = []
+    if not active or not torch.cuda.is_available():
+        yield found
+        return
+    import warnings
+
+    saved = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield found
+        finally:
+            torch.cuda.set_sync_debug_mode(saved)
+    for w in caught:
+        text = str(w.message)
+        if "synchroniz" in text:
+            found.append(" ".join(text.split())[:200])
+        else:  # not ours: pass it on
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -164,9 +191,12 @@ class StepRunner:
         if self.graph is None and self.eager_steps < WARMUP_STEPS:
             side, current = self._side, torch.cuda.current_stream(self.device)
             side.wait_stream(current)
-            with torch.cuda.stream(side):
+            last = self.eager_steps == WARMUP_STEPS - 1
+            with torch.cuda.stream(side), host_syncs(last) as syncs:
                 loss = self.eager_step(xb, yb)
             current.wait_stream(side)
+            if syncs:  # the step waits on the host: a capture would fail; never try it
+                self.reason = f"the step synchronises with the host, trained eagerly: {syncs[0]}"
             return loss
         if self.graph is None:
             try:
@@ -184,6 +214,8 @@ class StepRunner:
 
     def _capture(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
         torch.cuda.synchronize(self.device)
+        # torch.cuda.graph does not restore the current stream when the capture fails
+        self._stream_before = torch.cuda.current_stream(self.device)
         self.static_x = torch.empty_like(xb)
         self.static_y = torch.empty_like(yb)
         self.static_x.copy_(xb)
@@ -204,6 +236,9 @@ class StepRunner:
         self.graph = None
         self.reason = f"capture failed, trained eagerly: {_one_line(exc)}"
         if self.device.type == "cuda":
+            before = getattr(self, "_stream_before", None)
+            if before is not None and torch.cuda.current_stream(self.device) != before:
+                torch.cuda.set_stream(before)  # eager steps go on where the batches are made
             try:  # a failed capture may leave an error on the stream: clear it
                 torch.cuda.synchronize(self.device)
             except RuntimeError:

@@ -165,6 +165,8 @@ def plan_slots(
         resources = f"cpu=1,gpu={1 / k:.4g}" if gpus and backend == "ray" else "cpu=1"
     where = (f"{len(gpus)} GPU(s) ({', '.join(f'cuda:{g}' for g in gpus)}) x {k} trial(s) per GPU"
              if gpus else f"device {cfg['device']}")
+    if gpus and backend == "local":
+        where += " (the local backend runs one trial at a time)"
     reason = f"device slots: {where}; backend {backend}, concurrency {concurrency} ({why})"
     if backend == "ray" and gpus:
         reason += f"; Ray resources per trial {resources}"

@@ -19,7 +19,9 @@ In one run (one GPU, the same machine) it measures:
    images/s against a hand-written bf16 + channels-last loop (same data, augmentation,
    SGD and schedule; cudnn autotuning on in both).
 
-Without CUDA it prints one line and exits with status 0. ``--smoke`` runs every part at
+The report is rewritten after every part, so a run stopped by a time limit keeps what it
+measured; ``--parts digits,steps`` runs some parts only. Without CUDA it prints one line and
+exits with status 0. ``--smoke`` runs every part at
 tiny sizes on the CPU, the searches through the CLI in this process (for tests; its
 numbers measure nothing: write them to a scratch ``--out``).
 """
@@ -38,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +61,7 @@ from cellblock.evaluators.training import (
 from cellblock.pareto.results import load_run
 
 HERE = Path(__file__).resolve().parent
+PARTS = ("npz", "digits", "steps", "resnet")
 
 
 # ---- 1. searches -----------------------------------------------------------------------------
@@ -74,7 +78,7 @@ def write_npz(path: Path, n: int, seed: int = 0) -> None:
 def run_search(args: list[str], out: Path, in_process: bool = False) -> dict:
     """One fresh ``cellblock search`` process (``in_process``: the same CLI called in this
     process, for smoke runs): wall time, trials, where and how they trained."""
-    cmd = [str(Path(sys.executable).parent / "cellblock"), "search", *args, "--out", str(out), "--no-progress"]
+    cmd = [sys.executable, "-m", "cellblock", "search", *args, "--out", str(out), "--no-progress"]
     t0 = time.perf_counter()
     if in_process:
         import contextlib
@@ -84,10 +88,11 @@ def run_search(args: list[str], out: Path, in_process: bool = False) -> dict:
 
         err = io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = cli_main(cmd[1:])
+            code = cli_main(cmd[3:])
         stderr = err.getvalue()
     else:
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        # run outside the checkout, so that an installed cellblock is the one imported
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent)
         code, stderr = done.returncode, done.stderr
     wall = time.perf_counter() - t0
     if code != 0:
@@ -108,7 +113,9 @@ def run_search(args: list[str], out: Path, in_process: bool = False) -> dict:
     }
 
 
-def searches(smoke: bool, tmp: Path, npz_trials: int, digits_trials: int | None) -> dict[str, list[dict]]:
+def searches(smoke: bool, tmp: Path, npz_trials: int, digits_trials: int | None, parts: set[str],
+             rows: dict[str, list[dict]], saved: Callable[[], None]) -> None:
+    """Run the searches of ``parts`` into ``rows``, calling ``saved`` after each."""
     npz = tmp / "mnist_sized.npz"
     write_npz(npz, 300 if smoke else 10_000)
     if smoke:  # CPU, toy sizes, in this process: there is no GPU to pack trials on
@@ -120,8 +127,9 @@ def searches(smoke: bool, tmp: Path, npz_trials: int, digits_trials: int | None)
         digits = ["--trials", str(digits_trials)] if digits_trials else []
         settings = {"npz": ["--dataset", str(npz), "--epochs", "3", "--strategy", "random",
                             "--trials", str(npz_trials)], "digits": digits}
-    rows: dict[str, list[dict]] = {}
     for name, base in settings.items():
+        if name not in parts:
+            continue
         variants = [("local eager (before)", local), ("packed", packed), ("packed + graphs (default)", graphs)]
         if name == "digits":
             variants.append(("--device cpu", ["--device", "cpu"] if not smoke else local))
@@ -132,7 +140,7 @@ def searches(smoke: bool, tmp: Path, npz_trials: int, digits_trials: int | None)
             print(f"{name} {label}: {row['trials']} trials in {row['wall_s']:.1f} s "
                   f"({row['per_hour']:.0f}/h); {row['slots']}", flush=True)
             rows[name].append(row)
-    return rows
+            saved()
 
 
 # ---- 2. per-step microbenchmark --------------------------------------------------------------
@@ -266,12 +274,16 @@ def resnet(device: torch.device, smoke: bool, repeats: int) -> dict:
 
 
 # ---- report ----------------------------------------------------------------------------------
-def _ratio(rows: list[dict], a: str, b: str) -> float:
-    by = {r["variant"]: r for r in rows}
-    return by[a]["per_hour"] / by[b]["per_hour"]
+def _ratio(found: dict[str, list[dict]], setting: str, a: str, b: str) -> str:
+    """``**1.23x**``: trials per hour of variant ``a`` over ``b``, or why there is none."""
+    by = {r["variant"]: r for r in found.get(setting, [])}
+    if a not in by or b not in by:
+        return "not measured in this run"
+    return f"**{by[a]['per_hour'] / by[b]['per_hour']:.2f}x**"
 
 
-def report(args: argparse.Namespace, device: torch.device, found: dict, steps: list[dict], rn: dict) -> str:
+def report(args: argparse.Namespace, device: torch.device, found: dict, steps: list[dict], rn: dict | None) -> str:
+    """The markdown report of what was measured so far (parts not yet run say so)."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     lines = [
         "# GPU throughput: device slots, packed trials and CUDA-graph training steps",
@@ -302,21 +314,23 @@ def report(args: argparse.Namespace, device: torch.device, found: dict, steps: l
         if fallbacks:
             lines += ["", "Graph fallbacks seen: " + "; ".join(f"`{f}`" for f in fallbacks[:5])]
         lines.append("")
-    d, m = found["digits"], found["npz"]
     best, before = "packed + graphs (default)", "local eager (before)"
-    lines += [
-        "Targets (ratios of trials per hour in this run):", "",
-        f"- default digits search, default vs local eager: **{_ratio(d, best, before):.2f}x** (target >= 3x)",
-        f"- default digits search, default vs `--device cpu`: **{_ratio(d, best, '--device cpu'):.2f}x** (target > 1x)",
-        f"- MNIST-sized npz search, default vs local eager: **{_ratio(m, best, before):.2f}x** (target >= 10x)",
-        "",
-        "## One training step (blocks networks, 1x28x28, bf16 autocast, channels-last, cudnn autotuning)", "",
-        "| network | batch | eager ms | graphed ms | speed-up | capture s | mode |",
-        "|---|---:|---:|---:|---:|---:|---|",
-    ]
+    lines += ["Targets (ratios of trials per hour in this run):", "",
+              f"- default digits search, default vs local eager: {_ratio(found, 'digits', best, before)} (target >= 3x)",
+              f"- default digits search, default vs `--device cpu`: {_ratio(found, 'digits', best, '--device cpu')} (target > 1x)",
+              f"- MNIST-sized npz search, default vs local eager: {_ratio(found, 'npz', best, before)} (target >= 10x)",
+              ""]
+    if steps:
+        lines += [
+            "## One training step (blocks networks, 1x28x28, bf16 autocast, channels-last, cudnn autotuning)", "",
+            "| network | batch | eager ms | graphed ms | speed-up | capture s | mode |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
     for r in steps:
         lines.append(f"| {r['model']} | {r['batch']} | {r['eager_ms']:.2f} | {r['graph_ms']:.2f} | "
                      f"{r['eager_ms'] / r['graph_ms']:.2f}x | {r['capture_s']:.3f} | {r['mode']} |")
+    if rn is None:
+        return "\n".join([*lines, "", "ResNet-18: not measured in this run.", ""])
     cfg = rn["cfg"]
     lines += [
         "",
@@ -334,22 +348,39 @@ def report(args: argparse.Namespace, device: torch.device, found: dict, steps: l
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny CPU run of every part (for tests)")
-    ap.add_argument("--npz-trials", type=int, default=24, help="trials of the npz search (default 24)")
+    ap.add_argument("--npz-trials", type=int, default=24, help="trials of the npz search (default 24; 0 skips it)")
     ap.add_argument("--digits-trials", type=int, default=None, help="trials of the digits search (default: its default)")
     ap.add_argument("--resnet-repeats", type=int, default=3)
     ap.add_argument("--out", default=str(HERE / "gpu_throughput.md"))
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help=f"comma-separated parts to run (default all: {','.join(PARTS)})")
     args = ap.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if not parts <= set(PARTS):
+        ap.error(f"unknown --parts {sorted(parts - set(PARTS))}; choose from {', '.join(PARTS)}")
+    if args.npz_trials == 0:
+        parts.discard("npz")
     if not args.smoke and not torch.cuda.is_available():
         print("gpu_throughput: no CUDA device is present; nothing measured (use --smoke for a CPU smoke run)")
         return 0
     device = torch.device("cpu") if args.smoke else torch.device("cuda", torch.cuda.current_device())
+    found: dict[str, list[dict]] = {}
+    steps: list[dict] = []
+    rn: dict | None = None
+
+    def saved() -> str:  # after every part: a run stopped by a time limit keeps what it measured
+        text = report(args, device, found, steps, rn)
+        Path(args.out).write_text(text, encoding="utf-8")
+        return text
+
     with tempfile.TemporaryDirectory(prefix="cellblock-gpu-bench-") as tmp:
-        found = searches(args.smoke, Path(tmp), args.npz_trials, args.digits_trials)
-    steps = microbench(device, args.smoke)
-    rn = resnet(device, args.smoke, 1 if args.smoke else args.resnet_repeats)
-    text = report(args, device, found, steps, rn)
-    Path(args.out).write_text(text, encoding="utf-8")
-    print(text)
+        searches(args.smoke, Path(tmp), args.npz_trials, args.digits_trials, parts, found, saved)
+    if "steps" in parts:
+        steps = microbench(device, args.smoke)
+        saved()
+    if "resnet" in parts:
+        rn = resnet(device, args.smoke, 1 if args.smoke else args.resnet_repeats)
+    print(saved())
     return 0 if all(math.isfinite(r["per_hour"]) for rows in found.values() for r in rows) else 1
 
 

@@ -41,7 +41,8 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--calibration", type=int, default=10)
-    p.add_argument("--clock", default="thread")
+    p.add_argument("--device", default="cpu", help="where to profile and check (cpu, cuda, cuda:1)")
+    p.add_argument("--clock", default="thread", help="thread (CPU, one thread) or wall (any device)")
     p.add_argument("--stat", default="median")
     p.add_argument("--dir", default="results/runs/latency_tables")
     p.add_argument("--results", default="results/benchmarks/latency_tables.jsonl")
@@ -51,17 +52,20 @@ def main() -> None:
     space = SearchSpace(name, **kwargs)
     for arg in SearchSpace.CONTEXT_ARGS:
         space.kwargs.setdefault(arg, space.arguments()[arg])
-    out = Path(args.dir) / f"{args.config}-{args.runtime}-{args.clock}-{args.stat}.json"
+    where = "" if args.device == "cpu" else f"-{args.device.replace(':', '')}"
+    out = Path(args.dir) / f"{args.config}-{args.runtime}{where}-{args.clock}-{args.stat}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    table = profile(space, args.runtime, out, repeats=args.repeats, calibration=args.calibration,
+    table = profile(space, args.runtime, out, device=args.device, repeats=args.repeats, calibration=args.calibration,
                     clock=args.clock, statistic=args.stat, progress=False)
     wall = time.perf_counter() - t0
     t1 = time.perf_counter()
-    result = check(LatencyTable(out), space, args.samples, repeats=args.repeats, passes=2, progress=False)
+    result = check(LatencyTable(out), space, args.samples, device=args.device, repeats=args.repeats,
+                   passes=2, progress=False)
     row = {
         "config": args.config, "space": name, "space_args": kwargs, "runtime": args.runtime,
+        "device": args.device,
         "clock": args.clock, "statistic": args.stat, "repeats": args.repeats,
         "units": len(table["units"]), "table_kib": round(out.stat().st_size / 1024, 1),
         "profile_s": table["profile_s"], "profile_wall_this_call_s": round(wall, 1),

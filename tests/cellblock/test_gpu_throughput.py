@@ -38,3 +38,19 @@ def test_smoke_run_writes_every_section(tmp_path, monkeypatch):
     for variant in ("local eager (before)", "| packed |", "packed + graphs (default)", "--device cpu"):
         assert variant in text
     assert "CUDA graphs need a CUDA device" in text  # the CPU fallback reason reaches the report
+
+
+def test_parts_run_alone_and_the_rest_says_not_measured(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLBLOCK_LOCK_DIR", str(tmp_path / "locks"))
+    out = tmp_path / "gpu.md"
+    assert _script().main(["--smoke", "--parts", "steps", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "## One training step" in text and "### digits" not in text
+    assert "ResNet-18: not measured in this run." in text
+    assert text.count("not measured in this run") == 4  # three ratios and ResNet-18
+
+
+def test_unknown_part_is_a_usage_error(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        _script().main(["--smoke", "--parts", "steps,gpus", "--out", str(tmp_path / "x.md")])
+    assert exc.value.code == 2
