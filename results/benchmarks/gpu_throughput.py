@@ -102,6 +102,14 @@ def run_search(args: list[str], out: Path, in_process: bool = False) -> dict:
     slots = next((line for line in stderr.splitlines() if line.startswith("device slots:")), "")
     steps = Counter(t.metrics.get("train_step", "-") for t in trials)
     accs = [t.value("accuracy") for t in trials if t.feasible_complete]
+
+    def mean(values: list) -> float:
+        values = [v for v in values if v is not None]
+        return statistics.fmean(values) if values else float("nan")
+
+    # where a trial's time goes: its whole span in the worker, training, evaluation
+    trial_s = mean([t.end_t - t.start_t for t in trials if t.start_t and t.end_t])
+    train_s, eval_s = mean([t.value("train_s") for t in trials]), mean([t.value("eval_s") for t in trials])
     return {
         "args": " ".join(args) or "(no options)", "wall_s": wall, "trials": len(trials),
         "complete": sum(t.status == "COMPLETE" for t in trials),
@@ -109,6 +117,7 @@ def run_search(args: list[str], out: Path, in_process: bool = False) -> dict:
         "steps": ", ".join(f"{k} {v}" for k, v in sorted(steps.items())),
         "devices": ", ".join(sorted({str(t.metrics.get("device", "-")) for t in trials})),
         "best": max((a for a in accs if a is not None), default=float("nan")),
+        "trial_s": trial_s, "train_s": train_s, "eval_s": eval_s,
         "fallbacks": sorted({t.metrics["graph_fallback"] for t in trials if t.metrics.get("graph_fallback")}),
     }
 
@@ -138,7 +147,8 @@ def searches(smoke: bool, tmp: Path, npz_trials: int, digits_trials: int | None,
             row = run_search([*base, *extra], tmp / f"{name}-{len(rows[name])}", in_process=smoke)
             row["variant"] = label
             print(f"{name} {label}: {row['trials']} trials in {row['wall_s']:.1f} s "
-                  f"({row['per_hour']:.0f}/h); {row['slots']}", flush=True)
+                  f"({row['per_hour']:.0f}/h; a trial {row['trial_s']:.2f} s, training {row['train_s']:.2f} s); "
+                  f"{row['slots']}", flush=True)
             rows[name].append(row)
             saved()
 
@@ -305,11 +315,13 @@ def report(args: argparse.Namespace, device: torch.device, found: dict, steps: l
               "proposals depend on the results.", ""]
     for setting, rows in found.items():
         lines += [f"### {setting}", "",
-                  "| variant | options | wall s | trials | complete | trials/h | device slots | steps | best acc |",
-                  "|---|---|---:|---:|---:|---:|---|---|---:|"]
+                  "| variant | options | wall s | trials | complete | trials/h | mean s a trial: all / train / eval "
+                  "| device slots | steps | best acc |",
+                  "|---|---|---:|---:|---:|---:|---|---|---|---:|"]
         for r in rows:
             lines.append(f"| {r['variant']} | `{r['args']}` | {r['wall_s']:.1f} | {r['trials']} | {r['complete']} | "
-                         f"{r['per_hour']:.0f} | {r['slots']} | {r['steps']} | {r['best']:.4f} |")
+                         f"{r['per_hour']:.0f} | {r['trial_s']:.2f} / {r['train_s']:.2f} / {r['eval_s']:.2f} | "
+                         f"{r['slots']} | {r['steps']} | {r['best']:.4f} |")
         fallbacks = sorted({f for r in rows for f in r["fallbacks"]})
         if fallbacks:
             lines += ["", "Graph fallbacks seen: " + "; ".join(f"`{f}`" for f in fallbacks[:5])]
