@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cellblock.core.device_lock import TrainingHold, training_hold
+from cellblock.core.device_lock import training_hold
 from cellblock.core.errors import EvaluationError
 from cellblock.data import Augment, Dataset
 from cellblock.evaluators.cuda_graph import cudnn_autotune
@@ -176,11 +176,18 @@ def sync(device: torch.device) -> None:
 
 
 @contextmanager
-def held(device: torch.device) -> Iterator[TrainingHold | Any]:
+def held(device: torch.device) -> Iterator[Hold]:
     """The device set up for training: held shared against latency measurements
     (:mod:`cellblock.core.device_lock`) and, on CUDA, with cudnn autotuning."""
     with training_hold(device) as hold, cudnn_autotune(device):
         yield hold
+
+
+class Hold(Protocol):
+    """A training's hold on its device (:class:`~cellblock.core.device_lock.TrainingHold`)."""
+
+    def poll(self) -> None:
+        """Between two steps: let a waiting latency measurement run."""
 
 
 class Steps(Protocol):
@@ -277,9 +284,11 @@ class TrainLoop:
         """Whether training is over (every epoch done, or the step budget spent)."""
         return self.epoch >= self.cfg.epochs or self.step >= self.total_steps
 
-    def run(self, steps: Steps, hold: TrainingHold | Any = None,
+    def run(self, steps: Steps, hold: Hold | None = None,
             on_epoch_end: Callable[[TrainLoop], None] | None = None) -> None:
         """Train the remaining epochs; ``on_epoch_end(self)`` after each (e.g. a checkpoint).
+
+        ``hold`` (from :func:`held`) is polled before every step.
 
         Raises:
             EvaluationError: if the loss becomes NaN or infinite.
@@ -299,7 +308,7 @@ class TrainLoop:
             if on_epoch_end is not None:
                 on_epoch_end(self)
 
-    def _epoch(self, steps: Steps, epoch: int, hold: TrainingHold | Any) -> int:
+    def _epoch(self, steps: Steps, epoch: int, hold: Hold | None) -> int:
         """The steps of one epoch (losses in :attr:`losses`); returns how many ran."""
         checked = done = 0
         batches = epoch_batches(self.x_train, self.y_train, self.data.augment, self.gen,
