@@ -70,10 +70,8 @@ def supernet_accuracy(supernet: Supernet, arch: Mapping[str, Any], data: Dataset
     return evaluate_accuracy(model.eval(), data.x_val, data.y_val, device=device)
 
 
-def _train_rows(space: Any, archs: list[dict[str, Any]], data: Dataset, base: TrainConfig,
-                seed: int, seeds: int, cache_path: Path, recipe_hash: str, input_shape: tuple,
-                say: Callable[[str], None], what: str = "stand-alone") -> list[list[dict[str, Any]]]:
-    """Per architecture, ``seeds`` stand-alone trainings (cached in ``cache_path`` by recipe)."""
+def _cached_rows(cache_path: Path, recipe_hash: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """The trainings of ``recipe_hash`` already in ``cache_path``, by (arch id, repeat)."""
     cached: dict[tuple[str, int], dict[str, Any]] = {}
     if cache_path.exists():
         for line in cache_path.read_text().splitlines():
@@ -83,6 +81,27 @@ def _train_rows(space: Any, archs: list[dict[str, Any]], data: Dataset, base: Tr
                 continue  # a line cut by a kill
             if row.get("recipe") == recipe_hash:
                 cached[(row["arch_id"], row.get("repeat", 0))] = row
+    return cached
+
+
+def _train_row(space: Any, arch: dict[str, Any], aid: str, rep: int, data: Dataset,
+               base: TrainConfig, seed: int, recipe_hash: str, input_shape: tuple) -> dict[str, Any]:
+    """One stand-alone training of ``arch`` (repeat ``rep``) as a cache row."""
+    s = trial_seed(seed + rep * 7919, aid)  # repeat 0 keeps the single-seed seed
+    torch.manual_seed(s)
+    model = space.build(arch)
+    costs = cost_metrics(model, input_shape)
+    res = train_and_evaluate(model, data, dataclasses.replace(base, seed=s))
+    return {"arch_id": aid, "recipe": recipe_hash, "repeat": rep, "arch": arch,
+            "standalone_accuracy": res["accuracy"], "standalone_train_s": res["train_s"],
+            "steps": res.get("steps"), "params": costs.get("params"), "macs": costs.get("macs")}
+
+
+def _train_rows(space: Any, archs: list[dict[str, Any]], data: Dataset, base: TrainConfig,
+                seed: int, seeds: int, cache_path: Path, recipe_hash: str, input_shape: tuple,
+                say: Callable[[str], None], what: str = "stand-alone") -> list[list[dict[str, Any]]]:
+    """Per architecture, ``seeds`` stand-alone trainings (cached in ``cache_path`` by recipe)."""
+    cached = _cached_rows(cache_path, recipe_hash)
     out = []
     for i, arch in enumerate(archs):
         aid = arch_id(arch)
@@ -90,15 +109,7 @@ def _train_rows(space: Any, archs: list[dict[str, Any]], data: Dataset, base: Tr
         for rep in range(seeds):
             row = cached.get((aid, rep))
             if row is None:
-                s = trial_seed(seed + rep * 7919, aid)  # repeat 0 keeps the single-seed seed
-                torch.manual_seed(s)
-                model = space.build(arch)
-                costs = cost_metrics(model, input_shape)
-                res = train_and_evaluate(model, data, dataclasses.replace(base, seed=s))
-                row = {"arch_id": aid, "recipe": recipe_hash, "repeat": rep, "arch": arch,
-                       "standalone_accuracy": res["accuracy"], "standalone_train_s": res["train_s"],
-                       "steps": res.get("steps"), "params": costs.get("params"),
-                       "macs": costs.get("macs")}
+                row = _train_row(space, arch, aid, rep, data, base, seed, recipe_hash, input_shape)
                 with open(cache_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
                 say(f"[{i + 1}/{len(archs)}] {aid} {what} seed {rep}: accuracy "
@@ -149,6 +160,42 @@ def rank_supernet(
     Raises:
         ConfigError: for ``samples < 3``, ``epochs < 1``, ``batch_size < 1`` or ``seeds < 1``.
     """
+    _check_rank_args(samples, epochs, seeds, batch_size)
+    say = log or (lambda _line: None)
+    dev = torch.device(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    space = supernet.space
+    base = _standalone_recipe(ckpt, epochs, dev, batch_size)
+    cache_path = out / "standalone.jsonl"
+    archs = (sample_stratified(space, samples, seed) if stratified
+             else sample_distinct(space, samples, seed))
+    input_shape = tuple(space.kwargs.get("input_shape") or data.input_shape)
+    runs = _train_rows(space, archs, data, base, seed, seeds, cache_path,
+                       _recipe_hash(base, seed, data, ckpt), input_shape, say)
+    rows = _reference_rows(runs)
+    eval_s, eval_no_recal_s = _score_with_supernet(supernet, rows, data, dev)
+    result = {
+        **_supernet_taus(rows),
+        **_costs(rows, ckpt, eval_s, eval_no_recal_s, seeds),
+        **_reference_taus(rows, seeds),
+        "epochs": epochs, "batch_size": base.batch_size, "val_fraction": ckpt.get("val_fraction"),
+        "seed": seed, "supernet_epochs": ckpt["recipe"]["epochs"],
+        "sampling": ckpt["recipe"]["sampling"], "split": ckpt["recipe"].get("split"),
+        "split_groups": ckpt["recipe"].get("split_groups", 1),
+        "stratified": stratified, "space": ckpt["space"], "dataset": data.name,
+    }
+    if baselines:
+        result.update(_baselines(space, rows, data, base, seed, result["supernet_s"], cache_path,
+                                 ckpt, input_shape, say))
+        result["verdict"] = verdict(result["kendall_tau"],
+                                    {k: v["kendall_tau"] for k, v in result["baselines"].items()})
+    _write_report(out, result, rows)
+    return result
+
+
+def _check_rank_args(samples: int, epochs: int, seeds: int, batch_size: int | None) -> None:
+    """Raise ConfigError naming the first out-of-range argument of :func:`rank_supernet`."""
     if samples < 3:
         raise ConfigError(f"--samples must be at least 3 to rank, got {samples}")
     if epochs < 1:
@@ -157,64 +204,78 @@ def rank_supernet(
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-    say = log or (lambda _line: None)
-    dev = torch.device(device)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    space = supernet.space
-    changes: dict[str, Any] = {"epochs": epochs, "device": str(dev)}
+
+
+def _standalone_recipe(ckpt: Mapping[str, Any], epochs: int, device: torch.device,
+                       batch_size: int | None) -> TrainConfig:
+    """The supernet's recipe with the stand-alone ``epochs``, device and batch size."""
+    changes: dict[str, Any] = {"epochs": epochs, "device": str(device)}
     if batch_size is not None:
         changes["batch_size"] = batch_size
-    base = train_config_of(ckpt["recipe"], **changes)
-    cache_path = out / "standalone.jsonl"
-    archs = (sample_stratified(space, samples, seed) if stratified
-             else sample_distinct(space, samples, seed))
-    input_shape = tuple(space.kwargs.get("input_shape") or data.input_shape)
-    runs = _train_rows(space, archs, data, base, seed, seeds, cache_path,
-                       _recipe_hash(base, seed, data, ckpt), input_shape, say)
-    rows = [{**r[0], "standalone_accuracy": float(np.mean([x["standalone_accuracy"] for x in r])),
+    return train_config_of(ckpt["recipe"], **changes)
+
+
+def _reference_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per architecture: the mean stand-alone accuracy and time over its seeds."""
+    return [{**r[0], "standalone_accuracy": float(np.mean([x["standalone_accuracy"] for x in r])),
              "standalone_train_s": float(np.mean([x["standalone_train_s"] for x in r])),
              "standalone_runs": [x["standalone_accuracy"] for x in r]} for r in runs]
-    supernet.to(dev).eval()
+
+
+def _score_with_supernet(supernet: Supernet, rows: list[dict[str, Any]], data: Dataset,
+                         device: torch.device) -> tuple[float, float]:
+    """Fill each row's supernet accuracy (BN re-calibrated, and not) and group; the seconds
+    each of the two passes took."""
+    supernet.to(device).eval()
     t0 = time.perf_counter()
     for row in rows:
-        row["supernet_accuracy"] = supernet_accuracy(supernet, row["arch"], data, dev, True)
+        row["supernet_accuracy"] = supernet_accuracy(supernet, row["arch"], data, device, True)
         row["supernet_group"] = supernet.group(row["arch"])
     eval_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for row in rows:
-        row["supernet_accuracy_no_recal"] = supernet_accuracy(supernet, row["arch"], data, dev, False)
-    eval_no_recal_s = time.perf_counter() - t0
+        row["supernet_accuracy_no_recal"] = supernet_accuracy(supernet, row["arch"], data, device, False)
+    return eval_s, time.perf_counter() - t0
+
+
+def _supernet_taus(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Kendall tau and Spearman rho of the supernet's accuracies (with and without BN
+    re-calibration) against the stand-alone reference."""
     sa = [r["standalone_accuracy"] for r in rows]
     tau, rho = correlations([r["supernet_accuracy"] for r in rows], sa)
     tau_nr, rho_nr = correlations([r["supernet_accuracy_no_recal"] for r in rows], sa)
+    return {"kendall_tau": _finite(tau), "spearman": _finite(rho),
+            "kendall_tau_no_recal": _finite(tau_nr), "spearman_no_recal": _finite(rho_nr),
+            "n": len(rows)}
+
+
+def _costs(rows: list[dict[str, Any]], ckpt: Mapping[str, Any], eval_s: float,
+           eval_no_recal_s: float, seeds: int) -> dict[str, Any]:
+    """Seconds spent by the supernet (training and evaluation) and by the stand-alone reference."""
     standalone_s = sum(r["standalone_train_s"] for r in rows)
-    seed_taus = [correlations([r["standalone_runs"][a] for r in rows],
-                              [r["standalone_runs"][b] for r in rows])[0]
-                 for a in range(seeds) for b in range(a + 1, seeds)]
     supernet_s = float(ckpt["train_s"]) + eval_s
-    result = {
-        "kendall_tau": _finite(tau), "spearman": _finite(rho),
-        "kendall_tau_no_recal": _finite(tau_nr), "spearman_no_recal": _finite(rho_nr),
-        "n": len(rows), "supernet_s": supernet_s, "standalone_s": standalone_s,
+    return {
+        "supernet_s": supernet_s, "standalone_s": standalone_s,
         "supernet_train_s": float(ckpt["train_s"]), "supernet_eval_s": eval_s,
         "supernet_eval_no_recal_s": eval_no_recal_s,
         "children_per_s": len(rows) / eval_s if eval_s > 0 else None,
         "cost_ratio": supernet_s / standalone_s if standalone_s > 0 else None,
         "seeds": seeds, "standalone_total_s": standalone_s * seeds,
-        "standalone_seed_tau": _finite(float(np.mean(seed_taus))) if seed_taus else None,
-        "params_tau": _finite(correlations([float(r["params"]) for r in rows], sa)[0]),
-        "epochs": epochs, "batch_size": base.batch_size, "val_fraction": ckpt.get("val_fraction"),
-        "seed": seed, "supernet_epochs": ckpt["recipe"]["epochs"],
-        "sampling": ckpt["recipe"]["sampling"], "split": ckpt["recipe"].get("split"),
-        "split_groups": ckpt["recipe"].get("split_groups", 1),
-        "stratified": stratified, "space": ckpt["space"], "dataset": data.name,
     }
-    if baselines:
-        result.update(_baselines(space, rows, data, base, seed, supernet_s, cache_path, ckpt,
-                                 input_shape, say))
-        result["verdict"] = verdict(result["kendall_tau"],
-                                    {k: v["kendall_tau"] for k, v in result["baselines"].items()})
+
+
+def _reference_taus(rows: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
+    """The reference's noise ceiling (mean tau between two seeds) and the params ranking's tau."""
+    sa = [r["standalone_accuracy"] for r in rows]
+    seed_taus = [correlations([r["standalone_runs"][a] for r in rows],
+                              [r["standalone_runs"][b] for r in rows])[0]
+                 for a in range(seeds) for b in range(a + 1, seeds)]
+    return {"standalone_seed_tau": _finite(float(np.mean(seed_taus))) if seed_taus else None,
+            "params_tau": _finite(correlations([float(r["params"]) for r in rows], sa)[0])}
+
+
+def _write_report(out: Path, result: Mapping[str, Any], rows: list[dict[str, Any]]) -> None:
+    """``out/rank.json`` (the result) and ``out/rank.csv`` (one row per architecture)."""
     (out / "rank.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     with open(out / "rank.csv", "w", newline="", encoding="utf-8") as fh:
         fields = ["arch_id", "standalone_accuracy", "supernet_accuracy",
@@ -225,13 +286,21 @@ def rank_supernet(
         for r in rows:
             writer.writerow({**{k: r.get(k) for k in fields}, "arch": canonical_json(r["arch"]),
                              "standalone_runs": " ".join(f"{a:.6f}" for a in r["standalone_runs"])})
-    return result
 
 
 def _baselines(space: Any, rows: list[dict[str, Any]], data: Dataset, base: TrainConfig,
                seed: int, supernet_s: float, cache_path: Path, ckpt: Mapping[str, Any],
                input_shape: tuple, say: Callable[[str], None]) -> dict[str, Any]:
     """Scores and Kendall taus of the equal-cost baselines on ``rows`` (filled in place)."""
+    out = _zero_cost_baselines(space, rows, data, seed, input_shape)
+    out["standalone_equal_cost"] = _equal_cost_baseline(space, rows, data, base, seed, supernet_s,
+                                                        cache_path, ckpt, input_shape, say)
+    return {"baselines": out}
+
+
+def _zero_cost_baselines(space: Any, rows: list[dict[str, Any]], data: Dataset, seed: int,
+                         input_shape: tuple) -> dict[str, dict[str, Any]]:
+    """Kendall tau of params, MACs, synflow and naswot (scores filled into ``rows``)."""
     x = proxy_batch(data.x_train, seed)
     proxy_s = 0.0
     for row in rows:
@@ -249,6 +318,14 @@ def _baselines(space: Any, rows: list[dict[str, Any]], data: Dataset, base: Trai
         errors = [r[f"{name}_error"] for r in rows if r.get(f"{name}_error")]
         if errors:  # those architectures were ranked last by this proxy
             out[name].update({"failed": len(errors), "first_error": errors[0]})
+    return out
+
+
+def _equal_cost_baseline(space: Any, rows: list[dict[str, Any]], data: Dataset, base: TrainConfig,
+                         seed: int, supernet_s: float, cache_path: Path, ckpt: Mapping[str, Any],
+                         input_shape: tuple, say: Callable[[str], None]) -> dict[str, Any]:
+    """Stand-alone training for the steps the supernet's seconds buy, and its Kendall tau."""
+    sa = [r["standalone_accuracy"] for r in rows]
     _, _, total_steps, _ = step_schedule(base, len(data.y_train))
     step_s = [r["standalone_train_s"] / max(1, r.get("steps") or total_steps) for r in rows]
     steps = equal_cost_steps(supernet_s, step_s)
@@ -256,19 +333,18 @@ def _baselines(space: Any, rows: list[dict[str, Any]], data: Dataset, base: Trai
                              "epochs": steps / max(1, total_steps // base.epochs)}
     if steps < 1:
         entry["note"] = "the supernet's time buys less than one stand-alone step per architecture"
-    else:
-        short = dataclasses.replace(base, epochs=math.ceil(steps / max(1, total_steps // base.epochs)),
-                                    max_steps=steps)
-        runs = _train_rows(space, [r["arch"] for r in rows], data, short, seed, 1,
-                           cache_path.with_name("equal_cost.jsonl"),
-                           _recipe_hash(short, seed, data, ckpt), input_shape, say,
-                           f"equal-cost ({steps} steps)")
-        for row, r in zip(rows, runs, strict=True):
-            row["equal_cost_accuracy"] = r[0]["standalone_accuracy"]
-        entry["cost_s"] = float(sum(r[0]["standalone_train_s"] for r in runs))
-        entry["kendall_tau"] = _finite(correlations([r["equal_cost_accuracy"] for r in rows], sa)[0])
-    out["standalone_equal_cost"] = entry
-    return {"baselines": out}
+        return entry
+    short = dataclasses.replace(base, epochs=math.ceil(steps / max(1, total_steps // base.epochs)),
+                                max_steps=steps)
+    runs = _train_rows(space, [r["arch"] for r in rows], data, short, seed, 1,
+                       cache_path.with_name("equal_cost.jsonl"),
+                       _recipe_hash(short, seed, data, ckpt), input_shape, say,
+                       f"equal-cost ({steps} steps)")
+    for row, r in zip(rows, runs, strict=True):
+        row["equal_cost_accuracy"] = r[0]["standalone_accuracy"]
+    entry["cost_s"] = float(sum(r[0]["standalone_train_s"] for r in runs))
+    entry["kendall_tau"] = _finite(correlations([r["equal_cost_accuracy"] for r in rows], sa)[0])
+    return entry
 
 
 def rank_table(result: Mapping[str, Any]) -> str:

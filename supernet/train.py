@@ -2,9 +2,11 @@
 
 The recipe is the stand-alone one of :mod:`cellblock.evaluators.training` (SGD with
 Nesterov momentum, per-step cosine LR, label smoothing, weight decay on weights only,
-batch augmentation on the device) and reuses its pieces; each step trains the children
-chosen by the sampling strategy (:mod:`cellblock.supernet.sampler`). Only the slices a
-child uses get gradients; SGD skips bank tensors that no child of the step touched.
+batch augmentation on the device) and so is the loop
+(:class:`~cellblock.evaluators.loop.TrainLoop`); each step
+(:class:`SupernetSteps`) trains the children chosen by the sampling strategy
+(:mod:`cellblock.supernet.sampler`). Only the slices a child uses get gradients; SGD
+skips bank tensors that no child of the step touched.
 
 A checkpoint (``torch.save`` of a dict, written to a temporary file and renamed) holds
 the format version, the space spec (name and skeleton), the recipe, the few-shot split
@@ -23,29 +25,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from cellblock.core.devices import resolve_device
 from cellblock.core.errors import ConfigError
 from cellblock.data import Dataset
-from cellblock.evaluators.cuda_graph import EAGER, cudnn_autotune
-from cellblock.evaluators.training import (
-    TrainConfig,
-    _amp_setup,
-    _check_finite,
-    device_tensors,
-    epoch_batches,
-    make_optimizer,
-    step_schedule,
-)
+from cellblock.evaluators.cuda_graph import EAGER
+from cellblock.evaluators.loop import TrainLoop, held
+from cellblock.evaluators.training import TrainConfig
 from cellblock.search_spaces.api import SearchSpace
 from cellblock.supernet.bank import ParamBank
 from cellblock.supernet.model import Supernet
@@ -164,34 +156,12 @@ def train_supernet(
     val_fraction: float | None = None,
     split_after: float = 0.5,
 ) -> dict[str, Any]:
-    """Train ``supernet`` in place (arguments and results: :func:`_train_supernet`).
-
-    On CUDA it uses the stand-alone fast path's settings where they apply: cudnn
-    autotuning, bf16 autocast and channels-last. The step stays eager
-    (:data:`NO_GRAPH_REASON`); the results say so in ``train_step`` and ``graph_fallback``.
-    """
-    cfg.validate()
-    with cudnn_autotune(resolve_device(cfg.device)):
-        out = _train_supernet(supernet, data, cfg, sampling=sampling, checkpoint=checkpoint,
-                              checkpoint_every=checkpoint_every, resume=resume, log=log,
-                              val_fraction=val_fraction, split_after=split_after)
-    return {**out, "train_step": EAGER, "graph_fallback": NO_GRAPH_REASON}
-
-
-def _train_supernet(
-    supernet: Supernet,
-    data: Dataset,
-    cfg: TrainConfig,
-    *,
-    sampling: str = "uniform",
-    checkpoint: str | Path | None = None,
-    checkpoint_every: int = 1,
-    resume: Mapping[str, Any] | None = None,
-    log: Callable[[str], None] | None = None,
-    val_fraction: float | None = None,
-    split_after: float = 0.5,
-) -> dict[str, Any]:
     """Train ``supernet`` in place; checkpoint every ``checkpoint_every`` epochs and at the end.
+
+    The loop is the stand-alone one (:class:`~cellblock.evaluators.loop.TrainLoop`): on
+    CUDA, cudnn autotuning, bf16 autocast and channels-last batches, and the device held
+    against latency measurements. The step stays eager (:data:`NO_GRAPH_REASON`); the
+    results say so in ``train_step`` and ``graph_fallback``.
 
     Args:
         supernet: The supernet (its bank is trained).
@@ -208,113 +178,125 @@ def _train_supernet(
             supernet before the groups' banks start from it (see the module doc).
 
     Returns:
-        ``{"train_s", "steps", "epochs", "final_loss", "children", "group_children"}``
-        (children trained per bank after the split); ``train_s`` sums the time of every session of this
-        training.
+        ``{"train_s", "steps", "epochs", "final_loss", "children", "group_children",
+        "train_step", "graph_fallback"}`` (children trained per bank after the split);
+        ``train_s`` sums the time of every session of this training.
+
+    Raises:
+        ConfigError: for an invalid recipe, sampling or ``split_after``.
+        EvaluationError: if the loss becomes NaN or infinite.
     """
     cfg.validate()
-    draw = ARCH_SAMPLERS.get(sampling)
-    distill = sampling in DISTILLING
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    x_train, y_train, _, _ = device_tensors(data, device)
-    n = len(y_train)
-    bs, steps_per_epoch, total_steps, warmup_steps = step_schedule(cfg, n)
-    supernet.to(device).train()
-    amp_dtype, use_scaler = _amp_setup(device, cfg.amp)
-    scaler = torch.amp.GradScaler(device.type) if use_scaler else None
+    ARCH_SAMPLERS.get(sampling)
     if not 0.0 <= split_after < 1.0:
         raise ConfigError(f"--split-after must be in [0, 1), got {split_after}")
-    optimizer = make_optimizer(supernet.banks, cfg)
-    split_step = int(round(split_after * total_steps)) if supernet.split is not None else None
-    gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    losses = torch.zeros(steps_per_epoch, device=device)
-    step = epoch_done = children = 0
-    group_children = [0] * len(supernet.banks)
-    if split_step is not None:
-        supernet.split_active = False  # until step split_step (a resume restores it)
-    train_s, final_loss = 0.0, float("nan")
-    if resume is not None:
-        for bank, state in zip(supernet.banks, resume["banks"], strict=True):
+    with held(device) as hold:
+        loop = TrainLoop(supernet, data, cfg, device, params=supernet.banks, channels_last_weights=False)
+        steps = SupernetSteps(supernet, loop, sampling, split_after)
+        if resume is not None:
+            steps.restore(resume)
+
+        def epoch_end(lp: TrainLoop) -> None:
+            if log is not None:
+                log(f"epoch {lp.epoch}/{cfg.epochs}  loss {lp.final_loss:.4f}  "
+                    f"children {steps.children}  {steps.train_s:.1f} s")
+            if checkpoint is not None and (lp.last_epoch or lp.epoch % checkpoint_every == 0):
+                save_checkpoint(checkpoint, steps.payload(data.name, val_fraction, lp.last_epoch))
+
+        loop.run(steps, hold, epoch_end)
+    return {"train_s": steps.train_s, "steps": loop.step, "epochs": loop.epoch,
+            "final_loss": loop.final_loss, "children": steps.children,
+            "group_children": steps.group_children, "train_step": EAGER,
+            "graph_fallback": NO_GRAPH_REASON}
+
+
+class SupernetSteps:
+    """The supernet's training step for :class:`~cellblock.evaluators.loop.TrainLoop`:
+    each step trains the children its sampling strategy draws, and the few-shot split
+    starts at its step.
+
+    Args:
+        supernet: The supernet (on the loop's device).
+        loop: The loop whose optimizer, scaler and loss it uses.
+        sampling: The strategy's name in :data:`~cellblock.supernet.sampler.ARCH_SAMPLERS`.
+        split_after: Fraction of the steps before a few-shot split starts.
+    """
+
+    def __init__(self, supernet: Supernet, loop: TrainLoop, sampling: str, split_after: float) -> None:
+        self.supernet, self.loop, self.sampling, self.split_after = supernet, loop, sampling, split_after
+        self.draw = ARCH_SAMPLERS.get(sampling)
+        self.distill = sampling in DISTILLING
+        self.rng = np.random.default_rng(loop.cfg.seed)
+        self.split_step = (int(round(split_after * loop.total_steps))
+                           if supernet.split is not None else None)
+        if self.split_step is not None:
+            supernet.split_active = False  # until step split_step (a resume restores it)
+        #: Children trained (in all), and per bank after the split.
+        self.children = 0
+        self.group_children = [0] * len(supernet.banks)
+        self._train_s_before = 0.0
+
+    @property
+    def train_s(self) -> float:
+        """Training seconds of every session so far."""
+        return self._train_s_before + self.loop.train_s
+
+    def restore(self, ckpt: Mapping[str, Any]) -> None:
+        """Continue the training saved in ``ckpt`` (banks, loop, counters, random states)."""
+        for bank, state in zip(self.supernet.banks, ckpt["banks"], strict=True):
             bank.load_state_dict(state)
-        supernet.split_active = bool(resume.get("split_active", True))
-        optimizer.load_state_dict(resume["optimizer"])
-        if scaler is not None and resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        gen.set_state(resume["generator"].to(gen.get_state().device))
-        torch.set_rng_state(resume["torch_rng"])
-        rng.bit_generator.state = resume["np_rng"]
-        step, epoch_done, children = resume["step"], resume["epoch"], resume["children"]
-        group_children = list(resume["group_children"])
-        train_s, final_loss = resume["train_s"], resume["final_loss"]
+        self.supernet.split_active = bool(ckpt.get("split_active", True))
+        self.loop.restore(ckpt)
+        self.rng.bit_generator.state = ckpt["np_rng"]
+        self.children, self.group_children = ckpt["children"], list(ckpt["group_children"])
+        self._train_s_before = ckpt["train_s"]
 
-    def payload(done: bool) -> dict[str, Any]:
+    def new_epoch(self) -> None:
+        """Nothing to do: the steps are eager (no graph to capture again)."""
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """Train the children drawn for this step on ``(xb, yb)``; their summed loss."""
+        sn, loop = self.supernet, self.loop
+        if self.split_step is not None and not sn.split_active and loop.step >= self.split_step:
+            sn.activate_split(loop.optimizer)
+        archs = self.draw(sn.space, self.rng)
+        loop.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=loop.device)
+        teacher = None
+        for arch in archs:
+            if sn.split is None or sn.split_active:
+                self.group_children[sn.group(arch)] += 1
+            with loop.autocast():
+                logits = sn(xb, arch)
+                if teacher is None:
+                    loss = loop.loss_fn(logits, yb) / len(archs)
+                    if self.distill:
+                        teacher = logits.detach().float().softmax(1)
+                else:  # in-place distillation from the first (largest) child
+                    loss = -(teacher * logits.float().log_softmax(1)).sum(1).mean() / len(archs)
+            loop.backward(loss)
+            total += loss.detach()
+        loop.optimizer_step()
+        self.children += len(archs)
+        return total
+
+    def payload(self, dataset: str, val_fraction: float | None, done: bool) -> dict[str, Any]:
+        """The checkpoint of the training so far (without the optimizer once ``done``)."""
+        sn, state = self.supernet, self.loop.state()
         return {
-            "format": FORMAT, "version": VERSION, "space": plain(supernet.space.spec()),
-            "recipe": recipe_of(cfg, sampling, supernet.split, split_after, supernet.bank.sharing),
-            "dataset": data.name,
-            "val_fraction": val_fraction, "bank_entries": supernet.bank.describe(),
-            "split": supernet.split.to_json() if supernet.split is not None else None,
-            "split_active": supernet.split_active, "sharing": supernet.bank.sharing,
-            "banks": [b.state_dict() for b in supernet.banks],
-            "optimizer": None if done else optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "np_rng": rng.bit_generator.state, "epoch": epoch_done, "step": step,
-            "children": children, "group_children": group_children, "train_s": train_s,
-            "final_loss": final_loss, "done": done,
+            "format": FORMAT, "version": VERSION, "space": plain(sn.space.spec()),
+            "recipe": recipe_of(self.loop.cfg, self.sampling, sn.split, self.split_after,
+                                sn.bank.sharing),
+            "dataset": dataset,
+            "val_fraction": val_fraction, "bank_entries": sn.bank.describe(),
+            "split": sn.split.to_json() if sn.split is not None else None,
+            "split_active": sn.split_active, "sharing": sn.bank.sharing,
+            "banks": [b.state_dict() for b in sn.banks],
+            "optimizer": None if done else state["optimizer"],
+            "scaler": state["scaler"], "generator": state["generator"],
+            "torch_rng": state["torch_rng"], "np_rng": self.rng.bit_generator.state,
+            "epoch": state["epoch"], "step": state["step"], "children": self.children,
+            "group_children": self.group_children, "train_s": self.train_s,
+            "final_loss": state["final_loss"], "done": done,
         }
-
-    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    for epoch in range(epoch_done, cfg.epochs):
-        if step >= total_steps:
-            break
-        t0 = time.perf_counter()
-        done = 0
-        for i, xb, yb in epoch_batches(x_train, y_train, data.augment, gen, optimizer, cfg, step, fmt):
-            if split_step is not None and not supernet.split_active and step >= split_step:
-                supernet.activate_split(optimizer)
-            archs = draw(supernet.space, rng)
-            optimizer.zero_grad(set_to_none=True)
-            total = torch.zeros((), device=device)
-            teacher = None
-            for arch in archs:
-                if supernet.split is None or supernet.split_active:
-                    group_children[supernet.group(arch)] += 1
-                ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-                with ctx:
-                    logits = supernet(xb, arch)
-                    if teacher is None:
-                        loss = loss_fn(logits, yb) / len(archs)
-                        if distill:
-                            teacher = logits.detach().float().softmax(1)
-                    else:  # in-place distillation from the first (largest) child
-                        loss = -(teacher * logits.float().log_softmax(1)).sum(1).mean() / len(archs)
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-                total += loss.detach()
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            losses[i] = total
-            children += len(archs)
-            step += 1
-            done = i + 1
-        _check_finite(losses[:done], done, epoch, 0)
-        final_loss = float(losses[:done].mean()) if done else final_loss
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_s += time.perf_counter() - t0
-        epoch_done = epoch + 1
-        if log is not None:
-            log(f"epoch {epoch_done}/{cfg.epochs}  loss {final_loss:.4f}  "
-                f"children {children}  {train_s:.1f} s")
-        last = epoch_done >= cfg.epochs or step >= total_steps
-        if checkpoint is not None and (last or epoch_done % checkpoint_every == 0):
-            save_checkpoint(checkpoint, payload(last))
-    return {"train_s": train_s, "steps": step, "epochs": epoch_done,
-            "final_loss": final_loss, "children": children, "group_children": group_children}
