@@ -35,13 +35,14 @@ EAGER = "eager"
 
 
 @contextmanager
-def cudnn_autotune(device: torch.device) -> Iterator[None]:
-    """cudnn benchmark mode (autotuned kernels for the fixed training shapes) on CUDA."""
+def cudnn_autotune(device: torch.device, on: bool = True) -> Iterator[None]:
+    """cudnn benchmark mode (autotuned kernels for the fixed training shapes) on CUDA,
+    or, with ``on`` False, off there (whatever the process had set)."""
     if device.type != "cuda":
         yield
         return
     saved = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = on
     try:
         yield
     finally:

@@ -176,10 +176,10 @@ def sync(device: torch.device) -> None:
 
 
 @contextmanager
-def held(device: torch.device) -> Iterator[Hold]:
+def held(device: torch.device, autotune: bool = True) -> Iterator[Hold]:
     """The device set up for training: held shared against latency measurements
-    (:mod:`cellblock.core.device_lock`) and, on CUDA, with cudnn autotuning."""
-    with training_hold(device) as hold, cudnn_autotune(device):
+    (:mod:`cellblock.core.device_lock`) and, on CUDA with ``autotune``, cudnn autotuning."""
+    with training_hold(device) as hold, cudnn_autotune(device, autotune):
         yield hold
 
 

@@ -66,6 +66,7 @@ class TrainConfig:
         cuda_graph: Capture the training step as a CUDA graph; ``None`` means on for CUDA
             (falls back to eager, with the reason, when capture fails; see
             :mod:`cellblock.evaluators.cuda_graph`).
+        cudnn_benchmark: cudnn autotuning of the training shapes; ``None`` means on for CUDA.
     """
 
     epochs: int = 10
@@ -83,6 +84,7 @@ class TrainConfig:
     max_steps: int | None = None
     eval_batch_size: int = 512
     cuda_graph: bool | None = None
+    cudnn_benchmark: bool | None = None
 
     @classmethod
     def from_run(cls, config: Mapping[str, Any], *, seed: int, device: str,
@@ -93,6 +95,7 @@ class TrainConfig:
             batch_size=config["batch_size"], lr=config["lr"], weight_decay=config["weight_decay"],
             label_smoothing=config["label_smoothing"], seed=seed, device=device,
             cuda_graph=None if config.get("cuda_graphs", True) else False,
+            cudnn_benchmark=None if config.get("cudnn_benchmark", True) else False,
         )
 
     def validate(self) -> None:
@@ -206,7 +209,7 @@ def train_and_evaluate(
     """
     cfg.validate()
     device = resolve_device(cfg.device)
-    with held(device) as hold:
+    with held(device, autotune=cfg.cudnn_benchmark is not False) as hold:
         return _train(model, data, cfg, device, hold, on_epoch_end, resume)
 
 

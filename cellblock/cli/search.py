@@ -13,7 +13,7 @@ SEARCH_OPTIONS = (
     "val_fraction", "data_dir", "download", "objectives", "device", "out", "seed", "storage",
     "backend", "address", "concurrency", "resources_per_trial", "scheduler", "threads_per_trial",
     "grace_epochs", "reduction_factor", "allow_changed_inputs", "remap_labels", "allow_unstable_latency",
-    "latency_max_spread", "trials_per_gpu", "cuda_graphs", "latency_runtime", "latency_table",
+    "latency_max_spread", "trials_per_gpu", "cuda_graphs", "cudnn_benchmark", "latency_runtime", "latency_table",
 )
 
 
@@ -76,6 +76,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                    help="trials packed on each GPU: auto (from CPU cores and GPU memory) or K")
     p.add_argument("--cuda-graphs", dest="cuda_graphs", action=argparse.BooleanOptionalAction,
                    help="capture training steps as CUDA graphs on CUDA (eager when capture fails)")
+    p.add_argument("--cudnn-benchmark", dest="cudnn_benchmark", action=argparse.BooleanOptionalAction,
+                   help="cudnn autotuning of each candidate's training shapes on CUDA (default on)")
     p.add_argument("--latency-runtime", dest="latency_runtime",
                    help="runtime of measured latency: torch (default), torchscript, onnxruntime")
     p.add_argument("--latency-table", dest="latency_table", metavar="FILE",

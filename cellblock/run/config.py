@@ -110,6 +110,7 @@ FIELDS: dict[str, Field] = {
     "concurrency": Field(None, (int,), "trials evaluated at the same time (default: GPUs x trials_per_gpu with GPUs, else 1)", _positive, nullable=True),
     "trials_per_gpu": Field("auto", (str, int), "trials packed on each GPU: auto (from CPU cores and GPU memory) or N", _trials_per_gpu),
     "cuda_graphs": Field(True, (bool,), "capture training steps as CUDA graphs on CUDA (eager when capture fails)"),
+    "cudnn_benchmark": Field(True, (bool,), "cudnn autotuning of the training shapes on CUDA (each new architecture's convolutions are timed once)"),
     "threads_per_trial": Field(None, (int,), "torch threads per trial (default: 1 for small candidates or with concurrency > 1, else torch's own choice)", _positive, nullable=True),
     "address": Field(None, (str,), "Ray cluster of the ray backend: auto or HOST:PORT (default: a local Ray instance for the run)", nullable=True),
     "resources_per_trial": Field(None, (str,), "Ray resources of one trial, e.g. cpu=1,gpu=0.5 (default cpu=1, with gpu=1/trials_per_gpu when GPUs are used)", _resources, nullable=True),
@@ -122,7 +123,7 @@ FIELDS: dict[str, Field] = {
 # widely trials run (continue a laptop run on a Ray cluster with more workers, or on GPUs).
 # Latency is timed with the device held exclusively (cellblock.core.device_lock).
 RESUMABLE_KEYS = ("trials", "out", "backend", "concurrency", "address", "resources_per_trial",
-                  "trials_per_gpu", "cuda_graphs", "allow_changed_inputs", "allow_unstable_latency")
+                  "trials_per_gpu", "cuda_graphs", "cudnn_benchmark", "allow_changed_inputs", "allow_unstable_latency")
 
 
 def _check(key: str, value: Any) -> Any:

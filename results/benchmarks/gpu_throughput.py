@@ -11,8 +11,9 @@ In one run (one GPU, the same machine) it measures:
    templates plus noise), ``--strategy random --epochs 3``; (b) the default digits search
    (no options). Variants: *local eager* (``--backend local --no-cuda-graphs``: one trial
    at a time, as before device slots), *packed* (``--no-cuda-graphs``: the default device
-   slots, several trials per GPU), *packed + graphs* (no options: the default), and for
-   digits also ``--device cpu``;
+   slots, several trials per GPU), *packed + graphs* (no options: the default), the
+   default with ``--no-cudnn-benchmark`` (autotuning is paid once per new architecture),
+   and for digits also ``--device cpu``;
 2. one training step of three 17k-34k-parameter ``blocks`` networks (1x28x28), batch 64
    and 512, eager vs CUDA graph (bf16 autocast, channels-last, cudnn autotuning in both);
 3. ResNet-18 (torchvision, 10 classes) at 32x32, batch 256: ``train_and_evaluate``
@@ -139,7 +140,8 @@ def searches(smoke: bool, tmp: Path, npz_trials: int, digits_trials: int | None,
     for name, base in settings.items():
         if name not in parts:
             continue
-        variants = [("local eager (before)", local), ("packed", packed), ("packed + graphs (default)", graphs)]
+        variants = [("local eager (before)", local), ("packed", packed), ("packed + graphs (default)", graphs),
+                    ("default without cudnn autotuning", [*graphs, "--no-cudnn-benchmark"])]
         if name == "digits":
             variants.append(("--device cpu", ["--device", "cpu"] if not smoke else local))
         rows[name] = []

@@ -35,7 +35,8 @@ def test_smoke_run_writes_every_section(tmp_path, monkeypatch):
     assert "SMOKE RUN" in text
     for section in ("### npz", "### digits", "## One training step", "## ResNet-18"):
         assert section in text
-    for variant in ("local eager (before)", "| packed |", "packed + graphs (default)", "--device cpu"):
+    for variant in ("local eager (before)", "| packed |", "packed + graphs (default)", "--device cpu",
+                    "default without cudnn autotuning"):
         assert variant in text
     assert "CUDA graphs need a CUDA device" in text  # the CPU fallback reason reaches the report
 

@@ -112,6 +112,28 @@ def test_cuda_graph_off_in_the_search_config():
     assert resolve({"cuda_graphs": False})["cuda_graphs"] is False
 
 
+def test_cudnn_autotuning_switch_reaches_the_training_flag():
+    from cellblock.cli.app import build_parser
+    from cellblock.run.config import resolve
+
+    assert resolve({})["cudnn_benchmark"] is True
+    off = resolve({"cudnn_benchmark": False})
+    assert TrainConfig.from_run(off, seed=0, device="cpu").cudnn_benchmark is False
+    assert TrainConfig.from_run(resolve({}), seed=0, device="cpu").cudnn_benchmark is None
+    args = build_parser().parse_args(["search", "--no-cudnn-benchmark"])
+    assert args.cudnn_benchmark is False
+    saved = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = True  # as a user's process may have set it
+        with cuda_graph.cudnn_autotune(torch.device("cuda"), False):
+            assert torch.backends.cudnn.benchmark is False
+        assert torch.backends.cudnn.benchmark is True
+        with cuda_graph.cudnn_autotune(torch.device("cpu"), True):  # nothing to tune on the CPU
+            assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 # ---- CUDA only -------------------------------------------------------------------------------
 def _curve(graph: bool, epochs: int = 4, model: nn.Module | None = None, **kw) -> tuple[list[float], dict]:
     losses: list[float] = []
