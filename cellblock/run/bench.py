@@ -32,8 +32,9 @@ from cellblock.core.objectives import Objective, objective_matrix, parse_objecti
 from cellblock.evaluators.pipeline import Outcome, trial_seed
 from cellblock.pareto import hypervolume, nondominated_mask
 from cellblock.records import COMPLETE, Trial
+from cellblock.run import config as config_mod
 from cellblock.run.asking import AskLoop
-from cellblock.run.components import Components
+from cellblock.run.components import Components, build_components
 from cellblock.search_spaces.api import SearchSpace, arch_id
 
 REF_OFFSET = 0.1  # reference point = nadir + 10% of the true front's range
@@ -64,9 +65,6 @@ def table_components(space: str, space_args: Mapping[str, Any] | None, table: st
         CellblockError: for an objective the bench cannot provide, a missing or bad table,
             an unknown metric column or a space without a table key.
     """
-    from cellblock.run import config as config_mod
-    from cellblock.run.components import build_components
-
     check_objectives(objectives)
     cfg = config_mod.resolve({"space": space, "space_args": dict(space_args or {}), "evaluator": "table",
                               "table": str(table), "metric": metric, "device": "cpu",
