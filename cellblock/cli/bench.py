@@ -49,15 +49,14 @@ def command_line(args: argparse.Namespace) -> str:
 def _bench(args: argparse.Namespace) -> int:
     from cellblock.core.objectives import parse_objectives
     from cellblock.run.bench import (
-        TableOracle,
         check_strategies,
         parse_budgets,
         run_bench,
+        table_components,
         write_csv,
         write_markdown,
         write_plot,
     )
-    from cellblock.search_spaces.api import SearchSpace
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if not strategies:
@@ -68,8 +67,8 @@ def _bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     budgets = parse_budgets(args.budgets)
     objectives = parse_objectives(args.objectives)
-    space = SearchSpace(args.space, **dict(args.space_arg or []))
-    oracle = TableOracle(space, args.table, args.metric)
+    comps = table_components(args.space, dict(args.space_arg or []), args.table, args.metric, objectives)
+    space = comps.space
     check_strategies(strategies, space, objectives)
     size = space.size()
     if size.exact and max(budgets) > size.value:
@@ -79,8 +78,7 @@ def _bench(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
-    result = run_bench(space, oracle, strategies, seeds, budgets, objectives,
-                       args.workers, log)
+    result = run_bench(comps, strategies, seeds, budgets, objectives, args.workers, log)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "bench.csv", result.rows)

@@ -2,9 +2,10 @@
 
 Every strategy x seed is run once to the largest budget through the ask/tell interface,
 twice: with the single objective ``accuracy`` (for ``best``) and with the multi-objective
-set (default ``accuracy,macs``, for ``hv_ratio``). Candidates are evaluated in-process by
-table look-up (the same key function as the ``table`` evaluator) and cached MACs/params
-(the same :class:`~cellblock.evaluators.table.CostCache`). At each budget ``b``:
+set (default ``accuracy,macs``, for ``hv_ratio``). Proposals go through the run loop's
+:class:`~cellblock.run.asking.AskLoop` and candidates are evaluated in-process by the
+pipeline of ``cellblock search --evaluator table`` (:func:`table_components`): the
+``table`` evaluator's look-up and its cached MACs/params. At each budget ``b``:
 
 * ``best``: the highest table value (raw table units) among the first ``b`` evaluations
   of the single-objective run;
@@ -28,44 +29,57 @@ import numpy as np
 
 from cellblock.core.errors import ConfigError
 from cellblock.core.objectives import Objective, objective_matrix, parse_objectives
+from cellblock.evaluators.pipeline import Outcome, trial_seed
 from cellblock.pareto import hypervolume, nondominated_mask
-from cellblock.records import COMPLETE, FAILED, Trial
+from cellblock.records import COMPLETE, Trial
+from cellblock.run import config as config_mod
+from cellblock.run.asking import AskLoop
+from cellblock.run.components import Components, build_components
 from cellblock.search_spaces.api import SearchSpace, arch_id
 
-EXHAUSTED_AFTER = 200  # consecutive repeated proposals after which a run stops early
 REF_OFFSET = 0.1  # reference point = nadir + 10% of the true front's range
 BENCH_METRICS = ("accuracy", "macs", "params")  # what a table look-up + cost count provides
 CSV_COLUMNS = ("strategy", "seed", "budget", "best", "hv_ratio")
+#: ``evaluate(arch, seed) -> Outcome``: a :class:`~cellblock.evaluators.pipeline.Pipeline`, or
+#: anything answering as one (e.g. its answers looked up once).
+Evaluate = Callable[[Mapping[str, Any], int], Outcome]
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
-class TableOracle:
-    """Evaluates architectures by table look-up plus cached costs.
+def check_objectives(objectives: Sequence[Objective]) -> None:
+    """Fail on an objective a table look-up plus a cost count cannot provide."""
+    for o in objectives:
+        if o.name not in BENCH_METRICS:
+            raise ConfigError(f"bench objective {o.name!r} is not available; choose among: {', '.join(BENCH_METRICS)}")
 
-    Args:
-        space: The space (must have a table key).
-        table_path: CSV or parquet table.
-        metric: Table column; None picks the only numeric one.
-        cache_dir: Cost cache directory (default: the table evaluator's).
+
+def table_components(space: str, space_args: Mapping[str, Any] | None, table: str | Path,
+                     metric: str | None, objectives: Sequence[Objective]) -> Components:
+    """The components of ``cellblock search --evaluator table`` for ``space`` on the CPU.
+
+    Its pipeline evaluates a candidate as a search trial does: MACs/params from the table
+    evaluator's :class:`~cellblock.evaluators.cost_cache.CostCache`, then the table look-up
+    (an architecture missing from the table makes a FAILED outcome).
+
+    Raises:
+        CellblockError: for an objective the bench cannot provide, a missing or bad table,
+            an unknown metric column or a space without a table key.
     """
+    check_objectives(objectives)
+    cfg = config_mod.resolve({"space": space, "space_args": dict(space_args or {}), "evaluator": "table",
+                              "table": str(table), "metric": metric, "device": "cpu",
+                              "objectives": [o.name for o in objectives]})
+    return build_components(cfg)
 
-    def __init__(self, space: SearchSpace, table_path: str | Path, metric: str | None,
-                 cache_dir: str | Path | None = None) -> None:
-        from cellblock.evaluators.table import CostCache, load_table, table_key_fn
 
-        self.space = space
-        self.key_fn = table_key_fn(space)
-        self.table = load_table(table_path, metric)
-        self.costs = CostCache(space, directory=cache_dir)
+def table_of(comps: Components) -> Any:
+    """The :class:`~cellblock.evaluators.table.Table` of table components."""
+    return comps.pipeline.evaluator.table
 
-    def __call__(self, arch: Mapping[str, Any]) -> tuple[str, dict[str, Any], str | None]:
-        """(status, metrics, error) of ``arch``."""
-        metrics: dict[str, Any] = dict(self.costs.get(arch))
-        try:
-            metrics.update(self.table.metrics(self.key_fn(arch)))
-        except Exception as exc:  # a missing row makes a FAILED trial, as in a search
-            return FAILED, metrics, str(exc)
-        return COMPLETE, metrics, None
+
+def evaluate_all(comps: Components, archs: Sequence[Mapping[str, Any]]) -> list[Outcome]:
+    """The outcomes of ``archs`` through the components' pipeline (trial seeds of seed 0)."""
+    return [comps.pipeline(a, trial_seed(0, arch_id(a))) for a in archs]
 
 
 @dataclass
@@ -98,22 +112,23 @@ class TrueFront:
         return hypervolume(self.normalize(F), self.ref)
 
 
-def true_front(oracle: TableOracle, objectives: Sequence[Objective], workers: int = 1,
+def true_front(comps: Components, objectives: Sequence[Objective], workers: int = 1,
                log: Callable[[str], None] | None = None) -> TrueFront:
     """Evaluate every architecture of the space (costs cached on disk) and find the front."""
     t0 = time.perf_counter()
-    archs = list(oracle.space.enumerate())
-    built = oracle.costs.fill(archs, workers=workers)
+    archs = list(comps.space.enumerate())
+    costs = comps.pipeline.evaluator.cost_cache
+    built = costs.fill(archs, workers=workers)
     if log:
-        log(f"costs of {len(archs)} architectures: {built} new, cache {oracle.costs.path}")
-    rows = [m for status, m, _ in map(oracle, archs) if status == COMPLETE]
+        log(f"costs of {len(archs)} architectures: {built} new, cache {costs.path}")
+    rows = [o.metrics for o in evaluate_all(comps, archs) if o.status == COMPLETE]
     if not rows:
-        raise ConfigError(f"no architecture of space {oracle.space.name!r} is in table {str(oracle.table.path)!r}")
+        raise ConfigError(f"no architecture of space {comps.space.name!r} is in table {str(table_of(comps).path)!r}")
     F = objective_matrix(rows, objectives)
     front = F[nondominated_mask(F)]
     ideal, nadir = front.min(axis=0), front.max(axis=0)
     tf = TrueFront(list(objectives), ideal, nadir, 0.0, int(front.shape[0]), len(rows),
-                   0.0, oracle.costs.fill_log())
+                   0.0, costs.fill_log())
     tf.hv = tf.hv_of(front)
     tf.seconds = time.perf_counter() - t0
     return tf
@@ -121,35 +136,29 @@ def true_front(oracle: TableOracle, objectives: Sequence[Objective], workers: in
 
 # ---- one run --------------------------------------------------------------------------------
 def run_strategy(name: str, space: SearchSpace, objectives: Sequence[Objective], seed: int,
-                 budget: int, oracle: Callable[[Mapping[str, Any]], tuple[str, dict[str, Any], str | None]],
-                 options: Mapping[str, Any] | None = None,
+                 budget: int, evaluate: Evaluate, options: Mapping[str, Any] | None = None,
                  ask_seconds: list[float] | None = None) -> list[Trial]:
     """Ask/tell ``name`` for ``budget`` distinct evaluations; return the trials in order.
 
-    Mirrors the run loop: a repeated proposal is answered with the earlier trial and
-    does not count; the run stops early when the space looks exhausted. When
-    ``ask_seconds`` is a list, the wall time of every ``ask`` is appended to it.
+    Proposals go through the run loop's :class:`~cellblock.run.asking.AskLoop`: a repeated
+    proposal is answered with the earlier trial and does not count; the run stops early
+    when the space looks exhausted. ``evaluate(arch, trial_seed)`` gives each outcome.
+    When ``ask_seconds`` is a list, the wall time of every ``ask`` is appended to it.
     """
     from cellblock.strategies.base import make_strategy
 
     strategy = make_strategy(name, space, objectives, seed, options)
+    asks = AskLoop(ask_seconds=ask_seconds)
     trials: list[Trial] = []
     by_id: dict[str, Trial] = {}
-    repeats = 0
-    while len(trials) < budget and repeats < EXHAUSTED_AFTER:
-        t_ask = time.perf_counter()
-        arch = strategy.ask()
-        if ask_seconds is not None:
-            ask_seconds.append(time.perf_counter() - t_ask)
-        aid = arch_id(arch)
-        if aid in by_id:
-            strategy.tell(by_id[aid])
-            repeats += 1
-            continue
-        repeats = 0
-        status, metrics, error = oracle(arch)
-        trial = Trial(number=len(trials), arch_id=aid, arch=dict(arch), status=status,
-                      metrics=metrics, error=error)
+    while len(trials) < budget:
+        proposal = asks.propose(strategy, by_id)
+        if proposal is None:
+            break
+        aid, arch = proposal
+        outcome = evaluate(arch, trial_seed(seed, aid))
+        trial = Trial(number=len(trials), arch_id=aid, arch=dict(arch), status=outcome.status,
+                      metrics=outcome.metrics, error=outcome.error, violation=outcome.violation)
         trials.append(trial)
         by_id[aid] = trial
         strategy.tell(trial)
@@ -205,16 +214,14 @@ def check_strategies(strategies: Sequence[str], space: SearchSpace, objectives: 
     """Fail early on an unknown strategy or an objective a table look-up cannot provide."""
     from cellblock.strategies.base import make_strategy
 
-    for o in objectives:
-        if o.name not in BENCH_METRICS:
-            raise ConfigError(f"bench objective {o.name!r} is not available; choose among: {', '.join(BENCH_METRICS)}")
+    check_objectives(objectives)
     single = parse_objectives("accuracy")
     for name in strategies:
         make_strategy(name, space, single, 0)
         make_strategy(name, space, objectives, 0)
 
 
-def run_bench(space: SearchSpace, oracle: TableOracle, strategies: Sequence[str], seeds: Sequence[int],
+def run_bench(comps: Components, strategies: Sequence[str], seeds: Sequence[int],
               budgets: Sequence[int], objectives: Sequence[Objective], workers: int = 1,
               log: Callable[[str], None] | None = None) -> BenchResult:
     """Run every strategy x seed (two passes each) and collect ``best``/``hv_ratio`` per budget.
@@ -223,10 +230,11 @@ def run_bench(space: SearchSpace, oracle: TableOracle, strategies: Sequence[str]
         CellblockError: for an unknown strategy or an objective a table cannot provide,
             before anything runs.
     """
+    space, table = comps.space, table_of(comps)
     check_strategies(strategies, space, objectives)
     single = parse_objectives("accuracy")
     t0 = time.perf_counter()
-    front = true_front(oracle, objectives, workers, log)
+    front = true_front(comps, objectives, workers, log)
     if log:
         log(f"true front: {front.size} points of {front.n_archs} architectures, hv {front.hv:.6f} "
             f"({front.seconds:.1f} s)")
@@ -235,15 +243,15 @@ def run_bench(space: SearchSpace, oracle: TableOracle, strategies: Sequence[str]
     for name in strategies:
         t1 = time.perf_counter()
         for seed in seeds:
-            so = run_strategy(name, space, single, seed, top, oracle)
-            mo = run_strategy(name, space, objectives, seed, top, oracle)
-            bests = best_at(so, budgets, oracle.table.metric)
+            so = run_strategy(name, space, single, seed, top, comps.pipeline)
+            mo = run_strategy(name, space, objectives, seed, top, comps.pipeline)
+            bests = best_at(so, budgets, table.metric)
             ratios = hv_ratio_at(mo, budgets, front)
             for b, best, ratio in zip(budgets, bests, ratios):
                 rows.append({"strategy": name, "seed": seed, "budget": b, "best": best, "hv_ratio": ratio})
         if log:
             log(f"{name}: {len(seeds)} seeds x 2 runs in {time.perf_counter() - t1:.1f} s")
-    return BenchResult(rows, front, oracle.table.best(), oracle.table.metric, time.perf_counter() - t0)
+    return BenchResult(rows, front, table.best(), table.metric, time.perf_counter() - t0)
 
 
 # ---- outputs --------------------------------------------------------------------------------
@@ -353,13 +361,16 @@ def write_plot(path: Path, result: BenchResult, budgets: Sequence[int]) -> None:
 
 __all__ = [
     "BenchResult",
-    "TableOracle",
     "TrueFront",
     "best_at",
+    "check_objectives",
     "check_strategies",
+    "evaluate_all",
     "hv_ratio_at",
     "parse_budgets",
     "run_bench",
     "run_strategy",
+    "table_components",
+    "table_of",
     "true_front",
 ]

@@ -33,12 +33,11 @@ from cellblock.records import (
 )
 from cellblock.records.rundir import RunDir
 from cellblock.run import config as config_mod
+from cellblock.run.asking import AskLoop
 from cellblock.run.components import build_components
-from cellblock.search_spaces.api import SearchSpace, arch_id
+from cellblock.search_spaces.api import SearchSpace
 from cellblock.strategies.base import Strategy, make_strategy
 
-# Consecutive already-evaluated proposals after which a (small) space counts as exhausted.
-EXHAUSTED_AFTER = 200
 DERIVED_EVERY_S = 10.0
 
 
@@ -157,7 +156,8 @@ class TrialBook:
         self.by_id: dict[str, Trial] = {}
         self.in_flight: dict[str, Trial] = {}
         self.rerun: list[Trial] = []
-        self.repeats = 0
+        #: Asks the strategy, dedupes against finished and in-flight trials, counts repeats.
+        self.asks = AskLoop()
         self.exhausted = False
 
     @property
@@ -179,7 +179,7 @@ class TrialBook:
         self.trials = replay_trials(events)
         finished = sorted((t for t in self.trials if t.done), key=lambda t: (t.end_t or 0, t.number))
         self.by_id = {t.arch_id: t for t in finished}
-        if not fast_forward(self.p.strategy, events, self.trials, EXHAUSTED_AFTER):
+        if not fast_forward(self.p.strategy, events, self.trials, self.asks.exhausted_after):
             if self.p.new_strategy is not None and getattr(self.p.strategy, "replays_by_asking", True):
                 self.p.strategy = self.p.new_strategy()  # undo the partial fast-forward
             self.p.strategy.replay(finished)
@@ -197,20 +197,14 @@ class TrialBook:
         """
         if self.rerun:
             return self.rerun.pop(0)
-        while True:
-            arch = self.p.strategy.ask()
-            aid = arch_id(arch)
-            if aid not in self.by_id and aid not in self.in_flight:
-                self.repeats = 0
-                trial = Trial(number=len(self.trials), arch_id=aid, arch=arch)
-                self.trials.append(trial)
-                return trial
-            if aid in self.by_id:  # never evaluate twice: tell the known result again
-                self.p.strategy.tell(self.by_id[aid])
-            self.repeats += 1
-            if self.repeats >= EXHAUSTED_AFTER:
-                self.exhausted = not self.in_flight
-                return None
+        proposal = self.asks.propose(self.p.strategy, self.by_id, self.in_flight)
+        if proposal is None:
+            self.exhausted = not self.in_flight
+            return None
+        aid, arch = proposal
+        trial = Trial(number=len(self.trials), arch_id=aid, arch=arch)
+        self.trials.append(trial)
+        return trial
 
     def start(self, trial: Trial) -> None:
         """Record the start of ``trial``."""

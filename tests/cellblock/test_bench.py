@@ -106,3 +106,39 @@ def test_regret_and_seed_start():
     assert "--seeds 20 --seed-start 100" in command_line(args)
     args.seed_start = 0
     assert "--seed-start" not in command_line(args)
+
+
+def test_bench_asks_and_evaluates_as_a_table_search(tmp_path, monkeypatch):
+    """The bench's pipeline is the table evaluator's, and its ask loop the run loop's: a bench
+    run and ``cellblock search --evaluator table`` with the same strategy and seed record the
+    same architectures in the same order, with the same outcomes."""
+    from cellblock.evaluators.table import TableEvaluator
+    from cellblock.run import config as config_mod
+    from cellblock.run.bench import run_strategy, table_components, table_of
+    from cellblock.run.runner import Runner, prepare
+    from cellblock.search_spaces.api import SearchSpace
+    from cellblock.search_spaces.nb201 import to_nb201_string
+
+    monkeypatch.setenv("CELLBLOCK_CACHE_DIR", str(tmp_path / "cache"))
+    table = tmp_path / "t.csv"  # every 7th architecture missing (its trials fail)
+    keys = [to_nb201_string(a) for a in SearchSpace("nb201").enumerate()]
+    table.write_text("arch,test_acc\n" + "".join(f"{k},{40 + (i * 7919) % 500 / 10}\n"
+                                                  for i, k in enumerate(keys) if i % 7), encoding="utf-8")
+    objectives = parse_objectives("accuracy,macs")
+    comps = table_components("nb201", {"C": 4, "N": 1}, table, "test_acc", objectives)
+    assert isinstance(comps.pipeline.evaluator, TableEvaluator) and table_of(comps).metric == "test_acc"
+    nsga = {"population_size": 4}
+    bench = run_strategy("nsga2", comps.space, objectives, 3, 14, comps.pipeline, nsga)
+
+    cfg = config_mod.resolve({"space": "nb201", "space_args": {"C": 4, "N": 1}, "evaluator": "table",
+                              "table": str(table), "metric": "test_acc", "strategy": "nsga2",
+                              "strategy_args": nsga, "objectives": "accuracy,macs", "seed": 3,
+                              "trials": 14, "device": "cpu", "backend": "local",
+                              "out": str(tmp_path / "run")})
+    searched = Runner(prepare(cfg), progress=False).run()
+    assert [t.arch_id for t in bench] == [t.arch_id for t in searched]
+    names = ("accuracy", "test_acc", "macs", "params")
+    assert [(t.status, t.error, {k: t.metrics.get(k) for k in names}) for t in bench] == \
+        [(t.status, t.error, {k: t.metrics.get(k) for k in names}) for t in searched]
+    assert len(bench) == 14 and {t.status for t in bench} == {COMPLETE, FAILED}
+    assert all(t.metrics["macs"] > 0 for t in bench)

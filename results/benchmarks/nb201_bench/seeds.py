@@ -17,8 +17,16 @@ import json
 import numpy as np
 
 from cellblock.core.objectives import parse_objectives
-from cellblock.run.bench import TableOracle, best_at, hv_ratio_at, run_strategy, true_front
-from cellblock.search_spaces.api import SearchSpace, arch_id
+from cellblock.run.bench import (
+    best_at,
+    evaluate_all,
+    hv_ratio_at,
+    run_strategy,
+    table_components,
+    table_of,
+    true_front,
+)
+from cellblock.search_spaces.api import arch_id
 
 BUDGETS = [25, 50, 100, 200, 300]
 
@@ -33,20 +41,21 @@ def main() -> None:
     args = ap.parse_args()
     start, stop = (int(x) for x in args.seeds.split(":"))
     options = json.loads(args.options)
-    space = SearchSpace("nb201", num_classes=100)
-    table_oracle = TableOracle(space, args.table, args.metric)
     objectives = parse_objectives("accuracy,macs")
-    front = true_front(table_oracle, objectives)
-    answers = {arch_id(a): table_oracle(a) for a in space.enumerate()}
+    comps = table_components("nb201", {"num_classes": 100}, args.table, args.metric, objectives)
+    space, metric = comps.space, table_of(comps).metric
+    front = true_front(comps, objectives)
+    archs = list(space.enumerate())
+    answers = dict(zip(map(arch_id, archs), evaluate_all(comps, archs)))
 
-    def oracle(arch):  # the same answers as TableOracle, looked up once
+    def oracle(arch, seed):  # the table evaluator's outcomes, looked up once
         return answers[arch_id(arch)]
 
     bests, ratios = [], []
     for seed in range(start, stop):
         so = run_strategy(args.strategy, space, parse_objectives("accuracy"), seed, max(BUDGETS), oracle, options)
         mo = run_strategy(args.strategy, space, objectives, seed, max(BUDGETS), oracle, options)
-        bests.append(best_at(so, BUDGETS, table_oracle.table.metric))
+        bests.append(best_at(so, BUDGETS, metric))
         ratios.append(hv_ratio_at(mo, BUDGETS, front))
     b, h = np.array(bests), np.array(ratios)
     print(f"{args.strategy} {options} seeds {start}..{stop - 1}")

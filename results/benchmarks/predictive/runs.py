@@ -2,10 +2,11 @@
 
 Uses ``cellblock bench``'s own functions (``run_strategy``, ``best_at``, ``hv_ratio_at``,
 ``true_front``) with every table look-up done once up front (the answers are those of
-``TableOracle``). Per strategy x seed it records: best-so-far after every evaluation of the
-single-objective run (``accuracy``), the hv ratio of the ``accuracy,macs`` run at every 5th
-evaluation, and the wall time of every ask (mean at trials 1-100, 101-300). A line already
-in ``--out`` for the same strategy, options and seed is not run again.
+the ``table`` evaluator's pipeline, ``table_components``). Per strategy x seed it records:
+best-so-far after every evaluation of the single-objective run (``accuracy``), the hv
+ratio of the ``accuracy,macs`` run at every 5th evaluation, and the wall time of every
+ask (mean at trials 1-100, 101-300). A line already in ``--out`` for the same strategy,
+options and seed is not run again.
 
 Usage (from the repository root):
     OMP_NUM_THREADS=1 .venv/bin/python results/benchmarks/predictive/runs.py \\
@@ -22,8 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from cellblock.core.objectives import parse_objectives
-from cellblock.run.bench import TableOracle, best_at, hv_ratio_at, run_strategy, true_front
-from cellblock.search_spaces.api import SearchSpace, arch_id
+from cellblock.run.bench import (
+    best_at,
+    evaluate_all,
+    hv_ratio_at,
+    run_strategy,
+    table_components,
+    table_of,
+    true_front,
+)
+from cellblock.search_spaces.api import arch_id
 
 BUDGET = 300
 HV_EVERY = 5
@@ -50,13 +59,14 @@ def main() -> None:
         for line in out.read_text().splitlines():
             r = json.loads(line)
             done.add((r["strategy"], r["tag"], r["seed"], r["mode"], r.get("budget", BUDGET)))
-    space = SearchSpace("nb201", num_classes=100)
-    table_oracle = TableOracle(space, args.table, args.metric)
     objectives = parse_objectives("accuracy,macs")
-    front = true_front(table_oracle, objectives)
-    answers = {arch_id(a): table_oracle(a) for a in space.enumerate()}
+    comps = table_components("nb201", {"num_classes": 100}, args.table, args.metric, objectives)
+    space, metric = comps.space, table_of(comps).metric
+    front = true_front(comps, objectives)
+    archs = list(space.enumerate())
+    answers = dict(zip(map(arch_id, archs), evaluate_all(comps, archs)))
 
-    def oracle(arch):  # the same answers as TableOracle, looked up once
+    def oracle(arch, seed):  # the table evaluator's outcomes, looked up once
         return answers[arch_id(arch)]
 
     for name in args.strategies.split(","):
@@ -75,7 +85,7 @@ def main() -> None:
                        "ask_ms_101_300": 1e3 * float(np.mean(asks[100:300])) if len(asks) > 100 else None,
                        "ask_ms_901_1000": 1e3 * float(np.mean(asks[900:1000])) if len(asks) > 900 else None}
                 if mode == "so":
-                    row["best"] = best_at(trials, list(range(1, args.budget + 1)), table_oracle.table.metric)
+                    row["best"] = best_at(trials, list(range(1, args.budget + 1)), metric)
                 else:
                     row["hv_budgets"] = list(range(HV_EVERY, args.budget + 1, HV_EVERY))
                     row["hv"] = hv_ratio_at(trials, row["hv_budgets"], front)
