@@ -4,21 +4,24 @@
   (``s.choice`` -> ``suggest_categorical``, ``s.integer`` -> ``suggest_int``).
 * :func:`trial_outcome` turns a finished cellblock trial into what Optuna is told: its state,
   objective values, constraint values and the intermediate value of a pruned trial
-  (the rules are in :mod:`cellblock.strategies.optuna_strategy`).
+  (the rules are in :mod:`cellblock.strategies.optuna_strategy`); :func:`tell_outcome`
+  tells it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from cellblock.core.errors import SpaceError
 from cellblock.core.objectives import Constraint, Objective
 from cellblock.records import COMPLETE, FAILED, INFEASIBLE, PRUNED, Trial
 from cellblock.search_spaces.domains import Categorical, Domain, IntRange, Value
 from cellblock.search_spaces.samplers import Sampler
+from cellblock.strategies.optuna_samplers import quiet
 
 _SUGGEST: dict[type[Domain], Callable[[optuna.Trial, str, Any], Value]] = {
     Categorical: lambda t, name, d: t.suggest_categorical(name, list(d.choices)),
@@ -74,3 +77,21 @@ def trial_outcome(trial: Trial, objectives: Sequence[Objective], constraints: Se
         report = [int(trial.metrics.get("epochs") or 0), float(values[0])]
     return {"arch": dict(trial.arch), "state": state, "trial": trial.number,
             "values": values if state == "COMPLETE" else None, "constraints": cons, "report": report}
+
+
+def tell_outcome(study: optuna.Study, handle: optuna.Trial, outcome: Mapping[str, Any],
+                 constraints: Sequence[Constraint], constraint_aware: bool) -> None:
+    """Tell ``study`` the :func:`trial_outcome` of its trial ``handle``.
+
+    Constraint values are set (``Trial.set_constraint``) when the sampler reads them and
+    the trial did not fail; a pruned trial reports its value at its rung first.
+    """
+    if outcome["state"] != "FAIL" and constraint_aware:  # read from trial.constraints
+        for c, value in zip(constraints, outcome["constraints"] or ()):
+            handle.set_constraint(str(c), value)
+    handle.set_user_attr("cellblock_trial", outcome["trial"])
+    if outcome.get("report") and outcome["state"] == "PRUNED":
+        step, value = outcome["report"]
+        handle.report(value, step)  # Optuna's tell(PRUNED) keeps the last intermediate value
+    with quiet():
+        study.tell(handle, values=outcome["values"], state=TrialState[outcome["state"]])

@@ -62,7 +62,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
 
 from cellblock.core.errors import ConfigError, RunError
 from cellblock.core.objectives import Constraint, Objective
@@ -70,7 +69,7 @@ from cellblock.records import Trial
 from cellblock.search_spaces.api import SearchSpace, arch_id
 from cellblock.search_spaces.domains import Value
 from cellblock.strategies.base import STRATEGIES, Strategy
-from cellblock.strategies.optuna_mapping import OptunaTrialSampler, trial_outcome
+from cellblock.strategies.optuna_mapping import OptunaTrialSampler, tell_outcome, trial_outcome
 from cellblock.strategies.optuna_samplers import (
     OWN_OPTIONS,
     SAMPLERS,
@@ -80,14 +79,18 @@ from cellblock.strategies.optuna_samplers import (
     make_sampler,
     quiet,
 )
-from cellblock.strategies.optuna_study import JOURNAL_NAME, check_storage, open_study
+from cellblock.strategies.optuna_study import (
+    ARCH_ATTR,
+    JOURNAL_NAME,
+    check_storage,
+    open_study,
+    settle_study,
+)
 
 __all__ = ["JOURNAL_NAME", "SAMPLERS", "OptunaStrategy", "OptunaTrialSampler", "SamplerSpec", "check_storage"]
 
-ARCH_ATTR = "arch_id"
 OPTUNA_TRIES = 10
 RANDOM_TRIES = 50
-_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 class OptunaStrategy(Strategy):
@@ -230,16 +233,7 @@ class OptunaStrategy(Strategy):
         return trial_outcome(trial, self.objectives, self.constraints, self.spec.constraints)
 
     def _finish(self, number: int, outcome: Mapping[str, Any]) -> None:
-        handle = self._handle(number)
-        if outcome["state"] != "FAIL" and self.spec.constraints:  # read from trial.constraints
-            for c, value in zip(self.constraints, outcome["constraints"] or ()):
-                handle.set_constraint(str(c), value)
-        handle.set_user_attr("cellblock_trial", outcome["trial"])
-        if outcome.get("report") and outcome["state"] == "PRUNED":
-            step, value = outcome["report"]
-            handle.report(value, step)  # Optuna's tell(PRUNED) keeps the last intermediate value
-        with quiet():
-            self.study.tell(handle, values=outcome["values"], state=TrialState[outcome["state"]])
+        tell_outcome(self.study, self._handle(number), outcome, self.constraints, self.spec.constraints)
         self._handles.pop(number, None)
 
     def tell(self, trial: Trial) -> None:
@@ -258,14 +252,8 @@ class OptunaStrategy(Strategy):
     # ---- state ------------------------------------------------------------------------------
     def _sync(self) -> None:
         """Reconcile the study with ``results`` and ``pending`` (see the module docs)."""
-        study = self.study
-        for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            study.tell(study.ask(), state=TrialState.FAIL)  # enqueued by a process that died
-        told = {t.user_attrs.get(ARCH_ATTR) for t in study.get_trials(deepcopy=False, states=_FINISHED)}
-        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         keep = {n for e in self.pending.values() for n in e["numbers"]}
-        for number in sorted(running - keep):  # left by a crash: cellblock re-runs those trials
-            study.tell(number, state=TrialState.FAIL)
+        told, running = settle_study(self.study, keep)
         for aid, outcome in self.results.items():
             if aid not in told:
                 self._finish(self._ask_fixed(outcome["arch"]).number, outcome)

@@ -2,7 +2,8 @@
 
 :func:`check_storage` validates the ``storage`` option at construction (nothing is
 written); :func:`open_study` opens the storage and creates or loads the study on
-first use, checking its directions against the run's.
+first use, checking its directions against the run's; :func:`settle_study` fails the
+trials a dead process left behind, before a resumed strategy reconciles the study.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from cellblock.core.errors import ConfigError, RunError
 from cellblock.records.rundir import RunDir
 from cellblock.strategies.optuna_samplers import quiet
 
 JOURNAL_NAME = RunDir.OPTUNA_JOURNAL
+ARCH_ATTR = "arch_id"  # user attribute of an Optuna trial: the arch_id of its architecture
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def check_storage(storage: Any) -> tuple[str, str | None]:
@@ -106,3 +110,19 @@ def open_study(kind: str, location: str | None, study_name: str, directions: Seq
                           f"directions {[d.name.lower() for d in study.directions]}, this run "
                           f"{directions}; use another storage or study name")
     return study
+
+
+def settle_study(study: optuna.Study, keep: set[int]) -> tuple[set[str | None], set[int]]:
+    """Fail what a dead process left: enqueued (WAITING) trials and RUNNING ones not in ``keep``.
+
+    Returns:
+        The arch_ids of the finished trials, and the numbers of the trials that were
+        running (``keep`` among them, still running).
+    """
+    for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        study.tell(study.ask(), state=TrialState.FAIL)  # enqueued by a process that died
+    told = {t.user_attrs.get(ARCH_ATTR) for t in study.get_trials(deepcopy=False, states=_FINISHED)}
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    for number in sorted(running - keep):  # left by a crash: cellblock re-runs those trials
+        study.tell(number, state=TrialState.FAIL)
+    return told, running
