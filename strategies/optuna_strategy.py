@@ -47,182 +47,57 @@ CMA-ES handles only numeric parameters: ``optuna:cmaes`` raises ConfigError for 
 without integer decisions, and warns once that choice decisions (and conditional ones)
 are sampled independently at random. It needs the ``cmaes`` package and optimises a
 single objective.
+
+The parts live in their own modules: :mod:`.optuna_samplers` (the samplers and the
+checks of their options), :mod:`.optuna_study` (storage and study) and
+:mod:`.optuna_mapping` (decisions as suggestions, trials as outcomes).
 """
+
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import inspect
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
 
-from cellblock.core.errors import ConfigError, RunError, SpaceError
+from cellblock.core.errors import ConfigError, RunError
 from cellblock.core.objectives import Constraint, Objective
-from cellblock.records import COMPLETE, FAILED, INFEASIBLE, PRUNED, Trial
-from cellblock.records.rundir import RunDir
+from cellblock.records import Trial
 from cellblock.search_spaces.api import SearchSpace, arch_id
-from cellblock.search_spaces.domains import Categorical, Domain, IntRange, Value
-from cellblock.search_spaces.samplers import Sampler
+from cellblock.search_spaces.domains import Value
 from cellblock.strategies.base import STRATEGIES, Strategy
+from cellblock.strategies.optuna_mapping import OptunaTrialSampler, tell_outcome, trial_outcome
+from cellblock.strategies.optuna_samplers import (
+    OWN_OPTIONS,
+    SAMPLERS,
+    SamplerSpec,
+    check_numeric,
+    check_sampler_options,
+    make_sampler,
+    quiet,
+)
+from cellblock.strategies.optuna_study import (
+    ARCH_ATTR,
+    JOURNAL_NAME,
+    check_storage,
+    open_study,
+    settle_study,
+)
 
-JOURNAL_NAME = RunDir.OPTUNA_JOURNAL
-ARCH_ATTR = "arch_id"
+__all__ = ["JOURNAL_NAME", "SAMPLERS", "OptunaStrategy", "OptunaTrialSampler", "SamplerSpec", "check_storage"]
+
 OPTUNA_TRIES = 10
 RANDOM_TRIES = 50
-_OWN_OPTIONS = ("storage", "study_name", "constraints")
-_RESERVED = ("self", "seed", "constraints_func")  # set by the strategy (constraints: set_constraint)
-_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """How to build one Optuna sampler and what it supports."""
-
-    cls: type[optuna.samplers.BaseSampler]
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    multi_objective: bool = True
-    constraints: bool = True
-    numeric_only: bool = False
-    needs: str | None = None
-
-    def params(self) -> list[str]:
-        """Options of the sampler a user may set."""
-        sig = inspect.signature(self.cls.__init__).parameters
-        return [p for p in sig if p not in _RESERVED]
-
-
-SAMPLERS: dict[str, SamplerSpec] = {
-    "tpe": SamplerSpec(optuna.samplers.TPESampler),
-    "tpe-multivariate": SamplerSpec(optuna.samplers.TPESampler, {"multivariate": True, "group": True}),
-    "nsga2": SamplerSpec(optuna.samplers.NSGAIISampler),
-    "nsga3": SamplerSpec(optuna.samplers.NSGAIIISampler),
-    "gp": SamplerSpec(optuna.samplers.GPSampler, {"warn_independent_sampling": False}),
-    "random": SamplerSpec(optuna.samplers.RandomSampler, constraints=False),
-    "cmaes": SamplerSpec(optuna.samplers.CmaEsSampler, {"warn_independent_sampling": False},
-                         multi_objective=False, constraints=False, numeric_only=True, needs="cmaes"),
-}
-
-_SUGGEST: dict[type[Domain], Callable[[optuna.Trial, str, Any], Value]] = {
-    Categorical: lambda t, name, d: t.suggest_categorical(name, list(d.choices)),
-    IntRange: lambda t, name, d: t.suggest_int(name, d.low, d.high, step=d.step),
-}
-
-
-class OptunaTrialSampler(Sampler):
-    """Takes every decision from an Optuna trial (``suggest_categorical`` / ``suggest_int``)."""
-
-    def __init__(self, trial: optuna.Trial) -> None:
-        super().__init__()
-        self.trial = trial
-
-    def _pick(self, name: str, domain: Domain) -> Value:
-        suggest = _SUGGEST.get(type(domain))
-        if suggest is None:
-            raise SpaceError(f"decision {name!r}: Optuna strategies support choice and integer "
-                             f"decisions, not {domain.kind!r}")
-        try:
-            return suggest(self.trial, name, domain)
-        except ValueError as exc:
-            raise SpaceError(
-                f"decision {name!r} ({domain.describe()}) does not fit the Optuna study ({exc}); "
-                "give decisions with different choice lists different names"
-            ) from None
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Hide Optuna's ExperimentalWarning (journal, GP, NSGA-III...) and its INFO logs."""
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            yield
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-
-
-def check_storage(storage: Any) -> tuple[str, str | None]:
-    """``(kind, location)`` of a storage option: memory, journal (a path) or rdb (a URL).
-
-    Raises:
-        ConfigError: for a value that is no path or URL, an unknown database, a missing
-            database driver, a directory, or a sqlite file in a missing directory.
-    """
-    if storage is None:
-        return "memory", None
-    if not isinstance(storage, (str, Path)) or not str(storage).strip():
-        raise ConfigError(f"storage must be a journal file path or a database URL, got {storage!r}")
-    text = str(storage).strip()
-    if "://" not in text:
-        path = Path(text).expanduser()
-        if path.is_dir():
-            raise ConfigError(f"storage {text!r} is a directory; give a journal file path such as "
-                              f"{str(path / JOURNAL_NAME)!r}")
-        for parent in path.parents:
-            if parent.exists() and not parent.is_dir():
-                raise ConfigError(f"storage {text!r}: {str(parent)!r} is a file, not a directory")
-        return "journal", str(path)
-    return "rdb", _check_rdb(text)
-
-
-def _check_rdb(url: str) -> str:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        parsed = make_url(url)
-        dialect = parsed.get_dialect()
-        dialect.import_dbapi()
-    except (ArgumentError, ValueError):
-        raise ConfigError(f"bad storage URL {url!r}; use a journal file path or an SQLAlchemy "
-                          "URL such as sqlite:///optuna.db or postgresql://user@host/db") from None
-    except NoSuchModuleError:
-        raise ConfigError(f"storage URL {url!r} names an unknown database {url.split(':')[0]!r}; "
-                          "use a journal file path, sqlite:///..., postgresql://... or mysql://...") from None
-    except ImportError as exc:
-        raise ConfigError(f"storage URL {url!r} needs a database driver that is not installed "
-                          f"({exc.name or exc}); pip install it or use a journal file path") from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        folder = Path(parsed.database).expanduser().parent
-        if not folder.is_dir():
-            raise ConfigError(f"storage URL {url!r}: directory {str(folder)!r} does not exist")
-    return url
-
-
-def _open_storage(kind: str, location: str | None) -> Any:
-    openers: dict[str, Callable[[str | None], Any]] = {
-        "memory": lambda _: optuna.storages.InMemoryStorage(),
-        "journal": _open_journal,
-        "rdb": lambda url: optuna.storages.RDBStorage(url),
-    }
-    try:
-        return openers[kind](location)
-    except (OSError, ImportError, ValueError) as exc:
-        raise RunError(f"cannot open the Optuna storage {location!r}: {exc}") from None
-
-
-def _open_journal(path: str | None) -> Any:
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-    assert path is not None  # noqa: S101  (internal: check_storage gave a path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)  # the storage's own folder
-    return JournalStorage(JournalFileBackend(path))
 
 
 class OptunaStrategy(Strategy):
     """An Optuna sampler behind cellblock's ask/tell (see the module docs).
 
     Registered once per entry of :data:`SAMPLERS` as ``optuna:<name>``; each registered
-    subclass lists its sampler's options in its signature.
+    subclass lists its sampler's options in :meth:`options`.
 
     Args:
         storage: Journal file path, SQLAlchemy URL, or None (in memory).
@@ -248,18 +123,7 @@ class OptunaStrategy(Strategy):
         super().__init__(space, objectives, seed)
         self.spec = SAMPLERS[self.sampler_name]
         self.label = f"optuna:{self.sampler_name}"
-        accepted = self.spec.params()
-        for key in sampler_options:
-            if key not in accepted:
-                raise ConfigError(f"strategy {self.label!r} has no option {key!r}; its options: "
-                                  f"{', '.join((*_OWN_OPTIONS, *accepted))}")
-        if len(self.objectives) > 1 and not self.spec.multi_objective:
-            raise ConfigError(f"strategy {self.label!r} optimises a single objective, got "
-                              f"{len(self.objectives)}; use optuna:tpe or optuna:nsga2")
-        if self.spec.needs and importlib.util.find_spec(self.spec.needs) is None:
-            raise ConfigError(f"strategy {self.label!r} needs the {self.spec.needs!r} package; "
-                              f"pip install {self.spec.needs}")
-        self.sampler_options = {**self.spec.defaults, **sampler_options}
+        self.sampler_options = check_sampler_options(self.label, self.spec, sampler_options, len(self.objectives))
         self.constraints = [c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints]
         if self.constraints and not hasattr(optuna.trial.Trial, "set_constraint"):
             raise ConfigError(f"constraints with {self.label!r} need optuna >= 5.0 "
@@ -269,7 +133,7 @@ class OptunaStrategy(Strategy):
         self.sampler_seed = seed
         self._make_sampler(seed)  # bad option values fail now
         if self.spec.numeric_only:
-            self._check_numeric()
+            check_numeric(self.label, self.space, self.seed)
         self.results: dict[str, dict[str, Any]] = {}  # arch_id -> outcome told (in order)
         self.pending: dict[str, dict[str, Any]] = {}  # arch_id -> {"arch", "numbers"}
         self.n_asked = 0
@@ -280,9 +144,8 @@ class OptunaStrategy(Strategy):
     @classmethod
     def options(cls) -> list[str]:
         """The strategy's own options, then the sampler's."""
-        return [*_OWN_OPTIONS, *SAMPLERS[cls.sampler_name].params()]
+        return [*OWN_OPTIONS, *SAMPLERS[cls.sampler_name].params()]
 
-    # ---- run options ------------------------------------------------------------------------
     @classmethod
     def run_options(cls, config: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
         """Options the run loop fills: storage (default ``RUN/optuna.journal``), study, constraints."""
@@ -292,44 +155,14 @@ class OptunaStrategy(Strategy):
 
     # ---- sampler and study ------------------------------------------------------------------
     def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        kwargs = dict(self.sampler_options, seed=seed)
-        with _quiet():
-            try:
-                return self.spec.cls(**kwargs)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"strategy {self.label!r}: bad sampler option ({exc}); options "
-                                  f"given: {self.sampler_options}") from None
-
-    def _check_numeric(self) -> None:
-        rng = np.random.default_rng(self.seed)
-        kinds: dict[str, str] = {}
-        for _ in range(16):
-            for d in self.space.trace(self.space.sample(rng)):
-                kinds[d.name] = d.domain.kind
-        if IntRange.kind not in kinds.values():
-            raise ConfigError(f"strategy {self.label!r} needs integer decisions but space "
-                              f"{self.space.name!r} has only choices; use optuna:tpe or optuna:gp")
-        n_cat = sum(k != IntRange.kind for k in kinds.values())
-        if n_cat:
-            warnings.warn(f"{self.label}: {n_cat} choice decisions of space {self.space.name!r} are "
-                          "sampled independently at random (CMA-ES handles integers only)",
-                          UserWarning, stacklevel=3)
+        return make_sampler(self.label, self.spec, self.sampler_options, seed)
 
     @property
     def study(self) -> optuna.Study:
         """The Optuna study, created or loaded on first use."""
         if self._study is None:
-            storage = _open_storage(self.storage_kind, self.storage_location)
-            directions = [o.direction for o in self.objectives]
-            with _quiet():
-                study = optuna.create_study(storage=storage, study_name=self.study_name,
-                                            directions=directions, load_if_exists=True,
-                                            sampler=self._make_sampler(self.sampler_seed))
-            if [d.name.lower() for d in study.directions] != directions:
-                raise ConfigError(f"Optuna study {self.study_name!r} in {self.storage_location!r} has "
-                                  f"directions {[d.name.lower() for d in study.directions]}, this run "
-                                  f"{directions}; use another storage or study name")
-            self._study = study
+            self._study = open_study(self.storage_kind, self.storage_location, self.study_name,
+                                     [o.direction for o in self.objectives], self._make_sampler(self.sampler_seed))
         return self._study
 
     def _reseed(self) -> None:
@@ -352,7 +185,7 @@ class OptunaStrategy(Strategy):
 
     def _ask_fixed(self, arch: Mapping[str, Any]) -> optuna.Trial:
         """An Optuna trial whose parameters are exactly ``arch`` (enqueued, then asked)."""
-        with _quiet():
+        with quiet():
             self.study.enqueue_trial(dict(arch))
             trial = self.study.ask()
         aid = arch_id(arch)
@@ -397,33 +230,10 @@ class OptunaStrategy(Strategy):
         return arch  # every try was known: the space looks exhausted
 
     def _outcome(self, trial: Trial) -> dict[str, Any]:
-        values = [trial.value(o.name) for o in self.objectives]
-        known = None not in values
-        states = {COMPLETE: ("COMPLETE", "FAIL"), FAILED: ("FAIL", "FAIL"),
-                  INFEASIBLE: ("COMPLETE" if self.spec.constraints else "PRUNED", "PRUNED"),
-                  PRUNED: ("PRUNED", "PRUNED")}
-        state = states.get(trial.status, ("FAIL", "FAIL"))[0 if known else 1]
-        cons = None
-        if self.constraints:
-            cons = [float(v) if (v := c.violation(trial.metrics)) is not None else 0.0
-                    for c in self.constraints]
-        report = None  # (step, value) of a pruned trial at its rung (single objective only)
-        if trial.status == PRUNED and len(values) == 1 and values[0] is not None:
-            report = [int(trial.metrics.get("epochs") or 0), float(values[0])]
-        return {"arch": dict(trial.arch), "state": state, "trial": trial.number,
-                "values": values if state == "COMPLETE" else None, "constraints": cons, "report": report}
+        return trial_outcome(trial, self.objectives, self.constraints, self.spec.constraints)
 
     def _finish(self, number: int, outcome: Mapping[str, Any]) -> None:
-        handle = self._handle(number)
-        if outcome["state"] != "FAIL" and self.spec.constraints:  # read from trial.constraints
-            for c, value in zip(self.constraints, outcome["constraints"] or ()):
-                handle.set_constraint(str(c), value)
-        handle.set_user_attr("cellblock_trial", outcome["trial"])
-        if outcome.get("report") and outcome["state"] == "PRUNED":
-            step, value = outcome["report"]
-            handle.report(value, step)  # Optuna's tell(PRUNED) keeps the last intermediate value
-        with _quiet():
-            self.study.tell(handle, values=outcome["values"], state=TrialState[outcome["state"]])
+        tell_outcome(self.study, self._handle(number), outcome, self.constraints, self.spec.constraints)
         self._handles.pop(number, None)
 
     def tell(self, trial: Trial) -> None:
@@ -442,14 +252,8 @@ class OptunaStrategy(Strategy):
     # ---- state ------------------------------------------------------------------------------
     def _sync(self) -> None:
         """Reconcile the study with ``results`` and ``pending`` (see the module docs)."""
-        study = self.study
-        for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            study.tell(study.ask(), state=TrialState.FAIL)  # enqueued by a process that died
-        told = {t.user_attrs.get(ARCH_ATTR) for t in study.get_trials(deepcopy=False, states=_FINISHED)}
-        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         keep = {n for e in self.pending.values() for n in e["numbers"]}
-        for number in sorted(running - keep):  # left by a crash: cellblock re-runs those trials
-            study.tell(number, state=TrialState.FAIL)
+        told, running = settle_study(self.study, keep)
         for aid, outcome in self.results.items():
             if aid not in told:
                 self._finish(self._ask_fixed(outcome["arch"]).number, outcome)

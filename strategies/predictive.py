@@ -24,6 +24,10 @@ predicted probability of being feasible. Trials asked and not yet told (concurre
 join the front at their predicted values (kriging believer) and candidates close to them
 (few decisions apart) are penalised, so a batch is not a set of near-duplicates. The
 whole state is JSON-able; the models are refitted from it, deterministically.
+
+The parts live in their own modules: :mod:`.predictive_models` (fitting and querying
+the surrogates), :mod:`.predictive_acquisition` (EI, EHVI, Tukey's fence) and
+:mod:`.predictive_pool` (the candidates).
 """
 
 from __future__ import annotations
@@ -34,32 +38,26 @@ from typing import Any
 import numpy as np
 
 from cellblock.core.errors import ConfigError
-from cellblock.core.objectives import Constraint, Objective, get_metric
-from cellblock.pareto import hypervolume, nondominated_mask
-from cellblock.records import COMPLETE, INFEASIBLE, PRUNED, Trial
+from cellblock.core.objectives import Constraint, Objective
+from cellblock.pareto import nondominated_mask
+from cellblock.records import Trial
 from cellblock.search_spaces.api import SearchSpace, arch_id
 from cellblock.strategies.base import Strategy, check_positive_int, register_strategy
+from cellblock.strategies.predictive_acquisition import ehvi, expected_improvement, fenced, hamming
+from cellblock.strategies.predictive_models import (
+    MODELLED,
+    Models,
+    fit_models,
+    model_targets,
+    objective_predictions,
+    p_feasible,
+)
+from cellblock.strategies.predictive_pool import Candidate, CandidatePool
 from cellblock.strategies.selection import survivors, trial_from_state, trial_to_state
-from cellblock.strategies.surrogate import Encoder, RidgeEnsemble
+from cellblock.strategies.surrogate import Encoder
 
-SHORTLIST = 8  # candidates whose EHVI is integrated (the others: optimistic HVI only)
 CLIMB_STEPS = 2  # hill-climbing steps on the acquisition from the pool's best candidate (one objective)
 CLIMB_MOVES = 16  # one-decision moves scored per step (a random subset when there are more)
-QUANTILES = 8  # normal quantiles integrating EHVI
-REF_OFFSET = 0.1  # reference point = nadir + 10% of the front's range (as in cellblock bench)
-MODELLED = (COMPLETE, INFEASIBLE, PRUNED)  # statuses whose metrics are observations
-
-
-def _cdf(x: np.ndarray) -> np.ndarray:
-    """Standard normal CDF (scipy imported on first use: it is slow to import for every CLI call)."""
-    from scipy.special import ndtr
-
-    return ndtr(x)
-
-
-def _hamming(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
-    """Number of decisions in which two architectures differ (absent counts as a value)."""
-    return sum(1 for k in a.keys() | b.keys() if k not in a or k not in b or a[k] != b[k])
 
 
 @register_strategy("predictive")
@@ -106,12 +104,11 @@ class PredictiveSearch(Strategy):
         self.observed: list[Trial] = []  # told trials, one per architecture, in order
         self.observed_ids: set[str] = set()
         self.pending: dict[str, dict[str, Any]] = {}  # asked, not yet told
-        self.pool: dict[str, dict[str, Any]] = {}  # explorer candidates, oldest first
-        self.hoods: dict[str, list[dict[str, Any]]] = {}  # parent arch_id -> its neighbours
+        self.pool = CandidatePool(space, self.candidates)
         self.n_asked = 0
         self.n_fit = 0  # observations the models were fitted on
         self.width_fit = 0
-        self._models: dict[str, tuple[RidgeEnsemble, bool]] | None = None
+        self._models: Models | None = None
 
     @classmethod
     def run_options(cls, config: Mapping[str, Any], run_dir: Any) -> dict[str, Any]:
@@ -121,36 +118,13 @@ class PredictiveSearch(Strategy):
         return {"constraints": list(config.get("constraints") or [])}
 
     # ---- models -------------------------------------------------------------------------------
-    def _targets(self) -> dict[str, bool]:
-        """Modelled metric -> whether it is cheap (objectives, then constrained metrics)."""
-        names = {o.name: o.cheap for o in self.objectives}
-        for c in self.constraints:
-            names.setdefault(c.metric, get_metric(c.metric).cheap)
-        return names
-
     def _fit(self) -> None:
         """Fit one model per modelled metric on the first ``n_fit`` observations."""
         rng = np.random.default_rng([self.seed, self.n_fit, 1])
         trials = [t for t in self.observed[: self.n_fit] if t.status in MODELLED]
         X = self.encoder.encode([t.arch for t in trials], self.width_fit, [t.arch_id for t in trials])
-        self._models = {}
-        for name, cheap in self._targets().items():
-            y = np.array([t.value(name) if t.value(name) is not None else np.nan for t in trials], dtype=float)
-            ok = np.isfinite(y)
-            if ok.sum() < 2:
-                continue
-            if not cheap:  # the worse tail (failed-to-learn networks) would swamp the fit: Tukey's fence
-                q1, q3 = np.percentile(y[ok], [25, 75])
-                if get_metric(name).direction == "maximize":
-                    y = np.maximum(y, q1 - 1.5 * (q3 - q1))
-                else:
-                    y = np.minimum(y, q3 + 1.5 * (q3 - q1))
-            model = RidgeEnsemble(1 if cheap else self.members, self.hidden).fit(X[ok], y[ok], rng)
-            self._models[name] = (model, False)
-            if cheap and model.loo_rmse > 1e-3 and bool((y[ok] > 0).all()):  # a multiplicative cost: log scale?
-                logm = RidgeEnsemble(1, self.hidden).fit(X[ok], np.log(y[ok]), rng)
-                if logm.loo_rmse < model.loo_rmse:
-                    self._models[name] = (logm, True)
+        targets = model_targets(self.objectives, self.constraints)
+        self._models = fit_models(trials, X, targets, self.members, self.hidden, rng)
 
     def _maybe_refit(self) -> None:
         """Refit after every tell up to 100 observations, then after every n/100 (amortised cost)."""
@@ -159,118 +133,16 @@ class PredictiveSearch(Strategy):
             self.n_fit, self.width_fit = n, self.encoder.width
             self._fit()
 
-    def _predict(self, name: str, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """(mean, std) of metric ``name`` in its own units (log scale undone: std is relative)."""
-        assert self._models is not None  # noqa: S101  (internal: fitted before use)
-        if name not in self._models:
-            return None
-        model, log = self._models[name]
-        mu, sd = model.predict(X)
-        return (np.exp(mu), np.exp(mu) * sd) if log else (mu, sd)
-
-    def _objective_preds(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """(mean, std) of the minimisation values of every objective, or None if one is unmodelled."""
-        M, S = np.zeros((len(X), len(self.objectives))), np.zeros((len(X), len(self.objectives)))
-        for j, o in enumerate(self.objectives):
-            pred = self._predict(o.name, X)
-            if pred is None:
-                return None
-            M[:, j] = -pred[0] if o.direction == "maximize" else pred[0]
-            S[:, j] = pred[1]
-        return M, S
-
-    def _p_feasible(self, X: np.ndarray) -> np.ndarray:
-        p = np.ones(len(X))
-        for c in self.constraints:
-            pred = self._predict(c.metric, X)
-            if pred is not None:
-                gap = (c.bound - pred[0]) if c.op == "<=" else (pred[0] - c.bound)
-                p *= _cdf(gap / pred[1])
-        return p
-
     # ---- candidates -----------------------------------------------------------------------------
-    def _fenced(self, F: np.ndarray) -> np.ndarray:
-        """Finite rows of ``F`` (minimisation) that are, with several objectives, inside Tukey's
-        fence (Q3 + 1.5 IQR) of every expensive objective: a network that failed to learn may
-        sit on the front's cheap end, but should not set its nadir."""
-        ok = np.isfinite(F).all(axis=1)
-        if len(self.objectives) > 1 and ok.sum() >= 4:
-            inside = ok.copy()
-            for j, o in enumerate(self.objectives):
-                if not o.cheap:
-                    q1, q3 = np.percentile(F[ok, j], [25, 75])
-                    inside &= F[:, j] <= q3 + 1.5 * (q3 - q1)
-            if inside.any():
-                return inside
-        return ok
-
     def _parents(self, F: np.ndarray) -> list[Trial]:
         """The best feasible trials: the whole front (at most ``4 * parents``), at least ``parents``."""
-        ok = np.flatnonzero(self._fenced(F))
+        ok = np.flatnonzero(fenced(F, self.objectives))
         if len(ok) == 0:
             return []
         n_front = int(nondominated_mask(F[ok]).sum())
         k = min(max(self.parents, n_front), 4 * self.parents, len(ok))
         idx, _, _ = survivors(F[ok], k)
         return [self.observed[int(ok[i])] for i in idx]
-
-    def _refresh_pool(self, parents: list[Trial]) -> list[tuple[str, dict[str, Any]]]:
-        """The candidates of this ask (never asked before): parents' neighbourhoods and explorers.
-
-        A parent's one-decision neighbours are made once (at most ``candidates // 4``
-        of them, a random subset) and kept while it is a parent. With several objectives
-        the candidates are the untried neighbours of the front member with the fewest tried
-        (Pareto local search, ordered by EHVI); only when every parent's neighbourhood is
-        tried do the explorers and the other neighbourhoods compete. Each ask adds
-        ``candidates // 8`` explorers: a quarter mutations (one or two decisions) of
-        parents, an eighth mutated crossovers of two parents, the rest random samples;
-        the oldest leave when more than ``candidates // 2`` are kept.
-        """
-        pool = self.pool
-
-        def new(arch: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-            aid = arch_id(arch)
-            return None if aid in self.seen else (aid, arch)
-
-        current = {p.arch_id for p in parents}
-        for aid in [aid for aid in self.hoods if aid not in current]:
-            del self.hoods[aid]
-        for p in parents:
-            if p.arch_id not in self.hoods:
-                moves = self.space.moves(p.arch)
-                picks = self.rng.permutation(len(moves))[: max(self.candidates // 4, 1)]
-                self.hoods[p.arch_id] = [self.space.neighbour(p.arch, *moves[int(i)], self.rng) for i in picks]
-        fresh = max(self.candidates // 8, 8)
-        made = []
-        for _ in range(fresh // 4):
-            p = parents[int(self.rng.integers(len(parents)))]
-            made.append(self.space.mutate(p.arch, self.rng, n=1 + int(self.rng.integers(2))))
-        n_cross = fresh // 8 if len(parents) > 1 else 0
-        for _ in range(n_cross):
-            i, j = self.rng.choice(len(parents), size=2, replace=False)
-            made.append(self.space.mutate(self.space.crossover(parents[int(i)].arch, parents[int(j)].arch,
-                                                               self.rng), self.rng))
-        made += [self.space.sample(self.rng) for _ in range(fresh - fresh // 4 - n_cross)]
-        for item in map(new, made):
-            if item is not None:
-                pool[item[0]] = item[1]
-        for aid in [aid for aid in pool if aid in self.seen]:
-            del pool[aid]
-        for aid in list(pool)[: max(len(pool) - self.candidates // 2, 0)]:
-            del pool[aid]
-        if len(self.objectives) > 1:  # Pareto local search: the least explored front member's neighbours
-            open_ = [(sum(arch_id(a) in self.seen for a in self.hoods[p.arch_id]), k, p)
-                     for k, p in enumerate(parents)
-                     if any(new(a) is not None for a in self.hoods[p.arch_id])]
-            if open_:
-                p = min(open_, key=lambda x: (x[0], x[1]))[2]
-                return [item for item in map(new, self.hoods[p.arch_id]) if item is not None]
-        out = dict(pool)
-        for hood in self.hoods.values():
-            for item in map(new, hood):
-                if item is not None:
-                    out.setdefault(*item)
-        return list(out.items())
 
     def _space_filling(self) -> dict[str, Any]:
         """The farthest (in decisions changed) of a few random samples from everything asked."""
@@ -280,75 +152,45 @@ class PredictiveSearch(Strategy):
             arch = self.space.sample(self.rng)
             if arch_id(arch) in self.seen:
                 continue
-            d = min((_hamming(arch, a) for a in asked), default=0)
+            d = min((hamming(arch, a) for a in asked), default=0)
             if d > best_d:
                 best, best_d = arch, d
         return best if best is not None else self.fresh(lambda: self.space.sample(self.rng))
 
     # ---- acquisition --------------------------------------------------------------------------
-    def _ei(self, M: np.ndarray, S: np.ndarray, best: float) -> np.ndarray:
-        u = (best - M[:, 0]) / S[:, 0]
-        return (best - M[:, 0]) * _cdf(u) + S[:, 0] * np.exp(-0.5 * u**2) / np.sqrt(2 * np.pi)
-
-    def _ehvi(self, M: np.ndarray, S: np.ndarray, front: np.ndarray) -> np.ndarray:
-        """EHVI of candidates (means ``M``, stds ``S``, minimisation) over ``front``.
-
-        Objectives are scaled by the front's ideal and nadir; the reference point is the
-        nadir + 10% of the range (the convention of ``cellblock bench``).
-        """
-        lo, hi = front.min(axis=0), front.max(axis=0)
-        span = np.where(hi > lo, hi - lo, np.maximum(np.abs(hi), 1e-12))
-        P, Mn, Sn = (front - lo) / span, (M - lo) / span, S / span
-        ref = np.full(front.shape[1], 1.0 + REF_OFFSET)
-        base = hypervolume(P, ref)
-        opt = Mn - 2.0 * Sn  # optimistic points
-        eps = np.min(np.max(opt[:, None, :] - P[None, :, :], axis=2), axis=1)  # < 0: not dominated
-        open_ = np.flatnonzero(eps < 0)
-        if len(open_) == 0:  # nothing can improve the front: closest to doing so (additive epsilon)
-            return -eps
-        open_ = open_[np.argsort(eps[open_], kind="stable")[: 4 * SHORTLIST]]
-        score = np.zeros(len(M))
-        hvi = np.array([hypervolume(np.vstack([P, opt[i]]), ref) - base for i in open_])
-        short = open_[np.argsort(-hvi, kind="stable")[:SHORTLIST]]
-        from scipy.special import ndtri  # the standard normal quantile function
-
-        z = ndtri((np.arange(QUANTILES) + 0.5) / QUANTILES)
-        for i in short:
-            Y = Mn[i] + np.outer(z, Sn[i])
-            score[i] = np.mean([hypervolume(np.vstack([P, y]), ref) - base for y in Y]) + 1e-12
-        return score
-
-    def _scorer(self) -> Callable[[list[tuple[str, dict[str, Any]]]], np.ndarray] | None:
+    def _scorer(self) -> Callable[[list[Candidate]], np.ndarray] | None:
         """The acquisition of this ask (None before the models can score): higher is better."""
         F = self.fitness(self.observed)
-        finite = self._fenced(F)
-        if not finite.any() or any(o.name not in (self._models or {}) for o in self.objectives):
+        finite = fenced(F, self.objectives)
+        models = self._models or {}
+        if not finite.any() or any(o.name not in models for o in self.objectives):
             return None
         best = float(F[finite, 0].min())
         front = F[finite][nondominated_mask(F[finite])]
         pending = [e["arch"] for e in self.pending.values()]
         if pending and len(self.objectives) > 1:  # kriging believer: pending trials at their predicted values
-            front = np.vstack([front, self._objective_preds(self.encoder.encode(pending))[0]])
+            front = np.vstack([front, objective_predictions(models, self.objectives,
+                                                            self.encoder.encode(pending))[0]])
             front = front[nondominated_mask(front)]
 
-        def score(items: list[tuple[str, dict[str, Any]]]) -> np.ndarray:
+        def score(items: list[Candidate]) -> np.ndarray:
             X = self.encoder.encode([a for _, a in items], ids=[aid for aid, _ in items])
-            M, S = self._objective_preds(X)
+            M, S = objective_predictions(models, self.objectives, X)
             if len(self.objectives) > 1:
-                acq = self._ehvi(M, S, front)
+                acq = ehvi(M, S, front)
             elif self.acquisition == "ts":  # independent Thompson sampling (BANANAS): a draw per candidate
                 acq = np.maximum(best - (M[:, 0] + S[:, 0] * self.rng.standard_normal(len(M))), 0.0)
             else:
-                acq = self._ei(M, S, best)
-            factor = self._p_feasible(X)
+                acq = expected_improvement(M, S, best)
+            factor = p_feasible(models, self.constraints, X)
             for arch in pending:  # local penalisation of candidates near pending ones
-                d = np.array([_hamming(a, arch) for _, a in items])
+                d = np.array([hamming(a, arch) for _, a in items])
                 factor = factor * d / (d + 1.0)
             return np.where(acq >= 0, acq * factor, acq / np.maximum(factor, 1e-12))
 
         return score
 
-    def _choose(self, items: list[tuple[str, dict[str, Any]]]) -> dict[str, Any] | None:
+    def _choose(self, items: list[Candidate]) -> dict[str, Any] | None:
         """The best candidate of the pool; with one objective, improved by hill climbing on the acquisition."""
         score = self._scorer()
         if score is None:
@@ -357,13 +199,7 @@ class PredictiveSearch(Strategy):
         i = int(np.argmax(acq))
         best, best_acq = items[i], float(acq[i])
         for _ in range(CLIMB_STEPS if len(self.objectives) == 1 else 0):  # the front's neighbourhoods are in the pool
-            moves = self.space.moves(best[1])
-            hood = []
-            for k in self.rng.permutation(len(moves))[:CLIMB_MOVES]:
-                arch = self.space.neighbour(best[1], *moves[int(k)], self.rng)
-                aid = arch_id(arch)
-                if aid not in self.seen:
-                    hood.append((aid, arch))
+            hood = self._untried_moves(best[1])
             if not hood:
                 break
             acq = score(hood)
@@ -372,6 +208,17 @@ class PredictiveSearch(Strategy):
                 break
             best, best_acq = hood[i], float(acq[i])
         return best[1]
+
+    def _untried_moves(self, arch: dict[str, Any]) -> list[Candidate]:
+        """Up to ``CLIMB_MOVES`` one-decision neighbours of ``arch`` (a random subset), never asked."""
+        moves = self.space.moves(arch)
+        hood = []
+        for k in self.rng.permutation(len(moves))[:CLIMB_MOVES]:
+            near = self.space.neighbour(arch, *moves[int(k)], self.rng)
+            aid = arch_id(near)
+            if aid not in self.seen:
+                hood.append((aid, near))
+        return hood
 
     # ---- ask / tell ---------------------------------------------------------------------------
     def ask(self) -> dict[str, Any]:
@@ -382,7 +229,7 @@ class PredictiveSearch(Strategy):
             F = self.fitness(self.observed)
             parents = self._parents(F)
             if parents:
-                pool = self._refresh_pool(parents)
+                pool = self.pool.refresh(parents, self.seen, self.rng, pareto_local=len(self.objectives) > 1)
                 arch = self._choose(pool) if pool else None
         if arch is None:
             arch = self._space_filling() if self.n_asked <= self.n_init else None
@@ -411,7 +258,8 @@ class PredictiveSearch(Strategy):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state.update(observed=[trial_to_state(t) for t in self.observed], pending=dict(self.pending),
-                     pool=list(self.pool.values()), hoods={k: list(v) for k, v in self.hoods.items()},
+                     pool=list(self.pool.explorers.values()),
+                     hoods={k: list(v) for k, v in self.pool.hoods.items()},
                      n_asked=self.n_asked, n_fit=self.n_fit, width_fit=self.width_fit,
                      encoder=self.encoder.state_dict(), model_seed=self.seed)
         return state
@@ -421,8 +269,8 @@ class PredictiveSearch(Strategy):
         self.observed = [trial_from_state(d) for d in state["observed"]]
         self.observed_ids = {t.arch_id for t in self.observed}
         self.pending = {aid: {"arch": dict(e["arch"])} for aid, e in state["pending"].items()}
-        self.pool = {arch_id(a): dict(a) for a in state["pool"]}
-        self.hoods = {k: [dict(a) for a in v] for k, v in state["hoods"].items()}
+        self.pool.explorers = {arch_id(a): dict(a) for a in state["pool"]}
+        self.pool.hoods = {k: [dict(a) for a in v] for k, v in state["hoods"].items()}
         self.n_asked = int(state["n_asked"])
         self.n_fit, self.width_fit = int(state["n_fit"]), int(state["width_fit"])
         self.encoder.load_state_dict(state["encoder"])

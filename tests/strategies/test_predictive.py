@@ -11,7 +11,7 @@ from cellblock.core.objectives import parse_objectives
 from cellblock.records import COMPLETE, FAILED, INFEASIBLE, Trial
 from cellblock.search_spaces import SearchSpace, arch_id
 from cellblock.strategies import make_strategy
-from cellblock.strategies.predictive import _hamming
+from cellblock.strategies.predictive_acquisition import hamming as _hamming
 from cellblock.strategies.surrogate import Encoder, RidgeEnsemble
 
 
