@@ -17,11 +17,11 @@ import numpy as np
 
 from cellblock.core.objectives import Objective
 from cellblock.pareto import hypervolume
+from cellblock.pareto.volume import REF_OFFSET
 from cellblock.strategies.predictive_models import normal_cdf
 
 SHORTLIST = 8  # candidates whose EHVI is integrated (the others: optimistic HVI only)
 QUANTILES = 8  # normal quantiles integrating EHVI
-REF_OFFSET = 0.1  # reference point = nadir + 10% of the front's range (as in cellblock bench)
 
 
 def hamming(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:

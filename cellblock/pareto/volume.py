@@ -10,6 +10,11 @@ import numpy as np
 from cellblock.core.errors import ConfigError
 from cellblock.pareto.dominance import _as_matrix, _as_vector, _finite_rows, _mask_general
 
+#: Hypervolume reference point of a front normalised to [0, 1] per objective (ideal 0,
+#: nadir 1): the nadir plus this fraction of the range, so that the nadir's own points
+#: still count (used by ``cellblock bench`` and the predictive strategy's EHVI).
+REF_OFFSET = 0.1
+
 
 class _Front2D:
     """Incremental 2-D staircase (x ascending, y strictly descending) and its area."""

@@ -31,13 +31,13 @@ from cellblock.core.errors import ConfigError
 from cellblock.core.objectives import Objective, objective_matrix, parse_objectives
 from cellblock.evaluators.pipeline import Outcome, trial_seed
 from cellblock.pareto import hypervolume, nondominated_mask
+from cellblock.pareto.volume import REF_OFFSET
 from cellblock.records import COMPLETE, Trial
 from cellblock.run import config as config_mod
 from cellblock.run.asking import AskLoop
 from cellblock.run.components import Components, build_components
 from cellblock.search_spaces.api import SearchSpace, arch_id
 
-REF_OFFSET = 0.1  # reference point = nadir + 10% of the true front's range
 BENCH_METRICS = ("accuracy", "macs", "params")  # what a table look-up + cost count provides
 CSV_COLUMNS = ("strategy", "seed", "budget", "best", "hv_ratio")
 #: ``evaluate(arch, seed) -> Outcome``: a :class:`~cellblock.evaluators.pipeline.Pipeline`, or
