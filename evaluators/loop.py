@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cellblock.core.device_lock import sync_device as sync
 from cellblock.core.device_lock import training_hold
 from cellblock.core.errors import EvaluationError
 from cellblock.data import Augment, Dataset
@@ -167,12 +168,6 @@ def check_finite(window: torch.Tensor, size: int, epoch: int, first_step: int) -
             f"loss became NaN at epoch {epoch + 1} step {first_step + step + 1}; "
             "lower the learning rate or check the architecture for unstable operations"
         )
-
-
-def sync(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA only)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @contextmanager

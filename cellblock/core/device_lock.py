@@ -59,7 +59,8 @@ def _open(key: str, part: str) -> int:
     return os.open(lock_dir() / f"{key}.{part}.lock", os.O_RDWR | os.O_CREAT, 0o600)
 
 
-def _drain(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA only; elsewhere nothing is queued)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -83,7 +84,7 @@ class TrainingHold:
 
     def step_aside(self) -> None:
         """Finish this process's queued work on the device and release the hold."""
-        _drain(self.device)
+        sync_device(self.device)
         fcntl.flock(self.main, fcntl.LOCK_UN)
 
     def poll(self) -> None:
@@ -145,7 +146,7 @@ def exclusive_device(device: str | torch.device) -> Iterator[dict[str, Any]]:
         if own is not None:
             own.step_aside()
         fcntl.flock(main, fcntl.LOCK_EX)
-        _drain(dev)
+        sync_device(dev)
         info = {"latency_isolation": EXCLUSIVE, "latency_wait_ms": (time.perf_counter() - t0) * 1e3}
         try:
             yield info
