@@ -1,8 +1,7 @@
 """Every command of the README's ``bash`` blocks runs as written (issue 16).
 
-The blocks run in order, each as one ``bash -e`` script, in a fresh temporary
-directory where ``make demo``'s run already exists (one directory for the blocks before
-the first export, another for the rest: ``test_readme_commands_late.py``) (made here with the demo's own config
+The blocks run in order, each as one ``bash -e`` script, in one fresh temporary
+directory where ``make demo``'s run already exists (made here with the demo's own config
 and a smaller budget, which a run may extend). Files the README shows (``my_space.py``,
 ``config.yaml``) are written there from the README itself; ``../shared`` points at the
 NAS-Bench-201 table when it is present, and a block that needs it is skipped otherwise.
@@ -77,15 +76,9 @@ def test_the_readme_has_commands_and_starts_with_the_two():
     assert len(bash_blocks()) >= 5
 
 
-def first_export_block() -> int:
-    """Index of the first block that exports: the blocks from there on (export, train,
-    supernet, latency) run in ``test_readme_commands_late.py``, in a directory of their
-    own, so that two test processes share the README's blocks."""
-    return next(i for i, block in enumerate(bash_blocks()) if "cellblock export" in block)
-
-
-def check_block(workdir: Path, index: int) -> None:
-    """Run README bash block ``index`` in ``workdir``; fail with its stderr."""
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(len(bash_blocks())))
+def test_readme_block_runs_as_written(workdir, index):
     script = bash_blocks()[index]
     if "../shared/" in script and not TABLE.is_file():
         pytest.skip(f"needs {TABLE} (NAS-Bench-201 table; see the README's section on it)")
@@ -94,19 +87,3 @@ def check_block(workdir: Path, index: int) -> None:
         f"README block {index} failed (exit {done.returncode}):\n{script}\n--- stderr (end) ---\n"
         f"{done.stderr[-4000:]}"
     )
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("index", range(first_export_block()))
-def test_readme_block_runs_as_written(workdir, index):
-    check_block(workdir, index)
-
-
-def test_the_late_blocks_do_not_need_the_early_ones():
-    """The late file's directory has only the demo run: no late block may read a run
-    that an early block makes."""
-    early, late = bash_blocks()[:first_export_block()], bash_blocks()[first_export_block():]
-    made = set(re.findall(r"--out (results/\S+)", "\n".join(early)))
-    for block in late:
-        used = set(re.findall(r"(results/runs/[\w.-]+)", block)) - set(re.findall(r"--out (results/\S+)", block))
-        assert not used & made, f"a late README block uses {sorted(used & made)}, made by an early block"
