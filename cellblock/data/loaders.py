@@ -9,6 +9,7 @@ loader returns a normalised :class:`cellblock.data.Dataset` (see :mod:`cellblock
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,15 +99,31 @@ def _load_digits(
     data_dir: Path, download: bool, seed: int, *, val_fraction: float | None = None
 ) -> Dataset:
     """scikit-learn's 1,797 real 8x8 handwritten digits (bundled, no download)."""
-    from sklearn.datasets import load_digits
-
     val = _val(val_fraction, CUSTOM_TEST_FRACTION, CUSTOM_VAL_FRACTION)
-    bunch = load_digits()
-    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
-    y = torch.from_numpy(bunch.target.astype(np.int64))
-    splits = stratified_split(bunch.target, val, CUSTOM_TEST_FRACTION, seed, CUSTOM_VAL_FRACTION)
-    names = tuple(str(int(t)) for t in bunch.target_names)
+    images, target = digits_arrays()
+    x = torch.from_numpy(images.astype(np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(target.astype(np.int64))
+    splits = stratified_split(target, val, CUSTOM_TEST_FRACTION, seed, CUSTOM_VAL_FRACTION)
+    names = tuple(str(t) for t in range(10))
     return _build("digits", x, y, splits, Augment(pad=1, flip=False), class_names=names)
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """``(images, target)`` of scikit-learn's digits, as ``load_digits()`` gives them.
+
+    Read from the CSV that scikit-learn bundles, without importing scikit-learn (a
+    3-second import on a small machine, paid by every search and worker process); with
+    ``load_digits`` itself when that file is not where it is expected.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.images, bunch.target
+    data = np.loadtxt(path, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
 
 
 @dataclass(frozen=True)

@@ -242,3 +242,21 @@ def test_augmentation_keeps_shape_and_shifts() -> None:
         assert vals <= set(x[i].flatten().tolist())
     same = augment_batch(x, Augment(pad=0, flip=False), gen)
     assert torch.equal(same, x)
+
+
+def test_digits_are_read_without_importing_sklearn_and_equal_load_digits():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from cellblock.data.loaders import digits_arrays
+
+    images, target = digits_arrays()
+    bunch = load_digits()
+    assert images.shape == (1797, 8, 8) and np.array_equal(images, bunch.images)
+    assert target.dtype == bunch.target.dtype and np.array_equal(target, bunch.target)
+    code = ("import sys; from cellblock.data import load_dataset; load_dataset('digits'); "
+            "print('sklearn' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
