@@ -15,8 +15,9 @@ in both modes and a run may resume in either.
 When the step cannot be captured (not CUDA, an fp16 GradScaler's host sync, a sync or an
 unsupported op inside the model) training goes on eagerly. A host sync is found before any
 capture is tried: the last warm-up step runs under ``torch.cuda.set_sync_debug_mode("warn")``.
-The reason is returned with the results (``train_step``, ``graph_fallback``). A model with ``on_epoch_start`` (a
-per-epoch schedule such as DARTS drop path) is captured again each epoch.
+The reason is returned with the results (``train_step``, ``graph_fallback``). A model
+with ``on_epoch_start`` (a per-epoch schedule such as DARTS drop path) is captured again
+each epoch.
 """
 
 from __future__ import annotations
@@ -215,8 +216,17 @@ class StepRunner:
 
     def _capture(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
         torch.cuda.synchronize(self.device)
-        # torch.cuda.graph does not restore the current stream when the capture fails
-        self._stream_before = torch.cuda.current_stream(self.device)
+        stream = torch.cuda.current_stream(self.device)
+        try:
+            self._record(xb, yb)
+        except BaseException:
+            # torch.cuda.graph leaves its capture stream current when the capture fails:
+            # the eager steps that follow must run where the batches are made
+            torch.cuda.set_stream(stream)
+            raise
+
+    def _record(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
+        """Capture one whole step on static buffers into ``self.graph``."""
         self.static_x = torch.empty_like(xb)
         self.static_y = torch.empty_like(yb)
         self.static_x.copy_(xb)
@@ -237,9 +247,6 @@ class StepRunner:
         self.graph = None
         self.reason = f"capture failed, trained eagerly: {_one_line(exc)}"
         if self.device.type == "cuda":
-            before = getattr(self, "_stream_before", None)
-            if before is not None and torch.cuda.current_stream(self.device) != before:
-                torch.cuda.set_stream(before)  # eager steps go on where the batches are made
             try:  # a failed capture may leave an error on the stream: clear it
                 torch.cuda.synchronize(self.device)
             except RuntimeError:

@@ -212,11 +212,10 @@ def test_failed_capture_restores_the_stream(monkeypatch):
     stream = torch.cuda.current_stream()
 
     def unsupported(self, xb, yb):  # fail inside a real capture, as an unsupported op does
-        self._stream_before = torch.cuda.current_stream(self.device)
         with torch.cuda.graph(torch.cuda.CUDAGraph()):
             torch.zeros(1, device="cuda").item()
 
-    monkeypatch.setattr(StepRunner, "_capture", unsupported)
+    monkeypatch.setattr(StepRunner, "_record", unsupported)
     runner.step(x, y)
     assert runner.describe()["graph_fallback"].startswith("capture failed")
     assert torch.cuda.current_stream() == stream
