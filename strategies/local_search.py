@@ -110,6 +110,37 @@ class Neighbourhood:
         self.tried.pop(centre.arch_id, None)
         return None
 
+    def untried(self, centre: Trial, rng: np.random.Generator,
+                seen: set[str]) -> list[tuple[MoveKey, tuple[str, dict[str, Any]]]]:
+        """``(move key, (arch_id, arch))`` of the neighbours of ``centre`` not tried and not in ``seen``.
+
+        Neighbours already in ``seen`` count as tried; a centre with none left is exhausted.
+        Take one with :meth:`take`.
+        """
+        if centre.arch_id in self.exhausted:
+            return []
+        tried = self.tried.setdefault(centre.arch_id, set())
+        out = []
+        for name, value in self.space.moves(centre.arch):
+            key = move_key(name, value)
+            if key in tried:
+                continue
+            arch = self.space.neighbour(centre.arch, name, value, rng)
+            aid = arch_id(arch)
+            if aid in seen:
+                tried.add(key)
+            else:
+                out.append((key, (aid, arch)))
+        if not out:
+            self.exhausted.add(centre.arch_id)
+            self.tried.pop(centre.arch_id, None)
+        return out
+
+    def take(self, centre: Trial, key: MoveKey, aid: str, seen: set[str]) -> None:
+        """Mark the move ``key`` of ``centre`` tried and its neighbour ``aid`` seen."""
+        self.tried.setdefault(centre.arch_id, set()).add(key)
+        seen.add(aid)
+
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state (sorted, so that equal states serialise equally)."""
         return {

@@ -1,23 +1,25 @@
 """Predictor-guided search (BANANAS / NPENAS style) for any define-by-run space.
 
-After a space-filling initial design, every ask scores a pool of candidates made by the
-space's own operators (one-decision moves of the best trials, mutations and crossovers of
-good trials, random samples; never one asked before) with surrogate models
-(:mod:`cellblock.strategies.surrogate`) and takes the best; with one objective it then
-hill-climbs on the acquisition over one-decision neighbours (the model's optimum near the
-pool, found without evaluating anything). With several objectives the candidates are the
-untried neighbours of the least explored front member (Pareto local search, as in
-``evolution``, with the moves ordered by EHVI); front members whose accuracy is an outlier
+After a space-filling initial design, every ask first walks the neighbourhoods of the
+best trials, as ``evolution`` does (first-improvement hill climbing with one objective,
+Pareto local search with several), but takes from the chosen centre the untried
+one-decision neighbour that the surrogate models (:mod:`cellblock.strategies.surrogate`)
+score highest, instead of a random one. Once every elite neighbourhood has been tried
+(a local optimum), it scores a global pool of candidates made by the space's own
+operators (neighbourhoods of good trials, mutations, crossovers, random samples; never
+one asked before) and takes the best; with one objective it then hill-climbs on the
+acquisition over one-decision neighbours. Front members whose accuracy is an outlier
 (below Tukey's fence: networks that failed to learn) neither set the front's nadir nor
-become parents. The acquisition:
+become pool parents. The acquisition:
 
 * one objective: expected improvement over the best feasible trial;
-* several: expected hypervolume improvement (EHVI) over the current front, from the
-  project's exact :func:`~cellblock.pareto.hypervolume`. Expensive objectives (accuracy)
-  are predicted by a bootstrap ensemble with calibrated spread; cheap ones (MACs,
-  params, latency, proxies) are functions of the architecture, fitted by a deterministic
-  ridge model on the same encoding (on the log scale when positive), so they count as
-  known before training.
+* several: the predicted probability of not being dominated by the current front
+  (``mo_acquisition="pnd"``, the default) or the expected hypervolume improvement
+  (``"ehvi"``, from the project's exact :func:`~cellblock.pareto.hypervolume`).
+  Expensive objectives (accuracy) are predicted by a bootstrap ensemble with calibrated
+  spread; cheap ones (MACs, params, latency, proxies) are functions of the architecture,
+  fitted by a deterministic ridge model on the same encoding (on the log scale when
+  positive), so they count as known before training.
 
 Constraints given to the strategy (the run fills them) multiply the acquisition by the
 predicted probability of being feasible. Trials asked and not yet told (concurrency > 1)
@@ -26,7 +28,7 @@ join the front at their predicted values (kriging believer) and candidates close
 whole state is JSON-able; the models are refitted from it, deterministically.
 
 The parts live in their own modules: :mod:`.predictive_models` (fitting and querying
-the surrogates), :mod:`.predictive_acquisition` (EI, EHVI, Tukey's fence) and
+the surrogates), :mod:`.predictive_acquisition` (EI, probability of non-domination, EHVI, Tukey's fence) and
 :mod:`.predictive_pool` (the candidates).
 """
 
@@ -42,8 +44,26 @@ from cellblock.core.objectives import Constraint, Objective
 from cellblock.pareto import nondominated_mask
 from cellblock.records import Trial
 from cellblock.search_spaces.api import SearchSpace, arch_id
-from cellblock.strategies.base import Strategy, check_positive_int, register_strategy
-from cellblock.strategies.predictive_acquisition import ehvi, expected_improvement, fenced, hamming
+from cellblock.strategies.base import (
+    Strategy,
+    check_positive_int,
+    check_probability,
+    register_strategy,
+)
+from cellblock.strategies.local_search import (
+    Elite,
+    Neighbourhood,
+    check_bool,
+    load_elite,
+    pick_centre,
+)
+from cellblock.strategies.predictive_acquisition import (
+    ehvi,
+    expected_improvement,
+    fenced,
+    hamming,
+    p_nondominated,
+)
 from cellblock.strategies.predictive_models import (
     MODELLED,
     Models,
@@ -73,6 +93,16 @@ class PredictiveSearch(Strategy):
         constraints: The run's constraints (``"macs<=5M"`` strings); the run fills them.
         acquisition: With one objective, ``"ei"`` (expected improvement) or ``"ts"``
             (independent Thompson sampling: the best of one draw per candidate).
+        local_search: Walk the best trials' neighbourhoods first, as ``evolution`` does
+            (hill climbing with one objective, Pareto local search with several), taking
+            each centre's untried neighbour of highest acquisition; the global pool
+            only once every elite neighbourhood is tried.
+        mo_acquisition: With several objectives, ``"pnd"`` (the predicted probability of
+            not being dominated by the current front) or ``"ehvi"`` (expected hypervolume
+            improvement).
+        pls_share: With several objectives, the share of the local-search asks that take
+            a random untried move of the least explored front member instead of the
+            model's choice (the acquisition alone left parts of the front unexplored).
     """
 
     def __init__(
@@ -87,6 +117,9 @@ class PredictiveSearch(Strategy):
         hidden: int = 64,
         constraints: Iterable[str | Constraint] = (),
         acquisition: str = "ei",
+        local_search: bool = True,
+        mo_acquisition: str = "pnd",
+        pls_share: float = 0.5,
     ) -> None:
         super().__init__(space, objectives, seed)
         self.n_init = check_positive_int("n_init", n_init)
@@ -97,6 +130,13 @@ class PredictiveSearch(Strategy):
         if acquisition not in ("ei", "ts"):
             raise ConfigError(f"strategy option acquisition must be 'ei' or 'ts', got {acquisition!r}")
         self.acquisition = acquisition
+        self.local_search = check_bool("local_search", local_search)
+        if mo_acquisition not in ("pnd", "ehvi"):
+            raise ConfigError(f"strategy option mo_acquisition must be 'pnd' or 'ehvi', got {mo_acquisition!r}")
+        self.mo_acquisition = mo_acquisition
+        self.pls_share = check_probability("pls_share", pls_share)
+        self.elite = Elite(len(self.objectives))
+        self.hood = Neighbourhood(space)
         if isinstance(constraints, str):
             raise ConfigError(f"strategy option constraints must be a list, got {constraints!r}")
         self.constraints = [c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints]
@@ -157,6 +197,20 @@ class PredictiveSearch(Strategy):
                 best, best_d = arch, d
         return best if best is not None else self.fresh(lambda: self.space.sample(self.rng))
 
+    def _likely_feasible(self) -> dict[str, Any] | None:
+        """Of a few unseen random samples, the most likely feasible (the objectives not modelled yet)."""
+        items = {}
+        for _ in range(max(self.candidates // 8, 8)):
+            arch = self.space.sample(self.rng)
+            aid = arch_id(arch)
+            if aid not in self.seen:
+                items[aid] = arch
+        if not items:
+            return None
+        X = self.encoder.encode(list(items.values()), ids=list(items))
+        p = p_feasible(self._models or {}, self.constraints, X)
+        return list(items.values())[int(np.argmax(p + 1e-9 * self.rng.random(len(p))))]
+
     # ---- acquisition --------------------------------------------------------------------------
     def _scorer(self) -> Callable[[list[Candidate]], np.ndarray] | None:
         """The acquisition of this ask (None before the models can score): higher is better."""
@@ -176,7 +230,9 @@ class PredictiveSearch(Strategy):
         def score(items: list[Candidate]) -> np.ndarray:
             X = self.encoder.encode([a for _, a in items], ids=[aid for aid, _ in items])
             M, S = objective_predictions(models, self.objectives, X)
-            if len(self.objectives) > 1:
+            if len(self.objectives) > 1 and self.mo_acquisition == "pnd":
+                acq = p_nondominated(M, S, front) + 1e-9 * self.rng.random(len(M))  # ties at random
+            elif len(self.objectives) > 1:
                 acq = ehvi(M, S, front)
             elif self.acquisition == "ts":  # independent Thompson sampling (BANANAS): a draw per candidate
                 acq = np.maximum(best - (M[:, 0] + S[:, 0] * self.rng.standard_normal(len(M))), 0.0)
@@ -190,11 +246,40 @@ class PredictiveSearch(Strategy):
 
         return score
 
-    def _choose(self, items: list[Candidate]) -> dict[str, Any] | None:
-        """The best candidate of the pool; with one objective, improved by hill climbing on the acquisition."""
-        score = self._scorer()
-        if score is None:
+    def _local(self, score: Callable[[list[Candidate]], np.ndarray]) -> dict[str, Any] | None:
+        """The best-scored untried neighbour of the elite (None: every elite neighbourhood is tried).
+
+        With one objective the elite is the best trial (hill climbing); with several, the
+        untried neighbours of every front member compete (Pareto local search whose next
+        move is the one of highest acquisition anywhere on the front), except in a
+        ``pls_share`` of the asks, which take a random untried move of the least explored
+        member (plain Pareto local search, as ``evolution``; with constraints, a move
+        predicted feasible with probability 0.5 or more, else the model's choice).
+        """
+        k = self.n_asked
+        if len(self.objectives) > 1 and int(k * self.pls_share) != int((k - 1) * self.pls_share):
+            centre = pick_centre(self.elite.trials, self.elite.F, self.hood, self.rng)
+            while centre is not None:  # plain Pareto local search: the least explored member, a random move
+                moves = self.hood.untried(centre, self.rng, self.seen)
+                if moves:  # of those likely feasible; none: the model's choice below
+                    X = self.encoder.encode([a for _, (_, a) in moves], ids=[aid for _, (aid, _) in moves])
+                    ok = np.flatnonzero(p_feasible(self._models or {}, self.constraints, X) >= 0.5)
+                    if len(ok):
+                        key, (aid, arch) = moves[int(ok[self.rng.integers(len(ok))])]
+                        self.hood.take(centre, key, aid, self.seen)
+                        return arch
+                    break
+                centre = pick_centre(self.elite.trials, self.elite.F, self.hood, self.rng)
+        moves = [(centre, key, item) for centre in self.elite.trials
+                 for key, item in self.hood.untried(centre, self.rng, self.seen)]
+        if not moves:
             return None
+        centre, key, (aid, arch) = moves[int(np.argmax(score([item for _, _, item in moves])))]
+        self.hood.take(centre, key, aid, self.seen)
+        return arch
+
+    def _choose(self, items: list[Candidate], score: Callable[[list[Candidate]], np.ndarray]) -> dict[str, Any]:
+        """The best candidate of the pool; with one objective, improved by hill climbing on the acquisition."""
         acq = score(items)
         i = int(np.argmax(acq))
         best, best_acq = items[i], float(acq[i])
@@ -226,13 +311,17 @@ class PredictiveSearch(Strategy):
         arch = None
         if len(self.observed) >= self.n_init:
             self._maybe_refit()
-            F = self.fitness(self.observed)
-            parents = self._parents(F)
+            score = self._scorer()
+            if score is not None and self.local_search:
+                arch = self._local(score)
+            parents = self._parents(self.fitness(self.observed)) if score is not None and arch is None else []
             if parents:
                 pool = self.pool.refresh(parents, self.seen, self.rng, pareto_local=len(self.objectives) > 1)
-                arch = self._choose(pool) if pool else None
+                arch = self._choose(pool, score) if pool else None
         if arch is None:
             arch = self._space_filling() if self.n_asked <= self.n_init else None
+        if arch is None and self.constraints and self._models:
+            arch = self._likely_feasible()
         if arch is None:
             arch = self.fresh(lambda: self.space.sample(self.rng))
         aid = arch_id(arch)
@@ -249,6 +338,7 @@ class PredictiveSearch(Strategy):
         self.observed_ids.add(trial.arch_id)
         self.encoder.learn(trial.arch)
         self.observed.append(trial)
+        self.elite.add(trial, self.fitness([trial])[0])
 
     def replay(self, trials: Iterable[Trial]) -> None:
         super().replay(trials)
@@ -261,7 +351,8 @@ class PredictiveSearch(Strategy):
                      pool=list(self.pool.explorers.values()),
                      hoods={k: list(v) for k, v in self.pool.hoods.items()},
                      n_asked=self.n_asked, n_fit=self.n_fit, width_fit=self.width_fit,
-                     encoder=self.encoder.state_dict(), model_seed=self.seed)
+                     encoder=self.encoder.state_dict(), model_seed=self.seed,
+                     elite=self.elite.state_dict(), neighbourhood=self.hood.state_dict())
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -274,6 +365,8 @@ class PredictiveSearch(Strategy):
         self.n_asked = int(state["n_asked"])
         self.n_fit, self.width_fit = int(state["n_fit"]), int(state["width_fit"])
         self.encoder.load_state_dict(state["encoder"])
+        self.elite = load_elite(state["elite"], self.fitness, len(self.objectives))
+        self.hood.load_state_dict(state["neighbourhood"])
         self.seed = int(state["model_seed"])  # the models' random features are drawn from it
         self._models = None
         if self.n_fit:

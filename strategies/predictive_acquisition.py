@@ -1,6 +1,7 @@
 """Acquisition functions of the predictive strategy, on minimisation values (pure numpy).
 
 * :func:`expected_improvement` (one objective) over the best feasible value;
+* :func:`p_nondominated` (several objectives): probability of not being dominated by the front;
 * :func:`ehvi`: expected hypervolume improvement over the current front, from the
   project's exact :func:`~cellblock.pareto.hypervolume`, integrated on normal quantiles
   for a shortlist of candidates;
@@ -49,6 +50,17 @@ def expected_improvement(M: np.ndarray, S: np.ndarray, best: float) -> np.ndarra
     """EI of candidates (means ``M``, stds ``S``, first column, minimisation) below ``best``."""
     u = (best - M[:, 0]) / S[:, 0]
     return (best - M[:, 0]) * normal_cdf(u) + S[:, 0] * np.exp(-0.5 * u**2) / np.sqrt(2 * np.pi)
+
+
+def p_nondominated(M: np.ndarray, S: np.ndarray, front: np.ndarray) -> np.ndarray:
+    """Probability that each candidate (means ``M``, stds ``S``, minimisation, independent
+    normals) is not dominated by any point of ``front``, bounded by its most likely dominator.
+
+    The multi-objective probability of improvement: it values a likely small gain
+    anywhere on the front above an unlikely large one, so the front fills in evenly.
+    """
+    dominated = normal_cdf((M[:, None, :] - front[None, :, :]) / np.maximum(S[:, None, :], 1e-12)).prod(axis=2)
+    return 1.0 - dominated.max(axis=1)
 
 
 def ehvi(M: np.ndarray, S: np.ndarray, front: np.ndarray) -> np.ndarray:

@@ -203,3 +203,62 @@ def test_search_with_process_backend_concurrency_and_constraint(tmp_path):
     assert len(run.trials) == 10 and len({t.arch_id for t in run.trials}) == 10
     assert all(t.status in (COMPLETE, INFEASIBLE) for t in run.trials)
     assert any(t.status == COMPLETE for t in run.trials)
+
+
+def test_p_nondominated_matches_monte_carlo():
+    from cellblock.strategies.predictive_acquisition import p_nondominated
+
+    rng = np.random.default_rng(0)
+    front = np.array([[0.0, 3.0], [1.0, 1.0], [3.0, 0.0]])
+    M = np.array([[0.5, 2.0], [2.0, 2.0], [-1.0, 5.0], [1.0, 1.0]])
+    S = np.array([[0.3, 0.3], [0.5, 0.2], [0.1, 0.1], [0.4, 0.4]])
+    p = p_nondominated(M, S, front)
+    Y = M[:, None, :] + S[:, None, :] * rng.standard_normal((4, 20000, 2))
+    dom = np.all(front[None, None, :, :] <= Y[:, :, None, :], axis=3)  # (cand, draw, front point)
+    worst = dom.mean(axis=1).max(axis=1)  # the most likely single dominator, as the function bounds it
+    assert np.allclose(p, 1.0 - worst, atol=0.02)
+    assert p[2] > 0.99 and p[1] < 0.1  # beyond the front's cheap end / dominated by (1, 1)
+
+
+def test_neighbourhood_untried_and_take():
+    from cellblock.strategies.local_search import Neighbourhood
+
+    space = SearchSpace(bits, n=4)
+    centre = _trial({f"b{i}": 0 for i in range(4)}, 0)
+    hood, rng = Neighbourhood(space), np.random.default_rng(0)
+    seen = {centre.arch_id}
+    moves = hood.untried(centre, rng, seen)
+    assert len(moves) == 4 and all(_hamming(a, centre.arch) == 1 for _, (_, a) in moves)
+    key, (aid, _) = moves[2]
+    hood.take(centre, key, aid, seen)
+    assert aid in seen and len(hood.untried(centre, rng, seen)) == 3
+    seen |= {a for _, (a, _) in moves}  # the rest asked elsewhere: counts as tried, centre exhausted
+    assert hood.untried(centre, rng, seen) == [] and centre.arch_id in hood.exhausted
+
+
+@pytest.mark.parametrize("pls_share", [0.0, 0.5, 1.0])
+def test_multi_objective_asks_are_moves_of_the_front(pls_share):
+    """After the initial design, multi-objective asks are one-decision moves of front members."""
+    from cellblock.pareto import nondominated_mask
+
+    space = SearchSpace(bits, n=12)
+    objs = parse_objectives("accuracy,macs")
+    s = make_strategy("predictive", space, objs, seed=2, options={"n_init": 8, "pls_share": pls_share})
+    trials = _run(s, 20)
+    for n in range(20, 30):
+        F = s.fitness(trials)
+        front = [t.arch for t, keep in zip(trials, nondominated_mask(F)) if keep]
+        arch = s.ask()
+        assert min(_hamming(arch, a) for a in front) == 1
+        trials.append(_trial(arch, n))
+        s.tell(trials[-1])
+
+
+def test_new_options_are_checked():
+    space = SearchSpace(bits)
+    objs = parse_objectives("accuracy,macs")
+    for bad in ({"mo_acquisition": "hv"}, {"pls_share": 1.5}, {"local_search": "yes"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            make_strategy("predictive", space, objs, 0, bad)
+    s = make_strategy("predictive", space, objs, 0, {"mo_acquisition": "ehvi", "local_search": False})
+    assert len({arch_id(a) for a in (_run(s, 16)[i].arch for i in range(16))}) == 16
