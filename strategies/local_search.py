@@ -83,6 +83,7 @@ class Neighbourhood:
         self.space = space
         self.tried: dict[str, set[MoveKey]] = {}  # centre arch_id -> keys of the moves tried
         self.exhausted: set[str] = set()
+        self.made: dict[str, Any] = {}  # centre arch_id -> (moves in order, made neighbours, rng): :meth:`untried`
 
     def propose(self, centre: Trial, rng: np.random.Generator, seen: set[str],
                 score: Callable[[str, Any], float] | None = None) -> dict[str, Any] | None:
@@ -110,31 +111,50 @@ class Neighbourhood:
         self.tried.pop(centre.arch_id, None)
         return None
 
-    def untried(self, centre: Trial, rng: np.random.Generator,
-                seen: set[str]) -> list[tuple[MoveKey, tuple[str, dict[str, Any]]]]:
-        """``(move key, (arch_id, arch))`` of the neighbours of ``centre`` not tried and not in ``seen``.
+    def untried(self, centre: Trial, seen: set[str],
+                limit: int | None = None) -> list[tuple[MoveKey, tuple[str, dict[str, Any]]]]:
+        """``(move key, (arch_id, arch))`` of neighbours of ``centre`` not tried and not in ``seen``.
 
-        Neighbours already in ``seen`` count as tried; a centre with none left is exhausted.
-        Take one with :meth:`take`.
+        Moves are visited in an order shuffled once per centre, at most ``limit`` returned.
+        Neighbours are made on first visit and cached; the order and the decisions a move
+        activates come from a generator seeded by the centre's id, so the cache is a
+        function of the centre and needs no state. Neighbours already in ``seen`` count
+        as tried; a centre with none left is exhausted. Take one with :meth:`take`;
+        drop the cache of former centres with :meth:`keep`.
         """
         if centre.arch_id in self.exhausted:
             return []
+        cache = self.made.get(centre.arch_id)
+        if cache is None:
+            rng = np.random.default_rng(int(centre.arch_id, 16))
+            moves = self.space.moves(centre.arch)
+            cache = self.made[centre.arch_id] = ([moves[int(i)] for i in rng.permutation(len(moves))], {}, rng)
+        moves, made, rng = cache
         tried = self.tried.setdefault(centre.arch_id, set())
         out = []
-        for name, value in self.space.moves(centre.arch):
+        for name, value in moves:
             key = move_key(name, value)
             if key in tried:
                 continue
-            arch = self.space.neighbour(centre.arch, name, value, rng)
-            aid = arch_id(arch)
-            if aid in seen:
+            if key not in made:
+                arch = self.space.neighbour(centre.arch, name, value, rng)
+                made[key] = (arch_id(arch), arch)
+            if made[key][0] in seen:
                 tried.add(key)
-            else:
-                out.append((key, (aid, arch)))
+                continue
+            out.append((key, made[key]))
+            if limit is not None and len(out) >= limit:
+                return out
         if not out:
             self.exhausted.add(centre.arch_id)
             self.tried.pop(centre.arch_id, None)
+            self.made.pop(centre.arch_id, None)
         return out
+
+    def keep(self, centre_ids: set[str]) -> None:
+        """Forget the cached neighbours of centres not in ``centre_ids``."""
+        for aid in [aid for aid in self.made if aid not in centre_ids]:
+            del self.made[aid]
 
     def take(self, centre: Trial, key: MoveKey, aid: str, seen: set[str]) -> None:
         """Mark the move ``key`` of ``centre`` tried and its neighbour ``aid`` seen."""

@@ -250,17 +250,20 @@ class PredictiveSearch(Strategy):
         """The best-scored untried neighbour of the elite (None: every elite neighbourhood is tried).
 
         With one objective the elite is the best trial (hill climbing); with several, the
-        untried neighbours of every front member compete (Pareto local search whose next
-        move is the one of highest acquisition anywhere on the front), except in a
+        untried neighbours of the front members compete (Pareto local search whose next
+        move is the one of highest acquisition on the front; the least explored members
+        first, at most ``candidates // 4`` moves of each, until ``candidates`` moves are
+        scored), except in a
         ``pls_share`` of the asks, which take a random untried move of the least explored
         member (plain Pareto local search, as ``evolution``; with constraints, a move
         predicted feasible with probability 0.5 or more, else the model's choice).
         """
+        self.hood.keep({t.arch_id for t in self.elite.trials})
         k = self.n_asked
         if len(self.objectives) > 1 and int(k * self.pls_share) != int((k - 1) * self.pls_share):
             centre = pick_centre(self.elite.trials, self.elite.F, self.hood, self.rng)
             while centre is not None:  # plain Pareto local search: the least explored member, a random move
-                moves = self.hood.untried(centre, self.rng, self.seen)
+                moves = self.hood.untried(centre, self.seen, limit=max(self.candidates // 4, 1))
                 if moves:  # of those likely feasible; none: the model's choice below
                     X = self.encoder.encode([a for _, (_, a) in moves], ids=[aid for _, (aid, _) in moves])
                     ok = np.flatnonzero(p_feasible(self._models or {}, self.constraints, X) >= 0.5)
@@ -270,8 +273,12 @@ class PredictiveSearch(Strategy):
                         return arch
                     break
                 centre = pick_centre(self.elite.trials, self.elite.F, self.hood, self.rng)
-        moves = [(centre, key, item) for centre in self.elite.trials
-                 for key, item in self.hood.untried(centre, self.rng, self.seen)]
+        moves: list[tuple[Trial, Any, Candidate]] = []
+        for centre in sorted(self.elite.trials, key=lambda t: (len(self.hood.tried.get(t.arch_id, ())), t.arch_id)):
+            hood = self.hood.untried(centre, self.seen, limit=max(self.candidates // 4, 1))
+            moves += [(centre, key, item) for key, item in hood]
+            if len(moves) >= self.candidates:  # enough: the least explored members' moves
+                break
         if not moves:
             return None
         centre, key, (aid, arch) = moves[int(np.argmax(score([item for _, _, item in moves])))]
