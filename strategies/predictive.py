@@ -103,6 +103,9 @@ class PredictiveSearch(Strategy):
         pls_share: With several objectives, the share of the local-search asks that take
             a random untried move of the least explored front member instead of the
             model's choice (the acquisition alone left parts of the front unexplored).
+        extreme_share: With several objectives, the share of the asks that search for the
+            best value of the first expensive objective (accuracy) alone, as the
+            one-objective search does: the front's most accurate end.
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class PredictiveSearch(Strategy):
         local_search: bool = True,
         mo_acquisition: str = "pnd",
         pls_share: float = 0.5,
+        extreme_share: float = 0.25,
     ) -> None:
         super().__init__(space, objectives, seed)
         self.n_init = check_positive_int("n_init", n_init)
@@ -135,6 +139,7 @@ class PredictiveSearch(Strategy):
             raise ConfigError(f"strategy option mo_acquisition must be 'pnd' or 'ehvi', got {mo_acquisition!r}")
         self.mo_acquisition = mo_acquisition
         self.pls_share = check_probability("pls_share", pls_share)
+        self.extreme_share = check_probability("extreme_share", extreme_share)
         self.elite = Elite(len(self.objectives))
         self.hood = Neighbourhood(space)
         if isinstance(constraints, str):
@@ -212,27 +217,31 @@ class PredictiveSearch(Strategy):
         return list(items.values())[int(np.argmax(p + 1e-9 * self.rng.random(len(p))))]
 
     # ---- acquisition --------------------------------------------------------------------------
-    def _scorer(self) -> Callable[[list[Candidate]], np.ndarray] | None:
-        """The acquisition of this ask (None before the models can score): higher is better."""
+    def _scorer(self, only: int | None = None) -> Callable[[list[Candidate]], np.ndarray] | None:
+        """The acquisition of this ask (None before the models can score): higher is better.
+
+        ``only``: the index of the one objective to score (expected improvement on it alone).
+        """
         F = self.fitness(self.observed)
         finite = fenced(F, self.objectives)
         models = self._models or {}
-        if not finite.any() or any(o.name not in models for o in self.objectives):
+        objectives = self.objectives if only is None else [self.objectives[only]]
+        if not finite.any() or any(o.name not in models for o in objectives):
             return None
-        best = float(F[finite, 0].min())
+        best = float(F[finite, 0 if only is None else only].min())
         front = F[finite][nondominated_mask(F[finite])]
         pending = [e["arch"] for e in self.pending.values()]
-        if pending and len(self.objectives) > 1:  # kriging believer: pending trials at their predicted values
+        if pending and len(objectives) > 1:  # kriging believer: pending trials at their predicted values
             front = np.vstack([front, objective_predictions(models, self.objectives,
                                                             self.encoder.encode(pending))[0]])
             front = front[nondominated_mask(front)]
 
         def score(items: list[Candidate]) -> np.ndarray:
             X = self.encoder.encode([a for _, a in items], ids=[aid for aid, _ in items])
-            M, S = objective_predictions(models, self.objectives, X)
-            if len(self.objectives) > 1 and self.mo_acquisition == "pnd":
+            M, S = objective_predictions(models, objectives, X)
+            if len(objectives) > 1 and self.mo_acquisition == "pnd":
                 acq = p_nondominated(M, S, front) + 1e-9 * self.rng.random(len(M))  # ties at random
-            elif len(self.objectives) > 1:
+            elif len(objectives) > 1:
                 acq = ehvi(M, S, front)
             elif self.acquisition == "ts":  # independent Thompson sampling (BANANAS): a draw per candidate
                 acq = np.maximum(best - (M[:, 0] + S[:, 0] * self.rng.standard_normal(len(M))), 0.0)
@@ -285,12 +294,35 @@ class PredictiveSearch(Strategy):
         self.hood.take(centre, key, aid, self.seen)
         return arch
 
-    def _choose(self, items: list[Candidate], score: Callable[[list[Candidate]], np.ndarray]) -> dict[str, Any]:
-        """The best candidate of the pool; with one objective, improved by hill climbing on the acquisition."""
+    def _extreme(self) -> dict[str, Any] | None:
+        """An ask for the front's most accurate end: the one-objective search on the first expensive objective.
+
+        Expected improvement on that objective alone: the best untried neighbour of its
+        best trial, or, once that neighbourhood is tried (a local optimum), the best of
+        the global pool, improved by hill climbing.
+        """
+        j = next((i for i, o in enumerate(self.objectives) if not o.cheap), 0)
+        score = self._scorer(only=j)
+        F = self.fitness(self.observed)
+        ok = np.flatnonzero(np.isfinite(F).all(axis=1))
+        if score is None or not len(ok):
+            return None
+        top = self.observed[int(ok[np.argmin(F[ok, j])])]
+        moves = self.hood.untried(top, self.seen, limit=max(self.candidates // 4, 1))
+        if moves:
+            key, (aid, arch) = moves[int(np.argmax(score([item for _, item in moves])))]
+            self.hood.take(top, key, aid, self.seen)
+            return arch
+        pool = self.pool.refresh(self._parents(F), self.seen, self.rng, pareto_local=False)
+        return self._choose(pool, score, climb=True) if pool else None
+
+    def _choose(self, items: list[Candidate], score: Callable[[list[Candidate]], np.ndarray],
+                climb: bool = False) -> dict[str, Any]:
+        """The best candidate of the pool; with ``climb``, improved by hill climbing on the acquisition."""
         acq = score(items)
         i = int(np.argmax(acq))
         best, best_acq = items[i], float(acq[i])
-        for _ in range(CLIMB_STEPS if len(self.objectives) == 1 else 0):  # the front's neighbourhoods are in the pool
+        for _ in range(CLIMB_STEPS if climb else 0):
             hood = self._untried_moves(best[1])
             if not hood:
                 break
@@ -318,13 +350,16 @@ class PredictiveSearch(Strategy):
         arch = None
         if len(self.observed) >= self.n_init:
             self._maybe_refit()
-            score = self._scorer()
+            k = self.n_asked
+            if len(self.objectives) > 1 and int(k * self.extreme_share) != int((k - 1) * self.extreme_share):
+                arch = self._extreme()
+            score = self._scorer() if arch is None else None
             if score is not None and self.local_search:
                 arch = self._local(score)
             parents = self._parents(self.fitness(self.observed)) if score is not None and arch is None else []
             if parents:
                 pool = self.pool.refresh(parents, self.seen, self.rng, pareto_local=len(self.objectives) > 1)
-                arch = self._choose(pool, score) if pool else None
+                arch = self._choose(pool, score, climb=len(self.objectives) == 1) if pool else None
         if arch is None:
             arch = self._space_filling() if self.n_asked <= self.n_init else None
         if arch is None and self.constraints and self._models:

@@ -243,7 +243,8 @@ def test_multi_objective_asks_are_moves_of_the_front(pls_share):
 
     space = SearchSpace(bits, n=12)
     objs = parse_objectives("accuracy,macs")
-    s = make_strategy("predictive", space, objs, seed=2, options={"n_init": 8, "pls_share": pls_share})
+    options = {"n_init": 8, "pls_share": pls_share, "extreme_share": 0.0}
+    s = make_strategy("predictive", space, objs, seed=2, options=options)
     trials = _run(s, 20)
     for n in range(20, 30):
         F = s.fitness(trials)
@@ -257,8 +258,24 @@ def test_multi_objective_asks_are_moves_of_the_front(pls_share):
 def test_new_options_are_checked():
     space = SearchSpace(bits)
     objs = parse_objectives("accuracy,macs")
-    for bad in ({"mo_acquisition": "hv"}, {"pls_share": 1.5}, {"local_search": "yes"}):
+    for bad in ({"mo_acquisition": "hv"}, {"pls_share": 1.5}, {"extreme_share": -0.1}, {"local_search": "yes"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             make_strategy("predictive", space, objs, 0, bad)
     s = make_strategy("predictive", space, objs, 0, {"mo_acquisition": "ehvi", "local_search": False})
     assert len({arch_id(a) for a in (_run(s, 16)[i].arch for i in range(16))}) == 16
+
+
+def test_extreme_asks_climb_from_the_most_accurate_trial():
+    """With extreme_share=1 every multi-objective ask is a move of the most accurate trial while it has untried ones."""
+    space = SearchSpace(bits, n=12)
+    objs = parse_objectives("accuracy,macs")
+    s = make_strategy("predictive", space, objs, seed=4, options={"n_init": 8, "extreme_share": 1.0})
+    trials = _run(s, 12)
+    for n in range(12, 20):
+        top = max((t for t in trials), key=lambda t: t.metrics["accuracy"])
+        arch = s.ask()
+        assert _hamming(arch, top.arch) == 1
+        trials.append(_trial(arch, n))
+        s.tell(trials[-1])
+    best = max(t.metrics["accuracy"] for t in trials)
+    assert best > max(t.metrics["accuracy"] for t in trials[:12])  # the climb improved the top end
