@@ -19,7 +19,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="space option, repeatable, e.g. num_classes=100")
     p.add_argument("--table", required=True, help="benchmark table (CSV or parquet)")
     p.add_argument("--metric", help="table column used as accuracy (default: its only numeric column)")
-    p.add_argument("--strategies", default="random,evolution,nsga2", help="comma-separated strategy names")
+    p.add_argument("--strategies", default="random,evolution,predictive", help="comma-separated strategy names")
     p.add_argument("--seeds", type=int, default=10, help="seeds per strategy (START..START+N-1)")
     p.add_argument("--seed-start", type=int, default=0,
                    help="first seed (e.g. 100 to tune on seeds kept apart from the reported ones)")

@@ -75,7 +75,7 @@ def _trials_per_gpu(v: Any) -> str | None:
 FIELDS: dict[str, Field] = {
     "space": Field("blocks", (str,), "search space: a registered name, 'module:function' or 'file.py:function'"),
     "space_args": Field({}, (dict,), "options of the space function (its skeleton)"),
-    "strategy": Field("evolution", (str,), "search strategy name"),
+    "strategy": Field("predictive", (str,), "search strategy name"),
     "strategy_args": Field({}, (dict,), "options of the strategy"),
     "evaluator": Field("train", (str,), "how candidates get their accuracy"),
     "proxy": Field("synflow", (str,), "zero-cost proxy reported by the 'proxy' evaluator (synflow, naswot, jacob_cov, grad_norm, snip)"),

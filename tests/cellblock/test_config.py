@@ -17,7 +17,7 @@ def test_defaults_and_layering(tmp_path):
     cfg = config_mod.resolve(config_mod.load_yaml(f), {"trials": 7})
     assert cfg["trials"] == 7 and cfg["objectives"] == ["accuracy", "params"]
     assert cfg["lr"] == 1.0 and isinstance(cfg["lr"], float)
-    assert cfg["space"] == "blocks" and cfg["strategy"] == "evolution"
+    assert cfg["space"] == "blocks" and cfg["strategy"] == "predictive"
 
 
 @pytest.mark.parametrize("layer, message", [

@@ -19,7 +19,7 @@ def test_search_help_shows_the_config_defaults(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["search", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for option, default in (("--trials", 24), ("--epochs", 8), ("--strategy", "evolution"),
+    for option, default in (("--trials", 24), ("--epochs", 8), ("--strategy", "predictive"),
                             ("--objectives", "accuracy,macs,latency_ms")):
         assert option in text and f"(default: {default})" in text, option
 
@@ -41,7 +41,7 @@ def test_default_run_dirs_of_different_strategies_differ(a, b):
 
 def test_custom_space_run_dir_is_named_by_its_function():
     cfg = config_mod.resolve({"space": "my_spaces.py:tiny_net"})
-    assert config_mod.default_run_dir(cfg).name == "tiny_net-digits-evolution-seed0"
+    assert config_mod.default_run_dir(cfg).name == "tiny_net-digits-predictive-seed0"
 
 
 def _t(n, start, end):
