@@ -31,7 +31,7 @@ def _run(argv, capsys):
     (["search", "--objectives", "accuracy,flops"], "unknown metric 'flops'"),
     (["search", "--constraint", "macs<"], "bad constraint 'macs<'"),
     (["search", "--dataset", "cifar10", "--data-dir", "NODIR"], "NODIR"),
-    (["search", "--strategy-arg", "pop=3"], "strategy 'evolution' has no option 'pop'"),
+    (["search", "--strategy-arg", "pop=3"], "strategy 'predictive' has no option 'pop'"),
     (["search", "--space-arg", "stages=0"], "stages"),
     (["search", "--device", "tpu"], "'device' must be auto, cpu"),
     (["search", "--val-fraction", "0"], "'val_fraction' must be in (0, 1)"),
