@@ -25,7 +25,8 @@ type in every stage, with probability 1 - step / (F x steps), then uniform);
 the first F of the steps, then uniform); ``ps`` (progressive shrinking in 4 equal phases:
 largest; + elastic kernel; + elastic depth; + elastic width and other options; block
 types random throughout, homogeneous too with PSH=1); ``sandwich`` (largest, smallest
-and two uniform children per step).
+and two uniform children per step); ``sampler:NAME`` (a registered supernet sampling,
+e.g. ``sampler:fair``).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from torch import nn
 from cellblock.data import load_dataset
 from cellblock.evaluators.training import TrainConfig, device_tensors, epoch_batches, make_optimizer
 from cellblock.search_spaces import SearchSpace
-from cellblock.search_spaces.samplers import Sampler
 from cellblock.search_spaces import blocks_space as bs
+from cellblock.search_spaces.samplers import Sampler
 from cellblock.search_spaces.tags import candidate, tag_of
 from cellblock.supernet import covers
 from cellblock.supernet.bank import ParamBank
@@ -110,7 +111,7 @@ def draw(space, rng, step, total, sched):  # noqa: ANN001
         return dict(smp.decisions)
 
     kind, _, frac = sched.partition(":")
-    f = float(frac) if frac else 0.5
+    f = float(frac) if frac and kind != "sampler" else 0.5
     t = step / total
     if kind == "curriculum":
         return [c(homog=rng.random() < max(0.0, 1 - t / f))]
@@ -124,14 +125,58 @@ def draw(space, rng, step, total, sched):  # noqa: ANN001
         pins = [("*",), ("depth", "width", "expansion", "growth", "cardinality"),
                 ("width", "expansion", "growth", "cardinality"), ()][phase]
         return [c(pin_max=pins, homog=homog)]
+    if kind == "sampler":  # a registered supernet sampling (uniform, fair, sandwich...)
+        from cellblock.supernet.sampler import ARCH_SAMPLERS
+
+        return ARCH_SAMPLERS.get(frac)(space, rng)
     if kind == "sandwich":
         return [c(pin_max=("*",)), c(pin_min=("*",)), space.sample(rng), space.sample(rng)]
     raise SystemExit(f"unknown SCHED {sched!r}")
 
 
+def shared_stream() -> None:
+    """PROJ=1: preact, mbconv, dense and inception also add the stage's shared projection of
+    their input (``blocks._projection``) to their output, as basic/bottleneck/resnext do, so
+    every block type writes to one residual stream (an architecture change: experiment only)."""
+    import importlib
+
+    B = importlib.import_module("cellblock.search_spaces.blocks")
+
+    def patch(cls, out_of, make_out):  # noqa: ANN001
+        init, fwd = cls.__init__, cls.forward
+
+        def new_init(self, in_channels, width, stride=1, **kw):  # noqa: ANN001, ANN003
+            init(self, in_channels, width, stride, **kw)
+            self.stream = B._projection(in_channels, out_of(self, width), stride)
+
+        def new_fwd(self, x):  # noqa: ANN001
+            return make_out(self, fwd, x)
+
+        cls.__init__, cls.forward = new_init, new_fwd
+
+    def preact_out(self, fwd, x):  # noqa: ANN001
+        pre = self.relu(self.bn1(x))
+        out = self.attn(self.conv2(self.relu(self.bn2(self.conv1(pre)))))
+        return out + self.stream(x)
+
+    patch(B.PreActBlock, lambda self, w: w, preact_out)
+    B.PreActBlock.last_norm = lambda self: None
+
+    def mb_out(self, fwd, x):  # noqa: ANN001
+        out = self.project(self.attn(self.depthwise(self.expand(x))))
+        return out + self.stream(x)
+
+    patch(B.MBConv, lambda self, w: w, mb_out)
+    B.MBConv.last_norm = lambda self: self.project[1]
+    patch(B.DenseBlock, lambda self, w: w, lambda self, fwd, x: fwd(self, x) + self.stream(x))
+    patch(B.InceptionBlock, lambda self, w: w, lambda self, fwd, x: fwd(self, x) + self.stream(x))
+
+
 def main() -> None:
     kw, fix = json.loads(sys.argv[1]), json.loads(sys.argv[2])
     epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 8
+    if os.environ.get("PROJ"):
+        shared_stream()
     if os.environ.get("HEAD"):
         per_type_head()
     data = load_dataset("digits", val_fraction=0.4)
