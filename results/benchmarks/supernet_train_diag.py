@@ -14,7 +14,9 @@ drawn by rejection) or a full architecture (that one child only). Environment: L
 (residual-closing norms start at 1 instead of 0), HEAD=1 (the classifier is a candidate
 tagged with the block type of the last stage: one head per type), OPT=adam (AdamW on
 SGD's parameter groups, LR is then Adam's peak rate), SHARING (the bank's sharing,
-candidate or norm), SCHED (which children
+candidate or norm), FROZENBN=1 (every 1-D weight and bias outside the classifier,
+i.e. the norms' affine parameters and SE biases, fixed at their start, except the scales
+that start at zero), SCHED (which children
 each step trains, below), END=1 (after training: the mean loss and accuracy of 64 uniform
 children, each on a random batch of 128 training images, BN in train mode, no gradient).
 
@@ -191,6 +193,12 @@ def main() -> None:
             t = sn.bank.tensor(k)
             if is_param and t.ndim == 1 and k.rsplit("/", 1)[-1].startswith("weight") and not t.any():
                 t.data.fill_(1.0)
+    if os.environ.get("FROZENBN"):  # norm scales/shifts fixed (except zero-started scales)
+        for k, (_shape, _dtype, is_param) in sn.bank.entries.items():
+            t = sn.bank.tensor(k)
+            if is_param and t.ndim == 1 and not k.startswith("fc/") and (
+                    t.any() or k.rsplit("/", 1)[-1].startswith("bias")):
+                t.requires_grad_(False)
     cfg = TrainConfig(epochs=epochs, batch_size=int(os.environ.get("BS", 32)),
                       lr=float(os.environ.get("LR", 0.1)), warmup_epochs=float(os.environ.get("WU", 0)))
     opt = make_optimizer(sn.bank, cfg)
