@@ -11,7 +11,8 @@ SKELETON_JSON: blocks skeleton arguments, e.g. '{"block_types": ["inception"]}'.
 FIX_JSON: '{}' (uniform children), '{"_same_block": 1}' (one block type in every stage,
 drawn by rejection) or a full architecture (that one child only). Environment: LR
 (default 0.1), BS (32), WU (warm-up epochs, 0), CLIP (gradient-norm clip), NOZERO=1
-(residual-closing norms start at 1 instead of 0), HEAD=1 (the classifier is a candidate
+(residual-closing norms start at 1 instead of 0), PROJ=1 or PROJ=scaffold:F (see
+:func:`shared_stream`), HEAD=1 (the classifier is a candidate
 tagged with the block type of the last stage: one head per type), OPT=adam (AdamW on
 SGD's parameter groups, LR is then Adam's peak rate), SHARING (the bank's sharing,
 candidate or norm), FROZENBN=1 (every 1-D weight and bias outside the classifier,
@@ -136,10 +137,19 @@ def draw(space, rng, step, total, sched):  # noqa: ANN001
     raise SystemExit(f"unknown SCHED {sched!r}")
 
 
-def shared_stream() -> None:
+#: PROJ=scaffold:F: the weight of the scaffold stream (1 - t / F, then 0; 0 after training).
+ALPHA = [1.0]
+
+
+def shared_stream(scaffold: bool = False) -> None:
     """PROJ=1: preact, mbconv, dense and inception also add the stage's shared projection of
     their input (``blocks._projection``) to their output, as basic/bottleneck/resnext do, so
-    every block type writes to one residual stream (an architecture change: experiment only)."""
+    every block type writes to one residual stream (an architecture change: experiment only).
+
+    ``scaffold`` (PROJ=scaffold:F): the blocks keep their own architecture and shortcuts and
+    add ``ALPHA * projection(x)`` where they have no residual, ALPHA decaying from 1 to 0
+    over the first F of the steps (a training-only scaffold, as DARTS-'s auxiliary skip):
+    after training the children are the space's own networks again."""
     import importlib
 
     B = importlib.import_module("cellblock.search_spaces.blocks")
@@ -161,6 +171,19 @@ def shared_stream() -> None:
         out = self.attn(self.conv2(self.relu(self.bn2(self.conv1(pre)))))
         return out + self.stream(x)
 
+    if scaffold:
+        def plus(self, fwd, x, real_residual):  # noqa: ANN001
+            out = fwd(self, x)
+            if real_residual or ALPHA[0] == 0.0:
+                return out
+            return out + ALPHA[0] * self.stream(x)
+
+        patch(B.PreActBlock, lambda self, w: w,
+              lambda self, fwd, x: plus(self, fwd, x, isinstance(self.stream, nn.Identity)))
+        patch(B.MBConv, lambda self, w: w, lambda self, fwd, x: plus(self, fwd, x, self.use_residual))
+        patch(B.DenseBlock, lambda self, w: w, lambda self, fwd, x: plus(self, fwd, x, False))
+        patch(B.InceptionBlock, lambda self, w: w, lambda self, fwd, x: plus(self, fwd, x, False))
+        return
     patch(B.PreActBlock, lambda self, w: w, preact_out)
     B.PreActBlock.last_norm = lambda self: None
 
@@ -177,8 +200,9 @@ def shared_stream() -> None:
 def main() -> None:
     kw, fix = json.loads(sys.argv[1]), json.loads(sys.argv[2])
     epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 8
-    if os.environ.get("PROJ"):
-        shared_stream()
+    proj = os.environ.get("PROJ", "")
+    if proj:
+        shared_stream(scaffold=proj.startswith("scaffold"))
     if os.environ.get("HEAD"):
         per_type_head()
     data = load_dataset("digits", val_fraction=0.4)
@@ -224,6 +248,8 @@ def main() -> None:
                 if all(arch.get(k, v) == v for k, v in fix.items()) and (not same or len(stages) == 1):
                     break
             opt.zero_grad()
+            if proj.startswith("scaffold"):
+                ALPHA[0] = max(0.0, 1.0 - step / (total * float(proj.partition(":")[2] or 0.5)))
             archs = draw(space, rng, step, total, sched) if sched else [arch]
             loss = sum(loss_fn(sn(xb, a), yb) for a in archs) / len(archs)
             loss.backward()
@@ -234,6 +260,7 @@ def main() -> None:
             step += 1
         print(f"ep {ep + 1} loss {np.mean(losses):.3f}", flush=True)
     print("time", time.time() - t0)
+    ALPHA[0] = 0.0  # children as the space builds them (PROJ=scaffold)
     if os.environ.get("END"):
         erng = np.random.default_rng(123)
         eg = torch.Generator().manual_seed(123)
