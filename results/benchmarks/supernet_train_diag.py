@@ -19,7 +19,8 @@ candidate or norm), FROZENBN=1 (every 1-D weight and bias outside the classifier
 i.e. the norms' affine parameters and SE biases, fixed at their start, except the scales
 that start at zero), SCHED (which children
 each step trains, below), END=1 (after training: the mean loss and accuracy of 64 uniform
-children, each on a random batch of 128 training images, BN in train mode, no gradient).
+children, each on a random batch of 128 training images, BN in train mode, no gradient;
+END=2 adds the loss per block type, over 16 homogeneous children of that type).
 
 SCHED (with uniform FIX_JSON '{}'): ``curriculum:F`` (a child is homogeneous, one block
 type in every stage, with probability 1 - step / (F x steps), then uniform);
