@@ -12,7 +12,8 @@ FIX_JSON: '{}' (uniform children), '{"_same_block": 1}' (one block type in every
 drawn by rejection) or a full architecture (that one child only). Environment: LR
 (default 0.1), BS (32), WU (warm-up epochs, 0), CLIP (gradient-norm clip), NOZERO=1
 (residual-closing norms start at 1 instead of 0), PROJ=1 or PROJ=scaffold:F (see
-:func:`shared_stream`), HEAD=1 (the classifier is a candidate
+:func:`shared_stream`; PROJ_NAME=downsample: the added projection shares the tensors of
+the residual types' projection), HEAD=1 (the classifier is a candidate
 tagged with the block type of the last stage: one head per type), OPT=adam (AdamW on
 SGD's parameter groups, LR is then Adam's peak rate), SHARING (the bank's sharing,
 candidate or norm), FROZENBN=1 (every 1-D weight and bias outside the classifier,
@@ -138,6 +139,15 @@ def draw(space, rng, step, total, sched):  # noqa: ANN001
     raise SystemExit(f"unknown SCHED {sched!r}")
 
 
+#: The attribute name of the added projection (PROJ_NAME): ``stream`` keeps it apart from
+#: basic/bottleneck/resnext's ``downsample``; ``downsample`` shares their tensors too.
+STREAM = [os.environ.get("PROJ_NAME", "stream")]
+
+
+def _stream(block: nn.Module) -> nn.Module:
+    return getattr(block, STREAM[0])
+
+
 #: PROJ=scaffold:F: the weight of the scaffold stream (1 - t / F, then 0; 0 after training).
 ALPHA = [1.0]
 
@@ -160,7 +170,7 @@ def shared_stream(scaffold: bool = False) -> None:
 
         def new_init(self, in_channels, width, stride=1, **kw):  # noqa: ANN001, ANN003
             init(self, in_channels, width, stride, **kw)
-            self.stream = B._projection(in_channels, out_of(self, width), stride)
+            setattr(self, STREAM[0], B._projection(in_channels, out_of(self, width), stride))
 
         def new_fwd(self, x):  # noqa: ANN001
             return make_out(self, fwd, x)
@@ -170,17 +180,17 @@ def shared_stream(scaffold: bool = False) -> None:
     def preact_out(self, fwd, x):  # noqa: ANN001
         pre = self.relu(self.bn1(x))
         out = self.attn(self.conv2(self.relu(self.bn2(self.conv1(pre)))))
-        return out + self.stream(x)
+        return out + _stream(self)(x)
 
     if scaffold:
         def plus(self, fwd, x, real_residual):  # noqa: ANN001
             out = fwd(self, x)
             if real_residual or ALPHA[0] == 0.0:
                 return out
-            return out + ALPHA[0] * self.stream(x)
+            return out + ALPHA[0] * _stream(self)(x)
 
         patch(B.PreActBlock, lambda self, w: w,
-              lambda self, fwd, x: plus(self, fwd, x, isinstance(self.stream, nn.Identity)))
+              lambda self, fwd, x: plus(self, fwd, x, isinstance(_stream(self), nn.Identity)))
         patch(B.MBConv, lambda self, w: w, lambda self, fwd, x: plus(self, fwd, x, self.use_residual))
         patch(B.DenseBlock, lambda self, w: w, lambda self, fwd, x: plus(self, fwd, x, False))
         patch(B.InceptionBlock, lambda self, w: w, lambda self, fwd, x: plus(self, fwd, x, False))
@@ -190,12 +200,12 @@ def shared_stream(scaffold: bool = False) -> None:
 
     def mb_out(self, fwd, x):  # noqa: ANN001
         out = self.project(self.attn(self.depthwise(self.expand(x))))
-        return out + self.stream(x)
+        return out + _stream(self)(x)
 
     patch(B.MBConv, lambda self, w: w, mb_out)
     B.MBConv.last_norm = lambda self: self.project[1]
-    patch(B.DenseBlock, lambda self, w: w, lambda self, fwd, x: fwd(self, x) + self.stream(x))
-    patch(B.InceptionBlock, lambda self, w: w, lambda self, fwd, x: fwd(self, x) + self.stream(x))
+    patch(B.DenseBlock, lambda self, w: w, lambda self, fwd, x: fwd(self, x) + _stream(self)(x))
+    patch(B.InceptionBlock, lambda self, w: w, lambda self, fwd, x: fwd(self, x) + _stream(self)(x))
 
 
 def main() -> None:
