@@ -1,0 +1,119 @@
+"""Benchmark: a search with the supernet evaluator against one with ``--evaluator train``
+at the same wall time (issue 14), on digits (``blocks`` space), one torch thread.
+
+1. ``cellblock supernet train`` (the preset's skeleton, digits, ``--val-fraction``), then
+   ``cellblock search --evaluator supernet --trials N``: wall time W = both commands.
+2. ``cellblock search --evaluator train --trials M`` (same space, strategy, seed and
+   split); only the trials that ended within W of the command's launch count (M is a cap).
+3. The best architecture of each (highest ``accuracy`` metric among the trials counted)
+   is trained stand-alone ``--seeds`` times for ``--epochs`` epochs with the rank recipe
+   (``supernet rank``'s stand-alone training); the mean ± std validation accuracy of
+   each is printed, with W and the trials each search evaluated.
+
+Usage:
+
+    OMP_NUM_THREADS=1 python results/benchmarks/supernet_search_compare.py DIR \\
+        [--preset supernet] [--supernet-trials 300] [--train-trials 60] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from cellblock.data import load_dataset
+from cellblock.evaluators.training import TrainConfig, train_and_evaluate
+from cellblock.records.log import read_events, replay_trials
+from cellblock.search_spaces import SearchSpace
+
+sys.path.insert(0, str(Path(__file__).parent))
+from supernet_digits import PRESETS  # noqa: E402
+
+LAUNCHED: dict[str, float] = {}
+
+
+def run(cmd: list[str], name: str = "") -> float:
+    print("$", " ".join(cmd[2:]), f"  # load {os.getloadavg()[0]:.2f}", flush=True)
+    LAUNCHED[name] = time.time()
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def best_within(run_dir: Path, launched: float, wall_s: float | None) -> tuple[dict, float, int]:
+    """(best architecture, its search accuracy, trials counted) among the trials that ended
+    within ``wall_s`` of the command's launch (all when None)."""
+    trials = replay_trials(read_events(run_dir / "trials.jsonl"))
+    done = [t for t in trials if t.value("accuracy") is not None and t.end_t is not None
+            and (wall_s is None or t.end_t - launched <= wall_s)]
+    best = max(done, key=lambda t: t.value("accuracy"))
+    return best.arch, best.value("accuracy"), len(done)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("dir")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="supernet")
+    p.add_argument("--supernet-epochs", type=int, default=8)
+    p.add_argument("--supernet-trials", type=int, default=300)
+    p.add_argument("--train-trials", type=int, default=60, help="cap; trials past W are ignored")
+    p.add_argument("--strategy", default="evolution")
+    p.add_argument("--val-fraction", default="0.4")
+    p.add_argument("--epochs", type=int, default=8, help="stand-alone epochs (search and final)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cli = [sys.executable, "-m", "cellblock"]
+    space_args = [x for a in PRESETS[args.preset] for x in ("--space-arg", a)]
+    search = ["search", "--space", "blocks", *space_args, "--dataset", "digits", "--val-fraction",
+              args.val_fraction, "--objectives", "accuracy", "--strategy", args.strategy,
+              "--seed", str(args.seed), "--device", "cpu", "--backend", "local",
+              "--threads-per-trial", "1", "--no-progress"]
+    ckpt = out / "supernet.pt"
+    sn_train_s = run([*cli, "supernet", "train", "--space", "blocks", *space_args, "--dataset", "digits",
+                      "--val-fraction", args.val_fraction, "--batch-size", "32", "--device", "cpu",
+                      "--epochs", str(args.supernet_epochs), "--seed", str(args.seed),
+                      "--checkpoint-every", str(args.supernet_epochs), "--out", str(ckpt)])
+    sn_search_s = run([*cli, *search, "--evaluator", "supernet", "--supernet", str(ckpt),
+                       "--trials", str(args.supernet_trials), "--out", str(out / "search-supernet")], "supernet")
+    wall = sn_train_s + sn_search_s
+    tr_search_s = run([*cli, *search, "--evaluator", "train", "--epochs", str(args.epochs),
+                       "--trials", str(args.train_trials), "--out", str(out / "search-train")], "train")
+    sn_arch, sn_acc, sn_n = best_within(out / "search-supernet", 0.0, None)
+    # the train search's trials that ended within W of its command's launch
+    tr_arch, tr_acc, tr_n = best_within(out / "search-train", LAUNCHED["train"], wall)
+    data = load_dataset("digits", val_fraction=float(args.val_fraction))
+    kw = dict(a.split("=", 1) for a in PRESETS[args.preset])
+    kw = {k: json.loads(v) for k, v in kw.items()}
+    space = SearchSpace("blocks", input_shape=tuple(data.input_shape), num_classes=10, **kw)
+    base = TrainConfig(epochs=args.epochs, batch_size=64, lr=0.1, device="cpu")
+    report = {"wall_s": wall, "supernet_train_s": sn_train_s, "supernet_search_s": sn_search_s,
+              "train_search_s": tr_search_s, "load": os.getloadavg()[0]}
+    for name, arch, acc, n in (("supernet", sn_arch, sn_acc, sn_n), ("train", tr_arch, tr_acc, tr_n)):
+        accs = []
+        for s in range(args.seeds):
+            torch.manual_seed(s)
+            res = train_and_evaluate(space.build(arch), data, dataclasses.replace(base, seed=s))
+            accs.append(res["accuracy"])
+        report[name] = {"trials_counted": n, "search_accuracy": acc, "arch": arch,
+                        "standalone_accuracies": accs, "mean": statistics.mean(accs),
+                        "std": statistics.stdev(accs) if len(accs) > 1 else 0.0}
+        print(f"{name}: {n} trials within {wall:.1f} s, search accuracy {acc:.4f}, stand-alone "
+              f"{statistics.mean(accs):.4f} ± {report[name]['std']:.4f} over {args.seeds} seeds", flush=True)
+    (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
