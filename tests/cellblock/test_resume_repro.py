@@ -39,6 +39,7 @@ TRIALS = 8
 
 def _opts(tmp: Path, out: Path, strategy: str) -> dict:
     args = {"population_size": 3} if strategy in ("evolution", "nsga2") else {}
+    args = {"n_init": 3} if strategy == "predictive" else args
     return dict(space=f"{tmp / 'sp.py'}:space", trials=TRIALS, epochs=1, out=str(out), device="cpu",
                 objectives=["accuracy", "params"], strategy=strategy, strategy_args=args, seed=3)
 
@@ -47,7 +48,7 @@ def _archs(run: Path) -> list[str]:
     return [t.arch_id for t in replay_trials(read_events(run / "trials.jsonl"))]
 
 
-@pytest.mark.parametrize("strategy", ["evolution", "nsga2", "random"])
+@pytest.mark.parametrize("strategy", ["predictive", "evolution", "nsga2", "random"])
 def test_resume_after_a_cut_at_several_points_follows_the_same_path(tmp_path, strategy):
     (tmp_path / "sp.py").write_text(SPACE)
     full = tmp_path / "full"
@@ -74,7 +75,7 @@ def test_resume_after_real_kills_follows_the_same_path(tmp_path):
     cmd = [sys.executable, "-m", "cellblock", "search", "--space", f"{tmp_path / 'sp.py'}:space",
            "--space-arg", "pause=0.3", "--trials", str(TRIALS), "--epochs", "1", "--objectives",
            "accuracy,params", "--device", "cpu", "--no-progress", "--seed", "3",
-           "--strategy-arg", "population_size=3"]
+           "--strategy-arg", "n_init=3"]  # the default strategy (predictive), its model used from trial 4
     full = subprocess.run([*cmd, "--out", str(tmp_path / "full")], capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr
     log = tmp_path / "killed" / "trials.jsonl"
