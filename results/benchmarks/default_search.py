@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from cellblock.pareto.results import load_run
+from cellblock.run.config import FIELDS
 
 
 def run_once(extra: list[str]) -> dict:
@@ -63,7 +64,7 @@ def main() -> None:
         f"Command: `.venv/bin/python {' '.join(shlex.quote(a) for a in sys.argv)}`",
         "",
         f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, "
-        f"torch {torch.__version__} (CPU). Default: `blocks` space on digits, evolution, objectives "
+        f"torch {torch.__version__} (CPU). Default: `blocks` space on digits, {FIELDS['strategy'].default}, objectives "
         "accuracy / MACs / latency_ms, 24 trials x 8 epochs.",
         "",
         "| command | wall (s) | trials | complete | best val accuracy | Pareto size | sum train_s | load 1 min before -> after |",
