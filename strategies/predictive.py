@@ -262,10 +262,10 @@ class PredictiveSearch(Strategy):
         untried neighbours of the front members compete (Pareto local search whose next
         move is the one of highest acquisition on the front; the least explored members
         first, at most ``candidates // 4`` moves of each, until ``candidates`` moves are
-        scored), except in a
-        ``pls_share`` of the asks, which take a random untried move of the least explored
-        member (plain Pareto local search, as ``evolution``; with constraints, a move
-        predicted feasible with probability 0.5 or more, else the model's choice).
+        scored), except in a ``pls_share`` of the asks, which take a random untried move
+        of the least explored member (plain Pareto local search, as ``evolution``; with
+        constraints, a move predicted feasible with probability 0.5 or more, else the
+        model's choice).
         """
         self.hood.keep({t.arch_id for t in self.elite.trials})
         k = self.n_asked
