@@ -128,6 +128,7 @@ class PredictiveSearch(Strategy):
         super().__init__(space, objectives, seed)
         self.n_init = check_positive_int("n_init", n_init)
         self.candidates = check_positive_int("candidates", candidates, 2)
+        self.per_centre = max(self.candidates // 4, 1)  # moves scored per local-search centre
         self.parents = check_positive_int("parents", parents)
         self.members = check_positive_int("members", members, 2)
         self.hidden = check_positive_int("hidden", hidden, 0)
@@ -272,7 +273,7 @@ class PredictiveSearch(Strategy):
         if len(self.objectives) > 1 and int(k * self.pls_share) != int((k - 1) * self.pls_share):
             centre = pick_centre(self.elite.trials, self.elite.F, self.hood, self.rng)
             while centre is not None:  # plain Pareto local search: the least explored member, a random move
-                moves = self.hood.untried(centre, self.seen, limit=max(self.candidates // 4, 1))
+                moves = self.hood.untried(centre, self.seen, limit=self.per_centre)
                 if moves:  # of those likely feasible; none: the model's choice below
                     X = self.encoder.encode([a for _, (_, a) in moves], ids=[aid for _, (aid, _) in moves])
                     ok = np.flatnonzero(p_feasible(self._models or {}, self.constraints, X) >= 0.5)
@@ -284,7 +285,7 @@ class PredictiveSearch(Strategy):
                 centre = pick_centre(self.elite.trials, self.elite.F, self.hood, self.rng)
         moves: list[tuple[Trial, Any, Candidate]] = []
         for centre in sorted(self.elite.trials, key=lambda t: (len(self.hood.tried.get(t.arch_id, ())), t.arch_id)):
-            hood = self.hood.untried(centre, self.seen, limit=max(self.candidates // 4, 1))
+            hood = self.hood.untried(centre, self.seen, limit=self.per_centre)
             moves += [(centre, key, item) for key, item in hood]
             if len(moves) >= self.candidates:  # enough: the least explored members' moves
                 break
@@ -308,7 +309,7 @@ class PredictiveSearch(Strategy):
         if score is None or not len(ok):
             return None
         top = self.observed[int(ok[np.argmin(F[ok, j])])]
-        moves = self.hood.untried(top, self.seen, limit=max(self.candidates // 4, 1))
+        moves = self.hood.untried(top, self.seen, limit=self.per_centre)
         if moves:
             key, (aid, arch) = moves[int(np.argmax(score([item for _, item in moves])))]
             self.hood.take(top, key, aid, self.seen)
