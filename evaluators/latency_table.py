@@ -5,7 +5,10 @@
 :mod:`~cellblock.evaluators.runtimes`), then fits one per-network constant on a few whole
 networks. The table is rewritten atomically as it grows, so an interrupted profile continues
 where it stopped. A prediction is ``sum of the network's unit latencies + constant``, where a
-unit's latency is its median minus the runtime's empty-call overhead.
+unit's latency is its median minus the runtime's empty-call overhead. By default every timing
+is relative to a fixed reference network timed alongside it (see
+:mod:`~cellblock.evaluators.latency_timing`), so that a machine whose speed drifts still gives
+one consistent table.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,8 +29,15 @@ from torch import nn
 from cellblock.core.errors import ConfigError, EvaluationError
 from cellblock.core.fileio import atomic_write_text
 from cellblock.evaluators.latency_covers import Probe, arch_probe, run_cover
+from cellblock.evaluators.latency_fit import fit_correction, unit_kind
+from cellblock.evaluators.latency_timing import (
+    REFERENCE_NETWORK,
+    Timing,
+    measure_networks,
+    runtime_overhead,
+)
 from cellblock.evaluators.latency_units import UnitCall, make_inputs, trace_units
-from cellblock.evaluators.runtimes import check_clock, get_runtime, runtime_fingerprint, time_call
+from cellblock.evaluators.runtimes import get_runtime, runtime_fingerprint
 from cellblock.search_spaces.api import SearchSpace, arch_id
 
 FORMAT = "cellblock-latency-table/1"
@@ -69,6 +80,8 @@ class LatencyTable:
                               "same 'cellblock latency profile' command again to finish it")
         self.units: dict[str, dict[str, Any]] = self.data["units"]
         self.constant_ms = float(self.data["constant_ms"])
+        kind_ms = self.data.get("kind_ms") or {}
+        self._unit_ms = {k: u["ms"] + kind_ms.get(unit_kind(u["label"]), 0.0) for k, u in self.units.items()}
         self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     def fingerprint(self) -> dict[str, Any]:
@@ -80,7 +93,8 @@ class LatencyTable:
         return [c for c in calls if c.key not in self.units]
 
     def predict_calls(self, calls: list[UnitCall], where: str = "the network") -> float:
-        """``sum of unit latencies + constant`` in ms.
+        """``sum of unit latencies + constant`` in ms (each unit plus its kind's correction,
+        when the table fitted one).
 
         Raises:
             EvaluationError: naming the first unit missing from the table.
@@ -88,7 +102,7 @@ class LatencyTable:
         gone = self.missing(calls)
         if gone:
             raise EvaluationError(_missing_error(gone[0], where, str(self.path)))
-        return sum(self.units[c.key]["ms"] for c in calls) + self.constant_ms
+        return sum(self._unit_ms[c.key] for c in calls) + self.constant_ms
 
     def predict(self, model: nn.Module, input_shape: tuple, where: str = "the network") -> float:
         """Predicted batch-1 latency (ms) of ``model``."""
@@ -125,53 +139,35 @@ class LatencyTable:
 
 
 # ---- profiling -----------------------------------------------------------------------------
-#: Statistic of the timed runs kept as "the" latency: the median, or the 10th percentile
-#: (steadier on a shared machine, where other processes slow some runs down).
-STATISTICS = {"median": 50, "p10": 10}
-
-
-def check_statistic(statistic: str) -> int:
-    """The percentile of ``statistic``; ConfigError for an unknown one."""
-    if statistic not in STATISTICS:
-        raise ConfigError(f"unknown latency statistic {statistic!r}; use one of: {', '.join(STATISTICS)}")
-    return STATISTICS[statistic]
-
-
-def _stats(times: list[float], statistic: str) -> dict[str, float]:
-    p10, p50, p90, kept = np.percentile(times, [10, 50, 90, check_statistic(statistic)])
-    return {"raw_ms": float(kept), "median_ms": float(p50), "p10_ms": float(p10), "p90_ms": float(p90)}
-
-
 def _build_real(build: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     with torch.no_grad():
         return build().eval()
 
 
-def _runtime_overhead(runtime: str, device: torch.device, warmup: int, repeats: int, clock: str,
-                      statistic: str) -> float:
-    """Latency (ms) of the runtime running an identity on a 1-element tensor."""
-    run = get_runtime(runtime)(nn.Identity(), (torch.zeros(1, 1, 1, 1, device=device),), device)
-    return _stats(time_call(run, warmup, repeats * 3, clock), statistic)["raw_ms"]
+def table_timing(data: Mapping[str, Any], device: torch.device, *, runtime: str | None = None,
+                 warmup: int = 10, repeats: int = 30, clock: str | None = None,
+                 statistic: str | None = None) -> Timing:
+    """Timing that measures on the scale of table ``data``: its clock, statistic and, for a
+    normalised table, its reference network and ``reference_ms``.
 
-
-def measure_networks(models: list[nn.Module], input_shape: tuple, runtime: str, device: torch.device,
-                     warmup: int, repeats: int, clock: str = "wall", statistic: str = "median",
-                     rounds: int = 5) -> list[float]:
-    """Batch-1 latency (ms) of whole networks, timed in ``rounds`` interleaved rounds.
-
-    Each round times every network ``repeats // rounds`` times (after ``warmup`` runs in the
-    first round, one later), so a slow phase of a shared machine hits all networks alike
-    instead of a few.
+    Raises:
+        ConfigError: when a normalised table is asked for another runtime or reference.
     """
-    x = torch.randn(1, *map(int, input_shape), device=device)
-    runs = [get_runtime(runtime)(m, (x,), device) for m in models]
-    per = max(1, repeats // rounds)
-    times: list[list[float]] = [[] for _ in runs]
-    for r in range(rounds):
-        for i, run in enumerate(runs):
-            times[i] += time_call(run, warmup if r == 0 else min(warmup, 1), per, clock)
-    return [_stats(t, statistic)["raw_ms"] for t in times]
+    settings = data["settings"]
+    normalise = settings.get("normalise", "none")
+    runtime = runtime or data["runtime"]
+    ref = data.get("reference") or {}
+    if normalise == "reference":
+        if runtime != data["runtime"]:
+            raise ConfigError(f"the table is normalised against its reference network in {data['runtime']}; "
+                              f"measuring in {runtime} cannot use that scale: use --runtime {data['runtime']}")
+        if ref.get("network") != REFERENCE_NETWORK:
+            raise ConfigError(f"the table was normalised with reference network {ref.get('network')!r}; this "
+                              f"cellblock has {REFERENCE_NETWORK!r}: profile the table again")
+    return Timing(runtime, device, warmup, repeats, clock or settings.get("clock", "wall"),
+                  statistic or settings.get("statistic", "median"), normalise,
+                  tuple(ref.get("input_shape") or ()) or None, ref.get("ms"))
 
 
 def _load_partial(out: Path, head: dict[str, Any]) -> dict[str, Any]:
@@ -196,12 +192,14 @@ def _load_partial(out: Path, head: dict[str, Any]) -> dict[str, Any]:
 
 
 def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = "cpu",
-            warmup: int = 10, repeats: int = 30, calibration: int = 10, seed: int = 0,
-            clock: str = "wall", statistic: str = "median", progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+            warmup: int = 10, repeats: int = 30, calibration: int = 30, seed: int = 0,
+            clock: str = "wall", statistic: str = "median", normalise: str = "reference",
+            progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time every distinct unit of ``space`` in ``runtime``; write the table to ``out``.
 
     Continues a partial table at ``out`` made with the same space, runtime, settings and
-    device. Returns the table.
+    device. With ``normalise="reference"`` (see :mod:`~cellblock.evaluators.latency_timing`)
+    every value is relative to the reference network, timed first. Returns the table.
     """
     from tqdm.auto import tqdm
 
@@ -209,18 +207,15 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     get_runtime(runtime)
-    check_clock(clock)
-    check_statistic(statistic)
-    if warmup < 0 or repeats < 1 or calibration < 1:
-        raise ConfigError(f"warmup={warmup}, repeats={repeats}, calibration={calibration} are invalid; "
-                          "use warmup >= 0, repeats >= 1, calibration >= 1")
+    if calibration < 1:
+        raise ConfigError(f"calibration={calibration} is invalid; use calibration >= 1")
     dev = resolve_device(device)
+    shape = tuple(space.arguments()["input_shape"])
+    timing = Timing(runtime, dev, warmup, repeats, clock, statistic, normalise, shape)
     out = Path(out)
     head = {"format": FORMAT, "space": space_identity(space), "runtime": runtime,
             "fingerprint": runtime_fingerprint(runtime, dev),
-            "settings": {"warmup": warmup, "repeats": repeats, "calibration": calibration,
-                         "seed": seed, "batch_size": 1, "clock": clock,
-                         "statistic": statistic}}
+            "settings": {**timing.settings(), "calibration": calibration, "seed": seed, "batch_size": 1}}
     table = _load_partial(out, head)
     if table.get("complete"):
         log(f"{out} is already a complete table ({len(table['units'])} units)")
@@ -251,8 +246,15 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
     todo = [k for k in found if k not in table["units"]]
     log(f"{len(found)} distinct units ({table['coverage']}); traced in {time.perf_counter() - t0:.1f} s; "
         f"{len(found) - len(todo)} already timed, {len(todo)} to time in {runtime}")
+    if timing.normalised:
+        if "reference" not in table:
+            table["reference"] = {"network": REFERENCE_NETWORK, "input_shape": list(shape),
+                                  "ms": timing.measure_reference()}
+            log(f"reference network {REFERENCE_NETWORK}: {table['reference']['ms']:.4f} ms; every "
+                "latency is scaled to the speed this measured")
+        timing.reference_ms = table["reference"]["ms"]
     if "overhead_ms" not in table:
-        table["overhead_ms"] = _runtime_overhead(runtime, dev, warmup, repeats, clock, statistic)
+        table["overhead_ms"] = runtime_overhead(timing)
     last_save = time.perf_counter()
     by_probe: dict[int, list[str]] = {}
     for k in todo:
@@ -265,15 +267,15 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
                 call = found[k][1]
                 module = model.get_submodule(call.path) if call.path else model
                 run = get_runtime(runtime)(module, make_inputs(call.args, dev, seed), dev)
-                stats = _stats(time_call(run, warmup, repeats, clock), statistic)
-                stats["ms"] = max(stats["raw_ms"] - table["overhead_ms"], 0.0)
+                stats = timing.time_one(run)
+                stats["ms"] = max(stats.pop("value_ms") - table["overhead_ms"], 0.0)
                 table["units"][k] = {"label": call.label, **stats}
                 bar.update(1)
                 if time.perf_counter() - last_save > 5:
                     save()
                     last_save = time.perf_counter()
         bar.close()
-        _calibrate(space, table, runtime, dev, (warmup, repeats, clock, statistic), calibration, seed, save, log)
+        _calibrate(space, table, timing, calibration, seed, save, log)
     except BaseException:
         save()
         raise
@@ -284,29 +286,37 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
     return table
 
 
-def _calibrate(space: SearchSpace, table: dict[str, Any], runtime: str, dev: torch.device, timing: tuple,
-               n: int, seed: int, save: Callable[[], None], log: Callable[[str], None]) -> None:
-    """Fit the per-network constant: median of (measured - sum of units) on ``n`` networks."""
+def _calibrate(space: SearchSpace, table: dict[str, Any], timing: Timing, n: int, seed: int,
+               save: Callable[[], None], log: Callable[[str], None]) -> None:
+    """Fit the correction to the summed units on ``n`` whole networks (see
+    :mod:`~cellblock.evaluators.latency_fit`)."""
     rng = np.random.default_rng(seed + 1)
     shape = tuple(space.arguments()["input_shape"])
-    models, sums, ids = [], [], []
+    models, sums, ids, kinds = [], [], [], []
     for arch in [space.sample(rng) for _ in range(n)]:
         model = _build_real(arch_probe(space, arch).build, seed)
-        units_ms = 0.0
+        units_ms, count = 0.0, Counter()
         for c in trace_units(model, shape):
             if c.key not in table["units"]:
                 raise ConfigError(_missing_error(c, f"calibration arch {arch_id(arch)}", "being profiled")
                                   + " (the cover missed it)")
             units_ms += table["units"][c.key]["ms"]
+            count[unit_kind(table["units"][c.key]["label"])] += 1
         models.append(model)
         sums.append(units_ms)
         ids.append(arch_id(arch))
-    measured = measure_networks(models, shape, runtime, dev, *timing)
-    rows = table["calibration"] = [{"arch_id": i, "measured_ms": m, "units_ms": u}
-                                   for i, m, u in zip(ids, measured, sums, strict=True)]
+        kinds.append(dict(count))
+    measured = [m["value_ms"] for m in measure_networks(models, shape, timing)]
+    rows = table["calibration"] = [{"arch_id": i, "measured_ms": m, "units_ms": u, "kinds": k}
+                                   for i, m, u, k in zip(ids, measured, sums, kinds, strict=True)]
     save()
-    table["constant_ms"] = float(np.median([r["measured_ms"] - r["units_ms"] for r in rows]))
-    log(f"per-network constant {table['constant_ms']:.4f} ms from {len(rows)} whole networks")
+    fit = fit_correction(measured, sums, kinds)
+    table["constant_ms"], table["kind_ms"] = fit["constant_ms"], fit["kind_ms"]
+    table["calibration_fit"] = {"model": fit["model"], "loo_mape_pct": fit["loo_mape_pct"]}
+    loo = fit["loo_mape_pct"]
+    errors = ", ".join(f"{k} {v:.1f}%" for k, v in loo.items() if v is not None)
+    log(f"per-network constant {table['constant_ms']:.4f} ms, {fit['model']} model, from {len(rows)} whole "
+        f"networks (leave-one-out error: {errors})")
 
 
 # ---- validation ----------------------------------------------------------------------------
@@ -316,12 +326,15 @@ def check(table: LatencyTable, space: SearchSpace, samples: int, *, runtime: str
           progress: bool = True) -> dict[str, Any]:
     """Measure ``samples`` random networks on this device and compare with the table.
 
-    With ``passes`` >= 2 every network is measured that many times (the mean is compared
-    with the prediction) and the agreement of the first two passes is reported too: the
-    ceiling that the measurement noise of this device puts on any predictor.
+    Networks are measured as the table was made (its clock, statistic and, for a normalised
+    table, relative to its reference network); the raw timings are compared too. With
+    ``passes`` >= 2 every network is measured that many times (the mean is compared with the
+    prediction) and the agreement of the first two passes is reported too: the ceiling that
+    the measurement noise of this device puts on any predictor.
 
     Returns:
-        ``{"kendall_tau", "spearman", "mape_pct", "n", "runtime", "rows"}`` (+ ``repeat_*``).
+        ``{"kendall_tau", "spearman", "mape_pct", "n", "runtime", "rows"}`` (+ ``repeat_*``,
+        and ``raw_*`` for a normalised table).
     """
     from tqdm.auto import tqdm
 
@@ -329,12 +342,9 @@ def check(table: LatencyTable, space: SearchSpace, samples: int, *, runtime: str
 
     if samples < 2 or passes < 1:
         raise ConfigError(f"--samples must be >= 2 and --passes >= 1, got {samples} and {passes}")
-    runtime = runtime or table.data["runtime"]
-    clock = clock or table.data["settings"].get("clock", "wall")
-    check_clock(clock)
-    statistic = statistic or table.data["settings"].get("statistic", "median")
-    check_statistic(statistic)
     dev = resolve_device(device)
+    timing = table_timing(table.data, dev, runtime=runtime, warmup=warmup, repeats=repeats, clock=clock,
+                          statistic=statistic)
     shape = tuple(space.arguments()["input_shape"])
     rng = np.random.default_rng(seed)
     rows, models = [], []
@@ -343,17 +353,22 @@ def check(table: LatencyTable, space: SearchSpace, samples: int, *, runtime: str
         models.append(_build_real(arch_probe(space, arch).build, 0))
         rows.append({"arch_id": arch_id(arch), "predicted_ms": table.predict(models[-1], shape, f"arch {arch_id(arch)}")})
     if progress:
-        print(f"check: timing {samples} networks in {runtime}, interleaved", file=sys.stderr)
-    runs = [measure_networks(models, shape, runtime, dev, warmup, repeats, clock, statistic)
-            for _ in range(passes)]
+        print(f"check: timing {samples} networks in {timing.runtime}, interleaved", file=sys.stderr)
+    runs = [measure_networks(models, shape, timing) for _ in range(passes)]
     for i, row in enumerate(rows):
-        row["measured_passes_ms"] = [r[i] for r in runs]
+        row["measured_passes_ms"] = [r[i]["value_ms"] for r in runs]
         row["measured_ms"] = float(np.mean(row["measured_passes_ms"]))
-    out = _agreement([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
+        row["raw_measured_ms"] = float(np.mean([r[i]["raw_ms"] for r in runs]))
+    pred = [r["predicted_ms"] for r in rows]
+    out = _agreement(pred, [r["measured_ms"] for r in rows])
+    if timing.normalised:
+        out.update({f"raw_{k}": v for k, v in _agreement(pred, [r["raw_measured_ms"] for r in rows]).items()})
     if passes >= 2:
-        out.update({f"repeat_{k}": v for k, v in _agreement(runs[1], runs[0]).items()})
-    return {**out, "n": len(rows), "runtime": runtime, "threads": torch.get_num_threads(),
-            "clock": clock, "statistic": statistic, "passes": passes, "rows": rows}
+        first, second = ([r["value_ms"] for r in run] for run in runs[:2])
+        out.update({f"repeat_{k}": v for k, v in _agreement(second, first).items()})
+    return {**out, "n": len(rows), "runtime": timing.runtime, "threads": torch.get_num_threads(),
+            "clock": timing.clock, "statistic": timing.statistic, "normalise": timing.normalise,
+            "passes": passes, "rows": rows}
 
 
 def _agreement(pred: list[float], meas: list[float]) -> dict[str, float]:
@@ -366,9 +381,12 @@ def _agreement(pred: list[float], meas: list[float]) -> dict[str, float]:
 
 def summary_line(result: Mapping[str, Any]) -> str:
     """One line of a check result."""
+    scale = ", relative to the reference network" if result.get("normalise") == "reference" else ""
     line = (f"{result['n']} networks in {result['runtime']} ({result['threads']} threads, "
-            f"{result['clock']} clock, {result['statistic']}): Kendall tau "
+            f"{result['clock']} clock, {result['statistic']}{scale}): Kendall tau "
             f"{result['kendall_tau']:.3f}, Spearman {result['spearman']:.3f}, MAPE {result['mape_pct']:.1f}%")
+    if "raw_kendall_tau" in result:
+        line += (f"; raw timings: Kendall tau {result['raw_kendall_tau']:.3f}, MAPE {result['raw_mape_pct']:.1f}%")
     if "repeat_kendall_tau" in result:
         line += (f"; measurement noise (pass 2 vs pass 1): Kendall tau {result['repeat_kendall_tau']:.3f}, "
                  f"Spearman {result['repeat_spearman']:.3f}, MAPE {result['repeat_mape_pct']:.1f}%")

@@ -63,11 +63,16 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
                     help="skeleton option, repeatable (YAML values), e.g. input_shape=[1,32,32]")
     pr.add_argument("--runtime", default="torch", help="torch, torchscript, onnxruntime")
     pr.add_argument("--out", required=True, help="table file (JSON); an unfinished one is continued")
-    pr.add_argument("--calibration", type=int, default=10,
-                    help="whole networks timed to fit the per-network constant (default 10)")
+    pr.add_argument("--calibration", type=int, default=30,
+                    help="whole networks timed to fit the per-network constant, and a cost per kind "
+                         "of unit where cross-validation says it predicts better (default 30)")
     pr.add_argument("--clock", default="wall", help="wall (default) or thread (CPU time of one thread)")
     pr.add_argument("--stat", default="median", choices=("median", "p10"),
                     help="statistic of the timed runs kept (default median; p10 is steadier on a shared machine)")
+    pr.add_argument("--normalise", default="reference", choices=("reference", "none"),
+                    help="reference (default): time everything relative to a fixed reference network "
+                         "run alongside, so a machine whose speed drifts gives one consistent table; "
+                         "none: raw timings")
     pr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _timing_args(pr, 10, 30)
     pr.set_defaults(func=_profile)
@@ -90,7 +95,9 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
 
     me = lsub.add_parser("measure", help="time an exported model.onnx in onnxruntime")
     me.add_argument("--onnx", required=True, help="the model.onnx file (from cellblock export)")
-    me.add_argument("--clock", default="wall", help="wall (default) or thread")
+    me.add_argument("--table", help="an onnxruntime latency table: also measure on its scale (its clock, "
+                                    "statistic and reference network), comparable with its predictions")
+    me.add_argument("--clock", help="wall (default, or the table's) or thread")
     _timing_args(me, 10, 100)
     me.set_defaults(func=_measure)
 
@@ -102,7 +109,7 @@ def _profile(args: argparse.Namespace) -> int:
     space = _space(args.space, args.space_arg)
     table = profile(space, args.runtime, args.out, device=args.device, warmup=args.warmup,
                     repeats=args.repeats, calibration=args.calibration, clock=args.clock, statistic=args.stat,
-                    progress=not args.no_progress)
+                    normalise=args.normalise, progress=not args.no_progress)
     size = Path(args.out).stat().st_size
     print(f"{args.out}: {len(table['units'])} units, {size / 1024:.0f} KiB, constant "
           f"{table['constant_ms']:.4f} ms, profiled in {table['profile_s']:.1f} s "
@@ -135,11 +142,43 @@ def _check(args: argparse.Namespace) -> int:
 def _measure(args: argparse.Namespace) -> int:
     from cellblock.evaluators.runtimes import measure_onnx_file
 
-    _threads(args.threads)
     if not Path(args.onnx).is_file():
         raise ConfigError(f"ONNX file {args.onnx!r} not found")
-    res = measure_onnx_file(args.onnx, warmup=args.warmup, repeats=args.repeats, clock=args.clock)
+    if args.table:
+        return _measure_on_table_scale(args)
+    _threads(args.threads)
+    clock = args.clock or "wall"
+    res = measure_onnx_file(args.onnx, warmup=args.warmup, repeats=args.repeats, clock=clock)
     print(f"{args.onnx}: {res['latency_ms']:.4f} ms median (p10 {res['latency_p10_ms']:.4f}, "
           f"p90 {res['latency_p90_ms']:.4f}) over {args.repeats} runs in onnxruntime "
-          f"({res['latency_device']['threads']} threads, {args.clock} clock)")
+          f"({res['latency_device']['threads']} threads, {clock} clock)")
+    return 0
+
+
+def _measure_on_table_scale(args: argparse.Namespace) -> int:
+    """``measure --table``: time the file as the table's networks were timed."""
+    from cellblock.core.devices import resolve_device
+    from cellblock.evaluators.latency_table import LatencyTable, table_timing
+    from cellblock.evaluators.runtimes import ort_runner, ort_session
+
+    table = LatencyTable(args.table)
+    if table.data["runtime"] != "onnxruntime":
+        raise ConfigError(f"latency table {args.table!r} was made with runtime {table.data['runtime']!r}; "
+                          "measure --onnx compares with an onnxruntime table")
+    _threads(args.threads if args.threads is not None else table.data["fingerprint"]["threads"])
+    timing = table_timing(table.data, resolve_device("cpu"), warmup=args.warmup, repeats=args.repeats,
+                          clock=args.clock)
+    sess = ort_session(str(args.onnx))
+    inp = sess.get_inputs()[0]
+    shape = [1 if not isinstance(d, int) else d for d in inp.shape]
+    import numpy as np
+
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    res = timing.time_many([ort_runner(sess, [x])], rounds=10)[0]
+    scale = (f"{res['norm_ms']:.4f} ms relative to the table's reference network "
+             f"({table.data['reference']['ms']:.4f} ms there); raw " if timing.normalised else "")
+    print(f"{args.onnx}: {scale}{res['raw_ms']:.4f} ms {timing.statistic} (median {res['median_ms']:.4f}, "
+          f"p10 {res['p10_ms']:.4f}, p90 {res['p90_ms']:.4f}) over {args.repeats} runs in onnxruntime "
+          f"({table.data['fingerprint']['threads']} threads, {timing.clock} clock); comparable with the "
+          f"predictions of {args.table}")
     return 0

@@ -40,10 +40,11 @@ def main() -> None:
     p.add_argument("--runtime", default="torch")
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--calibration", type=int, default=10)
+    p.add_argument("--calibration", type=int, default=30)
     p.add_argument("--device", default="cpu", help="where to profile and check (cpu, cuda, cuda:1)")
     p.add_argument("--clock", default="thread", help="thread (CPU, one thread) or wall (any device)")
     p.add_argument("--stat", default="median")
+    p.add_argument("--normalise", default="reference", choices=("reference", "none"))
     p.add_argument("--dir", default="results/runs/latency_tables")
     p.add_argument("--results", default="results/benchmarks/latency_tables.jsonl")
     args = p.parse_args()
@@ -53,12 +54,13 @@ def main() -> None:
     for arg in SearchSpace.CONTEXT_ARGS:
         space.kwargs.setdefault(arg, space.arguments()[arg])
     where = "" if args.device == "cpu" else f"-{args.device.replace(':', '')}"
-    out = Path(args.dir) / f"{args.config}-{args.runtime}{where}-{args.clock}-{args.stat}.json"
+    norm = "" if args.normalise == "none" else "-ref"
+    out = Path(args.dir) / f"{args.config}-{args.runtime}{where}-{args.clock}-{args.stat}{norm}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     table = profile(space, args.runtime, out, device=args.device, repeats=args.repeats, calibration=args.calibration,
-                    clock=args.clock, statistic=args.stat, progress=False)
+                    clock=args.clock, statistic=args.stat, normalise=args.normalise, progress=False)
     wall = time.perf_counter() - t0
     t1 = time.perf_counter()
     result = check(LatencyTable(out), space, args.samples, device=args.device, repeats=args.repeats,
@@ -66,13 +68,15 @@ def main() -> None:
     row = {
         "config": args.config, "space": name, "space_args": kwargs, "runtime": args.runtime,
         "device": args.device,
-        "clock": args.clock, "statistic": args.stat, "repeats": args.repeats,
+        "clock": args.clock, "statistic": args.stat, "normalise": args.normalise, "repeats": args.repeats,
         "units": len(table["units"]), "table_kib": round(out.stat().st_size / 1024, 1),
         "profile_s": table["profile_s"], "profile_wall_this_call_s": round(wall, 1),
-        "constant_ms": table["constant_ms"], "check_s": round(time.perf_counter() - t1, 1),
+        "constant_ms": table["constant_ms"], "calibration_fit": table.get("calibration_fit"), "check_s": round(time.perf_counter() - t1, 1),
         "kendall_tau": result["kendall_tau"], "spearman": result["spearman"], "mape_pct": result["mape_pct"],
         "repeat_kendall_tau": result["repeat_kendall_tau"], "repeat_spearman": result["repeat_spearman"],
-        "repeat_mape_pct": result["repeat_mape_pct"], "n": result["n"], "measured_ms_median": sorted(r["measured_ms"] for r in result["rows"])[len(result["rows"]) // 2],
+        "repeat_mape_pct": result["repeat_mape_pct"], "n": result["n"],
+        **{k: result[k] for k in ("raw_kendall_tau", "raw_spearman", "raw_mape_pct") if k in result},
+        "reference_ms": (table.get("reference") or {}).get("ms"), "measured_ms_median": sorted(r["measured_ms"] for r in result["rows"])[len(result["rows"]) // 2],
         "load_before": load_before, "load_after": os.getloadavg(), "cpu": table["fingerprint"]["name"],
     }
     with open(args.results, "a", encoding="utf-8") as f:

@@ -11,8 +11,9 @@ from torch import nn
 
 from cellblock.cli import main
 from cellblock.core.errors import ConfigError, EvaluationError, RegistryError
-from cellblock.evaluators import latency_table as lt
+from cellblock.evaluators import latency_timing
 from cellblock.evaluators.latency_table import LatencyTable, check, profile
+from cellblock.evaluators.latency_timing import Timing, reference_network
 from cellblock.evaluators.latency_units import trace_units, unit_modules
 from cellblock.evaluators.runtimes import RUNTIMES, get_runtime, measure_runtime_latency
 from cellblock.search_spaces import SearchSpace
@@ -96,32 +97,34 @@ def test_profile_covers_every_architecture_of_the_space(tiny_table):
 def test_interrupted_profile_continues_where_it_stopped(tmp_path, monkeypatch):
     space = SearchSpace("blocks", **TINY)
     out = tmp_path / "lut.json"
-    real = lt.time_call
+    real = Timing.time_one
     calls = {"n": 0}
 
-    def flaky(*args, **kwargs):
+    def flaky(self, run):
         calls["n"] += 1
         if calls["n"] == 6:
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        return real(self, run)
 
-    monkeypatch.setattr(lt, "time_call", flaky)
+    monkeypatch.setattr(Timing, "time_one", flaky)
     with pytest.raises(KeyboardInterrupt):
         profile(space, "torch", out, **FAST)
     partial = json.loads(out.read_text())
     assert not partial["complete"] and len(partial["units"]) == 4  # overhead + 4 units, 6th call stopped
+    assert partial["reference"]["ms"] > 0 and partial["settings"]["normalise"] == "reference"
     with pytest.raises(ConfigError, match="unfinished profile"):
         LatencyTable(out)
-    calls["n"] = -10**9
     timed = []
-    monkeypatch.setattr(lt, "time_call", lambda *a, **k: timed.append(1) or real(*a, **k))
+    monkeypatch.setattr(Timing, "time_one", lambda self, run: timed.append(1) or real(self, run))
     table = profile(space, "torch", out, **FAST)
-    rounds = 5  # the calibration networks are timed in 5 interleaved rounds
-    assert table["complete"] and len(timed) == table["expected_units"] - 4 + rounds * FAST["calibration"]
+    assert table["complete"] and len(timed) == table["expected_units"] - 4  # the overhead is kept too
     for key, unit in partial["units"].items():
         assert table["units"][key] == unit
+    assert table["reference"] == partial["reference"] and table["overhead_ms"] == partial["overhead_ms"]
     with pytest.raises(ConfigError, match="another runtime"):
         profile(space, "onnxruntime", out, **FAST)
+    with pytest.raises(ConfigError, match="another settings"):
+        profile(space, "torch", out, **FAST, normalise="none")
 
 
 def test_table_missing_unit_is_named_before_the_search(tiny_table):
@@ -178,7 +181,8 @@ def test_cli_profile_and_check(tmp_path, capsys):
     assert main(["latency", "check", "--table", str(out), *args, "--samples", "5", "--warmup", "1",
                  "--repeats", "3", "--no-progress", "--out", str(tmp_path / "check.json")]) == 0
     captured = capsys.readouterr()
-    assert "5 networks in torch (1 threads, wall clock, median): Kendall tau" in captured.out
+    assert "5 networks in torch (1 threads, wall clock, median, relative to the reference network): Kendall tau" in captured.out
+    assert "; raw timings: Kendall tau" in captured.out
     result = json.loads((tmp_path / "check.json").read_text())
     if result["kendall_tau"] < 0.8:
         assert "warning: Kendall tau" in captured.err
@@ -271,3 +275,72 @@ def test_cli_measures_an_exported_onnx_file(tmp_path, capsys):
                  "--clock", "thread"]) == 0
     assert "ms median" in capsys.readouterr().out
     assert main(["latency", "measure", "--onnx", str(tmp_path / "missing.onnx")]) == 2
+
+
+def test_normalised_timing_cancels_a_machine_that_changes_speed(monkeypatch):
+    """A machine at speed 1x, 2x, 1.5x... in successive rounds: raw timings follow it, the
+    values relative to the reference network do not (scripted clock: speed cannot be set)."""
+    speeds = iter([1.0, 1.0, 2.0, 2.0, 1.5, 1.5, 3.0, 3.0, 1.2, 1.2] * 4)
+    base = {"ref": 0.5, "net": 2.0}
+
+    def scripted(run, warmup, repeats, clock="wall"):
+        return [base[run()] * next(speeds)] * repeats
+
+    raw = Timing("torch", torch.device("cpu"), warmup=0, repeats=10)
+    assert "norm_ms" not in raw.time_many([lambda: torch.zeros(1)], rounds=2)[0]
+    timing = Timing("torch", torch.device("cpu"), warmup=0, repeats=10, normalise="reference",
+                    input_shape=(1, 4, 4), reference_ms=0.5)
+    timing._reference = lambda: "ref"
+    monkeypatch.setattr(latency_timing, "time_call", scripted)
+    stats = timing.time_one(lambda: "net")
+    assert stats["norm_ms"] == pytest.approx(2.0) and stats["value_ms"] == stats["norm_ms"]
+    assert stats["raw_ms"] == pytest.approx(2.0 * 1.5)  # the median of the raw runs moves with the speed
+
+
+def test_reference_network_is_fixed_and_leaves_the_global_seed_alone():
+    torch.manual_seed(3)
+    before = torch.rand(1)
+    torch.manual_seed(3)
+    a, b = reference_network((1, 8, 8)), reference_network((1, 8, 8))
+    assert torch.equal(torch.rand(1), before)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert a(torch.zeros(1, 1, 8, 8)).shape == (1, 10) and not a.training
+    with pytest.raises(ConfigError, match="unknown latency normalisation 'fast'"):
+        Timing("torch", torch.device("cpu"), normalise="fast", input_shape=(1, 8, 8))
+
+
+def test_normalised_table_is_checked_on_its_own_scale(tiny_table):
+    table = LatencyTable(tiny_table)
+    assert table.data["settings"]["normalise"] == "reference" and table.data["reference"]["ms"] > 0
+    result = check(table, SearchSpace("blocks", **TINY), 4, warmup=1, repeats=3, progress=False)
+    assert result["normalise"] == "reference" and -1 <= result["raw_kendall_tau"] <= 1
+    assert all(r["raw_measured_ms"] > 0 and r["measured_ms"] > 0 for r in result["rows"])
+    with pytest.raises(ConfigError, match="use --runtime torch"):
+        check(table, SearchSpace("blocks", **TINY), 4, runtime="torchscript", progress=False)
+    data = {**table.data, "reference": {**table.data["reference"], "network": "old/0"}}
+    with pytest.raises(ConfigError, match="profile the table again"):
+        lt_timing(data)
+
+
+def lt_timing(data):
+    from cellblock.evaluators.latency_table import table_timing
+
+    return table_timing(data, torch.device("cpu"))
+
+
+def test_cli_measures_an_onnx_file_on_a_tables_scale(tmp_path, tiny_table, capsys):
+    pytest.importorskip("onnxruntime")
+    from cellblock.evaluators.runtimes import onnx_bytes
+
+    space = SearchSpace("blocks", **TINY)
+    lut = tmp_path / "lut.json"
+    profile(space, "onnxruntime", lut, **FAST)
+    model = space.build(space.sample(np.random.default_rng(0))).eval()
+    path = tmp_path / "model.onnx"
+    path.write_bytes(onnx_bytes(model, (torch.zeros(1, 1, 8, 8),)))
+    assert main(["latency", "measure", "--onnx", str(path), "--table", str(lut), "--warmup", "1",
+                 "--repeats", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "relative to the table's reference network" in out and "comparable with the predictions" in out
+    assert main(["latency", "measure", "--onnx", str(path), "--table", str(tiny_table)]) == 2
+    assert "measure --onnx compares with an onnxruntime table" in capsys.readouterr().err
