@@ -192,7 +192,7 @@ def _load_partial(out: Path, head: dict[str, Any]) -> dict[str, Any]:
 
 
 def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = "cpu",
-            warmup: int = 10, repeats: int = 30, calibration: int = 30, seed: int = 0,
+            warmup: int = 10, repeats: int = 100, calibration: int = 30, seed: int = 0,
             clock: str = "wall", statistic: str = "median", normalise: str = "reference",
             progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time every distinct unit of ``space`` in ``runtime``; write the table to ``out``.
@@ -321,7 +321,7 @@ def _calibrate(space: SearchSpace, table: dict[str, Any], timing: Timing, n: int
 
 # ---- validation ----------------------------------------------------------------------------
 def check(table: LatencyTable, space: SearchSpace, samples: int, *, runtime: str | None = None,
-          device: str = "cpu", warmup: int = 10, repeats: int = 30, seed: int = 1234,
+          device: str = "cpu", warmup: int = 10, repeats: int = 100, seed: int = 1234,
           clock: str | None = None, statistic: str | None = None, passes: int = 1,
           progress: bool = True) -> dict[str, Any]:
     """Measure ``samples`` random networks on this device and compare with the table.

@@ -44,7 +44,7 @@ def _threads(n: int | None) -> None:
 
 def _timing_args(p: argparse.ArgumentParser, warmup: int, repeats: int) -> None:
     p.add_argument("--warmup", type=int, default=warmup, help=f"untimed runs first (default {warmup})")
-    p.add_argument("--repeats", type=int, default=repeats, help=f"timed runs, median kept (default {repeats})")
+    p.add_argument("--repeats", type=int, default=repeats, help=f"timed runs of each unit or network (default {repeats})")
     p.add_argument("--threads", type=int, help="torch / onnxruntime compute threads (default: torch's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
 
@@ -74,7 +74,7 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
                          "run alongside, so a machine whose speed drifts gives one consistent table; "
                          "none: raw timings")
     pr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    _timing_args(pr, 10, 30)
+    _timing_args(pr, 10, 100)
     pr.set_defaults(func=_profile)
 
     ch = lsub.add_parser("check", help="measure N random networks here; Kendall tau, Spearman, MAPE")
@@ -90,7 +90,7 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
     ch.add_argument("--stat", choices=("median", "p10"), help="statistic kept (default: the table's)")
     ch.add_argument("--out", help="write the result (with every network) to this JSON file")
     ch.add_argument("--no-progress", action="store_true")
-    _timing_args(ch, 10, 30)
+    _timing_args(ch, 10, 100)
     ch.set_defaults(func=_check)
 
     me = lsub.add_parser("measure", help="time an exported model.onnx in onnxruntime")

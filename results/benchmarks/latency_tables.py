@@ -30,6 +30,7 @@ CONFIGS = {
     "blocks8": ("blocks", {**REDUCED}),
     "blocks32": ("blocks", {**REDUCED, "input_shape": [1, 32, 32]}),
     "blocks8-full": ("blocks", {}),
+    "blocks32-full": ("blocks", {"input_shape": [1, 32, 32]}),
     "nb201": ("nb201", {}),
 }
 
@@ -39,7 +40,7 @@ def main() -> None:
     p.add_argument("--config", choices=sorted(CONFIGS), required=True)
     p.add_argument("--runtime", default="torch")
     p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--repeats", type=int, default=100)
     p.add_argument("--calibration", type=int, default=30)
     p.add_argument("--device", default="cpu", help="where to profile and check (cpu, cuda, cuda:1)")
     p.add_argument("--clock", default="thread", help="thread (CPU, one thread) or wall (any device)")

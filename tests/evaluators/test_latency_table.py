@@ -344,3 +344,18 @@ def test_cli_measures_an_onnx_file_on_a_tables_scale(tmp_path, tiny_table, capsy
     assert "relative to the table's reference network" in out and "comparable with the predictions" in out
     assert main(["latency", "measure", "--onnx", str(path), "--table", str(tiny_table)]) == 2
     assert "measure --onnx compares with an onnxruntime table" in capsys.readouterr().err
+
+
+def test_prediction_adds_each_kinds_fitted_cost(tiny_table, tmp_path):
+    data = json.loads(tiny_table.read_text())
+    assert data["calibration_fit"]["model"] == "constant" and data["kind_ms"] == {}  # 2 networks: too few
+    space = SearchSpace("blocks", **TINY)
+    model = space.build(space.sample(np.random.default_rng(1)))
+    calls = trace_units(model, (1, 8, 8))
+    kind = calls[1].label.split(" ")[0]
+    data["kind_ms"] = {kind: 0.5}
+    path = tmp_path / "lut.json"
+    path.write_text(json.dumps(data))
+    extra = 0.5 * sum(c.label.split(" ")[0] == kind for c in calls)
+    assert LatencyTable(path).predict(model, (1, 8, 8)) == pytest.approx(
+        LatencyTable(tiny_table).predict(model, (1, 8, 8)) + extra)
