@@ -79,6 +79,10 @@ def synflow(model: nn.Module, input_shape: Sequence[int], device: torch.device |
         if isinstance(module, _BatchNorm):  # the reference ``bn=False`` copy has no BN layers
             parent, _, attr = name.rpartition(".")
             setattr(net.get_submodule(parent) if parent else net, attr, nn.Identity())
+        elif getattr(module, "inplace", False) is True:
+            # without its BN, a pre-activation block's in-place ReLU would overwrite the input
+            # its shortcut still needs
+            module.inplace = False
     net.double().eval()
     with torch.no_grad():
         for p in net.parameters():

@@ -124,3 +124,15 @@ def test_seeded_builds_give_same_proxy() -> None:
         torch.manual_seed(7)
         scores.append(synflow(space.build(arch), (1, 8, 8)))
     assert scores[0] == scores[1]
+
+
+def test_synflow_scores_every_block_type_including_pre_activation() -> None:
+    """Without BN, a pre-activation block's in-place ReLU used to overwrite its shortcut's input."""
+    from cellblock.search_spaces import SearchSpace
+    from cellblock.search_spaces.blocks_space import BUILTIN_BLOCKS
+
+    for block in BUILTIN_BLOCKS:
+        space = SearchSpace("blocks", block_types=[block])
+        model = space.build(space.sample(np.random.default_rng(0)))
+        score = synflow(model, (1, 8, 8))
+        assert score > 0 and math.isfinite(score), block
