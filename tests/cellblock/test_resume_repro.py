@@ -14,26 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from slow_space import write_slow_space
 
 import cellblock
 from cellblock.records import read_events, replay_trials
 
-SPACE = '''
-import time
-from torch import nn
-
-def space(s, input_shape=(1, 8, 8), num_classes=10, pause=0.0):
-    depth = s.integer("depth", 1, 3)
-    widths = [s.choice(f"w{i}", [4, 6, 8, 12]) for i in range(depth)]
-    if not s.build:
-        return None
-    time.sleep(pause)
-    layers, c = [], input_shape[0]
-    for w in widths:
-        layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU()]
-        c = w
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
-'''
 TRIALS = 8
 
 
@@ -50,7 +35,7 @@ def _archs(run: Path) -> list[str]:
 
 @pytest.mark.parametrize("strategy", ["predictive", "evolution", "nsga2", "random"])
 def test_resume_after_a_cut_at_several_points_follows_the_same_path(tmp_path, strategy):
-    (tmp_path / "sp.py").write_text(SPACE)
+    write_slow_space(tmp_path)
     full = tmp_path / "full"
     cellblock.search(**_opts(tmp_path, full, strategy))
     reference = _archs(full)
@@ -71,7 +56,7 @@ def test_resume_after_a_cut_at_several_points_follows_the_same_path(tmp_path, st
 
 
 def test_resume_after_real_kills_follows_the_same_path(tmp_path):
-    (tmp_path / "sp.py").write_text(SPACE)
+    write_slow_space(tmp_path)
     cmd = [sys.executable, "-m", "cellblock", "search", "--space", f"{tmp_path / 'sp.py'}:space",
            "--space-arg", "pause=0.3", "--trials", str(TRIALS), "--epochs", "1", "--objectives",
            "accuracy,params", "--device", "cpu", "--no-progress", "--seed", "3",

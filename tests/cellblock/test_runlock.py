@@ -13,31 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
+from slow_space import write_slow_space
 
 from cellblock.core.errors import RunError
 from cellblock.core.runlock import LOCK_NAME, RunLock, RunLockedError, run_dir_lock
 from cellblock.records import read_events, replay_trials
 
-SLOW_SPACE = '''
-import time
-from torch import nn
-
-def space(s, input_shape=(1, 8, 8), num_classes=10, pause=0.0):
-    depth = s.integer("depth", 1, 3)
-    widths = [s.choice(f"w{i}", [4, 6, 8, 12]) for i in range(depth)]
-    if not s.build:
-        return None
-    time.sleep(pause)
-    layers, c = [], input_shape[0]
-    for w in widths:
-        layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU()]
-        c = w
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
-'''
-
 
 def search_cmd(tmp: Path, trials: int, pause: float = 0.0, *extra: str) -> list[str]:
-    (tmp / "sp.py").write_text(SLOW_SPACE)
+    write_slow_space(tmp)
     return [sys.executable, "-m", "cellblock", "search", "--space", f"{tmp / 'sp.py'}:space",
             "--space-arg", f"pause={pause}", "--trials", str(trials), "--epochs", "1",
             "--objectives", "accuracy,params", "--out", str(tmp / "run"), "--device", "cpu",
@@ -122,7 +106,7 @@ def test_supernet_train_and_train_are_locked_too(tmp_path, capsys):
     import cellblock
 
     run = tmp_path / "run"
-    (tmp_path / "sp.py").write_text(SLOW_SPACE)
+    write_slow_space(tmp_path)
     cellblock.search(space=f"{tmp_path / 'sp.py'}:space", trials=1, epochs=1, out=str(run), device="cpu",
                      objectives=["accuracy", "params"], strategy="random")
     out = train_dir(run, 0)

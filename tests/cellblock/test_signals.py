@@ -13,29 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from slow_space import write_slow_space
 
 from cellblock.records import read_events, replay_trials
 
-SPACE = '''
-import time
-from torch import nn
-
-def space(s, input_shape=(1, 8, 8), num_classes=10, pause=0.0):
-    depth = s.integer("depth", 1, 3)
-    widths = [s.choice(f"w{i}", [4, 6, 8, 12]) for i in range(depth)]
-    if not s.build:
-        return None
-    time.sleep(pause)
-    layers, c = [], input_shape[0]
-    for w in widths:
-        layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU()]
-        c = w
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
-'''
-
 
 def _cmd(tmp: Path, trials: int, pause: float, *extra: str) -> list[str]:
-    (tmp / "sp.py").write_text(SPACE)
+    write_slow_space(tmp)
     return [sys.executable, "-m", "cellblock", "search", "--space", f"{tmp / 'sp.py'}:space",
             "--space-arg", f"pause={pause}", "--trials", str(trials), "--epochs", "1",
             "--objectives", "accuracy,params", "--out", str(tmp / "run"), "--device", "cpu",
