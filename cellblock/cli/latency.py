@@ -2,7 +2,7 @@
 
 * ``profile``: time every distinct unit of a space in a runtime (no training, no data);
 * ``check``: measure random whole networks here and compare with a table's predictions;
-* ``measure``: time an exported ``model.onnx`` in onnxruntime.
+* ``measure``: time an exported ``model.onnx`` in onnxruntime (on a table's scale with ``--table``).
 """
 
 from __future__ import annotations
@@ -157,6 +157,8 @@ def _measure(args: argparse.Namespace) -> int:
 
 def _measure_on_table_scale(args: argparse.Namespace) -> int:
     """``measure --table``: time the file as the table's networks were timed."""
+    import numpy as np
+
     from cellblock.core.devices import resolve_device
     from cellblock.evaluators.latency_table import LatencyTable, table_timing
     from cellblock.evaluators.runtimes import ort_runner, ort_session
@@ -171,8 +173,6 @@ def _measure_on_table_scale(args: argparse.Namespace) -> int:
     sess = ort_session(str(args.onnx))
     inp = sess.get_inputs()[0]
     shape = [1 if not isinstance(d, int) else d for d in inp.shape]
-    import numpy as np
-
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     res = timing.time_many([ort_runner(sess, [x])], rounds=10)[0]
     scale = (f"{res['norm_ms']:.4f} ms relative to the table's reference network "
