@@ -359,3 +359,11 @@ def test_prediction_adds_each_kinds_fitted_cost(tiny_table, tmp_path):
     extra = 0.5 * sum(c.label.split(" ")[0] == kind for c in calls)
     assert LatencyTable(path).predict(model, (1, 8, 8)) == pytest.approx(
         LatencyTable(tiny_table).predict(model, (1, 8, 8)) + extra)
+
+
+def test_a_table_from_before_normalisation_is_measured_raw(tiny_table):
+    data = json.loads(tiny_table.read_text())
+    data["settings"].pop("normalise")
+    data.pop("reference")
+    timing = lt_timing(data)
+    assert not timing.normalised and timing.normalise == "none" and timing.clock == "wall"
