@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# A hung test run fails after 40 minutes instead of holding CI (where `timeout` exists).
+TEST_TIMEOUT := $(shell command -v timeout >/dev/null 2>&1 && echo "timeout -k 60 2400")
 
 .PHONY: demo test install install-dev lint clean
 
@@ -24,7 +26,7 @@ demo: install
 	$(BIN)/cellblock search
 
 test: install-dev
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(TEST_TIMEOUT) $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: install-dev
 	$(BIN)/ruff check .

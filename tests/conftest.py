@@ -41,3 +41,58 @@ def tiny_space() -> SearchSpace:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+# --- tests run in a child pytest process (``@pytest.mark.subprocess``) -----------------------
+# A native crash of a library that runs inside the test process (Ray's core worker once died
+# with a segfault in _raylet.so) kills a whole xdist worker, and with it every test that worker
+# still had. A test marked ``subprocess`` runs its body in a child pytest instead: a crash
+# fails that one test, with the signal and the child's output. Fixtures named in
+# ``SUBPROCESS_FIXTURES`` are set up once here and handed to the child through the
+# environment (e.g. the Ray test cluster, a separate process); the others the child sets up.
+
+_CHILD_ENV = "CELLBLOCK_TEST_CHILD"
+#: Fixture name -> environment variable the child's fixture reads its value from.
+SUBPROCESS_FIXTURES = {"cluster": "CELLBLOCK_TEST_RAY_CLUSTER"}
+
+
+def in_child_test() -> bool:
+    """Whether this process is the child pytest of a ``subprocess`` test."""
+    return os.environ.get(_CHILD_ENV) == "1"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "subprocess: run the test body in a child pytest (a native crash fails one test)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    if pyfuncitem.get_closest_marker("subprocess") is None or in_child_test():
+        return None
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, _CHILD_ENV: "1"}
+    for name, var in SUBPROCESS_FIXTURES.items():
+        if name in pyfuncitem.funcargs:
+            env[var] = str(pyfuncitem.funcargs[name])
+    root = str(pyfuncitem.config.rootpath)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+           "--rootdir", root, pyfuncitem.nodeid]
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    out = (done.stdout + done.stderr)[-6000:]
+    if done.returncode < 0:
+        pytest.fail(f"the test's child process died of {signal.Signals(-done.returncode).name}:\n{out}",
+                    pytrace=False)
+    if done.returncode != 0:
+        pytest.fail(f"the test failed in its child process (exit {done.returncode}):\n{out}", pytrace=False)
+    import re
+
+    if re.search(r"\b\d+ skipped\b", done.stdout) and not re.search(r"\b\d+ passed\b", done.stdout):
+        reason = [ln for ln in done.stdout.splitlines() if ln.startswith("SKIPPED")]
+        pytest.skip(reason[-1] if reason else "skipped in the child process")
+    if not re.search(r"^1 passed\b", done.stdout, flags=re.M):
+        pytest.fail(f"the child process ran no test:\n{out}", pytrace=False)
+    return True

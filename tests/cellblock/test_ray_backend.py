@@ -1,14 +1,20 @@
 """The ray backend on real Ray instances: a local one started for the run, and a
-two-node cluster on 127.0.0.1 shared by the module (started and stopped here)."""
+two-node cluster on 127.0.0.1 shared by the module (started and stopped here).
+
+Every test that runs a Ray driver is marked ``subprocess`` (see ``tests/conftest.py``): its
+body runs in a child pytest, so a native crash inside Ray fails that test alone instead of
+taking the xdist worker, and every test it still had, down with it."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import SUBPROCESS_FIXTURES, in_child_test
 
 pytest.importorskip("ray.tune", reason="the ray backend needs ray[tune]")
 
@@ -57,7 +63,13 @@ def space_ref(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """HOST:PORT of a 2-node Ray cluster (1 CPU each) on 127.0.0.1, stopped afterwards."""
+    """HOST:PORT of a 2-node Ray cluster (1 CPU each) on 127.0.0.1, stopped afterwards.
+
+    In the child pytest of a ``subprocess`` test, the parent's cluster (from the environment).
+    """
+    if in_child_test():
+        yield os.environ[SUBPROCESS_FIXTURES["cluster"]]
+        return
     proc = subprocess.Popen([sys.executable, "-c", CLUSTER], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -91,6 +103,7 @@ def test_importing_cellblock_does_not_import_ray():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.subprocess
 def test_local_instance_two_concurrent_trials_same_records_as_local(space_ref, tmp_path):
     import ray
 
@@ -107,6 +120,7 @@ def test_local_instance_two_concurrent_trials_same_records_as_local(space_ref, t
     assert starts[1] < ends[0]  # two trials were in flight at once
 
 
+@pytest.mark.subprocess
 def test_cluster_dead_worker_fails_its_trial_and_search_goes_on(space_ref, tmp_path, cluster):
     run = cellblock.search(**_opts(space_ref, tmp_path / "d", trials=8, address=cluster,
                                    space_args={"die": True}))
@@ -116,6 +130,7 @@ def test_cluster_dead_worker_fails_its_trial_and_search_goes_on(space_ref, tmp_p
     assert all(t.status == COMPLETE for t in run.trials if t.arch["w"] != 12)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("scheduler", ["asha", "mo-asha"])
 def test_schedulers_record_pruned_trials(space_ref, tmp_path, cluster, scheduler):
     run = cellblock.search(**_opts(space_ref, tmp_path / scheduler, trials=10, epochs=3, address=cluster,
@@ -137,6 +152,7 @@ def _cli_error(capsys, argv) -> str:
     return err[0]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("extra, message", [
     (["--address", "127.0.0.1:1"], "cannot reach a Ray cluster at 127.0.0.1:1"),
     (["--resources-per-trial", "cpu=1,gpu=1"], "no node of this machine"),
@@ -156,6 +172,7 @@ def test_bad_input_one_line_exit_2_results_untouched(space_ref, tmp_path, capsys
     assert (out / "keep.txt").read_text() == "existing results"
 
 
+@pytest.mark.subprocess
 def test_cluster_cannot_give_the_resources(space_ref, tmp_path, capsys, cluster):
     import ray
 
