@@ -20,11 +20,13 @@ from cellblock.search_spaces.attention import make_attention
 from cellblock.search_spaces.blocks_base import (
     BLOCKS,
     RESERVED_OPTIONS,
+    SHORTCUTS,
     Block,
     block_out_channels,
     build_stage,
     check_kernel,
     check_positive_int,
+    check_shortcut,
     register_block,
 )
 from cellblock.search_spaces.tags import shared
@@ -32,6 +34,7 @@ from cellblock.search_spaces.tags import shared
 __all__ = [
     "BLOCKS",
     "RESERVED_OPTIONS",
+    "SHORTCUTS",
     "BasicBlock",
     "Block",
     "Bottleneck",
@@ -45,6 +48,7 @@ __all__ = [
     "build_stage",
     "check_kernel",
     "check_positive_int",
+    "check_shortcut",
     "inception_split",
     "register_block",
     "resnext_groups",
@@ -82,13 +86,15 @@ class BasicBlock(Block):
     """ResNet basic block (torchvision): conv-BN-ReLU-conv-BN (+attention) + shortcut, ReLU."""
 
     options = {"kernel": (3, 5, 7)}
+    shortcuts = SHORTCUTS  # its own shortcut is the shared projection
 
     def __init__(
         self, in_channels: int, width: int, stride: int = 1, *, attention: str = "none",
-        kernel: int = 3,
+        kernel: int = 3, shortcut: str = "own",
     ) -> None:
         super().__init__(in_channels, width, stride, attention=attention)
         check_kernel(kernel)
+        check_shortcut("basic", type(self), shortcut)
         self.conv1 = nn.Conv2d(in_channels, width, kernel, stride, kernel // 2, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
@@ -114,13 +120,15 @@ class Bottleneck(Block):
     """
 
     options = {"kernel": (3, 5), "expansion": (4,)}
+    shortcuts = SHORTCUTS  # its own shortcut is the shared projection
 
     def __init__(
         self, in_channels: int, width: int, stride: int = 1, *, attention: str = "none",
-        kernel: int = 3, expansion: int = 4,
+        kernel: int = 3, expansion: int = 4, shortcut: str = "own",
     ) -> None:
         super().__init__(in_channels, width, stride, attention=attention)
         check_kernel(kernel)
+        check_shortcut("bottleneck", type(self), shortcut)
         out = self.out_channels(width, expansion=expansion)
         self.conv1 = _conv_bn(in_channels, width, 1, act=nn.ReLU(inplace=True))
         self.conv2 = _conv_bn(width, width, kernel, stride, act=nn.ReLU(inplace=True))
@@ -158,13 +166,15 @@ class ResNeXtBlock(Block):
     """
 
     options = {"kernel": (3, 5), "expansion": (2, 4), "cardinality": (8, 16, 32)}
+    shortcuts = SHORTCUTS  # its own shortcut is the shared projection
 
     def __init__(
         self, in_channels: int, width: int, stride: int = 1, *, attention: str = "none",
-        kernel: int = 3, expansion: int = 2, cardinality: int = 32,
+        kernel: int = 3, expansion: int = 2, cardinality: int = 32, shortcut: str = "own",
     ) -> None:
         super().__init__(in_channels, width, stride, attention=attention)
         check_kernel(kernel)
+        check_shortcut("resnext", type(self), shortcut)
         groups, mid = resnext_groups(width, cardinality)
         out = self.out_channels(width, expansion=expansion, cardinality=cardinality)
         self.conv1 = _conv_bn(in_channels, mid, 1, act=nn.ReLU(inplace=True))
@@ -192,17 +202,21 @@ class ResNeXtBlock(Block):
 class PreActBlock(Block):
     """Pre-activation basic block (He et al. 2016b): BN-ReLU-conv-BN-ReLU-conv + shortcut.
 
-    The projection shortcut (1x1 conv, no BN) takes the pre-activated input.
+    The projection shortcut (1x1 conv, no BN) takes the pre-activated input; with
+    ``shortcut="shared"`` the block adds the stage's shared projection of its raw input
+    (``downsample``, identity when the shape is kept) instead.
     """
 
     options = {"kernel": (3, 5, 7)}
+    shortcuts = SHORTCUTS
 
     def __init__(
         self, in_channels: int, width: int, stride: int = 1, *, attention: str = "none",
-        kernel: int = 3,
+        kernel: int = 3, shortcut: str = "own",
     ) -> None:
         super().__init__(in_channels, width, stride, attention=attention)
         check_kernel(kernel)
+        check_shortcut("preact", type(self), shortcut)
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.relu = nn.ReLU()
         self.conv1 = nn.Conv2d(in_channels, width, kernel, stride, kernel // 2, bias=False)
@@ -210,12 +224,17 @@ class PreActBlock(Block):
         self.conv2 = nn.Conv2d(width, width, kernel, 1, kernel // 2, bias=False)
         self.attn = make_attention(attention, width)
         self.shortcut: nn.Module | None = None
-        if stride != 1 or in_channels != width:
+        if shortcut == "shared":
+            self.downsample = _projection(in_channels, width, stride)
+        elif stride != 1 or in_channels != width:
             self.shortcut = nn.Conv2d(in_channels, width, 1, stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.relu(self.bn1(x))
-        identity = x if self.shortcut is None else self.shortcut(pre)
+        if hasattr(self, "downsample"):
+            identity = self.downsample(x)
+        else:
+            identity = x if self.shortcut is None else self.shortcut(pre)
         out = self.conv1(pre)
         out = self.attn(self.conv2(self.relu(self.bn2(out))))
         return out + identity
@@ -246,16 +265,19 @@ class DenseBlock(Block):
     pool (``stride`` x ``stride``, ceil mode, so sizes match a strided conv) when
     ``stride > 1``. In a stage, ``depth`` counts dense layers: :meth:`make_stage` builds
     ONE DenseBlock with ``num_layers=depth`` (so the stride comes at the end of the stage).
+    With ``shortcut="shared"`` the stage's shared projection of the input is added at the end.
     """
 
     options = {"growth": (12, 24, 32)}
+    shortcuts = SHORTCUTS
 
     def __init__(
         self, in_channels: int, width: int, stride: int = 1, *, attention: str = "none",
-        growth: int = 12, num_layers: int = 1,
+        growth: int = 12, num_layers: int = 1, shortcut: str = "own",
     ) -> None:
         super().__init__(in_channels, width, stride, attention=attention)
         check_positive_int("growth", growth)
+        check_shortcut("dense", type(self), shortcut)
         check_positive_int("num_layers", num_layers)
         layers = []
         channels = in_channels
@@ -271,6 +293,8 @@ class DenseBlock(Block):
         self.pool: nn.Module = nn.Identity()
         if stride > 1:
             self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True)
+        if shortcut == "shared":
+            self.downsample = _projection(in_channels, width, stride)
 
     @classmethod
     def make_stage(
@@ -283,7 +307,8 @@ class DenseBlock(Block):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.attn(self.transition(self.layers(x))))
+        out = self.pool(self.attn(self.transition(self.layers(x))))
+        return out + self.downsample(x) if hasattr(self, "downsample") else out
 
 
 def inception_split(width: int) -> tuple[int, int, int, int]:
@@ -302,17 +327,20 @@ class InceptionBlock(Block):
     """Inception module: 1x1 / 1x1-3x3 / 1x1-5x5 (or 1x1-3x3-3x3) / 3x3 pool-1x1, concatenated.
 
     Every conv is conv-BN-ReLU (Inception-v3's BasicConv2d); the branches sum to ``width``
-    channels; ``stride`` is applied by the last conv of each branch and by the pool.
+    channels; ``stride`` is applied by the last conv of each branch and by the pool. With
+    ``shortcut="shared"`` the stage's shared projection of the input is added to the output.
     """
 
     options = {"variant": ("5x5", "double3x3")}
     min_width = 4
+    shortcuts = SHORTCUTS
 
     def __init__(
         self, in_channels: int, width: int, stride: int = 1, *, attention: str = "none",
-        variant: str = "5x5",
+        variant: str = "5x5", shortcut: str = "own",
     ) -> None:
         super().__init__(in_channels, width, stride, attention=attention)
+        check_shortcut("inception", type(self), shortcut)
         b1, b3, b5, bp = inception_split(width)
         r3, r5 = max(1, b3 * 3 // 4), max(1, b5 // 2)
 
@@ -333,12 +361,15 @@ class InceptionBlock(Block):
             nn.MaxPool2d(3, stride, 1), cbr(in_channels, bp, 1)
         )
         self.attn = make_attention(attention, width)
+        if shortcut == "shared":
+            self.downsample = _projection(in_channels, width, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.cat(
             [self.branch1(x), self.branch3(x), self.branch5(x), self.branch_pool(x)], 1
         )
-        return self.attn(out)
+        out = self.attn(out)
+        return out + self.downsample(x) if hasattr(self, "downsample") else out
 
 
 @register_block("mbconv")
@@ -347,17 +378,20 @@ class MBConv(Block):
 
     The expansion conv is skipped when ``expansion == 1``; activations are ReLU6; attention
     follows the depthwise conv (on ``in_channels * expansion`` channels); the residual is
-    used when ``stride == 1`` and ``in_channels == width``.
+    used when ``stride == 1`` and ``in_channels == width``. With ``shortcut="shared"`` every
+    block adds the stage's shared projection of its input (identity where the shape is kept).
     """
 
     options = {"kernel": (3, 5, 7), "expansion": (1, 4, 6)}
+    shortcuts = SHORTCUTS
 
     def __init__(
         self, in_channels: int, width: int, stride: int = 1, *, attention: str = "none",
-        kernel: int = 3, expansion: int = 6,
+        kernel: int = 3, expansion: int = 6, shortcut: str = "own",
     ) -> None:
         super().__init__(in_channels, width, stride, attention=attention)
         check_kernel(kernel)
+        check_shortcut("mbconv", type(self), shortcut)
         mid = in_channels * check_positive_int("expansion", expansion)
         self.expand: nn.Module = nn.Identity()
         if expansion != 1:
@@ -366,9 +400,14 @@ class MBConv(Block):
         self.attn = make_attention(attention, mid)
         self.project = _conv_bn(mid, width, 1)
         self.use_residual = stride == 1 and in_channels == width
+        if shortcut == "shared" and not self.use_residual:
+            self.downsample = _projection(in_channels, width, stride)
+            self.use_residual = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.attn(self.depthwise(self.expand(x))))
+        if hasattr(self, "downsample"):
+            return out + self.downsample(x)
         return out + x if self.use_residual else out
 
     def last_norm(self) -> nn.Module | None:

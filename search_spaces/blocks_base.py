@@ -33,7 +33,12 @@ from cellblock.core.errors import ConfigError, SpaceError
 from cellblock.core.registry import Registry
 from cellblock.search_spaces.domains import Value
 
-RESERVED_OPTIONS = frozenset({"block", "depth", "width", "attention", "stride"})
+RESERVED_OPTIONS = frozenset({"block", "depth", "width", "attention", "stride", "shortcut"})
+#: Shortcut kinds of the ``blocks`` space (its ``shortcut`` skeleton argument): ``own`` (each
+#: block type's own shortcut, as in its paper) and ``shared`` (every block adds the stage
+#: position's projection of its input, ``downsample``, the one the ResNet types use: one
+#: residual stream for every block type, which a supernet trains far better).
+SHORTCUTS = ("own", "shared")
 
 
 def check_positive_int(what: str, value: Any) -> int:
@@ -57,10 +62,13 @@ class Block(nn.Module):
     Attributes:
         options: Option name -> default choices (JSON scalars), in decision order.
         min_width: Smallest width the block accepts (the space checks its widths).
+        shortcuts: The :data:`SHORTCUTS` the block can build; a block listing ``shared``
+            takes a ``shortcut`` keyword (``"own"`` or ``"shared"``) in its constructor.
     """
 
     options: ClassVar[dict[str, tuple[Value, ...]]] = {}
     min_width: ClassVar[int] = 1
+    shortcuts: ClassVar[tuple[str, ...]] = ("own",)
 
     def __init__(
         self, in_channels: int, width: int, stride: int = 1, *, attention: str = "none"
@@ -164,14 +172,31 @@ def build_stage(
     depth: int,
     *,
     attention: str = "none",
+    shortcut: str = "own",
     **options: Any,
 ) -> nn.Sequential:
     """A stage of ``depth`` registered ``name`` blocks (see :meth:`Block.make_stage`).
 
+    ``shortcut`` is one of :data:`SHORTCUTS`; anything but ``own`` is passed to the block.
+
     Raises:
         RegistryError: unknown block name (lists known ones).
-        ConfigError: an option the block does not take, or a bad value.
+        ConfigError: an option the block does not take, a shortcut it cannot build, or a
+            bad value.
     """
     cls = BLOCKS.get(name)
     _check_options(name, cls, options)
+    check_shortcut(name, cls, shortcut)
+    if shortcut != "own":
+        options = {**options, "shortcut": shortcut}
     return cls.make_stage(in_channels, width, stride, depth, attention=attention, **options)
+
+
+def check_shortcut(name: str, cls: type[Block], shortcut: Any) -> str:
+    """Return ``shortcut`` if block ``name`` can build it, else raise ConfigError."""
+    if shortcut not in SHORTCUTS:
+        raise ConfigError(f"shortcut must be one of {list(SHORTCUTS)}, got {shortcut!r}")
+    if shortcut not in cls.shortcuts:
+        raise ConfigError(f"block {name!r} cannot build the {shortcut!r} shortcut (its shortcuts: "
+                          f"{list(cls.shortcuts)}); use shortcut=own or other block_types")
+    return shortcut

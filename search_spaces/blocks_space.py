@@ -33,6 +33,7 @@ from cellblock.search_spaces.blocks import (
     build_stage,
     check_kernel,
     check_positive_int,
+    check_shortcut,
 )
 from cellblock.search_spaces.samplers import Sampler
 from cellblock.search_spaces.tags import candidate
@@ -218,7 +219,8 @@ def skeleton(args: Mapping[str, Any]) -> dict[str, Any]:
             ``widths`` and ``strides`` are fitted to ``stages`` (:func:`adapt_to_stages`).
 
     Returns:
-        ``{"shape", "widths", "strides", "depth", "types", "attentions", "options"}``.
+        ``{"shape", "widths", "strides", "depth", "types", "attentions", "options",
+        "shortcut"}``.
 
     Raises:
         ConfigError, RegistryError: naming the bad argument.
@@ -240,8 +242,10 @@ def skeleton(args: Mapping[str, Any]) -> dict[str, Any]:
             small = [w for ws in plan["widths"] for w in ws if w < cls.min_width]
             if small:
                 raise ConfigError(f"block {name!r} needs width >= {cls.min_width}; widths has {small[0]}")
+            check_shortcut(name, cls, args["shortcut"])
         sk = _SKELETONS[key] = {"shape": shape, **plan, "types": types, "attentions": atts,
-                                "options": _option_choices(classes, args)}
+                                "options": _option_choices(classes, args),
+                                "shortcut": args["shortcut"]}
     return sk
 
 
@@ -272,6 +276,7 @@ def blocks(
     cardinalities: Sequence[int] = (2, 4, 8),
     variants: Sequence[str] = ("5x5", "double3x3"),
     block_options: Mapping[str, Sequence[Any]] | None = None,
+    shortcut: str = "own",
 ) -> BlockNet | None:
     """Macro space of stages of registered blocks (see the module docstring).
 
@@ -294,6 +299,11 @@ def blocks(
         kernels, expansions, growths, cardinalities, variants: Choices of those options.
         attentions: Registered attention names (``none``, ``se``, ``eca``).
         block_options: Choices of other options of user blocks (default: their defaults).
+        shortcut: ``own`` (each block type's own shortcut) or ``shared`` (every block adds
+            the stage position's projection shortcut that the ResNet types use: one residual
+            stream whatever the block type; dense and inception become residual, preact and
+            strided mbconv get a 1x1 conv + BN projection). ``shared`` is what a supernet
+            trains well: see results/benchmarks/supernet_digits.md.
 
     Returns:
         The network, or None when ``s.build`` is False.
@@ -303,7 +313,7 @@ def blocks(
         "stem_width": stem_width, "stages": stages, "widths": widths, "strides": strides,
         "depth": depth, "block_types": block_types, "attentions": attentions, "kernels": kernels,
         "expansions": expansions, "growths": growths, "cardinalities": cardinalities,
-        "variants": variants, "block_options": block_options,
+        "variants": variants, "block_options": block_options, "shortcut": shortcut,
     })
     plan = []
     for i in range(1, stages + 1):
@@ -319,7 +329,8 @@ def blocks(
     channels = stem_width
     body: list[nn.Module] = []
     for (name, d, w, opts, att), stride in zip(plan, sk["strides"], strict=True):
-        stage = candidate(build_stage(name, channels, w, stride, d, attention=att, **opts), name)
+        stage = candidate(build_stage(name, channels, w, stride, d, attention=att,
+                                      shortcut=sk["shortcut"], **opts), name)
         body.append(stage)
         channels = block_out_channels(name, w, **opts)
     return BlockNet(STEMS.get(stem)(sk["shape"][0], stem_width), body, channels, num_classes)
@@ -347,9 +358,11 @@ SUPERNET_SKELETON: dict[str, Any] = {
     "block_types": ("basic", "mbconv"),
     "kernels": (3, 5),
     "attentions": ("none",),
+    "shortcut": "shared",
 }
 """Supernet-friendly sub-space of the default skeleton (OFA-style: two block types with
-elastic width, depth, kernel and expansion, no attention); see
+elastic width, depth, kernel and expansion, no attention, one shared residual stream:
+strided mbconv blocks add the stage's projection as basic blocks do); see
 results/benchmarks/supernet_digits.md for how its supernet ranks children."""
 
 

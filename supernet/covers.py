@@ -124,6 +124,7 @@ def blocks_cover(space: SearchSpace) -> Iterator[Probe]:
                         corners += [(w_lo, cins[0]), (w_lo, cins[1]), (w_hi, cins[0])]
                     for w, cin in corners:
                         yield prefix, candidate(build_stage(name, cin, w, stride, depth,
-                                                            attention=att, **opts), name)
+                                                            attention=att, shortcut=sk["shortcut"],
+                                                            **opts), name)
         cins = out_range(i)
 

@@ -93,16 +93,15 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3, help="stand-alone seeds per architecture")
     p.add_argument("--reference-only", action="store_true")
     p.add_argument("--shared-stream", action="store_true",
-                   help="experiment: every block type adds the stage's shared projection "
-                        "(supernet_shared_stream/sitecustomize.py); use its own DIR")
+                   help="every block type adds the stage's shared projection: the same as "
+                        "--space-arg shortcut=shared (a patch of the blocks in the round that "
+                        "measured it first); use its own DIR")
     args = p.parse_args()
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if args.shared_stream:
-        hook = str(Path(__file__).resolve().parent / "supernet_shared_stream")
-        env.update(CELLBLOCK_SHARED_STREAM="1", PYTHONPATH=os.pathsep.join(
-            [hook, *filter(None, [os.environ.get("PYTHONPATH")])]))
+        args.space_arg.append("shortcut=shared")
     cli = [sys.executable, "-m", "cellblock"]
     space_args = [x for a in PRESETS[args.preset] + args.space_arg for x in ("--space-arg", a)]
     common = ["--dataset", "digits", "--val-fraction", args.val_fraction,

@@ -162,6 +162,7 @@ def test_bad_arch_dicts_raise_naming_the_decision():
         ({"input_shape": [8, 8]}, "input_shape"),
         ({"widths": [[2], [16], [32]]}, "'inception' needs width >= 4"),
         ({"block_options": {"kernel": [3]}}, "kernels="),
+        ({"shortcut": "dense"}, r"shortcut must be one of \['own', 'shared'\], got 'dense'"),
     ],
 )
 def test_bad_skeleton_raises_config_error(kwargs, pattern):
@@ -229,6 +230,53 @@ def test_user_registered_block_is_searchable(user_block):
     assert isinstance(net.stages[2][0], user_block)
     assert net.fc.in_features == 2 * arch["stage3.width"]
     assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_a_block_without_the_shared_shortcut_is_refused_by_name(user_block):
+    space = SearchSpace("blocks", block_types=["basic", "test_sepconv"], shortcut="shared")
+    with pytest.raises(ConfigError, match=r"block 'test_sepconv' cannot build the 'shared' "
+                                          r"shortcut \(its shortcuts: \['own'\]\)"):
+        space.sample(np.random.default_rng(0))
+    with pytest.raises(SpaceError, match="option name .shortcut."):  # reserved for the space
+        register_block("test_bad_option")(type("Bad", (Block,), {"options": {"shortcut": ("a",)}}))
+
+
+@pytest.mark.parametrize("name", BUILTIN_BLOCKS)
+def test_shared_shortcut_adds_the_stage_projection_to_every_block_type(name):
+    torch.manual_seed(0)
+    options = _first_options(BLOCKS.get(name))
+    out_c = block_out_channels(name, 12, **options)
+    own = build_stage(name, 6, 12, 2, 2, **options)
+    shared = build_stage(name, 6, 12, 2, 2, shortcut="shared", **options)
+    x = torch.randn(2, 6, 8, 8)
+    assert shared(x).shape == own(x).shape == (2, out_c, 4, 4)
+    first = shared[0]
+    proj = first.downsample  # 1x1 conv + BN from 6 to out_c channels, stride 2
+    assert isinstance(proj[0], nn.Conv2d) and proj[0].stride == (2, 2)
+    assert (proj[0].in_channels, proj[0].out_channels) == (6, out_c)
+    if name in ("basic", "bottleneck", "resnext"):  # their own shortcut is that projection
+        assert list(own.state_dict()) == list(shared.state_dict())
+        return
+    # the block's output is its branch plus the projection: zero the projection's BN scale
+    # and shift, and the output is the branch alone
+    first.eval()
+    with torch.no_grad():
+        full = first(x)
+        proj[1].weight.zero_()
+        proj[1].bias.zero_()
+        branch = first(x)
+        proj[1].weight.fill_(1.0)
+        torch.testing.assert_close(full - branch, proj(x))
+
+
+def test_own_shortcut_is_the_default_and_unchanged():
+    arch = SearchSpace("blocks").sample(np.random.default_rng(3))
+    a, b = SearchSpace("blocks").build(arch), SearchSpace("blocks", shortcut="own").build(arch)
+    assert list(a.state_dict()) == list(b.state_dict())
+    shared = SearchSpace("blocks", shortcut="shared")
+    for seed in range(20):  # the shared stream keeps every network buildable and runnable
+        net = shared.build(shared.sample(np.random.default_rng(seed)))
+        assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
 def test_inception_every_branch_has_channels_at_small_widths():

@@ -135,6 +135,31 @@ def test_block_types_share_the_projection_shortcut_of_a_position():
     assert torch.equal(basic[:n, :c], neck[:n, :c])
 
 
+def test_shared_shortcut_gives_every_block_type_one_projection():
+    from cellblock.search_spaces.blocks_space import BUILTIN_BLOCKS
+    from cellblock.supernet.bank import tensor_keys
+
+    space = SearchSpace("blocks", **{**TINY_BLOCKS, "block_types": list(BUILTIN_BLOCKS),
+                                     "shortcut": "shared"})
+    supernet = Supernet.create(space)
+    rng = np.random.default_rng(0)
+    seen = {}
+    while len(seen) < len(BUILTIN_BLOCKS):
+        arch = space.sample(rng)
+        seen.setdefault(arch["stage2.block"], arch)
+    for t, arch in seen.items():  # the stride-2 projection of stage 2 is one tensor for all
+        assert "stages/1/0/downsample/0/weight" in set(tensor_keys(space.build(arch)).values()), t
+        child = supernet.extract(arch)
+        w = child.stages[1][0].downsample[0].weight
+        shared = supernet.bank.tensor("stages/1/0/downsample/0/weight")
+        assert torch.equal(w, shared[: w.shape[0], : w.shape[1]])
+        x = torch.randn(2, 1, 8, 8)
+        supernet.eval()
+        child.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(supernet(x, arch), child(x))
+
+
 def test_residual_branches_start_as_their_shortcut():
     space = SearchSpace("blocks", **TINY_BLOCKS)
     supernet = Supernet.create(space)
