@@ -227,15 +227,25 @@ def measure_runtime_latency(
     }
 
 
-def measure_onnx_file(path: str, input_shape: Sequence[int] | None = None, batch_size: int = 1,
-                      warmup: int = 10, repeats: int = 30, clock: str = "wall") -> dict[str, Any]:
-    """Median latency of an exported ``model.onnx`` in onnxruntime (input shape from the file)."""
+def onnx_file_runner(path: str, input_shape: Sequence[int] | None = None,
+                     batch_size: int = 1) -> Callable[[], Any]:
+    """A callable running an exported ``model.onnx`` in onnxruntime on a fixed random input.
+
+    The input shape is ``(batch_size, *input_shape)``, or the file's own with its dynamic
+    (batch) dimension set to ``batch_size``; the input is drawn from seed 0.
+    """
     sess = ort_session(str(path))
     inp = sess.get_inputs()[0]
     shape = [batch_size, *input_shape] if input_shape else [
         batch_size if not isinstance(d, int) else d for d in inp.shape]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    times = time_call(ort_runner(sess, [x]), warmup, repeats, clock)
+    return ort_runner(sess, [x])
+
+
+def measure_onnx_file(path: str, input_shape: Sequence[int] | None = None, batch_size: int = 1,
+                      warmup: int = 10, repeats: int = 30, clock: str = "wall") -> dict[str, Any]:
+    """Median latency of an exported ``model.onnx`` in onnxruntime (input shape from the file)."""
+    times = time_call(onnx_file_runner(path, input_shape, batch_size), warmup, repeats, clock)
     p10, p50, p90 = np.percentile(times, [10, 50, 90])
     return {"latency_ms": float(p50), "latency_p10_ms": float(p10), "latency_p90_ms": float(p90),
             "latency_repeats": repeats, "latency_device": runtime_fingerprint("onnxruntime")}

@@ -157,11 +157,9 @@ def _measure(args: argparse.Namespace) -> int:
 
 def _measure_on_table_scale(args: argparse.Namespace) -> int:
     """``measure --table``: time the file as the table's networks were timed."""
-    import numpy as np
-
     from cellblock.core.devices import resolve_device
     from cellblock.evaluators.latency_table import LatencyTable, table_timing
-    from cellblock.evaluators.runtimes import ort_runner, ort_session
+    from cellblock.evaluators.runtimes import onnx_file_runner
 
     table = LatencyTable(args.table)
     if table.data["runtime"] != "onnxruntime":
@@ -170,11 +168,7 @@ def _measure_on_table_scale(args: argparse.Namespace) -> int:
     _threads(args.threads if args.threads is not None else table.data["fingerprint"]["threads"])
     timing = table_timing(table.data, resolve_device("cpu"), warmup=args.warmup, repeats=args.repeats,
                           clock=args.clock)
-    sess = ort_session(str(args.onnx))
-    inp = sess.get_inputs()[0]
-    shape = [1 if not isinstance(d, int) else d for d in inp.shape]
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    res = timing.time_many([ort_runner(sess, [x])], rounds=10)[0]
+    res = timing.time_many([onnx_file_runner(args.onnx)], rounds=10)[0]
     scale = (f"{res['norm_ms']:.4f} ms relative to the table's reference network "
              f"({table.data['reference']['ms']:.4f} ms there); raw " if timing.normalised else "")
     print(f"{args.onnx}: {scale}{res['raw_ms']:.4f} ms {timing.statistic} (median {res['median_ms']:.4f}, "

@@ -13,7 +13,8 @@ at the same wall time (issue 14), on digits (``blocks`` space), one torch thread
 Usage:
 
     OMP_NUM_THREADS=1 python results/benchmarks/supernet_search_compare.py DIR \\
-        [--preset supernet] [--supernet-trials 300] [--train-trials 60] [--seeds 3]
+        [--preset supernet] [--supernet-trials 300] [--train-trials 60] [--seeds 3] \\
+        [--supernet-epochs 8] [--space-arg K=V ...]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from cellblock.data import load_dataset
 from cellblock.evaluators.training import TrainConfig, train_and_evaluate
@@ -72,11 +74,14 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8, help="stand-alone epochs (search and final)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--space-arg", action="append", default=[], metavar="K=V",
+                   help="more skeleton arguments after the preset's, e.g. shortcut=shared")
     args = p.parse_args()
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "cellblock"]
-    space_args = [x for a in PRESETS[args.preset] for x in ("--space-arg", a)]
+    skeleton = PRESETS[args.preset] + args.space_arg
+    space_args = [x for a in skeleton for x in ("--space-arg", a)]
     search = ["search", "--space", "blocks", *space_args, "--dataset", "digits", "--val-fraction",
               args.val_fraction, "--objectives", "accuracy", "--strategy", args.strategy,
               "--seed", str(args.seed), "--device", "cpu", "--backend", "local",
@@ -95,8 +100,8 @@ def main() -> None:
     # the train search's trials that ended within W of its command's launch
     tr_arch, tr_acc, tr_n = best_within(out / "search-train", LAUNCHED["train"], wall)
     data = load_dataset("digits", val_fraction=float(args.val_fraction))
-    kw = dict(a.split("=", 1) for a in PRESETS[args.preset])
-    kw = {k: json.loads(v) for k, v in kw.items()}
+    kw = dict(a.split("=", 1) for a in skeleton)
+    kw = {k: yaml.safe_load(v) for k, v in kw.items()}  # as the CLI reads --space-arg
     space = SearchSpace("blocks", input_shape=tuple(data.input_shape), num_classes=10, **kw)
     base = TrainConfig(epochs=args.epochs, batch_size=64, lr=0.1, device="cpu")
     report = {"wall_s": wall, "supernet_train_s": sn_train_s, "supernet_search_s": sn_search_s,
