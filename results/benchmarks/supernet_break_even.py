@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cellblock.core.stats import rank_correlations as correlations
 from cellblock.data import load_dataset
 from cellblock.evaluators.training import TrainConfig, step_schedule
 from cellblock.search_spaces.api import SearchSpace
-from cellblock.core.stats import rank_correlations as correlations
 from cellblock.supernet.rank import _train_rows
 
 
@@ -61,7 +61,6 @@ def main() -> None:
     rows, result = reference(args.rank_dir)
     ref = [float(np.mean(r["acc"])) for r in rows]
     step_s = float(np.mean([np.mean(r["step_s"]) for r in rows]))
-    ckpt = {"val_fraction": 0.4}
     data = load_dataset("digits", val_fraction=0.4)
     space = SearchSpace.from_spec(result["space"]) if "space" in result else None
     if space is None:
