@@ -32,26 +32,10 @@ from cellblock.search_spaces.blocks_base import (
 from cellblock.search_spaces.tags import shared
 
 __all__ = [
-    "BLOCKS",
-    "RESERVED_OPTIONS",
-    "SHORTCUTS",
-    "BasicBlock",
-    "Block",
-    "Bottleneck",
-    "DenseBlock",
-    "DenseLayer",
-    "InceptionBlock",
-    "MBConv",
-    "PreActBlock",
-    "ResNeXtBlock",
-    "block_out_channels",
-    "build_stage",
-    "check_kernel",
-    "check_positive_int",
-    "check_shortcut",
-    "inception_split",
-    "register_block",
-    "resnext_groups",
+    "BLOCKS", "RESERVED_OPTIONS", "SHORTCUTS", "BasicBlock", "Block", "Bottleneck", "DenseBlock",
+    "DenseLayer", "InceptionBlock", "MBConv", "PreActBlock", "ResNeXtBlock", "block_out_channels",
+    "build_stage", "check_kernel", "check_positive_int", "check_shortcut", "inception_split",
+    "register_block", "resnext_groups",
 ]
 
 
