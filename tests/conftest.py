@@ -79,7 +79,8 @@ def pytest_pyfunc_call(pyfuncitem):
         if name in pyfuncitem.funcargs:
             env[var] = str(pyfuncitem.funcargs[name])
     root = str(pyfuncitem.config.rootpath)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+    safe_path = ["-P"] if getattr(sys.flags, "safe_path", False) else []  # as this process runs
+    cmd = [sys.executable, *safe_path, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
            "--rootdir", root, pyfuncitem.nodeid]
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     out = (done.stdout + done.stderr)[-6000:]
