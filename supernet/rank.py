@@ -141,6 +141,7 @@ def rank_supernet(
     seeds: int = 1,
     stratified: bool = True,
     baselines: bool = True,
+    search_candidates: int | None = None,
 ) -> dict[str, Any]:
     """Rank correlation of the supernet's accuracies with stand-alone ones (see module doc).
 
@@ -157,10 +158,17 @@ def rank_supernet(
     time equals the supernet's training plus evaluation), each with its Kendall tau in
     ``baselines``, and ``verdict`` says whether the supernet beats all of them.
 
+    ``search_candidates`` N sets the budget of the equal-cost stand-alone training to that
+    of a search scoring N candidates: the supernet's time is paid once for all N, so each
+    architecture gets ``samples / N`` of the steps it gets by default (N = ``samples``).
+
     Raises:
-        ConfigError: for ``samples < 3``, ``epochs < 1``, ``batch_size < 1`` or ``seeds < 1``.
+        ConfigError: for ``samples < 3``, ``epochs < 1``, ``batch_size < 1``, ``seeds < 1``
+            or ``search_candidates < 1``.
     """
     _check_rank_args(samples, epochs, seeds, batch_size)
+    if search_candidates is not None and search_candidates < 1:
+        raise ConfigError(f"--search-candidates must be at least 1, got {search_candidates}")
     say = log or (lambda _line: None)
     dev = torch.device(device)
     out = Path(out)
@@ -186,8 +194,11 @@ def rank_supernet(
         "stratified": stratified, "space": ckpt["space"], "dataset": data.name,
     }
     if baselines:
-        result.update(_baselines(space, rows, data, base, seed, result["supernet_s"], cache_path,
+        candidates = search_candidates or len(rows)
+        budget_s = result["supernet_s"] * len(rows) / candidates  # this sample's share
+        result.update(_baselines(space, rows, data, base, seed, budget_s, cache_path,
                                  ckpt, input_shape, say))
+        result["baselines"]["standalone_equal_cost"]["search_candidates"] = candidates
         result["verdict"] = verdict(result["kendall_tau"],
                                     {k: v["kendall_tau"] for k, v in result["baselines"].items()})
     _write_report(out, result, rows)
@@ -357,7 +368,9 @@ def rank_table(result: Mapping[str, Any]) -> str:
     lines.append(f"{'supernet':<34} {fmt(result['kendall_tau']):>11} {result['supernet_s']:>9.1f}")
     for name, b in (result.get("baselines") or {}).items():
         label = name if name != "standalone_equal_cost" else (
-            f"stand-alone, {b['steps']} steps (equal cost)")
+            f"stand-alone, {b['steps']} steps (equal cost)" if b.get("search_candidates") in (
+                None, result["n"]) else
+            f"stand-alone, {b['steps']} steps (= {b['search_candidates']} cand.)")
         lines.append(f"{label:<34} {fmt(b['kendall_tau']):>11} {b['cost_s']:>9.1f}")
     lines.append(f"{'noise ceiling (seed vs seed)':<34} {fmt(result['standalone_seed_tau']):>11} "
                  f"{result['standalone_s']:>9.1f}")

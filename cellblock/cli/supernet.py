@@ -67,6 +67,10 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
                    help="uniform sample instead of one architecture per parameter-count quantile")
     r.add_argument("--no-baselines", dest="baselines", action="store_false",
                    help="skip the equal-cost baselines (proxies, short stand-alone training)")
+    r.add_argument("--search-candidates", dest="search_candidates", type=int,
+                   help="give the equal-cost stand-alone training the budget of a search scoring "
+                        "this many candidates: the supernet's time is paid once for all of them "
+                        "(default: the --samples ranked)")
     r.add_argument("--device", default="auto")
     r.set_defaults(func=_rank)
 
@@ -180,7 +184,7 @@ def _rank(args: argparse.Namespace) -> int:
     result = rank_supernet(supernet, ckpt, data, samples=args.samples, epochs=args.epochs,
                            out=args.out, seed=args.seed, device=device, batch_size=args.batch_size,
                            seeds=args.seeds, stratified=not args.uniform,
-                           baselines=args.baselines,
+                           baselines=args.baselines, search_candidates=args.search_candidates,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
     print(rank_table(result), file=sys.stderr)
     keys = ("kendall_tau", "spearman", "kendall_tau_no_recal", "n", "supernet_s",

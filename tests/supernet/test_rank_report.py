@@ -86,6 +86,24 @@ def test_rank_reports_baselines_noise_ceiling_and_verdict(tmp_path, split_checkp
     assert len((out / "standalone.jsonl").read_text().splitlines()) == 8
 
 
+def test_search_candidates_share_the_supernet_cost_out(tmp_path, split_checkpoint, capsys):
+    out = tmp_path / "rank"
+    argv = ["supernet", "rank", "--supernet", str(split_checkpoint), "--samples", "4",
+            "--epochs", "1", "--out", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    default = json.loads((out / "rank.json").read_text())["baselines"]["standalone_equal_cost"]
+    assert default["search_candidates"] == 4
+    # a search of 4,000 candidates: each of the 4 gets a thousandth of the budget
+    assert main([*argv, "--search-candidates", "4000"]) == 0
+    eq = json.loads((out / "rank.json").read_text())["baselines"]["standalone_equal_cost"]
+    assert eq["search_candidates"] == 4000 and eq["steps"] <= default["steps"] // 1000
+    assert eq["steps"] > 0 or "less than one stand-alone step" in eq["note"]
+    capsys.readouterr()
+    assert main([*argv, "--search-candidates", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["cellblock: error: --search-candidates must be at least 1, got 0"]
+
+
 def test_the_evaluator_routes_children_to_their_sub_supernet(tmp_path, split_checkpoint):
     import cellblock
     from cellblock.data import load_dataset
