@@ -44,7 +44,7 @@ def _arg(key: str, value: object) -> str:
 #: Skeletons measured in supernet_digits.md (all other skeleton arguments: the defaults).
 PRESETS = {
     "default": [],
-    # blocks_space.SUPERNET_SKELETON (basic + mbconv, kernels 3/5, no attention)
+    # blocks_space.SUPERNET_SKELETON (basic + mbconv, kernels 3/5, no attention, shared stream)
     "supernet": [_arg(k, v) for k, v in SUPERNET_SKELETON.items()],
     # OFA-style: one block type, elastic width (from 4 channels), depth, kernel, expansion
     "ofa-mbconv": ["block_types=[mbconv]", "widths=[[4,8,16],[8,16,32],[16,32,64]]",
