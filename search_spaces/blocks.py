@@ -208,6 +208,7 @@ class PreActBlock(Block):
         self.conv2 = nn.Conv2d(width, width, kernel, 1, kernel // 2, bias=False)
         self.attn = make_attention(attention, width)
         self.shortcut: nn.Module | None = None
+        self.downsample: nn.Module | None = None  # the stage's shared projection
         if shortcut == "shared":
             self.downsample = _projection(in_channels, width, stride)
         elif stride != 1 or in_channels != width:
@@ -215,7 +216,7 @@ class PreActBlock(Block):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.relu(self.bn1(x))
-        if hasattr(self, "downsample"):
+        if self.downsample is not None:
             identity = self.downsample(x)
         else:
             identity = x if self.shortcut is None else self.shortcut(pre)
@@ -277,6 +278,7 @@ class DenseBlock(Block):
         self.pool: nn.Module = nn.Identity()
         if stride > 1:
             self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True)
+        self.downsample: nn.Module | None = None  # the stage's shared projection
         if shortcut == "shared":
             self.downsample = _projection(in_channels, width, stride)
 
@@ -292,7 +294,7 @@ class DenseBlock(Block):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.pool(self.attn(self.transition(self.layers(x))))
-        return out + self.downsample(x) if hasattr(self, "downsample") else out
+        return out if self.downsample is None else out + self.downsample(x)
 
 
 def inception_split(width: int) -> tuple[int, int, int, int]:
@@ -345,6 +347,7 @@ class InceptionBlock(Block):
             nn.MaxPool2d(3, stride, 1), cbr(in_channels, bp, 1)
         )
         self.attn = make_attention(attention, width)
+        self.downsample: nn.Module | None = None  # the stage's shared projection
         if shortcut == "shared":
             self.downsample = _projection(in_channels, width, stride)
 
@@ -353,7 +356,7 @@ class InceptionBlock(Block):
             [self.branch1(x), self.branch3(x), self.branch5(x), self.branch_pool(x)], 1
         )
         out = self.attn(out)
-        return out + self.downsample(x) if hasattr(self, "downsample") else out
+        return out if self.downsample is None else out + self.downsample(x)
 
 
 @register_block("mbconv")
@@ -384,13 +387,14 @@ class MBConv(Block):
         self.attn = make_attention(attention, mid)
         self.project = _conv_bn(mid, width, 1)
         self.use_residual = stride == 1 and in_channels == width
+        self.downsample: nn.Module | None = None  # the stage's shared projection
         if shortcut == "shared" and not self.use_residual:
             self.downsample = _projection(in_channels, width, stride)
             self.use_residual = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.attn(self.depthwise(self.expand(x))))
-        if hasattr(self, "downsample"):
+        if self.downsample is not None:
             return out + self.downsample(x)
         return out + x if self.use_residual else out
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
+import sys
 
 # Tiny networks train fastest on one thread, and a 2-core CI machine must not be
 # oversubscribed by subprocesses (CLI, kill/resume, workers): they inherit this.
@@ -70,18 +74,14 @@ def pytest_configure(config):
 def pytest_pyfunc_call(pyfuncitem):
     if pyfuncitem.get_closest_marker("subprocess") is None or in_child_test():
         return None
-    import signal
-    import subprocess
-    import sys
-
     env = {**os.environ, _CHILD_ENV: "1"}
     for name, var in SUBPROCESS_FIXTURES.items():
         if name in pyfuncitem.funcargs:
             env[var] = str(pyfuncitem.funcargs[name])
     root = str(pyfuncitem.config.rootpath)
     safe_path = ["-P"] if getattr(sys.flags, "safe_path", False) else []  # as this process runs
-    cmd = [sys.executable, *safe_path, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-           "--rootdir", root, pyfuncitem.nodeid]
+    cmd = [sys.executable, *safe_path, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+           "-p", "no:randomly", "--rootdir", root, pyfuncitem.nodeid]
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     out = (done.stdout + done.stderr)[-6000:]
     if done.returncode < 0:
@@ -89,8 +89,6 @@ def pytest_pyfunc_call(pyfuncitem):
                     pytrace=False)
     if done.returncode != 0:
         pytest.fail(f"the test failed in its child process (exit {done.returncode}):\n{out}", pytrace=False)
-    import re
-
     if re.search(r"\b\d+ skipped\b", done.stdout) and not re.search(r"\b\d+ passed\b", done.stdout):
         reason = [ln for ln in done.stdout.splitlines() if ln.startswith("SKIPPED")]
         pytest.skip(reason[-1] if reason else "skipped in the child process")

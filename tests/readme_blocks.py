@@ -108,3 +108,21 @@ def run_block(work: Path, chain: str, index: int) -> None:
         f"README block {index} of chain {chain!r} failed (exit {done.returncode}):\n{script}\n"
         f"--- stderr (end) ---\n{done.stderr[-4000:]}"
     )
+
+
+def chain_tests(chain: str, demo: bool = True) -> tuple:
+    """``(workdir fixture, test)`` for a ``test_readme_commands_*.py`` module of ``chain``.
+
+    Assign them to ``workdir`` and ``test_readme_block_runs_as_written`` in the module.
+    """
+
+    @pytest.fixture(scope="module", name="workdir")
+    def workdir(tmp_path_factory) -> Path:
+        return make_workdir(tmp_path_factory.mktemp(f"readme-{chain}"), demo=demo)
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("index", range(len(bash_blocks(chain))))
+    def test_readme_block_runs_as_written(workdir, index):
+        run_block(workdir, chain, index)
+
+    return workdir, test_readme_block_runs_as_written

@@ -6,20 +6,14 @@ See ``tests/readme_blocks.py`` for the rules; the other chains have their own mo
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 
-import pytest
-from readme_blocks import CHAINS, README, bash_blocks, make_workdir, run_block
+from readme_blocks import CHAINS, README, bash_blocks, chain_tests
 
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return make_workdir(tmp_path_factory.mktemp("readme"))
+workdir, test_readme_block_runs_as_written = chain_tests("main")
 
 
 def test_the_readme_has_commands_and_starts_with_the_two():
-    import re
-
     text = README.read_text(encoding="utf-8")
     first = re.search(r"```bash\n(.*?)```", text, flags=re.S).group(1).splitlines()
     assert first[0].startswith("make demo") and first[1].startswith("make test")
@@ -31,8 +25,3 @@ def test_every_block_is_in_exactly_one_chain():
     assert sum(len(bash_blocks(c)) for c in chains) == len(bash_blocks())
     assert all(bash_blocks(c) for c in chains), "a chain names no README section with commands"
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(bash_blocks("main"))))
-def test_readme_block_runs_as_written(workdir, index):
-    run_block(workdir, "main", index)

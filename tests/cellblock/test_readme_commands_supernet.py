@@ -5,18 +5,6 @@ See ``tests/readme_blocks.py`` (its own module, so that it runs beside the other
 
 from __future__ import annotations
 
-from pathlib import Path
+from readme_blocks import chain_tests
 
-import pytest
-from readme_blocks import bash_blocks, make_workdir, run_block
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return make_workdir(tmp_path_factory.mktemp("readme-supernet"), demo=False)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(bash_blocks("supernet"))))
-def test_readme_block_runs_as_written(workdir, index):
-    run_block(workdir, "supernet", index)
+workdir, test_readme_block_runs_as_written = chain_tests("supernet", demo=False)
