@@ -27,6 +27,9 @@ from __future__ import annotations
 from typing import Any
 
 from cellblock.core.errors import CellblockError
+from cellblock.core.threads import raise_onednn_cache
+
+raise_onednn_cache()  # before the process's first convolution (see cellblock.core.threads)
 
 __version__ = "0.1.0"
 

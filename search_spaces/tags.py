@@ -32,7 +32,10 @@ def candidate(module: M, tag: Any) -> M:
 
 def tag_of(module: Any) -> str | None:
     """The tag set by :func:`candidate`, or None."""
-    return getattr(module, TAG_ATTR, None)
+    # the instance dict first: on an nn.Module a missing attribute goes through
+    # Module.__getattr__, which builds an AttributeError (slow on every module of a child)
+    found = getattr(module, "__dict__", {}).get(TAG_ATTR)
+    return found if found is not None else getattr(type(module), TAG_ATTR, None)
 
 
 def shared(module: M) -> M:
@@ -43,4 +46,4 @@ def shared(module: M) -> M:
 
 def is_shared(module: Any) -> bool:
     """Whether :func:`shared` marked ``module``."""
-    return bool(getattr(module, SHARED_ATTR, False))
+    return bool(getattr(module, "__dict__", {}).get(SHARED_ATTR, getattr(type(module), SHARED_ATTR, False)))

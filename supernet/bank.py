@@ -42,28 +42,41 @@ def tensor_keys(model: nn.Module, prefix: str = "", sharing: str = "candidate") 
     cached = model.__dict__.get(attr)
     if cached is not None and prefix == "":
         return cached
-    owners = dict(model.named_modules()) if sharing == "norm" else {}
-    tags = {name: tag for name, m in model.named_modules() if name and (tag := tag_of(m))}
-    common = {name for name, m in model.named_modules() if name and is_shared(m)}
     plain_head = prefix.split(".") if prefix else []
     head = list(plain_head)
     if head and (root := tag_of(model)):  # a probe module standing for a tagged candidate
         head[-1] += f"[{root}]"
-    names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
-    keys = {}
-    for name in names:
-        parts = name.split(".")
-        # a shared module's tensors ignore the tags of the modules around it
-        cut = max((i + 1 for i in range(len(parts)) if ".".join(parts[: i + 1]) in common), default=0)
-        segs = []
-        for i, part in enumerate(parts):
-            tag = tags.get(".".join(parts[: i + 1])) if i >= cut else None
-            segs.append(f"{part}[{tag}]" if tag else part)
-        owner = owners.get(".".join(parts[:-1])) if owners else None
-        if owner is not None and not isinstance(owner, _NORMS):  # shared across candidates
-            keys[name] = "/".join(plain_head + parts) + f"<{type(owner).__name__}>"
-            continue
-        keys[name] = "/".join((plain_head if cut else head) + segs)
+    keys: dict[str, str] = {}
+    seen_modules: set[int] = set()
+    seen_tensors: set[int] = set()
+
+    # One walk of the module tree (this runs for every child a supernet step draws).
+    # ``segs`` are the key's segments so far: names with the candidate tags of the
+    # modules on the path, except above a shared module, whose tensors ignore them.
+    def visit(module: nn.Module, parts: list[str], segs: list[str], below_shared: bool) -> None:
+        seen_modules.add(id(module))
+        for store in (module._parameters, module._buffers):
+            for leaf, t in store.items():
+                if t is None or id(t) in seen_tensors:
+                    continue
+                seen_tensors.add(id(t))
+                name = ".".join([*parts, leaf])
+                if sharing == "norm" and not isinstance(module, _NORMS):  # shared across candidates
+                    keys[name] = "/".join([*plain_head, *parts, leaf]) + f"<{type(module).__name__}>"
+                else:
+                    keys[name] = "/".join([*(plain_head if below_shared else head), *segs, leaf])
+        for child_name, child in module._modules.items():
+            if child is None or id(child) in seen_modules:
+                continue
+            child_parts = [*parts, child_name]
+            if is_shared(child):
+                visit(child, child_parts, list(child_parts), True)
+            else:
+                tag = tag_of(child)
+                visit(child, child_parts, [*segs, f"{child_name}[{tag}]" if tag else child_name],
+                      below_shared)
+
+    visit(model, [], [], False)
     if prefix == "":
         model.__dict__[attr] = keys
     return keys
@@ -75,18 +88,21 @@ _INIT_FNS = ("uniform_", "normal_", "constant_", "ones_", "zeros_", "xavier_unif
 
 
 @contextlib.contextmanager
-def meta_build() -> Iterator[None]:
-    """Build modules on ``meta`` with ``torch.nn.init`` turned into no-ops.
+def meta_build(device: str | torch.device = "meta") -> Iterator[None]:
+    """Build modules on ``device`` (default ``meta``) with ``torch.nn.init`` turned into no-ops.
 
     For networks whose every tensor is replaced afterwards (children, structure probes):
     on ``meta`` the initialisers run through slow reference decompositions and produce
-    nothing. Not thread-safe (it patches ``torch.nn.init`` while active).
+    nothing. On a real device the tensors are left uninitialised, for a network whose
+    tensors are all copied in next (moving a ``meta`` network there with ``to_empty``
+    goes through the same slow decompositions). Not thread-safe (it patches
+    ``torch.nn.init`` while active).
     """
     saved = {name: getattr(nn.init, name) for name in _INIT_FNS if hasattr(nn.init, name)}
     try:
         for name in saved:
             setattr(nn.init, name, lambda t, *args, **kwargs: t)
-        with torch.device("meta"):
+        with torch.device(device):
             yield
     finally:
         for name, fn in saved.items():

@@ -122,6 +122,6 @@ class Supernet(nn.Module):
         """A stand-alone ``space.build(arch)`` holding the inherited weights and BN statistics."""
         bank = self.bank_for(arch)
         device = next(iter(bank.parameters())).device
-        with meta_build():  # skip the builder's random initialisation: all is copied
+        with meta_build(device):  # uninitialised on the bank's device: all is copied
             model = self.space.build(arch)
-        return bank.copy_into(model.to_empty(device=device))
+        return bank.copy_into(model)

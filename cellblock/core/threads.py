@@ -1,4 +1,4 @@
-"""Torch threads per trial: the one place that decides them.
+"""Torch threads per trial, and oneDNN's primitive cache: the one place that decides them.
 
 Small candidates train fastest on one thread, and on a busy machine extra intra-op
 threads only fight other processes for the cores (measured: results/benchmarks/
@@ -8,17 +8,37 @@ load_robustness.md). So, unless ``threads_per_trial`` is given:
 - otherwise a candidate whose training batch costs under :data:`SMALL_BATCH_MACS`
   forward multiply-accumulates (MACs per image x batch size) gets 1 thread, and a
   larger one torch's own default (one per core).
+
+oneDNN (torch's CPU convolutions) keeps the primitives it builds for each convolution
+shape in a cache of 1024 by default. A supernet step, or a search, runs a new network
+every time, and when its shapes overflow that cache every step rebuilds them: supernet
+steps on the default ``blocks`` skeleton took about 1.4x longer (measured in
+results/benchmarks/supernet_digits.md, round 5). Importing cellblock raises the capacity to
+:data:`ONEDNN_CACHE_CAPACITY` unless ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` is set; oneDNN reads
+it when it first builds a primitive, so it takes effect for every process that imports
+cellblock before its first convolution (workers inherit it).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 #: Forward MACs of one training batch below which a candidate trains on one thread.
 SMALL_BATCH_MACS = 5e8
 
+#: oneDNN's environment variable for its primitive cache, and the capacity cellblock sets.
+ONEDNN_CACHE_VAR = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+ONEDNN_CACHE_CAPACITY = 16384
+
 _TORCH_DEFAULT: list[int] = []
+
+
+def raise_onednn_cache() -> None:
+    """Set oneDNN's primitive cache capacity to :data:`ONEDNN_CACHE_CAPACITY` unless the
+    user set it (see the module doc)."""
+    os.environ.setdefault(ONEDNN_CACHE_VAR, str(ONEDNN_CACHE_CAPACITY))
 
 
 def torch_default_threads() -> int:

@@ -71,3 +71,21 @@ def test_search_records_the_thread_choice(tmp_path) -> None:
                            objectives=["accuracy", "macs"], threads_per_trial=2)
     assert run.trials[0].metrics["threads"] == 2
     torch.set_num_threads(1)
+
+
+def test_importing_cellblock_raises_onednn_primitive_cache_unless_set() -> None:
+    """oneDNN's default primitive cache (1024) is too small for a supernet, whose every step
+    runs new convolution shapes; importing cellblock raises it, and a user's value wins."""
+    import os
+    import subprocess
+    import sys
+
+    from cellblock.core.threads import ONEDNN_CACHE_CAPACITY, ONEDNN_CACHE_VAR
+
+    code = f"import os, cellblock; print(os.environ[{ONEDNN_CACHE_VAR!r}])"
+    env = {k: v for k, v in os.environ.items() if k != ONEDNN_CACHE_VAR}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(ONEDNN_CACHE_CAPACITY)
+    out = subprocess.run([sys.executable, "-c", code], env={**env, ONEDNN_CACHE_VAR: "64"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "64"

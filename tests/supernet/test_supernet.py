@@ -216,3 +216,28 @@ def test_children_get_dense_weights_and_exact_gradients():
             torch.testing.assert_close(slice_view(shared.grad, tuple(p.shape)), p.grad,
                                        rtol=1e-4, atol=1e-5)
     assert strided > 0  # the sliced, non-contiguous case was exercised
+
+
+def test_tensor_keys_name_every_tensor_once_in_one_walk():
+    """tensor_keys walks the module tree once (it runs for every child a step draws); it
+    names exactly the tensors named_parameters/named_buffers name, a module used twice
+    once, and keys a shared module's tensors without the candidate tags around it."""
+    from torch import nn
+
+    from cellblock.search_spaces.tags import candidate, shared
+
+    proj = shared(nn.Conv2d(2, 2, 1))
+    inner = candidate(nn.Sequential(nn.Conv2d(2, 2, 3), nn.BatchNorm2d(2), proj), "basic")
+    model = nn.Sequential(inner, nn.Sequential(proj), candidate(nn.Linear(2, 2), "head"))
+    keys = tensor_keys(model)
+    names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
+    assert sorted(keys) == sorted(names)
+    assert keys["0.0.weight"] == "0[basic]/0/weight"
+    assert keys["0.1.running_mean"] == "0[basic]/1/running_mean"
+    assert keys["0.2.weight"] == "0/2/weight"  # shared: no tag of the candidate around it
+    assert keys["2.weight"] == "2[head]/weight"
+    prefixed = tensor_keys(nn.Sequential(model), "stages.1")
+    assert prefixed["0.0.2.weight"] == "stages/1/0/0/2/weight"
+    assert prefixed["0.0.0.weight"] == "stages/1/0/0[basic]/0/weight"
+    norm = tensor_keys(model, sharing="norm")
+    assert norm["0.0.weight"] == "0/0/weight<Conv2d>" and norm["0.1.weight"] == "0[basic]/1/weight"
