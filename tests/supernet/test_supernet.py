@@ -12,6 +12,7 @@ from cellblock.data import load_dataset
 from cellblock.evaluators.cost import count_macs, count_params
 from cellblock.evaluators.training import TrainConfig
 from cellblock.search_spaces import SearchSpace
+from cellblock.search_spaces.api import sample_distinct
 from cellblock.supernet.bank import slice_view, tensor_keys
 from cellblock.supernet.model import Supernet
 from cellblock.supernet.sampler import ARCH_SAMPLERS
@@ -241,3 +242,18 @@ def test_tensor_keys_name_every_tensor_once_in_one_walk():
     assert prefixed["0.0.0.weight"] == "stages/1/0/0[basic]/0/weight"
     norm = tensor_keys(model, sharing="norm")
     assert norm["0.0.weight"] == "0/0/weight<Conv2d>" and norm["0.1.weight"] == "0[basic]/1/weight"
+
+
+def test_child_structures_are_cached_from_their_second_draw():
+    space = SearchSpace("blocks", **TINY_BLOCKS)
+    supernet = Supernet.create(space, seed=0)
+    supernet.cache_size = 2
+    archs = sample_distinct(space, 4, 0)
+    for arch in archs:  # drawn once each: nothing kept
+        supernet.child(arch)
+    assert not supernet._children_cache
+    again = supernet.child(archs[0])  # the second draw is kept
+    assert supernet.child(archs[0]) is again
+    for arch in archs[1:]:  # LRU: at most cache_size structures
+        supernet.child(arch)
+    assert len(supernet._children_cache) == 2 and supernet.child(archs[0]) is not again
