@@ -138,6 +138,7 @@ def rank_supernet(
     device: str | torch.device = "cpu",
     log: Callable[[str], None] | None = None,
     batch_size: int | None = None,
+    lr: float | None = None,
     seeds: int = 1,
     stratified: bool = True,
     baselines: bool = True,
@@ -146,7 +147,7 @@ def rank_supernet(
     """Rank correlation of the supernet's accuracies with stand-alone ones (see module doc).
 
     Stand-alone training uses the supernet's recipe with ``epochs`` epochs and, when
-    given, ``batch_size``. With ``seeds > 1`` every architecture is trained that many
+    given, ``batch_size`` and ``lr``. With ``seeds > 1`` every architecture is trained that many
     times: the reference is the mean accuracy, ``standalone_seed_tau`` (the mean Kendall
     tau between two stand-alone seeds) is the noise ceiling of the reference, and
     ``standalone_s`` stays the cost of training each architecture once.
@@ -174,7 +175,7 @@ def rank_supernet(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     space = supernet.space
-    base = _standalone_recipe(ckpt, epochs, dev, batch_size)
+    base = _standalone_recipe(ckpt, epochs, dev, batch_size, lr)
     cache_path = out / "standalone.jsonl"
     archs = (sample_stratified(space, samples, seed) if stratified
              else sample_distinct(space, samples, seed))
@@ -187,7 +188,7 @@ def rank_supernet(
         **_supernet_taus(rows),
         **_costs(rows, ckpt, eval_s, eval_no_recal_s, seeds),
         **_reference_taus(rows, seeds),
-        "epochs": epochs, "batch_size": base.batch_size, "val_fraction": ckpt.get("val_fraction"),
+        "epochs": epochs, "batch_size": base.batch_size, "lr": base.lr, "val_fraction": ckpt.get("val_fraction"),
         "seed": seed, "supernet_epochs": ckpt["recipe"]["epochs"],
         "sampling": ckpt["recipe"]["sampling"], "split": ckpt["recipe"].get("split"),
         "split_groups": ckpt["recipe"].get("split_groups", 1),
@@ -218,12 +219,20 @@ def _check_rank_args(samples: int, epochs: int, seeds: int, batch_size: int | No
 
 
 def _standalone_recipe(ckpt: Mapping[str, Any], epochs: int, device: torch.device,
-                       batch_size: int | None) -> TrainConfig:
-    """The supernet's recipe with the stand-alone ``epochs``, device and batch size."""
+                       batch_size: int | None, lr: float | None = None) -> TrainConfig:
+    """The supernet's recipe with the stand-alone ``epochs``, device, batch size and rate.
+
+    Raises:
+        ConfigError: for an invalid ``lr`` (as any invalid recipe).
+    """
     changes: dict[str, Any] = {"epochs": epochs, "device": str(device)}
     if batch_size is not None:
         changes["batch_size"] = batch_size
-    return train_config_of(ckpt["recipe"], **changes)
+    if lr is not None:
+        changes["lr"] = lr
+    cfg = train_config_of(ckpt["recipe"], **changes)
+    cfg.validate()
+    return cfg
 
 
 def _reference_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:

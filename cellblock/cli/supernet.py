@@ -59,6 +59,9 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--data-dir", dest="data_dir")
     r.add_argument("--batch-size", dest="batch_size", type=int,
                    help="stand-alone batch size (default: the supernet's)")
+    r.add_argument("--lr", type=float,
+                   help="stand-alone learning rate (default: the supernet's), so that supernets "
+                        "trained at different rates can share one reference")
     r.add_argument("--seeds", type=int, default=1,
                    help="stand-alone trainings per architecture; the reference is their mean and "
                         "rank.json gets standalone_seed_tau, the reference's own noise (default 1)")
@@ -183,7 +186,7 @@ def _rank(args: argparse.Namespace) -> int:
     supernet = supernet_from_checkpoint(ckpt, device)
     result = rank_supernet(supernet, ckpt, data, samples=args.samples, epochs=args.epochs,
                            out=args.out, seed=args.seed, device=device, batch_size=args.batch_size,
-                           seeds=args.seeds, stratified=not args.uniform,
+                           lr=args.lr, seeds=args.seeds, stratified=not args.uniform,
                            baselines=args.baselines, search_candidates=args.search_candidates,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
     print(rank_table(result), file=sys.stderr)

@@ -238,7 +238,9 @@ class Runner:
         self.log = RecordLog(RunDir(prepared.run_dir).log)
         #: The records side of the loop (filled from the log when the run starts).
         self.book = TrialBook(prepared, self.log)
-        self._last_derived = 0.0
+        # the first periodic rewrite comes DERIVED_EVERY_S after the start, not after the
+        # first trial: a short run writes its derived files once, at the end
+        self._last_derived = time.time()
 
     @property
     def trials(self) -> list[Trial]:

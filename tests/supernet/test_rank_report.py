@@ -104,6 +104,25 @@ def test_search_candidates_share_the_supernet_cost_out(tmp_path, split_checkpoin
     assert err == ["cellblock: error: --search-candidates must be at least 1, got 0"]
 
 
+def test_rank_lr_sets_the_reference_recipe(tmp_path, split_checkpoint, capsys):
+    """``--lr`` trains the reference at its own rate (a new cached reference), so supernets
+    trained at other rates can be ranked against one reference."""
+    out = tmp_path / "rank"
+    argv = ["supernet", "rank", "--supernet", str(split_checkpoint), "--samples", "3",
+            "--epochs", "1", "--out", str(out), "--device", "cpu", "--no-baselines"]
+    assert main(argv) == 0
+    first = json.loads((out / "rank.json").read_text())
+    assert first["lr"] == torch.load(split_checkpoint, weights_only=True)["recipe"]["lr"]
+    assert main([*argv, "--lr", "0.01"]) == 0
+    assert json.loads((out / "rank.json").read_text())["lr"] == 0.01
+    rows = [json.loads(x) for x in (out / "standalone.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and len({r["recipe"] for r in rows}) == 2  # a second reference
+    capsys.readouterr()
+    assert main([*argv, "--lr", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lr" in err[0] and "positive" in err[0], err
+
+
 def test_the_evaluator_routes_children_to_their_sub_supernet(tmp_path, split_checkpoint):
     import cellblock
     from cellblock.data import load_dataset
