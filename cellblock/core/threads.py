@@ -12,7 +12,7 @@ load_robustness.md). So, unless ``threads_per_trial`` is given:
 oneDNN (torch's CPU convolutions) keeps the primitives it builds for each convolution
 shape in a cache of 1024 by default. A supernet step, or a search, runs a new network
 every time, and when its shapes overflow that cache every step rebuilds them: supernet
-steps on the default ``blocks`` skeleton took about 1.4x longer (measured in
+steps on the default ``blocks`` skeleton took about 1.35x longer (measured in
 results/benchmarks/supernet_digits.md, round 5). Importing cellblock raises the capacity to
 :data:`ONEDNN_CACHE_CAPACITY` unless ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` is set; oneDNN reads
 it when it first builds a primitive, so it takes effect for every process that imports
