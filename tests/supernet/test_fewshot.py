@@ -156,3 +156,36 @@ def test_norm_sharing_shares_weights_across_block_types_but_not_norms():
         assert count_params(child) == count_params(space.build(arch))
         with torch.no_grad():
             torch.testing.assert_close(supernet(x, arch), child(x), rtol=1e-5, atol=1e-5)
+
+
+def test_split_steps_update_only_the_touched_banks_exactly_as_a_full_step(digits, monkeypatch):
+    """The optimizer step over the drawn children's banks only (a speed-up: SGD scanned
+    every bank) gives the very weights of a step over every parameter, and no other bank
+    holds a gradient when it runs."""
+    from cellblock.supernet.train import SupernetSteps
+
+    space = SearchSpace("blocks", **TINY)
+    split = Split.make(space, "stage1.block,stage2.block")
+    cfg = TrainConfig(epochs=2, batch_size=128, lr=0.05, seed=3)
+
+    def run() -> list[dict[str, torch.Tensor]]:
+        sn = Supernet.create(space, seed=0, split=split)
+        train_supernet(sn, digits, cfg, split_after=0.25)
+        return [b.state_dict() for b in sn.banks]
+
+    fast = run()
+    steps_seen = []
+
+    def full_step(self, banks):
+        for b, bank in enumerate(self.supernet.banks):
+            if b not in banks:
+                assert all(p.grad is None for p in bank.parameters()), b
+        steps_seen.append(sorted(banks))
+        self.loop.optimizer_step()  # every parameter of every group
+
+    monkeypatch.setattr(SupernetSteps, "_step_banks", full_step)
+    full = run()
+    assert any(s != [0] for s in steps_seen)  # the split was active
+    for a, b in zip(fast, full, strict=True):
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
