@@ -164,10 +164,10 @@ def rank_supernet(
     architecture gets ``samples / N`` of the steps it gets by default (N = ``samples``).
 
     Raises:
-        ConfigError: for ``samples < 3``, ``epochs < 1``, ``batch_size < 1``, ``seeds < 1``
-            or ``search_candidates < 1``.
+        ConfigError: for ``samples < 3``, ``epochs < 1``, ``batch_size < 1``, ``seeds < 1``,
+            ``lr`` not positive or ``search_candidates < 1``.
     """
-    _check_rank_args(samples, epochs, seeds, batch_size)
+    _check_rank_args(samples, epochs, seeds, batch_size, lr)
     if search_candidates is not None and search_candidates < 1:
         raise ConfigError(f"--search-candidates must be at least 1, got {search_candidates}")
     say = log or (lambda _line: None)
@@ -206,7 +206,8 @@ def rank_supernet(
     return result
 
 
-def _check_rank_args(samples: int, epochs: int, seeds: int, batch_size: int | None) -> None:
+def _check_rank_args(samples: int, epochs: int, seeds: int, batch_size: int | None,
+                     lr: float | None = None) -> None:
     """Raise ConfigError naming the first out-of-range argument of :func:`rank_supernet`."""
     if samples < 3:
         raise ConfigError(f"--samples must be at least 3 to rank, got {samples}")
@@ -216,23 +217,19 @@ def _check_rank_args(samples: int, epochs: int, seeds: int, batch_size: int | No
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"--lr must be a positive number, got {lr}")
 
 
 def _standalone_recipe(ckpt: Mapping[str, Any], epochs: int, device: torch.device,
                        batch_size: int | None, lr: float | None = None) -> TrainConfig:
-    """The supernet's recipe with the stand-alone ``epochs``, device, batch size and rate.
-
-    Raises:
-        ConfigError: for an invalid ``lr`` (as any invalid recipe).
-    """
+    """The supernet's recipe with the stand-alone ``epochs``, device, batch size and rate."""
     changes: dict[str, Any] = {"epochs": epochs, "device": str(device)}
     if batch_size is not None:
         changes["batch_size"] = batch_size
     if lr is not None:
         changes["lr"] = lr
-    cfg = train_config_of(ckpt["recipe"], **changes)
-    cfg.validate()
-    return cfg
+    return train_config_of(ckpt["recipe"], **changes)
 
 
 def _reference_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
