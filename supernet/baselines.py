@@ -9,8 +9,9 @@
 - :func:`equal_cost_steps`: the SGD steps per architecture whose total stand-alone
   training time equals the supernet's training plus evaluation time (the stand-alone
   baseline of the same cost).
-- :func:`verdict`: whether the supernet beats every equal-cost baseline, else which one to
-  search with instead.
+- :func:`verdict`: whether the supernet (or the supernet fused with a cost prior) beats
+  every equal-cost baseline, else which one to search with instead; :func:`rank_table`
+  and :func:`tau_warning`: the report ``cellblock supernet rank`` prints.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ POOL_FACTOR = 5
 ZERO_COST = ("params", "macs", "synflow", "naswot")
 #: Substitute for a non-finite proxy score (ranks last), so Kendall tau stays defined.
 WORST = -1e300
+#: Below this Kendall tau the supernet's ranking is not worth searching over.
+TAU_WARNING = 0.3
 
 
 def param_count(space: SearchSpace, arch: Mapping[str, Any]) -> int:
@@ -100,8 +103,15 @@ def equal_cost_steps(budget_s: float, step_s: Sequence[float]) -> int:
     return int(budget_s // total) if total > 0 else 0
 
 
-def verdict(supernet_tau: float | None, baselines: Mapping[str, float | None]) -> str:
-    """One line: does the supernet beat every equal-cost baseline; if not, what to use."""
+def verdict(supernet_tau: float | None, baselines: Mapping[str, float | None],
+            prior: str | None = None, fused_tau: float | None = None) -> str:
+    """One line: does the supernet beat every equal-cost baseline; if not, what to use.
+
+    ``fused_tau`` is the Kendall tau of the supernet's accuracy fused with ``prior``
+    (:mod:`cellblock.supernet.prior`, at the supernet's cost). When the supernet alone does
+    not beat every baseline but the fused score does, the line says to search with that;
+    when both do and the fused one ranks better, the line says so.
+    """
     known = {k: v for k, v in baselines.items() if v is not None}
     if supernet_tau is None:
         best = max(known, key=known.get) if known else None
@@ -109,9 +119,55 @@ def verdict(supernet_tau: float | None, baselines: Mapping[str, float | None]) -
                 + (f"search with {best} instead (tau {known[best]:.3f})" if best else
                    "no baseline is defined either"))
     better = {k: v for k, v in known.items() if v >= supernet_tau}
+    use = f"--evaluator supernet --supernet-prior {prior}, objective supernet_score"
+    fused_wins = fused_tau is not None and all(v < fused_tau for v in known.values())
     if not better:
-        return (f"verdict: the supernet (tau {supernet_tau:.3f}) beats every equal-cost baseline "
+        line = (f"verdict: the supernet (tau {supernet_tau:.3f}) beats every equal-cost baseline "
                 f"({', '.join(f'{k} {v:.3f}' for k, v in known.items())}); search with it")
+        if fused_wins and fused_tau > supernet_tau:
+            line += f"; supernet+{prior} ranks better still (tau {fused_tau:.3f}): {use}"
+        return line
+    if fused_wins:
+        return (f"verdict: the supernet (tau {supernet_tau:.3f}) does NOT beat every equal-cost "
+                f"baseline, but supernet+{prior} (tau {fused_tau:.3f}) does: search with it ({use})")
     best = max(better, key=better.get)
     return (f"verdict: the supernet (tau {supernet_tau:.3f}) does NOT beat every equal-cost "
             f"baseline; search with {best} instead (tau {better[best]:.3f})")
+
+
+def rank_table(result: Mapping[str, Any]) -> str:
+    """The ranking report as a text table (method, Kendall tau, cost) and the verdict."""
+    lines = [f"{'ranking by':<34} {'kendall_tau':>11} {'cost_s':>9}"]
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    lines.append(f"{'supernet':<34} {fmt(result['kendall_tau']):>11} {result['supernet_s']:>9.1f}")
+    if result.get("fused"):
+        f = result["fused"]
+        lines.append(f"{'supernet + ' + f['prior'] + ' prior':<34} {fmt(f['kendall_tau']):>11} "
+                     f"{f['cost_s']:>9.1f}")
+    for name, b in (result.get("baselines") or {}).items():
+        label = name if name != "standalone_equal_cost" else (
+            f"stand-alone, {b['steps']} steps (equal cost)" if b.get("search_candidates") in (
+                None, result["n"]) else
+            f"stand-alone, {b['steps']} steps (= {b['search_candidates']} cand.)")
+        lines.append(f"{label:<34} {fmt(b['kendall_tau']):>11} {b['cost_s']:>9.1f}")
+    lines.append(f"{'noise ceiling (seed vs seed)':<34} {fmt(result['standalone_seed_tau']):>11} "
+                 f"{result['standalone_s']:>9.1f}")
+    lines.append(f"cost ratio (supernet / stand-alone of the {result['n']}): "
+                 f"{fmt(result['cost_ratio'])}")
+    if result.get("verdict"):
+        lines.append(result["verdict"])
+    return "\n".join(lines)
+
+
+def tau_warning(result: Mapping[str, Any]) -> str | None:
+    """A warning line when the Kendall tau is below :data:`TAU_WARNING` (or undefined)."""
+    tau = result.get("kendall_tau")
+    if tau is not None and tau >= TAU_WARNING:
+        return None
+    shown = "undefined" if tau is None else f"{tau:.3f}"
+    return (f"warning: Kendall tau {shown} < {TAU_WARNING}: this supernet ranks children poorly; "
+            "search by training candidates instead (--evaluator train), or train the supernet "
+            "longer or with another --sampling")

@@ -18,14 +18,20 @@ import torch
 from torch import nn
 
 from cellblock.core.errors import ConfigError
+from cellblock.data import Dataset
 from cellblock.evaluators.base import EvalContext, Evaluator, register_evaluator
+from cellblock.evaluators.cost import cost_metrics
 from cellblock.evaluators.training import evaluate_accuracy
+from cellblock.search_spaces.api import arch_id
+from cellblock.supernet.bank import meta_build
+from cellblock.supernet.prior import REFERENCE_SAMPLES, FusedScore, check_prior
 
 #: Batches (of :data:`RECAL_BATCH_SIZE` train images) used to re-calibrate BN statistics.
 RECAL_BATCHES = 2
 RECAL_BATCH_SIZE = 128
 
 _LOADED: dict[tuple[str, float, str], Any] = {}
+_REFERENCES: dict[tuple[Any, ...], FusedScore] = {}
 
 
 @torch.no_grad()
@@ -54,12 +60,53 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batches: int = RECAL_BATCH
     return model.eval()
 
 
+def supernet_accuracy(supernet: Any, arch: Mapping[str, Any], data: Dataset,
+                      device: torch.device, recal: bool = True) -> float:
+    """Validation accuracy of ``arch`` with inherited weights (BN re-calibrated or not)."""
+    model = supernet.extract(arch).to(device)
+    if recal:
+        recalibrate_bn(model, data.x_train)
+    return evaluate_accuracy(model.eval(), data.x_val, data.y_val, device=device)
+
+
+def meta_costs(space: Any, arch: Mapping[str, Any]) -> dict[str, int]:
+    """``params`` and ``macs`` of ``arch``, counted on a ``meta`` build (no memory, no init)."""
+    with meta_build():
+        model = space.build(arch)
+    return cost_metrics(model, space.input_shape)
+
+
+def fused_reference(supernet: Any, prior: str, data: Dataset, device: torch.device,
+                    key: Any = None) -> FusedScore:
+    """The :class:`FusedScore` of ``prior`` against stratified reference children.
+
+    :data:`~cellblock.supernet.prior.REFERENCE_SAMPLES` children, one per parameter-count
+    quantile (sample seed 0, as ``supernet rank``'s default sample), scored with the
+    supernet; cached by ``key`` (with ``prior``) when given.
+    """
+    from cellblock.supernet.baselines import sample_stratified
+
+    if key is not None and (key, prior) in _REFERENCES:
+        return _REFERENCES[(key, prior)]
+    archs = sample_stratified(supernet.space, REFERENCE_SAMPLES, 0)
+    accuracies = [supernet_accuracy(supernet, a, data, device) for a in archs]
+    score = FusedScore.of(prior, accuracies, [meta_costs(supernet.space, a)[prior] for a in archs])
+    if key is not None:
+        _REFERENCES.clear()
+        _REFERENCES[(key, prior)] = score
+    return score
+
+
+def _checkpoint_key(path: Path, device: torch.device) -> tuple[str, float, str]:
+    return (str(path.resolve()), path.stat().st_mtime if path.exists() else 0.0, str(device))
+
+
 def cached_supernet(path: str | Path, device: torch.device) -> tuple[Any, dict[str, Any]]:
     """``(supernet, checkpoint)`` loaded once per path, modification time and device."""
     from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
 
     p = Path(path)
-    key = (str(p.resolve()), p.stat().st_mtime if p.exists() else 0.0, str(device))
+    key = _checkpoint_key(p, device)
     if key not in _LOADED:
         ckpt = load_checkpoint(p)
         _LOADED.clear()
@@ -72,7 +119,8 @@ class SupernetEvaluator(Evaluator):
     """Accuracy of each child with inherited weights after BN re-calibration.
 
     Config: ``supernet`` = the checkpoint of ``cellblock supernet train`` for the run's
-    space and skeleton.
+    space and skeleton; ``supernet_prior`` = ``none``, ``macs`` or ``params`` (the cost
+    fused into ``supernet_score``).
     """
 
     needs_data = True
@@ -97,6 +145,18 @@ class SupernetEvaluator(Evaluator):
                 f"uses {want}, so validation images may be ones it trained on; {fix} or retrain "
                 "the supernet"
             )
+        self.prior = check_prior(ctx.config.get("supernet_prior"))
+        self.fused = None if self.prior is None else fused_reference(
+            self.supernet, self.prior, ctx.data, ctx.device,
+            (*_checkpoint_key(Path(self.path), ctx.device), ctx.data.name, len(ctx.data.y_val)))
+        self._costs: tuple[str, dict[str, int]] | None = None
+
+    def costs(self, arch: Mapping[str, Any]) -> dict[str, Any] | None:
+        """With a prior: the costs counted on a ``meta`` build, kept for ``supernet_score``."""
+        if self.prior is None:
+            return None
+        self._costs = (arch_id(arch), meta_costs(self.ctx.space, arch))
+        return dict(self._costs[1])
 
     def evaluate(self, model: nn.Module | None, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -107,4 +167,9 @@ class SupernetEvaluator(Evaluator):
         data = self.ctx.data
         recalibrate_bn(model, data.x_train)
         accuracy = evaluate_accuracy(model, data.x_val, data.y_val, device=self.ctx.device)
-        return {"accuracy": accuracy, "eval_s": time.perf_counter() - t0}
+        out = {"accuracy": accuracy}
+        if self.fused is not None:
+            known = self._costs[1] if self._costs and self._costs[0] == arch_id(arch) else None
+            cost = (known or cost_metrics(model, self.ctx.space.input_shape))[self.prior]
+            out["supernet_score"] = self.fused(accuracy, cost)
+        return {**out, "eval_s": time.perf_counter() - t0}

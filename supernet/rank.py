@@ -36,7 +36,6 @@ from cellblock.evaluators.cost import cost_metrics
 from cellblock.evaluators.pipeline import trial_seed
 from cellblock.evaluators.training import (
     TrainConfig,
-    evaluate_accuracy,
     step_schedule,
     train_and_evaluate,
 )
@@ -49,25 +48,14 @@ from cellblock.supernet.baselines import (
     sample_stratified,
     verdict,
 )
-from cellblock.supernet.evaluator import recalibrate_bn
+from cellblock.supernet.evaluator import supernet_accuracy
 from cellblock.supernet.model import Supernet
+from cellblock.supernet.prior import FusedScore, check_prior
 from cellblock.supernet.train import train_config_of
-
-#: Below this Kendall tau the supernet's ranking is not worth searching over.
-TAU_WARNING = 0.3
 
 
 def _finite(v: float) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
-
-
-def supernet_accuracy(supernet: Supernet, arch: Mapping[str, Any], data: Dataset,
-                      device: torch.device, recal: bool = True) -> float:
-    """Validation accuracy of ``arch`` with inherited weights (BN re-calibrated or not)."""
-    model = supernet.extract(arch).to(device)
-    if recal:
-        recalibrate_bn(model, data.x_train)
-    return evaluate_accuracy(model.eval(), data.x_val, data.y_val, device=device)
 
 
 def _cached_rows(cache_path: Path, recipe_hash: str) -> dict[tuple[str, int], dict[str, Any]]:
@@ -143,6 +131,7 @@ def rank_supernet(
     stratified: bool = True,
     baselines: bool = True,
     search_candidates: int | None = None,
+    prior: str | None = "macs",
 ) -> dict[str, Any]:
     """Rank correlation of the supernet's accuracies with stand-alone ones (see module doc).
 
@@ -165,9 +154,10 @@ def rank_supernet(
 
     Raises:
         ConfigError: for ``samples < 3``, ``epochs < 1``, ``batch_size < 1``, ``seeds < 1``,
-            ``lr`` not positive or ``search_candidates < 1``.
+            ``lr`` not positive, ``search_candidates < 1`` or an unknown ``prior``.
     """
     _check_rank_args(samples, epochs, seeds, batch_size, lr)
+    prior = check_prior(prior)
     if search_candidates is not None and search_candidates < 1:
         raise ConfigError(f"--search-candidates must be at least 1, got {search_candidates}")
     say = log or (lambda _line: None)
@@ -194,14 +184,18 @@ def rank_supernet(
         "split_groups": ckpt["recipe"].get("split_groups", 1),
         "stratified": stratified, "space": ckpt["space"], "dataset": data.name,
     }
+    if prior is not None:
+        result["fused"] = {**_fused(rows, prior), "cost_s": result["supernet_s"]}
     if baselines:
         candidates = search_candidates or len(rows)
         budget_s = result["supernet_s"] * len(rows) / candidates  # this sample's share
         result.update(_baselines(space, rows, data, base, seed, budget_s, cache_path,
                                  ckpt, input_shape, say))
         result["baselines"]["standalone_equal_cost"]["search_candidates"] = candidates
+        fused = result.get("fused") or {}
         result["verdict"] = verdict(result["kendall_tau"],
-                                    {k: v["kendall_tau"] for k, v in result["baselines"].items()})
+                                    {k: v["kendall_tau"] for k, v in result["baselines"].items()},
+                                    fused.get("prior"), fused.get("kendall_tau"))
     _write_report(out, result, rows)
     return result
 
@@ -255,6 +249,16 @@ def _score_with_supernet(supernet: Supernet, rows: list[dict[str, Any]], data: D
     return eval_s, time.perf_counter() - t0
 
 
+def _fused(rows: list[dict[str, Any]], prior: str) -> dict[str, Any]:
+    """Each row's ``supernet_score`` against this sample, and its Kendall tau."""
+    accuracies, costs = [r["supernet_accuracy"] for r in rows], [float(r[prior]) for r in rows]
+    for row, score in zip(rows, FusedScore.of(prior, accuracies, costs).scores(accuracies, costs),
+                          strict=True):
+        row["supernet_score"] = score
+    tau = correlations([r["supernet_score"] for r in rows], [r["standalone_accuracy"] for r in rows])[0]
+    return {"prior": prior, "kendall_tau": _finite(tau)}
+
+
 def _supernet_taus(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Kendall tau and Spearman rho of the supernet's accuracies (with and without BN
     re-calibration) against the stand-alone reference."""
@@ -296,7 +300,7 @@ def _write_report(out: Path, result: Mapping[str, Any], rows: list[dict[str, Any
     (out / "rank.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     with open(out / "rank.csv", "w", newline="", encoding="utf-8") as fh:
         fields = ["arch_id", "standalone_accuracy", "supernet_accuracy",
-                  "supernet_accuracy_no_recal", "supernet_group", "params", "macs", "synflow",
+                  "supernet_accuracy_no_recal", "supernet_score", "supernet_group", "params", "macs", "synflow",
                   "naswot", "equal_cost_accuracy", "standalone_train_s", "standalone_runs", "arch"]
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
@@ -362,37 +366,3 @@ def _equal_cost_baseline(space: Any, rows: list[dict[str, Any]], data: Dataset, 
     entry["cost_s"] = float(sum(r[0]["standalone_train_s"] for r in runs))
     entry["kendall_tau"] = _finite(correlations([r["equal_cost_accuracy"] for r in rows], sa)[0])
     return entry
-
-
-def rank_table(result: Mapping[str, Any]) -> str:
-    """The ranking report as a text table (method, Kendall tau, cost) and the verdict."""
-    lines = [f"{'ranking by':<34} {'kendall_tau':>11} {'cost_s':>9}"]
-
-    def fmt(v: Any) -> str:
-        return "n/a" if v is None else f"{v:.3f}"
-
-    lines.append(f"{'supernet':<34} {fmt(result['kendall_tau']):>11} {result['supernet_s']:>9.1f}")
-    for name, b in (result.get("baselines") or {}).items():
-        label = name if name != "standalone_equal_cost" else (
-            f"stand-alone, {b['steps']} steps (equal cost)" if b.get("search_candidates") in (
-                None, result["n"]) else
-            f"stand-alone, {b['steps']} steps (= {b['search_candidates']} cand.)")
-        lines.append(f"{label:<34} {fmt(b['kendall_tau']):>11} {b['cost_s']:>9.1f}")
-    lines.append(f"{'noise ceiling (seed vs seed)':<34} {fmt(result['standalone_seed_tau']):>11} "
-                 f"{result['standalone_s']:>9.1f}")
-    lines.append(f"cost ratio (supernet / stand-alone of the {result['n']}): "
-                 f"{fmt(result['cost_ratio'])}")
-    if result.get("verdict"):
-        lines.append(result["verdict"])
-    return "\n".join(lines)
-
-
-def tau_warning(result: Mapping[str, Any]) -> str | None:
-    """A warning line when the Kendall tau is below :data:`TAU_WARNING` (or undefined)."""
-    tau = result.get("kendall_tau")
-    if tau is not None and tau >= TAU_WARNING:
-        return None
-    shown = "undefined" if tau is None else f"{tau:.3f}"
-    return (f"warning: Kendall tau {shown} < {TAU_WARNING}: this supernet ranks children poorly; "
-            "search by training candidates instead (--evaluator train), or train the supernet "
-            "longer or with another --sampling")

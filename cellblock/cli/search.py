@@ -9,7 +9,7 @@ import time
 from cellblock.cli.common import _key_value, _overrides, command, show_config_defaults
 
 SEARCH_OPTIONS = (
-    "space", "strategy", "evaluator", "table", "metric", "supernet", "trials", "epochs", "batch_size", "lr", "dataset",
+    "space", "strategy", "evaluator", "table", "metric", "supernet", "supernet_prior", "trials", "epochs", "batch_size", "lr", "dataset",
     "val_fraction", "data_dir", "download", "objectives", "device", "out", "seed", "storage",
     "backend", "address", "concurrency", "resources_per_trial", "scheduler", "threads_per_trial",
     "grace_epochs", "reduction_factor", "allow_changed_inputs", "remap_labels", "allow_unstable_latency",
@@ -40,6 +40,9 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", help="benchmark table (CSV or parquet) for --evaluator table")
     p.add_argument("--metric", help="table column used as accuracy for --evaluator table")
     p.add_argument("--supernet", help="supernet checkpoint for --evaluator supernet")
+    p.add_argument("--supernet-prior", dest="supernet_prior",
+                   help="none, macs or params: --evaluator supernet also reports supernet_score, its "
+                        "accuracy fused with this cost (use it as an objective; default none)")
     p.add_argument("--trials", type=int, help="number of trials")
     p.add_argument("--epochs", type=int, help="training epochs per candidate")
     p.add_argument("--batch-size", type=int, dest="batch_size")

@@ -74,6 +74,9 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
                    help="give the equal-cost stand-alone training the budget of a search scoring "
                         "this many candidates: the supernet's time is paid once for all of them "
                         "(default: the --samples ranked)")
+    r.add_argument("--prior", default="macs",
+                   help="cost fused with the supernet's accuracy into supernet_score, ranked as its "
+                        "own row: none, macs or params (default macs; see --supernet-prior of search)")
     r.add_argument("--device", default="auto")
     r.set_defaults(func=_rank)
 
@@ -172,7 +175,8 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
 
 def _rank(args: argparse.Namespace) -> int:
     from cellblock.data import load_dataset
-    from cellblock.supernet.rank import rank_supernet, rank_table, tau_warning
+    from cellblock.supernet.baselines import rank_table, tau_warning
+    from cellblock.supernet.rank import rank_supernet
     from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
 
     device = _device(args.device)
@@ -188,11 +192,11 @@ def _rank(args: argparse.Namespace) -> int:
                            out=args.out, seed=args.seed, device=device, batch_size=args.batch_size,
                            lr=args.lr, seeds=args.seeds, stratified=not args.uniform,
                            baselines=args.baselines, search_candidates=args.search_candidates,
-                           log=lambda line: print(line, file=sys.stderr, flush=True))
+                           prior=args.prior, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(rank_table(result), file=sys.stderr)
     keys = ("kendall_tau", "spearman", "kendall_tau_no_recal", "n", "supernet_s",
             "standalone_s", "cost_ratio", "children_per_s", "params_tau", "standalone_seed_tau")
-    print(json.dumps({k: result[k] for k in keys}))
+    print(json.dumps({k: result[k] for k in (*keys, "fused") if k in result}))
     warning = tau_warning(result)
     if warning:
         print(warning, file=sys.stderr)

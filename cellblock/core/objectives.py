@@ -42,6 +42,8 @@ METRICS: dict[str, Metric] = {
         Metric("params", "minimize", True, "cost", "number of parameters"),
         Metric("latency_ms", "minimize", True, "latency", "median inference latency, ms"),
         Metric("train_s", "minimize", False, "train", "training wall time, s"),
+        Metric("supernet_score", "maximize", False, "train",
+               "supernet accuracy fused with a cost prior, 0..1 (--supernet-prior)"),
         Metric("synflow", "maximize", True, "proxy", "zero-cost proxy SynFlow (no data)"),
         Metric("naswot", "maximize", True, "proxy", "zero-cost proxy NASWOT (one batch)"),
         Metric("jacob_cov", "maximize", True, "proxy", "zero-cost proxy Jacobian covariance"),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cellblock.core.devices import resolve_device
+from cellblock.core.errors import ConfigError
 from cellblock.core.objectives import Constraint, Objective, parse_objectives
 from cellblock.data import load_dataset
 from cellblock.evaluators.base import EVALUATORS, EvalContext
@@ -75,6 +76,10 @@ def build_components(config: Mapping[str, Any], data: Any = None) -> Components:
     cfg = dict(config)
     objectives = parse_objectives(cfg["objectives"])
     constraints = [Constraint.parse(c) for c in cfg["constraints"]]
+    wanted = {o.name for o in objectives} | {c.metric for c in constraints}
+    if "supernet_score" in wanted and (cfg["evaluator"] != "supernet" or cfg["supernet_prior"] == "none"):
+        raise ConfigError("metric 'supernet_score' is reported by --evaluator supernet with "
+                          "--supernet-prior macs or params; set both, or use accuracy")
     device = resolve_device(cfg["device"])  # an unavailable device is a ConfigError here
     if data is None:
         data = run_data(cfg)

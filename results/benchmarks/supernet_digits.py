@@ -91,6 +91,7 @@ def main() -> None:
     p.add_argument("--standalone-epochs", type=int, default=8)
     p.add_argument("--standalone-batch-size", type=int, default=64)
     p.add_argument("--seeds", type=int, default=3, help="stand-alone seeds per architecture")
+    p.add_argument("--sample-seed", default="0", help="seed of the stratified architecture sample")
     p.add_argument("--reference-only", action="store_true")
     p.add_argument("--shared-stream", action="store_true",
                    help="every block type adds the stage's shared projection: the same as "
@@ -108,7 +109,7 @@ def main() -> None:
               "--batch-size", str(args.batch_size), "--sampling", args.sampling, "--device", "cpu"]
     rank = ["--samples", str(args.samples), "--epochs", str(args.standalone_epochs),
             "--batch-size", str(args.standalone_batch_size), "--seeds", str(args.seeds),
-            "--out", str(out / "rank"), "--device", "cpu"]
+            "--seed", args.sample_seed, "--out", str(out / "rank"), "--device", "cpu"]
     if args.reference_only:
         ckpt = out / "reference-dummy.pt"
         run([*cli, "supernet", "train", "--space", "blocks", *space_args, *common, "--epochs", "1",
@@ -119,10 +120,10 @@ def main() -> None:
               f"{_fmt(r['standalone_seed_tau'])}, stand-alone {r['standalone_s']:.1f} s per seed")
         return
     rows = []
-    print("| skeleton | split | supernet seed | final loss | kendall_tau | tau no recal | n | "
-          "supernet_s (train + eval) | standalone_s | ratio | noise ceiling | params | macs | "
-          "synflow | naswot | equal-cost stand-alone (steps) |")
-    print("|" + "---|" * 16)
+    print("| skeleton | split | supernet seed | final loss | kendall_tau | supernet+macs | "
+          "tau no recal | n | supernet_s (train + eval) | standalone_s | ratio | noise ceiling | "
+          "params | macs | synflow | naswot | equal-cost stand-alone (steps) |")
+    print("|" + "---|" * 17)
     for split in args.splits.split(","):
         extra = [] if split == "none" else ["--split", split.replace(";", ","), "--split-after",
                                             args.split_after, "--split-groups", args.split_groups]
@@ -142,21 +143,23 @@ def main() -> None:
             b = r["baselines"]
             eq = b["standalone_equal_cost"]
             print(f"| {args.preset} | {split} | {seed} | {r['final_loss']:.3f} | "
-                  f"{_fmt(r['kendall_tau'])} | {_fmt(r['kendall_tau_no_recal'])} | {r['n']} | "
+                  f"{_fmt(r['kendall_tau'])} | {_fmt(r['fused']['kendall_tau'])} | "
+                  f"{_fmt(r['kendall_tau_no_recal'])} | {r['n']} | "
                   f"{r['supernet_train_s']:.1f} + {r['supernet_eval_s']:.1f} | "
                   f"{r['standalone_s']:.1f} | {r['cost_ratio']:.3f} | "
                   f"{_fmt(r['standalone_seed_tau'])} | "
                   + " | ".join(_fmt(b[k]["kendall_tau"]) for k in ("params", "macs", "synflow", "naswot"))
                   + f" | {_fmt(eq['kendall_tau'])} ({eq['steps']}) |", flush=True)
             (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print("\n| skeleton | split | final loss | kendall_tau | noise ceiling | params | macs | synflow "
-          "| naswot | equal-cost stand-alone | ratio |")
-    print("|" + "---|" * 11)
+    print("\n| skeleton | split | final loss | kendall_tau | supernet+macs | noise ceiling | params | "
+          "macs | synflow | naswot | equal-cost stand-alone | ratio |")
+    print("|" + "---|" * 12)
     for split in args.splits.split(","):
         rs = [r for r in rows if r["split_name"] == split]
         b = [r["baselines"] for r in rs]
         print(f"| {args.preset} | {split} | {_mean_std([r['final_loss'] for r in rs])} | "
               f"{_mean_std([r['kendall_tau'] for r in rs])} | "
+              f"{_mean_std([r['fused']['kendall_tau'] for r in rs])} | "
               f"{_fmt(rs[0]['standalone_seed_tau'])} | "
               + " | ".join(_mean_std([x[k]["kendall_tau"] for x in b])
                            for k in ("params", "macs", "synflow", "naswot", "standalone_equal_cost"))

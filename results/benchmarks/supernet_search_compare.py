@@ -5,7 +5,8 @@ at the same wall time (issue 14), on digits (``blocks`` space), one torch thread
    ``cellblock search --evaluator supernet --trials N``: wall time W = both commands.
 2. ``cellblock search --evaluator train --trials M`` (same space, strategy, seed and
    split); only the trials that ended within W of the command's launch count (M is a cap).
-3. The best architecture of each (highest ``accuracy`` metric among the trials counted)
+3. The best architecture of each (highest ``accuracy`` metric among the trials counted;
+   with ``--supernet-prior`` the supernet search optimises and picks by ``supernet_score``)
    is trained stand-alone ``--seeds`` times for ``--epochs`` epochs with the rank recipe
    (``supernet rank``'s stand-alone training); the mean ± std validation accuracy of
    each is printed, with W and the trials each search evaluated.
@@ -14,7 +15,7 @@ Usage:
 
     OMP_NUM_THREADS=1 python results/benchmarks/supernet_search_compare.py DIR \\
         [--preset supernet] [--supernet-trials 300] [--train-trials 60] [--seeds 3] \\
-        [--supernet-epochs 8] [--space-arg K=V ...]
+        [--supernet-epochs 8] [--supernet-prior macs] [--space-arg K=V ...]
 """
 
 from __future__ import annotations
@@ -52,13 +53,14 @@ def run(cmd: list[str], name: str = "") -> float:
     return time.perf_counter() - t0
 
 
-def best_within(run_dir: Path, launched: float, wall_s: float | None) -> tuple[dict, float, int]:
-    """(best architecture, its search accuracy, trials counted) among the trials that ended
-    within ``wall_s`` of the command's launch (all when None)."""
+def best_within(run_dir: Path, launched: float, wall_s: float | None,
+                metric: str = "accuracy") -> tuple[dict, float, int]:
+    """(best architecture by ``metric``, its search accuracy, trials counted) among the trials
+    that ended within ``wall_s`` of the command's launch (all when None)."""
     trials = replay_trials(read_events(run_dir / "trials.jsonl"))
-    done = [t for t in trials if t.value("accuracy") is not None and t.end_t is not None
+    done = [t for t in trials if t.value(metric) is not None and t.end_t is not None
             and (wall_s is None or t.end_t - launched <= wall_s)]
-    best = max(done, key=lambda t: t.value("accuracy"))
+    best = max(done, key=lambda t: t.value(metric))
     return best.arch, best.value("accuracy"), len(done)
 
 
@@ -74,6 +76,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8, help="stand-alone epochs (search and final)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--supernet-prior", default="none",
+                   help="macs or params: the supernet search optimises supernet_score (its accuracy "
+                        "fused with that cost) and its best is the best supernet_score")
     p.add_argument("--space-arg", action="append", default=[], metavar="K=V",
                    help="more skeleton arguments after the preset's, e.g. shortcut=shared")
     args = p.parse_args()
@@ -83,7 +88,7 @@ def main() -> None:
     skeleton = PRESETS[args.preset] + args.space_arg
     space_args = [x for a in skeleton for x in ("--space-arg", a)]
     search = ["search", "--space", "blocks", *space_args, "--dataset", "digits", "--val-fraction",
-              args.val_fraction, "--objectives", "accuracy", "--strategy", args.strategy,
+              args.val_fraction, "--strategy", args.strategy,
               "--seed", str(args.seed), "--device", "cpu", "--backend", "local",
               "--threads-per-trial", "1", "--no-progress"]
     ckpt = out / "supernet.pt"
@@ -91,12 +96,14 @@ def main() -> None:
                       "--val-fraction", args.val_fraction, "--batch-size", "32", "--device", "cpu",
                       "--epochs", str(args.supernet_epochs), "--seed", str(args.seed),
                       "--checkpoint-every", str(args.supernet_epochs), "--out", str(ckpt)])
+    metric = "accuracy" if args.supernet_prior == "none" else "supernet_score"
     sn_search_s = run([*cli, *search, "--evaluator", "supernet", "--supernet", str(ckpt),
+                       "--supernet-prior", args.supernet_prior, "--objectives", metric,
                        "--trials", str(args.supernet_trials), "--out", str(out / "search-supernet")], "supernet")
     wall = sn_train_s + sn_search_s
-    tr_search_s = run([*cli, *search, "--evaluator", "train", "--epochs", str(args.epochs),
+    tr_search_s = run([*cli, *search, "--objectives", "accuracy", "--evaluator", "train", "--epochs", str(args.epochs),
                        "--trials", str(args.train_trials), "--out", str(out / "search-train")], "train")
-    sn_arch, sn_acc, sn_n = best_within(out / "search-supernet", 0.0, None)
+    sn_arch, sn_acc, sn_n = best_within(out / "search-supernet", 0.0, None, metric)
     # the train search's trials that ended within W of its command's launch
     tr_arch, tr_acc, tr_n = best_within(out / "search-train", LAUNCHED["train"], wall)
     data = load_dataset("digits", val_fraction=float(args.val_fraction))
@@ -104,7 +111,7 @@ def main() -> None:
     kw = {k: yaml.safe_load(v) for k, v in kw.items()}  # as the CLI reads --space-arg
     space = SearchSpace("blocks", input_shape=tuple(data.input_shape), num_classes=10, **kw)
     base = TrainConfig(epochs=args.epochs, batch_size=64, lr=0.1, device="cpu")
-    report = {"wall_s": wall, "supernet_train_s": sn_train_s, "supernet_search_s": sn_search_s,
+    report = {"supernet_prior": args.supernet_prior, "wall_s": wall, "supernet_train_s": sn_train_s, "supernet_search_s": sn_search_s,
               "train_search_s": tr_search_s, "load": os.getloadavg()[0]}
     for name, arch, acc, n in (("supernet", sn_arch, sn_acc, sn_n), ("train", tr_arch, tr_acc, tr_n)):
         accs = []
