@@ -52,6 +52,9 @@ class Evaluator(ABC):
 
     def __init__(self, ctx: EvalContext) -> None:
         self.ctx = ctx
+        #: The candidate's metrics known before :meth:`evaluate` runs (costs, cheap metrics,
+        #: latency), set by the pipeline for each candidate; empty outside a pipeline.
+        self.known: Mapping[str, Any] = {}
 
     def costs(self, arch: Mapping[str, Any]) -> dict[str, Any] | None:
         """Known ``params``/``macs`` of ``arch`` (e.g. from a cache), or None to count them."""

@@ -119,6 +119,7 @@ class Pipeline:
                 if violation > 0:
                     return Outcome(INFEASIBLE, metrics, None, violation)
             self.cheap_metrics = dict(metrics)
+            self.evaluator.known = self.cheap_metrics
             metrics.update(self.evaluator.evaluate(model, arch, seed))
             for o in self.objectives:
                 v = metrics.get(o.name)

@@ -22,8 +22,6 @@ from cellblock.data import Dataset
 from cellblock.evaluators.base import EvalContext, Evaluator, register_evaluator
 from cellblock.evaluators.cost import cost_metrics
 from cellblock.evaluators.training import evaluate_accuracy
-from cellblock.search_spaces.api import arch_id
-from cellblock.supernet.bank import meta_build
 from cellblock.supernet.prior import REFERENCE_SAMPLES, FusedScore, check_prior
 
 #: Batches (of :data:`RECAL_BATCH_SIZE` train images) used to re-calibrate BN statistics.
@@ -60,20 +58,18 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batches: int = RECAL_BATCH
     return model.eval()
 
 
-def supernet_accuracy(supernet: Any, arch: Mapping[str, Any], data: Dataset,
-                      device: torch.device, recal: bool = True) -> float:
-    """Validation accuracy of ``arch`` with inherited weights (BN re-calibrated or not)."""
-    model = supernet.extract(arch).to(device)
+def inherited_accuracy(model: nn.Module, data: Dataset, device: torch.device,
+                       recal: bool = True) -> float:
+    """Validation accuracy of a child holding inherited weights (BN re-calibrated or not)."""
     if recal:
         recalibrate_bn(model, data.x_train)
     return evaluate_accuracy(model.eval(), data.x_val, data.y_val, device=device)
 
 
-def meta_costs(space: Any, arch: Mapping[str, Any]) -> dict[str, int]:
-    """``params`` and ``macs`` of ``arch``, counted on a ``meta`` build (no memory, no init)."""
-    with meta_build():
-        model = space.build(arch)
-    return cost_metrics(model, space.input_shape)
+def supernet_accuracy(supernet: Any, arch: Mapping[str, Any], data: Dataset,
+                      device: torch.device, recal: bool = True) -> float:
+    """Validation accuracy of ``arch`` with inherited weights (BN re-calibrated or not)."""
+    return inherited_accuracy(supernet.extract(arch).to(device), data, device, recal)
 
 
 def fused_reference(supernet: Any, prior: str, data: Dataset, device: torch.device,
@@ -88,9 +84,12 @@ def fused_reference(supernet: Any, prior: str, data: Dataset, device: torch.devi
 
     if key is not None and (key, prior) in _REFERENCES:
         return _REFERENCES[(key, prior)]
-    archs = sample_stratified(supernet.space, REFERENCE_SAMPLES, 0)
-    accuracies = [supernet_accuracy(supernet, a, data, device) for a in archs]
-    score = FusedScore.of(prior, accuracies, [meta_costs(supernet.space, a)[prior] for a in archs])
+    accuracies, costs = [], []
+    for arch in sample_stratified(supernet.space, REFERENCE_SAMPLES, 0):
+        model = supernet.extract(arch).to(device)
+        costs.append(cost_metrics(model, supernet.space.input_shape)[prior])
+        accuracies.append(inherited_accuracy(model, data, device))
+    score = FusedScore.of(prior, accuracies, costs)
     if key is not None:
         _REFERENCES.clear()
         _REFERENCES[(key, prior)] = score
@@ -149,14 +148,6 @@ class SupernetEvaluator(Evaluator):
         self.fused = None if self.prior is None else fused_reference(
             self.supernet, self.prior, ctx.data, ctx.device,
             (*_checkpoint_key(Path(self.path), ctx.device), ctx.data.name, len(ctx.data.y_val)))
-        self._costs: tuple[str, dict[str, int]] | None = None
-
-    def costs(self, arch: Mapping[str, Any]) -> dict[str, Any] | None:
-        """With a prior: the costs counted on a ``meta`` build, kept for ``supernet_score``."""
-        if self.prior is None:
-            return None
-        self._costs = (arch_id(arch), meta_costs(self.ctx.space, arch))
-        return dict(self._costs[1])
 
     def evaluate(self, model: nn.Module | None, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -164,12 +155,11 @@ class SupernetEvaluator(Evaluator):
             model = self.supernet.space.build(arch)
         # a few-shot supernet: the child's own sub-supernet
         model = self.supernet.bank_for(arch).copy_into(model.to(self.ctx.device))
-        data = self.ctx.data
-        recalibrate_bn(model, data.x_train)
-        accuracy = evaluate_accuracy(model, data.x_val, data.y_val, device=self.ctx.device)
+        accuracy = inherited_accuracy(model, self.ctx.data, self.ctx.device)
         out = {"accuracy": accuracy}
         if self.fused is not None:
-            known = self._costs[1] if self._costs and self._costs[0] == arch_id(arch) else None
-            cost = (known or cost_metrics(model, self.ctx.space.input_shape))[self.prior]
+            cost = self.known.get(self.prior)
+            if cost is None:  # outside a pipeline
+                cost = cost_metrics(model, self.ctx.space.input_shape)[self.prior]
             out["supernet_score"] = self.fused(accuracy, cost)
         return {**out, "eval_s": time.perf_counter() - t0}

@@ -15,8 +15,9 @@ import cellblock
 from cellblock.cli import main
 from cellblock.core.errors import ConfigError
 from cellblock.data import load_dataset
+from cellblock.evaluators.cost import cost_metrics
 from cellblock.supernet.baselines import verdict
-from cellblock.supernet.evaluator import fused_reference, meta_costs, supernet_accuracy
+from cellblock.supernet.evaluator import SupernetEvaluator, fused_reference, supernet_accuracy
 from cellblock.supernet.prior import FusedScore, check_prior, ecdf
 from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
 
@@ -124,12 +125,22 @@ def test_search_reports_supernet_score_against_the_reference(tmp_path, checkpoin
         assert t.status == "COMPLETE", t.error
         assert t.metrics["accuracy"] == pytest.approx(
             supernet_accuracy(supernet, t.arch, data, torch.device("cpu")), abs=1e-9)
-        # the costs the evaluator counted on meta are the network's own
-        model = supernet.space.build(t.arch)
-        assert t.metrics["params"] == sum(p.numel() for p in model.parameters())
-        assert meta_costs(supernet.space, t.arch)["macs"] == t.metrics["macs"]
         assert t.metrics["supernet_score"] == pytest.approx(
             reference(t.metrics["accuracy"], t.metrics["params"]))
+    # outside a pipeline (no known costs) the evaluator counts the cost itself
+    run_evaluator = SupernetEvaluator(_context(checkpoint, data, supernet.space))
+    t = run.trials[0]
+    model = supernet.space.build(t.arch)
+    got = run_evaluator.evaluate(model, t.arch, 0)
+    assert run_evaluator.known == {} and got["supernet_score"] == pytest.approx(
+        reference(got["accuracy"], cost_metrics(model, supernet.space.input_shape)["params"]))
+
+
+def _context(checkpoint, data, space):
+    from cellblock.evaluators.base import EvalContext
+
+    config = {"supernet": str(checkpoint), "supernet_prior": "params", "val_fraction": None}
+    return EvalContext(config, space, data, torch.device("cpu"))
 
 
 def test_supernet_score_needs_the_supernet_evaluator_and_a_prior(tmp_path, checkpoint):
