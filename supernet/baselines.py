@@ -163,11 +163,17 @@ def rank_table(result: Mapping[str, Any]) -> str:
 
 
 def tau_warning(result: Mapping[str, Any]) -> str | None:
-    """A warning line when the Kendall tau is below :data:`TAU_WARNING` (or undefined)."""
+    """A warning line when the Kendall tau is below :data:`TAU_WARNING` (or undefined).
+
+    With a verdict (the baselines were ranked) it leaves what to search with to the verdict,
+    which may still be the supernet: a weak ranking can beat every equal-cost alternative.
+    """
     tau = result.get("kendall_tau")
     if tau is not None and tau >= TAU_WARNING:
         return None
     shown = "undefined" if tau is None else f"{tau:.3f}"
-    return (f"warning: Kendall tau {shown} < {TAU_WARNING}: this supernet ranks children poorly; "
-            "search by training candidates instead (--evaluator train), or train the supernet "
-            "longer or with another --sampling")
+    line = f"warning: Kendall tau {shown} < {TAU_WARNING}: this supernet ranks children poorly; "
+    if result.get("verdict"):
+        return line + "training it longer usually helps; the verdict above says what to search with"
+    return line + ("search by training candidates instead (--evaluator train), or train the "
+                   "supernet longer or with another --sampling")

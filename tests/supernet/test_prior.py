@@ -16,7 +16,7 @@ from cellblock.cli import main
 from cellblock.core.errors import ConfigError
 from cellblock.data import load_dataset
 from cellblock.evaluators.cost import cost_metrics
-from cellblock.supernet.baselines import verdict
+from cellblock.supernet.baselines import tau_warning, verdict
 from cellblock.supernet.evaluator import SupernetEvaluator, fused_reference, supernet_accuracy
 from cellblock.supernet.prior import FusedScore, check_prior, ecdf
 from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
@@ -85,6 +85,15 @@ def test_the_verdict_names_the_fused_score_when_only_it_beats_every_baseline():
     assert "search with it" in line and "supernet+macs ranks better still (tau 0.550)" in line
     assert "ranks better still" not in verdict(0.50, base, "macs", 0.45)
     assert verdict(0.35, base, "macs", None) == verdict(0.35, base)
+
+
+def test_the_tau_warning_leaves_the_advice_to_the_verdict():
+    assert tau_warning({"kendall_tau": 0.35}) is None
+    plain = tau_warning({"kendall_tau": 0.2})
+    assert "--evaluator train" in plain
+    judged = tau_warning({"kendall_tau": 0.2, "verdict": verdict(0.2, {"macs": 0.1})})
+    assert "0.200 < 0.3" in judged and "verdict above" in judged and "--evaluator train" not in judged
+    assert "undefined" in tau_warning({"kendall_tau": None})
 
 
 def test_rank_reports_the_fused_score(tmp_path, checkpoint, capsys):
