@@ -22,6 +22,7 @@ from cellblock.data import Dataset
 from cellblock.evaluators.base import EvalContext, Evaluator, register_evaluator
 from cellblock.evaluators.cost import cost_metrics
 from cellblock.evaluators.training import evaluate_accuracy
+from cellblock.supernet.model import Supernet
 from cellblock.supernet.prior import REFERENCE_SAMPLES, FusedScore, check_prior
 
 #: Batches (of :data:`RECAL_BATCH_SIZE` train images) used to re-calibrate BN statistics.
@@ -66,13 +67,13 @@ def inherited_accuracy(model: nn.Module, data: Dataset, device: torch.device,
     return evaluate_accuracy(model.eval(), data.x_val, data.y_val, device=device)
 
 
-def supernet_accuracy(supernet: Any, arch: Mapping[str, Any], data: Dataset,
+def supernet_accuracy(supernet: Supernet, arch: Mapping[str, Any], data: Dataset,
                       device: torch.device, recal: bool = True) -> float:
     """Validation accuracy of ``arch`` with inherited weights (BN re-calibrated or not)."""
     return inherited_accuracy(supernet.extract(arch).to(device), data, device, recal)
 
 
-def fused_reference(supernet: Any, prior: str, data: Dataset, device: torch.device,
+def fused_reference(supernet: Supernet, prior: str, data: Dataset, device: torch.device,
                     key: Any = None) -> FusedScore:
     """The :class:`FusedScore` of ``prior`` against stratified reference children.
 
