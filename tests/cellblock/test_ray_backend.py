@@ -193,3 +193,43 @@ def test_pruned_status_is_recorded(tmp_path):
               Trial(1, "b", {}, COMPLETE, {"accuracy": 0.5, "macs": 10})]
     assert [t.arch_id for t in pareto_trials(trials, parse_objectives("accuracy,macs"))] == ["b"]
     assert json.loads(json.dumps(trials[0].metrics)) == {"accuracy": 0.99, "macs": 1}
+
+
+SUPERNET_SPACE = dict(stages=2, widths=[[4, 8], [8, 12]], strides=[1, 2], stem_width=4,
+                      depth=[1, 2], block_types=["basic", "mbconv"], kernels=[3], expansions=[1, 2],
+                      attentions=["none"])
+
+
+@pytest.mark.subprocess
+def test_a_relative_supernet_path_reaches_the_workers(tmp_path, cluster, monkeypatch):
+    """Tune runs trials in other directories: a relative ``--supernet`` (and the prior's
+    ``supernet_score``) must still work there."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["supernet", "train", "--space", "blocks", "--epochs", "1", "--batch-size", "256",
+            "--device", "cpu", "--out", "sn.pt"]
+    for k, v in SUPERNET_SPACE.items():
+        argv += ["--space-arg", f"{k}={json.dumps(v)}"]
+    assert main(argv) == 0
+    run = cellblock.search(space="blocks", space_args=SUPERNET_SPACE, evaluator="supernet",
+                           supernet="sn.pt", supernet_prior="macs", trials=4, out="run",
+                           device="cpu", strategy="random", objectives=["supernet_score", "macs"],
+                           backend="ray", concurrency=2, threads_per_trial=1, address=cluster)
+    assert len(run.trials) == 4
+    for t in run.trials:
+        assert t.status == COMPLETE, t.error
+        assert 0 <= t.metrics["supernet_score"] <= 1
+
+
+def test_a_failed_trial_reports_the_exception_line(tmp_path):
+    """Tune's error file is a traceback; the trial's error is its last line, the exception."""
+    from types import SimpleNamespace
+
+    from cellblock.run.backends.ray_tune_adapter import _error_text
+
+    path = tmp_path / "error.txt"
+    frames = "\n".join(f'  File "/x/f{i}.py", line {i}, in g\n    call_{i}()' for i in range(40))
+    path.write_text("Failure # 1 (occurred at 2026-12-07)\nTraceback (most recent call last):\n"
+                    f"{frames}\ncellblock.core.errors.ConfigError: supernet checkpoint 'sn.pt' not found\n")
+    text = _error_text(SimpleNamespace(error_file=str(path)))
+    assert text == ("Ray trial failed: cellblock.core.errors.ConfigError: supernet checkpoint "
+                    "'sn.pt' not found")

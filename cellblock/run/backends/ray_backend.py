@@ -12,7 +12,8 @@ once per worker process (actors are reused between trials), so every node of a c
 needs the same cellblock (and Python, torch, ray) installed, and the dataset reachable:
 ``digits`` is embedded; torchvision datasets need ``data_dir`` on a path every node
 sees (or ``download`` on each); ``.npz`` files and ImageFolder directories must exist
-at the same path on every node. Relative paths are made absolute by the driver.
+at the same path on every node, as must a supernet checkpoint, a table and a latency
+table. Relative paths are made absolute by the driver.
 
 With ``scheduler`` (asha, mo-asha) the epoch is the budget: trials report their
 validation accuracy after each epoch (and the cheap metrics known before training) and
@@ -192,7 +193,7 @@ def _absolute_paths(cfg: Mapping[str, Any]) -> dict[str, Any]:
         out["space"] = f"{Path(file).resolve()}:{fn}"
     if Path(cfg["dataset"]).exists():
         out["dataset"] = str(Path(cfg["dataset"]).resolve())
-    for key in ("data_dir", "table"):
+    for key in ("data_dir", "table", "supernet", "latency_table"):
         if cfg.get(key):
             out[key] = str(Path(cfg[key]).resolve())
     return out

@@ -98,7 +98,9 @@ def _error_text(tune_trial: Any) -> str:
     text = " ".join(" ".join(lines).split()) or "unknown error"
     if "actor died" in text or "worker process has died" in text or "ActorDiedError" in text:
         return f"Ray worker died while evaluating it: {text[:400]}"
-    return f"Ray trial failed: {text[:400]}"
+    # a traceback ends with the exception ("Type: message"): that line says why
+    cause = " ".join(lines[-1].split()) if lines else text
+    return f"Ray trial failed: {cause[:400]}"
 
 
 class BookSearcher(Searcher):
