@@ -116,7 +116,7 @@ def verdict(supernet_tau: float | None, baselines: Mapping[str, float | None],
     if supernet_tau is None:
         best = max(known, key=known.get) if known else None
         return ("verdict: the supernet's Kendall tau is undefined (constant accuracies); "
-                + (f"search with {best} instead (tau {known[best]:.3f})" if best else
+                + (f"search with {best} instead (tau {known[best]:.3f}{_how(best)})" if best else
                    "no baseline is defined either"))
     better = {k: v for k, v in known.items() if v >= supernet_tau}
     use = f"--evaluator supernet --supernet-prior {prior}, objective supernet_score"
@@ -132,7 +132,18 @@ def verdict(supernet_tau: float | None, baselines: Mapping[str, float | None],
                 f"baseline, but supernet+{prior} (tau {fused_tau:.3f}) does: search with it ({use})")
     best = max(better, key=better.get)
     return (f"verdict: the supernet (tau {supernet_tau:.3f}) does NOT beat every equal-cost "
-            f"baseline; search with {best} instead (tau {better[best]:.3f})")
+            f"baseline; search with {best} instead (tau {better[best]:.3f}{_how(best)})")
+
+
+def _how(baseline: str) -> str:
+    """How to search with ``baseline`` in cellblock, as a clause of the verdict."""
+    if baseline in ("params", "macs"):
+        return ": no supernet or training needed, prefer the larger candidates within your budget"
+    if baseline in ("synflow", "naswot"):
+        return f": --evaluator proxy --objectives {baseline},macs"
+    if baseline == "standalone_equal_cost":
+        return ": --evaluator train with a short --epochs"
+    return ""
 
 
 def rank_table(result: Mapping[str, Any]) -> str:

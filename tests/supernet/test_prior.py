@@ -80,7 +80,9 @@ def test_the_verdict_names_the_fused_score_when_only_it_beats_every_baseline():
     assert "does NOT beat" in line and "but supernet+macs (tau 0.450) does" in line
     assert "--supernet-prior macs" in line
     line = verdict(0.35, base, "macs", 0.39)  # neither wins: the best baseline is named
-    assert line.endswith("search with macs instead (tau 0.400)")
+    assert "search with macs instead (tau 0.400: no supernet or training needed" in line
+    assert "(tau 0.410: --evaluator proxy --objectives naswot,macs)" in verdict(0.35, {"naswot": 0.41})
+    assert "--evaluator train with a short --epochs" in verdict(0.1, {"standalone_equal_cost": 0.2})
     line = verdict(0.50, base, "macs", 0.55)
     assert "search with it" in line and "supernet+macs ranks better still (tau 0.550)" in line
     assert "ranks better still" not in verdict(0.50, base, "macs", 0.45)
