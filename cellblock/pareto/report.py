@@ -135,17 +135,19 @@ def _line(x: Sequence[float], y: Sequence[float], title: str, xt: str, yt: str) 
     return fig
 
 
-def _table(trials: Sequence[Any], front_ids: set[str]) -> str:
-    cols = ("trial", "status", "accuracy", "macs", "params", "latency_ms", "train_s", "arch_id", "arch")
+def _table(trials: Sequence[Any], front_ids: set[str], extra: Sequence[str] = ()) -> str:
+    metrics = ("accuracy", "macs", "params", "latency_ms", "train_s", *extra)
+    cols = ("trial", "status", *metrics, "arch_id", "arch")
     head = "".join(f"<th>{c}</th>" for c in cols)
     rows = []
     for t in trials:
-        vals: list[Any] = [t.number, t.status, *(t.value(c) for c in cols[2:7]), t.arch_id,
+        vals: list[Any] = [t.number, t.status, *(t.value(c) for c in metrics), t.arch_id,
                            json.dumps(t.arch, sort_keys=True)]
         cells = []
         for c, v in zip(cols, vals):
-            shown = "-" if v is None else (f"{v:.4f}" if c == "accuracy" else f"{v:,.3f}" if isinstance(v, float)
-                                           and c in ("latency_ms", "train_s") else f"{v:,.0f}" if isinstance(v, float) else v)
+            shown = "-" if v is None else (f"{v:.4f}" if c == "accuracy" else f"{v:.4g}" if c in extra
+                                           else f"{v:,.3f}" if isinstance(v, float) and c in ("latency_ms", "train_s")
+                                           else f"{v:,.0f}" if isinstance(v, float) else v)
             attr = ' class="arch"' if c == "arch" else ""
             key = "" if v is None else v
             cells.append(f'<td{attr} data-v="{html.escape(str(key))}">{html.escape(str(shown))}</td>')
@@ -165,7 +167,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         import plotly.io as pio
     except ImportError:
         raise ConfigError("the HTML report needs plotly; install it with 'pip install plotly'") from None
-    from cellblock.pareto.results import load_run, summary
+    from cellblock.pareto.results import extra_metrics, load_run, summary
 
     data = load_run(run_dir)
     front = data.pareto
@@ -188,7 +190,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         f"<pre>{html.escape(summary(data))}</pre>",
         '<h2>Pareto fronts</h2><div class="grid">', *[f"<div>{d}</div>" for d in divs[:-2]], "</div>",
         '<h2>Progress</h2><div class="grid">', *[f"<div>{d}</div>" for d in divs[-2:]], "</div>",
-        "<h2>Trials (click a header to sort; Pareto trials highlighted)</h2>", _table(data.trials, front_ids),
+        "<h2>Trials (click a header to sort; Pareto trials highlighted)</h2>", _table(data.trials, front_ids, extra_metrics(data)),
         f"<script>{_SORT_JS}</script>", "</body></html>",
     ])
     return atomic_write_text(Path(out) if out else RunDir(data.run_dir).report, page)

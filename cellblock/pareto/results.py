@@ -107,8 +107,9 @@ def write_outputs(run_dir: str | Path, objectives: Sequence[Objective] | None = 
         data.objectives = list(objectives)
     front = data.pareto
     rd = RunDir(data.run_dir)
-    write_csv(rd.trials_csv, data.trials)
-    write_csv(rd.pareto_csv, front)
+    extra = extra_metrics(data)
+    write_csv(rd.trials_csv, data.trials, extra)
+    write_csv(rd.pareto_csv, front, extra)
     rows = [trial_row(t) for t in data.trials]
     plot_pareto(rows, rd.pareto_png, {t.arch_id for t in front})
     return data
@@ -121,18 +122,33 @@ def _fmt(value: Any, kind: str) -> str:
         return f"{value:.4f}"
     if kind == "count":
         return f"{value / 1e6:.3f}M" if value >= 1e5 else f"{int(value):,}"
+    if kind == "g":
+        return f"{value:.4g}"
     return f"{value:.3f}"
 
 
-def format_table(trials: Sequence[Trial], limit: int | None = None) -> str:
-    """A fixed-width text table of trials (trial, arch_id, accuracy, macs, params, latency_ms)."""
-    header = ("trial", "arch_id", "accuracy", "macs", "params", "latency_ms", "train_s")
+def extra_metrics(data: RunData) -> tuple[str, ...]:
+    """The run's objective and constraint metrics that the trials tables do not show by
+    default (``synflow``, ``supernet_score``...), in config order."""
+    from cellblock.core.objectives import Constraint
+    from cellblock.records import TABLE_METRICS
+
+    names = [o.name for o in data.objectives]
+    names += [Constraint.parse(c).metric for c in data.config.get("constraints") or []]
+    return tuple(n for n in dict.fromkeys(names) if n not in TABLE_METRICS)
+
+
+def format_table(trials: Sequence[Trial], limit: int | None = None,
+                 extra: Sequence[str] = ()) -> str:
+    """A fixed-width text table of trials (trial, arch_id, accuracy, macs, params,
+    latency_ms, train_s, then the ``extra`` metrics)."""
+    header = ("trial", "arch_id", "accuracy", "macs", "params", "latency_ms", "train_s", *extra)
     rows = [header]
     for t in list(trials)[:limit]:
         rows.append((
             str(t.number), t.arch_id, _fmt(t.value("accuracy"), "acc"), _fmt(t.value("macs"), "count"),
             _fmt(t.value("params"), "count"), _fmt(t.value("latency_ms"), "f"),
-            _fmt(t.value("train_s"), "f"),
+            _fmt(t.value("train_s"), "f"), *(_fmt(t.value(n), "g") for n in extra),
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
@@ -189,7 +205,8 @@ def summary(data: RunData) -> str:
         f"time with trials running: {span:.1f} s",
         f"best validation accuracy: {max(accs):.4f}" if accs else "best validation accuracy: -",
         f"Pareto front ({len(front)} trials):",
-        format_table(front) if front else "(empty: no completed, feasible trial)",
+        format_table(front, extra=extra_metrics(data)) if front else
+        "(empty: no completed, feasible trial)",
     ]
     failed = [t for t in data.trials if t.status == FAILED]
     if failed:

@@ -18,7 +18,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -286,37 +286,36 @@ def trial_end_event(trial: Trial) -> dict[str, Any]:
     }
 
 
-CSV_COLUMNS = (
-    "trial", "arch_id", "status", "accuracy", "macs", "params", "latency_ms", "train_s",
-    "error", "arch",
-)
+#: Metrics every trials table shows; a run's other objectives and constraint metrics
+#: (``synflow``, ``supernet_score``...) are added after them.
+TABLE_METRICS = ("accuracy", "macs", "params", "latency_ms", "train_s")
+CSV_COLUMNS = ("trial", "arch_id", "status", *TABLE_METRICS, "error", "arch")
 
 
-def trial_row(trial: Trial) -> dict[str, Any]:
-    """A flat row of the trials table (``arch`` as canonical JSON)."""
+def trial_row(trial: Trial, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """A flat row of the trials table (``arch`` as canonical JSON), with ``extra`` metrics."""
     m = trial.metrics
     return {
         "trial": trial.number,
         "arch_id": trial.arch_id,
         "status": trial.status,
-        "accuracy": m.get("accuracy"),
-        "macs": m.get("macs"),
-        "params": m.get("params"),
-        "latency_ms": m.get("latency_ms"),
-        "train_s": m.get("train_s"),
+        **{name: m.get(name) for name in (*TABLE_METRICS, *extra)},
         "error": trial.error or "",
         "arch": json.dumps(trial.arch, sort_keys=True),
     }
 
 
-def write_csv(path: str | Path, trials: Iterable[Trial]) -> None:
-    """Write trials as CSV with :data:`CSV_COLUMNS` (atomically, via a temp file)."""
+def write_csv(path: str | Path, trials: Iterable[Trial], extra: Sequence[str] = ()) -> None:
+    """Write trials as CSV with :data:`CSV_COLUMNS`, ``extra`` metric columns before ``error``
+    (atomically, via a temp file)."""
     from cellblock.core.fileio import atomic_write
 
+    fields = [*CSV_COLUMNS[:-2], *extra, *CSV_COLUMNS[-2:]]
+
     def write(fh: Any) -> None:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for t in trials:
-            writer.writerow({k: ("" if v is None else v) for k, v in trial_row(t).items()})
+            writer.writerow({k: ("" if v is None else v) for k, v in trial_row(t, extra).items()})
 
     atomic_write(path, write)

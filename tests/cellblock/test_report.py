@@ -51,3 +51,24 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert dom.count('class="main-svg"') >= 8  # 4 plots, 2 SVG layers each, drawn by plotly.js
     assert dom.count('class="point"') >= 3  # scatter markers were drawn
     assert "Accuracy vs MACs" in dom and "Hypervolume over trials" in dom
+
+
+def test_objectives_beyond_the_usual_columns_are_shown(tmp_path):
+    """A run's other objectives and constraint metrics get their own columns in trials.csv,
+    pareto.csv, ``cellblock show`` and the report."""
+    import csv
+
+    from cellblock.pareto.results import load_run, summary
+
+    out = tmp_path / "px"
+    cellblock.search(space="blocks", space_args=TINY, trials=3, evaluator="proxy",
+                     objectives="naswot,macs", constraints=["synflow>=0"], device="cpu",
+                     out=str(out), seed=2, strategy="random")
+    for name in ("trials.csv", "pareto.csv"):
+        rows = list(csv.DictReader(open(out / name, encoding="utf-8")))
+        assert list(rows[0])[8:] == ["naswot", "synflow", "error", "arch"], name
+        assert all(float(r["naswot"]) != 0 for r in rows)
+    table = summary(load_run(str(out)))
+    header = next(line for line in table.splitlines() if line.split()[:2] == ["trial", "arch_id"])
+    assert header.split()[-2:] == ["naswot", "synflow"]
+    assert "<th>naswot</th>" in (out / "report.html").read_text()
