@@ -19,6 +19,7 @@ import numpy as np
 
 from cellblock.core.errors import ConfigError
 from cellblock.core.fileio import atomic_write_text
+from cellblock.records import TABLE_METRICS
 from cellblock.records.rundir import RunDir
 
 #: Hypervolume reference point in normalised objective space.
@@ -59,7 +60,7 @@ tr.pareto { background: #fff3e0; }
 def _hover(t: Any) -> str:
     metrics = "<br>".join(
         f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}"
-        for k, v in sorted(t.metrics.items()) if k in ("accuracy", "macs", "params", "latency_ms", "train_s")
+        for k, v in sorted(t.metrics.items()) if k in TABLE_METRICS
     )
     arch = "<br>".join(f"{k} = {v}" for k, v in t.arch.items())
     return f"<b>trial {t.number}</b> ({t.arch_id})<br>{metrics}<br>{arch}"
@@ -136,7 +137,7 @@ def _line(x: Sequence[float], y: Sequence[float], title: str, xt: str, yt: str) 
 
 
 def _table(trials: Sequence[Any], front_ids: set[str], extra: Sequence[str] = ()) -> str:
-    metrics = ("accuracy", "macs", "params", "latency_ms", "train_s", *extra)
+    metrics = (*TABLE_METRICS, *extra)
     cols = ("trial", "status", *metrics, "arch_id", "arch")
     head = "".join(f"<th>{c}</th>" for c in cols)
     rows = []
