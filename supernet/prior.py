@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from cellblock.core.errors import ConfigError
+from cellblock.core.objectives import SUPERNET_PRIORS
 
 #: The cost metrics a supernet's accuracy can be fused with (higher cost ranks higher).
-PRIORS = ("macs", "params")
+PRIORS = SUPERNET_PRIORS
 #: Children in the reference sample of the evaluator's score (``supernet rank``'s default size).
 REFERENCE_SAMPLES = 40
 

@@ -53,6 +53,10 @@ METRICS: dict[str, Metric] = {
 }
 
 
+#: The cost metrics ``supernet_score`` can fuse with a supernet's accuracy (``--supernet-prior``).
+SUPERNET_PRIORS = ("macs", "params")
+
+
 def get_metric(name: str) -> Metric:
     """Look up a metric by name.
 

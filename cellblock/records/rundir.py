@@ -29,6 +29,9 @@ class RunDir:
     PARETO_PNG = "pareto.png"
     REPORT = "report.html"
     OPTUNA_JOURNAL = "optuna.journal"
+    #: Ray Tune's own state while a ``--backend ray`` search runs (removed at its end, and at
+    #: the start of the next one when a killed driver left it).
+    TUNE_SCRATCH = ".tune"
     LOCK = LOCK_NAME
     #: Files rebuilt from the log (``cellblock repair`` and every run rewrite them).
     DERIVED = (TRIALS_CSV, PARETO_CSV, PARETO_PNG, REPORT)
@@ -69,6 +72,10 @@ class RunDir:
     @property
     def optuna_journal(self) -> Path:
         return self.path / self.OPTUNA_JOURNAL
+
+    @property
+    def tune_scratch(self) -> Path:
+        return self.path / self.TUNE_SCRATCH
 
     def train_dir(self, trial: int) -> Path:
         """Where ``cellblock train`` puts trial ``trial``'s final training (export looks there)."""

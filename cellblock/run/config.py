@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from cellblock.core.errors import ConfigError
+from cellblock.core.objectives import SUPERNET_PRIORS
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ FIELDS: dict[str, Field] = {
     "table": Field(None, (str,), "benchmark table (CSV or parquet) of the table evaluator", nullable=True),
     "metric": Field(None, (str,), "table column used as accuracy by the table evaluator", nullable=True),
     "supernet": Field(None, (str,), "supernet checkpoint of the supernet evaluator (from 'cellblock supernet train')", nullable=True),
-    "supernet_prior": Field("none", (str,), "cost fused into the supernet evaluator's supernet_score metric: none, macs or params", lambda v: None if v in ("none", "macs", "params") else "must be none, macs or params"),
+    "supernet_prior": Field("none", (str,), "cost fused into the supernet evaluator's supernet_score metric: none, macs or params", lambda v: None if v in ("none", *SUPERNET_PRIORS) else f"must be one of none, {', '.join(SUPERNET_PRIORS)}"),
     "trials": Field(24, (int,), "number of trials (evaluated candidates)", _positive),
     "epochs": Field(8, (int,), "training epochs per candidate", _positive),
     "batch_size": Field(64, (int,), "training batch size", _positive),

@@ -6,13 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cellblock.records import COMPLETE, read_events, replay_trials
+from cellblock.records import COMPLETE, RunDir, read_events, replay_trials
 
 SPACE = '''
 from torch import nn
@@ -77,6 +78,7 @@ def kill_resume(tmp: Path, strategy: str, backend: str, trials: int, kills: int,
         "kills": done_kills,
         "trials": trials_,
         "starts": sum(e["event"] == "trial_start" for e in events),
+        "run": log.parent,
     }
 
 
@@ -84,6 +86,7 @@ def kill_resume(tmp: Path, strategy: str, backend: str, trials: int, kills: int,
                                                ("optuna:tpe", "local"), ("evolution", "ray")])
 def test_kill_and_resume_loses_nothing(tmp_path, strategy, backend):
     requested = 10
+    tune_dirs = set(Path(tempfile.gettempdir()).glob("cellblock-tune-*"))
     out = kill_resume(tmp_path, strategy, backend, requested, kills=3, seed=7)
     trials = out["trials"]
     assert out["kills"] >= 1
@@ -92,3 +95,7 @@ def test_kill_and_resume_loses_nothing(tmp_path, strategy, backend):
     ids = [t.arch_id for t in trials]
     assert len(set(ids)) == len(ids), "an architecture was recorded twice"
     assert [t.number for t in trials] == list(range(requested))
+    # Ray Tune's state, left by the killed drivers, is gone once a run ends (it used to
+    # stay in /tmp as cellblock-tune-* after every killed Ray driver).
+    assert not (out["run"] / RunDir.TUNE_SCRATCH).exists()
+    assert set(Path(tempfile.gettempdir()).glob("cellblock-tune-*")) <= tune_dirs

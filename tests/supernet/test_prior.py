@@ -162,7 +162,7 @@ def test_supernet_score_needs_the_supernet_evaluator_and_a_prior(tmp_path, check
     with pytest.raises(ConfigError, match="--evaluator supernet with --supernet-prior"):
         cellblock.search(evaluator="supernet", supernet=str(checkpoint), out=str(tmp_path / "b"),
                          **common)
-    with pytest.raises(ConfigError, match="supernet_prior.*must be none, macs or params"):
+    with pytest.raises(ConfigError, match="supernet_prior.*must be one of none, macs, params"):
         cellblock.search(evaluator="supernet", supernet=str(checkpoint), supernet_prior="flops",
                          out=str(tmp_path / "c"), **common)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

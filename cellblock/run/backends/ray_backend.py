@@ -31,7 +31,6 @@ import math
 import os
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -47,6 +46,7 @@ from cellblock.core.objectives import parse_objectives
 from cellblock.evaluators.base import Evaluator
 from cellblock.evaluators.pipeline import Outcome
 from cellblock.records import Trial
+from cellblock.records.rundir import RunDir
 from cellblock.run.backends.base import Backend, register_backend, set_threads
 from cellblock.run.backends.ray_tune_adapter import (
     METRICS_KEY,
@@ -351,7 +351,11 @@ class RayBackend(Backend):
         started = _connect(address)
         # A private instance's processes must not outlive a killed driver (Ray's agents do).
         reaper = start_reaper() if started and address is None else None
-        storage = tempfile.mkdtemp(prefix="cellblock-tune-")
+        # Tune's state lives in the run directory (this driver holds its lock), so a killed
+        # driver's leftovers are removed by the next run instead of piling up in /tmp.
+        storage = RunDir(self.prepared.run_dir).tune_scratch.resolve()
+        shutil.rmtree(storage, ignore_errors=True)
+        storage.mkdir(parents=True)
         searcher = BookSearcher(book, after, self.seed)
         objectives = scheduler_objectives(parse_objectives(cfg["objectives"]))
         scheduler = self.kind.make(cfg, objectives)
