@@ -155,6 +155,7 @@ def train_supernet(
     log: Callable[[str], None] | None = None,
     val_fraction: float | None = None,
     split_after: float = 0.5,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
     """Train ``supernet`` in place; checkpoint every ``checkpoint_every`` epochs and at the end.
 
@@ -176,6 +177,9 @@ def train_supernet(
             stored so that ranking and search evaluate on the same held-out images.
         split_after: With a few-shot supernet, the fraction of the steps trained as one
             supernet before the groups' banks start from it (see the module doc).
+
+        dataset: How the checkpoint names the data, so that ``supernet rank`` can load it
+            again (default ``data.name``; a custom ``.npz`` or folder needs its path).
 
     Returns:
         ``{"train_s", "steps", "epochs", "final_loss", "children", "group_children",
@@ -202,7 +206,7 @@ def train_supernet(
                 log(f"epoch {lp.epoch}/{cfg.epochs}  loss {lp.final_loss:.4f}  "
                     f"children {steps.children}  {steps.train_s:.1f} s")
             if checkpoint is not None and (lp.last_epoch or lp.epoch % checkpoint_every == 0):
-                save_checkpoint(checkpoint, steps.payload(data.name, val_fraction, lp.last_epoch))
+                save_checkpoint(checkpoint, steps.payload(dataset or data.name, val_fraction, lp.last_epoch))
 
         loop.run(steps, hold, epoch_end)
     return {"train_s": steps.train_s, "steps": loop.step, "epochs": loop.epoch,

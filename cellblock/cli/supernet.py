@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from cellblock.cli.common import Parser, _key_value, command
-from cellblock.core.errors import ConfigError
+from cellblock.core.errors import ConfigError, DataError
 
 
 @command("supernet")
@@ -168,9 +169,19 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
     result = train_supernet(supernet, data, cfg, sampling=args.sampling, checkpoint=args.out,
                             val_fraction=args.val_fraction, split_after=args.split_after,
                             checkpoint_every=args.checkpoint_every, resume=resume,
+                            dataset=_dataset_ref(args.dataset),
                             log=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(result))
     return 0
+
+
+def _dataset_ref(name: str) -> str:
+    """``--dataset`` as ``load_dataset`` reads it from any directory: a built-in name, or the
+    absolute path of a custom ``.npz`` or image folder."""
+    from cellblock.data import dataset_names
+
+    path = Path(name).expanduser()
+    return name if name in dataset_names() or not path.exists() else str(path.resolve())
 
 
 def _rank(args: argparse.Namespace) -> int:
@@ -185,8 +196,14 @@ def _rank(args: argparse.Namespace) -> int:
         print(f"note: {args.supernet} is a partial checkpoint (epoch {ckpt['epoch']} of "
               f"{ckpt['recipe']['epochs']})", file=sys.stderr)
     # the supernet's own split: its training images must not become validation images
-    data = load_dataset(args.dataset or ckpt["dataset"], args.data_dir,
-                        val_fraction=ckpt.get("val_fraction"))
+    try:
+        data = load_dataset(args.dataset or ckpt["dataset"], args.data_dir,
+                            val_fraction=ckpt.get("val_fraction"))
+    except DataError as exc:
+        if args.dataset:
+            raise
+        raise DataError(f"{exc} (the dataset {args.supernet} was trained on; give its path with "
+                        "--dataset)") from exc
     supernet = supernet_from_checkpoint(ckpt, device)
     result = rank_supernet(supernet, ckpt, data, samples=args.samples, epochs=args.epochs,
                            out=args.out, seed=args.seed, device=device, batch_size=args.batch_size,

@@ -10,7 +10,8 @@ stand-alone reference, one torch thread per process (OMP_NUM_THREADS=1):
     cellblock supernet rank --supernet DIR/<split>-sS.pt --samples 40 --epochs SE \\
         --batch-size SB --seeds 3 --out DIR/rank --device cpu
 
-Every rank of one DIR reuses the stand-alone trainings cached in DIR/rank/standalone.jsonl
+``--dataset`` runs the same protocol on other data (any ``--dataset`` of the CLI, e.g. an
+``.npz``). Every rank of one DIR reuses the stand-alone trainings cached in DIR/rank/standalone.jsonl
 (same stratified architectures, recipe and split): the reference is trained once per
 skeleton. ``--reference-only`` trains just that reference (with a one-epoch throw-away
 supernet), so it can be cached ahead. Prints one markdown row per supernet and a mean ±
@@ -86,6 +87,8 @@ def main() -> None:
     p.add_argument("--split-after", default="0.5")
     p.add_argument("--split-groups", default="8")
     p.add_argument("--val-fraction", default="0.4")
+    p.add_argument("--dataset", default="digits",
+                   help="any --dataset of cellblock (default digits), e.g. an .npz file")
     p.add_argument("--supernet-seeds", default="0,1,2")
     p.add_argument("--samples", type=int, default=40)
     p.add_argument("--standalone-epochs", type=int, default=8)
@@ -105,7 +108,7 @@ def main() -> None:
         args.space_arg.append("shortcut=shared")
     cli = [sys.executable, "-m", "cellblock"]
     space_args = [x for a in PRESETS[args.preset] + args.space_arg for x in ("--space-arg", a)]
-    common = ["--dataset", "digits", "--val-fraction", args.val_fraction,
+    common = ["--dataset", args.dataset, "--val-fraction", args.val_fraction,
               "--batch-size", str(args.batch_size), "--sampling", args.sampling, "--device", "cpu"]
     rank = ["--samples", str(args.samples), "--epochs", str(args.standalone_epochs),
             "--batch-size", str(args.standalone_batch_size), "--seeds", str(args.seeds),

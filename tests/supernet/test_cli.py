@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -167,3 +168,33 @@ def test_rank_with_two_stand_alone_seeds_reports_their_agreement(tmp_path, check
     assert main(argv) == 0  # everything cached: no stand-alone training again
     assert len((out / "standalone.jsonl").read_text().splitlines()) == 8
     assert main(argv[:-6] + ["--seeds", "0", "--out", str(out)]) == 2
+
+
+def test_rank_finds_a_custom_npz_dataset_from_another_directory(tmp_path, monkeypatch, capsys):
+    from cellblock.data import load_dataset
+
+    digits = load_dataset("digits")
+    x = (digits.x_train[:300] * 16).clamp(0, 255).to(torch.uint8).numpy()
+    (tmp_path / "a").mkdir()
+    np.savez(tmp_path / "a" / "mine.npz", x=x, y=digits.y_train[:300].numpy())
+    monkeypatch.chdir(tmp_path / "a")
+    assert main(train_argv(Path("sn.pt"), 1, "--dataset", "mine.npz")) == 0
+    # the checkpoint names the file by its absolute path, not by its stem ("mine")
+    assert load_checkpoint("sn.pt")["dataset"] == str((tmp_path / "a" / "mine.npz").resolve())
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "b")
+    argv = ["supernet", "rank", "--supernet", str(tmp_path / "a" / "sn.pt"), "--samples", "3",
+            "--epochs", "1", "--out", "rank", "--device", "cpu", "--no-baselines"]
+    assert main(argv) == 0
+    assert json.loads(Path("rank/rank.json").read_text())["n"] == 3
+    # a checkpoint naming its data by the stem only (as before) is one line saying what to do
+    from cellblock.supernet.train import save_checkpoint
+
+    ckpt = load_checkpoint(tmp_path / "a" / "sn.pt")
+    save_checkpoint(tmp_path / "old.pt", {**ckpt, "dataset": "mine"})
+    capsys.readouterr()
+    assert main([*argv[:3], str(tmp_path / "old.pt"), *argv[4:]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown dataset 'mine'" in err[0] and "--dataset" in err[0]
+    assert main([*argv[:3], str(tmp_path / "old.pt"), *argv[4:], "--dataset",
+                 str(tmp_path / "a" / "mine.npz")]) == 0
