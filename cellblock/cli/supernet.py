@@ -54,7 +54,9 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
     r = cmds.add_parser("rank", help="Kendall tau of supernet vs stand-alone accuracies")
     r.add_argument("--supernet", required=True, help="checkpoint from 'cellblock supernet train'")
     r.add_argument("--samples", type=int, default=30, help="architectures to compare (default 30)")
-    r.add_argument("--epochs", type=int, required=True, help="stand-alone training epochs of each: the epochs you will finally train with (the ranking is judged against them)")
+    r.add_argument("--epochs", type=int, required=True,
+                   help="stand-alone training epochs of each: the epochs you will finally train "
+                        "with (the ranking is judged against them)")
     r.add_argument("--out", required=True, help="output directory (rank.json, rank.csv)")
     r.add_argument("--dataset", help="dataset (default: the one the supernet was trained on)")
     r.add_argument("--data-dir", dest="data_dir")
