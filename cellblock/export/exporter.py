@@ -116,13 +116,14 @@ def select_trials(
 def items_from_run(run_dir: str | Path, trials: Sequence[Any]) -> list[ExportItem]:
     """Export items of ``trials`` of a run (trained weights from ``cellblock train`` if present)."""
     from cellblock.evaluators.pipeline import trial_seed
-    from cellblock.export.final_train import weights_path
+    from cellblock.export.final_train import run_inputs, weights_path
     from cellblock.pareto.results import load_run
     from cellblock.records.meta import remapped_labels
     from cellblock.run.components import build_space, run_data
 
     data = load_run(run_dir)
-    space = build_space(data.config, run_data(data.config))
+    cfg = run_inputs(data)
+    space = build_space(cfg, run_data(cfg))
     labels = remapped_labels(data.run_dir) if data.config.get("remap_labels") else ()
     items = []
     for t in trials:

@@ -36,6 +36,15 @@ def weights_path(run_dir: str | Path, trial: int) -> Path:
     return RunDir(run_dir).weights(trial)
 
 
+def run_inputs(run: Any) -> dict[str, Any]:
+    """A loaded run's config with its relative input paths found from any directory
+    (:func:`cellblock.records.meta.with_inputs_from`)."""
+    from cellblock.data import dataset_names
+    from cellblock.records.meta import with_inputs_from
+
+    return with_inputs_from(run.config, run.cwd, dataset_names())
+
+
 def _identity(cfg: Mapping[str, Any], arch_id: str, trial: int, epochs: int) -> dict[str, Any]:
     keys = ("space", "space_args", "dataset", "batch_size", "lr", "weight_decay", "label_smoothing", "seed")
     # val_fraction only when set, so trainings of runs from before the key keep their identity.
@@ -85,7 +94,7 @@ def final_train(
     t = match[0]
     if t.status != "COMPLETE":
         raise RunError(f"trial {trial} is {t.status}; train a COMPLETE trial")
-    cfg = run.config
+    cfg = run_inputs(run)
     out_dir = Path(out) if out else train_dir(run.run_dir, trial)
     identity = _identity(cfg, t.arch_id, trial, epochs)
     if init is not None:

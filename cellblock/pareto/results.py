@@ -37,6 +37,8 @@ class RunData:
     config: dict[str, Any]
     trials: list[Trial]
     objectives: list[Objective]
+    #: Where the search ran (its last ``run_start``; None in older logs).
+    cwd: str | None = None
 
     @property
     def pareto(self) -> list[Trial]:
@@ -52,7 +54,7 @@ def load_run(run_dir: str | Path) -> RunData:
     Raises:
         RunError: if it is not a cellblock run directory, or its records are damaged.
     """
-    from cellblock.records.meta import print_notices, read_run_meta
+    from cellblock.records.meta import print_notices, read_run_meta, run_cwd
 
     run_dir = Path(run_dir)
     cfg_path, log_path = RunDir(run_dir).config, RunDir(run_dir).log
@@ -67,7 +69,7 @@ def load_run(run_dir: str | Path) -> RunData:
     print_notices(meta)
     trials = replay_trials(meta.events)
     objectives = parse_objectives(meta.config.get("objectives", ["accuracy"]))
-    return RunData(run_dir, meta.config, trials, objectives)
+    return RunData(run_dir, meta.config, trials, objectives, run_cwd(meta.events))
 
 
 def trial_matrix(trials: Sequence[Trial], objectives: Sequence[Objective]) -> np.ndarray:

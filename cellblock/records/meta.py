@@ -16,6 +16,7 @@ the last ``run_start`` and every other file is derived. So:
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,43 @@ def log_config(events: list[dict[str, Any]]) -> dict[str, Any] | None:
         if ev.get("event") == "run_start" and isinstance(ev.get("config"), dict):
             return dict(ev["config"])
     return None
+
+
+#: Config keys holding paths a run reads (``space`` too, as ``file.py:function``).
+INPUT_PATH_KEYS = ("dataset", "data_dir", "supernet", "table", "latency_table")
+
+
+def run_cwd(events: list[dict[str, Any]]) -> str | None:
+    """The working directory of the log's last ``run_start`` (None before it was recorded)."""
+    for ev in reversed(events):
+        if ev.get("event") == "run_start":
+            return ev.get("cwd")
+    return None
+
+
+def with_inputs_from(config: dict[str, Any], cwd: str | None,
+                     builtin_datasets: Collection[str] = ()) -> dict[str, Any]:
+    """``config`` with each relative input path that does not exist from here, but does from
+    ``cwd`` (where the search ran), made absolute: ``cellblock train`` and ``export`` of a
+    run work from any directory. A ``dataset`` in ``builtin_datasets`` is a name, kept."""
+    if not cwd:
+        return config
+
+    def moved(value: str) -> str | None:
+        path = Path(value).expanduser()
+        if path.is_absolute() or path.exists() or not (Path(cwd) / path).exists():
+            return None
+        return str(Path(cwd) / path)
+
+    out = dict(config)
+    for key in INPUT_PATH_KEYS:
+        value = out.get(key)
+        if isinstance(value, str) and value and not (key == "dataset" and value in builtin_datasets):
+            out[key] = moved(value) or value
+    file, sep, fn = str(out.get("space", "")).rpartition(":")
+    if sep and file.endswith(".py") and (new := moved(file)):
+        out["space"] = f"{new}:{fn}"
+    return out
 
 
 def read_run_meta(run_dir: str | Path) -> RunMeta:

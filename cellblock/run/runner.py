@@ -257,7 +257,7 @@ class Runner:
         atomic_write_text(RunDir(self.p.run_dir).config, config_mod.dump(self.p.config))
         event = {"event": "run_start", "t": time.time(), "config": _comparable(self.p.config),
                  "inputs": self.p.inputs, "machine": machine_load(), "threads": threads,
-                 "pid": os.getpid()}
+                 "pid": os.getpid(), "cwd": os.getcwd()}
         if self.p.input_changes:
             event["inputs_changed_allowed"] = self.p.input_changes
             print("cellblock: warning: continuing although inputs changed (allow_changed_inputs): "

@@ -79,3 +79,46 @@ def test_final_training_uses_the_runs_val_fraction(tmp_path):
     from cellblock.export.final_train import _identity
 
     assert "val_fraction" not in _identity({"dataset": "digits"}, "a", 0, 1)
+
+
+def test_train_and_export_of_a_run_with_relative_inputs_work_from_another_directory(tmp_path, monkeypatch):
+    """A search run with ``--dataset mine.npz --space s.py:space`` from its project directory;
+    ``cellblock train`` and ``export`` of it from elsewhere find both (the run records where
+    the search ran)."""
+    import numpy as np
+
+    from cellblock.cli import main
+    from cellblock.data import load_dataset
+
+    digits = load_dataset("digits")
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    x = (digits.x_train[:300] * 16).clamp(0, 255).to(torch.uint8).numpy()
+    np.savez(project / "mine.npz", x=x, y=digits.y_train[:300].numpy())
+    (project / "s.py").write_text(
+        "from torch import nn\n"
+        "def space(s, input_shape, num_classes):\n"
+        "    w = s.choice('w', [4, 8])\n"
+        "    return nn.Sequential(nn.Conv2d(input_shape[0], w, 3), nn.ReLU(),\n"
+        "        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))\n")
+    monkeypatch.chdir(project)
+    assert main(["search", "--space", "s.py:space", "--dataset", "mine.npz", "--trials", "2",
+                 "--epochs", "1", "--objectives", "accuracy,params", "--out", "run",
+                 "--no-progress", "--device", "cpu"]) == 0
+    monkeypatch.chdir(elsewhere)
+    run = str(project / "run")
+    assert main(["train", run, "--trial", "0", "--epochs", "1", "--device", "cpu"]) == 0
+    metrics = json.loads((project / "run" / "train" / "trial_0" / "metrics.json").read_text())
+    assert metrics["dataset"] == str(project / "mine.npz")
+    assert main(["export", run, "--trial", "0", "--format", "pytorch", "--out", "exp"]) == 0
+    assert (elsewhere / "exp").is_dir()
+    from cellblock.export.final_train import run_inputs
+    from cellblock.pareto.results import load_run
+
+    cfg = run_inputs(load_run(run))
+    assert cfg["dataset"] == str(project / "mine.npz") and cfg["space"] == f"{project / 's.py'}:space"
+    # from the project directory the recorded relative paths are used as they are
+    monkeypatch.chdir(project)
+    cfg = run_inputs(load_run("run"))
+    assert (cfg["dataset"], cfg["space"]) == ("mine.npz", "s.py:space")
