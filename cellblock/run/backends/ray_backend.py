@@ -46,6 +46,7 @@ from cellblock.core.objectives import parse_objectives
 from cellblock.evaluators.base import Evaluator
 from cellblock.evaluators.pipeline import Outcome
 from cellblock.records import Trial
+from cellblock.records.meta import INPUT_PATH_KEYS
 from cellblock.records.rundir import RunDir
 from cellblock.run.backends.base import Backend, register_backend, set_threads
 from cellblock.run.backends.ray_tune_adapter import (
@@ -191,10 +192,8 @@ def _absolute_paths(cfg: Mapping[str, Any]) -> dict[str, Any]:
     file, sep, fn = str(cfg["space"]).rpartition(":")
     if sep and file.endswith(".py") and Path(file).exists():
         out["space"] = f"{Path(file).resolve()}:{fn}"
-    if Path(cfg["dataset"]).exists():
-        out["dataset"] = str(Path(cfg["dataset"]).resolve())
-    for key in ("data_dir", "table", "supernet", "latency_table"):
-        if cfg.get(key):
+    for key in INPUT_PATH_KEYS:  # a dataset may be a built-in name: only an existing path
+        if cfg.get(key) and (key != "dataset" or Path(cfg[key]).exists()):
             out[key] = str(Path(cfg[key]).resolve())
     return out
 
