@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from cellblock.cli.common import Parser, _key_value, command
@@ -125,6 +124,7 @@ def _train(args: argparse.Namespace) -> int:
 def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, device: Any) -> int:
     from pathlib import Path
 
+    from cellblock.data import dataset_ref
     from cellblock.supernet.model import Supernet
     from cellblock.supernet.split import Split
     from cellblock.supernet.train import (
@@ -171,19 +171,10 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
     result = train_supernet(supernet, data, cfg, sampling=args.sampling, checkpoint=args.out,
                             val_fraction=args.val_fraction, split_after=args.split_after,
                             checkpoint_every=args.checkpoint_every, resume=resume,
-                            dataset=_dataset_ref(args.dataset),
+                            dataset=dataset_ref(args.dataset),
                             log=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(result))
     return 0
-
-
-def _dataset_ref(name: str) -> str:
-    """``--dataset`` as ``load_dataset`` reads it from any directory: a built-in name, or the
-    absolute path of a custom ``.npz`` or image folder."""
-    from cellblock.data import dataset_names
-
-    path = Path(name).expanduser()
-    return name if name in dataset_names() or not path.exists() else str(path.resolve())
 
 
 def _rank(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from cellblock.data.api import (
     detect_layout,
     stratified_split,
 )
-from cellblock.data.loaders import load_dataset, load_image_folder, load_npz
+from cellblock.data.loaders import dataset_ref, load_dataset, load_image_folder, load_npz
 
 __all__ = [
     "CUSTOM_TEST_FRACTION",
@@ -37,6 +37,7 @@ __all__ = [
     "Loader",
     "check_val_fraction",
     "dataset_names",
+    "dataset_ref",
     "detect_layout",
     "load_dataset",
     "load_image_folder",

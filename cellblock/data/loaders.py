@@ -348,6 +348,15 @@ def load_image_folder(
     )
 
 
+def dataset_ref(name: str) -> str:
+    """``name`` as :func:`load_dataset` reads it from any directory: a built-in name as it
+    is (names come first, as there), an existing ``.npz`` or image folder by its absolute path."""
+    if name in DATASETS:
+        return name
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
 def load_dataset(
     name: str,
     data_dir: str | None = None,

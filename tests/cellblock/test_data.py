@@ -260,3 +260,14 @@ def test_digits_are_read_without_importing_sklearn_and_equal_load_digits():
             "print('sklearn' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.stdout.strip() == "False", done.stderr[-2000:]
+
+
+def test_dataset_ref_is_what_load_dataset_reads_from_any_directory(tmp_path, monkeypatch):
+    from cellblock.data import dataset_ref
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits").mkdir()  # a folder named like a built-in: load_dataset takes the name
+    (tmp_path / "mine.npz").write_bytes(b"")
+    assert dataset_ref("digits") == "digits"
+    assert dataset_ref("mine.npz") == str(tmp_path / "mine.npz")
+    assert dataset_ref("missing.npz") == "missing.npz"  # load_dataset's own error names it

@@ -43,6 +43,7 @@ from ray import tune
 
 from cellblock.core.errors import ConfigError, RunError
 from cellblock.core.objectives import parse_objectives
+from cellblock.data import dataset_ref
 from cellblock.evaluators.base import Evaluator
 from cellblock.evaluators.pipeline import Outcome
 from cellblock.records import Trial
@@ -192,8 +193,9 @@ def _absolute_paths(cfg: Mapping[str, Any]) -> dict[str, Any]:
     file, sep, fn = str(cfg["space"]).rpartition(":")
     if sep and file.endswith(".py") and Path(file).exists():
         out["space"] = f"{Path(file).resolve()}:{fn}"
-    for key in INPUT_PATH_KEYS:  # a dataset may be a built-in name: only an existing path
-        if cfg.get(key) and (key != "dataset" or Path(cfg[key]).exists()):
+    out["dataset"] = dataset_ref(cfg["dataset"])
+    for key in INPUT_PATH_KEYS:
+        if cfg.get(key) and key != "dataset":
             out[key] = str(Path(cfg[key]).resolve())
     return out
 
