@@ -140,14 +140,15 @@ def _table(trials: Sequence[Any], front_ids: set[str], extra: Sequence[str] = ()
     from cellblock.core.load import unstable_latency
 
     metrics = (*TABLE_METRICS, *extra)
-    cols = ("trial", "status", *metrics, "latency_unstable", "arch_id", "arch")
+    flags = unstable_latency(trials)
+    measured = any(t.value("latency_ms") is not None for t in trials)
+    cols = ("trial", "status", *metrics, *(("latency_unstable",) if measured else ()), "arch_id", "arch")
     head = "".join(f"<th>{c}</th>" for c in cols)
     rows = []
-    flags = unstable_latency(trials)
     for t in trials:
         flag = (f"yes: {flags[t.number]}" if t.number in flags else "no") if t.value("latency_ms") is not None else None
-        vals: list[Any] = [t.number, t.status, *(t.value(c) for c in metrics), flag, t.arch_id,
-                           json.dumps(t.arch, sort_keys=True)]
+        vals: list[Any] = [t.number, t.status, *(t.value(c) for c in metrics), *([flag] if measured else []),
+                           t.arch_id, json.dumps(t.arch, sort_keys=True)]
         cells = []
         for c, v in zip(cols, vals):
             shown = "-" if v is None else (f"{v:.4f}" if c == "accuracy" else f"{v:.4g}" if c in extra

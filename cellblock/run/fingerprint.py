@@ -91,12 +91,16 @@ def machine_load() -> dict[str, Any]:
     return {"load_avg": load, "cpus": os.cpu_count()}
 
 
-def changed_inputs(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Descriptions of the inputs whose content (or identity) differs between fingerprints."""
+def changed_inputs(old: Mapping[str, Any], new: Mapping[str, Any], by_content: bool = False) -> list[str]:
+    """Descriptions of the inputs whose content (or identity) differs between fingerprints.
+
+    ``by_content``: a file found under another path (a run read from another directory)
+    with the same content is not a change.
+    """
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key) or {}, new.get(key) or {}
-        if a == b:
+        if a == b or (by_content and a.get("sha256") and a.get("sha256") == b.get("sha256")):
             continue
         name = b.get("path") or b.get("name") or a.get("path") or a.get("name")
         if a.get("sha256") and b.get("sha256"):
@@ -126,11 +130,45 @@ def check_inputs(run_dir: Path, events: list[Mapping[str, Any]], now: Mapping[st
     before = last_fingerprint(events)
     if before is None:
         return []
-    changed = changed_inputs(before, now)
+    changed = changed_inputs(before, now, by_content=True)  # a moved folder is no change
     if changed and not allow:
         raise RunError(
             f"the inputs of run {str(run_dir)!r} changed since it was last run: {'; '.join(changed)}; "
             "restore them, or use --out for a new run, or pass --allow-changed-inputs to continue "
             "anyway (the change is recorded in trials.jsonl)"
         )
+    return changed
+
+
+def check_recorded_inputs(data: Any, allow: bool, command: str) -> list[str]:
+    """Compare the inputs a command reads for a finished run (``train``, ``export``,
+    ``report``) with those its last ``run_start`` recorded, as ``search`` does.
+
+    Args:
+        data: The run (:class:`cellblock.pareto.results.RunData`, with ``inputs``).
+        allow: ``--allow-changed-inputs``: go on, with a warning on stderr.
+        command: The command, for the message.
+
+    Returns:
+        The changes (when allowed).
+
+    Raises:
+        RunError: naming the changed inputs, unless ``allow``.
+    """
+    import sys
+
+    from cellblock.export.final_train import run_inputs
+
+    before = data.inputs or {}
+    now = input_fingerprint(run_inputs(data))
+    keys = set(before) & set(now)
+    changed = changed_inputs({k: before[k] for k in keys}, {k: now[k] for k in keys}, by_content=True)
+    if changed and not allow:
+        raise RunError(
+            f"the inputs of run {str(data.run_dir)!r} changed since it was searched: {'; '.join(changed)}; "
+            f"restore them, or pass --allow-changed-inputs to {command} with them anyway"
+        )
+    if changed:
+        print(f"cellblock: warning: {command} uses changed inputs (--allow-changed-inputs): "
+              + "; ".join(changed), file=sys.stderr)
     return changed
