@@ -193,12 +193,26 @@ def _load_metrics(raw_ms: float, slowdown: float, ref_ms: float | None, spread: 
     return out
 
 
+def reference_network(input_shape: Sequence[int]) -> nn.Module:
+    """The fixed reference workload (``REFERENCE_NETWORK`` of :mod:`~cellblock.evaluators.latency_timing`) for inputs of ``input_shape``.
+
+    Three 3x3 convolutions with batch norm and ReLU (16, 16, 32 channels, the last one with
+    stride 2), global pooling and a 10-way linear layer; weights from seed 0.
+    """
+    channels = int(input_shape[0])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        layers: list[nn.Module] = []
+        for c_in, c_out, stride in ((channels, 16, 1), (16, 16, 1), (16, 32, 2)):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    return net.eval()
+
+
 class _Reference:
     """The fixed reference network, timed around a measurement to tell a busy machine."""
 
     def __init__(self, dev: torch.device, x: torch.Tensor) -> None:
-        from cellblock.evaluators.latency_timing import reference_network
-
         self.net = reference_network(tuple(x.shape[1:])).to(dev)
         self.x, self.dev = x, dev
         self.key = (str(dev), torch.get_num_threads(), tuple(x.shape))

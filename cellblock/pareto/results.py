@@ -73,7 +73,7 @@ def load_run(run_dir: str | Path) -> RunData:
     trials = replay_trials(meta.events)
     rewrite_stale_config(meta, run_dir)
     objectives = parse_objectives(meta.config.get("objectives", ["accuracy"]))
-    from cellblock.run.fingerprint import last_fingerprint
+    from cellblock.records.meta import last_fingerprint
 
     return RunData(run_dir, meta.config, trials, objectives, run_cwd(meta.events),
                    last_fingerprint(meta.events))

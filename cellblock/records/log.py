@@ -236,7 +236,7 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
                 f"{path}:{i + 1} {kind}; the record log is corrupt (edited or damaged, not a torn "
                 "write); restore trials.jsonl from a backup, or delete that line if you are sure"
             ) from None
-    return check_events(parsed, path)
+    return check_events(parsed, path, tuple(s.value for s in STATUSES))
 
 
 def _not_utf8(raw: bytes) -> bool:

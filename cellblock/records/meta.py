@@ -70,6 +70,15 @@ def log_config(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 INPUT_PATH_KEYS = ("dataset", "data_dir", "supernet", "table", "latency_table")
 
 
+def last_fingerprint(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The input fingerprint of the last ``run_start`` that has one (None for older logs;
+    see :mod:`cellblock.run.fingerprint`)."""
+    for ev in reversed(events):
+        if ev.get("event") == "run_start" and isinstance(ev.get("inputs"), dict):
+            return dict(ev["inputs"])
+    return None
+
+
 def run_cwd(events: list[dict[str, Any]]) -> str | None:
     """The working directory of the log's last ``run_start`` (None before it was recorded)."""
     for ev in reversed(events):
@@ -157,12 +166,11 @@ def _disagreement(copy: dict[str, Any] | None, record: dict[str, Any]) -> str | 
 def rewrite_stale_config(meta: RunMeta, run_dir: str | Path) -> None:
     """Rewrite a stale config.yaml from the log (a read-only run directory keeps it)."""
     from cellblock.core.fileio import atomic_write_text
-    from cellblock.run.config import dump
 
     if not meta.config_stale or meta.config is None:
         return
-    try:
-        atomic_write_text(RunDir(run_dir).config, dump(meta.config))
+    try:  # as cellblock.run.config.dump writes it
+        atomic_write_text(RunDir(run_dir).config, yaml.safe_dump(dict(meta.config), sort_keys=False))
         meta.config_stale = False
     except OSError:
         pass

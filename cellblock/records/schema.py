@@ -8,7 +8,7 @@ names its line number; nothing downstream sees it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 #: The event kinds a log holds (see :mod:`cellblock.records.log`).
@@ -36,12 +36,6 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
 
-def _status(v: Any) -> bool:
-    from cellblock.records.log import STATUSES
-
-    return isinstance(v, str) and v in STATUSES
-
-
 #: Per kind: key -> (required, check, what it must be).
 _FIELDS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]]] = {
     "run_start": {
@@ -57,7 +51,7 @@ _FIELDS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]]] = {
     "trial_end": {
         "trial": (True, _trial_number, "an integer >= 0"),
         "arch_id": (True, _arch_id, "a non-empty string"),
-        "status": (True, _status, "COMPLETE, FAILED, INFEASIBLE, PRUNED or RUNNING"),
+        "status": (True, lambda v: isinstance(v, str), "a status"),
         "metrics": (False, _optional(lambda v: isinstance(v, dict)), "an object"),
         "error": (False, _optional(lambda v: isinstance(v, str)), "a string or null"),
         "violation": (False, _optional(_is_number), "a number or null"),
@@ -66,12 +60,13 @@ _FIELDS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]]] = {
 }
 
 
-def event_problem(event: Any, started: Mapping[int, str]) -> str | None:
+def event_problem(event: Any, started: Mapping[int, str], statuses: Collection[str] = ()) -> str | None:
     """Why ``event`` is not a valid log event (None when it is).
 
     Args:
         event: One parsed line.
         started: ``arch_id`` of every trial number started on an earlier line.
+        statuses: The trial statuses a ``trial_end`` may have (``cellblock.records.log.STATUSES``).
     """
     if not isinstance(event, dict):
         return f"is a JSON {type(event).__name__}, not an event object"
@@ -88,6 +83,8 @@ def event_problem(event: Any, started: Mapping[int, str]) -> str | None:
         if not check(event[key]):
             return f"is a {kind} whose {key!r} is not {what} (got {_short(event[key])})"
     if kind == "trial_end":
+        if statuses and event["status"] not in statuses:
+            return f"is a trial_end whose 'status' is not one of {', '.join(statuses)} (got {_short(event['status'])})"
         number = event["trial"]
         if number not in started:
             return f"ends trial {number}, which no earlier trial_start began"
@@ -102,8 +99,10 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def check_events(numbered: Iterable[tuple[int, Any]], path: Any) -> list[dict[str, Any]]:
-    """The events of ``(line number, parsed line)`` pairs, each checked against the schema.
+def check_events(numbered: Iterable[tuple[int, Any]], path: Any,
+                 statuses: Collection[str] = ()) -> list[dict[str, Any]]:
+    """The events of ``(line number, parsed line)`` pairs, each checked against the schema
+    (a ``trial_end``'s status against ``statuses``).
 
     Raises:
         RunError: one line naming ``path:line`` and what is wrong with it.
@@ -113,7 +112,7 @@ def check_events(numbered: Iterable[tuple[int, Any]], path: Any) -> list[dict[st
     started: dict[int, str] = {}
     events = []
     for lineno, event in numbered:
-        problem = event_problem(event, started)
+        problem = event_problem(event, started, statuses)
         if problem is not None:
             raise RunError(f"{path}:{lineno} {problem}; the record log is damaged or was edited; "
                            "restore trials.jsonl from a backup, or delete that line if you are sure")

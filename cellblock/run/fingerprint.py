@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cellblock.core.errors import RunError
+from cellblock.records.meta import last_fingerprint as last_fingerprint  # re-exported
 
 CHUNK = 1 << 20
 
@@ -112,14 +113,6 @@ def changed_inputs(old: Mapping[str, Any], new: Mapping[str, Any], by_content: b
     return out
 
 
-def last_fingerprint(events: list[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The input fingerprint of the last ``run_start`` that has one (None for older logs)."""
-    for ev in reversed(events):
-        if ev.get("event") == "run_start" and isinstance(ev.get("inputs"), Mapping):
-            return dict(ev["inputs"])
-    return None
-
-
 def check_inputs(run_dir: Path, events: list[Mapping[str, Any]], now: Mapping[str, Any],
                  allow: bool) -> list[str]:
     """Compare ``now`` with the run's last fingerprint; return the changes (when allowed).
@@ -157,10 +150,11 @@ def check_recorded_inputs(data: Any, allow: bool, command: str) -> list[str]:
     """
     import sys
 
-    from cellblock.export.final_train import run_inputs
+    from cellblock.data import dataset_names
+    from cellblock.records.meta import with_inputs_from
 
     before = data.inputs or {}
-    now = input_fingerprint(run_inputs(data))
+    now = input_fingerprint(with_inputs_from(data.config, data.cwd, dataset_names()))
     keys = set(before) & set(now)
     changed = changed_inputs({k: before[k] for k in keys}, {k: now[k] for k in keys}, by_content=True)
     if changed and not allow:

@@ -9,7 +9,6 @@ import pytest
 from tiny_run import copy_run, shared_run, snapshot
 
 from cellblock.cli import main
-from cellblock.export.outdir import EXPORT_MARKER
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +39,8 @@ def test_export_force_into_the_run_directory_is_refused(finished_run, tmp_path, 
 
 
 def test_export_force_over_a_users_folder_is_refused(finished_run, tmp_path, capsys):
+    from cellblock.export.outdir import EXPORT_MARKER
+
     run = copy_run(finished_run, tmp_path)
     thesis = tmp_path / "thesis"
     thesis.mkdir()
@@ -50,6 +51,8 @@ def test_export_force_over_a_users_folder_is_refused(finished_run, tmp_path, cap
 
 
 def test_export_force_replaces_an_earlier_export_only_while_it_holds_nothing_else(finished_run, tmp_path, capsys):
+    from cellblock.export.outdir import EXPORT_MARKER
+
     run = copy_run(finished_run, tmp_path)
     out = tmp_path / "exp"
     assert main(_export(run, out)) == 0

@@ -10,7 +10,6 @@ import pytest
 from tiny_run import copy_run, shared_run, snapshot
 
 from cellblock.cli import main
-from cellblock.records.schema import event_problem
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +55,12 @@ def test_a_wrong_event_is_one_line_naming_its_line(name, command, finished_run, 
 
 
 def test_a_trial_end_must_match_its_start():
+    from cellblock.records.schema import event_problem
+
     started = {0: "abc"}
     ok = {"event": "trial_end", "trial": 0, "arch_id": "abc", "status": "COMPLETE", "metrics": {}}
-    assert event_problem(ok, started) is None
+    assert event_problem(ok, started, ("COMPLETE",)) is None
+    assert "'status' is not one of COMPLETE" in event_problem({**ok, "status": "DONE"}, started, ("COMPLETE",))
     assert "began with 'abc'" in event_problem({**ok, "arch_id": "zzz"}, started)
     assert "is not an integer >= 0" in event_problem({**ok, "trial": True}, started)
     assert "'t' is not a number" in event_problem({**ok, "t": "yesterday"}, started)

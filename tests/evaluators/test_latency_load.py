@@ -20,7 +20,6 @@ import yaml
 from torch import nn
 
 from cellblock.cli import main
-from cellblock.core.load import BUSY_ABOVE, NORMALISE_ABOVE, unstable_latency
 from cellblock.evaluators import latency as latency_mod
 from cellblock.evaluators.latency import measure_latency
 from cellblock.records import COMPLETE, RecordLog, Trial, trial_end_event, trial_start_event
@@ -63,6 +62,8 @@ def test_latency_under_burner_processes_is_flagged_or_normalised(monkeypatch):
 
 
 def test_load_metrics_normalise_then_flag():
+    from cellblock.core.load import BUSY_ABOVE, NORMALISE_ABOVE
+
     calm = latency_mod._load_metrics(2.0, 1.1, 1.0, 1.2, 2.0)
     assert calm["latency_unstable"] is False and not calm["latency_normalised"] and "latency_ms" not in calm
     slow = latency_mod._load_metrics(3.0, 1.5, 1.5, 1.2, 2.0)
@@ -100,6 +101,8 @@ def busy_run(tmp_path) -> Path:
 
 
 def test_unstable_latency_is_flagged_against_the_runs_fastest_reference():
+    from cellblock.core.load import unstable_latency
+
     trials = [_trial(0, 0.5, 2.0, 1.0), _trial(1, 0.9, 1.0, 3.0), _trial(2, 0.9, 1.0, 1.5)]
     flags = unstable_latency(trials)
     assert list(flags) == [1] and "3.0x slower" in flags[1]
