@@ -12,6 +12,8 @@ Events (one JSON object per line, key ``event``):
                     node died): trial number, ``attempt``, ``node``, ``reason``, ``retry``
                     (whether it runs again now). The trial is not finished: it stays
                     RUNNING, never counts as done and is re-run by a resume.
+    ``node_lost`` / ``node_joined``  a Ray node left (with Ray's reason) or joined the
+                    cluster during the run (``node``: IP and node-ID prefix)
     ``run_end``     the search finished its budget
 """
 

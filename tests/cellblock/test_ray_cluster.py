@@ -267,3 +267,27 @@ def test_a_dataset_and_space_file_only_at_the_driver_reach_the_workers(tmp_path,
     starts = _starts(gate)
     assert starts and all(s["probe"] is False for s in starts)  # the workers never saw the path
     _all_complete(tmp_path / "run")
+
+
+def test_cluster_capacity_follows_nodes_and_records_them_on_a_fake_clock():
+    from cellblock.run.backends.ray_resources import ClusterCapacity
+
+    now = [0.0]
+    table = [{"NodeID": "a" * 40, "Alive": True, "NodeManagerAddress": "10.0.0.1", "Resources": {"CPU": 4.0}},
+             {"NodeID": "h" * 40, "Alive": True, "NodeManagerAddress": "10.0.0.9", "Resources": {"CPU": 0.0}}]
+    events: list[dict] = []
+    cap = ClusterCapacity({"CPU": 1.0, "GPU": 0.0}, lambda: [dict(n) for n in table], events.append,
+                          every_s=2.0, clock=lambda: now[0])
+    assert cap() == 4 and not events
+    table.append({"NodeID": "b" * 40, "Alive": True, "NodeManagerAddress": "10.0.0.2",
+                  "Resources": {"CPU": 2.5, "GPU": 1.0}})
+    now[0] = 1.9
+    assert cap() == 4  # not looked at again before every_s
+    now[0] = 2.0
+    assert cap() == 6 and [e["event"] for e in events] == ["node_joined"]
+    assert events[0]["node"] == "10.0.0.2 bbbbbbbbbbbb"
+    table[0].update(Alive=False, DeathReasonMessage="health check failed")
+    now[0] = 4.0
+    assert cap() == 2
+    assert events[-1]["event"] == "node_lost" and events[-1]["node"] == "10.0.0.1 aaaaaaaaaaaa"
+    assert events[-1]["reason"] == "health check failed"

@@ -343,8 +343,8 @@ class RayBackend(Backend):
         shutil.rmtree(storage, ignore_errors=True)
         storage.mkdir(parents=True)
         auto = cfg["concurrency"] == "auto"
-        capacity = ClusterCapacity(self.resources, _alive_nodes) if auto else None
-        searcher = BookSearcher(book, after, self.seed, capacity)
+        cluster = ClusterCapacity(self.resources, ray.nodes, book.log.append)
+        searcher = BookSearcher(book, after, self.seed, cluster if auto else None)
         objectives = scheduler_objectives(parse_objectives(cfg["objectives"]))
         scheduler = self.kind.make(cfg, objectives)
         settings = {"config": _absolute_paths(cfg), "per_epoch": scheduler is not None}
@@ -362,7 +362,7 @@ class RayBackend(Backend):
                                         trial_dirname_creator=lambda t: t.trial_id),
             run_config=tune.RunConfig(name="cellblock", storage_path=storage, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0),
-                                      callbacks=[ErrorCallback(searcher)]),
+                                      callbacks=[ErrorCallback(searcher, cluster.poll)]),
         )
         quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
         level = quiet.level

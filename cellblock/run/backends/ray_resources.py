@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from cellblock.core.errors import ConfigError
 
@@ -57,25 +58,52 @@ def trials_on(node: Mapping[str, float], want: Mapping[str, float]) -> int:
 
 
 class ClusterCapacity:
-    """Trials the alive nodes hold at once for ``want`` (``concurrency: auto``), asked of
-    Ray at most every ``every_s`` seconds, so it follows nodes that join or leave.
+    """The cluster as the driver sees it, looked at (``ray.nodes()``) at most every
+    ``every_s`` seconds: how many trials of ``want`` the alive nodes hold at once
+    (``concurrency: auto``, so it follows nodes that join or leave), and a record of each
+    node that leaves (``node_lost``, with Ray's reason) or joins (``node_joined``).
 
     Args:
         want: Resources of one trial (Ray names).
-        nodes: Returns the alive nodes' total resources (e.g. from ``ray.nodes()``).
+        nodes: Returns Ray's node table (``ray.nodes()``: NodeID, Alive, Resources...).
+        record: Called with each node event (the run's log); None: not recorded.
         every_s: Seconds between two looks at the cluster.
         clock: A monotonic clock (injected by tests).
     """
 
-    def __init__(self, want: Mapping[str, float], nodes: Callable[[], list[Mapping[str, float]]],
-                 every_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.want, self.nodes, self.every_s, self.clock = dict(want), nodes, every_s, clock
+    def __init__(self, want: Mapping[str, float], nodes: Callable[[], list[dict[str, Any]]],
+                 record: Callable[[dict[str, Any]], None] | None = None, every_s: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.want, self.nodes, self.record = dict(want), nodes, record
+        self.every_s, self.clock = every_s, clock
         self._at: float | None = None
         self._value = 0
+        self.alive: dict[str, dict[str, Any]] | None = None
+
+    def poll(self) -> None:
+        """Look at the cluster if ``every_s`` passed since the last look."""
+        now = self.clock()
+        if self._at is not None and now - self._at < self.every_s:
+            return
+        self._at = now
+        table = self.nodes()
+        alive = {n["NodeID"]: n for n in table if n.get("Alive")}
+        self._value = sum(trials_on(n.get("Resources") or {}, self.want) for n in alive.values())
+        if self.alive is not None and self.record is not None:
+            dead = {n["NodeID"]: n for n in table if not n.get("Alive")}
+            for node_id in self.alive.keys() - alive.keys():
+                why = dead.get(node_id, {}).get("DeathReasonMessage") or "it left the cluster"
+                self.record({"event": "node_lost", "node": _label(self.alive[node_id]),
+                             "reason": " ".join(str(why).split())[:300], "t": time.time()})
+            for node_id in alive.keys() - self.alive.keys():
+                self.record({"event": "node_joined", "node": _label(alive[node_id]), "t": time.time()})
+        self.alive = alive
 
     def __call__(self) -> int:
-        now = self.clock()
-        if self._at is None or now - self._at >= self.every_s:
-            self._value = sum(trials_on(n, self.want) for n in self.nodes())
-            self._at = now
+        self.poll()
         return self._value
+
+
+def _label(node: Mapping[str, Any]) -> str:
+    """``IP node-ID-prefix``, as :func:`cellblock.run.backends.ray_tune_adapter.node_label`."""
+    return f"{node.get('NodeManagerAddress') or '?'} {str(node.get('NodeID') or '?')[:12]}"

@@ -247,11 +247,17 @@ class BookSearcher(Searcher):
 
 
 class ErrorCallback(tune.Callback):
-    """Hands the errors of failed Tune trials to the searcher, and remembers which Ray actor
-    runs each trial (the node of a lost attempt)."""
+    """Hands the errors of failed Tune trials to the searcher, remembers which Ray actor
+    runs each trial (the node of a lost attempt), and calls ``watch`` at every step of
+    Tune's loop (the driver's look at the cluster: nodes lost or joined)."""
 
-    def __init__(self, searcher: BookSearcher) -> None:
+    def __init__(self, searcher: BookSearcher, watch: Callable[[], None] | None = None) -> None:
         self.searcher = searcher
+        self.watch = watch
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.watch is not None:
+            self.watch()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         actor = getattr(getattr(trial, "temporary_state", None), "ray_actor", None)
