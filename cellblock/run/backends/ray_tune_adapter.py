@@ -255,8 +255,12 @@ class ErrorCallback(tune.Callback):
         self.searcher = searcher
         self.watch = watch
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its callbacks; the watch (it holds the run's log) stays in the driver."""
+        return {k: v for k, v in self.__dict__.items() if k != "watch"}
+
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        if self.watch is not None:
+        if getattr(self, "watch", None) is not None:
             self.watch()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
