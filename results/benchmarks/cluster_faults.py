@@ -84,31 +84,32 @@ def _search_cmd(private: Path, out: Path, address: str, trials: int) -> list[str
             "--threads-per-trial", "1", "--out", str(out), "--no-progress"]
 
 
-def _run_driver(staged: Path, private: Path, out: Path, address: str, trials: int) -> tuple[int, str, float]:
-    cmd = _search_cmd(private, out, address, trials)
+def _run_driver(staged: Path, private: Path, out: Path, cluster: Any, trials: int,
+                kill_every: float | None, seed: int = 0) -> tuple[int, str, float, list[tuple[float, str]]]:
+    """Run the search; with ``kill_every``, kill a random worker node and add a new one every
+    ``kill_every`` seconds while it runs (here, in the main thread: Ray's node start needs it)."""
+    cmd = _search_cmd(private, out, cluster.address, trials)
     script = f"mount -t tmpfs none {private} && cp {staged}/* {private}/ && exec {' '.join(cmd)}"
+    rng = random.Random(seed)
+    killed: list[tuple[float, str]] = []
+    text: list[str] = []
     t0 = time.monotonic()
-    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                          cwd=ROOT, capture_output=True, text=True)
-    return done.returncode, done.stdout + done.stderr, time.monotonic() - t0
-
-
-class Chaos(threading.Thread):
-    """Kills a random worker node every ``every_s`` seconds and adds a new one."""
-
-    def __init__(self, cluster: Any, every_s: float, seed: int = 0) -> None:
-        super().__init__(daemon=True)
-        self.cluster, self.every_s = cluster, every_s
-        self.rng = random.Random(seed)
-        self.stop = threading.Event()
-        self.killed: list[tuple[float, str]] = []
-
-    def run(self) -> None:
-        while not self.stop.wait(self.every_s):
-            victim = self.rng.choice(list(self.cluster.worker_nodes))
-            self.killed.append((time.time(), victim.node_id))
-            self.cluster.remove_node(victim, allow_graceful=False)
-            self.cluster.add_node(num_cpus=1)
+    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    reader = threading.Thread(target=lambda: text.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    next_kill = t0 + kill_every if kill_every else None
+    while proc.poll() is None:
+        if next_kill is not None and time.monotonic() >= next_kill:
+            victim = rng.choice(list(cluster.worker_nodes))
+            killed.append((time.time(), victim.node_id))
+            cluster.remove_node(victim, allow_graceful=False)  # SIGKILL of its raylet and workers
+            cluster.add_node(num_cpus=1)
+            next_kill = time.monotonic() + kill_every
+        time.sleep(0.2)
+    wall = time.monotonic() - t0
+    reader.join()
+    return proc.returncode, "".join(text), wall, killed
 
 
 def _measure(out: Path, planned: int, wall: float, rc: int, killed: list[tuple[float, str]]) -> dict[str, Any]:
@@ -154,15 +155,10 @@ def main() -> None:
         cluster.wait_for_nodes()
         for mode in ("fault-free", "chaos"):
             out = tmp / mode
-            chaos = Chaos(cluster, args.kill_every) if mode == "chaos" else None
             load0 = os.getloadavg()[0]
-            if chaos:
-                chaos.start()
-            rc, text, wall = _run_driver(staged, private, out, cluster.address, args.trials)
-            if chaos:
-                chaos.stop.set()
-                chaos.join()
-            row = _measure(out, args.trials, wall, rc, chaos.killed if chaos else [])
+            rc, text, wall, killed = _run_driver(staged, private, out, cluster, args.trials,
+                                                 args.kill_every if mode == "chaos" else None)
+            row = _measure(out, args.trials, wall, rc, killed)
             row["load"] = (load0, os.getloadavg()[0])
             row["tail"] = text.strip().splitlines()[-1:] if rc else []
             rows[mode] = row
