@@ -3,7 +3,7 @@
 the same search without faults, in the same run.
 
 The cluster is ``ray.cluster_utils.Cluster`` on 127.0.0.1: a head with no CPU (it runs no
-trial) and 3 worker nodes of 1 CPU. The search (``--concurrency auto``, ``--epochs 1``)
+trial) and 3 worker nodes of 1 CPU. The search (``--concurrency auto``, ``--epochs``, default 1)
 trains candidates of a small space on a user ``.npz`` that exists only at the driver: the
 driver runs in its own mount namespace (``unshare -m``, so root) with a tmpfs over the
 folder holding the ``.npz`` and the space file, so the workers cannot read them by path
@@ -76,19 +76,19 @@ def _write_inputs(staged: Path) -> None:
     (staged / "sp.py").write_text(SPACE)
 
 
-def _search_cmd(private: Path, out: Path, address: str, trials: int) -> list[str]:
+def _search_cmd(private: Path, out: Path, address: str, trials: int, epochs: int) -> list[str]:
     return [sys.executable, "-m", "cellblock", "search", "--space", f"{private / 'sp.py'}:space",
             "--space-arg", f"probe={private / 'mine.npz'}", "--dataset", str(private / "mine.npz"),
             "--backend", "ray", "--address", address, "--concurrency", "auto", "--trials", str(trials),
-            "--epochs", "1", "--strategy", "random", "--objectives", "accuracy,macs", "--device", "cpu",
+            "--epochs", str(epochs), "--strategy", "random", "--objectives", "accuracy,macs", "--device", "cpu",
             "--threads-per-trial", "1", "--out", str(out), "--no-progress"]
 
 
-def _run_driver(staged: Path, private: Path, out: Path, cluster: Any, trials: int,
+def _run_driver(staged: Path, private: Path, out: Path, cluster: Any, trials: int, epochs: int,
                 kill_every: float | None, seed: int = 0) -> tuple[int, str, float, list[tuple[float, str]]]:
     """Run the search; with ``kill_every``, kill a random worker node and add a new one every
     ``kill_every`` seconds while it runs (here, in the main thread: Ray's node start needs it)."""
-    cmd = _search_cmd(private, out, cluster.address, trials)
+    cmd = _search_cmd(private, out, cluster.address, trials, epochs)
     script = f"mount -t tmpfs none {private} && cp {staged}/* {private}/ && exec {' '.join(cmd)}"
     rng = random.Random(seed)
     killed: list[tuple[float, str]] = []
@@ -136,6 +136,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=60)
     ap.add_argument("--kill-every", type=float, default=20.0, help="seconds between node kills (T)")
+    ap.add_argument("--epochs", type=int, default=1, help="training epochs per trial")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the choice of the node killed")
     ap.add_argument("--report", default=str(Path(__file__).with_suffix(".md")))
     args = ap.parse_args()
     if os.geteuid() != 0 or shutil.which("unshare") is None:
@@ -156,8 +158,8 @@ def main() -> None:
         for mode in ("fault-free", "chaos"):
             out = tmp / mode
             load0 = os.getloadavg()[0]
-            rc, text, wall, killed = _run_driver(staged, private, out, cluster, args.trials,
-                                                 args.kill_every if mode == "chaos" else None)
+            rc, text, wall, killed = _run_driver(staged, private, out, cluster, args.trials, args.epochs,
+                                                 args.kill_every if mode == "chaos" else None, args.seed)
             row = _measure(out, args.trials, wall, rc, killed)
             row["load"] = (load0, os.getloadavg()[0])
             row["tail"] = text.strip().splitlines()[-1:] if rc else []
@@ -175,11 +177,11 @@ def _report(path: Path, rows: dict[str, dict[str, Any]], args: argparse.Namespac
         "# Chaos benchmark: node failures during a Ray search",
         "",
         f"Command: `.venv/bin/python results/benchmarks/cluster_faults.py --trials {args.trials} "
-        f"--kill-every {args.kill_every:g}` (as root), on this 2-core machine shared with other "
+        f"--kill-every {args.kill_every:g} --epochs {args.epochs} --seed {args.seed}` (as root), on this 2-core machine shared with other "
         "work (load averages below). Cluster: `ray.cluster_utils.Cluster` on 127.0.0.1, a head with "
         "no CPU and 3 worker nodes of 1 CPU; in the chaos run a random worker node is killed "
         f"(`remove_node(allow_graceful=False)`: SIGKILL) and a new one added every {args.kill_every:g} s. "
-        f"Search: {args.trials} trials, `--concurrency auto --epochs 1`, random strategy, a 600-image "
+        f"Search: {args.trials} trials, `--concurrency auto --epochs {args.epochs}`, random strategy, a 600-image "
         "`.npz` and the space file in a tmpfs only the driver's mount namespace sees.",
         "",
         "| run | exit | COMPLETE / planned | duplicates | lost | FAILED (infra) | FAILED | wall s | wall / fault-free | attempts lost, re-run | nodes killed | deaths in records | load 1-min (start, end) |",
