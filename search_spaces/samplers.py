@@ -16,7 +16,7 @@ import numpy as np
 from cellblock.core.errors import ArchValidationError, SpaceError
 from cellblock.search_spaces.domains import Categorical, Domain, IntRange, Value
 
-_DOMAINS: dict[tuple[Any, ...], Categorical] = {}  # validated domains by their typed choices
+_DOMAINS: dict[tuple[tuple[Value, ...], tuple[type, ...]], Categorical] = {}  # validated domains by their typed choices
 
 
 def categorical(choices: tuple[Value, ...]) -> Categorical:
@@ -26,9 +26,10 @@ def categorical(choices: tuple[Value, ...]) -> Categorical:
     Keys carry each value's type, so ``1``, ``1.0`` and ``True`` stay apart; float choices are
     not cached (``0.0 == -0.0``).
     """
+    types = tuple(map(type, choices))
+    cacheable = float not in types
     try:
-        key = tuple((type(c), c) for c in choices)
-        cacheable = not any(isinstance(c, float) for c in choices)
+        key = (choices, types)
         hit = _DOMAINS.get(key) if cacheable else None
     except TypeError:  # unhashable: not a JSON scalar; the constructor says so
         return Categorical(choices)

@@ -88,8 +88,11 @@ class Encoder:
                 row = self.cache[aid] = self._row(a)
             rows.append(row)
         X = np.zeros((len(archs), self.width))
-        for i, (w, cols, vals) in enumerate(rows):
-            X[i, cols] = vals
+        if rows:
+            sizes = [len(cols) for _, cols, _ in rows]
+            X[np.repeat(np.arange(len(rows)), sizes), np.fromiter((c for _, cols, _ in rows for c in cols), int,
+                                                                  sum(sizes))] = [v for _, _, vals in rows for v in vals]
+        for i, (w, _, _) in enumerate(rows):
             if w < self.width:
                 X[i, [c for c in self.starts if c >= w]] = 1.0
         return X if width is None else X[:, :width]
