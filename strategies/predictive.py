@@ -5,8 +5,9 @@ best trials, as ``evolution`` does (first-improvement hill climbing with one obj
 Pareto local search with several), but takes from the chosen centre the untried
 one-decision neighbour that the surrogate models (:mod:`cellblock.strategies.surrogate`)
 score highest, instead of a random one. Once every elite neighbourhood has been tried
-(a local optimum), with one objective it walks the next best trial's neighbourhood, and
-so on among the ``parents`` best (``local_restart``); then it scores a global pool of candidates made by the space's own
+(a local optimum), with one objective and ``local_restart`` (off by default) it walks the
+next best trial's neighbourhood, and so on among the ``parents`` best; then (at once
+without it) it scores a global pool of candidates made by the space's own
 operators (neighbourhoods of good trials, mutations, crossovers, random samples; never
 one asked before) and takes the best; with one objective it then hill-climbs on the
 acquisition over one-decision neighbours. Front members whose accuracy is an outlier
@@ -106,7 +107,9 @@ class PredictiveSearch(MoveChoice, Strategy):
             one-objective search does: the front's most accurate end.
         local_restart: With one objective, once the best trial's neighbourhood is tried
             (a local optimum), walk the next best trial's, and so on among the
-            ``parents`` best, before the global pool (off: the global pool at once).
+            ``parents`` best, before the global pool. Off by default: it helps on rough
+            tables but locks some seeds into a poor basin (issue 31,
+            ``results/benchmarks/predictive/stalls.md``).
     """
 
     def __init__(
@@ -125,7 +128,7 @@ class PredictiveSearch(MoveChoice, Strategy):
         mo_acquisition: str = "pnd",
         pls_share: float = 0.5,
         extreme_share: float = 0.25,
-        local_restart: bool = True,
+        local_restart: bool = False,
     ) -> None:
         super().__init__(space, objectives, seed)
         self.n_init = check_positive_int("n_init", n_init)
