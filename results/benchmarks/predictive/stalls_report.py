@@ -34,11 +34,36 @@ def plateaus(best: list[float], top: float, start: int = 10, run: int = 10) -> t
     return count, total
 
 
+def targets(runs: dict[tuple[str, str], dict[int, dict]], variants: list[str]) -> None:
+    """best@100 and optimum hits of TPE, predictive [before] and [after] on their common seeds;
+    hits "where TPE hits": of the seeds where TPE reaches the optimum by 100."""
+    print("\n| variant | seeds | TPE best@100 | before | after | TPE hits | before hits | after hits |"
+          " before hits where TPE hits | after hits where TPE hits |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for v in variants:
+        groups = [runs.get((v, n), {}) for n in ("optuna:tpe", "predictive [before]", "predictive [after]")]
+        seeds = sorted(set(groups[0]) & set(groups[1]) & set(groups[2]))
+        if not seeds:
+            continue
+        best = [np.array([g[s]["best"][99] for s in seeds]) for g in groups]
+        cells = [f"{b.mean():.2f}" for b in best]
+        opt = groups[0][seeds[0]]["optimum"]
+        if opt is None:
+            cells += ["n/a"] * 5
+        else:
+            hit = [b >= opt - 1e-9 for b in best]
+            cells += [f"{h.sum()}/{len(seeds)}" for h in hit]
+            cells += [f"{(h & hit[0]).sum()}/{hit[0].sum()}" for h in hit[1:]]
+        print(f"| {v} | {len(seeds)} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+")
     ap.add_argument("--seeds", default="0:20", help="range start:stop")
     ap.add_argument("--per-seed", action="store_true", help="also the per-seed best@100 table")
+    ap.add_argument("--targets", action="store_true",
+                    help="also the issue's targets on the seeds TPE, predictive [before] and [after] all have")
     args = ap.parse_args()
     start, stop = (int(x) for x in args.seeds.split(":"))
     runs: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
@@ -71,6 +96,8 @@ def main() -> None:
             flat = np.array([plateaus(r["best"], top) for r in rows])
             print(f"| {v} | {name} | {len(rows)} | {b50.mean():.2f} | {b100.mean():.2f} ± {b100.std():.2f} | {hits} |"
                   f" {stalls:.2f} | {evals:.1f} | {flat[:, 0].mean():.2f} | {flat[:, 1].mean():.1f} | {ask:.1f} |")
+    if args.targets:
+        targets(runs, variants)
     if not args.per_seed:
         return
     for v in variants:
