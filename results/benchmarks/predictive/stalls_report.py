@@ -35,26 +35,28 @@ def plateaus(best: list[float], top: float, start: int = 10, run: int = 10) -> t
 
 
 def targets(runs: dict[tuple[str, str], dict[int, dict]], variants: list[str]) -> None:
-    """best@100 and optimum hits of TPE, predictive [before] and [after] on their common seeds;
-    hits "where TPE hits": of the seeds where TPE reaches the optimum by 100."""
-    print("\n| variant | seeds | TPE best@100 | before | after | TPE hits | before hits | after hits |"
-          " before hits where TPE hits | after hits where TPE hits |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    """best@100 and optimum hits of predictive [before] and [after] against TPE on the seeds each
+    shares with TPE; "where TPE hits": of the seeds where TPE reaches the optimum by 100."""
+    print("\n| variant | predictive | seeds | TPE best@100 | predictive best@100 | seeds at or above TPE |"
+          " TPE hits | predictive hits | predictive hits where TPE hits |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for v in variants:
-        groups = [runs.get((v, n), {}) for n in ("optuna:tpe", "predictive [before]", "predictive [after]")]
-        seeds = sorted(set(groups[0]) & set(groups[1]) & set(groups[2]))
-        if not seeds:
-            continue
-        best = [np.array([g[s]["best"][99] for s in seeds]) for g in groups]
-        cells = [f"{b.mean():.2f}" for b in best]
-        opt = groups[0][seeds[0]]["optimum"]
-        if opt is None:
-            cells += ["n/a"] * 5
-        else:
-            hit = [b >= opt - 1e-9 for b in best]
-            cells += [f"{h.sum()}/{len(seeds)}" for h in hit]
-            cells += [f"{(h & hit[0]).sum()}/{hit[0].sum()}" for h in hit[1:]]
-        print(f"| {v} | {len(seeds)} | " + " | ".join(cells) + " |")
+        tpe = runs.get((v, "optuna:tpe"), {})
+        for tag in ("before", "after"):
+            mine = runs.get((v, f"predictive [{tag}]"), {})
+            seeds = sorted(set(tpe) & set(mine))
+            if not seeds:
+                continue
+            t = np.array([tpe[s]["best"][99] for s in seeds])
+            m = np.array([mine[s]["best"][99] for s in seeds])
+            cells = [f"{t.mean():.2f}", f"{m.mean():.2f}", f"{int((m >= t - 1e-9).sum())}/{len(seeds)}"]
+            opt = tpe[seeds[0]]["optimum"]
+            if opt is None:
+                cells += ["n/a"] * 3
+            else:
+                ht, hm = t >= opt - 1e-9, m >= opt - 1e-9
+                cells += [f"{ht.sum()}/{len(seeds)}", f"{hm.sum()}/{len(seeds)}", f"{(hm & ht).sum()}/{ht.sum()}"]
+            print(f"| {v} | {tag} | {len(seeds)} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -63,7 +65,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0:20", help="range start:stop")
     ap.add_argument("--per-seed", action="store_true", help="also the per-seed best@100 table")
     ap.add_argument("--targets", action="store_true",
-                    help="also the issue's targets on the seeds TPE, predictive [before] and [after] all have")
+                    help="also the issue's targets: predictive [before] and [after] against TPE, same seeds")
     args = ap.parse_args()
     start, stop = (int(x) for x in args.seeds.split(":"))
     runs: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
