@@ -5,7 +5,9 @@ best trials, as ``evolution`` does (first-improvement hill climbing with one obj
 Pareto local search with several), but takes from the chosen centre the untried
 one-decision neighbour that the surrogate models (:mod:`cellblock.strategies.surrogate`)
 score highest, instead of a random one. Once every elite neighbourhood has been tried
-(a local optimum), it scores a global pool of candidates made by the space's own
+(a local optimum), with one objective and ``local_restart`` (off by default) it walks the
+next best trial's neighbourhood, and so on among the ``parents`` best; then (at once
+without it) it scores a global pool of candidates made by the space's own
 operators (neighbourhoods of good trials, mutations, crossovers, random samples; never
 one asked before) and takes the best; with one objective it then hill-climbs on the
 acquisition over one-decision neighbours. Front members whose accuracy is an outlier
@@ -28,8 +30,8 @@ join the front at their predicted values (kriging believer) and candidates close
 whole state is JSON-able; the models are refitted from it, deterministically.
 
 The parts live in their own modules: :mod:`.predictive_models` (fitting and querying
-the surrogates), :mod:`.predictive_acquisition` (EI, probability of non-domination, EHVI, Tukey's fence) and
-:mod:`.predictive_pool` (the candidates).
+the surrogates), :mod:`.predictive_acquisition` (EI, probability of non-domination, EHVI, Tukey's fence),
+:mod:`.predictive_pool` (the candidates) and :mod:`.predictive_moves` (choosing among them).
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ from cellblock.strategies.local_search import (
     Neighbourhood,
     check_bool,
     load_elite,
-    pick_centre,
 )
 from cellblock.strategies.predictive_acquisition import (
     ehvi,
@@ -72,16 +73,14 @@ from cellblock.strategies.predictive_models import (
     objective_predictions,
     p_feasible,
 )
+from cellblock.strategies.predictive_moves import MoveChoice
 from cellblock.strategies.predictive_pool import Candidate, CandidatePool
 from cellblock.strategies.selection import survivors, trial_from_state, trial_to_state
 from cellblock.strategies.surrogate import Encoder
 
-CLIMB_STEPS = 2  # hill-climbing steps on the acquisition from the pool's best candidate (one objective)
-CLIMB_MOVES = 16  # one-decision moves scored per step (a random subset when there are more)
-
 
 @register_strategy("predictive")
-class PredictiveSearch(Strategy):
+class PredictiveSearch(MoveChoice, Strategy):
     """Surrogate-guided search: EI (one objective) or EHVI (several) over operator-made candidates.
 
     Args:
@@ -106,6 +105,11 @@ class PredictiveSearch(Strategy):
         extreme_share: With several objectives, the share of the asks that search for the
             best value of the first expensive objective (accuracy) alone, as the
             one-objective search does: the front's most accurate end.
+        local_restart: With one objective, once the best trial's neighbourhood is tried
+            (a local optimum), walk the next best trial's, and so on among the
+            ``parents`` best, before the global pool. Off by default: it helps on rough
+            tables but locks some seeds into a poor basin (issue 31,
+            ``results/benchmarks/predictive/stalls.md``).
     """
 
     def __init__(
@@ -124,6 +128,7 @@ class PredictiveSearch(Strategy):
         mo_acquisition: str = "pnd",
         pls_share: float = 0.5,
         extreme_share: float = 0.25,
+        local_restart: bool = False,
     ) -> None:
         super().__init__(space, objectives, seed)
         self.n_init = check_positive_int("n_init", n_init)
@@ -141,6 +146,7 @@ class PredictiveSearch(Strategy):
         self.mo_acquisition = mo_acquisition
         self.pls_share = check_probability("pls_share", pls_share)
         self.extreme_share = check_probability("extreme_share", extreme_share)
+        self.local_restart = check_bool("local_restart", local_restart)
         self.elite = Elite(len(self.objectives))
         self.hood = Neighbourhood(space)
         if isinstance(constraints, str):
@@ -155,6 +161,7 @@ class PredictiveSearch(Strategy):
         self.n_fit = 0  # observations the models were fitted on
         self.width_fit = 0
         self._models: Models | None = None
+        self._F = np.zeros((0, len(self.objectives)))  # :meth:`_observed_F`
 
     @classmethod
     def run_options(cls, config: Mapping[str, Any], run_dir: Any) -> dict[str, Any]:
@@ -162,6 +169,12 @@ class PredictiveSearch(Strategy):
         if config.get("storage") is not None:
             raise ConfigError("storage is used by optuna:* strategies only, not 'predictive'; remove --storage")
         return {"constraints": list(config.get("constraints") or [])}
+
+    def _observed_F(self) -> np.ndarray:
+        """Minimisation values of the told trials; rows are appended as trials come, not recomputed per ask."""
+        if len(self._F) < len(self.observed):
+            self._F = np.vstack([self._F, self.fitness(self.observed[len(self._F):])])
+        return self._F
 
     # ---- models -------------------------------------------------------------------------------
     def _fit(self) -> None:
@@ -190,40 +203,13 @@ class PredictiveSearch(Strategy):
         idx, _, _ = survivors(F[ok], k)
         return [self.observed[int(ok[i])] for i in idx]
 
-    def _space_filling(self) -> dict[str, Any]:
-        """The farthest (in decisions changed) of a few random samples from everything asked."""
-        asked = [t.arch for t in self.observed] + [e["arch"] for e in self.pending.values()]
-        best, best_d = None, -1
-        for _ in range(8):
-            arch = self.space.sample(self.rng)
-            if arch_id(arch) in self.seen:
-                continue
-            d = min((hamming(arch, a) for a in asked), default=0)
-            if d > best_d:
-                best, best_d = arch, d
-        return best if best is not None else self.fresh(lambda: self.space.sample(self.rng))
-
-    def _likely_feasible(self) -> dict[str, Any] | None:
-        """Of a few unseen random samples, the most likely feasible (the objectives not modelled yet)."""
-        items = {}
-        for _ in range(max(self.candidates // 8, 8)):
-            arch = self.space.sample(self.rng)
-            aid = arch_id(arch)
-            if aid not in self.seen:
-                items[aid] = arch
-        if not items:
-            return None
-        X = self.encoder.encode(list(items.values()), ids=list(items))
-        p = p_feasible(self._models or {}, self.constraints, X)
-        return list(items.values())[int(np.argmax(p + 1e-9 * self.rng.random(len(p))))]
-
     # ---- acquisition --------------------------------------------------------------------------
     def _scorer(self, only: int | None = None) -> Callable[[list[Candidate]], np.ndarray] | None:
         """The acquisition of this ask (None before the models can score): higher is better.
 
         ``only``: the index of the one objective to score (expected improvement on it alone).
         """
-        F = self.fitness(self.observed)
+        F = self._observed_F()
         finite = fenced(F, self.objectives)
         models = self._models or {}
         objectives = self.objectives if only is None else [self.objectives[only]]
@@ -256,95 +242,6 @@ class PredictiveSearch(Strategy):
 
         return score
 
-    def _local(self, score: Callable[[list[Candidate]], np.ndarray]) -> dict[str, Any] | None:
-        """The best-scored untried neighbour of the elite (None: every elite neighbourhood is tried).
-
-        With one objective the elite is the best trial (hill climbing); with several, the
-        untried neighbours of the front members compete (Pareto local search whose next
-        move is the one of highest acquisition on the front; the least explored members
-        first, at most ``candidates // 4`` moves of each, until ``candidates`` moves are
-        scored), except in a ``pls_share`` of the asks, which take a random untried move
-        of the least explored member (plain Pareto local search, as ``evolution``; with
-        constraints, a move predicted feasible with probability 0.5 or more, else the
-        model's choice).
-        """
-        self.hood.keep({t.arch_id for t in self.elite.trials})
-        k = self.n_asked
-        if len(self.objectives) > 1 and int(k * self.pls_share) != int((k - 1) * self.pls_share):
-            centre = pick_centre(self.elite.trials, self.elite.F, self.hood, self.rng)
-            while centre is not None:  # plain Pareto local search: the least explored member, a random move
-                moves = self.hood.untried(centre, self.seen, limit=self.per_centre)
-                if moves:  # of those likely feasible; none: the model's choice below
-                    X = self.encoder.encode([a for _, (_, a) in moves], ids=[aid for _, (aid, _) in moves])
-                    ok = np.flatnonzero(p_feasible(self._models or {}, self.constraints, X) >= 0.5)
-                    if len(ok):
-                        key, (aid, arch) = moves[int(ok[self.rng.integers(len(ok))])]
-                        self.hood.take(centre, key, aid, self.seen)
-                        return arch
-                    break
-                centre = pick_centre(self.elite.trials, self.elite.F, self.hood, self.rng)
-        moves: list[tuple[Trial, Any, Candidate]] = []
-        for centre in sorted(self.elite.trials, key=lambda t: (len(self.hood.tried.get(t.arch_id, ())), t.arch_id)):
-            hood = self.hood.untried(centre, self.seen, limit=self.per_centre)
-            moves += [(centre, key, item) for key, item in hood]
-            if len(moves) >= self.candidates:  # enough: the least explored members' moves
-                break
-        if not moves:
-            return None
-        centre, key, (aid, arch) = moves[int(np.argmax(score([item for _, _, item in moves])))]
-        self.hood.take(centre, key, aid, self.seen)
-        return arch
-
-    def _extreme(self) -> dict[str, Any] | None:
-        """An ask for the front's most accurate end: the one-objective search on the first expensive objective.
-
-        Expected improvement on that objective alone: the best untried neighbour of its
-        best trial, or, once that neighbourhood is tried (a local optimum), the best of
-        the global pool, improved by hill climbing.
-        """
-        j = next((i for i, o in enumerate(self.objectives) if not o.cheap), 0)
-        score = self._scorer(only=j)
-        F = self.fitness(self.observed)
-        ok = np.flatnonzero(np.isfinite(F).all(axis=1))
-        if score is None or not len(ok):
-            return None
-        top = self.observed[int(ok[np.argmin(F[ok, j])])]
-        moves = self.hood.untried(top, self.seen, limit=self.per_centre)
-        if moves:
-            key, (aid, arch) = moves[int(np.argmax(score([item for _, item in moves])))]
-            self.hood.take(top, key, aid, self.seen)
-            return arch
-        pool = self.pool.refresh(self._parents(F), self.seen, self.rng, pareto_local=False)
-        return self._choose(pool, score, climb=True) if pool else None
-
-    def _choose(self, items: list[Candidate], score: Callable[[list[Candidate]], np.ndarray],
-                climb: bool = False) -> dict[str, Any]:
-        """The best candidate of the pool; with ``climb``, improved by hill climbing on the acquisition."""
-        acq = score(items)
-        i = int(np.argmax(acq))
-        best, best_acq = items[i], float(acq[i])
-        for _ in range(CLIMB_STEPS if climb else 0):
-            hood = self._untried_moves(best[1])
-            if not hood:
-                break
-            acq = score(hood)
-            i = int(np.argmax(acq))
-            if acq[i] <= best_acq:
-                break
-            best, best_acq = hood[i], float(acq[i])
-        return best[1]
-
-    def _untried_moves(self, arch: dict[str, Any]) -> list[Candidate]:
-        """Up to ``CLIMB_MOVES`` one-decision neighbours of ``arch`` (a random subset), never asked."""
-        moves = self.space.moves(arch)
-        hood = []
-        for k in self.rng.permutation(len(moves))[:CLIMB_MOVES]:
-            near = self.space.neighbour(arch, *moves[int(k)], self.rng)
-            aid = arch_id(near)
-            if aid not in self.seen:
-                hood.append((aid, near))
-        return hood
-
     # ---- ask / tell ---------------------------------------------------------------------------
     def ask(self) -> dict[str, Any]:
         self.n_asked += 1
@@ -357,7 +254,7 @@ class PredictiveSearch(Strategy):
             score = self._scorer() if arch is None else None
             if score is not None and self.local_search:
                 arch = self._local(score)
-            parents = self._parents(self.fitness(self.observed)) if score is not None and arch is None else []
+            parents = self._parents(self._observed_F()) if score is not None and arch is None else []
             if parents:
                 pool = self.pool.refresh(parents, self.seen, self.rng, pareto_local=len(self.objectives) > 1)
                 arch = self._choose(pool, score, climb=len(self.objectives) == 1) if pool else None
@@ -401,10 +298,12 @@ class PredictiveSearch(Strategy):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.observed = [trial_from_state(d) for d in state["observed"]]
+        self._F = np.zeros((0, len(self.objectives)))
         self.observed_ids = {t.arch_id for t in self.observed}
         self.pending = {aid: {"arch": dict(e["arch"])} for aid, e in state["pending"].items()}
         self.pool.explorers = {arch_id(a): dict(a) for a in state["pool"]}
         self.pool.hoods = {k: [dict(a) for a in v] for k, v in state["hoods"].items()}
+        self.pool.hood_ids = {}
         self.n_asked = int(state["n_asked"])
         self.n_fit, self.width_fit = int(state["n_fit"]), int(state["width_fit"])
         self.encoder.load_state_dict(state["encoder"])

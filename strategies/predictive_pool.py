@@ -35,6 +35,7 @@ class CandidatePool:
         self.size = size
         self.explorers: dict[str, dict[str, Any]] = {}
         self.hoods: dict[str, list[dict[str, Any]]] = {}
+        self.hood_ids: dict[str, list[str]] = {}  # parent arch_id -> ids of ``hoods[parent]`` (a cache)
 
     def refresh(self, parents: list[Trial], seen: Set[str], rng: np.random.Generator,
                 pareto_local: bool) -> list[Candidate]:
@@ -64,24 +65,32 @@ class CandidatePool:
         for aid in list(pool)[: max(len(pool) - self.size // 2, 0)]:
             del pool[aid]
         if pareto_local:  # Pareto local search: the least explored front member's neighbours
-            open_ = [(sum(arch_id(a) in seen for a in self.hoods[p.arch_id]), k, p)
+            open_ = [(sum(aid in seen for aid in self._ids(p.arch_id)), k, p)
                      for k, p in enumerate(parents)
-                     if any(new(a) is not None for a in self.hoods[p.arch_id])]
+                     if any(aid not in seen for aid in self._ids(p.arch_id))]
             if open_:
                 p = min(open_, key=lambda x: (x[0], x[1]))[2]
-                return [item for item in map(new, self.hoods[p.arch_id]) if item is not None]
+                return [(aid, a) for aid, a in zip(self._ids(p.arch_id), self.hoods[p.arch_id]) if aid not in seen]
         out = dict(pool)
-        for hood in self.hoods.values():
-            for item in map(new, hood):
-                if item is not None:
-                    out.setdefault(*item)
+        for parent, hood in self.hoods.items():
+            for aid, a in zip(self._ids(parent), hood):
+                if aid not in seen:
+                    out.setdefault(aid, a)
         return list(out.items())
+
+    def _ids(self, parent: str) -> list[str]:
+        """The arch ids of a parent's neighbourhood (computed once, not per ask)."""
+        ids = self.hood_ids.get(parent)
+        if ids is None or len(ids) != len(self.hoods[parent]):
+            ids = self.hood_ids[parent] = [arch_id(a) for a in self.hoods[parent]]
+        return ids
 
     def _update_hoods(self, parents: list[Trial], rng: np.random.Generator) -> None:
         """Drop the neighbourhoods of former parents; make those of new ones."""
         current = {p.arch_id for p in parents}
         for aid in [aid for aid in self.hoods if aid not in current]:
             del self.hoods[aid]
+            self.hood_ids.pop(aid, None)
         for p in parents:
             if p.arch_id not in self.hoods:
                 moves = self.space.moves(p.arch)

@@ -88,8 +88,11 @@ class Encoder:
                 row = self.cache[aid] = self._row(a)
             rows.append(row)
         X = np.zeros((len(archs), self.width))
-        for i, (w, cols, vals) in enumerate(rows):
-            X[i, cols] = vals
+        if rows:
+            sizes = [len(cols) for _, cols, _ in rows]
+            X[np.repeat(np.arange(len(rows)), sizes), np.fromiter((c for _, cols, _ in rows for c in cols), int,
+                                                                  sum(sizes))] = [v for _, _, vals in rows for v in vals]
+        for i, (w, _, _) in enumerate(rows):
             if w < self.width:
                 X[i, [c for c in self.starts if c >= w]] = 1.0
         return X if width is None else X[:, :width]
@@ -107,13 +110,21 @@ class Encoder:
 
 def _ridge_loo(Phi: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(penalty, leave-one-out RMSE) of the best penalty of :data:`LAMBDAS` (centred data)."""
-    U, s, _ = np.linalg.svd(Phi, full_matrices=False)
-    Uy = U.T @ y
+    n, p = Phi.shape
+    if n > 2 * p:  # many rows: the Gram matrix's eigenvectors, O(n p^2) without an n x p SVD
+        s2, V = np.linalg.eigh(Phi.T @ Phi)
+        keep = s2 > s2.max() * 1e-12
+        s2, V = s2[keep], V[:, keep]
+        U = (Phi @ V) / np.sqrt(s2)
+    else:
+        U, s, _ = np.linalg.svd(Phi, full_matrices=False)
+        s2 = s**2
+    Uy, U2 = U.T @ y, U**2
     best = (float(LAMBDAS[0]), np.inf)
     for lam in LAMBDAS:
-        shrink = s**2 / (s**2 + lam)
+        shrink = s2 / (s2 + lam)
         fit = U @ (shrink * Uy)
-        h = (U**2) @ shrink + 1.0 / len(y)  # hat diagonal, intercept included
+        h = U2 @ shrink + 1.0 / len(y)  # hat diagonal, intercept included
         loo = (y - fit) / np.maximum(1.0 - h, 1e-6)
         err = float(np.sqrt(np.mean(loo**2)))
         if err < best[1]:
