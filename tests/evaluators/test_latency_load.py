@@ -40,12 +40,16 @@ def test_latency_under_burner_processes_is_flagged_or_normalised(monkeypatch):
     torch.set_num_threads(2)
     burners: list[subprocess.Popen] = []
     try:
-        idle = measure_latency(_net(), (3, 16, 16), repeats=30, max_spread=1e9)
+        # the idle latency: the fastest raw median of a few measurements (a shared machine is
+        # rarely idle for all of them); they also give the reference its fastest time
+        idle = min((measure_latency(_net(), (3, 16, 16), repeats=30, max_spread=2.0) for _ in range(3)),
+                   key=lambda r: r.get("latency_raw_ms", r["latency_ms"]))
+        idle_ms = idle.get("latency_raw_ms", idle["latency_ms"])
         for _ in range(max(2, os.cpu_count() or 2)):
             burners.append(subprocess.Popen([sys.executable, "-c", BURNER], stdout=subprocess.PIPE, text=True))
         for b in burners:  # each one is running before the measurement starts
             assert b.stdout.readline().strip() == "burning"
-        busy = measure_latency(_net(), (3, 16, 16), repeats=30, max_spread=1e9)
+        busy = measure_latency(_net(), (3, 16, 16), repeats=30, max_spread=2.0)  # the search's default
     finally:
         for b in burners:
             b.kill()
@@ -54,9 +58,9 @@ def test_latency_under_burner_processes_is_flagged_or_normalised(monkeypatch):
     # how the load was handled is recorded
     assert busy["latency_reference_ms"] > 0 and busy["latency_slowdown"] > 0
     assert isinstance(busy["latency_normalised"], bool)
-    flagged = busy["latency_unstable"] and "busy machine" in busy.get("latency_unstable_reason", "")
-    close = abs(busy["latency_ms"] - idle["latency_ms"]) <= 0.25 * idle["latency_ms"]
-    assert flagged or close, (idle, busy)
+    flagged = busy["latency_unstable"] and bool(busy.get("latency_unstable_reason"))
+    close = abs(busy["latency_ms"] - idle_ms) <= 0.25 * idle_ms
+    assert flagged or close, (idle_ms, busy)
     if busy["latency_normalised"]:
         assert busy["latency_raw_ms"] == pytest.approx(busy["latency_ms"] * busy["latency_slowdown"], rel=1e-3)
 
