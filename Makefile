@@ -25,8 +25,11 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(BIN)/cellblock search
 
+# --dist load: a crashed worker's test fails and the rest go on (loadfile re-ran the crashed
+# file's tests on each replacement worker, then stopped or sat idle); pyproject.toml sets a
+# per-test timeout, so a stuck test fails too.
 test: install-dev
-	$(TEST_TIMEOUT) $(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(TEST_TIMEOUT) $(BIN)/python -m pytest -q -n 2 --dist load
 
 lint: install-dev
 	$(BIN)/ruff check .
