@@ -317,12 +317,12 @@ class SearchSpace:
         return self._collect(GuidedSampler(rng, [a, b], mix=True))
 
     # ---- counting ----------------------------------------------------------------------------
-    def _next(self, prefix: dict[str, Value]) -> Branch | None:
+    def _next(self, prefix: dict[str, Value]) -> Branch | dict[str, Value]:
+        """The first decision after ``prefix`` (a Branch), or the complete architecture."""
         try:
-            self._collect(ProbeSampler(prefix))
+            return self._collect(ProbeSampler(prefix))
         except Branch as branch:
             return branch
-        return None
 
     def enumerate(self, limit: int | None = None) -> Iterator[dict[str, Value]]:
         """Every architecture (depth-first), up to ``limit`` of them."""
@@ -331,8 +331,8 @@ class SearchSpace:
         while stack:
             prefix = stack.pop()
             branch = self._next(prefix)
-            if branch is None:
-                yield self._collect(ProbeSampler(prefix))
+            if not isinstance(branch, Branch):  # a complete architecture
+                yield branch
                 count += 1
                 if limit is not None and count >= limit:
                     return

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from cellblock.cli.common import Parser, _key_value, command
+from cellblock.cli.common import Parser, _key_value, command, show_defaults
 from cellblock.core.errors import ConfigError, DataError
 
 
@@ -29,11 +29,12 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=int, required=True, help="supernet training epochs")
     t.add_argument("--out", required=True, help="checkpoint file (continued when it exists)")
     t.add_argument("--sampling", default="uniform", help="uniform, fair, sandwich or sandwich-kd")
-    t.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    t.add_argument("--batch-size", dest="batch_size", type=int, default=64, help="batch size")
     t.add_argument("--lr", type=float, default=0.1, help="peak learning rate (cosine schedule)")
-    t.add_argument("--weight-decay", dest="weight_decay", type=float, default=5e-4)
-    t.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=0.1)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--weight-decay", dest="weight_decay", type=float, default=5e-4, help="SGD weight decay")
+    t.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=0.1,
+                   help="label smoothing")
+    t.add_argument("--seed", type=int, default=0, help="seed of the supernet's init and sampling")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     t.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=1,
                    help="epochs between checkpoints (default 1)")
@@ -48,7 +49,10 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
                    help="most sub-supernets; values are grouped to fit (default 8)")
     t.add_argument("--split-after", dest="split_after", type=float, default=0.5,
                    help="fraction of the steps trained as one supernet before the split (default 0.5)")
+    t.add_argument("--no-progress", action="store_true", help="no line per epoch (errors, the "
+                   "start and the final result are still printed)")
     t.set_defaults(func=_train)
+    show_defaults(t)
 
     r = cmds.add_parser("rank", help="Kendall tau of supernet vs stand-alone accuracies")
     r.add_argument("--supernet", required=True, help="checkpoint from 'cellblock supernet train'")
@@ -79,8 +83,9 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--prior", default="macs",
                    help="cost fused with the supernet's accuracy into supernet_score, ranked as its "
                         "own row: none, macs or params (default macs; see --supernet-prior of search)")
-    r.add_argument("--device", default="auto")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     r.set_defaults(func=_rank)
+    show_defaults(r)
 
 
 def _device(name: str) -> Any:
@@ -172,7 +177,7 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
                             val_fraction=args.val_fraction, split_after=args.split_after,
                             checkpoint_every=args.checkpoint_every, resume=resume,
                             dataset=dataset_ref(args.dataset),
-                            log=lambda line: print(line, file=sys.stderr, flush=True))
+                            log=None if args.no_progress else lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(result))
     return 0
 

@@ -28,7 +28,6 @@ import copy
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 from torch import nn
 
 from cellblock.core.errors import CellblockError, ConfigError, ExportError
+from cellblock.core.fileio import make_temp_dir
 from cellblock.evaluators.runtimes import ONNX_OPSET
 from cellblock.export.codegen import generate_source
 from cellblock.export.formats import FORMATS, check_formats, register_format
@@ -341,7 +341,7 @@ def export_items(items: Sequence[ExportItem], out: str | Path, formats: Sequence
         raise ConfigError(f"--out {str(final)!r} is not empty (an earlier export?); choose a new "
                           "directory, or pass --force to replace it")
     final.parent.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    out = make_temp_dir(final.parent, f".{final.name}.")  # mode of a plain mkdir, not 0700
     try:
         report, problems = _export_into(items, out, formats)
         _replace_dir(out, final)
