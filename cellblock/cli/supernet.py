@@ -49,6 +49,7 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
                    help="most sub-supernets; values are grouped to fit (default 8)")
     t.add_argument("--split-after", dest="split_after", type=float, default=0.5,
                    help="fraction of the steps trained as one supernet before the split (default 0.5)")
+    t.add_argument("--threads", type=int, help="torch threads (default: the cores free of other load)")
     t.add_argument("--no-progress", action="store_true", help="no line per epoch (errors, the "
                    "start and the final result are still printed)")
     t.set_defaults(func=_train)
@@ -84,6 +85,7 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
                    help="cost fused with the supernet's accuracy into supernet_score, ranked as its "
                         "own row: none, macs or params (default macs; see --supernet-prior of search)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    r.add_argument("--threads", type=int, help="torch threads (default: the cores free of other load)")
     r.set_defaults(func=_rank)
     show_defaults(r)
 
@@ -98,6 +100,17 @@ def _device(name: str) -> Any:
     return resolve_device(name)
 
 
+def _threads(n: int | None) -> None:
+    """Apply ``--threads`` (default: the cores free of other load) and say how many."""
+    from cellblock.core.threads import apply_threads, default_threads
+
+    if n is not None and n < 1:
+        raise ConfigError(f"--threads must be >= 1, got {n}")
+    n = n or default_threads()
+    apply_threads(n)
+    print(f"torch threads: {n}", file=sys.stderr)
+
+
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -110,6 +123,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     device = _device(args.device)
+    _threads(args.threads)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                       seed=args.seed, device=str(device))
@@ -189,6 +203,7 @@ def _rank(args: argparse.Namespace) -> int:
     from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
 
     device = _device(args.device)
+    _threads(args.threads)
     ckpt = load_checkpoint(args.supernet)
     if not ckpt.get("done"):
         print(f"note: {args.supernet} is a partial checkpoint (epoch {ckpt['epoch']} of "

@@ -125,7 +125,8 @@ FIELDS: dict[str, Field] = {
 # widely trials run (continue a laptop run on a Ray cluster with more workers, or on GPUs).
 # Latency is timed with the device held exclusively (cellblock.core.device_lock).
 RESUMABLE_KEYS = ("trials", "out", "backend", "concurrency", "address", "resources_per_trial",
-                  "trials_per_gpu", "cuda_graphs", "cudnn_benchmark", "allow_changed_inputs", "allow_unstable_latency")
+                  "trials_per_gpu", "cuda_graphs", "cudnn_benchmark", "allow_changed_inputs", "allow_unstable_latency",
+                  "threads_per_trial")
 
 
 def _check(key: str, value: Any) -> Any:
