@@ -102,14 +102,15 @@ def free_cores(sample_s: float | None = None, read: Callable[[], Any] = _cpu_tim
     return max(1, min(cores, int(cores - max(0.0, load - 1.0) + 0.5)))
 
 
-def default_threads(free: Callable[[], int] = free_cores) -> int:
+def default_threads(free: Callable[[], int] | None = None) -> int:
     """Threads of a command that trains (``cellblock train``, ``supernet``) without
-    ``--threads``: the cores free now, at most torch's default."""
-    return max(1, min(torch_default_threads(), free()))
+    ``--threads``: the cores free now (``free``, default :func:`free_cores`), at most
+    torch's default."""
+    return max(1, min(torch_default_threads(), (free or free_cores)()))
 
 
 def threads_for(cfg: Mapping[str, Any], macs: float | None = None,
-                free: Callable[[], int] = free_cores) -> int | None:
+                free: Callable[[], int] | None = None) -> int | None:
     """Threads for a trial of ``cfg`` whose candidate has ``macs`` per image (None: unknown)."""
     fixed = cfg.get("threads_per_trial")
     if fixed is not None:
