@@ -25,11 +25,17 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(BIN)/cellblock search
 
-# --dist load: a crashed worker's test fails and the rest go on (loadfile re-ran the crashed
-# file's tests on each replacement worker, then stopped or sat idle); pyproject.toml sets a
-# per-test timeout, so a stuck test fails too.
+# oneDNN picks CPU kernels by instruction set: what runs convolutions (training, the supernet,
+# export) runs a second time on the AVX2 kernels, which every x86 CPU can take.
+AVX2_TESTS := tests/supernet tests/evaluators/test_cpu_kernels.py tests/evaluators/test_loop.py \
+	tests/evaluators/test_training.py tests/cellblock/test_export.py tests/cellblock/test_final_train.py
+
+# --dist load: a test whose worker dies natively fails alone (with its signal, see
+# tests/conftest.py) and a new worker takes the rest; pyproject.toml sets a per-test timeout
+# (pytest-timeout), so a stuck test fails too.
 test: install-dev
 	$(TEST_TIMEOUT) $(BIN)/python -m pytest -q -n 2 --dist load
+	ONEDNN_MAX_CPU_ISA=AVX2 $(TEST_TIMEOUT) $(BIN)/python -m pytest -q -n 2 --dist load $(AVX2_TESTS)
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from cellblock.core.errors import ConfigError
+from cellblock.evaluators.latency import reference_network as reference_network  # re-exported
 from cellblock.evaluators.runtimes import check_clock, get_runtime, time_call
 
 #: Statistic of the timed runs kept as "the" latency: the median, or the 10th percentile
@@ -59,22 +60,6 @@ def statistics(times: Sequence[float], statistic: str) -> dict[str, float]:
     """``raw_ms`` (the kept statistic), ``median_ms``, ``p10_ms`` and ``p90_ms`` of ``times``."""
     p10, p50, p90, kept = np.percentile(times, [10, 50, 90, check_statistic(statistic)])
     return {"raw_ms": float(kept), "median_ms": float(p50), "p10_ms": float(p10), "p90_ms": float(p90)}
-
-
-def reference_network(input_shape: Sequence[int]) -> nn.Module:
-    """The fixed reference workload (:data:`REFERENCE_NETWORK`) for inputs of ``input_shape``.
-
-    Three 3x3 convolutions with batch norm and ReLU (16, 16, 32 channels, the last one with
-    stride 2), global pooling and a 10-way linear layer; weights from seed 0.
-    """
-    channels = int(input_shape[0])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        layers: list[nn.Module] = []
-        for c_in, c_out, stride in ((channels, 16, 1), (16, 16, 1), (16, 32, 2)):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-        net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
-    return net.eval()
 
 
 @dataclass

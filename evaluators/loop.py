@@ -34,6 +34,7 @@ from cellblock.core.device_lock import sync_device as sync
 from cellblock.core.device_lock import training_hold
 from cellblock.core.errors import EvaluationError
 from cellblock.data import Augment, Dataset
+from cellblock.evaluators.cpu_kernels import guard_convs, in_format
 from cellblock.evaluators.cuda_graph import cudnn_autotune
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ def epoch_batches(
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx = perm[i * bs : (i + 1) * bs]
-        yield i, augment_batch(x[idx], augment, gen).contiguous(memory_format=fmt), y[idx]
+        yield i, in_format(augment_batch(x[idx], augment, gen), fmt), y[idx]
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
@@ -222,6 +223,7 @@ class TrainLoop:
         model.to(device)
         if use_cl and channels_last_weights:
             model.to(memory_format=torch.channels_last)
+        guard_convs(model)  # oneDNN#6035: see cpu_kernels
         model.train()
         self.amp_dtype, use_scaler = amp_setup(device, cfg.amp)
         self.scaler = torch.amp.GradScaler(device.type) if use_scaler else None

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from cellblock.evaluators.cpu_kernels import guard_convs
 from cellblock.search_spaces.api import SearchSpace, arch_id
 from cellblock.supernet.bank import ParamBank, meta_build
 from cellblock.supernet.covers import cover
@@ -115,6 +116,7 @@ class Supernet(nn.Module):
             return model
         with meta_build():  # no random initialisation: the bank supplies every tensor
             model = self.space.build(arch)
+        guard_convs(model)  # oneDNN#6035: see cellblock.evaluators.cpu_kernels
         if key in self._seen_once:  # drawn before: worth keeping
             del self._seen_once[key]
             self._children_cache[key] = model

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 # Tiny networks train fastest on one thread, and a 2-core CI machine must not be
 # oversubscribed by subprocesses (CLI, kill/resume, workers): they inherit this.
@@ -65,9 +68,51 @@ def in_child_test() -> bool:
     return os.environ.get(_CHILD_ENV) == "1"
 
 
+# --- a native crash under xdist names its test and its signal ---------------------------------
+# xdist fails the test a dead worker was running ("worker 'gw0' crashed while running ...") and
+# starts another worker (with ``--dist load``, the rest of the run goes on). The signal goes to
+# each worker's faulthandler file, and the controller adds its first lines to that report.
+_CRASH_DIR_ENV = "CELLBLOCK_TEST_CRASH_DIR"
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "subprocess: run the test body in a child pytest (a native crash fails one test)")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None and getattr(config.option, "numprocesses", None) and _CRASH_DIR_ENV not in os.environ:
+        config._cellblock_crash_dir = os.environ[_CRASH_DIR_ENV] = tempfile.mkdtemp(
+            prefix="cellblock-test-crashes-")
+
+
+def pytest_unconfigure(config):
+    crash_dir = getattr(config, "_cellblock_crash_dir", None)
+    if crash_dir:
+        shutil.rmtree(crash_dir, ignore_errors=True)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session):
+    worker, crash_dir = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(_CRASH_DIR_ENV)
+    if worker and crash_dir and os.path.isdir(crash_dir):
+        log = open(os.path.join(crash_dir, f"{worker}.log"), "w")  # noqa: SIM115 (open until exit)
+        faulthandler.enable(file=log, all_threads=False)
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook
+def pytest_handlecrashitem(crashitem, report, sched):
+    crash_dir = os.environ.get(_CRASH_DIR_ENV)
+    worker = getattr(getattr(report, "node", None), "gateway", None)
+    if not crash_dir or worker is None:
+        return
+    try:
+        with open(os.path.join(crash_dir, f"{worker.id}.log")) as f:
+            lines = [ln.rstrip() for ln in f if ln.strip()]
+    except OSError:
+        return
+    fatal = [ln for ln in lines if ln.startswith("Fatal Python error")]
+    stack = [ln.strip() for ln in lines if ln.lstrip().startswith("File ")][:8]
+    if fatal:
+        report.longrepr = f"{report.longrepr}: native crash, {fatal[-1]}\n" + "\n".join(stack)
 
 
 @pytest.hookimpl(tryfirst=True)

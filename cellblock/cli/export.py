@@ -32,8 +32,12 @@ def _add_export(sub: Any) -> None:
                    + " (default: every one whose packages are installed; onnx needs "
                    "pip install 'cellblock[onnx]')")
     p.add_argument("--out", required=True, help="output directory (new or empty; see --force)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty --out as a whole")
+    p.add_argument("--force", action="store_true", help="replace an earlier export in --out as a whole (only a directory "
+                   "'cellblock export' wrote, holding nothing else)")
     p.add_argument("--supernet", help="export with weights inherited from this supernet checkpoint")
+    p.add_argument("--allow-changed-inputs", dest="allow_changed_inputs", action="store_true",
+                   help="go on although the dataset, space file, table or supernet changed since "
+                        "the search (as 'search --allow-changed-inputs')")
     p.set_defaults(func=_export)
 
 
@@ -59,6 +63,9 @@ def _export(args: Any) -> int:
     if not formats:
         raise ConfigError("--format is empty; give e.g. json,pytorch,torchscript,onnx")
     check_formats(formats)
+    from cellblock.export.outdir import check_export_out
+
+    check_export_out(Path(args.out), args.force, args.run)  # before anything is read or written
     filters = parse_filters(args.max_latency_ms, args.max_macs, args.max_params)
     if args.arch:
         if args.run or args.trial is not None or args.pareto or args.knee or filters:
@@ -67,7 +74,10 @@ def _export(args: Any) -> int:
     else:
         if not args.run:
             raise ConfigError("give a run directory (or --arch FILE --space NAME)")
+        from cellblock.run.fingerprint import check_recorded_inputs
+
         data = load_run(args.run)
+        check_recorded_inputs(data, args.allow_changed_inputs, "export")
         trials = select_trials(data, trial=args.trial, pareto=args.pareto, knee=args.knee, filters=filters)
         items = items_from_run(args.run, trials)
     if args.supernet:
@@ -77,7 +87,7 @@ def _export(args: Any) -> int:
     print(f"exporting {len(items)} architecture(s) as {', '.join(formats)} to {args.out}, each "
           "verified by a round trip in a clean interpreter...", flush=True)
     try:
-        report = export_items(items, args.out, formats, force=args.force)
+        report = export_items(items, args.out, formats, force=args.force, run_dir=args.run)
     finally:
         _print_report(Path(args.out) / "roundtrip.json")
     print(f"all round trips passed; written to {args.out} ({len(report['exports'])} architecture(s))")

@@ -122,6 +122,10 @@ def _check(args: argparse.Namespace) -> int:
 
     from cellblock.evaluators.latency_table import LatencyTable, check, summary_line
 
+    if args.out:  # refused before the networks are timed
+        from cellblock.records.rundir import check_out_file
+
+        check_out_file(args.out)
     table = LatencyTable(args.table)
     _threads(args.threads if args.threads is not None else table.data["fingerprint"]["threads"])
     space = _space(args.space, args.space_arg)

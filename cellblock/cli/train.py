@@ -21,6 +21,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", help="supernet:CKPT: start from the weights inherited from that supernet")
     p.add_argument("--threads", type=int, help="torch threads (default: 1 for a candidate under "
                    "5e8 MACs per training batch, else the cores free of other load)")
+    p.add_argument("--allow-changed-inputs", dest="allow_changed_inputs", action="store_true",
+                   help="go on although the dataset, space file, table or supernet changed since "
+                        "the search (as 'search --allow-changed-inputs')")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_train)
 
@@ -38,7 +41,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     m = final_train(args.run, args.trial, args.epochs, args.out, args.device, args.checkpoint_every, log,
-                    progress=not args.no_progress, init=args.init, threads=args.threads)
+                    progress=not args.no_progress, init=args.init, threads=args.threads,
+                    allow_changed_inputs=args.allow_changed_inputs)
     log(f"trial {m['trial']} ({m['arch_id']}): {m['epochs']} epochs, val accuracy {m['val_accuracy']:.4f}, "
         f"TEST accuracy {m['test_accuracy']:.4f} ({m['test_size']} images), train {m['train_s']:.1f} s")
     if args.out is None:  # where export looks: the next export of this trial uses these weights

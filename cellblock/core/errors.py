@@ -39,5 +39,9 @@ class RunError(CellblockError):
     """A run directory is inconsistent with the requested run."""
 
 
+class CheckpointError(CellblockError):
+    """A ``.pt`` file is missing or corrupt, or holds more than tensors and plain values."""
+
+
 class ExportError(CellblockError):
     """A network cannot be exported, or an exported copy does not match the original."""

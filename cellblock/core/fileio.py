@@ -7,6 +7,7 @@ write fails; :func:`remove_stale_tmp` removes those left by processes killed mid
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,14 @@ def tmp_path(path: str | Path) -> Path:
     """The temporary file of this process for an atomic write of ``path``."""
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def named(exc: BaseException, path: str | Path) -> BaseException:
+    """``exc`` with ``path`` as its file name when it is an OS error that names none
+    (a write or fsync that failed on a full disk), so its one-line message names the file."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        exc.filename = str(path)
+    return exc
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False,
@@ -36,11 +45,12 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: boo
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        named(exc, path)
         raise
     return path
 
@@ -55,6 +65,40 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     import torch
 
     return atomic_write(path, lambda fh: torch.save(obj, fh), binary=True, fsync=True)
+
+
+def load_tensors(path: str | Path, what: str, hint: str, mapping: bool = True) -> Any:
+    """``torch.load`` of a file someone may have handed over: tensors and plain values only.
+
+    Nothing in the file is executed (``weights_only=True``: a pickle naming a function or
+    class is refused, not run).
+
+    Args:
+        path: The ``.pt`` file.
+        what: What the file is, for the message (``"checkpoint"``, ``"weights file"``).
+        hint: How to fix it, for the message.
+        mapping: Require a dict (a state dict, a checkpoint).
+
+    Raises:
+        CheckpointError: one line naming ``path``: missing, corrupt, holding code, not a dict.
+    """
+    import torch
+
+    from cellblock.core.errors import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {str(path)!r} not found; {hint}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (any unpickling / zip failure: not a safe file)
+        unsafe = isinstance(exc, pickle.UnpicklingError)
+        why = ("holds objects other than tensors and plain values (refused, nothing in it was run)"
+               if unsafe else f"is corrupt or not a torch file ({type(exc).__name__})")
+        raise CheckpointError(f"{what} {str(path)!r} {why}; {hint}") from None
+    if mapping and not isinstance(obj, dict):
+        raise CheckpointError(f"{what} {str(path)!r} holds a {type(obj).__name__}, not a dict; {hint}")
+    return obj
 
 
 def remove_stale_tmp(folder: str | Path) -> list[Path]:

@@ -41,6 +41,8 @@ from cellblock.core.fileio import make_temp_dir
 from cellblock.evaluators.runtimes import ONNX_OPSET
 from cellblock.export.codegen import generate_source
 from cellblock.export.formats import FORMATS, check_formats, register_format
+from cellblock.export.outdir import EXPORT_MARKER as EXPORT_MARKER  # re-exported
+from cellblock.export.outdir import check_export_out, write_marker
 from cellblock.export.preprocess import check_record, preprocessing_of, with_preprocessing
 from cellblock.export.verify import (
     ATOL,
@@ -315,7 +317,7 @@ def _failures(fmt: str, result: Mapping[str, Any]) -> list[str]:
 
 
 def export_items(items: Sequence[ExportItem], out: str | Path, formats: Sequence[str],
-                 force: bool = False) -> dict[str, Any]:
+                 force: bool = False, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Export and verify every item in every format; write ``out/roundtrip.json``.
 
     The export is built in a temporary sibling directory and renamed to ``out`` at the end,
@@ -325,21 +327,19 @@ def export_items(items: Sequence[ExportItem], out: str | Path, formats: Sequence
         items: What to export.
         out: The output directory: absent or empty, or replaced as a whole with ``force``.
         formats: Format names (checked, with their packages, before anything is written).
-        force: Replace a non-empty ``out``.
+        force: Replace a non-empty ``out`` that holds an earlier export, and only that
+            (see :func:`check_export_out`).
+        run_dir: The run exported from (``out`` must not be it or hold it).
 
     Raises:
-        ConfigError: for an unknown format, a missing package, or a non-empty ``out``
-            without ``force`` (nothing is written).
+        ConfigError: for an unknown format, a missing package, or an ``out`` that may not
+            be replaced (nothing is written).
         ExportError: if any round trip does not match (after writing the export and
             ``roundtrip.json``).
     """
     check_formats(formats)
     final = Path(out)
-    if final.exists() and not final.is_dir():
-        raise ConfigError(f"--out {str(final)!r} is a file; give a directory")
-    if final.is_dir() and any(final.iterdir()) and not force:
-        raise ConfigError(f"--out {str(final)!r} is not empty (an earlier export?); choose a new "
-                          "directory, or pass --force to replace it")
+    check_export_out(final, force, run_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     out = make_temp_dir(final.parent, f".{final.name}.")  # mode of a plain mkdir, not 0700
     try:
@@ -391,4 +391,5 @@ def _export_into(items: Sequence[ExportItem], out: Path, formats: Sequence[str]
         report["exports"].append(entry)
     report["ok"] = not problems
     (out / "roundtrip.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_marker(out)
     return report, problems

@@ -73,6 +73,7 @@ def final_train(
     progress: bool = False,
     init: str | None = None,
     threads: int | None = None,
+    allow_changed_inputs: bool = False,
 ) -> dict[str, Any]:
     """Train trial ``trial`` of a run for ``epochs``; resume from ``out``'s checkpoint if any.
 
@@ -83,13 +84,17 @@ def final_train(
         progress: Show a progress bar (epochs, loss, elapsed time and ETA) on stderr.
         threads: Torch threads; None: the search's rule (the run's ``threads_per_trial``,
             else 1 for a small candidate, else the cores free of other load).
+        allow_changed_inputs: Train although the run's inputs (dataset, space file...)
+            changed since the search (else RunError).
 
     Returns:
         The metrics written to ``metrics.json`` (``test_accuracy``, ``val_accuracy``...).
 
     Raises:
         ConfigError: bad epochs / checkpoint interval.
-        RunError: unknown or incomplete trial, or a checkpoint of a different training.
+        RunError: unknown or incomplete trial, changed inputs, or a checkpoint of a
+            different training.
+        CheckpointError: a checkpoint that is not a 'cellblock train' one (nothing in it runs).
     """
     from cellblock.core.devices import resolve_device
     from cellblock.data import load_dataset
@@ -107,21 +112,30 @@ def final_train(
     t = match[0]
     if t.status != "COMPLETE":
         raise RunError(f"trial {trial} is {t.status}; train a COMPLETE trial")
+    from cellblock.run.fingerprint import check_recorded_inputs
+
+    check_recorded_inputs(run, allow_changed_inputs, "train")
     cfg = run_inputs(run)
     out_dir = Path(out) if out else train_dir(run.run_dir, trial)
+    if (out_dir / RunDir.LOG).exists() or (out_dir / RunDir.CONFIG).exists():
+        raise ConfigError(f"--out {str(out_dir)!r} is a run directory; a training goes into a "
+                          "directory of its own (default RUN/train/trial_<N>)")
     identity = _identity(cfg, t.arch_id, trial, epochs)
     if init is not None:
         identity["init"] = init
     metrics_path = out_dir / RunDir.METRICS
     if metrics_path.is_file():
-        done = json.loads(metrics_path.read_text(encoding="utf-8"))
-        if done.get("identity") == json.loads(json.dumps(identity)):
+        try:
+            done = json.loads(metrics_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise RunError(f"{str(metrics_path)!r} is not valid JSON; delete it to train again") from None
+        if isinstance(done, dict) and done.get("identity") == json.loads(json.dumps(identity)):
             log(f"already trained: {metrics_path}")
             return done
     ckpt_path = out_dir / CHECKPOINT
     resume = None
     if ckpt_path.is_file():
-        resume = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        resume = _load_checkpoint(ckpt_path)
         if resume.get("identity") != identity:
             raise RunError(
                 f"{str(ckpt_path)!r} belongs to another training ({resume.get('identity')}); "
@@ -147,11 +161,28 @@ def final_train(
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir / LOCK_NAME, f"training directory {str(out_dir)!r}"):  # one writer
         if ckpt_path.is_file():  # another process may have written it since the check above
-            resume = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            resume = _load_checkpoint(ckpt_path)
             if resume.get("identity") != identity:
                 raise RunError(f"{str(ckpt_path)!r} belongs to another training; pass a new --out")
         return _train_locked(model, data, space, train_cfg, t, cfg, identity, epochs, checkpoint_every,
                       ckpt_path, out_dir, metrics_path, resume, trial, dev, log, progress)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint: tensors and plain values only (nothing in it is executed).
+
+    Raises:
+        CheckpointError: unreadable, holding other objects, or not a checkpoint.
+    """
+    from cellblock.core.errors import CheckpointError
+    from cellblock.core.fileio import load_tensors
+
+    hint = "delete it to train from scratch, or pass another --out"
+    ckpt = load_tensors(path, "training checkpoint", hint)
+    state = ckpt.get("state")
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) or "identity" not in ckpt:
+        raise CheckpointError(f"training checkpoint {str(path)!r} is not a 'cellblock train' checkpoint; {hint}")
+    return ckpt
 
 
 def _train_locked(model: Any, data: Any, space: Any, train_cfg: Any, t: Any, cfg: Mapping[str, Any],

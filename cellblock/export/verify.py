@@ -103,8 +103,14 @@ def make_reference(item: ExportItem) -> Reference:
         model.load_state_dict(item.state)
         source = f"{item.state_source} (saved as {item.label}/inherited.pt)"
     elif item.weights is not None:
-        state = torch.load(item.weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        from cellblock.core.fileio import load_tensors
+
+        state = load_tensors(item.weights, "weights file", "train the trial again ('cellblock train') or delete it")
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError) as exc:
+            raise ExportError(f"weights file {str(item.weights)!r} does not fit the architecture "
+                              f"({str(exc).splitlines()[0]}); train the trial again or delete it") from None
         source = f"trained ({item.weights})"
     else:
         fresh_weights(model, input_shape, item.seed)

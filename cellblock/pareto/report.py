@@ -137,13 +137,18 @@ def _line(x: Sequence[float], y: Sequence[float], title: str, xt: str, yt: str) 
 
 
 def _table(trials: Sequence[Any], front_ids: set[str], extra: Sequence[str] = ()) -> str:
+    from cellblock.core.load import unstable_latency
+
     metrics = (*TABLE_METRICS, *extra)
-    cols = ("trial", "status", *metrics, "arch_id", "arch")
+    flags = unstable_latency(trials)
+    measured = any(t.value("latency_ms") is not None for t in trials)
+    cols = ("trial", "status", *metrics, *(("latency_unstable",) if measured else ()), "arch_id", "arch")
     head = "".join(f"<th>{c}</th>" for c in cols)
     rows = []
     for t in trials:
-        vals: list[Any] = [t.number, t.status, *(t.value(c) for c in metrics), t.arch_id,
-                           json.dumps(t.arch, sort_keys=True)]
+        flag = (f"yes: {flags[t.number]}" if t.number in flags else "no") if t.value("latency_ms") is not None else None
+        vals: list[Any] = [t.number, t.status, *(t.value(c) for c in metrics), *([flag] if measured else []),
+                           t.arch_id, json.dumps(t.arch, sort_keys=True)]
         cells = []
         for c, v in zip(cols, vals):
             shown = "-" if v is None else (f"{v:.4f}" if c == "accuracy" else f"{v:.4g}" if c in extra
@@ -157,19 +162,28 @@ def _table(trials: Sequence[Any], front_ids: set[str], extra: Sequence[str] = ()
     return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def is_report(head: bytes) -> bool:
+    """Whether a file starting with ``head`` is a report this module wrote."""
+    return head.startswith(b"<!DOCTYPE html>") and b"<title>cellblock run " in head
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the run's interactive HTML report (``RUN/report.html`` by default); return its path.
 
     Raises:
         RunError: if ``run_dir`` is not a run directory.
-        ConfigError: if plotly is not installed.
+        ConfigError: if plotly is not installed, or ``out`` would write over a record file
+            or a file that is not a cellblock report.
     """
     try:
         import plotly.io as pio
     except ImportError:
         raise ConfigError("the HTML report needs plotly; install it with 'pip install plotly'") from None
     from cellblock.pareto.results import extra_metrics, load_run, summary
+    from cellblock.records.rundir import check_out_file
 
+    if out is not None:
+        check_out_file(out, is_report)
     data = load_run(run_dir)
     front = data.pareto
     front_ids = {t.arch_id for t in front}

@@ -1,6 +1,6 @@
 """Reading a run back: trials, Pareto front, derived files and text tables.
 
-Everything here is derived from ``trials.jsonl`` (and the saved ``config.yaml``).
+Everything here is derived from ``trials.jsonl`` (``config.yaml`` is only its copy).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from cellblock.core.errors import RunError
+from cellblock.core.load import remedy, unstable_latency
 from cellblock.core.objectives import Objective, objective_matrix, parse_objectives
 from cellblock.pareto import nondominated_mask
 from cellblock.records import (
@@ -40,6 +41,8 @@ class RunData:
     objectives: list[Objective]
     #: Where the search ran (its last ``run_start``; None in older logs).
     cwd: str | None = None
+    #: Input fingerprints of the last ``run_start`` (:mod:`cellblock.run.fingerprint`).
+    inputs: dict[str, Any] | None = None
 
     @property
     def pareto(self) -> list[Trial]:
@@ -49,13 +52,13 @@ class RunData:
 
 
 def load_run(run_dir: str | Path) -> RunData:
-    """Read a run directory (a missing or empty config.yaml is rebuilt from the log, with a
-    notice on stderr).
+    """Read a run directory; its config is the log's last run_start (a config.yaml that is
+    missing, damaged or disagrees is reported on stderr and rewritten from the log).
 
     Raises:
         RunError: if it is not a cellblock run directory, or its records are damaged.
     """
-    from cellblock.records.meta import print_notices, read_run_meta, run_cwd
+    from cellblock.records.meta import print_notices, read_run_meta, rewrite_stale_config, run_cwd
 
     run_dir = Path(run_dir)
     cfg_path, log_path = RunDir(run_dir).config, RunDir(run_dir).log
@@ -69,8 +72,12 @@ def load_run(run_dir: str | Path) -> RunData:
         raise RunError(f"{str(run_dir)!r} has no trial records yet (trials.jsonl is missing or empty)")
     print_notices(meta)
     trials = replay_trials(meta.events)
+    rewrite_stale_config(meta, run_dir)
     objectives = parse_objectives(meta.config.get("objectives", ["accuracy"]))
-    return RunData(run_dir, meta.config, trials, objectives, run_cwd(meta.events))
+    from cellblock.records.meta import last_fingerprint
+
+    return RunData(run_dir, meta.config, trials, objectives, run_cwd(meta.events),
+                   last_fingerprint(meta.events))
 
 
 def trial_matrix(trials: Sequence[Trial], objectives: Sequence[Objective]) -> np.ndarray:
@@ -82,12 +89,14 @@ def pareto_trials(trials: Sequence[Trial], objectives: Sequence[Objective],
                   allow_unstable_latency: bool = False) -> list[Trial]:
     """The non-dominated completed, feasible trials with finite objective values.
 
-    With latency as an objective, trials whose latency stayed unstable (measurement noise
-    over the spread limit, ``latency_unstable``) are left out unless allowed.
+    With latency as an objective, trials whose latency is not trusted (measurement noise
+    over the spread limit, or a busy machine: :func:`cellblock.core.load.unstable_latency`)
+    are left out unless allowed.
     """
     ok = [t for t in trials if t.feasible_complete]
     if not allow_unstable_latency and any(o.name == "latency_ms" for o in objectives):
-        ok = [t for t in ok if not t.metrics.get("latency_unstable")]
+        unstable = unstable_latency(trials)
+        ok = [t for t in ok if t.number not in unstable]
     if not ok:
         return []
     F = trial_matrix(ok, objectives)
@@ -111,8 +120,10 @@ def write_outputs(run_dir: str | Path, objectives: Sequence[Objective] | None = 
     front = data.pareto
     rd = RunDir(data.run_dir)
     extra = extra_metrics(data)
-    write_csv(rd.trials_csv, data.trials, extra)
-    write_csv(rd.pareto_csv, front, extra)
+    measured = any(t.value("latency_ms") is not None for t in data.trials)
+    flags = unstable_latency(data.trials) if measured else None  # the columns with latency only
+    write_csv(rd.trials_csv, data.trials, extra, flags)
+    write_csv(rd.pareto_csv, front, extra, flags)
     rows = [trial_row(t) for t in data.trials]
     plot_pareto(rows, rd.pareto_png, {t.arch_id for t in front})
     return data
@@ -181,7 +192,15 @@ def busy_seconds(trials: Sequence[Trial]) -> float:
 def next_steps(data: RunData) -> str:
     """Where the derived files are, and the commands a user runs next."""
     run = shlex.quote(str(data.run_dir))
-    lines = [f"report: {RunDir(data.run_dir).report}   plot: {RunDir(data.run_dir).pareto_png}", "next:",
+    rd = RunDir(data.run_dir)
+    written = [f"{name}: {path}" for name, path in (("report", rd.report), ("plot", rd.pareto_png))
+               if path.is_file()]
+    again = {rd.report: f"cellblock report {run}", rd.pareto_png: f"cellblock repair {run}"}
+    missing = [f"{path.name} ('{cmd}' writes it again)" for path, cmd in again.items() if not path.is_file()]
+    lines = ["   ".join(written)] if written else []
+    if missing:
+        lines.append(f"not written: {', '.join(missing)}")
+    lines += ["next:",
              f"  cellblock show {run}                      # this summary again",
              f"  cellblock export {run} --knee --out export/  # the knee architecture, verified"]
     front = data.pareto
@@ -237,4 +256,23 @@ def summary(data: RunData) -> str:
     failed = [t for t in data.trials if t.status == FAILED]
     if failed:
         lines.append(f"first failure: trial {failed[0].number}: {failed[0].error}")
+    lines += _latency_lines(data)
     return "\n".join(lines)
+
+
+def _latency_lines(data: RunData) -> list[str]:
+    """The trials whose latency is not trusted, each with why, and what to do."""
+    flags = unstable_latency(data.trials)
+    if not flags:
+        return []
+    kept_off = (not data.config.get("allow_unstable_latency")
+                and any(o.name == "latency_ms" for o in data.objectives))
+    done = [t.number for t in data.trials if t.feasible_complete and t.number in flags]
+    head = (f"latency_unstable: {len(flags)} trial(s); {len(done)} completed one(s) kept off the "
+            "Pareto front for it" if kept_off else
+            f"latency_unstable: {len(flags)} trial(s) (allowed onto the front, or latency is no objective)")
+    lines = [head]
+    lines += [f"  trial {n}: {why}" for n, why in sorted(flags.items())]
+    if kept_off and done:
+        lines.append(f"  what to do: {remedy(shlex.quote(str(data.run_dir)))}")
+    return lines

@@ -125,16 +125,21 @@ class RecordLog:
         """Write one event as a line and flush it; fsync it (see the class docs)."""
         if self._fh is None:
             self._open()
+        from cellblock.core.fileio import named
+
         line = json.dumps(dict(event), default=_json_default, separators=(",", ":"))
-        with self._cond:
-            self._fh.write(line + "\n")
-            self._fh.flush()
-            self._written += 1
-            if self.mode == "background":
-                self._cond.notify()
-        if self.mode == "sync":
-            os.fsync(self._fh.fileno())
-            self.fsyncs += 1
+        try:
+            with self._cond:
+                self._fh.write(line + "\n")
+                self._fh.flush()
+                self._written += 1
+                if self.mode == "background":
+                    self._cond.notify()
+            if self.mode == "sync":
+                os.fsync(self._fh.fileno())
+                self.fsyncs += 1
+        except OSError as exc:
+            raise named(exc, self.path) from None
 
     def _open(self) -> None:
         self._repair_tail()
@@ -208,22 +213,22 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     """All events of a log; a partial last line (a torn write: no final newline) is ignored.
 
     Raises:
-        RunError: if a complete line is not valid UTF-8 JSON (one line naming it).
+        RunError: if a complete line is not valid UTF-8 JSON, or not a valid event
+            (:mod:`cellblock.records.schema`); one line naming its line number.
     """
     path = Path(path)
     if not path.exists():
         return []
+    from cellblock.records.schema import check_events
+
     lines = path.read_bytes().split(b"\n")
-    events = []
+    parsed: list[tuple[int, Any]] = []
     for i, raw in enumerate(lines):
         if not raw.strip():
             continue
         try:
-            event = json.loads(raw.decode("utf-8"))
-            if not isinstance(event, dict):
-                raise ValueError("not an object")
-            events.append(event)
-        except (UnicodeDecodeError, ValueError):
+            parsed.append((i + 1, json.loads(raw.decode("utf-8"))))
+        except (UnicodeDecodeError, ValueError, RecursionError):
             if i == len(lines) - 1:  # torn write of the final line (cut on the next append)
                 continue
             kind = "is not valid UTF-8" if _not_utf8(raw) else "is not valid JSON"
@@ -231,7 +236,7 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
                 f"{path}:{i + 1} {kind}; the record log is corrupt (edited or damaged, not a torn "
                 "write); restore trials.jsonl from a backup, or delete that line if you are sure"
             ) from None
-    return events
+    return check_events(parsed, path, tuple(s.value for s in STATUSES))
 
 
 def _not_utf8(raw: bytes) -> bool:
@@ -305,17 +310,30 @@ def trial_row(trial: Trial, extra: Sequence[str] = ()) -> dict[str, Any]:
     }
 
 
-def write_csv(path: str | Path, trials: Iterable[Trial], extra: Sequence[str] = ()) -> None:
+def write_csv(path: str | Path, trials: Iterable[Trial], extra: Sequence[str] = (),
+              unstable: Mapping[int, str] | None = None) -> None:
     """Write trials as CSV with :data:`CSV_COLUMNS`, ``extra`` metric columns before ``error``
-    (atomically, via a temp file)."""
+    (atomically, via a temp file).
+
+    Args:
+        unstable: Trial number -> why its latency is not trusted
+            (:func:`cellblock.core.load.unstable_latency`); adds ``latency_unstable`` (true,
+            false, or empty without a latency) and ``latency_unstable_reason`` after ``extra``.
+    """
     from cellblock.core.fileio import atomic_write
 
-    fields = [*CSV_COLUMNS[:-2], *extra, *CSV_COLUMNS[-2:]]
+    flag_cols = ["latency_unstable", "latency_unstable_reason"] if unstable is not None else []
+    fields = [*CSV_COLUMNS[:-2], *extra, *flag_cols, *CSV_COLUMNS[-2:]]
 
     def write(fh: Any) -> None:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for t in trials:
-            writer.writerow({k: ("" if v is None else v) for k, v in trial_row(t, extra).items()})
+            row = trial_row(t, extra)
+            if unstable is not None:
+                measured = t.value("latency_ms") is not None
+                row["latency_unstable"] = ("true" if t.number in unstable else "false") if measured else None
+                row["latency_unstable_reason"] = unstable.get(t.number)
+            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in fields})
 
     atomic_write(path, write)

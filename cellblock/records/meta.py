@@ -5,9 +5,9 @@ the last ``run_start`` and every other file is derived. So:
 
 - an empty or missing log beside derived files (``trials.csv``...) is refused: the
   records are lost, and continuing would overwrite the only surviving copy;
-- a missing, empty or unreadable ``config.yaml`` is rebuilt from the log's last
-  ``run_start`` (in memory with a notice for readers; on disk by ``cellblock repair`` or
-  the next ``search``);
+- the config is always the log's last ``run_start``; ``config.yaml`` is never read as
+  input. One that is missing, empty, unreadable or disagrees with the log is reported in
+  one notice and rewritten from the log (by readers, ``cellblock repair`` and ``search``);
 - a corrupt line (not UTF-8, not JSON) is one error, unless it is the torn last line of
   a write cut by a crash (no final newline), which is ignored and cut by ``repair`` or
   the next append.
@@ -36,8 +36,10 @@ class RunMeta:
 
     events: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] | None = None
-    #: ``"file"`` (config.yaml), ``"log"`` (rebuilt from run_start) or None (no config).
+    #: ``"log"`` (the last run_start) or None (no config recorded yet).
     config_source: str | None = None
+    #: config.yaml is missing, unreadable or disagrees with the log (rewrite it from the log).
+    config_stale: bool = False
     notices: list[str] = field(default_factory=list)
 
 
@@ -66,6 +68,15 @@ def log_config(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 #: Config keys holding paths a run reads (``space`` too, as ``file.py:function``).
 INPUT_PATH_KEYS = ("dataset", "data_dir", "supernet", "table", "latency_table")
+
+
+def last_fingerprint(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The input fingerprint of the last ``run_start`` that has one (None for older logs;
+    see :mod:`cellblock.run.fingerprint`)."""
+    for ev in reversed(events):
+        if ev.get("event") == "run_start" and isinstance(ev.get("inputs"), dict):
+            return dict(ev["inputs"])
+    return None
 
 
 def run_cwd(events: list[dict[str, Any]]) -> str | None:
@@ -122,21 +133,47 @@ def read_run_meta(run_dir: str | Path) -> RunMeta:
         )
     meta.events = read_events(log)
     cfg, problem = _read_config_file(RunDir(run_dir).config)
-    if cfg is not None:
-        meta.config, meta.config_source = cfg, "file"
-        return meta
     from_log = log_config(meta.events)
     if from_log is not None:
         meta.config, meta.config_source = from_log, "log"
-        meta.notices.append(f"config.yaml of {str(run_dir)!r} {problem}; using the config of the "
-                            "last run_start in trials.jsonl ('cellblock repair' rewrites the file)")
-    elif meta.events and problem != "is missing":
+        if problem is not None:
+            meta.config_stale = True
+            meta.notices.append(f"config.yaml of {str(run_dir)!r} {problem}; using the config of the "
+                                "last run_start in trials.jsonl (config.yaml is rewritten from it)")
+        elif (key := _disagreement(cfg, from_log)) is not None:
+            meta.config_stale = True
+            meta.notices.append(
+                f"config.yaml of {str(run_dir)!r} disagrees with trials.jsonl ({key}: "
+                f"{cfg.get(key)!r} in config.yaml, {from_log.get(key)!r} in the log); the log is the "
+                "record: config.yaml was not used and is rewritten from the log")
+    elif meta.events and problem not in (None, "is missing"):
         raise RunError(f"config.yaml of {str(run_dir)!r} {problem} and trials.jsonl records no "
                        "config to rebuild it from; restore config.yaml from a backup")
     elif any(ev.get("event", "").startswith("trial_") for ev in meta.events):
-        raise RunError(f"{str(run_dir)!r} has trial records but no config.yaml and no run_start "
-                       "config to rebuild it from; restore config.yaml or choose another --out")
+        raise RunError(f"{str(run_dir)!r} has trial records but trials.jsonl has no run_start "
+                       "config (config.yaml is only a copy, never the record); restore trials.jsonl "
+                       "from a backup or choose another --out")
     return meta
+
+
+def _disagreement(copy: dict[str, Any] | None, record: dict[str, Any]) -> str | None:
+    """The first key whose value differs between config.yaml and the log's config (None: same)."""
+    if copy is None:
+        return None
+    return next((k for k in sorted(set(copy) | set(record), key=str) if copy.get(k) != record.get(k)), None)
+
+
+def rewrite_stale_config(meta: RunMeta, run_dir: str | Path) -> None:
+    """Rewrite a stale config.yaml from the log (a read-only run directory keeps it)."""
+    from cellblock.core.fileio import atomic_write_text
+
+    if not meta.config_stale or meta.config is None:
+        return
+    try:  # as cellblock.run.config.dump writes it
+        atomic_write_text(RunDir(run_dir).config, yaml.safe_dump(dict(meta.config), sort_keys=False))
+        meta.config_stale = False
+    except OSError:
+        pass
 
 
 def remapped_labels(run_dir: str | Path) -> tuple[str, ...]:

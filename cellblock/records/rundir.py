@@ -6,9 +6,11 @@ rewritten atomically), except the final trainings under ``train/``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cellblock.core.errors import ConfigError
 from cellblock.core.runlock import LOCK_NAME
 
 
@@ -84,3 +86,37 @@ class RunDir:
     def weights(self, trial: int) -> Path:
         """The trained weights of trial ``trial``."""
         return self.train_dir(trial) / self.WEIGHTS
+
+
+#: Files a run records (the log, its config copy, trainings' checkpoints, weights and
+#: metrics, Optuna's journal, the lock): no ``--out`` of any command writes over one.
+RECORD_FILES = (RunDir.LOG, RunDir.CONFIG, RunDir.CHECKPOINT, RunDir.WEIGHTS, RunDir.METRICS,
+                RunDir.OPTUNA_JOURNAL, RunDir.LOCK)
+
+
+def check_out_file(path: str | Path, ours: Callable[[bytes], bool] | None = None) -> Path:
+    """Refuse an output file ``--out`` that would write over a record or a user's file.
+
+    Args:
+        path: The file a command is about to write.
+        ours: Tells from the first 4 KiB of an existing file whether this command wrote it
+            (it may then be replaced); None: any existing file that is not a record is replaced.
+
+    Raises:
+        ConfigError: one line: ``path`` is a directory, a record file (:data:`RECORD_FILES`),
+            or (with ``ours``) an existing file this command did not write.
+    """
+    path = Path(path)
+    where = f"--out {str(path)!r}"
+    if path.is_dir():
+        raise ConfigError(f"{where} is a directory; give a file name")
+    if path.name in RECORD_FILES:
+        raise ConfigError(f"{where} names a record file of a run ({path.name}); write to another "
+                          "file (nothing was changed)")
+    if ours is not None and path.is_file():
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+        if not ours(head):
+            raise ConfigError(f"{where} exists and was not written by this command; choose another "
+                              "file or delete it yourself (nothing was changed)")
+    return path

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cellblock.core.errors import RunError
+from cellblock.records.meta import last_fingerprint as last_fingerprint  # re-exported
 
 CHUNK = 1 << 20
 
@@ -91,12 +92,16 @@ def machine_load() -> dict[str, Any]:
     return {"load_avg": load, "cpus": os.cpu_count()}
 
 
-def changed_inputs(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Descriptions of the inputs whose content (or identity) differs between fingerprints."""
+def changed_inputs(old: Mapping[str, Any], new: Mapping[str, Any], by_content: bool = False) -> list[str]:
+    """Descriptions of the inputs whose content (or identity) differs between fingerprints.
+
+    ``by_content``: a file found under another path (a run read from another directory)
+    with the same content is not a change.
+    """
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key) or {}, new.get(key) or {}
-        if a == b:
+        if a == b or (by_content and a.get("sha256") and a.get("sha256") == b.get("sha256")):
             continue
         name = b.get("path") or b.get("name") or a.get("path") or a.get("name")
         if a.get("sha256") and b.get("sha256"):
@@ -106,14 +111,6 @@ def changed_inputs(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
         else:
             out.append(f"{key} {name!r} (was {a.get('path') or a.get('name')!r})")
     return out
-
-
-def last_fingerprint(events: list[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The input fingerprint of the last ``run_start`` that has one (None for older logs)."""
-    for ev in reversed(events):
-        if ev.get("event") == "run_start" and isinstance(ev.get("inputs"), Mapping):
-            return dict(ev["inputs"])
-    return None
 
 
 def check_inputs(run_dir: Path, events: list[Mapping[str, Any]], now: Mapping[str, Any],
@@ -126,11 +123,46 @@ def check_inputs(run_dir: Path, events: list[Mapping[str, Any]], now: Mapping[st
     before = last_fingerprint(events)
     if before is None:
         return []
-    changed = changed_inputs(before, now)
+    changed = changed_inputs(before, now, by_content=True)  # a moved folder is no change
     if changed and not allow:
         raise RunError(
             f"the inputs of run {str(run_dir)!r} changed since it was last run: {'; '.join(changed)}; "
             "restore them, or use --out for a new run, or pass --allow-changed-inputs to continue "
             "anyway (the change is recorded in trials.jsonl)"
         )
+    return changed
+
+
+def check_recorded_inputs(data: Any, allow: bool, command: str) -> list[str]:
+    """Compare the inputs a command reads for a finished run (``train``, ``export``,
+    ``report``) with those its last ``run_start`` recorded, as ``search`` does.
+
+    Args:
+        data: The run (:class:`cellblock.pareto.results.RunData`, with ``inputs``).
+        allow: ``--allow-changed-inputs``: go on, with a warning on stderr.
+        command: The command, for the message.
+
+    Returns:
+        The changes (when allowed).
+
+    Raises:
+        RunError: naming the changed inputs, unless ``allow``.
+    """
+    import sys
+
+    from cellblock.data import dataset_names
+    from cellblock.records.meta import with_inputs_from
+
+    before = data.inputs or {}
+    now = input_fingerprint(with_inputs_from(data.config, data.cwd, dataset_names()))
+    keys = set(before) & set(now)
+    changed = changed_inputs({k: before[k] for k in keys}, {k: now[k] for k in keys}, by_content=True)
+    if changed and not allow:
+        raise RunError(
+            f"the inputs of run {str(data.run_dir)!r} changed since it was searched: {'; '.join(changed)}; "
+            f"restore them, or pass --allow-changed-inputs to {command} with them anyway"
+        )
+    if changed:
+        print(f"cellblock: warning: {command} uses changed inputs (--allow-changed-inputs): "
+              + "; ".join(changed), file=sys.stderr)
     return changed

@@ -32,7 +32,7 @@ def repair(run_dir: str | Path) -> list[str]:
         RecordLog(log)._repair_tail()
         if log.stat().st_size != size:
             done.append(f"cut a torn last line of trials.jsonl ({size - log.stat().st_size} bytes)")
-        if meta.config_source == "log":
+        if meta.config_stale:
             atomic_write_text(RunDir(run_dir).config, config_mod.dump(meta.config or {}))
             done.append("rebuilt config.yaml from the last run_start in trials.jsonl")
         removed = remove_stale_tmp(run_dir)

@@ -122,8 +122,8 @@ def _run_options(cfg: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def _check_run_dir(run_dir: Path, cfg: Mapping[str, Any], meta: Any) -> None:
-    """Refuse a run directory holding another run (its config from config.yaml, or from the
-    log's last run_start when config.yaml is missing or empty)."""
+    """Refuse a run directory holding another run (its config is the log's last run_start;
+    config.yaml is never read)."""
     saved = meta.config
     if saved is None:
         return
@@ -216,10 +216,11 @@ class TrialBook:
         """Record the end of ``trial`` and tell the strategy (warn about an unstable latency)."""
         if outcome.metrics.get("latency_unstable"):
             m = outcome.metrics
-            print(f"cellblock: warning: trial {trial.number}: latency stayed unstable (p10 "
+            print(f"cellblock: warning: trial {trial.number}: latency stayed unstable "
+                  f"({m.get('latency_unstable_reason') or 'wide spread'}; p10 "
                   f"{m.get('latency_p10_ms', 0):.3g} ms, p90 {m.get('latency_p90_ms', 0):.3g} ms, "
                   f"{m.get('latency_attempts')} measurements); kept off the Pareto front unless "
-                  "allow_unstable_latency is set (is the machine busy?)", file=sys.stderr)
+                  "allow_unstable_latency is set; 'cellblock show' lists these trials", file=sys.stderr)
         self.in_flight.pop(trial.arch_id, None)
         trial.status, trial.metrics = outcome.status, outcome.metrics
         trial.error, trial.violation = outcome.error, outcome.violation
@@ -254,7 +255,6 @@ class Runner:
         from cellblock.run.fingerprint import machine_load
 
         threads = describe(self.p.config)
-        atomic_write_text(RunDir(self.p.run_dir).config, config_mod.dump(self.p.config))
         event = {"event": "run_start", "t": time.time(), "config": _comparable(self.p.config),
                  "inputs": self.p.inputs, "machine": machine_load(), "threads": threads,
                  "pid": os.getpid(), "cwd": os.getcwd()}
@@ -262,7 +262,8 @@ class Runner:
             event["inputs_changed_allowed"] = self.p.input_changes
             print("cellblock: warning: continuing although inputs changed (allow_changed_inputs): "
                   + "; ".join(self.p.input_changes), file=sys.stderr)
-        self.log.append(event)
+        self.log.append(event)  # the record first; config.yaml is its copy
+        atomic_write_text(RunDir(self.p.run_dir).config, config_mod.dump(self.p.config))
 
     def run(self) -> list[Trial]:
         """Run until ``config['trials']`` trials have finished; return all trials.

@@ -133,10 +133,13 @@ def test_reexport_after_train_is_refused_then_replaces_the_directory_whole(run_d
     argv = ["export", str(run_dir), "--trial", "1", "--format", "json,pytorch", "--out", str(out)]
     assert main(argv) == 2
     assert "not empty" in capsys.readouterr().err and stale.exists()  # refused: nothing touched
-    assert main(argv + ["--force"]) == 0
+    assert main(argv + ["--force"]) == 2  # issue 28: --force replaces only what the export wrote
+    assert "left_over.txt" in capsys.readouterr().err and stale.exists()
+    stale.unlink()
+    assert main(["export", str(run_dir), "--trial", "1", "--format", "json", "--out", str(out), "--force"]) == 0
     second = json.loads((out / "roundtrip.json").read_text())
     assert second["ok"] and second["exports"][0]["weights"].startswith("trained")
-    assert not stale.exists()  # the old directory was replaced as a whole
+    assert not (out / "trial_1" / "model.py").exists()  # the old directory was replaced as a whole
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exp.")]  # no temp dirs left
 
 

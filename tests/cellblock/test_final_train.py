@@ -37,7 +37,7 @@ def test_kill_then_resume_to_completion(tmp_path):
             break
     proc.wait(timeout=120)
     assert first and proc.returncode == -signal.SIGKILL
-    ckpt = torch.load(run / "train" / "trial_0" / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run / "train" / "trial_0" / "checkpoint.pt", weights_only=True)
     killed_at = ckpt["state"]["epoch"]
     assert 1 <= killed_at < epochs
     assert not (run / "train" / "trial_0" / "metrics.json").exists()

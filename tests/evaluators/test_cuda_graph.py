@@ -169,7 +169,7 @@ def test_graphed_training_resumes_after_a_kill():
     data = _data()
     with pytest.raises(KeyboardInterrupt):
         train_and_evaluate(_net(), data, cfg, on_epoch_end=keep)
-    state = torch.load(io.BytesIO(saved["state"]), weights_only=False)
+    state = torch.load(io.BytesIO(saved["state"]), weights_only=True)
     rest: list[float] = []
     out = train_and_evaluate(_net(), data, cfg, resume=state, on_epoch_end=lambda s: rest.append(s["final_loss"]))
     assert out["train_step"] == GRAPHED and out["steps"] == out_full["steps"]
