@@ -100,15 +100,15 @@ def _device(name: str) -> Any:
     return resolve_device(name)
 
 
-def _threads(n: int | None) -> None:
-    """Apply ``--threads`` (default: the cores free of other load) and say how many."""
+def _threads(n: int | None) -> int:
+    """Apply ``--threads`` (default: the cores free of other load); return the count."""
     from cellblock.core.threads import apply_threads, default_threads
 
     if n is not None and n < 1:
         raise ConfigError(f"--threads must be >= 1, got {n}")
     n = n or default_threads()
     apply_threads(n)
-    print(f"torch threads: {n}", file=sys.stderr)
+    return n
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -123,7 +123,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     device = _device(args.device)
-    _threads(args.threads)
+    args.threads = _threads(args.threads)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                       seed=args.seed, device=str(device))
@@ -181,7 +181,8 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
     else:
         supernet = Supernet.create(space, seed=args.seed, split=split, sharing=args.sharing)
     n_params = sum(p.numel() for p in supernet.bank.parameters())
-    print(f"supernet of {space.name}: {n_params:,} shared parameters", file=sys.stderr)
+    print(f"supernet of {space.name}: {n_params:,} shared parameters; torch threads: "
+          f"{args.threads}", file=sys.stderr)
     if split is not None:
         print(f"few-shot: {split.n_groups} sub-supernets on {', '.join(split.chunks)} "
               f"(split after {args.split_after:.0%} of the steps)", file=sys.stderr)
@@ -203,7 +204,7 @@ def _rank(args: argparse.Namespace) -> int:
     from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
 
     device = _device(args.device)
-    _threads(args.threads)
+    threads = _threads(args.threads)
     ckpt = load_checkpoint(args.supernet)
     if not ckpt.get("done"):
         print(f"note: {args.supernet} is a partial checkpoint (epoch {ckpt['epoch']} of "
@@ -218,6 +219,7 @@ def _rank(args: argparse.Namespace) -> int:
         raise DataError(f"{exc} (the dataset {args.supernet} was trained on; give its path with "
                         "--dataset)") from exc
     supernet = supernet_from_checkpoint(ckpt, device)
+    print(f"torch threads: {threads}", file=sys.stderr)
     result = rank_supernet(supernet, ckpt, data, samples=args.samples, epochs=args.epochs,
                            out=args.out, seed=args.seed, device=device, batch_size=args.batch_size,
                            lr=args.lr, seeds=args.seeds, stratified=not args.uniform,
