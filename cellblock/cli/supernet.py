@@ -200,10 +200,12 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
 def _rank(args: argparse.Namespace) -> int:
     from cellblock.data import load_dataset
     from cellblock.supernet.baselines import rank_table, tau_warning
+    from cellblock.supernet.prior import check_prior
     from cellblock.supernet.rank import rank_supernet
     from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
 
     device = _device(args.device)
+    check_prior(args.prior)  # a bad --prior is one line, before anything is loaded
     threads = _threads(args.threads)
     ckpt = load_checkpoint(args.supernet)
     if not ckpt.get("done"):
