@@ -31,7 +31,8 @@ AVX2_TESTS := tests/supernet tests/evaluators/test_cpu_kernels.py tests/evaluato
 	tests/evaluators/test_training.py tests/cellblock/test_export.py tests/cellblock/test_final_train.py
 
 # --dist load: a test whose worker dies natively fails alone (with its signal, see
-# tests/conftest.py) and a new worker takes the rest.
+# tests/conftest.py) and a new worker takes the rest; pyproject.toml sets a per-test timeout
+# (pytest-timeout), so a stuck test fails too.
 test: install-dev
 	$(TEST_TIMEOUT) $(BIN)/python -m pytest -q -n 2 --dist load
 	ONEDNN_MAX_CPU_ISA=AVX2 $(TEST_TIMEOUT) $(BIN)/python -m pytest -q -n 2 --dist load $(AVX2_TESTS)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from cellblock.core.errors import ConfigError, RegistryError, SpaceError
+from cellblock.core.errors import CellblockError, ConfigError, RegistryError, SpaceError
 from cellblock.core.registry import Registry
 from cellblock.search_spaces.domains import Domain, IntRange, Value, same_value
 from cellblock.search_spaces.samplers import (
@@ -224,9 +224,27 @@ class SearchSpace:
 
             ctx = torch.device("meta")
         with ctx:
-            out = self.fn(sampler, **self.kwargs)
+            try:
+                out = self.fn(sampler, **self.kwargs)
+            except (CellblockError, Branch):
+                raise
+            except Exception as exc:  # noqa: BLE001  (the user's function: one line, exit 2)
+                raise SpaceError(self._raised(sampler, exc)) from exc
         sampler.finish()
         return out
+
+    def _raised(self, sampler: Sampler, exc: Exception) -> str:
+        """One line for an exception raised inside the space function."""
+        what = "building" if sampler.build else "sampling"
+        if sampler.decisions:
+            name, value = next(reversed(sampler.decisions.items()))
+            where = (f"after decision {name!r} = {value!r} ({len(sampler.decisions)} decision(s) "
+                     "made)")
+        else:
+            where = "before its first decision"
+        reason = " ".join(str(exc).split())[:300] or "(no message)"
+        return (f"space {self.name!r} raised {type(exc).__name__} while {what} {where}: {reason}; "
+                "fix the space function (a decision's value it cannot handle?)")
 
     def _collect(self, sampler: Sampler) -> dict[str, Value]:
         sampler.build = False
@@ -299,12 +317,12 @@ class SearchSpace:
         return self._collect(GuidedSampler(rng, [a, b], mix=True))
 
     # ---- counting ----------------------------------------------------------------------------
-    def _next(self, prefix: dict[str, Value]) -> Branch | None:
+    def _next(self, prefix: dict[str, Value]) -> Branch | dict[str, Value]:
+        """The first decision after ``prefix`` (a Branch), or the complete architecture."""
         try:
-            self._collect(ProbeSampler(prefix))
+            return self._collect(ProbeSampler(prefix))
         except Branch as branch:
             return branch
-        return None
 
     def enumerate(self, limit: int | None = None) -> Iterator[dict[str, Value]]:
         """Every architecture (depth-first), up to ``limit`` of them."""
@@ -313,8 +331,8 @@ class SearchSpace:
         while stack:
             prefix = stack.pop()
             branch = self._next(prefix)
-            if branch is None:
-                yield self._collect(ProbeSampler(prefix))
+            if not isinstance(branch, Branch):  # a complete architecture
+                yield branch
                 count += 1
                 if limit is not None and count >= limit:
                     return

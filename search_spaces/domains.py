@@ -87,6 +87,11 @@ class Domain(ABC):
         return format_values(self.values())
 
 
+#: Choice lists already checked by :class:`Categorical` (bounded), with their keys.
+_CHECKED: dict[tuple[Any, ...], frozenset] = {}
+_CHECKED_MAX = 4096
+
+
 @dataclass(frozen=True)
 class Categorical(Domain):
     """A choice among JSON scalars (str, int, float, bool, None)."""
@@ -99,6 +104,21 @@ class Categorical(Domain):
         choices = tuple(self.choices) if isinstance(self.choices, (list, tuple)) else None
         if not choices:
             raise SpaceError(f"choices must be a non-empty list, got {self.choices!r}")
+        try:  # a space function makes the same choices on every call: check each list once
+            signature = (choices, tuple(map(type, choices)))  # types keep True apart from 1
+            keys = _CHECKED.get(signature)
+        except TypeError:  # an unhashable choice: the checks below say which
+            signature, keys = None, None
+        if keys is None:
+            keys = self._check(choices)
+            if signature is not None and len(_CHECKED) < _CHECKED_MAX:
+                _CHECKED[signature] = keys
+        object.__setattr__(self, "choices", choices)
+        object.__setattr__(self, "_keys", keys)
+
+    @staticmethod
+    def _check(choices: tuple[Any, ...]) -> frozenset:
+        """The hashable keys of ``choices``, after checking they are distinct JSON scalars."""
         for c in choices:
             if not isinstance(c, _SCALARS):
                 raise SpaceError(
@@ -109,8 +129,7 @@ class Categorical(Domain):
         if len(keys) != len(choices):
             dup = next(c for i, c in enumerate(choices) if any(same_value(c, d) for d in choices[:i]))
             raise SpaceError(f"duplicate choice {dup!r} in {list(choices)!r}")
-        object.__setattr__(self, "choices", choices)
-        object.__setattr__(self, "_keys", keys)
+        return keys
 
     def contains(self, value: Any) -> bool:
         try:

@@ -9,8 +9,9 @@ validation accuracy. Every child sees the same re-calibration batches.
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from cellblock.supernet.prior import REFERENCE_SAMPLES, FusedScore, check_prior
 #: Batches (of :data:`RECAL_BATCH_SIZE` train images) used to re-calibrate BN statistics.
 RECAL_BATCHES = 2
 RECAL_BATCH_SIZE = 128
+#: Seconds between progress lines of :func:`fused_reference`.
+PROGRESS_EVERY_S = 10.0
 
 _LOADED: dict[tuple[str, float, str], Any] = {}
 _REFERENCES: dict[tuple[Any, ...], FusedScore] = {}
@@ -74,22 +77,36 @@ def supernet_accuracy(supernet: Supernet, arch: Mapping[str, Any], data: Dataset
 
 
 def fused_reference(supernet: Supernet, prior: str, data: Dataset, device: torch.device,
-                    key: Any = None) -> FusedScore:
+                    key: Any = None, log: Callable[[str], None] | None = None,
+                    clock: Callable[[], float] = time.monotonic) -> FusedScore:
     """The :class:`FusedScore` of ``prior`` against stratified reference children.
 
     :data:`~cellblock.supernet.prior.REFERENCE_SAMPLES` children, one per parameter-count
     quantile (sample seed 0, as ``supernet rank``'s default sample), scored with the
-    supernet; cached by ``key`` (with ``prior``) when given.
+    supernet; cached by ``key`` (with ``prior``) when given. Scoring re-calibrates each
+    child's BN statistics, minutes on a small CPU: ``log`` gets a line when it starts,
+    one at most every :data:`PROGRESS_EVERY_S` seconds (``clock``) and one at the end.
     """
     from cellblock.supernet.baselines import sample_stratified
 
     if key is not None and (key, prior) in _REFERENCES:
         return _REFERENCES[(key, prior)]
+    say = log or (lambda line: None)
+    archs = sample_stratified(supernet.space, REFERENCE_SAMPLES, 0)
+    say(f"supernet prior {prior}: scoring {len(archs)} reference children (BN re-calibration "
+        "of each, once per supernet)...")
+    t0 = last = clock()
     accuracies, costs = [], []
-    for arch in sample_stratified(supernet.space, REFERENCE_SAMPLES, 0):
+    for i, arch in enumerate(archs, 1):
         model = supernet.extract(arch).to(device)
         costs.append(cost_metrics(model, supernet.space.input_shape)[prior])
         accuracies.append(inherited_accuracy(model, data, device))
+        now = clock()
+        if now - last >= PROGRESS_EVERY_S and i < len(archs):
+            say(f"supernet prior {prior}: {i}/{len(archs)} reference children scored, "
+                f"{now - t0:.0f} s")
+            last = now
+    say(f"supernet prior {prior}: {len(archs)} reference children scored in {clock() - t0:.1f} s")
     score = FusedScore.of(prior, accuracies, costs)
     if key is not None:
         _REFERENCES.clear()
@@ -148,7 +165,8 @@ class SupernetEvaluator(Evaluator):
         self.prior = check_prior(ctx.config.get("supernet_prior"))
         self.fused = None if self.prior is None else fused_reference(
             self.supernet, self.prior, ctx.data, ctx.device,
-            (*_checkpoint_key(Path(self.path), ctx.device), ctx.data.name, len(ctx.data.y_val)))
+            (*_checkpoint_key(Path(self.path), ctx.device), ctx.data.name, len(ctx.data.y_val)),
+            log=lambda line: print(line, file=sys.stderr, flush=True))
 
     def evaluate(self, model: nn.Module | None, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
         t0 = time.perf_counter()

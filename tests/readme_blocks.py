@@ -5,7 +5,8 @@ one *chain* run in order, each as one ``bash -e`` script, in one fresh temporary
 directory where ``make demo``'s run already exists (made with the demo's own config and a
 smaller budget, which a run may extend; the ``supernet`` chain does not use it). Chains are groups of README sections whose
 commands share files; each chain has its own test module, so that the chains run in
-parallel under ``pytest -n 2 --dist loadfile``. A block in a section no chain names
+parallel under ``pytest -n 2 --dist load`` (a block whose worker has not run the chain's
+earlier blocks runs them first). A block in a section no chain names
 belongs to the ``main`` chain, so a new README block is tested without any change here.
 
 Files the README shows (``my_space.py``, ``config.yaml``) are written into each directory
@@ -98,14 +99,34 @@ def make_workdir(root: Path, demo: bool = True) -> Path:
     return work
 
 
+#: Blocks already run in each work directory (a chain's blocks build on each other's files).
+_DONE: dict[Path, set[int]] = {}
+
+
 def run_block(work: Path, chain: str, index: int) -> None:
-    """Run block ``index`` of ``chain`` in ``work``; fail with its stderr if it fails."""
+    """Run block ``index`` of ``chain`` in ``work``; fail with its stderr if it fails.
+
+    The chain's earlier blocks run first where they have not run in ``work``: under
+    ``make test``'s ``--dist load`` the blocks of one chain may go to two workers (each
+    with its own work directory), and a block needs the files of the ones before it.
+    """
+    done = _DONE.setdefault(work, set())
+    for before in range(index):
+        if before not in done:
+            _run_one(work, chain, before, f" (run first, as block {index} needs its files)")
+    _run_one(work, chain, index, "")
+
+
+def _run_one(work: Path, chain: str, index: int, why: str) -> None:
     script = bash_blocks(chain)[index]
+    _DONE[work].add(index)
     if "../shared/" in script and not TABLE.is_file():
+        if why:
+            return
         pytest.skip(f"needs {TABLE} (NAS-Bench-201 table; see the README's section on it)")
     done = run(work, script)
     assert done.returncode == 0, (
-        f"README block {index} of chain {chain!r} failed (exit {done.returncode}):\n{script}\n"
+        f"README block {index} of chain {chain!r}{why} failed (exit {done.returncode}):\n{script}\n"
         f"--- stderr (end) ---\n{done.stderr[-4000:]}"
     )
 

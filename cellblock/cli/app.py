@@ -25,7 +25,10 @@ def build_parser() -> Parser:
     """The argument parser with every registered sub-command."""
     for module in COMMAND_MODULES:
         importlib.import_module(module)
+    from cellblock import __version__
+
     parser = Parser(prog="cellblock", description="Neural architecture search: accuracy vs cost.")
+    parser.add_argument("--version", action="version", version=f"cellblock {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for add in COMMANDS.values():
@@ -67,6 +70,21 @@ def _stdout_gone() -> None:
         pass
 
 
+def _what_was_kept(exc: BaseException) -> str:
+    """What an interrupted command kept, from the trial counts a search attaches."""
+    counts = getattr(exc, "trials_finished", None)
+    if counts is None:
+        return "what was finished is saved; run the same command again to continue"
+    now, total = counts
+    if total == 0:
+        return "no trial had finished, so none is saved; run the same command again to start"
+    if now == 0:
+        return (f"no trial finished in this invocation (the run's {total} earlier ones are kept); "
+                "run the same command again to continue")
+    return (f"{now} trial(s) finished in this invocation and are saved ({total} in the run); run "
+            "the same command again to continue")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cellblock`` command; returns the exit code."""
     from cellblock.core.signals import Terminated, install_sigterm
@@ -83,12 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         print(f"cellblock: error: {message}", file=sys.stderr)
         return 2
-    except Terminated:
-        print("cellblock: terminated (SIGTERM); what was finished is saved; run the same command "
-              "again to continue", file=sys.stderr)
+    except Terminated as exc:
+        print(f"cellblock: terminated (SIGTERM); {_what_was_kept(exc)}", file=sys.stderr)
         return 143
-    except KeyboardInterrupt:
-        print("cellblock: interrupted; run the same command again to continue", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"cellblock: interrupted; {_what_was_kept(exc)}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         _stdout_gone()

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from cellblock.cli.common import _key_value, command
+from cellblock.cli.common import _key_value, command, show_defaults
 from cellblock.core.errors import ConfigError
 
 
@@ -28,6 +28,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="processes for missing network costs")
     p.add_argument("--out", required=True, help="output directory (bench.csv, bench.md, bench.png)")
     p.set_defaults(func=_bench)
+    show_defaults(p)
 
 
 def command_line(args: argparse.Namespace) -> str:

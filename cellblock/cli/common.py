@@ -72,3 +72,13 @@ def show_config_defaults(parser: argparse.ArgumentParser) -> None:
         if isinstance(default, list):
             default = ",".join(map(str, default)) or "none"
         action.help += f" (default: {default})"
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append ``(default: X)`` to the help of every option with a default its help omits."""
+    for action in parser._actions:
+        if (action.help in (None, argparse.SUPPRESS) or "default" in action.help
+                or action.default in (None, argparse.SUPPRESS) or isinstance(action.default, bool)
+                or not action.option_strings):
+            continue
+        action.help += " (default: %(default)s)"

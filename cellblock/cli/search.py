@@ -45,7 +45,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                         "accuracy fused with this cost (use it as an objective; default none)")
     p.add_argument("--trials", type=int, help="number of trials")
     p.add_argument("--epochs", type=int, help="training epochs per candidate")
-    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--batch-size", type=int, dest="batch_size", help="training batch size")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--dataset", help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn, DIR or FILE.npz")
     p.add_argument("--val-fraction", dest="val_fraction", type=float, metavar="F",
@@ -56,7 +56,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--constraint", action="append", metavar="EXPR", help="e.g. 'macs<=5M', repeatable")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--out", help="run directory (default results/runs/<space>-<dataset>-<strategy>-seed<seed>)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="random seed of the search (and of each trial's init)")
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage of optuna:* strategies: journal file or SQLAlchemy URL "
                    "(default RUN/optuna.journal)")
@@ -65,8 +65,9 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", help="Ray cluster for --backend ray: auto or HOST:PORT "
                    "(default: a local Ray instance started for the run)")
     p.add_argument("--concurrency", type=_auto_or_int, metavar="N",
-                   help="trials evaluated at the same time; auto (--backend ray): as many as the "
-                   "cluster's resources allow, following nodes that join or leave")
+                   help="trials evaluated at the same time (default: GPUs x --trials-per-gpu with "
+                   "GPUs, else 1); auto (--backend ray): as many as the cluster's resources allow, "
+                   "following nodes that join or leave")
     p.add_argument("--infra-retries", dest="infra_retries", type=int, metavar="N",
                    help="re-runs of a trial whose worker process, actor or node died (default 2); "
                    "an exception of the candidate is FAILED and never re-run")
@@ -79,7 +80,9 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reduction-factor", dest="reduction_factor", type=int,
                    help="early stopping keeps the top 1/N at each rung (default 3)")
     p.add_argument("--threads-per-trial", dest="threads_per_trial", type=int,
-                   help="torch threads per trial")
+                   help="torch threads per trial; may change when a run is continued (default: 1 "
+                   "for candidates under 5e8 MACs per training batch or with --concurrency > 1, "
+                   "else the cores free of other load)")
     p.add_argument("--trials-per-gpu", dest="trials_per_gpu", type=_auto_or_int, metavar="K",
                    help="trials packed on each GPU: auto (from CPU cores and GPU memory) or K")
     p.add_argument("--cuda-graphs", dest="cuda_graphs", action=argparse.BooleanOptionalAction,

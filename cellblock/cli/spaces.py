@@ -7,6 +7,10 @@ import argparse
 from cellblock.cli.common import command
 from cellblock.core.errors import CellblockError
 
+#: Knuth probes of a size estimate here (SearchSpace.size's default is 2,000): a listing needs
+#: the order of magnitude, and each probe runs the space function once.
+SIZE_PROBES = 400
+
 
 @command("spaces")
 def _add_spaces(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +27,8 @@ def _spaces(args: argparse.Namespace) -> int:
         try:
             space = SearchSpace(name)
             decisions = len(space.sample(__import__("numpy").random.default_rng(0)))
-            print(f"  {name:<12} size {str(space.size()):>14}   ({decisions} decisions in a sample)")
+            size = space.size(probes=SIZE_PROBES)
+            print(f"  {name:<12} size {str(size):>14}   ({decisions} decisions in a sample)")
         except CellblockError as exc:
             print(f"  {name:<12} (needs options: {exc})")
     from cellblock.search_spaces.blocks_space import OPTION_ARGS

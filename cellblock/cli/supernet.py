@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from cellblock.cli.common import Parser, _key_value, command
+from cellblock.cli.common import Parser, _key_value, command, show_defaults
 from cellblock.core.errors import ConfigError, DataError
 
 
@@ -29,11 +29,12 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=int, required=True, help="supernet training epochs")
     t.add_argument("--out", required=True, help="checkpoint file (continued when it exists)")
     t.add_argument("--sampling", default="uniform", help="uniform, fair, sandwich or sandwich-kd")
-    t.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    t.add_argument("--batch-size", dest="batch_size", type=int, default=64, help="batch size")
     t.add_argument("--lr", type=float, default=0.1, help="peak learning rate (cosine schedule)")
-    t.add_argument("--weight-decay", dest="weight_decay", type=float, default=5e-4)
-    t.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=0.1)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--weight-decay", dest="weight_decay", type=float, default=5e-4, help="SGD weight decay")
+    t.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=0.1,
+                   help="label smoothing")
+    t.add_argument("--seed", type=int, default=0, help="seed of the supernet's init and sampling")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     t.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=1,
                    help="epochs between checkpoints (default 1)")
@@ -48,7 +49,11 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
                    help="most sub-supernets; values are grouped to fit (default 8)")
     t.add_argument("--split-after", dest="split_after", type=float, default=0.5,
                    help="fraction of the steps trained as one supernet before the split (default 0.5)")
+    t.add_argument("--threads", type=int, help="torch threads (default: the cores free of other load)")
+    t.add_argument("--no-progress", action="store_true", help="no line per epoch (errors, the "
+                   "start and the final result are still printed)")
     t.set_defaults(func=_train)
+    show_defaults(t)
 
     r = cmds.add_parser("rank", help="Kendall tau of supernet vs stand-alone accuracies")
     r.add_argument("--supernet", required=True, help="checkpoint from 'cellblock supernet train'")
@@ -79,8 +84,10 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--prior", default="macs",
                    help="cost fused with the supernet's accuracy into supernet_score, ranked as its "
                         "own row: none, macs or params (default macs; see --supernet-prior of search)")
-    r.add_argument("--device", default="auto")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    r.add_argument("--threads", type=int, help="torch threads (default: the cores free of other load)")
     r.set_defaults(func=_rank)
+    show_defaults(r)
 
 
 def _device(name: str) -> Any:
@@ -91,6 +98,17 @@ def _device(name: str) -> Any:
     if problem:
         raise ConfigError(f"--device {problem}, got {name!r}")
     return resolve_device(name)
+
+
+def _threads(n: int | None) -> int:
+    """Apply ``--threads`` (default: the cores free of other load); return the count."""
+    from cellblock.core.threads import apply_threads, default_threads
+
+    if n is not None and n < 1:
+        raise ConfigError(f"--threads must be >= 1, got {n}")
+    n = n or default_threads()
+    apply_threads(n)
+    return n
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -105,6 +123,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     device = _device(args.device)
+    args.threads = _threads(args.threads)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                       seed=args.seed, device=str(device))
@@ -162,7 +181,8 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
     else:
         supernet = Supernet.create(space, seed=args.seed, split=split, sharing=args.sharing)
     n_params = sum(p.numel() for p in supernet.bank.parameters())
-    print(f"supernet of {space.name}: {n_params:,} shared parameters", file=sys.stderr)
+    print(f"supernet of {space.name}: {n_params:,} shared parameters; torch threads: "
+          f"{args.threads}", file=sys.stderr)
     if split is not None:
         print(f"few-shot: {split.n_groups} sub-supernets on {', '.join(split.chunks)} "
               f"(split after {args.split_after:.0%} of the steps)", file=sys.stderr)
@@ -172,7 +192,7 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
                             val_fraction=args.val_fraction, split_after=args.split_after,
                             checkpoint_every=args.checkpoint_every, resume=resume,
                             dataset=dataset_ref(args.dataset),
-                            log=lambda line: print(line, file=sys.stderr, flush=True))
+                            log=None if args.no_progress else lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(result))
     return 0
 
@@ -180,10 +200,13 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
 def _rank(args: argparse.Namespace) -> int:
     from cellblock.data import load_dataset
     from cellblock.supernet.baselines import rank_table, tau_warning
+    from cellblock.supernet.prior import check_prior
     from cellblock.supernet.rank import rank_supernet
     from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
 
     device = _device(args.device)
+    check_prior(args.prior)  # a bad --prior is one line, before anything is loaded
+    threads = _threads(args.threads)
     ckpt = load_checkpoint(args.supernet)
     if not ckpt.get("done"):
         print(f"note: {args.supernet} is a partial checkpoint (epoch {ckpt['epoch']} of "
@@ -198,6 +221,7 @@ def _rank(args: argparse.Namespace) -> int:
         raise DataError(f"{exc} (the dataset {args.supernet} was trained on; give its path with "
                         "--dataset)") from exc
     supernet = supernet_from_checkpoint(ckpt, device)
+    print(f"torch threads: {threads}", file=sys.stderr)
     result = rank_supernet(supernet, ckpt, data, samples=args.samples, epochs=args.epochs,
                            out=args.out, seed=args.seed, device=device, batch_size=args.batch_size,
                            lr=args.lr, seeds=args.seeds, stratified=not args.uniform,

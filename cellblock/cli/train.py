@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cellblock.cli.common import command
+from cellblock.core.errors import ConfigError
 
 
 @command("train")
@@ -18,6 +19,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, default=1, dest="checkpoint_every",
                    help="epochs between checkpoints (default 1)")
     p.add_argument("--init", help="supernet:CKPT: start from the weights inherited from that supernet")
+    p.add_argument("--threads", type=int, help="torch threads (default: 1 for a candidate under "
+                   "5e8 MACs per training batch, else the cores free of other load)")
     p.add_argument("--allow-changed-inputs", dest="allow_changed_inputs", action="store_true",
                    help="go on although the dataset, space file, table or supernet changed since "
                         "the search (as 'search --allow-changed-inputs')")
@@ -35,8 +38,10 @@ def _train(args: argparse.Namespace) -> int:
         from cellblock.supernet.inherit import parse_init
 
         parse_init(args.init)  # a bad form fails before anything is loaded
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     m = final_train(args.run, args.trial, args.epochs, args.out, args.device, args.checkpoint_every, log,
-                    progress=not args.no_progress, init=args.init,
+                    progress=not args.no_progress, init=args.init, threads=args.threads,
                     allow_changed_inputs=args.allow_changed_inputs)
     log(f"trial {m['trial']} ({m['arch_id']}): {m['epochs']} epochs, val accuracy {m['val_accuracy']:.4f}, "
         f"TEST accuracy {m['test_accuracy']:.4f} ({m['test_size']} images), train {m['train_s']:.1f} s")

@@ -123,3 +123,16 @@ def remove_stale_tmp(folder: str | Path) -> list[Path]:
             except OSError:
                 pass
     return removed
+
+
+def make_temp_dir(parent: str | Path, prefix: str) -> Path:
+    """A new directory under ``parent`` (as :func:`tempfile.mkdtemp`), with the mode an
+    ordinary ``mkdir`` gives (``0o777`` less the umask), not mkdtemp's private ``0o700``:
+    a directory renamed into place later must be readable as any other the user makes."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    path.chmod(0o777 & ~mask)
+    return path

@@ -7,7 +7,13 @@ load_robustness.md). So, unless ``threads_per_trial`` is given:
 - with ``concurrency > 1``, every trial gets 1 thread;
 - otherwise a candidate whose training batch costs under :data:`SMALL_BATCH_MACS`
   forward multiply-accumulates (MACs per image x batch size) gets 1 thread, and a
-  larger one torch's own default (one per core).
+  larger one the cores free right now (:func:`free_cores`: idle over
+  :data:`SAMPLE_S` in ``/proc/stat``, within this process's CPU affinity, at most torch's
+  own default). On a 2-core machine with 2 other busy processes that is 1 thread: 2 made
+  one training 12x slower (779 s against 65 s, issue 30).
+
+``cellblock train``, ``supernet train`` and ``supernet rank`` take ``--threads``; by
+default they use the same rule (:func:`default_threads`).
 
 oneDNN (torch's CPU convolutions) keeps the primitives it builds for each convolution
 shape in a cache of 1024 by default. A supernet step, or a search, runs a new network
@@ -22,11 +28,14 @@ cellblock before its first convolution (workers inherit it).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 #: Forward MACs of one training batch below which a candidate trains on one thread.
 SMALL_BATCH_MACS = 5e8
+#: Seconds over which :func:`free_cores` measures idle CPU time.
+SAMPLE_S = 0.25
 
 #: oneDNN's environment variable for its primitive cache, and the capacity cellblock sets.
 ONEDNN_CACHE_VAR = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
@@ -50,7 +59,58 @@ def torch_default_threads() -> int:
     return _TORCH_DEFAULT[0]
 
 
-def threads_for(cfg: Mapping[str, Any], macs: float | None = None) -> int | None:
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity; the CPU count where that is unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _cpu_times() -> tuple[float, float, int] | None:
+    """``(idle, total, cpus)`` jiffies from ``/proc/stat`` (None off Linux)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    fields = [float(v) for v in lines[0].split()[1:9]]  # user..steal (guest is inside user)
+    cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    return fields[3] + fields[4], sum(fields), max(cpus, 1)
+
+
+def free_cores(sample_s: float | None = None, read: Callable[[], Any] = _cpu_times,
+               sleep: Callable[[float], None] = time.sleep) -> int:
+    """Cores idle right now, within :func:`usable_cores` (at least 1).
+
+    Idle time over ``sample_s`` seconds (:data:`SAMPLE_S`) of ``/proc/stat``; where that
+    is unavailable, the cores less the 1-minute load average (less this process's 1).
+    """
+    cores = usable_cores()
+    first = read()
+    if first is not None:
+        sleep(SAMPLE_S if sample_s is None else sample_s)
+        second = read()
+        total = second[1] - first[1] if second is not None else 0
+        if total > 0:
+            idle = (second[0] - first[0]) / total * second[2]
+            return max(1, min(cores, int(idle + 0.5)))
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return cores
+    return max(1, min(cores, int(cores - max(0.0, load - 1.0) + 0.5)))
+
+
+def default_threads(free: Callable[[], int] | None = None) -> int:
+    """Threads of a command that trains (``cellblock train``, ``supernet``) without
+    ``--threads``: the cores free now (``free``, default :func:`free_cores`), at most
+    torch's default."""
+    return max(1, min(torch_default_threads(), (free or free_cores)()))
+
+
+def threads_for(cfg: Mapping[str, Any], macs: float | None = None,
+                free: Callable[[], int] | None = None) -> int | None:
     """Threads for a trial of ``cfg`` whose candidate has ``macs`` per image (None: unknown)."""
     fixed = cfg.get("threads_per_trial")
     if fixed is not None:
@@ -61,7 +121,7 @@ def threads_for(cfg: Mapping[str, Any], macs: float | None = None) -> int | None
     if macs is None:
         return None
     small = float(macs) * int(cfg.get("batch_size", 64)) < SMALL_BATCH_MACS
-    return 1 if small else torch_default_threads()
+    return 1 if small else default_threads(free)
 
 
 def apply_threads(n: int | None) -> None:
@@ -79,7 +139,7 @@ def describe(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if fixed is not None:
         why = "--threads-per-trial" if cfg.get("threads_per_trial") is not None else "concurrency > 1"
         return {"policy": "fixed", "threads": fixed, "why": why}
-    return {"policy": "auto", "small": 1, "large": torch_default_threads(),
+    return {"policy": "auto", "small": 1, "large": "free cores", "max": torch_default_threads(),
             "small_batch_macs": SMALL_BATCH_MACS}
 
 
@@ -88,4 +148,5 @@ def summary(info: Mapping[str, Any]) -> str:
     if info["policy"] == "fixed":
         return f"torch threads per trial: {info['threads']} ({info['why']})"
     return (f"torch threads per trial: 1 for candidates under {info['small_batch_macs']:.0e} MACs "
-            f"per training batch, else {info['large']} (set --threads-per-trial N to override)")
+            f"per training batch, else the cores free of other load when the trial starts (at most "
+            f"{info.get('max', info['large'])}; set --threads-per-trial N to override)")

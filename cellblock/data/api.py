@@ -49,6 +49,33 @@ class Augment:
     flip: bool = False
 
 
+@dataclass(frozen=True)
+class Normalisation:
+    """How raw images became the network's input: ``(x / pixel_scale - mean[c]) / std[c]``.
+
+    Args:
+        mean: Per-channel mean of the train split after dividing by ``pixel_scale``.
+        std: Per-channel standard deviation of the same.
+        pixel_scale: What raw pixels were divided by first: 255 for 8-bit images, 16 for
+            scikit-learn's digits, 1 for float data (used as stored).
+        value_range: ``(min, max)`` of the train images after that division.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    pixel_scale: float = 1.0
+    value_range: tuple[float, float] = (0.0, 1.0)
+
+    def to_json(self, input_shape: tuple[int, ...]) -> dict[str, object]:
+        """The record an export keeps in ``arch.json`` (``preprocessing``)."""
+        return {
+            "input_shape": [int(v) for v in input_shape], "layout": "NCHW", "dtype": "float32",
+            "pixel_scale": self.pixel_scale, "value_range": list(self.value_range),
+            "mean": list(self.mean), "std": list(self.std),
+            "formula": "(x / pixel_scale - mean[c]) / std[c]",
+        }
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """A dataset split into train / val / test tensors.
@@ -69,6 +96,8 @@ class Dataset:
     num_classes: int
     augment: Augment
     class_names: tuple[str, ...] = ()
+    #: The normalisation applied to every split (None for datasets built by hand).
+    normalisation: Normalisation | None = None
 
     def summary(self) -> str:
         """One line: name, shape, classes and split sizes."""

@@ -27,6 +27,7 @@ from cellblock.data.api import (
     Augment,
     Dataset,
     Loader,
+    Normalisation,
     check_val_fraction,
     dataset_names,
     detect_layout,
@@ -43,12 +44,15 @@ def _val(val_fraction: float | None, test_fraction: float, default: float) -> fl
 
 
 def _normalise(
-    x_train: torch.Tensor, *others: torch.Tensor
-) -> tuple[torch.Tensor, ...]:
-    """Normalise every tensor with the per-channel mean/std of ``x_train``."""
+    x_train: torch.Tensor, *others: torch.Tensor, pixel_scale: float = 1.0
+) -> tuple[tuple[torch.Tensor, ...], Normalisation]:
+    """Normalise every tensor with the per-channel mean/std of ``x_train``; and the record."""
     mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
     std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return tuple(((t - mean) / std).contiguous() for t in (x_train, *others))
+    record = Normalisation(
+        tuple(float(v) for v in mean.flatten()), tuple(float(v) for v in std.flatten()),
+        float(pixel_scale), (float(x_train.min()), float(x_train.max())) if x_train.numel() else (0.0, 0.0))
+    return tuple(((t - mean) / std).contiguous() for t in (x_train, *others)), record
 
 
 def _build(
@@ -61,8 +65,12 @@ def _build(
     y_test: torch.Tensor | None = None,
     class_names: tuple[str, ...] = (),
     num_classes: int | None = None,
+    pixel_scale: float = 1.0,
 ) -> Dataset:
-    """Assemble a :class:`Dataset` from float images in [0, 1]-ish range and labels."""
+    """Assemble a :class:`Dataset` from float images in [0, 1]-ish range and labels.
+
+    ``pixel_scale``: what the raw pixels were divided by to get ``x`` (recorded).
+    """
     if splits is None:
         raise ValueError(f"dataset {name!r} was assembled without a split (a bug in its loader)")
     tr, va, te = (torch.as_tensor(s, dtype=torch.long) for s in splits)
@@ -73,7 +81,8 @@ def _build(
             f"dataset {name!r} has {len(y)} samples, too few for a train/val/test split; "
             "provide at least a few samples per class"
         )
-    x_tr, x_va, x_te = _normalise(x[tr].float(), x[va].float(), x_test.float())
+    (x_tr, x_va, x_te), norm = _normalise(x[tr].float(), x[va].float(), x_test.float(),
+                                          pixel_scale=pixel_scale)
     n_cls = num_classes if num_classes is not None else int(max(y.max(), y_test.max())) + 1
     check_splits(y.numpy(), splits[0], splits[1], n_cls, name)
     return Dataset(
@@ -88,6 +97,7 @@ def _build(
         num_classes=n_cls,
         augment=augment,
         class_names=class_names,
+        normalisation=norm,
     )
 
 
@@ -105,7 +115,8 @@ def _load_digits(
     y = torch.from_numpy(target.astype(np.int64))
     splits = stratified_split(target, val, CUSTOM_TEST_FRACTION, seed, CUSTOM_VAL_FRACTION)
     names = tuple(str(t) for t in range(10))
-    return _build("digits", x, y, splits, Augment(pad=1, flip=False), class_names=names)
+    return _build("digits", x, y, splits, Augment(pad=1, flip=False), class_names=names,
+                  pixel_scale=16.0)
 
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +218,8 @@ def _torchvision_loader(name: str, spec: _TorchvisionSpec) -> Loader:
         splits = stratified_split(labels[0], val, 0.0, seed)
         classes = tuple(str(c) for c in getattr(train, "classes", ()))
         n_cls = int(max(y_train.max(), y_test.max())) + 1
-        return _build(name, x_train, y_train, splits, spec.augment, x_test, y_test, classes, n_cls)
+        return _build(name, x_train, y_train, splits, spec.augment, x_test, y_test, classes, n_cls,
+                      pixel_scale=255.0)
 
     return load
 
@@ -217,6 +229,11 @@ for _name, _spec in _TORCHVISION.items():
 
 
 # ----------------------------------------------------------------------------- custom
+
+
+def pixel_scale_of(x: np.ndarray) -> float:
+    """What :func:`_float_images` divides ``x``'s pixels by: 255 for integers, else 1."""
+    return 255.0 if np.issubdtype(x.dtype, np.integer) else 1.0
 
 
 def _float_images(x: np.ndarray, what: str) -> np.ndarray:
@@ -292,7 +309,7 @@ def load_npz(path: Path, seed: int, val_fraction: float | None = None,
     yt = torch.from_numpy(labels)
     splits = stratified_split(labels, val, CUSTOM_TEST_FRACTION, seed, CUSTOM_VAL_FRACTION)
     return _build(path.stem, xt, yt, splits, Augment(pad=max(1, xt.shape[-1] // 8)),
-                  class_names=class_names)
+                  class_names=class_names, pixel_scale=pixel_scale_of(np.asarray(x)))
 
 
 def load_image_folder(
@@ -344,7 +361,7 @@ def load_image_folder(
     names = tuple(d.name for d in class_dirs)
     return _build(
         root.name, x, torch.from_numpy(labels), splits, Augment(pad=max(1, w // 8)),
-        class_names=names, num_classes=len(class_dirs),
+        class_names=names, num_classes=len(class_dirs), pixel_scale=255.0,
     )
 
 

@@ -14,6 +14,8 @@ Every export is checked right after it is written, and a mismatch is an error:
   initializers named like the model's parameters, and all float initializers are exactly
   the float state dict (parameters + BN running statistics). MACs are counted from the
   shape-inferred graph over Conv/Gemm/MatMul nodes, the ops torch's FlopCounter counts.
+  The exporter merges bit-identical initializers (a trained BN bias can equal its
+  shortcut's); a tensor missing by name counts when an initializer holds its exact values.
 
 Outputs are compared on a random input in eval mode, fp32, max abs diff <= 1e-5.
 Results go to ``DIR/roundtrip.json``. The reference network and the checks (clean
@@ -26,22 +28,22 @@ import copy
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from cellblock.core.errors import CellblockError, ConfigError, ExportError
+from cellblock.core.fileio import make_temp_dir
 from cellblock.evaluators.runtimes import ONNX_OPSET
 from cellblock.export.codegen import generate_source
 from cellblock.export.formats import FORMATS, check_formats, register_format
 from cellblock.export.outdir import EXPORT_MARKER as EXPORT_MARKER  # re-exported
 from cellblock.export.outdir import check_export_out, write_marker
+from cellblock.export.preprocess import check_record, preprocessing_of, with_preprocessing
 from cellblock.export.verify import (
     ATOL,
     ExportItem,
@@ -49,6 +51,7 @@ from cellblock.export.verify import (
     compare,
     make_reference,
     onnx_macs,
+    onnx_tensors_check,
     run_clean,
 )
 from cellblock.export.verify import CHECK_BATCH as CHECK_BATCH  # re-exported
@@ -125,14 +128,16 @@ def items_from_run(run_dir: str | Path, trials: Sequence[Any]) -> list[ExportIte
 
     data = load_run(run_dir)
     cfg = run_inputs(data)
-    space = build_space(cfg, run_data(cfg))
+    dataset = run_data(cfg)
+    space = build_space(cfg, dataset)
+    prep = preprocessing_of(dataset, space)
     labels = remapped_labels(data.run_dir) if data.config.get("remap_labels") else ()
     items = []
     for t in trials:
         w = weights_path(data.run_dir, t.number)
         items.append(ExportItem(
             f"trial_{t.number}", dict(t.arch), space, trial_seed(data.config.get("seed", 0), t.arch_id),
-            t, w if w.is_file() else None, labels,
+            t, w if w.is_file() else None, labels, preprocessing=prep,
         ))
     return items
 
@@ -159,7 +164,9 @@ def item_from_arch_file(path: str | Path, space: str | None, space_args: Mapping
         raise ConfigError("the arch file names no space; pass --space NAME (and --space-arg KEY=VALUE)")
     sp = SearchSpace(ref, **kwargs)
     sp.validate(arch)
-    return ExportItem(f"arch_{arch_id(arch)}", dict(arch), sp, 0)
+    prep = doc.get("preprocessing") if "arch" in doc else None
+    return ExportItem(f"arch_{arch_id(arch)}", dict(arch), sp, 0,
+                      preprocessing=check_record(prep) if prep else None)
 
 
 # ---- weights -----------------------------------------------------------------------------
@@ -195,13 +202,14 @@ def export_json(ref: Reference, out_dir: Path) -> dict[str, Any]:
     }
     if item.class_labels:  # class index -> the dataset's original label
         doc["class_labels"] = list(item.class_labels)
+    doc["preprocessing"] = item.preprocessing  # applied by the exported networks (None: unknown)
     path = out_dir / "arch.json"
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     back = json.loads(path.read_text(encoding="utf-8"))
     space = SearchSpace(back["space"], **back["space_kwargs"])
     model = space.build(back["arch"])
     model.load_state_dict(torch.load(write_weights(ref, out_dir), map_location="cpu", weights_only=True))
-    model.eval()
+    model = with_preprocessing(model, back["preprocessing"]).eval()
     with torch.no_grad():
         y = model(ref.x)
     result = compare(ref, count_params(model), count_macs(model, ref.input_shape), y)
@@ -220,7 +228,8 @@ def export_pytorch(ref: Reference, out_dir: Path) -> dict[str, Any]:
     item = ref.item
     meta = {"arch": item.arch, "arch_id": arch_id(item.arch), "space": item.space.ref,
             "space_kwargs": _json_safe(item.space.kwargs), "weights": ref.weights_source}
-    src = generate_source(ref.model, ref.input_shape, title=f"{item.space.name} network {item.label}", meta=meta)
+    src = generate_source(ref.model, ref.input_shape, title=f"{item.space.name} network {item.label}",
+                          meta=meta, preprocessing=item.preprocessing)
     path = out_dir / "model.py"
     path.write_text(src, encoding="utf-8")
     weights = write_weights(ref, out_dir)
@@ -277,18 +286,19 @@ def export_onnx(ref: Reference, out_dir: Path) -> dict[str, Any]:
     opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     y = sess.run(None, {sess.get_inputs()[0].name: ref.x.numpy()})[0]
-    param_names = dict(ref.model.named_parameters())
-    sizes = {t.name: int(np.prod(t.dims)) for t in proto.graph.initializer}
-    floats = sum(s for t, s in zip(proto.graph.initializer, sizes.values())
-                 if t.data_type == onnx.TensorProto.FLOAT)
-    state_floats = sum(v.numel() for v in ref.model.state_dict().values() if v.is_floating_point())
+    state = ref.model.state_dict()  # the input normalisation's buffers are Constant nodes
+    tensors = onnx_tensors_check(proto, state, dict(ref.model.named_parameters()))
+    state_floats = sum(v.numel() for v in state.values() if v.is_floating_point())
     macs, macs_how = onnx_macs(proto)
-    result = compare(ref, sum(s for n, s in sizes.items() if n in param_names), macs, y)
+    result = compare(ref, tensors["params"], macs, y)
     result.update({
         "files": [path.name], "opset": opset, "macs_method": macs_how,
-        "float_initializer_elements": floats, "float_state_dict_elements": state_floats,
-        "initializers_ok": floats == state_floats,
-        "params_method": "elements of initializers named like the model's parameters (BN not folded)",
+        "float_initializer_elements": tensors["float_initializer_elements"],
+        "float_state_dict_elements": state_floats,
+        "initializers_ok": tensors["float_initializer_elements"] == state_floats and not tensors["extra"],
+        "merged_initializers": tensors["merged"], "missing_initializers": tensors["missing"],
+        "params_method": "elements of the model's parameters found among the initializers, by name, "
+                         "or by value where the exporter merged bit-identical tensors (BN not folded)",
     })
     if macs is None:
         result["macs_ok"] = None
@@ -331,7 +341,7 @@ def export_items(items: Sequence[ExportItem], out: str | Path, formats: Sequence
     final = Path(out)
     check_export_out(final, force, run_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    out = make_temp_dir(final.parent, f".{final.name}.")  # mode of a plain mkdir, not 0700
     try:
         report, problems = _export_into(items, out, formats)
         _replace_dir(out, final)

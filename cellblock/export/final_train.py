@@ -52,6 +52,16 @@ def _identity(cfg: Mapping[str, Any], arch_id: str, trial: int, epochs: int) -> 
     return {"trial": trial, "arch_id": arch_id, "epochs": epochs, **{k: cfg.get(k) for k in keys}, **split}
 
 
+def _set_threads(cfg: Mapping[str, Any], model: Any, space: Any, threads: int | None) -> int:
+    """Apply ``threads``, or the search's per-trial rule for this model; return the count."""
+    from cellblock.core.threads import apply_threads, threads_for
+    from cellblock.evaluators.cost import count_macs
+
+    n = threads or threads_for({**cfg, "concurrency": 1}, count_macs(model, space.input_shape))
+    apply_threads(n)
+    return int(n)
+
+
 def final_train(
     run_dir: str | Path,
     trial: int,
@@ -62,6 +72,7 @@ def final_train(
     log: Any = print,
     progress: bool = False,
     init: str | None = None,
+    threads: int | None = None,
     allow_changed_inputs: bool = False,
 ) -> dict[str, Any]:
     """Train trial ``trial`` of a run for ``epochs``; resume from ``out``'s checkpoint if any.
@@ -71,6 +82,8 @@ def final_train(
 
     Args:
         progress: Show a progress bar (epochs, loss, elapsed time and ETA) on stderr.
+        threads: Torch threads; None: the search's rule (the run's ``threads_per_trial``,
+            else 1 for a small candidate, else the cores free of other load).
         allow_changed_inputs: Train although the run's inputs (dataset, space file...)
             changed since the search (else RunError).
 
@@ -141,6 +154,8 @@ def final_train(
         model.load_state_dict(inherited_state(parse_init(init), space, t.arch, cfg.get("val_fraction")))
         log(f"initialised from {init}")
     train_cfg = TrainConfig.from_run(cfg, seed=seed, device=str(dev), epochs=epochs)
+    n_threads = _set_threads(cfg, model, space, threads)  # not part of the training's identity
+    log(f"torch threads: {n_threads}")
     from cellblock.core.runlock import LOCK_NAME, RunLock
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from cellblock.core.errors import ExportError
+from cellblock.export.preprocess import check_input, with_preprocessing
 
 #: Max abs difference allowed between original and exported outputs (fp32, eval mode).
 ATOL = 1e-5
@@ -47,6 +48,8 @@ class ExportItem:
     state: Any = None
     #: Where :attr:`state` comes from, for the report.
     state_source: str = ""
+    #: The input normalisation of training (:mod:`cellblock.export.preprocess`), or None.
+    preprocessing: dict[str, Any] | None = None
 
 
 @dataclass
@@ -89,7 +92,8 @@ def fresh_weights(model: nn.Module, input_shape: Sequence[int], seed: int) -> No
 
 
 def make_reference(item: ExportItem) -> Reference:
-    """Build ``item``'s network with its weights; measure params, MACs and outputs."""
+    """Build ``item``'s network with its weights (and its input normalisation as the first
+    step); measure params, MACs and outputs on an input in the recorded value range."""
     from cellblock.evaluators.cost import count_macs, count_params
 
     torch.manual_seed(item.seed)
@@ -111,9 +115,8 @@ def make_reference(item: ExportItem) -> Reference:
     else:
         fresh_weights(model, input_shape, item.seed)
         source = "untrained (fresh init, random BN affine, BN statistics from 16 random images)"
-    model = model.cpu().eval()
-    gen = torch.Generator().manual_seed(1234)
-    x = torch.randn(CHECK_BATCH, *input_shape, generator=gen)
+    model = with_preprocessing(model.cpu(), item.preprocessing).eval()
+    x = check_input(item.preprocessing, tuple(input_shape), batch=CHECK_BATCH)
     with torch.no_grad():
         y = model(x)
     return Reference(item, model, input_shape, count_params(model), count_macs(model, input_shape),
@@ -210,7 +213,6 @@ def run_clean(kind: str, model_path: Path, ref: Reference, weights: Path | None 
     return result, y
 
 
-
 def onnx_macs(model_proto: Any) -> tuple[int | None, str]:
     """MACs per image of Conv/Gemm/MatMul nodes of a shape-inferred ONNX graph (batch = 1)."""
     import onnx
@@ -239,3 +241,53 @@ def onnx_macs(model_proto: Any) -> tuple[int | None, str]:
         return None, f"ops not counted: {', '.join(unknown)}"
     return total, "Conv/Gemm/MatMul MACs from onnx shape inference (batch 1)"
 
+
+
+def onnx_tensors_check(proto: Any, state: Mapping[str, torch.Tensor], param_names: Iterable[str]
+                       ) -> dict[str, Any]:
+    """Match a model's float tensors to an ONNX graph's initializers, by name then by value.
+
+    The ONNX exporter merges bit-identical initializers (after training, a BN bias of a
+    block and of its projection shortcut can be equal): the graph keeps one name and the
+    other tensor is read through it. A tensor absent by name therefore counts when an
+    initializer holds exactly its values (same dtype, shape and bytes); a merged tensor is
+    counted once per name on both sides, so the counts compare like for like.
+
+    Args:
+        proto: The loaded ONNX model.
+        state: The model's state dict (float tensors are checked).
+        param_names: Names of the model's parameters (a subset of ``state``).
+
+    Returns:
+        ``params`` (elements of the parameters found), ``float_initializer_elements``
+        (the float state-dict elements found), ``missing`` (names found nowhere) and
+        ``merged`` (``name -> kept initializer`` for merged tensors) and ``extra`` (float
+        initializers that are no tensor of ``state``).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer
+             if t.data_type == onnx.TensorProto.FLOAT}
+    by_value: dict[tuple, str] = {}
+    for name, arr in inits.items():
+        by_value.setdefault((arr.dtype.str, arr.shape, arr.tobytes()), name)
+    params = set(param_names)
+    found_params = found_floats = 0
+    missing: list[str] = []
+    merged: dict[str, str] = {}
+    for name, tensor in state.items():
+        if not tensor.is_floating_point():
+            continue
+        arr = tensor.detach().cpu().numpy()
+        if name not in inits:
+            kept = by_value.get((arr.dtype.str, arr.shape, arr.tobytes()))
+            if kept is None:
+                missing.append(name)
+                continue
+            merged[name] = kept
+        found_floats += arr.size
+        found_params += arr.size if name in params else 0
+    extra = sorted(set(inits) - set(state))
+    return {"params": found_params, "float_initializer_elements": found_floats,
+            "missing": missing, "merged": merged, "extra": extra}

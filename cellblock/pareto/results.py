@@ -5,8 +5,9 @@ Everything here is derived from ``trials.jsonl`` (``config.yaml`` is only its co
 
 from __future__ import annotations
 
+import math
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,28 @@ def next_steps(data: RunData) -> str:
     return "\n".join(lines)
 
 
+def _source(cfg: Mapping[str, Any]) -> str:
+    """``dataset: NAME``, or ``table: FILE`` for a benchmark-table run (which reads no dataset)."""
+    if cfg.get("evaluator") == "table" and cfg.get("table"):
+        return f"table: {Path(str(cfg['table'])).name}"
+    return f"dataset: {cfg.get('dataset')}"
+
+
+def _in_table_units(data: RunData, best: float) -> str:
+    """`` (= 70.83 in the table's 'valid_acc' column)`` when a table run's metric is a percentage,
+    the units ``cellblock bench`` reports in."""
+    if data.config.get("evaluator") != "table":
+        return ""
+    for t in data.trials:
+        if not (t.feasible_complete and t.value("accuracy") == best):
+            continue
+        for key, value in t.metrics.items():
+            if (key != "accuracy" and isinstance(value, (int, float)) and value != best
+                    and math.isclose(value, best * 100, rel_tol=1e-9)):
+                return f" (= {value:.2f} in the table's {key!r} column, as 'cellblock bench' reports it)"
+    return ""
+
+
 def summary(data: RunData) -> str:
     """A short text summary of a run and its Pareto table."""
     counts = {s: sum(t.status == s for t in data.trials) for s in (COMPLETE, FAILED, INFEASIBLE, PRUNED, RUNNING)}
@@ -219,12 +242,13 @@ def summary(data: RunData) -> str:
     cfg = data.config
     lines = [
         f"run: {data.run_dir}",
-        f"space: {cfg.get('space')}  strategy: {cfg.get('strategy')}  dataset: {cfg.get('dataset')}  "
+        f"space: {cfg.get('space')}  strategy: {cfg.get('strategy')}  {_source(cfg)}  "
         f"objectives: {', '.join(o.name for o in data.objectives)}",
         f"trials: {len(data.trials)} ({counts[COMPLETE]} complete, {counts[FAILED]} failed, "
         f"{counts[INFEASIBLE]} infeasible, {counts[PRUNED]} stopped early, {counts[RUNNING]} in flight)  "
         f"time with trials running: {span:.1f} s",
-        f"best validation accuracy: {max(accs):.4f}" if accs else "best validation accuracy: -",
+        f"best validation accuracy: {max(accs):.4f}{_in_table_units(data, max(accs))}" if accs
+        else "best validation accuracy: -",
         f"Pareto front ({len(front)} trials):",
         format_table(front, extra=extra_metrics(data)) if front else
         "(empty: no completed, feasible trial)",

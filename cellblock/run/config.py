@@ -118,7 +118,7 @@ FIELDS: dict[str, Field] = {
     "trials_per_gpu": Field("auto", (str, int), "trials packed on each GPU: auto (from CPU cores and GPU memory) or N", _trials_per_gpu),
     "cuda_graphs": Field(True, (bool,), "capture training steps as CUDA graphs on CUDA (eager when capture fails)"),
     "cudnn_benchmark": Field(True, (bool,), "cudnn autotuning of the training shapes on CUDA (each new architecture's convolutions are timed once)"),
-    "threads_per_trial": Field(None, (int,), "torch threads per trial (default: 1 for small candidates or with concurrency > 1, else torch's own choice)", _positive, nullable=True),
+    "threads_per_trial": Field(None, (int,), "torch threads per trial (default: 1 for small candidates or with concurrency > 1, else the cores free of other load)", _positive, nullable=True),
     "address": Field(None, (str,), "Ray cluster of the ray backend: auto or HOST:PORT (default: a local Ray instance for the run)", nullable=True),
     "resources_per_trial": Field(None, (str,), "Ray resources of one trial, e.g. cpu=1,gpu=0.5 (default cpu=1, with gpu=1/trials_per_gpu when GPUs are used)", _resources, nullable=True),
     "scheduler": Field("none", (str,), "early stopping of the ray backend, epochs as budget: none, asha or mo-asha", _scheduler),
@@ -129,8 +129,9 @@ FIELDS: dict[str, Field] = {
 # Keys that may change when an existing run is continued: the budget, and where and how
 # widely trials run (continue a laptop run on a Ray cluster with more workers, or on GPUs).
 # Latency is timed with the device held exclusively (cellblock.core.device_lock).
-RESUMABLE_KEYS = ("trials", "out", "backend", "concurrency", "address", "resources_per_trial", "infra_retries",
-                  "trials_per_gpu", "cuda_graphs", "cudnn_benchmark", "allow_changed_inputs", "allow_unstable_latency")
+RESUMABLE_KEYS = ("trials", "out", "backend", "concurrency", "address", "resources_per_trial",
+                  "infra_retries", "trials_per_gpu", "cuda_graphs", "cudnn_benchmark",
+                  "allow_changed_inputs", "allow_unstable_latency", "threads_per_trial")
 
 
 def _check(key: str, value: Any) -> Any:
@@ -214,9 +215,11 @@ def default_run_dir(cfg: Mapping[str, Any]) -> Path:
 
     A custom space ``file.py:function`` is named by its function; the strategy keeps its
     full name (``optuna:nsga2`` -> ``optuna_nsga2``), so no two strategies share a folder.
+    A benchmark-table run reads no dataset: it is named by its table's file name instead.
     """
     space = cfg["space"].rpartition(":")[2] or cfg["space"]
-    parts = [space, Path(cfg["dataset"]).stem or cfg["dataset"], cfg["strategy"]]
+    data = cfg["table"] if cfg.get("evaluator") == "table" and cfg.get("table") else cfg["dataset"]
+    parts = [space, Path(data).stem or data, cfg["strategy"]]
     name = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p) for p in parts)
     return Path("results") / "runs" / f"{name}-seed{cfg['seed']}"
 

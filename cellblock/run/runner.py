@@ -351,6 +351,7 @@ class Runner:
                    disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
         self._update_bar(bar)
         backend = None
+        done_before = book.done
         try:
             if book.done < book.budget:
                 backend = BACKENDS.get(self.p.config["backend"])(self.p)
@@ -359,6 +360,9 @@ class Runner:
                 if book.exhausted:
                     bar.write(f"search space exhausted after {book.done} distinct architectures")
             self.log.append({"event": "run_end", "t": time.time()})
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the CLI says what was kept
+            exc.trials_finished = (book.done - done_before, book.done)  # type: ignore[attr-defined]
+            raise
         finally:
             if backend is not None:
                 backend.close()

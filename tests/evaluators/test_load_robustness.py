@@ -54,7 +54,8 @@ def test_unstable_latency_stays_off_the_front_unless_allowed() -> None:
 def test_thread_policy_one_for_small_candidates_override_wins() -> None:
     cfg = {"threads_per_trial": None, "concurrency": 1, "batch_size": 64}
     assert threads_for(cfg, 1e5) == 1
-    assert threads_for(cfg, 10 * SMALL_BATCH_MACS) == torch_default_threads()
+    assert threads_for(cfg, 10 * SMALL_BATCH_MACS, free=lambda: 999) == torch_default_threads()
+    assert threads_for(cfg, 10 * SMALL_BATCH_MACS, free=lambda: 1) == 1  # a busy machine
     assert threads_for({**cfg, "concurrency": 2}, 1e12) == 1
     assert threads_for({**cfg, "threads_per_trial": 3}, 1e5) == 3
 
