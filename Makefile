@@ -28,7 +28,8 @@ demo: install
 # oneDNN picks CPU kernels by instruction set: what runs convolutions (training, the supernet,
 # export) runs a second time on the AVX2 kernels, which every x86 CPU can take.
 AVX2_TESTS := tests/supernet tests/evaluators/test_cpu_kernels.py tests/evaluators/test_loop.py \
-	tests/evaluators/test_training.py tests/cellblock/test_export.py tests/cellblock/test_final_train.py
+	tests/evaluators/test_training.py tests/cellblock/test_export.py tests/cellblock/test_export_deploy.py \
+	tests/cellblock/test_final_train.py
 
 # --dist load: a test whose worker dies natively fails alone (with its signal, see
 # tests/conftest.py) and a new worker takes the rest; pyproject.toml sets a per-test timeout
