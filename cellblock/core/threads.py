@@ -79,13 +79,32 @@ def _cpu_times() -> tuple[float, float, int] | None:
     return fields[3] + fields[4], sum(fields), max(cpus, 1)
 
 
+#: Seconds a measured :func:`free_cores` answer is reused (a bench or proxy search asks it
+#: for thousands of cheap candidates; each measurement sleeps :data:`SAMPLE_S`).
+FREE_CORES_TTL_S = 10.0
+_free_cache: list[float] = []  # [monotonic time, answer] of the last default measurement
+
+
 def free_cores(sample_s: float | None = None, read: Callable[[], Any] = _cpu_times,
                sleep: Callable[[float], None] = time.sleep) -> int:
     """Cores idle right now, within :func:`usable_cores` (at least 1).
 
     Idle time over ``sample_s`` seconds (:data:`SAMPLE_S`) of ``/proc/stat``; where that
-    is unavailable, the cores less the 1-minute load average (less this process's 1).
+    is unavailable, the cores less the 1-minute load average (less this process's 1). With
+    the defaults, an answer is reused for :data:`FREE_CORES_TTL_S` seconds.
     """
+    default = sample_s is None and read is _cpu_times and sleep is time.sleep
+    now = time.monotonic()
+    if default and _free_cache and now - _free_cache[0] < FREE_CORES_TTL_S:
+        return int(_free_cache[1])
+    n = _measure_free_cores(sample_s, read, sleep)
+    if default:
+        _free_cache[:] = [now, n]
+    return n
+
+
+def _measure_free_cores(sample_s: float | None, read: Callable[[], Any],
+                        sleep: Callable[[float], None]) -> int:
     cores = usable_cores()
     first = read()
     if first is not None:
