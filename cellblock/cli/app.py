@@ -25,7 +25,9 @@ def build_parser() -> Parser:
     """The argument parser with every registered sub-command."""
     for module in COMMAND_MODULES:
         importlib.import_module(module)
-    from cellblock import __version__
+    from importlib.metadata import version  # the installed distribution's, not a package import
+
+    __version__ = version("cellblock")
 
     parser = Parser(prog="cellblock", description="Neural architecture search: accuracy vs cost.")
     parser.add_argument("--version", action="version", version=f"cellblock {__version__}")

@@ -221,12 +221,12 @@ def _rank(args: argparse.Namespace) -> int:
         raise DataError(f"{exc} (the dataset {args.supernet} was trained on; give its path with "
                         "--dataset)") from exc
     supernet = supernet_from_checkpoint(ckpt, device)
-    print(f"torch threads: {threads}", file=sys.stderr)
     result = rank_supernet(supernet, ckpt, data, samples=args.samples, epochs=args.epochs,
                            out=args.out, seed=args.seed, device=device, batch_size=args.batch_size,
                            lr=args.lr, seeds=args.seeds, stratified=not args.uniform,
                            baselines=args.baselines, search_candidates=args.search_candidates,
                            prior=args.prior, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"torch threads: {threads}", file=sys.stderr)
     print(rank_table(result), file=sys.stderr)
     keys = ("kendall_tau", "spearman", "kendall_tau_no_recal", "n", "supernet_s",
             "standalone_s", "cost_ratio", "children_per_s", "params_tau", "standalone_seed_tau")

@@ -12,7 +12,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 #: The event kinds a log holds (see :mod:`cellblock.records.log`).
-EVENT_KINDS = ("run_start", "trial_start", "trial_end", "run_end")
+EVENT_KINDS = ("run_start", "trial_start", "trial_end", "trial_lost", "node_lost", "node_joined",
+               "run_end")
 
 
 def _is_int(v: Any) -> bool:
@@ -56,6 +57,16 @@ _FIELDS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]]] = {
         "error": (False, _optional(lambda v: isinstance(v, str)), "a string or null"),
         "violation": (False, _optional(_is_number), "a number or null"),
     },
+    "trial_lost": {  # an attempt lost to the infrastructure (cellblock.records.log.trial_lost_event)
+        "trial": (True, _trial_number, "an integer >= 0"),
+        "arch_id": (True, _arch_id, "a non-empty string"),
+        "attempt": (False, _optional(_is_int), "an integer"),
+        "node": (False, _optional(lambda v: isinstance(v, str)), "a string or null"),
+        "reason": (False, _optional(lambda v: isinstance(v, str)), "a string or null"),
+        "retry": (False, _optional(lambda v: isinstance(v, bool)), "true or false"),
+    },
+    "node_lost": {"node": (False, _optional(lambda v: isinstance(v, str)), "a string or null")},
+    "node_joined": {"node": (False, _optional(lambda v: isinstance(v, str)), "a string or null")},
     "run_end": {},
 }
 
@@ -82,6 +93,8 @@ def event_problem(event: Any, started: Mapping[int, str], statuses: Collection[s
             continue
         if not check(event[key]):
             return f"is a {kind} whose {key!r} is not {what} (got {_short(event[key])})"
+    if kind == "trial_lost" and started.get(event["trial"]) != event["arch_id"]:
+        return f"loses trial {event['trial']}, which no earlier trial_start began with that arch_id"
     if kind == "trial_end":
         if statuses and event["status"] not in statuses:
             return f"is a trial_end whose 'status' is not one of {', '.join(statuses)} (got {_short(event['status'])})"
