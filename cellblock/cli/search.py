@@ -11,13 +11,13 @@ from cellblock.cli.common import _key_value, _overrides, command, show_config_de
 SEARCH_OPTIONS = (
     "space", "strategy", "evaluator", "table", "metric", "supernet", "supernet_prior", "trials", "epochs", "batch_size", "lr", "dataset",
     "val_fraction", "data_dir", "download", "objectives", "device", "out", "seed", "storage",
-    "backend", "address", "concurrency", "resources_per_trial", "scheduler", "threads_per_trial",
+    "backend", "address", "concurrency", "resources_per_trial", "scheduler", "threads_per_trial", "infra_retries",
     "grace_epochs", "reduction_factor", "allow_changed_inputs", "remap_labels", "allow_unstable_latency",
     "latency_max_spread", "trials_per_gpu", "cuda_graphs", "cudnn_benchmark", "latency_runtime", "latency_table",
 )
 
 
-def _trials_per_gpu(text: str) -> int | str:
+def _auto_or_int(text: str) -> int | str:
     if text == "auto":
         return text
     try:
@@ -64,8 +64,13 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                    "visible GPU, else local), local, process or ray")
     p.add_argument("--address", help="Ray cluster for --backend ray: auto or HOST:PORT "
                    "(default: a local Ray instance started for the run)")
-    p.add_argument("--concurrency", type=int, help="trials evaluated at the same time (default: "
-                   "GPUs x --trials-per-gpu with GPUs, else 1)")
+    p.add_argument("--concurrency", type=_auto_or_int, metavar="N",
+                   help="trials evaluated at the same time (default: GPUs x --trials-per-gpu with "
+                   "GPUs, else 1); auto (--backend ray): as many as the cluster's resources allow, "
+                   "following nodes that join or leave")
+    p.add_argument("--infra-retries", dest="infra_retries", type=int, metavar="N",
+                   help="re-runs of a trial whose worker process, actor or node died (default 2); "
+                   "an exception of the candidate is FAILED and never re-run")
     p.add_argument("--resources-per-trial", dest="resources_per_trial", metavar="SPEC",
                    help="Ray resources of one trial, e.g. cpu=1,gpu=0.5 (default cpu=1, "
                    "plus gpu=1/K with GPUs: K = --trials-per-gpu)")
@@ -78,7 +83,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                    help="torch threads per trial; may change when a run is continued (default: 1 "
                    "for candidates under 5e8 MACs per training batch or with --concurrency > 1, "
                    "else the cores free of other load)")
-    p.add_argument("--trials-per-gpu", dest="trials_per_gpu", type=_trials_per_gpu, metavar="K",
+    p.add_argument("--trials-per-gpu", dest="trials_per_gpu", type=_auto_or_int, metavar="K",
                    help="trials packed on each GPU: auto (from CPU cores and GPU memory) or K")
     p.add_argument("--cuda-graphs", dest="cuda_graphs", action=argparse.BooleanOptionalAction,
                    help="capture training steps as CUDA graphs on CUDA (eager when capture fails)")

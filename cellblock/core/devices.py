@@ -143,9 +143,19 @@ def plan_slots(
     Raises:
         ConfigError: for a GPU device that is not there.
     """
-    gpus = visible_gpus(cfg["device"], count)
-    want = cfg.get("trials_per_gpu", "auto")
     backend, concurrency = cfg["backend"], cfg.get("concurrency")
+    if concurrency == "auto" and backend != "ray":
+        raise ConfigError("--concurrency auto follows a Ray cluster's resources and needs --backend ray; "
+                          "give the process backend a number, e.g. --concurrency 4")
+    want = cfg.get("trials_per_gpu", "auto")
+    if backend == "ray" and cfg.get("address") and want != "auto" and cfg.get("resources_per_trial") is None \
+            and cfg["device"] != "cpu":
+        # the GPUs are the cluster's, not this driver's: K trials share each of them
+        k = int(want)
+        return SlotPlan([], k, backend, concurrency or 1, f"cpu=1,gpu={1 / k:.4g}",
+                        f"device slots: the Ray cluster's GPUs x {k} trial(s) per GPU; backend ray, "
+                        f"concurrency {concurrency or 1}; Ray resources per trial cpu=1,gpu={1 / k:.4g}")
+    gpus = visible_gpus(cfg["device"], count)
     if not gpus:
         k, why = 1, "no GPU used"
     elif want != "auto":

@@ -134,7 +134,8 @@ def threads_for(cfg: Mapping[str, Any], macs: float | None = None,
     fixed = cfg.get("threads_per_trial")
     if fixed is not None:
         return int(fixed)
-    if (cfg.get("concurrency") or 1) > 1:
+    concurrency = cfg.get("concurrency") or 1
+    if concurrency == "auto" or concurrency > 1:  # auto: as many as the Ray cluster allows
         return 1
     if macs is None:
         return None

@@ -6,7 +6,14 @@ and all state of a run is rebuilt from it on resume.
 Events (one JSON object per line, key ``event``):
     ``run_start``   a (re)start of the search, with the resolved config
     ``trial_start`` trial number, ``arch_id``, ``arch``
-    ``trial_end``   trial number, ``arch_id``, ``status``, ``metrics``, ``error``
+    ``trial_end``   trial number, ``arch_id``, ``status``, ``metrics``, ``error``, and the
+                    ``attempt`` that ended it with its ``node`` (where it ran)
+    ``trial_lost``  an attempt lost to the infrastructure (its worker process, actor or
+                    node died): trial number, ``attempt``, ``node``, ``reason``, ``retry``
+                    (whether it runs again now). The trial is not finished: it stays
+                    RUNNING, never counts as done and is re-run by a resume.
+    ``node_lost`` / ``node_joined``  a Ray node left (with Ray's reason) or joined the
+                    cluster during the run (``node``: IP and node-ID prefix)
     ``run_end``     the search finished its budget
 """
 
@@ -63,6 +70,10 @@ class Trial:
     violation: float = 0.0
     start_t: float | None = None
     end_t: float | None = None
+    #: Attempts lost to the infrastructure (``trial_lost`` events: attempt, node, reason).
+    lost: list[dict[str, Any]] = field(default_factory=list)
+    #: Where the attempt that ended the trial ran (``trial_end``'s node), when known.
+    node: str | None = None
 
     @property
     def done(self) -> bool:
@@ -253,9 +264,14 @@ def replay_trials(events: Iterable[Mapping[str, Any]]) -> list[Trial]:
     for ev in events:
         kind = ev.get("event")
         if kind == "trial_start":
+            before = trials.get(ev["trial"])
             trials[ev["trial"]] = Trial(
-                number=ev["trial"], arch_id=ev["arch_id"], arch=ev["arch"], start_t=ev.get("t")
+                number=ev["trial"], arch_id=ev["arch_id"], arch=ev["arch"], start_t=ev.get("t"),
+                lost=before.lost if before is not None else [],
             )
+        elif kind == "trial_lost" and ev["trial"] in trials:
+            trials[ev["trial"]].lost.append(
+                {k: ev.get(k) for k in ("attempt", "node", "reason", "retry", "t")})
         elif kind == "trial_end" and ev["trial"] in trials:
             t = trials[ev["trial"]]
             t.status = ev["status"]
@@ -263,6 +279,7 @@ def replay_trials(events: Iterable[Mapping[str, Any]]) -> list[Trial]:
             t.error = ev.get("error")
             t.violation = float(ev.get("violation") or 0.0)
             t.end_t = ev.get("t")
+            t.node = ev.get("node")
     return [trials[k] for k in sorted(trials)]
 
 
@@ -287,7 +304,23 @@ def trial_end_event(trial: Trial) -> dict[str, Any]:
         "metrics": trial.metrics,
         "error": trial.error,
         "violation": trial.violation,
+        "attempt": len(trial.lost) + 1,
+        "node": trial.node,
         "t": trial.end_t if trial.end_t is not None else time.time(),
+    }
+
+
+def trial_lost_event(trial: Trial, node: str | None, reason: str, retry: bool) -> dict[str, Any]:
+    """The ``trial_lost`` event of ``trial``'s current attempt (lost to the infrastructure)."""
+    return {
+        "event": "trial_lost",
+        "trial": trial.number,
+        "arch_id": trial.arch_id,
+        "attempt": len(trial.lost) + 1,
+        "node": node,
+        "reason": reason,
+        "retry": retry,
+        "t": time.time(),
     }
 
 

@@ -69,6 +69,10 @@ def _resources(v: Any) -> str | None:
     return None if re.fullmatch(rf"{item}(,{item})*", v) else "must look like cpu=1,gpu=0.5"
 
 
+def _concurrency(v: Any) -> str | None:
+    return None if v == "auto" or (isinstance(v, int) and v >= 1) else "must be auto (ray backend) or an integer >= 1"
+
+
 def _trials_per_gpu(v: Any) -> str | None:
     return None if v == "auto" or (isinstance(v, int) and v >= 1) else "must be auto or an integer >= 1"
 
@@ -109,7 +113,8 @@ FIELDS: dict[str, Field] = {
     "seed": Field(0, (int,), "random seed", _non_negative),
     "storage": Field(None, (str,), "Optuna storage of optuna:* strategies: journal file or SQLAlchemy URL (default RUN/optuna.journal)", nullable=True),
     "backend": Field("auto", (str,), "where trials run: auto (process pool packed on every visible GPU, else local), local (in-process), process (local process pool) or ray"),
-    "concurrency": Field(None, (int,), "trials evaluated at the same time (default: GPUs x trials_per_gpu with GPUs, else 1)", _positive, nullable=True),
+    "concurrency": Field(None, (int, str), "trials evaluated at the same time (default: GPUs x trials_per_gpu with GPUs, else 1); auto (ray backend): as many as the cluster's resources allow, following nodes that join or leave", _concurrency, nullable=True),
+    "infra_retries": Field(2, (int,), "times a trial is re-run after an attempt lost to the infrastructure (its worker process, actor or node died; never an exception of the candidate); a trial still lost after that is not recorded as finished, and the run stops for a rerun", _non_negative),
     "trials_per_gpu": Field("auto", (str, int), "trials packed on each GPU: auto (from CPU cores and GPU memory) or N", _trials_per_gpu),
     "cuda_graphs": Field(True, (bool,), "capture training steps as CUDA graphs on CUDA (eager when capture fails)"),
     "cudnn_benchmark": Field(True, (bool,), "cudnn autotuning of the training shapes on CUDA (each new architecture's convolutions are timed once)"),
@@ -125,8 +130,8 @@ FIELDS: dict[str, Field] = {
 # widely trials run (continue a laptop run on a Ray cluster with more workers, or on GPUs).
 # Latency is timed with the device held exclusively (cellblock.core.device_lock).
 RESUMABLE_KEYS = ("trials", "out", "backend", "concurrency", "address", "resources_per_trial",
-                  "trials_per_gpu", "cuda_graphs", "cudnn_benchmark", "allow_changed_inputs",
-                  "allow_unstable_latency", "threads_per_trial")
+                  "infra_retries", "trials_per_gpu", "cuda_graphs", "cudnn_benchmark",
+                  "allow_changed_inputs", "allow_unstable_latency", "threads_per_trial")
 
 
 def _check(key: str, value: Any) -> Any:

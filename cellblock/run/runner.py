@@ -7,6 +7,7 @@ ones are re-run, and the strategy is rebuilt from the records.
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +30,7 @@ from cellblock.records import (
     read_events,
     replay_trials,
     trial_end_event,
+    trial_lost_event,
     trial_start_event,
 )
 from cellblock.records.rundir import RunDir
@@ -39,6 +41,8 @@ from cellblock.search_spaces.api import SearchSpace
 from cellblock.strategies.base import Strategy, make_strategy
 
 DERIVED_EVERY_S = 10.0
+#: The node of trials run on this machine (``trial_end``'s ``node``).
+THIS_NODE = socket.gethostname()
 
 
 @dataclass
@@ -156,6 +160,12 @@ class TrialBook:
         self.by_id: dict[str, Trial] = {}
         self.in_flight: dict[str, Trial] = {}
         self.rerun: list[Trial] = []
+        #: Trials whose every attempt of this run was lost to the infrastructure (more than
+        #: ``infra_retries`` times): not finished, not counted, re-run by the next run.
+        self.held: dict[str, Trial] = {}
+        #: Attempts of this run lost to the infrastructure, by trial number.
+        self.lost_now: dict[int, int] = {}
+        self.retries: int = prepared.config.get("infra_retries", 2)
         #: Asks the strategy, dedupes against finished and in-flight trials, counts repeats.
         self.asks = AskLoop()
         self.exhausted = False
@@ -186,8 +196,9 @@ class TrialBook:
         self.rerun = [t for t in self.trials if t.status == RUNNING]
 
     def wants_more(self) -> bool:
-        """Whether another trial should be started now."""
-        return not self.exhausted and self.done + len(self.in_flight) < self.budget
+        """Whether another trial should be started now (trials held after lost attempts keep
+        their place in the budget)."""
+        return not self.exhausted and self.done + len(self.in_flight) + len(self.held) < self.budget
 
     def next_trial(self) -> Trial | None:
         """The next trial to run: an interrupted one first, then a new proposal.
@@ -197,7 +208,8 @@ class TrialBook:
         """
         if self.rerun:
             return self.rerun.pop(0)
-        proposal = self.asks.propose(self.p.strategy, self.by_id, self.in_flight)
+        busy = {*self.in_flight, *self.held}
+        proposal = self.asks.propose(self.p.strategy, self.by_id, busy)
         if proposal is None:
             self.exhausted = not self.in_flight
             return None
@@ -212,8 +224,56 @@ class TrialBook:
         self.in_flight[trial.arch_id] = trial
         self.log.append(trial_start_event(trial))
 
-    def finish(self, trial: Trial, outcome: Outcome) -> None:
-        """Record the end of ``trial`` and tell the strategy (warn about an unstable latency)."""
+    def lose(self, trial: Trial, node: str | None, reason: str, counted: bool = True) -> bool:
+        """Record that ``trial``'s attempt was lost to the infrastructure (its worker process,
+        actor or node died) and queue it to run again, first; past ``infra_retries`` lost
+        attempts in this run it is held instead (never FAILED, never counted as done).
+
+        Args:
+            trial: The in-flight trial.
+            node: Where the attempt ran (None when unknown).
+            reason: Why it was lost, one line.
+            counted: Whether the attempt counts against the retry cap (False for a trial
+                that was only a bystander of another trial's worker death).
+
+        Returns:
+            Whether the trial runs again in this run.
+        """
+        if counted:
+            self.lost_now[trial.number] = self.lost_now.get(trial.number, 0) + 1
+        retry = self.lost_now.get(trial.number, 0) <= self.retries
+        event = trial_lost_event(trial, node, reason, retry)
+        self.log.append(event)
+        trial.lost.append({k: event[k] for k in ("attempt", "node", "reason", "retry", "t")})
+        self.in_flight.pop(trial.arch_id, None)
+        if retry:
+            self.rerun.insert(0, trial)
+        else:
+            self.held[trial.arch_id] = trial
+        return retry
+
+    def check_held(self) -> None:
+        """Raise when trials were held (every attempt lost): the run is not finished.
+
+        Raises:
+            RunError: naming them and the last reason; run the same command again.
+        """
+        if not self.held:
+            return
+        names = "; ".join(f"trial {t.number} (last on {t.lost[-1]['node'] or 'an unknown node'}: "
+                          f"{t.lost[-1]['reason']})" for t in list(self.held.values())[:3])
+        raise RunError(f"{len(self.held)} trial(s) lost {self.retries + 1} attempts to infrastructure "
+                       f"failures (infra_retries={self.retries}) and are not finished: {names}; "
+                       "run the same command again to re-run them, or raise --infra-retries")
+
+    def finish(self, trial: Trial, outcome: Outcome, node: str | None = None) -> None:
+        """Record the end of ``trial`` and tell the strategy (warn about an unstable latency).
+
+        Args:
+            trial: The in-flight trial.
+            outcome: Its outcome.
+            node: Where the attempt ran (default: this machine).
+        """
         if outcome.metrics.get("latency_unstable"):
             m = outcome.metrics
             print(f"cellblock: warning: trial {trial.number}: latency stayed unstable "
@@ -225,6 +285,7 @@ class TrialBook:
         trial.status, trial.metrics = outcome.status, outcome.metrics
         trial.error, trial.violation = outcome.error, outcome.violation
         trial.end_t = time.time()
+        trial.node = node or THIS_NODE
         self.log.append(trial_end_event(trial))
         self.by_id[trial.arch_id] = trial
         self.p.strategy.tell(trial)
@@ -295,6 +356,7 @@ class Runner:
             if book.done < book.budget:
                 backend = BACKENDS.get(self.p.config["backend"])(self.p)
                 backend.drive(book, lambda n: self._after_trials(bar, n))
+                book.check_held()
                 if book.exhausted:
                     bar.write(f"search space exhausted after {book.done} distinct architectures")
             self.log.append({"event": "run_end", "t": time.time()})

@@ -1,26 +1,33 @@
-"""Backends give the same records: the local process pool, and a worker that dies."""
+"""Backends give the same records: the local process pool, and a worker that dies (an
+attempt lost to the infrastructure, re-run) versus a candidate that raises (FAILED)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
 import cellblock
-from cellblock.core.errors import ConfigError
-from cellblock.records import COMPLETE, FAILED
+from cellblock.core.errors import ConfigError, RunError
+from cellblock.records import COMPLETE, FAILED, RUNNING, read_events, replay_trials
 
 SPACE = '''
 import os, signal
 from torch import nn
 
-def space(s, input_shape=(1, 8, 8), num_classes=10, die=False):
+def space(s, input_shape=(1, 8, 8), num_classes=10, die=None, marks=None, fail=False):
     w = s.choice("w", [4, 8, 12, 16])
     k = s.choice("k", [1, 3])
     if not s.build:
         return None
-    if die and w == 12:
-        os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-trial
+    if fail and w == 8:
+        raise ValueError("this candidate is broken")
+    first = marks is not None and not os.path.exists(os.path.join(marks, f"{w}-{k}"))
+    if first:
+        open(os.path.join(marks, f"{w}-{k}"), "w").close()
+    if w == 12 and (die == "always" or (die == "once" and first)):
+        os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-trial (the OOM killer, say)
     return nn.Sequential(nn.Conv2d(input_shape[0], w, k, padding=k // 2), nn.ReLU(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))
 '''
@@ -50,13 +57,58 @@ def test_process_pool_same_records_as_local(space_ref, tmp_path):
         t.arch_id: t.metrics["accuracy"] for t in local.trials}
 
 
-def test_dead_worker_fails_its_trial_and_search_goes_on(space_ref, tmp_path):
-    run = cellblock.search(**_opts(space_ref, tmp_path / "d", trials=6, space_args={"die": True}))
-    assert len(run.trials) == 6
-    dead = [t for t in run.trials if t.arch["w"] == 12]
-    assert dead and all(t.status == FAILED and "worker process died" in t.error for t in dead)
-    # trials that were in the broken pool with it are re-run alone and complete
-    assert all(t.status == COMPLETE for t in run.trials if t.arch["w"] != 12)
+def _events(out: Path, kind: str) -> list[dict]:
+    return [e for e in read_events(out / "trials.jsonl") if e["event"] == kind]
+
+
+def test_a_killed_worker_loses_an_attempt_and_its_trial_runs_again(space_ref, tmp_path):
+    (tmp_path / "marks").mkdir()
+    run = cellblock.search(**_opts(space_ref, tmp_path / "d", trials=6,
+                                   space_args={"die": "once", "marks": str(tmp_path / "marks")}))
+    # the lost attempt used up none of --trials and made no architecture FAILED
+    assert len(run.trials) == 6 and all(t.status == COMPLETE for t in run.trials)
+    assert len({t.arch_id for t in run.trials}) == 6
+    killed = [t for t in run.trials if t.arch["w"] == 12]
+    assert killed
+    lost = _events(tmp_path / "d", "trial_lost")
+    for t in killed:
+        mine = [e for e in lost if e["trial"] == t.number and "SIGKILL" in e["reason"]]
+        assert len(mine) == 1 and mine[0]["attempt"] == 1 and mine[0]["retry"] is True
+        assert mine[0]["node"] == socket.gethostname()
+        assert t.node == socket.gethostname()
+    ends = {e["trial"]: e for e in _events(tmp_path / "d", "trial_end")}
+    for e in lost:  # every lost attempt was followed by one that ended the trial
+        assert ends[e["trial"]]["attempt"] > e["attempt"]
+    # bystanders in the broken pool were re-run without using up their retries
+    assert all("worker pool broke" in e["reason"] for e in lost if "SIGKILL" not in e["reason"])
+
+
+def test_a_worker_killed_every_attempt_is_held_not_failed_and_resume_reruns_it(space_ref, tmp_path):
+    out = tmp_path / "d"
+    opts = _opts(space_ref, out, trials=6, infra_retries=1, space_args={"die": "always"})
+    with pytest.raises(RunError, match=r"lost 2 attempts to infrastructure failures \(infra_retries=1\)"):
+        cellblock.search(**opts)
+    trials = replay_trials(read_events(out / "trials.jsonl"))
+    held = [t for t in trials if t.arch["w"] == 12]
+    assert held and all(t.status == RUNNING for t in held)  # never FAILED, never counted as done
+    assert all(sum(e["reason"].startswith("worker process") for e in t.lost) == 2 for t in held)
+    assert all("SIGKILL" in e["reason"] for t in held for e in t.lost)
+    assert all(t.status == COMPLETE for t in trials if t.arch["w"] != 12)
+    assert sum(t.status == COMPLETE for t in trials) == 6 - len(held)
+    assert not [e for e in read_events(out / "trials.jsonl") if e["event"] == "run_end"]
+    with pytest.raises(RunError, match="lost 2 attempts"):  # the resume re-runs the held trials
+        cellblock.search(**opts)
+    again = {t.number: t for t in replay_trials(read_events(out / "trials.jsonl"))}
+    assert all(again[t.number].status == RUNNING and len(again[t.number].lost) > len(t.lost) for t in held)
+    assert sum(t.status == COMPLETE for t in again.values()) == 6 - len(held)
+
+
+def test_an_exception_of_the_candidate_is_failed_and_not_retried(space_ref, tmp_path):
+    run = cellblock.search(**_opts(space_ref, tmp_path / "f", trials=6, space_args={"fail": True}))
+    broken = [t for t in run.trials if t.arch["w"] == 8]
+    assert broken and all(t.status == FAILED and "this candidate is broken" in t.error for t in broken)
+    assert all(t.status == COMPLETE for t in run.trials if t.arch["w"] != 8)
+    assert not _events(tmp_path / "f", "trial_lost")
 
 
 def test_local_backend_refuses_concurrency(space_ref, tmp_path):

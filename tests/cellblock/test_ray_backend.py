@@ -26,14 +26,17 @@ SPACE = '''
 import os
 from torch import nn
 
-def space(s, input_shape=(1, 8, 8), num_classes=10, die=False):
+def space(s, input_shape=(1, 8, 8), num_classes=10, marks=None, fail=False):
     w = s.choice("w", [4, 8, 12, 16])
     k = s.choice("k", [1, 3])
     d = s.choice("d", [1, 2])
     if not s.build:
         return None
-    if die and w == 12:
-        os._exit(3)  # the worker process dies mid-trial
+    if fail and w == 8:
+        raise ValueError("this candidate is broken")
+    if marks and w == 12 and not os.path.exists(os.path.join(marks, f"{k}-{d}")):
+        open(os.path.join(marks, f"{k}-{d}"), "w").close()
+        os._exit(3)  # the worker process dies mid-trial, on the first attempt only
     layers = [nn.Conv2d(input_shape[0], w, k, padding=k // 2), nn.ReLU()]
     for _ in range(d - 1):
         layers += [nn.Conv2d(w, w, 3, padding=1), nn.ReLU()]
@@ -121,13 +124,22 @@ def test_local_instance_two_concurrent_trials_same_records_as_local(space_ref, t
 
 
 @pytest.mark.subprocess
-def test_cluster_dead_worker_fails_its_trial_and_search_goes_on(space_ref, tmp_path, cluster):
+def test_cluster_dead_worker_loses_an_attempt_an_exception_fails(space_ref, tmp_path, cluster):
+    (tmp_path / "marks").mkdir()
     run = cellblock.search(**_opts(space_ref, tmp_path / "d", trials=8, address=cluster,
-                                   space_args={"die": True}))
-    assert len(run.trials) == 8
-    dead = [t for t in run.trials if t.arch["w"] == 12]
-    assert dead and all(t.status == FAILED and "worker died" in t.error for t in dead)
-    assert all(t.status == COMPLETE for t in run.trials if t.arch["w"] != 12)
+                                   space_args={"marks": str(tmp_path / "marks"), "fail": True}))
+    assert len(run.trials) == 8 and len({t.arch_id for t in run.trials}) == 8
+    died = [t for t in run.trials if t.arch["w"] == 12]
+    assert died and all(t.status == COMPLETE for t in died)  # re-run: the lost attempt is not a result
+    for t in died:
+        assert len(t.lost) == 1 and t.lost[0]["retry"] is True and t.lost[0]["node"].startswith("127.0.0.1 ")
+        assert "ActorDiedError" in t.lost[0]["reason"] or "died" in t.lost[0]["reason"]
+    broken = [t for t in run.trials if t.arch["w"] == 8]  # the candidate's own exception
+    assert broken and all(t.status == FAILED and "this candidate is broken" in t.error and not t.lost
+                          for t in broken)
+    assert all(t.status == COMPLETE and not t.lost for t in run.trials if t.arch["w"] not in (8, 12))
+    ends = [e for e in read_events(tmp_path / "d" / "trials.jsonl") if e["event"] == "trial_end"]
+    assert all(e["node"].startswith("127.0.0.1 ") for e in ends)
 
 
 @pytest.mark.subprocess

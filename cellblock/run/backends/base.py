@@ -10,19 +10,38 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import signal
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
 from cellblock.core.errors import ConfigError
 from cellblock.core.registry import Registry
 from cellblock.evaluators.pipeline import Outcome, trial_seed
-from cellblock.records import FAILED, Trial
+from cellblock.records import Trial
 
 #: Backends by name; Ray lives in an optional module imported on its first look-up.
 BACKENDS: Registry[type[Backend]] = Registry(
     "backend", lazy={"ray": ("cellblock.run.backends.ray_backend", "cellblock[ray]")})
+
+
+@dataclass(frozen=True)
+class Lost:
+    """An attempt lost to the infrastructure (its worker process, actor or node died): not
+    an outcome of the architecture; the run loop re-runs the trial (``TrialBook.lose``).
+
+    Attributes:
+        node: Where the attempt ran (None when unknown).
+        reason: Why it was lost, one line.
+        counted: Whether it counts against the retry cap (False for a bystander).
+    """
+
+    node: str | None
+    reason: str
+    counted: bool = True
 
 
 def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
@@ -63,15 +82,16 @@ class Backend(ABC):
         """Run trials until the book's budget is spent or the space is exhausted.
 
         The default loop keeps up to :attr:`capacity` trials in flight through
-        :meth:`submit` and :meth:`wait`. A backend with its own scheduler (Ray Tune)
-        overrides this, using the same ``book`` (``next_trial``, ``start``, ``finish``)
-        so that the records are the same.
+        :meth:`submit` and :meth:`wait`; an attempt that :meth:`wait` reports :class:`Lost`
+        goes back to the book (``lose``: re-run first, or held past the retry cap). A
+        backend with its own scheduler (Ray Tune) overrides this, using the same ``book``
+        (``next_trial``, ``start``, ``finish``, ``lose``) so that the records are the same.
 
         Args:
             book: The run's :class:`cellblock.run.runner.TrialBook`.
             after: Called with the number of trials that just finished.
         """
-        while book.done < book.budget:
+        while book.done + len(book.held) < book.budget:
             while self.capacity > len(book.in_flight) and book.wants_more():
                 trial = book.next_trial()
                 if trial is None:
@@ -79,20 +99,24 @@ class Backend(ABC):
                 book.start(trial)
                 self.submit(trial)
             if not book.in_flight:
-                book.exhausted = True
+                book.exhausted = not book.rerun
                 return
-            finished = self.wait()
-            for trial, outcome in finished:
-                book.finish(trial, outcome)
-            after(len(finished))
+            finished = 0
+            for trial, outcome in self.wait():
+                if isinstance(outcome, Lost):
+                    book.lose(trial, outcome.node, outcome.reason, outcome.counted)
+                else:
+                    book.finish(trial, outcome)
+                    finished += 1
+            after(finished)
 
     @abstractmethod
     def submit(self, trial: Trial) -> None:
         """Start evaluating ``trial``."""
 
     @abstractmethod
-    def wait(self) -> list[tuple[Trial, Outcome]]:
-        """Block until at least one submitted trial finished; return the finished ones."""
+    def wait(self) -> list[tuple[Trial, Outcome | Lost]]:
+        """Block until at least one submitted trial finished or was lost; return those."""
 
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release workers."""
@@ -136,7 +160,8 @@ def _no_scheduler(cfg: Mapping[str, Any], backend: str) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(cfg: Mapping[str, Any], parent_pid: int | None = None, counter: Any = None) -> None:
+def _init_worker(cfg: Mapping[str, Any], parent_pid: int | None = None, counter: Any = None,
+                 running: Any = None) -> None:
     from cellblock.core.signals import die_with_parent
     from cellblock.run.components import build_components
 
@@ -153,12 +178,32 @@ def _init_worker(cfg: Mapping[str, Any], parent_pid: int | None = None, counter:
             import torch
 
             torch.cuda.set_device(torch.device(cfg["device"]))
+        if running is not None:
+            _WORKER["slot"] = 2 * (index % (len(running) // 2))
+    _WORKER["running"] = running
     set_threads(cfg)
     _WORKER["pipeline"] = build_components(cfg).pipeline
 
 
-def _evaluate_in_worker(arch: Mapping[str, Any], seed: int) -> Outcome:
-    return _WORKER["pipeline"](arch, seed)
+def _evaluate_in_worker(arch: Mapping[str, Any], seed: int, number: int = -1) -> Outcome:
+    running, slot = _WORKER.get("running"), _WORKER.get("slot")
+    if running is not None and slot is not None:  # which trial this process runs, for the driver
+        running[slot], running[slot + 1] = os.getpid(), number
+    try:
+        return _WORKER["pipeline"](arch, seed)
+    finally:
+        if running is not None and slot is not None:
+            running[slot + 1] = -1
+
+
+def _death(exitcode: int) -> str:
+    """``killed by SIGKILL`` / ``exited with code 3``."""
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"
 
 
 @register_backend("process")
@@ -168,9 +213,11 @@ class ProcessBackend(Backend):
     With GPUs (``device`` auto, cuda or cuda:N), worker ``i`` runs its trials on GPU
     ``i mod len(gpus)`` (:func:`cellblock.core.devices.worker_device`).
 
-    When a worker dies (killed, out of memory), the pool breaks and every trial in it
-    is lost. Those trials are then re-run one at a time: one that kills its worker
-    while running alone is FAILED with the error; the others complete as usual.
+    An exception of a trial is its outcome (FAILED, from the pipeline). A worker that dies
+    (a signal: the OOM killer, a kill; or an exit) breaks the pool and loses every trial in
+    it: the trial that ran in the dead worker loses an attempt (:class:`Lost`, counted
+    against ``infra_retries``), the others are bystanders (re-run, not counted), and a
+    new pool takes over.
     """
 
     @classmethod
@@ -180,59 +227,72 @@ class ProcessBackend(Backend):
     def __init__(self, prepared: Any) -> None:
         super().__init__(prepared)
         self.futures: dict[cf.Future, Trial] = {}
-        self.suspects: list[Trial] = []
+        self.node = socket.gethostname()
         self.pool = self._new_pool()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         context = multiprocessing.get_context("spawn")
+        n = self.config["concurrency"]
+        #: (pid, trial number) of what each worker runs now (number -1: idle)
+        self.running = context.Array("q", [0, -1] * n, lock=False)
+        self.workers: dict[int, Any] = {}
         return cf.ProcessPoolExecutor(
-            max_workers=self.config["concurrency"],
+            max_workers=n,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(dict(self.config), os.getpid(), context.Value("i", 0)),
+            initargs=(dict(self.config), os.getpid(), context.Value("i", 0), self.running),
         )
 
     @property
     def capacity(self) -> int:
-        return 0 if self.suspects else self.config["concurrency"]
+        return self.config["concurrency"]
 
     def submit(self, trial: Trial) -> None:
-        args = (_evaluate_in_worker, trial.arch, trial_seed(self.seed, trial.arch_id))
+        args = (_evaluate_in_worker, trial.arch, trial_seed(self.seed, trial.arch_id), trial.number)
         try:
             future = self.pool.submit(*args)
-        except BrokenProcessPool:  # a worker died since the last wait: its trials are suspects
+        except BrokenProcessPool:  # a worker died since the last wait: its trials are lost
             self._restart()
             future = self.pool.submit(*args)
         self.futures[future] = trial
+        self.workers.update(getattr(self.pool, "_processes", None) or {})
 
     def _restart(self) -> None:
-        """Replace a broken pool; the trials that were in it will be re-run one at a time."""
-        self.suspects.extend(self.futures.values())
-        self.futures.clear()
+        """Replace a broken pool (its trials were handed back by :meth:`wait`)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.pool = self._new_pool()
 
-    def wait(self) -> list[tuple[Trial, Outcome]]:
-        if not self.futures and self.suspects:
-            self.submit(self.suspects.pop(0))  # re-run one suspect alone
-            solo = True
-        else:
-            solo = len(self.futures) == 1 and not self.suspects
+    def _culprits(self) -> dict[int, str]:
+        """Trial number -> how its worker died, for the workers of the broken pool that
+        died by themselves (the pool stops the others with SIGTERM)."""
+        by_pid = {self.running[i]: self.running[i + 1] for i in range(0, len(self.running), 2)}
+        out = {}
+        for pid, proc in self.workers.items():
+            proc.join(timeout=5)  # the pool stops the others: wait for every exit code
+            code = proc.exitcode
+            if code is not None and code != -signal.SIGTERM and by_pid.get(pid, -1) >= 0:
+                out[by_pid[pid]] = f"worker process {pid} {_death(code)}"
+        return out
+
+    def wait(self) -> list[tuple[Trial, Outcome | Lost]]:
         done, _ = cf.wait(list(self.futures), return_when=cf.FIRST_COMPLETED)
-        out = []
-        broken = False
+        out: list[tuple[Trial, Outcome | Lost]] = []
         for future in done:
-            trial = self.futures.pop(future)
-            try:
-                out.append((trial, future.result()))
-            except BrokenProcessPool as exc:
-                broken = True
-                if solo:
-                    out.append((trial, Outcome(FAILED, {}, f"worker process died while evaluating it: {exc}")))
-                else:
-                    self.suspects.append(trial)
-        if broken:
-            self._restart()  # the rest of the broken pool become suspects too
+            if isinstance(future.exception(), BrokenProcessPool):
+                continue
+            out.append((self.futures.pop(future), future.result()))
+        if len(out) == len(done):
+            return out
+        culprits = self._culprits()
+        for future, trial in list(self.futures.items()):  # the whole pool is broken
+            future.cancel()
+            if trial.number in culprits:
+                out.append((trial, Lost(self.node, culprits[trial.number])))
+            else:
+                why = "; ".join(culprits.values()) or "a worker process died"
+                out.append((trial, Lost(self.node, f"its worker pool broke ({why})", counted=not culprits)))
+        self.futures.clear()
+        self._restart()
         return out
 
     def close(self) -> None:

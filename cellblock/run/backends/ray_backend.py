@@ -9,11 +9,19 @@ plug-ins (schedulers, searcher, error callback) are in :mod:`cellblock.run.backe
 
 Workers rebuild the evaluation components with :func:`cellblock.run.components.build_components`
 once per worker process (actors are reused between trials), so every node of a cluster
-needs the same cellblock (and Python, torch, ray) installed, and the dataset reachable:
-``digits`` is embedded; torchvision datasets need ``data_dir`` on a path every node
-sees (or ``download`` on each); ``.npz`` files and ImageFolder directories must exist
-at the same path on every node, as must a supernet checkpoint, a table and a latency
-table. Relative paths are made absolute by the driver.
+needs the same cellblock (and Python, torch, ray) installed. No shared disk is needed: on
+a cluster the driver ships a ``.npz`` dataset, the space file, a supernet checkpoint, a
+table and a latency table through the object store (:mod:`cellblock.run.backends.ray_ship`);
+``digits`` is embedded; torchvision datasets need ``data_dir`` on a path every node sees
+(or ``download`` on each), as do ImageFolder directories. Relative paths are made absolute
+by the driver.
+
+A trial whose actor, worker process or node dies (a lost node, preemption, the OOM killer)
+has lost an attempt, not failed: it is recorded (``trial_lost``, with the node and the
+reason) and runs again as a new Tune trial, up to ``infra_retries`` times
+(:meth:`cellblock.run.runner.TrialBook.lose`); an exception of the trial is FAILED. With
+``concurrency: auto`` the searcher keeps as many trials live as the alive nodes hold
+(:class:`cellblock.run.backends.ray_resources.ClusterCapacity`).
 
 With ``scheduler`` (asha, mo-asha) the epoch is the budget: trials report their
 validation accuracy after each epoch (and the cheap metrics known before training) and
@@ -31,6 +39,7 @@ import math
 import os
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -50,12 +59,16 @@ from cellblock.records import Trial
 from cellblock.records.meta import INPUT_PATH_KEYS
 from cellblock.records.rundir import RunDir
 from cellblock.run.backends.base import Backend, register_backend, set_threads
+from cellblock.run.backends.ray_resources import ClusterCapacity, _check_fits, parse_resources
+from cellblock.run.backends.ray_ship import materialize, ship
 from cellblock.run.backends.ray_tune_adapter import (
     METRICS_KEY,
+    NODE_KEY,
     OUTCOME_KEY,
     SCHEDULERS,
     BookSearcher,
     ErrorCallback,
+    node_label,
 )
 from cellblock.run.backends.ray_tune_adapter import (
     MOASHAScheduler as MOASHAScheduler,  # re-exported
@@ -65,37 +78,10 @@ from cellblock.run.backends.ray_tune_adapter import outcome_of as outcome_of  # 
 from cellblock.run.schedulers import rung_epochs, scheduler_objectives
 
 CONNECT_TIMEOUT_S = 3.0
-RAY_NAMES = {"cpu": "CPU", "gpu": "GPU"}
 WORKER_NICENESS_VAR = "RAY_worker_niceness"  # read by the raylet (RayConfig worker_niceness)
 
 
-# ---- options ---------------------------------------------------------------------------------
-def parse_resources(text: str) -> dict[str, float]:
-    """``"cpu=1,gpu=0.5"`` -> ``{"CPU": 1.0, "GPU": 0.5}`` (Ray names; cpu defaults to 1).
-
-    Raises:
-        ConfigError: for a malformed spec, a negative amount or a repeated key.
-    """
-    out: dict[str, float] = {}
-    for part in str(text).split(","):
-        key, sep, value = (s.strip() for s in part.partition("="))
-        try:
-            amount = float(value)
-        except ValueError:
-            amount = -1.0
-        name = RAY_NAMES.get(key.lower(), key)
-        if not sep or not key or not math.isfinite(amount) or amount < 0 or name in out:
-            raise ConfigError(f"resources_per_trial {text!r} is malformed at {part.strip()!r}; "
-                              "use NAME=AMOUNT pairs such as cpu=1,gpu=0.5")
-        out[name] = amount
-    out.setdefault("CPU", 1.0)
-    return out
-
-
-def _fmt(resources: Mapping[str, float]) -> str:
-    return ",".join(f"{k.lower() if k in ('CPU', 'GPU') else k}={v:g}" for k, v in resources.items())
-
-
+# ---- cluster ---------------------------------------------------------------------------------
 def _split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition("://")[2].rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -124,18 +110,6 @@ def resolve_address(address: str) -> str:
         raise ConfigError(f"cannot reach a Ray cluster at {host}:{port} ({exc.strerror or exc}); "
                           "start it with 'ray start --head' or fix --address") from None
     return address
-
-
-def _node_fits(node: Mapping[str, float], want: Mapping[str, float]) -> bool:
-    return all(node.get(k, 0.0) >= v for k, v in want.items() if v > 0)
-
-
-def _check_fits(nodes: list[Mapping[str, float]], want: Mapping[str, float], where: str) -> None:
-    if any(_node_fits(n, want) for n in nodes):
-        return
-    largest = ", ".join(f"{k.lower()}={max(n.get(k, 0.0) for n in nodes):g}" for k in want) if nodes else "none"
-    raise ConfigError(f"no node of {where} can give one trial {_fmt(want)} (largest: {largest}); "
-                      "lower --resources-per-trial or add such a node")
 
 
 @contextmanager
@@ -185,6 +159,10 @@ def _connect(address: str | None) -> bool:
         raise ConfigError(f"cannot connect to the Ray cluster at {address}: "
                           f"{' '.join(str(exc).split())[:300]}") from None
     return True
+
+
+def _alive_nodes() -> list[dict[str, float]]:
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
 
 
 def _absolute_paths(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -259,7 +237,7 @@ class EpochReporter(Evaluator):
             eval_s += time.perf_counter() - t0
             train_s = time.perf_counter() - start - eval_s
             metrics = {**cheap, "accuracy": acc, "epochs": state["epoch"], "train_s": train_s}
-            result = {**cheap, "epoch": state["epoch"], "accuracy": acc,
+            result = {**cheap, "epoch": state["epoch"], "accuracy": acc, NODE_KEY: _here(),
                       METRICS_KEY: json.dumps(metrics, default=_jsonable)}
             tune.report(result)
 
@@ -268,9 +246,17 @@ class EpochReporter(Evaluator):
         return out
 
 
+def _here() -> str:
+    """This worker's node, as the records name it."""
+    ctx = ray.get_runtime_context()
+    return node_label(ray.util.get_node_ip_address(), ctx.get_node_id())
+
+
 def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     """Tune function trainable: evaluate one architecture with the run's pipeline."""
     cfg = settings["config"]
+    if settings.get("shipped"):
+        cfg = materialize(cfg, settings["shipped"], ray.get)
     if str(cfg["device"]).startswith("cuda:") and ray.get_gpu_ids():
         cfg = {**cfg, "device": "cuda"}  # Ray shows a GPU trial only its own GPU(s)
     set_threads(cfg)
@@ -287,10 +273,8 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
         outcome = pipeline(arch, seed)
     acc = outcome.metrics.get("accuracy")
     acc = float(acc) if isinstance(acc, (int, float)) else math.nan
-    tune.report({"epoch": cfg["epochs"], "accuracy": acc,
+    tune.report({"epoch": cfg["epochs"], "accuracy": acc, NODE_KEY: _here(),
                  OUTCOME_KEY: json.dumps(asdict(outcome), default=_jsonable)})
-
-
 
 
 @register_backend("ray")
@@ -318,11 +302,11 @@ class RayBackend(Backend):
             return
         address = resolve_address(cfg["address"])
         if ray.is_initialized():
-            nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+            nodes = _alive_nodes()
         else:
             _connect(address)
             try:
-                nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+                nodes = _alive_nodes()
             finally:
                 ray.shutdown()
         _check_fits(nodes, want, f"the Ray cluster at {address}")
@@ -334,7 +318,8 @@ class RayBackend(Backend):
 
     @property
     def capacity(self) -> int:
-        return self.config["concurrency"]
+        concurrency = self.config["concurrency"]
+        return concurrency if isinstance(concurrency, int) else 1
 
     def submit(self, trial: Trial) -> None:
         raise NotImplementedError("the ray backend schedules trials through Ray Tune in drive()")
@@ -357,20 +342,27 @@ class RayBackend(Backend):
         storage = RunDir(self.prepared.run_dir).tune_scratch.resolve()
         shutil.rmtree(storage, ignore_errors=True)
         storage.mkdir(parents=True)
-        searcher = BookSearcher(book, after, self.seed)
+        auto = cfg["concurrency"] == "auto"
+        cluster = ClusterCapacity(self.resources, ray.nodes, book.log.append)
+        searcher = BookSearcher(book, after, self.seed, cluster if auto else None)
         objectives = scheduler_objectives(parse_objectives(cfg["objectives"]))
         scheduler = self.kind.make(cfg, objectives)
         settings = {"config": _absolute_paths(cfg), "per_epoch": scheduler is not None}
+        if address is not None:  # a cluster: no node needs the driver's files (ray_ship)
+            settings["shipped"], notes = ship(settings["config"], ray.put)
+            for note in notes:
+                print(f"cellblock: warning: {note}", file=sys.stderr)
         trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
                                         tune.PlacementGroupFactory([dict(self.resources)]))
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
-                                        max_concurrent_trials=cfg["concurrency"], reuse_actors=True,
+                                        max_concurrent_trials=None if auto else cfg["concurrency"],
+                                        reuse_actors=True,
                                         trial_dirname_creator=lambda t: t.trial_id),
             run_config=tune.RunConfig(name="cellblock", storage_path=storage, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0),
-                                      callbacks=[ErrorCallback(searcher)]),
+                                      callbacks=[ErrorCallback(searcher, cluster.poll)]),
         )
         quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
         level = quiet.level
@@ -385,6 +377,6 @@ class RayBackend(Backend):
                 ray.shutdown()
             stop_reaper(reaper)
             shutil.rmtree(storage, ignore_errors=True)
-        if book.done < book.budget and not book.exhausted:
+        if book.done + len(book.held) < book.budget and not book.exhausted:
             raise RunError(f"Ray Tune stopped after {book.done} of {book.budget} trials; "
                            "run the same command again to continue")
