@@ -60,6 +60,8 @@ def _run(lines: list[str], home: Path, cwd: Path, timeout: float = 300) -> str:
     env = {**os.environ, "HOME": str(home),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
+    # A user's shell: not the loopback-only switch other Ray tests in this process set.
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     done = subprocess.run(["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
     out = done.stdout + done.stderr
