@@ -98,7 +98,7 @@ def generic_cover(space: SearchSpace, discover: Discover, exact_limit: int = 200
 
 
 def _stage_configs(sk: dict[str, Any], stage: int) -> list[tuple[str, dict[str, Any], int, str]]:
-    from cellblock.search_spaces.blocks import BLOCKS
+    from cellblock.search_spaces.blocks_base import BLOCKS
 
     out = []
     for name in sk["types"]:
@@ -115,7 +115,7 @@ def blocks_cover(space: SearchSpace, discover: Discover) -> str:
     """Every stage configuration (block, options, width, attention; every depth for blocks
     that build a stage as one module, else the deepest) on every input width the previous
     stage can give, plus one whole network per width the head can see."""
-    from cellblock.search_spaces.blocks import BLOCKS, Block, block_out_channels, build_stage
+    from cellblock.search_spaces.blocks_base import BLOCKS, Block, block_out_channels, build_stage
     from cellblock.search_spaces.blocks_space import skeleton
     from cellblock.search_spaces.tags import candidate
 

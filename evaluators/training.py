@@ -25,23 +25,12 @@ from cellblock.core.devices import device_label, resolve_device
 from cellblock.core.errors import ConfigError, EvaluationError
 from cellblock.data import Dataset
 from cellblock.evaluators.cuda_graph import StepRunner
-from cellblock.evaluators.loop import (
-    NAN_CHECK_EVERY,
-    TrainLoop,
-    augment_batch,
-    device_tensors,
-    epoch_batches,
-    held,
-    lr_at,
-    make_optimizer,
-    step_schedule,
-    sync,
-)
+from cellblock.evaluators.loop import TrainLoop, held, sync
 from cellblock.evaluators.loop import amp_setup as _amp_setup
 
-__all__ = ["NAN_CHECK_EVERY", "TrainConfig", "augment_batch", "check_logits", "device_tensors",
-           "epoch_batches", "evaluate_accuracy", "lr_at", "make_optimizer", "step_schedule",
-           "train_and_evaluate"]
+# issue 27 branch: cellblock/run/backends/ray_backend.py imports device_tensors from here;
+# after the merge it imports it from .loop and this line goes.
+from cellblock.evaluators.loop import device_tensors as device_tensors  # noqa: F401
 
 
 @dataclass

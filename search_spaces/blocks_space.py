@@ -26,9 +26,9 @@ from cellblock.core.errors import ConfigError
 from cellblock.core.registry import Registry
 from cellblock.search_spaces.api import register_space
 from cellblock.search_spaces.attention import ATTENTIONS
-from cellblock.search_spaces.blocks import (
+from cellblock.search_spaces.blocks import InceptionBlock
+from cellblock.search_spaces.blocks_base import (
     BLOCKS,
-    InceptionBlock,
     block_out_channels,
     build_stage,
     check_kernel,

@@ -33,12 +33,9 @@ from cellblock.core.errors import ConfigError
 from cellblock.core.stats import rank_correlations as correlations
 from cellblock.data import Dataset
 from cellblock.evaluators.cost import cost_metrics
+from cellblock.evaluators.loop import step_schedule
 from cellblock.evaluators.pipeline import trial_seed
-from cellblock.evaluators.training import (
-    TrainConfig,
-    step_schedule,
-    train_and_evaluate,
-)
+from cellblock.evaluators.training import TrainConfig, train_and_evaluate
 from cellblock.search_spaces.api import arch_id, canonical_json, sample_distinct
 from cellblock.supernet.baselines import (
     ZERO_COST,

@@ -41,7 +41,6 @@ from cellblock.core.fileio import make_temp_dir
 from cellblock.evaluators.runtimes import ONNX_OPSET
 from cellblock.export.codegen import generate_source
 from cellblock.export.formats import FORMATS, check_formats, register_format
-from cellblock.export.outdir import EXPORT_MARKER as EXPORT_MARKER  # re-exported
 from cellblock.export.outdir import check_export_out, write_marker
 from cellblock.export.preprocess import check_record, preprocessing_of, with_preprocessing
 from cellblock.export.verify import (
@@ -54,9 +53,6 @@ from cellblock.export.verify import (
     onnx_tensors_check,
     run_clean,
 )
-from cellblock.export.verify import CHECK_BATCH as CHECK_BATCH  # re-exported
-from cellblock.export.verify import CHECK_SCRIPT as CHECK_SCRIPT  # re-exported
-from cellblock.export.verify import fresh_weights as fresh_weights  # re-exported
 
 
 # ---- selection ---------------------------------------------------------------------------

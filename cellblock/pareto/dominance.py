@@ -1,7 +1,7 @@
 """Dominance on minimisation arrays (pure numpy): checks, masks, non-dominated ranks.
 
 Every function takes an ``(n, m)`` float array ``F`` where SMALLER IS BETTER in every
-column (see :mod:`cellblock.pareto.front`). Rows holding a NaN or an infinity are never
+column (see :mod:`cellblock.pareto`). Rows holding a NaN or an infinity are never
 on the front, are dominated by every finite row and get the last rank.
 """
 

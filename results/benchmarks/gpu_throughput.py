@@ -50,15 +50,8 @@ from torch import nn
 
 from cellblock.data import Augment, Dataset
 from cellblock.evaluators.cuda_graph import WARMUP_STEPS, StepRunner, cudnn_autotune
-from cellblock.evaluators.training import (
-    TrainConfig,
-    _amp_setup,
-    augment_batch,
-    lr_at,
-    make_optimizer,
-    step_schedule,
-    train_and_evaluate,
-)
+from cellblock.evaluators.loop import amp_setup, augment_batch, lr_at, make_optimizer, step_schedule
+from cellblock.evaluators.training import TrainConfig, train_and_evaluate
 from cellblock.pareto.results import load_run
 
 HERE = Path(__file__).resolve().parent
@@ -181,7 +174,7 @@ def step_ms(model: nn.Module, batch: int, graph: bool, device: torch.device, ste
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model.to(memory_format=fmt)
     opt = make_optimizer(model, TrainConfig())
-    amp, _ = _amp_setup(device, None)
+    amp, _ = amp_setup(device, None)
     runner = StepRunner(model, opt, nn.CrossEntropyLoss(label_smoothing=0.1), device, amp, None, graph)
     x = torch.randn(batch, 1, 28, 28, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)

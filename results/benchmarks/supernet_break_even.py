@@ -32,7 +32,8 @@ import torch
 
 from cellblock.core.stats import rank_correlations as correlations
 from cellblock.data import load_dataset
-from cellblock.evaluators.training import TrainConfig, step_schedule
+from cellblock.evaluators.loop import step_schedule
+from cellblock.evaluators.training import TrainConfig
 from cellblock.search_spaces.api import SearchSpace
 from cellblock.supernet.rank import _train_rows
 

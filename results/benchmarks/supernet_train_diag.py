@@ -46,7 +46,8 @@ import torch
 from torch import nn
 
 from cellblock.data import load_dataset
-from cellblock.evaluators.training import TrainConfig, device_tensors, epoch_batches, make_optimizer
+from cellblock.evaluators.loop import device_tensors, epoch_batches, make_optimizer
+from cellblock.evaluators.training import TrainConfig
 from cellblock.search_spaces import SearchSpace
 from cellblock.search_spaces import blocks_space as bs
 from cellblock.search_spaces.samplers import Sampler

@@ -32,7 +32,8 @@ from torch import nn
 
 from cellblock.data import Dataset, load_dataset
 from cellblock.evaluators.latency import device_fingerprint
-from cellblock.evaluators.training import TrainConfig, augment_batch, train_and_evaluate
+from cellblock.evaluators.loop import augment_batch
+from cellblock.evaluators.training import TrainConfig, train_and_evaluate
 
 
 def small_cnn() -> nn.Module:

@@ -17,7 +17,7 @@ from cellblock.data import DATASETS, load_dataset
 from cellblock.evaluators import EVALUATORS, Evaluator
 from cellblock.records import COMPLETE, FAILED, Trial
 from cellblock.search_spaces import ATTENTIONS, BLOCKS, SPACES, SearchSpace, arch_id
-from cellblock.search_spaces.blocks import build_stage
+from cellblock.search_spaces.blocks_base import build_stage
 from cellblock.strategies import STRATEGIES, make_strategy
 
 _OPTIONAL = {"optuna:cmaes": "cmaes"}  # strategies whose sampler needs an optional package

@@ -16,7 +16,7 @@ from cellblock.data import (
     load_dataset,
     stratified_split,
 )
-from cellblock.evaluators.training import augment_batch
+from cellblock.evaluators.loop import augment_batch
 
 
 def _rows(x: torch.Tensor) -> set[bytes]:

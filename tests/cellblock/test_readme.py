@@ -10,7 +10,7 @@ import torch
 
 import cellblock
 from cellblock.search_spaces import SearchSpace
-from cellblock.search_spaces.blocks import BLOCKS
+from cellblock.search_spaces.blocks_base import BLOCKS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

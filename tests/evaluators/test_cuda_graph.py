@@ -13,7 +13,8 @@ from torch import nn
 from cellblock.data import Augment, Dataset
 from cellblock.evaluators import cuda_graph
 from cellblock.evaluators.cuda_graph import EAGER, GRAPHED, StepRunner, graph_refusal, sgd_update
-from cellblock.evaluators.training import TrainConfig, make_optimizer, train_and_evaluate
+from cellblock.evaluators.loop import make_optimizer
+from cellblock.evaluators.training import TrainConfig, train_and_evaluate
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
