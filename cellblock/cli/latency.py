@@ -103,7 +103,7 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from cellblock.evaluators.latency_table import profile
+    from cellblock.evaluators.latency.table import profile
 
     _threads(args.threads)
     space = _space(args.space, args.space_arg)
@@ -120,7 +120,7 @@ def _profile(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     import torch
 
-    from cellblock.evaluators.latency_table import LatencyTable, check, summary_line
+    from cellblock.evaluators.latency.table import LatencyTable, check, summary_line
 
     if args.out:  # refused before the networks are timed
         from cellblock.records.rundir import check_out_file
@@ -144,7 +144,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from cellblock.evaluators.runtimes import measure_onnx_file
+    from cellblock.evaluators.latency.runtimes import measure_onnx_file
 
     if not Path(args.onnx).is_file():
         raise ConfigError(f"ONNX file {args.onnx!r} not found")
@@ -162,8 +162,8 @@ def _measure(args: argparse.Namespace) -> int:
 def _measure_on_table_scale(args: argparse.Namespace) -> int:
     """``measure --table``: time the file as the table's networks were timed."""
     from cellblock.core.devices import resolve_device
-    from cellblock.evaluators.latency_table import LatencyTable, table_timing
-    from cellblock.evaluators.runtimes import onnx_file_runner
+    from cellblock.evaluators.latency.runtimes import onnx_file_runner
+    from cellblock.evaluators.latency.table import LatencyTable, table_timing
 
     table = LatencyTable(args.table)
     if table.data["runtime"] != "onnxruntime":

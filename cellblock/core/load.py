@@ -1,7 +1,7 @@
 """Latency measured on a busy machine: the thresholds, and which trials to distrust.
 
 Every measured latency of a search comes with ``latency_reference_ms``: the time of a fixed
-reference network, run right before and after it (:func:`cellblock.evaluators.latency.
+reference network, run right before and after it (:func:`cellblock.evaluators.latency.measure.
 measure_latency`). A machine that other processes slow down slows the reference too. When
 a trial is measured, its latency is normalised by the reference's slowdown (over
 :data:`NORMALISE_ABOVE`) and flagged over :data:`BUSY_ABOVE`; when a run is read,

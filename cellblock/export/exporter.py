@@ -38,7 +38,7 @@ from torch import nn
 
 from cellblock.core.errors import CellblockError, ConfigError, ExportError
 from cellblock.core.fileio import make_temp_dir
-from cellblock.evaluators.runtimes import ONNX_OPSET
+from cellblock.evaluators.latency.runtimes import ONNX_OPSET
 from cellblock.export.codegen import generate_source
 from cellblock.export.formats import FORMATS, check_formats, register_format
 from cellblock.export.outdir import check_export_out, write_marker

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from cellblock.evaluators.latency_table import LatencyTable, check, profile
+from cellblock.evaluators.latency.table import LatencyTable, check, profile
 from cellblock.search_spaces import SearchSpace
 
 # The blocks skeleton measured here: the default one with 3 of its 7 block types and 2 of its

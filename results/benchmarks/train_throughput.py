@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from cellblock.data import Dataset, load_dataset
-from cellblock.evaluators.latency import device_fingerprint
+from cellblock.evaluators.latency.measure import device_fingerprint
 from cellblock.evaluators.loop import augment_batch
 from cellblock.evaluators.training import TrainConfig, train_and_evaluate
 

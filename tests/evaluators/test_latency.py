@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cellblock.core.errors import ConfigError
-from cellblock.evaluators.latency import device_fingerprint, measure_latency
+from cellblock.evaluators.latency.measure import device_fingerprint, measure_latency
 
 
 def test_latency_median_spread_and_fingerprint() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellblock.evaluators.latency_fit import fit_correction, unit_kind
+from cellblock.evaluators.latency.fit import fit_correction, unit_kind
 
 
 def _networks(n: int, kind_cost: dict[str, float], seed: int = 0, noise: float = 0.0):

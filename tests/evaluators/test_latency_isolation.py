@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from cellblock.evaluators.latency import measure_latency
+from cellblock.evaluators.latency.measure import measure_latency
 
 # One packed "trial": trains a small CNN on digits (one thread) until told to stop.
 TRAINER = r'''

@@ -20,8 +20,8 @@ import yaml
 from torch import nn
 
 from cellblock.cli import main
-from cellblock.evaluators import latency as latency_mod
-from cellblock.evaluators.latency import measure_latency
+from cellblock.evaluators.latency import measure as latency_mod
+from cellblock.evaluators.latency.measure import measure_latency
 from cellblock.records import COMPLETE, RecordLog, Trial, trial_end_event, trial_start_event
 from cellblock.run import config as config_mod
 

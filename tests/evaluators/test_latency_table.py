@@ -11,11 +11,11 @@ from torch import nn
 
 from cellblock.cli import main
 from cellblock.core.errors import ConfigError, EvaluationError, RegistryError
-from cellblock.evaluators import latency_timing
-from cellblock.evaluators.latency_table import LatencyTable, check, profile
-from cellblock.evaluators.latency_timing import Timing, reference_network
-from cellblock.evaluators.latency_units import trace_units, unit_modules
-from cellblock.evaluators.runtimes import RUNTIMES, get_runtime, measure_runtime_latency
+from cellblock.evaluators.latency import timing as latency_timing
+from cellblock.evaluators.latency.runtimes import RUNTIMES, get_runtime, measure_runtime_latency
+from cellblock.evaluators.latency.table import LatencyTable, check, profile
+from cellblock.evaluators.latency.timing import Timing, reference_network
+from cellblock.evaluators.latency.units import trace_units, unit_modules
 from cellblock.search_spaces import SearchSpace
 
 # A tiny blocks skeleton: 2 stages, 2 block types (one of them builds a stage as one module).
@@ -266,7 +266,7 @@ def test_search_measures_latency_in_the_runtime_asked_for(tmp_path):
 
 def test_cli_measures_an_exported_onnx_file(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    from cellblock.evaluators.runtimes import onnx_bytes
+    from cellblock.evaluators.latency.runtimes import onnx_bytes
 
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU()).eval()
     path = tmp_path / "model.onnx"
@@ -323,14 +323,14 @@ def test_normalised_table_is_checked_on_its_own_scale(tiny_table):
 
 
 def lt_timing(data):
-    from cellblock.evaluators.latency_table import table_timing
+    from cellblock.evaluators.latency.table import table_timing
 
     return table_timing(data, torch.device("cpu"))
 
 
 def test_cli_measures_an_onnx_file_on_a_tables_scale(tmp_path, tiny_table, capsys):
     pytest.importorskip("onnxruntime")
-    from cellblock.evaluators.runtimes import onnx_bytes
+    from cellblock.evaluators.latency.runtimes import onnx_bytes
 
     space = SearchSpace("blocks", **TINY)
     lut = tmp_path / "lut.json"

@@ -12,7 +12,7 @@ from torch import nn
 import cellblock
 from cellblock.core.objectives import parse_objectives
 from cellblock.core.threads import SMALL_BATCH_MACS, threads_for, torch_default_threads
-from cellblock.evaluators.latency import measure_latency
+from cellblock.evaluators.latency.measure import measure_latency
 from cellblock.pareto.results import pareto_trials
 from cellblock.records import COMPLETE, Trial, read_events
 

@@ -20,7 +20,7 @@ from cellblock.pareto import nondominated_mask
 from cellblock.records import COMPLETE, FAILED, INFEASIBLE, PRUNED, Trial
 from cellblock.search_spaces import SearchSpace, arch_id
 from cellblock.strategies import STRATEGIES, make_strategy
-from cellblock.strategies.optuna_strategy import SAMPLERS
+from cellblock.strategies.optuna.strategy import SAMPLERS
 
 
 def conditional(s):
@@ -274,7 +274,7 @@ def test_cli_bad_storage_exits_2_without_writing(tmp_path, capsys):
 
 
 def test_storage_defaults_to_journal_in_run_dir(tmp_path):
-    from cellblock.strategies.optuna_strategy import OptunaStrategy
+    from cellblock.strategies.optuna.strategy import OptunaStrategy
 
     run_dir = Path(tmp_path / "r")
     opts = OptunaStrategy.run_options({"storage": None, "constraints": ["macs<=5M"]}, run_dir)

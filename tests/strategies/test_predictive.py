@@ -11,8 +11,8 @@ from cellblock.core.objectives import parse_objectives
 from cellblock.records import COMPLETE, FAILED, INFEASIBLE, Trial
 from cellblock.search_spaces import SearchSpace, arch_id
 from cellblock.strategies import make_strategy
-from cellblock.strategies.predictive_acquisition import hamming as _hamming
-from cellblock.strategies.surrogate import Encoder, RidgeEnsemble
+from cellblock.strategies.predictive.acquisition import hamming as _hamming
+from cellblock.strategies.predictive.surrogate import Encoder, RidgeEnsemble
 
 
 def bits(s, n=12):
@@ -206,7 +206,7 @@ def test_search_with_process_backend_concurrency_and_constraint(tmp_path):
 
 
 def test_p_nondominated_matches_monte_carlo():
-    from cellblock.strategies.predictive_acquisition import p_nondominated
+    from cellblock.strategies.predictive.acquisition import p_nondominated
 
     rng = np.random.default_rng(0)
     front = np.array([[0.0, 3.0], [1.0, 1.0], [3.0, 0.0]])

@@ -11,8 +11,8 @@ from cellblock.records import COMPLETE, Trial
 from cellblock.search_spaces import SearchSpace, arch_id
 from cellblock.search_spaces.samplers import categorical
 from cellblock.strategies import make_strategy
-from cellblock.strategies.predictive_acquisition import hamming
-from cellblock.strategies.surrogate import LAMBDAS, _ridge_loo
+from cellblock.strategies.predictive.acquisition import hamming
+from cellblock.strategies.predictive.surrogate import LAMBDAS, _ridge_loo
 
 
 def bits(s, n=8):

@@ -24,7 +24,7 @@ def main() -> None:
 
         for name, path in list(finder.MAPPING.items()):
             finder.MAPPING[name] = str(Path(code) / Path(path).name)
-    import cellblock.strategies.predictive as predictive
+    import cellblock.strategies.predictive.search as predictive
     from cellblock.core.objectives import parse_objectives
     from cellblock.run.bench import evaluate_all, run_strategy, table_components
     from cellblock.search_spaces.api import arch_id

@@ -103,8 +103,8 @@ def darts_value(arch: Mapping[str, Any]) -> float:
 def run(name: str, space: SearchSpace, value: Callable[[Mapping[str, Any]], float], seed: int, budget: int,
         options: Mapping[str, Any], probes: list[dict[str, Any]]) -> dict[str, Any]:
     """One single-objective run with per-ask wall times and, for ``predictive``, stall counts."""
-    from cellblock.strategies.predictive_acquisition import expected_improvement, hamming
-    from cellblock.strategies.predictive_models import objective_predictions
+    from cellblock.strategies.predictive.acquisition import expected_improvement, hamming
+    from cellblock.strategies.predictive.models import objective_predictions
 
     objs = parse_objectives("accuracy")
     strategy = make_strategy(name, space, objs, seed, dict(options))

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from stalls import nb201_values  # noqa: E402
 
-import cellblock.strategies.predictive as predictive  # noqa: E402
+import cellblock.strategies.predictive.search as predictive  # noqa: E402
 from cellblock.core.objectives import parse_objectives  # noqa: E402
 from cellblock.records import COMPLETE, Trial  # noqa: E402
 from cellblock.search_spaces.api import arch_id  # noqa: E402

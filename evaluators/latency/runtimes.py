@@ -175,7 +175,7 @@ def time_call(run: Callable[[], Any], warmup: int, repeats: int, clock: str = "w
 
 def runtime_fingerprint(runtime: str | None, device: str | torch.device = "cpu") -> dict[str, Any]:
     """The device fingerprint plus the runtime and its version (no hostname)."""
-    from cellblock.evaluators.latency import device_fingerprint
+    from cellblock.evaluators.latency.measure import device_fingerprint
 
     name = runtime or "torch"
     fp = dict(device_fingerprint(device))
@@ -199,7 +199,7 @@ def measure_runtime_latency(
     exclusively as well. The model itself is left untouched (it is copied).
     """
     from cellblock.core.devices import resolve_device
-    from cellblock.evaluators.latency import measure_latency
+    from cellblock.evaluators.latency.measure import measure_latency
 
     name = runtime or "torch"
     prepare = get_runtime(name)

@@ -1,4 +1,4 @@
-"""How the predictive strategy picks its next candidate (a mixin of :class:`~.predictive.PredictiveSearch`).
+"""How the predictive strategy picks its next candidate (a mixin of :class:`~.search.PredictiveSearch`).
 
 * :meth:`MoveChoice._local`: the best-scored untried one-decision move of the local-search
   centres (hill climbing with one objective, Pareto local search with several);
@@ -23,9 +23,9 @@ import numpy as np
 from cellblock.records import Trial
 from cellblock.search_spaces.api import arch_id
 from cellblock.strategies.local_search import pick_centre
-from cellblock.strategies.predictive_acquisition import hamming
-from cellblock.strategies.predictive_models import p_feasible
-from cellblock.strategies.predictive_pool import Candidate
+from cellblock.strategies.predictive.acquisition import hamming
+from cellblock.strategies.predictive.models import p_feasible
+from cellblock.strategies.predictive.pool import Candidate
 
 CLIMB_STEPS = 2  # hill-climbing steps on the acquisition from the pool's best candidate (one objective)
 CLIMB_MOVES = 16  # one-decision moves scored per step (a random subset when there are more)

@@ -48,9 +48,9 @@ without integer decisions, and warns once that choice decisions (and conditional
 are sampled independently at random. It needs the ``cmaes`` package and optimises a
 single objective.
 
-The parts live in their own modules: :mod:`.optuna_samplers` (the samplers and the
-checks of their options), :mod:`.optuna_study` (storage and study) and
-:mod:`.optuna_mapping` (decisions as suggestions, trials as outcomes).
+The parts live in their own modules: :mod:`.samplers` (the samplers and the
+checks of their options), :mod:`.study` (storage and study) and
+:mod:`.mapping` (decisions as suggestions, trials as outcomes).
 """
 
 
@@ -69,8 +69,8 @@ from cellblock.records import Trial
 from cellblock.search_spaces.api import SearchSpace, arch_id
 from cellblock.search_spaces.domains import Value
 from cellblock.strategies.base import STRATEGIES, Strategy
-from cellblock.strategies.optuna_mapping import OptunaTrialSampler, tell_outcome, trial_outcome
-from cellblock.strategies.optuna_samplers import (
+from cellblock.strategies.optuna.mapping import OptunaTrialSampler, tell_outcome, trial_outcome
+from cellblock.strategies.optuna.samplers import (
     OWN_OPTIONS,
     SAMPLERS,
     SamplerSpec,
@@ -79,7 +79,7 @@ from cellblock.strategies.optuna_samplers import (
     make_sampler,
     quiet,
 )
-from cellblock.strategies.optuna_study import (
+from cellblock.strategies.optuna.study import (
     ARCH_ATTR,
     JOURNAL_NAME,
     check_storage,

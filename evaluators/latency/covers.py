@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from cellblock.core.registry import Registry
-from cellblock.evaluators.latency_units import UnitCall
+from cellblock.evaluators.latency.units import UnitCall
 from cellblock.search_spaces.api import SearchSpace
 
 

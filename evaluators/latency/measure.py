@@ -194,7 +194,7 @@ def _load_metrics(raw_ms: float, slowdown: float, ref_ms: float | None, spread: 
 
 
 def reference_network(input_shape: Sequence[int]) -> nn.Module:
-    """The fixed reference workload (``REFERENCE_NETWORK`` of :mod:`~cellblock.evaluators.latency_timing`) for inputs of ``input_shape``.
+    """The fixed reference workload (``REFERENCE_NETWORK`` of :mod:`~cellblock.evaluators.latency.timing`) for inputs of ``input_shape``.
 
     Three 3x3 convolutions with batch norm and ReLU (16, 16, 32 channels, the last one with
     stride 2), global pooling and a 10-way linear layer; weights from seed 0.

@@ -3,7 +3,7 @@
 After a space-filling initial design, every ask first walks the neighbourhoods of the
 best trials, as ``evolution`` does (first-improvement hill climbing with one objective,
 Pareto local search with several), but takes from the chosen centre the untried
-one-decision neighbour that the surrogate models (:mod:`cellblock.strategies.surrogate`)
+one-decision neighbour that the surrogate models (:mod:`cellblock.strategies.predictive.surrogate`)
 score highest, instead of a random one. Once every elite neighbourhood has been tried
 (a local optimum), with one objective and ``local_restart`` (off by default) it walks the
 next best trial's neighbourhood, and so on among the ``parents`` best; then (at once
@@ -29,9 +29,10 @@ join the front at their predicted values (kriging believer) and candidates close
 (few decisions apart) are penalised, so a batch is not a set of near-duplicates. The
 whole state is JSON-able; the models are refitted from it, deterministically.
 
-The parts live in their own modules: :mod:`.predictive_models` (fitting and querying
-the surrogates), :mod:`.predictive_acquisition` (EI, probability of non-domination, EHVI, Tukey's fence),
-:mod:`.predictive_pool` (the candidates) and :mod:`.predictive_moves` (choosing among them).
+The parts live in their own modules: :mod:`.models` (fitting and querying
+the surrogates, built on :mod:`.surrogate`), :mod:`.acquisition` (EI, probability of
+non-domination, EHVI, Tukey's fence), :mod:`.pool` (the candidates) and :mod:`.moves`
+(choosing among them).
 """
 
 from __future__ import annotations
@@ -58,14 +59,14 @@ from cellblock.strategies.local_search import (
     check_bool,
     load_elite,
 )
-from cellblock.strategies.predictive_acquisition import (
+from cellblock.strategies.predictive.acquisition import (
     ehvi,
     expected_improvement,
     fenced,
     hamming,
     p_nondominated,
 )
-from cellblock.strategies.predictive_models import (
+from cellblock.strategies.predictive.models import (
     MODELLED,
     Models,
     fit_models,
@@ -73,10 +74,10 @@ from cellblock.strategies.predictive_models import (
     objective_predictions,
     p_feasible,
 )
-from cellblock.strategies.predictive_moves import MoveChoice
-from cellblock.strategies.predictive_pool import Candidate, CandidatePool
+from cellblock.strategies.predictive.moves import MoveChoice
+from cellblock.strategies.predictive.pool import Candidate, CandidatePool
+from cellblock.strategies.predictive.surrogate import Encoder
 from cellblock.strategies.selection import survivors, trial_from_state, trial_to_state
-from cellblock.strategies.surrogate import Encoder
 
 
 @register_strategy("predictive")

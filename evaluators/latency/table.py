@@ -1,13 +1,13 @@
 """Latency tables: every unit of a space timed once on the target, then summed to predict.
 
 ``profile`` (``cellblock latency profile``) traces the space's cover (see
-:mod:`~cellblock.evaluators.latency_covers`), times each distinct unit in a runtime (see
-:mod:`~cellblock.evaluators.runtimes`), then fits one per-network constant on a few whole
+:mod:`~cellblock.evaluators.latency.covers`), times each distinct unit in a runtime (see
+:mod:`~cellblock.evaluators.latency.runtimes`), then fits one per-network constant on a few whole
 networks. The table is rewritten atomically as it grows, so an interrupted profile continues
 where it stopped. A prediction is ``sum of the network's unit latencies + constant``, where a
 unit's latency is its median minus the runtime's empty-call overhead. By default every timing
 is relative to a fixed reference network timed alongside it (see
-:mod:`~cellblock.evaluators.latency_timing`), so that a machine whose speed drifts still gives
+:mod:`~cellblock.evaluators.latency.timing`), so that a machine whose speed drifts still gives
 one consistent table.
 """
 
@@ -28,16 +28,16 @@ from torch import nn
 
 from cellblock.core.errors import ConfigError, EvaluationError
 from cellblock.core.fileio import atomic_write_text
-from cellblock.evaluators.latency_covers import Probe, arch_probe, run_cover
-from cellblock.evaluators.latency_fit import fit_correction, unit_kind
-from cellblock.evaluators.latency_timing import (
+from cellblock.evaluators.latency.covers import Probe, arch_probe, run_cover
+from cellblock.evaluators.latency.fit import fit_correction, unit_kind
+from cellblock.evaluators.latency.runtimes import get_runtime, runtime_fingerprint
+from cellblock.evaluators.latency.timing import (
     REFERENCE_NETWORK,
     Timing,
     measure_networks,
     runtime_overhead,
 )
-from cellblock.evaluators.latency_units import UnitCall, make_inputs, trace_units
-from cellblock.evaluators.runtimes import get_runtime, runtime_fingerprint
+from cellblock.evaluators.latency.units import UnitCall, make_inputs, trace_units
 from cellblock.search_spaces.api import SearchSpace, arch_id
 
 FORMAT = "cellblock-latency-table/1"
@@ -198,7 +198,7 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
     """Time every distinct unit of ``space`` in ``runtime``; write the table to ``out``.
 
     Continues a partial table at ``out`` made with the same space, runtime, settings and
-    device. With ``normalise="reference"`` (see :mod:`~cellblock.evaluators.latency_timing`)
+    device. With ``normalise="reference"`` (see :mod:`~cellblock.evaluators.latency.timing`)
     every value is relative to the reference network, timed first. Returns the table.
     """
     from tqdm.auto import tqdm
@@ -289,7 +289,7 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
 def _calibrate(space: SearchSpace, table: dict[str, Any], timing: Timing, n: int, seed: int,
                save: Callable[[], None], log: Callable[[str], None]) -> None:
     """Fit the correction to the summed units on ``n`` whole networks (see
-    :mod:`~cellblock.evaluators.latency_fit`)."""
+    :mod:`~cellblock.evaluators.latency.fit`)."""
     rng = np.random.default_rng(seed + 1)
     shape = tuple(space.arguments()["input_shape"])
     models, sums, ids, kinds = [], [], [], []

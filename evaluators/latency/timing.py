@@ -26,8 +26,10 @@ import torch
 from torch import nn
 
 from cellblock.core.errors import ConfigError
-from cellblock.evaluators.latency import reference_network as reference_network  # re-exported
-from cellblock.evaluators.runtimes import check_clock, get_runtime, time_call
+from cellblock.evaluators.latency.measure import (
+    reference_network as reference_network,  # re-exported
+)
+from cellblock.evaluators.latency.runtimes import check_clock, get_runtime, time_call
 
 #: Statistic of the timed runs kept as "the" latency: the median, or the 10th percentile
 #: (steadier on a shared machine, where other processes slow some runs down).

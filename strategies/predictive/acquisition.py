@@ -19,7 +19,7 @@ import numpy as np
 from cellblock.core.objectives import Objective
 from cellblock.pareto import hypervolume
 from cellblock.pareto.volume import REF_OFFSET
-from cellblock.strategies.predictive_models import normal_cdf
+from cellblock.strategies.predictive.models import normal_cdf
 
 SHORTLIST = 8  # candidates whose EHVI is integrated (the others: optimistic HVI only)
 QUANTILES = 8  # normal quantiles integrating EHVI

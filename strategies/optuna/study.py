@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from cellblock.core.errors import ConfigError, RunError
 from cellblock.records.rundir import RunDir
-from cellblock.strategies.optuna_samplers import quiet
+from cellblock.strategies.optuna.samplers import quiet
 
 JOURNAL_NAME = RunDir.OPTUNA_JOURNAL
 ARCH_ATTR = "arch_id"  # user attribute of an Optuna trial: the arch_id of its architecture

@@ -14,7 +14,7 @@ import numpy as np
 
 from cellblock.core.objectives import Constraint, Objective, get_metric
 from cellblock.records import COMPLETE, INFEASIBLE, PRUNED, Trial
-from cellblock.strategies.surrogate import RidgeEnsemble
+from cellblock.strategies.predictive.surrogate import RidgeEnsemble
 
 MODELLED = (COMPLETE, INFEASIBLE, PRUNED)  # statuses whose metrics are observations
 Models = dict[str, tuple[RidgeEnsemble, bool]]
