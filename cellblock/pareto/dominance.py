@@ -121,9 +121,9 @@ def _dominated_by_any(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
     step = max(1, _CHUNK_ELEMENTS // (Q.shape[0] * P.shape[1]))
     for s in range(0, P.shape[0], step):
         p = P[s : s + step, None, :]
-        le = (Q[None, :, :] <= p).all(axis=2)
-        lt = (Q[None, :, :] < p).any(axis=2)
-        out[s : s + step] = (le & lt).any(axis=1)
+        le = np.all(Q[None, :, :] <= p, axis=2)
+        lt = np.any(Q[None, :, :] < p, axis=2)
+        out[s : s + step] = np.any(le & lt, axis=1)
     return out
 
 

@@ -176,16 +176,17 @@ def busy_seconds(trials: Sequence[Trial]) -> float:
     Idle gaps, such as the time between two invocations of an extended run, do not count.
     """
     spans = sorted((t.start_t, t.end_t) for t in trials if t.start_t is not None and t.end_t is not None)
-    total, cur_start, cur_end = 0.0, None, None
+    total = 0.0
+    current: tuple[float, float] | None = None  # the union interval being extended
     for start, end in spans:
-        if cur_end is None or start > cur_end:
-            if cur_end is not None:
-                total += cur_end - cur_start
-            cur_start, cur_end = start, end
+        if current is None or start > current[1]:
+            if current is not None:
+                total += current[1] - current[0]
+            current = (start, end)
         else:
-            cur_end = max(cur_end, end)
-    if cur_end is not None:
-        total += cur_end - cur_start
+            current = (current[0], max(current[1], end))
+    if current is not None:
+        total += current[1] - current[0]
     return total
 
 
@@ -235,8 +236,8 @@ def _in_table_units(data: RunData, best: float) -> str:
 def summary(data: RunData) -> str:
     """A short text summary of a run and its Pareto table."""
     counts = {s: sum(t.status == s for t in data.trials) for s in (COMPLETE, FAILED, INFEASIBLE, PRUNED, RUNNING)}
-    accs = [t.value("accuracy") for t in data.trials if t.feasible_complete]
-    accs = [a for a in accs if a is not None]
+    accs = [a for a in (t.value("accuracy") for t in data.trials if t.feasible_complete)
+            if a is not None]
     span = busy_seconds(data.trials)
     front = data.pareto
     cfg = data.config

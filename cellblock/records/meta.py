@@ -140,7 +140,7 @@ def read_run_meta(run_dir: str | Path) -> RunMeta:
             meta.config_stale = True
             meta.notices.append(f"config.yaml of {str(run_dir)!r} {problem}; using the config of the "
                                 "last run_start in trials.jsonl (config.yaml is rewritten from it)")
-        elif (key := _disagreement(cfg, from_log)) is not None:
+        elif cfg is not None and (key := _disagreement(cfg, from_log)) is not None:
             meta.config_stale = True
             meta.notices.append(
                 f"config.yaml of {str(run_dir)!r} disagrees with trials.jsonl ({key}: "
