@@ -137,7 +137,8 @@ def make_strategy(
     for key in options:
         if key not in accepted:
             raise ConfigError(
-                f"strategy {name!r} has no option {key!r}; its options: {', '.join(accepted) or '(none)'}"
+                f"strategy {name!r} has no option {key!r}; its options: "
+                f"{', '.join(accepted) or '(none)'}"
             )
     return cls(space, objectives, seed=seed, **options)
 

@@ -71,7 +71,8 @@ def _score(fn: Any, *args: Any) -> tuple[float, str | None]:
     return (value, None) if math.isfinite(value) else (WORST, None)
 
 
-def proxy_scores(model: torch.nn.Module, input_shape: Sequence[int], x: torch.Tensor) -> dict[str, Any]:
+def proxy_scores(model: torch.nn.Module, input_shape: Sequence[int], x: torch.Tensor) -> dict[str,
+                                                                                              Any]:
     """``synflow`` and ``naswot`` of an initialised network, with their time in seconds.
 
     A non-finite score, or a proxy that raises on this network, gets :data:`WORST` (the

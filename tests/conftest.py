@@ -35,7 +35,8 @@ def tiny_space_fn(s, input_shape=(1, 8, 8), num_classes=10):
     layers: list[nn.Module] = []
     c = input_shape[0]
     for w in widths:
-        layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU() if act == "relu" else nn.GELU()]
+        layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w),
+                   nn.ReLU() if act == "relu" else nn.GELU()]
         c = w
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
 
@@ -79,7 +80,8 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "subprocess: run the test body in a child pytest (a native crash fails one test)")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if worker is None and getattr(config.option, "numprocesses", None) and _CRASH_DIR_ENV not in os.environ:
+    if worker is None and getattr(config.option, "numprocesses",
+                                  None) and _CRASH_DIR_ENV not in os.environ:
         config._cellblock_crash_dir = os.environ[_CRASH_DIR_ENV] = tempfile.mkdtemp(
             prefix="cellblock-test-crashes-")
 
@@ -130,10 +132,12 @@ def pytest_pyfunc_call(pyfuncitem):
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     out = (done.stdout + done.stderr)[-6000:]
     if done.returncode < 0:
-        pytest.fail(f"the test's child process died of {signal.Signals(-done.returncode).name}:\n{out}",
+        pytest.fail("the test's child process died of "
+                    f"{signal.Signals(-done.returncode).name}:\n{out}",
                     pytrace=False)
     if done.returncode != 0:
-        pytest.fail(f"the test failed in its child process (exit {done.returncode}):\n{out}", pytrace=False)
+        pytest.fail(f"the test failed in its child process (exit {done.returncode}):\n{out}",
+                    pytrace=False)
     if re.search(r"\b\d+ skipped\b", done.stdout) and not re.search(r"\b\d+ passed\b", done.stdout):
         reason = [ln for ln in done.stdout.splitlines() if ln.startswith("SKIPPED")]
         pytest.skip(reason[-1] if reason else "skipped in the child process")

@@ -3,7 +3,8 @@
 Every command of the README's ``bash`` blocks runs as written (issue 16). The blocks of
 one *chain* run in order, each as one ``bash -e`` script, in one fresh temporary
 directory where ``make demo``'s run already exists (made with the demo's own config and a
-smaller budget, which a run may extend; the ``supernet`` chain does not use it). Chains are groups of README sections whose
+smaller budget, which a run may extend; the ``supernet`` chain does not use it). Chains are groups
+of README sections whose
 commands share files; each chain has its own test module, so that the chains run in
 parallel under ``pytest -n 2 --dist load`` (a block whose worker has not run the chain's
 earlier blocks runs them first). A block in a section no chain names
@@ -67,7 +68,8 @@ def bash_blocks(chain: str | None = None) -> list[str]:
 
 def readme_file(marker: str, lang: str) -> str:
     """The README code block of ``lang`` whose text starts with (or is) ``marker``'s file."""
-    for block in re.findall(rf"```{lang}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S):
+    for block in re.findall(rf"```{lang}\n(.*?)```", README.read_text(encoding="utf-8"),
+                            flags=re.S):
         if block.startswith(marker) or marker == "":
             return block
     raise AssertionError(f"the README has no {lang} block starting with {marker!r}")

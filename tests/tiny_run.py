@@ -20,7 +20,8 @@ def space(s, input_shape=(1, 8, 8), num_classes=10):
 def search_argv(space_file: Path) -> list[str]:
     """The ``cellblock search`` options of the tiny run (add ``--out``)."""
     return ["search", "--space", f"{space_file}:space", "--trials", "2", "--epochs", "1",
-            "--objectives", "accuracy,macs", "--device", "cpu", "--strategy", "random", "--no-progress"]
+            "--objectives", "accuracy,macs", "--device", "cpu", "--strategy", "random",
+            "--no-progress"]
 
 
 def shared_run(tmp_path_factory) -> tuple[Path, list[str]]:
@@ -48,4 +49,5 @@ def copy_run(run: Path, dest: Path) -> Path:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (relative path -> bytes)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}

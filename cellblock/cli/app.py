@@ -17,7 +17,8 @@ from cellblock.core.errors import CellblockError
 #: Modules that add sub-commands with ``@command``, in ``--help`` order.
 COMMAND_MODULES: tuple[str, ...] = tuple(
     f"cellblock.cli.{name}"
-    for name in ("search", "show", "spaces", "report", "export", "train", "repair", "bench", "supernet", "latency")
+    for name in ("search", "show", "spaces", "report", "export", "train", "repair", "bench",
+                 "supernet", "latency")
 )
 
 

@@ -98,7 +98,8 @@ def load_tensors(path: str | Path, what: str, hint: str, mapping: bool = True) -
                if unsafe else f"is corrupt or not a torch file ({type(exc).__name__})")
         raise CheckpointError(f"{what} {str(path)!r} {why}; {hint}") from None
     if mapping and not isinstance(obj, dict):
-        raise CheckpointError(f"{what} {str(path)!r} holds a {type(obj).__name__}, not a dict; {hint}")
+        raise CheckpointError(
+            f"{what} {str(path)!r} holds a {type(obj).__name__}, not a dict; {hint}")
     return obj
 
 

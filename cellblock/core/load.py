@@ -57,7 +57,8 @@ def unstable_latency(trials: Sequence[Any]) -> dict[int, str]:
         if m.get("latency_unstable"):
             reasons.append(str(m.get("latency_unstable_reason") or SPREAD_REASON))
         ref, best = _number(m.get("latency_reference_ms")), fastest.get(_threads(m))
-        if ref is not None and best and ref / best > BUSY_ABOVE and not any("busy" in r for r in reasons):
+        if ref is not None and best and ref / best > BUSY_ABOVE and not any(
+            "busy" in r for r in reasons):
             reasons.append(f"busy machine: the reference network ran {ref / best:.1f}x slower than "
                            "in the run's fastest measurement")
         if reasons:
@@ -69,7 +70,8 @@ def remedy(run: str) -> str:
     """What to do about trials kept off the front for their latency (one line)."""
     return ("measure them again: repeat the search with a new --out when the machine is idle; or "
             f"continue {run} with --allow-unstable-latency to let them onto the front as measured; "
-            "or search with --latency-table FILE ('cellblock latency profile'), which times nothing "
+            "or search with --latency-table FILE ('cellblock latency profile'), which times "
+            "nothing "
             "during the search")
 
 

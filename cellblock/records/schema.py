@@ -57,7 +57,8 @@ _FIELDS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]]] = {
         "error": (False, _optional(lambda v: isinstance(v, str)), "a string or null"),
         "violation": (False, _optional(_is_number), "a number or null"),
     },
-    "trial_lost": {  # an attempt lost to the infrastructure (cellblock.records.log.trial_lost_event)
+    # an attempt lost to the infrastructure (cellblock.records.log.trial_lost_event)
+    "trial_lost": {
         "trial": (True, _trial_number, "an integer >= 0"),
         "arch_id": (True, _arch_id, "a non-empty string"),
         "attempt": (False, _optional(_is_int), "an integer"),
@@ -71,7 +72,8 @@ _FIELDS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]]] = {
 }
 
 
-def event_problem(event: Any, started: Mapping[int, str], statuses: Collection[str] = ()) -> str | None:
+def event_problem(event: Any, started: Mapping[int, str],
+                  statuses: Collection[str] = ()) -> str | None:
     """Why ``event`` is not a valid log event (None when it is).
 
     Args:

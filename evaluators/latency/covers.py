@@ -137,7 +137,8 @@ def blocks_cover(space: SearchSpace, discover: Discover) -> str:
             whole = BLOCKS.get(name).make_stage.__func__ is not Block.make_stage.__func__
             for cin, d in itertools.product(sorted(ins), range(low, high + 1) if whole else [high]):
                 def build(name=name, cin=cin, w=w, d=d, att=att, opts=opts, i=i) -> nn.Module:
-                    return candidate(build_stage(name, cin, w, sk["strides"][i], d, attention=att, **opts), name)
+                    return candidate(
+                        build_stage(name, cin, w, sk["strides"][i], d, attention=att, **opts), name)
 
                 discover(Probe(f"stage{i + 1} {name} {opts} width {w} {att} from {cin}", build,
                                (cin, *hw[i])))

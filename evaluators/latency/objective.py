@@ -34,7 +34,8 @@ def latency_function(ctx: EvalContext, input_shape: tuple) -> LatencyFn:
     runtime = cfg.get("latency_runtime")
     if table_path:
         if runtime:
-            raise ConfigError("latency_table predicts latency_ms and latency_runtime measures it; give "
+            raise ConfigError("latency_table predicts latency_ms and latency_runtime measures it; "
+                              "give "
                               "one of them (the table's runtime is the one it was profiled with)")
         from cellblock.evaluators.latency.table import LatencyTable
 
@@ -54,7 +55,8 @@ def latency_function(ctx: EvalContext, input_shape: tuple) -> LatencyFn:
 
         out = measure_runtime_latency(
             model.to(ctx.device), input_shape, runtime, batch_size=cfg["latency_batch_size"],
-            device=ctx.device, repeats=cfg["latency_repeats"], max_spread=cfg.get("latency_max_spread"),
+            device=ctx.device, repeats=cfg["latency_repeats"],
+            max_spread=cfg.get("latency_max_spread"),
         )
         if not runtime:  # records of the default runtime stay as they were
             out.pop("latency_runtime", None)

@@ -59,7 +59,8 @@ def torch_runtime(module: nn.Module, inputs: tuple, device: torch.device) -> Cal
 
 
 @register_runtime("torchscript")
-def torchscript_runtime(module: nn.Module, inputs: tuple, device: torch.device) -> Callable[[], Any]:
+def torchscript_runtime(module: nn.Module, inputs: tuple, device: torch.device) -> Callable[[],
+                                                                                            Any]:
     """``torch.jit.trace`` then ``torch.jit.freeze`` (what a TorchScript deployment runs)."""
     module = module.to(device).eval()
     tensors = tuple(t for t in inputs if isinstance(t, torch.Tensor))
@@ -129,7 +130,8 @@ def ort_runner(sess: Any, arrays: Sequence[np.ndarray]) -> Callable[[], Any]:
 
 
 @register_runtime("onnxruntime")
-def onnxruntime_runtime(module: nn.Module, inputs: tuple, device: torch.device) -> Callable[[], Any]:
+def onnxruntime_runtime(module: nn.Module, inputs: tuple, device: torch.device) -> Callable[[],
+                                                                                            Any]:
     """The module exported to ONNX (as ``cellblock export``), run by onnxruntime."""
     sess = ort_session(onnx_bytes(module, inputs), device)
     arrays = [t.detach().cpu().numpy() for t in inputs if isinstance(t, torch.Tensor)]
@@ -156,11 +158,13 @@ def check_clock(clock: str) -> Callable[[], float]:
     return CLOCKS[clock]
 
 
-def time_call(run: Callable[[], Any], warmup: int, repeats: int, clock: str = "wall") -> list[float]:
+def time_call(run: Callable[[], Any], warmup: int, repeats: int,
+              clock: str = "wall") -> list[float]:
     """Milliseconds of ``repeats`` calls of ``run`` after ``warmup`` untimed ones (all under
     ``torch.inference_mode``, entered once, as ``measure_latency`` does)."""
     if warmup < 0 or repeats < 1:
-        raise ConfigError(f"warmup={warmup}, repeats={repeats} are invalid; use warmup >= 0, repeats >= 1")
+        raise ConfigError(
+            f"warmup={warmup}, repeats={repeats} are invalid; use warmup >= 0, repeats >= 1")
     now = check_clock(clock)
     times = []
     with torch.inference_mode():
@@ -209,7 +213,8 @@ def measure_runtime_latency(
         out["latency_runtime"] = "torch"
         return out
     if len(input_shape) != 3 or any(int(s) < 1 for s in input_shape):
-        raise ConfigError(f"input_shape {tuple(input_shape)} is invalid; give (C, H, W) with positive sizes")
+        raise ConfigError(
+            f"input_shape {tuple(input_shape)} is invalid; give (C, H, W) with positive sizes")
     import copy
 
     dev = resolve_device(str(device))

@@ -52,7 +52,8 @@ def space_identity(space: SearchSpace) -> dict[str, Any]:
 
 
 def _missing_error(call: UnitCall, where: str, table: str) -> str:
-    return (f"unit {call.label} (at {call.path or 'the network'}, key {call.key}) of {where} is not "
+    return (f"unit {call.label} (at {call.path or 'the network'}, key {call.key}) of {where} is "
+            "not "
             f"in latency table {table}; profile this space and skeleton with 'cellblock latency "
             "profile' on the target device")
 
@@ -72,7 +73,8 @@ class LatencyTable:
         try:
             self.data = json.loads(self.path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"latency table {str(self.path)!r} is not valid JSON: {exc}") from None
+            raise ConfigError(
+                f"latency table {str(self.path)!r} is not valid JSON: {exc}") from None
         if not isinstance(self.data, dict) or self.data.get("format") != FORMAT:
             raise ConfigError(f"{str(self.path)!r} is not a cellblock latency table ({FORMAT})")
         if not self.data.get("complete"):
@@ -81,12 +83,14 @@ class LatencyTable:
         self.units: dict[str, dict[str, Any]] = self.data["units"]
         self.constant_ms = float(self.data["constant_ms"])
         kind_ms = self.data.get("kind_ms") or {}
-        self._unit_ms = {k: u["ms"] + kind_ms.get(unit_kind(u["label"]), 0.0) for k, u in self.units.items()}
+        self._unit_ms = {
+            k: u["ms"] + kind_ms.get(unit_kind(u["label"]), 0.0) for k, u in self.units.items()}
         self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     def fingerprint(self) -> dict[str, Any]:
         """What trial records carry: the device fingerprint, runtime and the table's hash."""
-        return {**self.data["fingerprint"], "table_sha256": self.sha256[:16], "table": self.path.name}
+        return {**self.data["fingerprint"], "table_sha256": self.sha256[:16],
+                "table": self.path.name}
 
     def missing(self, calls: list[UnitCall]) -> list[UnitCall]:
         """The calls whose unit is not in the table."""
@@ -160,10 +164,13 @@ def table_timing(data: Mapping[str, Any], device: torch.device, *, runtime: str 
     ref = data.get("reference") or {}
     if normalise == "reference":
         if runtime != data["runtime"]:
-            raise ConfigError(f"the table is normalised against its reference network in {data['runtime']}; "
-                              f"measuring in {runtime} cannot use that scale: use --runtime {data['runtime']}")
+            raise ConfigError("the table is normalised against its reference network in "
+                              f"{data['runtime']}; "
+                              f"measuring in {runtime} cannot use that scale: use --runtime "
+                              f"{data['runtime']}")
         if ref.get("network") != REFERENCE_NETWORK:
-            raise ConfigError(f"the table was normalised with reference network {ref.get('network')!r}; this "
+            raise ConfigError("the table was normalised with reference network "
+                              f"{ref.get('network')!r}; this "
                               f"cellblock has {REFERENCE_NETWORK!r}: profile the table again")
     return Timing(runtime, device, warmup, repeats, clock or settings.get("clock", "wall"),
                   statistic or settings.get("statistic", "median"), normalise,
@@ -176,7 +183,8 @@ def _load_partial(out: Path, head: dict[str, Any]) -> dict[str, Any]:
     try:
         old = json.loads(out.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ConfigError(f"{str(out)!r} exists and is not a latency table; choose another --out") from None
+        raise ConfigError(
+            f"{str(out)!r} exists and is not a latency table; choose another --out") from None
     if not isinstance(old, dict) or old.get("format") != FORMAT:
         raise ConfigError(f"{str(out)!r} exists and is not a latency table; choose another --out")
     for key in ("space", "runtime", "settings"):
@@ -186,7 +194,8 @@ def _load_partial(out: Path, head: dict[str, Any]) -> dict[str, Any]:
     for key in SAME_DEVICE:
         if old["fingerprint"].get(key) != head["fingerprint"].get(key):
             raise ConfigError(f"{str(out)!r} was profiled on another device or setting ({key}: "
-                              f"{old['fingerprint'].get(key)!r} there, {head['fingerprint'].get(key)!r} "
+                              f"{old['fingerprint'].get(key)!r} there, "
+                              f"{head['fingerprint'].get(key)!r} "
                               "here); choose another --out or delete it")
     return old
 
@@ -215,7 +224,8 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
     out = Path(out)
     head = {"format": FORMAT, "space": space_identity(space), "runtime": runtime,
             "fingerprint": runtime_fingerprint(runtime, dev),
-            "settings": {**timing.settings(), "calibration": calibration, "seed": seed, "batch_size": 1}}
+            "settings": {**timing.settings(), "calibration": calibration, "seed": seed,
+                         "batch_size": 1}}
     table = _load_partial(out, head)
     if table.get("complete"):
         log(f"{out} is already a complete table ({len(table['units'])} units)")
@@ -244,7 +254,8 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
     table["coverage"] = run_cover(space, discover)
     table["expected_units"] = len(found)
     todo = [k for k in found if k not in table["units"]]
-    log(f"{len(found)} distinct units ({table['coverage']}); traced in {time.perf_counter() - t0:.1f} s; "
+    log(f"{len(found)} distinct units ({table['coverage']}); traced in "
+        f"{time.perf_counter() - t0:.1f} s; "
         f"{len(found) - len(todo)} already timed, {len(todo)} to time in {runtime}")
     if timing.normalised:
         if "reference" not in table:
@@ -298,7 +309,8 @@ def _calibrate(space: SearchSpace, table: dict[str, Any], timing: Timing, n: int
         units_ms, count = 0.0, Counter()
         for c in trace_units(model, shape):
             if c.key not in table["units"]:
-                raise ConfigError(_missing_error(c, f"calibration arch {arch_id(arch)}", "being profiled")
+                raise ConfigError(_missing_error(c, f"calibration arch {arch_id(arch)}",
+                                                 "being profiled")
                                   + " (the cover missed it)")
             units_ms += table["units"][c.key]["ms"]
             count[unit_kind(table["units"][c.key]["label"])] += 1
@@ -315,7 +327,8 @@ def _calibrate(space: SearchSpace, table: dict[str, Any], timing: Timing, n: int
     table["calibration_fit"] = {"model": fit["model"], "loo_mape_pct": fit["loo_mape_pct"]}
     loo = fit["loo_mape_pct"]
     errors = ", ".join(f"{k} {v:.1f}%" for k, v in loo.items() if v is not None)
-    log(f"per-network constant {table['constant_ms']:.4f} ms, {fit['model']} model, from {len(rows)} whole "
+    log(f"per-network constant {table['constant_ms']:.4f} ms, {fit['model']} model, from "
+        f"{len(rows)} whole "
         f"networks (leave-one-out error: {errors})")
 
 
@@ -343,15 +356,19 @@ def check(table: LatencyTable, space: SearchSpace, samples: int, *, runtime: str
     if samples < 2 or passes < 1:
         raise ConfigError(f"--samples must be >= 2 and --passes >= 1, got {samples} and {passes}")
     dev = resolve_device(device)
-    timing = table_timing(table.data, dev, runtime=runtime, warmup=warmup, repeats=repeats, clock=clock,
+    timing = table_timing(table.data, dev, runtime=runtime, warmup=warmup, repeats=repeats,
+                          clock=clock,
                           statistic=statistic)
     shape = tuple(space.arguments()["input_shape"])
     rng = np.random.default_rng(seed)
     rows, models = [], []
-    for _ in tqdm(range(samples), unit="net", desc="check: build", disable=not progress, file=sys.stderr):
+    for _ in tqdm(range(samples), unit="net", desc="check: build", disable=not progress,
+                  file=sys.stderr):
         arch = space.sample(rng)
         models.append(_build_real(arch_probe(space, arch).build, 0))
-        rows.append({"arch_id": arch_id(arch), "predicted_ms": table.predict(models[-1], shape, f"arch {arch_id(arch)}")})
+        rows.append(
+            {"arch_id": arch_id(arch),
+             "predicted_ms": table.predict(models[-1], shape, f"arch {arch_id(arch)}")})
     if progress:
         print(f"check: timing {samples} networks in {timing.runtime}, interleaved", file=sys.stderr)
     runs = [measure_networks(models, shape, timing) for _ in range(passes)]
@@ -362,7 +379,8 @@ def check(table: LatencyTable, space: SearchSpace, samples: int, *, runtime: str
     pred = [r["predicted_ms"] for r in rows]
     out = _agreement(pred, [r["measured_ms"] for r in rows])
     if timing.normalised:
-        out.update({f"raw_{k}": v for k, v in _agreement(pred, [r["raw_measured_ms"] for r in rows]).items()})
+        out.update({f"raw_{k}": v
+                    for k, v in _agreement(pred, [r["raw_measured_ms"] for r in rows]).items()})
     if passes >= 2:
         first, second = ([r["value_ms"] for r in run] for run in runs[:2])
         out.update({f"repeat_{k}": v for k, v in _agreement(second, first).items()})
@@ -384,10 +402,13 @@ def summary_line(result: Mapping[str, Any]) -> str:
     scale = ", relative to the reference network" if result.get("normalise") == "reference" else ""
     line = (f"{result['n']} networks in {result['runtime']} ({result['threads']} threads, "
             f"{result['clock']} clock, {result['statistic']}{scale}): Kendall tau "
-            f"{result['kendall_tau']:.3f}, Spearman {result['spearman']:.3f}, MAPE {result['mape_pct']:.1f}%")
+            f"{result['kendall_tau']:.3f}, Spearman {result['spearman']:.3f}, MAPE "
+            f"{result['mape_pct']:.1f}%")
     if "raw_kendall_tau" in result:
-        line += (f"; raw timings: Kendall tau {result['raw_kendall_tau']:.3f}, MAPE {result['raw_mape_pct']:.1f}%")
+        line += (f"; raw timings: Kendall tau {result['raw_kendall_tau']:.3f}, MAPE "
+                 f"{result['raw_mape_pct']:.1f}%")
     if "repeat_kendall_tau" in result:
-        line += (f"; measurement noise (pass 2 vs pass 1): Kendall tau {result['repeat_kendall_tau']:.3f}, "
+        line += ("; measurement noise (pass 2 vs pass 1): Kendall tau "
+                 f"{result['repeat_kendall_tau']:.3f}, "
                  f"Spearman {result['repeat_spearman']:.3f}, MAPE {result['repeat_mape_pct']:.1f}%")
     return line

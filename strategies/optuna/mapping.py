@@ -76,7 +76,8 @@ def trial_outcome(trial: Trial, objectives: Sequence[Objective], constraints: Se
     if trial.status == PRUNED and len(values) == 1 and values[0] is not None:
         report = [int(trial.metrics.get("epochs") or 0), float(values[0])]
     return {"arch": dict(trial.arch), "state": state, "trial": trial.number,
-            "values": values if state == "COMPLETE" else None, "constraints": cons, "report": report}
+            "values": values if state == "COMPLETE" else None, "constraints": cons,
+            "report": report}
 
 
 def tell_outcome(study: optuna.Study, handle: optuna.Trial, outcome: Mapping[str, Any],

@@ -87,7 +87,8 @@ from cellblock.strategies.optuna.study import (
     settle_study,
 )
 
-__all__ = ["JOURNAL_NAME", "SAMPLERS", "OptunaStrategy", "OptunaTrialSampler", "SamplerSpec", "check_storage"]
+__all__ = ["JOURNAL_NAME", "SAMPLERS", "OptunaStrategy", "OptunaTrialSampler", "SamplerSpec",
+           "check_storage"]
 
 OPTUNA_TRIES = 10
 RANDOM_TRIES = 50
@@ -123,8 +124,10 @@ class OptunaStrategy(Strategy):
         super().__init__(space, objectives, seed)
         self.spec = SAMPLERS[self.sampler_name]
         self.label = f"optuna:{self.sampler_name}"
-        self.sampler_options = check_sampler_options(self.label, self.spec, sampler_options, len(self.objectives))
-        self.constraints = [c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints]
+        self.sampler_options = check_sampler_options(self.label, self.spec, sampler_options,
+                                                     len(self.objectives))
+        self.constraints = [
+            c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints]
         if self.constraints and not hasattr(optuna.trial.Trial, "set_constraint"):
             raise ConfigError(f"constraints with {self.label!r} need optuna >= 5.0 "
                               f"(installed {optuna.__version__}); pip install -U optuna")
@@ -162,12 +165,14 @@ class OptunaStrategy(Strategy):
         """The Optuna study, created or loaded on first use."""
         if self._study is None:
             self._study = open_study(self.storage_kind, self.storage_location, self.study_name,
-                                     [o.direction for o in self.objectives], self._make_sampler(self.sampler_seed))
+                                     [o.direction for o in self.objectives],
+                                     self._make_sampler(self.sampler_seed))
         return self._study
 
     def _reseed(self) -> None:
         """Reseed the sampler from ``(seed, trials told)``: its random state is not saved."""
-        self.sampler_seed = int(np.random.SeedSequence([self.seed, self.n_told]).generate_state(1)[0])
+        self.sampler_seed = int(
+            np.random.SeedSequence([self.seed, self.n_told]).generate_state(1)[0])
         if self._study is not None:
             self._study.sampler = self._make_sampler(self.sampler_seed)
 
@@ -233,7 +238,8 @@ class OptunaStrategy(Strategy):
         return trial_outcome(trial, self.objectives, self.constraints, self.spec.constraints)
 
     def _finish(self, number: int, outcome: Mapping[str, Any]) -> None:
-        tell_outcome(self.study, self._handle(number), outcome, self.constraints, self.spec.constraints)
+        tell_outcome(self.study, self._handle(number), outcome, self.constraints,
+                     self.spec.constraints)
         self._handles.pop(number, None)
 
     def tell(self, trial: Trial) -> None:

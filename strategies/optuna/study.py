@@ -94,7 +94,8 @@ def _open_journal(path: str | None) -> Any:
 
 def open_study(kind: str, location: str | None, study_name: str, directions: Sequence[str],
                sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-    """Create or load study ``study_name`` in the storage ``(kind, location)`` of :func:`check_storage`.
+    """Create or load study ``study_name`` in the storage ``(kind, location)`` of
+    :func:`check_storage`.
 
     Raises:
         RunError: the storage cannot be opened.

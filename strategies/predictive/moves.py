@@ -1,4 +1,5 @@
-"""How the predictive strategy picks its next candidate (a mixin of :class:`~.search.PredictiveSearch`).
+"""How the predictive strategy picks its next candidate (a mixin of
+:class:`~.search.PredictiveSearch`).
 
 * :meth:`MoveChoice._local`: the best-scored untried one-decision move of the local-search
   centres (hill climbing with one objective, Pareto local search with several);
@@ -27,7 +28,8 @@ from cellblock.strategies.predictive.acquisition import hamming
 from cellblock.strategies.predictive.models import p_feasible
 from cellblock.strategies.predictive.pool import Candidate
 
-CLIMB_STEPS = 2  # hill-climbing steps on the acquisition from the pool's best candidate (one objective)
+# hill-climbing steps on the acquisition from the pool's best candidate (one objective)
+CLIMB_STEPS = 2
 CLIMB_MOVES = 16  # one-decision moves scored per step (a random subset when there are more)
 
 
@@ -47,7 +49,8 @@ class MoveChoice:
         elite = {t.arch_id for t in self.elite.trials}
         if len(self.objectives) > 1 or not self.local_restart:
             self.hood.keep(elite)
-            return sorted(self.elite.trials, key=lambda t: (len(self.hood.tried.get(t.arch_id, ())), t.arch_id))
+            return sorted(self.elite.trials,
+                          key=lambda t: (len(self.hood.tried.get(t.arch_id, ())), t.arch_id))
         parents = self._parents(self._observed_F())
         self.hood.keep(elite | {t.arch_id for t in parents})
         return next(([p] for p in parents if self.hood.untried(p, self.seen, limit=1)), [])
@@ -80,7 +83,8 @@ class MoveChoice:
         return list(items.values())[int(np.argmax(p + 1e-9 * self.rng.random(len(p))))]
 
     def _local(self: Any, score: Callable[[list[Candidate]], np.ndarray]) -> dict[str, Any] | None:
-        """The best-scored untried neighbour of the elite (None: every elite neighbourhood is tried).
+        """The best-scored untried neighbour of the elite (None: every elite neighbourhood is
+        tried).
 
         With one objective the centre is the best trial (hill climbing) or, with
         ``local_restart``, the best trial with untried moves (:meth:`_centres`); with several, the
@@ -96,10 +100,12 @@ class MoveChoice:
         k = self.n_asked
         if len(self.objectives) > 1 and int(k * self.pls_share) != int((k - 1) * self.pls_share):
             centre = pick_centre(self.elite.trials, self.elite.F, self.hood, self.rng)
-            while centre is not None:  # plain Pareto local search: the least explored member, a random move
+            # plain Pareto local search: the least explored member, a random move
+            while centre is not None:
                 moves = self.hood.untried(centre, self.seen, limit=self.per_centre)
                 if moves:  # of those likely feasible; none: the model's choice below
-                    X = self.encoder.encode([a for _, (_, a) in moves], ids=[aid for _, (aid, _) in moves])
+                    X = self.encoder.encode([a for _, (_, a) in moves],
+                                            ids=[aid for _, (aid, _) in moves])
                     ok = np.flatnonzero(p_feasible(self._models or {}, self.constraints, X) >= 0.5)
                     if len(ok):
                         key, (aid, arch) = moves[int(ok[self.rng.integers(len(ok))])]
@@ -120,7 +126,8 @@ class MoveChoice:
         return arch
 
     def _extreme(self: Any) -> dict[str, Any] | None:
-        """An ask for the front's most accurate end: the one-objective search on the first expensive objective.
+        """An ask for the front's most accurate end: the one-objective search on the first expensive
+        objective.
 
         Expected improvement on that objective alone: the best untried neighbour of its
         best trial, or, once that neighbourhood is tried (a local optimum), the best of

@@ -139,11 +139,13 @@ class PredictiveSearch(MoveChoice, Strategy):
         self.members = check_positive_int("members", members, 2)
         self.hidden = check_positive_int("hidden", hidden, 0)
         if acquisition not in ("ei", "ts"):
-            raise ConfigError(f"strategy option acquisition must be 'ei' or 'ts', got {acquisition!r}")
+            raise ConfigError(
+                f"strategy option acquisition must be 'ei' or 'ts', got {acquisition!r}")
         self.acquisition = acquisition
         self.local_search = check_bool("local_search", local_search)
         if mo_acquisition not in ("pnd", "ehvi"):
-            raise ConfigError(f"strategy option mo_acquisition must be 'pnd' or 'ehvi', got {mo_acquisition!r}")
+            raise ConfigError(
+                f"strategy option mo_acquisition must be 'pnd' or 'ehvi', got {mo_acquisition!r}")
         self.mo_acquisition = mo_acquisition
         self.pls_share = check_probability("pls_share", pls_share)
         self.extreme_share = check_probability("extreme_share", extreme_share)
@@ -152,7 +154,8 @@ class PredictiveSearch(MoveChoice, Strategy):
         self.hood = Neighbourhood(space)
         if isinstance(constraints, str):
             raise ConfigError(f"strategy option constraints must be a list, got {constraints!r}")
-        self.constraints = [c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints]
+        self.constraints = [
+            c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints]
         self.encoder = Encoder(space)
         self.observed: list[Trial] = []  # told trials, one per architecture, in order
         self.observed_ids: set[str] = set()
@@ -168,7 +171,8 @@ class PredictiveSearch(MoveChoice, Strategy):
     def run_options(cls, config: Mapping[str, Any], run_dir: Any) -> dict[str, Any]:
         """Options the run fills: its constraints."""
         if config.get("storage") is not None:
-            raise ConfigError("storage is used by optuna:* strategies only, not 'predictive'; remove --storage")
+            raise ConfigError(
+                "storage is used by optuna:* strategies only, not 'predictive'; remove --storage")
         return {"constraints": list(config.get("constraints") or [])}
 
     def _observed_F(self) -> np.ndarray:
@@ -182,7 +186,8 @@ class PredictiveSearch(MoveChoice, Strategy):
         """Fit one model per modelled metric on the first ``n_fit`` observations."""
         rng = np.random.default_rng([self.seed, self.n_fit, 1])
         trials = [t for t in self.observed[: self.n_fit] if t.status in MODELLED]
-        X = self.encoder.encode([t.arch for t in trials], self.width_fit, [t.arch_id for t in trials])
+        X = self.encoder.encode([t.arch for t in trials], self.width_fit,
+                                [t.arch_id for t in trials])
         targets = model_targets(self.objectives, self.constraints)
         self._models = fit_models(trials, X, targets, self.members, self.hidden, rng)
 
@@ -219,7 +224,8 @@ class PredictiveSearch(MoveChoice, Strategy):
         best = float(F[finite, 0 if only is None else only].min())
         front = F[finite][nondominated_mask(F[finite])]
         pending = [e["arch"] for e in self.pending.values()]
-        if pending and len(objectives) > 1:  # kriging believer: pending trials at their predicted values
+        # kriging believer: pending trials at their predicted values
+        if pending and len(objectives) > 1:
             front = np.vstack([front, objective_predictions(models, self.objectives,
                                                             self.encoder.encode(pending))[0]])
             front = front[nondominated_mask(front)]
@@ -231,7 +237,8 @@ class PredictiveSearch(MoveChoice, Strategy):
                 acq = p_nondominated(M, S, front) + 1e-9 * self.rng.random(len(M))  # ties at random
             elif len(objectives) > 1:
                 acq = ehvi(M, S, front)
-            elif self.acquisition == "ts":  # independent Thompson sampling (BANANAS): a draw per candidate
+            elif self.acquisition == "ts":
+                # independent Thompson sampling (BANANAS): a draw per candidate
                 acq = np.maximum(best - (M[:, 0] + S[:, 0] * self.rng.standard_normal(len(M))), 0.0)
             else:
                 acq = expected_improvement(M, S, best)
@@ -255,9 +262,11 @@ class PredictiveSearch(MoveChoice, Strategy):
             score = self._scorer() if arch is None else None
             if score is not None and self.local_search:
                 arch = self._local(score)
-            parents = self._parents(self._observed_F()) if score is not None and arch is None else []
+            parents = self._parents(
+                self._observed_F()) if score is not None and arch is None else []
             if parents:
-                pool = self.pool.refresh(parents, self.seen, self.rng, pareto_local=len(self.objectives) > 1)
+                pool = self.pool.refresh(parents, self.seen, self.rng,
+                                         pareto_local=len(self.objectives) > 1)
                 arch = self._choose(pool, score, climb=len(self.objectives) == 1) if pool else None
         if arch is None:
             arch = self._space_filling() if self.n_asked <= self.n_init else None
@@ -288,7 +297,8 @@ class PredictiveSearch(MoveChoice, Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state.update(observed=[trial_to_state(t) for t in self.observed], pending=dict(self.pending),
+        state.update(observed=[trial_to_state(t) for t in self.observed],
+                     pending=dict(self.pending),
                      pool=list(self.pool.explorers.values()),
                      hoods={k: list(v) for k, v in self.pool.hoods.items()},
                      n_asked=self.n_asked, n_fit=self.n_fit, width_fit=self.width_fit,

@@ -16,7 +16,8 @@ from cellblock.run.bench import TrueFront, best_at, hv_ratio_at, parse_budgets
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_TABLE = REPO.parent / "shared" / "nb201_cifar100.csv"
-needs_table = pytest.mark.skipif(not SHARED_TABLE.is_file(), reason=f"shared table {SHARED_TABLE} not found")
+needs_table = pytest.mark.skipif(not SHARED_TABLE.is_file(),
+                                 reason=f"shared table {SHARED_TABLE} not found")
 
 
 def trial(i: int, acc: float | None, macs: float, status: str = COMPLETE) -> Trial:
@@ -38,7 +39,8 @@ def test_best_and_hv_ratio():
     front.hv = front.hv_of(np.array([[-0.9, 10.0], [-0.5, 2.0]]))
     # normalised: (0, 1) and (1, 0), ref 1.1: area 1.1*0.1 + 0.1*1.1 - 0.1*0.1 = 0.21
     assert front.hv == pytest.approx(0.21)
-    trials = [trial(0, 0.5, 2.0), trial(1, None, 1.0, FAILED), trial(2, 0.9, 10.0), trial(3, 0.95, 50.0)]
+    trials = [trial(0, 0.5, 2.0), trial(1, None, 1.0, FAILED), trial(2, 0.9, 10.0),
+              trial(3, 0.95, 50.0)]
     assert best_at(trials, [1, 2, 3, 4], "accuracy") == [0.5, 0.5, 0.9, 0.95]
     ratios = hv_ratio_at(trials, [1, 2, 3], front)
     assert ratios[0] == pytest.approx(0.1 * 1.1 / 0.21)
@@ -50,8 +52,10 @@ def test_best_and_hv_ratio():
 def test_bench_tiny_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CELLBLOCK_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "bench"
-    code = main(["bench", "--space", "nb201", "--space-arg", "C=4", "--space-arg", "N=1", "--table", str(SHARED_TABLE),
-                 "--metric", "cifar100_test_acc", "--strategies", "random,evolution", "--seeds", "2",
+    code = main(["bench", "--space", "nb201", "--space-arg", "C=4", "--space-arg", "N=1", "--table",
+                 str(SHARED_TABLE),
+                 "--metric", "cifar100_test_acc", "--strategies", "random,evolution", "--seeds",
+                 "2",
                  "--budgets", "10,20", "--out", str(out), "--workers", "1"])
     assert code == 0, capsys.readouterr().err
     with (out / "bench.csv").open() as fh:
@@ -98,11 +102,14 @@ def test_regret_and_seed_start():
     from cellblock.cli.bench import command_line
     from cellblock.run.bench import summarize, summarize_regret
 
-    rows = [{"strategy": "s", "seed": 100 + i, "budget": 10, "best": b, "hv_ratio": 0.5} for i, b in enumerate((72.0, 73.0))]
+    rows = [{"strategy": "s", "seed": 100 + i, "budget": 10, "best": b, "hv_ratio": 0.5}
+            for i, b in enumerate((72.0, 73.0))]
     stats = summarize(summarize_regret(rows, 73.5), "best")
     assert stats["s"][10] == pytest.approx((1.0, 0.5))
-    args = argparse.Namespace(space="nb201", space_arg=None, table="t.csv", metric=None, strategies="predictive",
-                              seeds=20, seed_start=100, budgets="25,50", objectives="accuracy,macs", out="o")
+    args = argparse.Namespace(space="nb201", space_arg=None, table="t.csv", metric=None,
+                              strategies="predictive",
+                              seeds=20, seed_start=100, budgets="25,50", objectives="accuracy,macs",
+                              out="o")
     assert "--seeds 20 --seed-start 100" in command_line(args)
     args.seed_start = 0
     assert "--seed-start" not in command_line(args)
@@ -123,14 +130,17 @@ def test_bench_asks_and_evaluates_as_a_table_search(tmp_path, monkeypatch):
     table = tmp_path / "t.csv"  # every 7th architecture missing (its trials fail)
     keys = [to_nb201_string(a) for a in SearchSpace("nb201").enumerate()]
     table.write_text("arch,test_acc\n" + "".join(f"{k},{40 + (i * 7919) % 500 / 10}\n"
-                                                  for i, k in enumerate(keys) if i % 7), encoding="utf-8")
+                                                  for i, k in enumerate(keys) if i % 7),
+                                                  encoding="utf-8")
     objectives = parse_objectives("accuracy,macs")
     comps = table_components("nb201", {"C": 4, "N": 1}, table, "test_acc", objectives)
-    assert isinstance(comps.pipeline.evaluator, TableEvaluator) and table_of(comps).metric == "test_acc"
+    assert isinstance(comps.pipeline.evaluator,
+                      TableEvaluator) and table_of(comps).metric == "test_acc"
     nsga = {"population_size": 4}
     bench = run_strategy("nsga2", comps.space, objectives, 3, 14, comps.pipeline, nsga)
 
-    cfg = config_mod.resolve({"space": "nb201", "space_args": {"C": 4, "N": 1}, "evaluator": "table",
+    cfg = config_mod.resolve({"space": "nb201", "space_args": {"C": 4, "N": 1},
+                              "evaluator": "table",
                               "table": str(table), "metric": "test_acc", "strategy": "nsga2",
                               "strategy_args": nsga, "objectives": "accuracy,macs", "seed": 3,
                               "trials": 14, "device": "cpu", "backend": "local",

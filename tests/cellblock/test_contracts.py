@@ -95,7 +95,8 @@ def test_strategy_contract(name, tmp_path):
         space.validate(arch)
         ones = sum(arch.values())
         failed = n % 5 == 4
-        s.tell(Trial(number=n, arch_id=arch_id(arch), arch=arch, status=FAILED if failed else COMPLETE,
+        s.tell(Trial(number=n, arch_id=arch_id(arch), arch=arch,
+                     status=FAILED if failed else COMPLETE,
                      metrics={} if failed else {"accuracy": ones / 10, "macs": ones + 1},
                      error="boom" if failed else None))
     state = s.state_dict()

@@ -22,12 +22,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_kill_then_resume_to_completion(tmp_path):
     run = tmp_path / "run"
-    cellblock.search(space="blocks", space_args=TINY, trials=1, epochs=1, objectives="accuracy,macs",
+    cellblock.search(space="blocks", space_args=TINY, trials=1, epochs=1,
+                     objectives="accuracy,macs",
                      device="cpu", out=str(run), seed=0, strategy="random")
     epochs = 6
-    cmd = [sys.executable, "-m", "cellblock", "train", str(run), "--trial", "0", "--epochs", str(epochs),
+    cmd = [sys.executable, "-m", "cellblock", "train", str(run), "--trial", "0", "--epochs",
+           str(epochs),
            "--device", "cpu"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True,
                             env=dict(os.environ))
     first = ""
     for line in proc.stdout:  # kill right after the first checkpoint is reported
@@ -68,7 +71,8 @@ def test_kill_then_resume_to_completion(tmp_path):
 
 def test_final_training_uses_the_runs_val_fraction(tmp_path):
     run = tmp_path / "run"
-    cellblock.search(space="blocks", space_args=TINY, trials=1, epochs=1, objectives="accuracy,macs",
+    cellblock.search(space="blocks", space_args=TINY, trials=1, epochs=1,
+                     objectives="accuracy,macs",
                      device="cpu", out=str(run), seed=0, strategy="random", val_fraction=0.4)
     m = final_train(run, 0, 1, device="cpu", log=lambda s: None)
     assert m["identity"]["val_fraction"] == 0.4 and m["test_size"] == 269
@@ -81,7 +85,8 @@ def test_final_training_uses_the_runs_val_fraction(tmp_path):
     assert "val_fraction" not in _identity({"dataset": "digits"}, "a", 0, 1)
 
 
-def test_train_and_export_of_a_run_with_relative_inputs_work_from_another_directory(tmp_path, monkeypatch):
+def test_train_and_export_of_a_run_with_relative_inputs_work_from_another_directory(tmp_path,
+                                                                                    monkeypatch):
     """A search run with ``--dataset mine.npz --space s.py:space`` from its project directory;
     ``cellblock train`` and ``export`` of it from elsewhere find both (the run records where
     the search ran)."""

@@ -23,7 +23,9 @@ def test_without_cuda_it_says_so_in_one_line(tmp_path, capsys):
     out = tmp_path / "gpu.md"
     assert _script().main(["--out", str(out)]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
-    assert printed == ["gpu_throughput: no CUDA device is present; nothing measured (use --smoke for a CPU smoke run)"]
+    assert printed == [
+        "gpu_throughput: no CUDA device is present; nothing measured (use --smoke for a CPU smoke "
+        "run)"]
     assert not out.exists()
 
 
@@ -35,7 +37,8 @@ def test_smoke_run_writes_every_section(tmp_path, monkeypatch):
     assert "SMOKE RUN" in text
     for section in ("### npz", "### digits", "## One training step", "## ResNet-18"):
         assert section in text
-    for variant in ("local eager (before)", "| packed |", "packed + graphs (default)", "--device cpu",
+    for variant in ("local eager (before)", "| packed |", "packed + graphs (default)",
+                    "--device cpu",
                     "default without cudnn autotuning"):
         assert variant in text
     assert "CUDA graphs need a CUDA device" in text  # the CPU fallback reason reaches the report

@@ -32,7 +32,8 @@ def finished_run(tmp_path_factory) -> tuple[Path, list[str]]:
     tmp = tmp_path_factory.mktemp("run")
     (tmp / "sp.py").write_text(SPACE)
     argv = ["search", "--space", f"{tmp / 'sp.py'}:space", "--trials", "3", "--epochs", "1",
-            "--objectives", "accuracy,macs", "--device", "cpu", "--strategy", "random", "--no-progress"]
+            "--objectives", "accuracy,macs", "--device", "cpu", "--strategy", "random",
+            "--no-progress"]
     assert main([*argv, "--out", str(tmp / "run")]) == 0
     return tmp / "run", argv
 
@@ -80,7 +81,8 @@ def test_empty_config_is_rebuilt_from_the_log(finished_run, tmp_path, capsys):
     assert code == 0 and "rebuilt config.yaml" in out
     assert cellblock.load_run(str(run)).config["objectives"] == ["accuracy", "macs"]
     (run / "config.yaml").unlink()  # a search continues it too, rebuilding the file
-    code, _, err = _main([*finished_run[1][:4], "4", *finished_run[1][5:], "--out", str(run)], capsys)
+    code, _, err = _main([*finished_run[1][:4], "4", *finished_run[1][5:], "--out", str(run)],
+                         capsys)
     assert code == 0, err
     assert (run / "config.yaml").read_text().startswith("space:")
     assert len(cellblock.load_run(str(run)).trials) == 4
@@ -117,7 +119,8 @@ def test_out_under_a_file_is_one_line_exit_2(finished_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["EROFS", "EACCES", "ENOSPC", "ENOTDIR"])
-def test_os_errors_at_the_run_directory_are_one_line_exit_2(finished_run, tmp_path, capsys, monkeypatch, name):
+def test_os_errors_at_the_run_directory_are_one_line_exit_2(finished_run, tmp_path, capsys,
+                                                            monkeypatch, name):
     from cellblock.records import RecordLog
 
     def fail(self, event):

@@ -34,7 +34,8 @@ def space(s, input_shape=(1, 8, 8), num_classes=10):
 def _command(tmp: Path, strategy: str, backend: str, trials: int) -> list[str]:
     cfg = tmp / "run.yaml"
     cfg.write_text(f"backend: {backend}\nconcurrency: {1 if backend == 'local' else 2}\n")
-    return [sys.executable, "-m", "cellblock", "search", str(cfg), "--space", f"{tmp / 'sp.py'}:space",
+    return [sys.executable, "-m", "cellblock", "search", str(cfg), "--space",
+            f"{tmp / 'sp.py'}:space",
            "--strategy", strategy, "--trials", str(trials), "--epochs", "1", "--objectives",
            "accuracy,params", "--out", str(tmp / "run"), "--device", "cpu", "--no-progress"]
 

@@ -36,7 +36,8 @@ def test_custom_space_example(tmp_path, monkeypatch):
     space = namespace["space"]
     assert space.size().value == 156 and space.size().exact
     assert isinstance(namespace["net"], torch.nn.Module)
-    run = cellblock.search(space="my_space.py:my_space", trials=2, epochs=1, out=str(tmp_path / "run"),
+    run = cellblock.search(space="my_space.py:my_space", trials=2, epochs=1,
+                           out=str(tmp_path / "run"),
                            device="cpu", objectives=["accuracy", "macs"])
     assert len(run.trials) == 2 and run.pareto
 

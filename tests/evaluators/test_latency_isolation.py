@@ -46,7 +46,8 @@ def _net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(1, 24, 3, padding=1), nn.ReLU(), nn.Conv2d(24, 24, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(24, 24, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10),
+        nn.Conv2d(24, 24, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(24, 10),
     )
 
 
@@ -83,7 +84,8 @@ def test_latency_with_concurrency_4_agrees_with_concurrency_1(tmp_path):
     model = _net()
     try:
         alone = [_measure(model)]
-        procs = [subprocess.Popen([sys.executable, "-c", TRAINER, str(tmp_path / f"t{i}")], env=dict(os.environ))
+        procs = [subprocess.Popen([sys.executable, "-c", TRAINER, str(tmp_path / f"t{i}")],
+                                  env=dict(os.environ))
                  for i in range(3)]
         try:
             t0 = time.monotonic()

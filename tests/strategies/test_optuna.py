@@ -44,7 +44,8 @@ def _toy(arch, n, constraint_bound=None, reject=False):
         status = INFEASIBLE
         if reject:  # rejected before training: no accuracy
             metrics = {"macs": float(ones)}
-    return Trial(n, arch_id(arch), arch, status, metrics, violation=max(0.0, ones - (constraint_bound or 99)))
+    return Trial(n, arch_id(arch), arch, status, metrics,
+                 violation=max(0.0, ones - (constraint_bound or 99)))
 
 
 def _cond_trial(arch, n):
@@ -73,7 +74,8 @@ def test_fifteen_asks_without_duplicates(name):
     if SAMPLERS[name.split(":")[1]].needs:
         pytest.importorskip(SAMPLERS[name.split(":")[1]].needs)
     space = SearchSpace(conditional)
-    warns = pytest.warns(UserWarning, match="sampled independently") if "cmaes" in name else nullcontext()
+    warns = pytest.warns(UserWarning,
+                         match="sampled independently") if "cmaes" in name else nullcontext()
     with warns:  # CMA-ES: the choice decisions fall back to independent random sampling
         options = {"n_startup_trials": 12} if name == "optuna:gp" else {}  # fewer GP fits: fast
         s = make_strategy(name, space, parse_objectives("accuracy"), seed=3, options=options)
@@ -100,7 +102,8 @@ def test_directions_come_from_objectives(name):
     objectives = parse_objectives("accuracy,macs")
     s = make_strategy(name, space, objectives, seed=0)
     trials = _loop(s, 30, make=_toy)
-    assert s.study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    assert s.study.directions == [optuna.study.StudyDirection.MAXIMIZE,
+                                  optuna.study.StudyDirection.MINIMIZE]
     front = {t.user_attrs["arch_id"] for t in s.study.best_trials}
     mask = nondominated_mask(s.fitness(trials))
     assert front == {t.arch_id for t, m in zip(trials, mask) if m}
@@ -108,14 +111,18 @@ def test_directions_come_from_objectives(name):
 
 def test_outcomes_map_to_optuna_states():
     space = SearchSpace(bits)
-    s = make_strategy("optuna:tpe", space, parse_objectives("accuracy"), seed=0, options={"constraints": ["macs<=4"]})
+    s = make_strategy("optuna:tpe", space, parse_objectives("accuracy"), seed=0,
+                      options={"constraints": ["macs<=4"]})
     told = {}
-    for n, (status, reject) in enumerate([(COMPLETE, False), (INFEASIBLE, False), (INFEASIBLE, True), (FAILED, False)]):
+    for n, (status,
+            reject) in enumerate([(COMPLETE, False), (INFEASIBLE, False), (INFEASIBLE, True),
+                                  (FAILED, False)]):
         arch = s.ask()
         ones = 2 if status == COMPLETE else 9
         arch = dict(arch)
         t = _toy({f"b{i}": int(i < ones) for i in range(12)}, n, 4, reject)
-        t = Trial(n, arch_id(arch), arch, status, t.metrics if status != FAILED else {}, "boom" if status == FAILED else None)
+        t = Trial(n, arch_id(arch), arch, status, t.metrics if status != FAILED else {},
+                  "boom" if status == FAILED else None)
         s.tell(t)
         told[t.arch_id] = status, reject
     states = {o.user_attrs["arch_id"]: o for o in s.study.trials}
@@ -125,7 +132,8 @@ def test_outcomes_map_to_optuna_states():
         assert states[aid].state == expect[key]
         if key[0] == INFEASIBLE:
             assert states[aid].constraints == {"macs<=4": 5.0}
-    assert states[next(a for a, k in told.items() if k[0] == COMPLETE)].constraints == {"macs<=4": -2.0}
+    assert states[
+        next(a for a, k in told.items() if k[0] == COMPLETE)].constraints == {"macs<=4": -2.0}
 
 
 @pytest.mark.parametrize("reject", [False, True])
@@ -157,7 +165,8 @@ def test_state_dict_round_trip_keeps_pending_and_history():
     assert arch_id(pending) in state["pending"]
     clone = make_strategy("optuna:tpe", space, objectives, seed=5)
     clone.load_state_dict(state)
-    complete = [t.user_attrs["arch_id"] for t in clone.study.trials if t.state == TrialState.COMPLETE]
+    complete = [
+        t.user_attrs["arch_id"] for t in clone.study.trials if t.state == TrialState.COMPLETE]
     assert sorted(complete) == sorted(t.arch_id for t in trials)
     number = clone.pending[arch_id(pending)]["numbers"][0]
     assert clone.study.trials[number].state == TrialState.RUNNING
@@ -169,7 +178,8 @@ def test_state_dict_round_trip_keeps_pending_and_history():
 
 
 def _complete(study):
-    return Counter(t.user_attrs.get("arch_id") for t in study.trials if t.state == TrialState.COMPLETE)
+    return Counter(
+        t.user_attrs.get("arch_id") for t in study.trials if t.state == TrialState.COMPLETE)
 
 
 def test_journal_resume_does_not_double_tell(tmp_path):
@@ -257,7 +267,8 @@ def test_search_end_to_end_with_journal(tmp_path):
     assert len({t.arch_id for t in run.trials}) == 5
     study = optuna.load_study(study_name="run", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(out / "optuna.journal"))))
-    complete = Counter(t.user_attrs["arch_id"] for t in study.trials if t.state == TrialState.COMPLETE)
+    complete = Counter(
+        t.user_attrs["arch_id"] for t in study.trials if t.state == TrialState.COMPLETE)
     assert set(complete) == {t.arch_id for t in run.trials}
 
 

@@ -49,7 +49,8 @@ def test_stratified_sample_spans_the_parameter_range():
     pool = sorted(param_count(space, a) for a in sample_distinct(space, 30, 0))
     # the smallest pick lies in the lowest sixth of the pool, the largest in the highest
     assert sizes[0] <= pool[len(pool) // 6] and sizes[-1] >= pool[-(len(pool) // 6) - 1]
-    assert param_count(space, archs[0]) == sum(p.numel() for p in space.build(archs[0]).parameters())
+    assert param_count(space,
+                       archs[0]) == sum(p.numel() for p in space.build(archs[0]).parameters())
 
 
 def test_equal_cost_steps_and_verdict():
