@@ -255,6 +255,6 @@ class StepRunner:
         self.optimizer.zero_grad(set_to_none=True)
 
     def describe(self) -> dict[str, Any]:
-        """``{"train_step", "graph_fallback", "graph_captures", "graphed_steps"}`` for the record."""
+        """The record's ``train_step``, ``graph_fallback``, ``graph_captures`` and so on."""
         return {"train_step": self.mode, "graph_fallback": self.reason,
                 "graph_captures": self.captures, "graphed_steps": self.graphed_steps}

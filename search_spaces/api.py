@@ -95,7 +95,8 @@ def _load_ref(ref: str) -> SpaceFn:
         path = Path(target).expanduser()
         if not path.is_file():
             raise RegistryError(f"space file {str(path)!r} not found (from {ref!r})")
-        mod_name = f"cellblock_user_space_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
+        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+        mod_name = f"cellblock_user_space_{digest}"
         module = sys.modules.get(mod_name)
         if module is not None:  # import a file once: its registrations must not run twice
             fn = getattr(module, attr, None)
@@ -312,7 +313,7 @@ class SearchSpace:
     def neighbour(
         self, arch: Mapping[str, Any], name: str, value: Value, rng: np.random.Generator
     ) -> dict[str, Value]:
-        """``arch`` with decision ``name`` set to ``value`` (a move); newly active decisions are sampled."""
+        """``arch`` with ``name`` set to ``value`` (a move); newly active decisions are sampled."""
         return self._collect(GuidedSampler(rng, [arch], {name: value}))
 
     def crossover(

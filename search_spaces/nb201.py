@@ -83,7 +83,7 @@ OPS: dict[str, Any] = {
 
 
 class Cell(nn.Module):
-    """One NB201 cell: node ``i`` = sum over ``j < i`` of ``op[i, j](node j)``; output = last node."""
+    """One NB201 cell: node ``i`` = sum over ``j < i`` of ``op[i, j](node j)``; the last is out."""
 
     def __init__(self, ops: Mapping[tuple[int, int], str], channels: int) -> None:
         super().__init__()

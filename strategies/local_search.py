@@ -45,7 +45,7 @@ class Elite:
         return len(self.trials)
 
     def add(self, trial: Trial, f: np.ndarray) -> bool:
-        """Insert ``trial`` (minimisation values ``f``) unless dominated; return whether it entered."""
+        """Insert ``trial`` (minimisation values ``f``) unless dominated; whether it entered."""
         if not np.isfinite(f).all():
             return False
         le, lt = np.all(self.F <= f, axis=1), np.any(self.F < f, axis=1)

@@ -130,7 +130,8 @@ def verdict(supernet_tau: float | None, baselines: Mapping[str, float | None],
         return line
     if fused_wins:
         return (f"verdict: the supernet (tau {supernet_tau:.3f}) does NOT beat every equal-cost "
-                f"baseline, but supernet+{prior} (tau {fused_tau:.3f}) does: search with it ({use})")
+                f"baseline, but supernet+{prior} (tau {fused_tau:.3f}) does: search with it "
+                f"({use})")
     best = max(better, key=better.get)
     return (f"verdict: the supernet (tau {supernet_tau:.3f}) does NOT beat every equal-cost "
             f"baseline; search with {best} instead (tau {better[best]:.3f}{_how(best)})")

@@ -234,7 +234,8 @@ class SupernetSteps:
 
     def __init__(self, supernet: Supernet, loop: TrainLoop, sampling: str,
                  split_after: float) -> None:
-        self.supernet, self.loop, self.sampling, self.split_after = supernet, loop, sampling, split_after
+        self.supernet, self.loop = supernet, loop
+        self.sampling, self.split_after = sampling, split_after
         self.draw = ARCH_SAMPLERS.get(sampling)
         self.distill = sampling in DISTILLING
         self.rng = np.random.default_rng(loop.cfg.seed)

@@ -78,7 +78,8 @@ _CRASH_DIR_ENV = "CELLBLOCK_TEST_CRASH_DIR"
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "subprocess: run the test body in a child pytest (a native crash fails one test)")
+        "markers",
+        "subprocess: run the test body in a child pytest (a native crash fails one test)")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker is None and getattr(config.option, "numprocesses",
                                   None) and _CRASH_DIR_ENV not in os.environ:

@@ -128,8 +128,9 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     ``load_digits`` itself when that file is not where it is expected.
     """
     spec = importlib.util.find_spec("sklearn")
-    path = Path(
-        spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    path = None
+    if spec and spec.origin:
+        path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
     if path is None or not path.is_file():
         from sklearn.datasets import load_digits
 
@@ -179,7 +180,7 @@ _TORCHVISION: dict[str, _TorchvisionSpec] = {
 
 
 def _images_to_nchw(data: object) -> torch.Tensor:
-    """torchvision ``.data`` (N,H,W), (N,H,W,C) or SVHN's (N,C,H,W) uint8 -> float NCHW in [0, 1]."""
+    """torchvision ``.data`` ((N,H,W), (N,H,W,C) or SVHN's (N,C,H,W) uint8) as NCHW in [0, 1]."""
     x = torch.as_tensor(np.asarray(data))
     if x.ndim == 3:
         x = x.unsqueeze(1)

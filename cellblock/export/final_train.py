@@ -217,7 +217,8 @@ def _train_locked(model: Any, data: Any, space: Any, train_cfg: Any, t: Any, cfg
             return
         elapsed = before_s + time.perf_counter() - t0
         atomic_save({"identity": identity, "state": state, "train_s": elapsed}, ckpt_path)
-        message = f"checkpoint: epoch {state['epoch']}/{epochs} saved (loss {state['final_loss']:.4f})"
+        message = (f"checkpoint: epoch {state['epoch']}/{epochs} saved "
+                   f"(loss {state['final_loss']:.4f})")
         if progress:
             bar.write(message)
         else:

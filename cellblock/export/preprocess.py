@@ -127,4 +127,5 @@ def source_lines(record: Mapping[str, Any] | None) -> tuple[str, str]:
            "divided by ``PREPROCESSING['pixel_scale']``; ``preprocess(images)`` does that).\n"
            "The network normalises them itself with the training split's mean and std.")
     record = json.loads(json.dumps(dict(record)))
-    return doc, f"PREPROCESSING = {pprint.pformat(record, sort_dicts=True, width=96)}" + PREPROCESS_SOURCE
+    constant = f"PREPROCESSING = {pprint.pformat(record, sort_dicts=True, width=96)}"
+    return doc, constant + PREPROCESS_SOURCE

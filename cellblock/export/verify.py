@@ -111,7 +111,8 @@ def make_reference(item: ExportItem) -> Reference:
             model.load_state_dict(state)
         except (RuntimeError, TypeError) as exc:
             raise ExportError(f"weights file {str(item.weights)!r} does not fit the architecture "
-                              f"({str(exc).splitlines()[0]}); train the trial again or delete it") from None
+                              f"({str(exc).splitlines()[0]}); train the trial again or delete "
+                              "it") from None
         source = f"trained ({item.weights})"
     else:
         fresh_weights(model, input_shape, item.seed)

@@ -169,7 +169,8 @@ def _table(trials: Sequence[Any], front_ids: set[str], extra: Sequence[str] = ()
                 f'<td{attr} data-v="{html.escape(str(key))}">{html.escape(str(shown))}</td>')
         cls = ' class="pareto"' if t.arch_id in front_ids else ""
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return (f'<table class="sortable"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
 
 
 def is_report(head: bytes) -> bool:

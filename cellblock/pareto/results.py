@@ -234,7 +234,8 @@ def _in_table_units(data: RunData, best: float) -> str:
         for key, value in t.metrics.items():
             if (key != "accuracy" and isinstance(value, (int, float)) and value != best
                     and math.isclose(value, best * 100, rel_tol=1e-9)):
-                return f" (= {value:.2f} in the table's {key!r} column, as 'cellblock bench' reports it)"
+                return (f" (= {value:.2f} in the table's {key!r} column, as 'cellblock bench' "
+                        "reports it)")
     return ""
 
 

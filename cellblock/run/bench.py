@@ -300,7 +300,10 @@ def _table(stats: Mapping[str, Mapping[int, tuple[float, float]]], budgets: Sequ
 
 def write_markdown(path: Path, result: BenchResult, budgets: Sequence[int], command_line: str,
                    n_seeds: int) -> None:
-    """bench.md: command, table optimum, true front, mean ± std tables per budget (best, regret, hv_ratio)."""
+    """bench.md: command, table optimum, true front, mean ± std tables per budget.
+
+    The tables hold ``best``, ``regret`` and ``hv_ratio``.
+    """
     seed_values = sorted({int(r["seed"]) for r in result.rows})
     seed_text = f"{seed_values[0]}..{seed_values[-1]}" if seed_values else "none"
     key, value = result.optimum
@@ -320,14 +323,17 @@ Command (from the repository root):
 ```
 
 - Table metric `{result.metric}`; optimum of the table: **{value:.4f}** (`{key}`).
-- Seeds: {n_seeds} per strategy ({seed_text}); each strategy x seed runs once to {max(budgets)} evaluations with the
-  objective `accuracy` (for `best`) and once with `{names}` (for `hv_ratio`).
+- Seeds: {n_seeds} per strategy ({seed_text}); each strategy x seed runs once to
+  {max(budgets)} evaluations with the objective `accuracy` (for `best`) and once with
+  `{names}` (for `hv_ratio`).
 - `best`: highest `{result.metric}` (raw table units) within the first b evaluations.
-- `hv_ratio`: hypervolume of the first b evaluations / hypervolume of the true front ({f.size} points
-  among {f.n_archs} architectures), objectives `{names}` normalised by the true front's ideal and
-  nadir, reference point nadir + {REF_OFFSET:.0%} of the range (1.1 per normalised objective).
+- `hv_ratio`: hypervolume of the first b evaluations / hypervolume of the true front
+  ({f.size} points among {f.n_archs} architectures), objectives `{names}` normalised by the
+  true front's ideal and nadir, reference point nadir + {REF_OFFSET:.0%} of the range (1.1
+  per normalised objective).
 - Cost cache fills logged for this space: {fills}.
-- True front (enumeration, look-ups, costs from the cache): {f.seconds:.1f} s; whole bench: {result.seconds:.1f} s.
+- True front (enumeration, look-ups, costs from the cache): {f.seconds:.1f} s; whole bench:
+  {result.seconds:.1f} s.
 - Std is over seeds (ddof=0).
 
 ## best {result.metric} (mean ± std)

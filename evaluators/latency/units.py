@@ -147,7 +147,8 @@ def trace_units(model: nn.Module, input_shape: tuple, batch_size: int = 1) -> li
         tag = tag_of(mod)
         ins = ",".join(_shape_text(s[1]) if s[0] == "tensor" else repr(s[1]) for s in spec)
         params = sum(p.numel() for p in mod.parameters())
-        label = f"{type(mod).__name__}{f'[{tag}]' if tag else ''} {ins} -> {_out_shape(out)} ({params:,} params)"
+        name = f"{type(mod).__name__}{f'[{tag}]' if tag else ''}"
+        label = f"{name} {ins} -> {_out_shape(out)} ({params:,} params)"
         calls.append(UnitCall(key, label, path, spec))
 
     for path, m in units:

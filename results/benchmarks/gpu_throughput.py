@@ -155,7 +155,7 @@ def searches(smoke: bool, tmp: Path, npz_trials: int, digits_trials: int | None,
 
 # ---- 2. per-step microbenchmark --------------------------------------------------------------
 def blocks_models(n: int, low: int, high: int) -> list[tuple[str, nn.Module]]:
-    """The first ``n`` sampled ``blocks`` networks (1x28x28, 10 classes) with params in [low, high]."""
+    """The first ``n`` sampled ``blocks`` networks (1x28x28, 10 classes), params in [low, high]."""
     from cellblock.search_spaces import SearchSpace
 
     space = SearchSpace("blocks", input_shape=(1, 28, 28), num_classes=10)

@@ -58,7 +58,8 @@ def main() -> None:
         space.kwargs.setdefault(arg, space.arguments()[arg])
     where = "" if args.device == "cpu" else f"-{args.device.replace(':', '')}"
     norm = "" if args.normalise == "none" else "-ref"
-    out = Path(args.dir) / f"{args.config}-{args.runtime}{where}-{args.clock}-{args.stat}{norm}.json"
+    name = f"{args.config}-{args.runtime}{where}-{args.clock}-{args.stat}{norm}.json"
+    out = Path(args.dir) / name
     out.parent.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     t0 = time.perf_counter()

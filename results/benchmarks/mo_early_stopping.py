@@ -115,7 +115,8 @@ def main() -> None:
         "Command: `.venv/bin/python results/benchmarks/mo_early_stopping.py --trials "
         f"{args.trials} "
         f"--epochs {args.epochs} --seeds {args.seeds}`",
-        "(runs the `cellblock search` commands below; per seed the two schedulers run back to back,",
+        "(runs the `cellblock search` commands below; per seed the two schedulers run back to "
+        "back,",
         "in alternating order from one seed to the next, so that machine load affects both alike).",
         f"Machine: {os.cpu_count()} CPU cores, shared with other engineers' jobs (see the load "
         "column).",

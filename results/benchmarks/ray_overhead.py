@@ -104,7 +104,7 @@ def run_one(name: str, trials: int, space: Path, out: Path) -> dict:
                                  for t in later)) / len(later) if later else float("nan")
     return {"name": name,
             "cmd": "cellblock search " + " ".join(common[:1] + ["SPACE.py:space"] + common[2:]
-                                                                 + ["--out", "RUN"] + CONFIGS[name]),
+                                                  + ["--out", "RUN"] + CONFIGS[name]),
             "trials": len(trials_), "complete": sum(t.status == "COMPLETE" for t in trials_),
             "wall_s": wall, "startup_s": first - launched, "span_s": span, "eval_s": eval_s,
             "overhead_ms": 1000 * (span - eval_s) / len(trials_), "workers": len(pids),

@@ -93,7 +93,8 @@ def main() -> None:
                 if taus[k] >= r["kendall_tau"]:
                     break
                 k_star = k
-            head = f"{path.parent.name} seed {r['supernet_seed']}: tau {r['kendall_tau']:.3f}, {sn_s:.1f} s"
+            head = (f"{path.parent.name} seed {r['supernet_seed']}: tau {r['kendall_tau']:.3f}, "
+                    f"{sn_s:.1f} s")
             if not k_star:
                 print(f"{head}; not above stand-alone training at {min(taus)} step(s)")
                 continue

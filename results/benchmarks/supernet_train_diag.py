@@ -78,7 +78,7 @@ def per_type_head() -> None:
 
 
 class Constrained(Sampler):
-    """Random child with numeric decisions pinned to their maximum / minimum and/or one block type."""
+    """Random child, numeric decisions pinned to their maximum / minimum and/or one block type."""
 
     def __init__(self, rng, pin_max=(), homog=False, pin_min=()):  # noqa: ANN001
         super().__init__()

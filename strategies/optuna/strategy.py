@@ -151,7 +151,7 @@ class OptunaStrategy(Strategy):
 
     @classmethod
     def run_options(cls, config: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
-        """Options the run loop fills: storage (default ``RUN/optuna.journal``), study, constraints."""
+        """Options the run loop fills: storage (``RUN/optuna.journal``), study, constraints."""
         storage = config.get("storage") or str(Path(run_dir) / JOURNAL_NAME)
         return {"storage": storage, "study_name": Path(run_dir).name or "cellblock",
                 "constraints": list(config.get("constraints") or [])}
@@ -298,7 +298,7 @@ class OptunaStrategy(Strategy):
 
 
 def _register_sampler(name: str, spec: SamplerSpec) -> type[OptunaStrategy]:
-    """Register ``optuna:<name>``: a subclass bound to the sampler (its options: :meth:`options`)."""
+    """Register ``optuna:<name>``: a subclass bound to the sampler (options: :meth:`options`)."""
     cls = type(f"Optuna_{name.replace('-', '_')}", (OptunaStrategy,),
                {"sampler_name": name, "__doc__": f"Optuna's {spec.cls.__name__} ({name})."})
 

@@ -61,10 +61,12 @@ def _check_rdb(url: str) -> str:
                           "URL such as sqlite:///optuna.db or postgresql://user@host/db") from None
     except NoSuchModuleError:
         raise ConfigError(f"storage URL {url!r} names an unknown database {url.split(':')[0]!r}; "
-                          "use a journal file path, sqlite:///..., postgresql://... or mysql://...") from None
+                          "use a journal file path, sqlite:///..., postgresql://... or "
+                          "mysql://...") from None
     except ImportError as exc:
         raise ConfigError(f"storage URL {url!r} needs a database driver that is not installed "
-                          f"({exc.name or exc}); pip install it or use a journal file path") from None
+                          f"({exc.name or exc}); pip install it or use a journal file "
+                          "path") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         folder = Path(parsed.database).expanduser().parent
         if not folder.is_dir():

@@ -22,7 +22,7 @@ Models = dict[str, tuple[RidgeEnsemble, bool]]
 
 
 def normal_cdf(x: np.ndarray) -> np.ndarray:
-    """Standard normal CDF (scipy imported on first use: it is slow to import for every CLI call)."""
+    """Standard normal CDF (scipy imported on first use: too slow to import for every CLI call)."""
     from scipy.special import ndtr
 
     return ndtr(x)

@@ -34,7 +34,7 @@ CLIMB_MOVES = 16  # one-decision moves scored per step (a random subset when the
 
 
 class MoveChoice:
-    """The candidate-choosing half of the predictive strategy (state and models live in the strategy)."""
+    """The candidate-choosing half of the predictive strategy (the strategy holds state, models)."""
 
     def _centres(self: Any) -> list[Trial]:
         """The local-search centres of this ask, least explored first (one objective: at most one).
@@ -69,7 +69,7 @@ class MoveChoice:
         return best if best is not None else self.fresh(lambda: self.space.sample(self.rng))
 
     def _likely_feasible(self: Any) -> dict[str, Any] | None:
-        """Of a few unseen random samples, the most likely feasible (the objectives not modelled yet)."""
+        """Of a few unseen random samples, the likeliest feasible (objectives not modelled yet)."""
         items = {}
         for _ in range(max(self.candidates // 8, 8)):
             arch = self.space.sample(self.rng)
@@ -150,7 +150,7 @@ class MoveChoice:
 
     def _choose(self: Any, items: list[Candidate], score: Callable[[list[Candidate]], np.ndarray],
                 climb: bool = False) -> dict[str, Any]:
-        """The best candidate of the pool; with ``climb``, improved by hill climbing on the acquisition."""
+        """The pool's best candidate; with ``climb``, improved by hill climbing the acquisition."""
         acq = score(items)
         i = int(np.argmax(acq))
         best, best_acq = items[i], float(acq[i])
@@ -166,7 +166,7 @@ class MoveChoice:
         return best[1]
 
     def _untried_moves(self: Any, arch: dict[str, Any]) -> list[Candidate]:
-        """Up to ``CLIMB_MOVES`` one-decision neighbours of ``arch`` (a random subset), never asked."""
+        """Up to ``CLIMB_MOVES`` one-decision neighbours of ``arch`` (random ones), never asked."""
         moves = self.space.moves(arch)
         hood = []
         for k in self.rng.permutation(len(moves))[:CLIMB_MOVES]:

@@ -176,7 +176,7 @@ class PredictiveSearch(MoveChoice, Strategy):
         return {"constraints": list(config.get("constraints") or [])}
 
     def _observed_F(self) -> np.ndarray:
-        """Minimisation values of the told trials; rows are appended as trials come, not recomputed per ask."""
+        """Minimisation values of the told trials (rows appended as trials come, not per ask)."""
         if len(self._F) < len(self.observed):
             self._F = np.vstack([self._F, self.fitness(self.observed[len(self._F):])])
         return self._F
@@ -192,7 +192,7 @@ class PredictiveSearch(MoveChoice, Strategy):
         self._models = fit_models(trials, X, targets, self.members, self.hidden, rng)
 
     def _maybe_refit(self) -> None:
-        """Refit after every tell up to 100 observations, then after every n/100 (amortised cost)."""
+        """Refit after every tell up to 100 observations, then every n/100 (amortised cost)."""
         n = len(self.observed)
         if self._models is None or n - self.n_fit >= max(1, n // 100):
             self.n_fit, self.width_fit = n, self.encoder.width
@@ -200,7 +200,7 @@ class PredictiveSearch(MoveChoice, Strategy):
 
     # ---- candidates -----------------------------------------------------------------------------
     def _parents(self, F: np.ndarray) -> list[Trial]:
-        """The best feasible trials: the whole front (at most ``4 * parents``), at least ``parents``."""
+        """The best feasible trials: the front (at most ``4 * parents``), at least ``parents``."""
         ok = np.flatnonzero(fenced(F, self.objectives))
         if len(ok) == 0:
             return []
@@ -257,7 +257,8 @@ class PredictiveSearch(MoveChoice, Strategy):
         if len(self.observed) >= self.n_init:
             self._maybe_refit()
             k = self.n_asked
-            if len(self.objectives) > 1 and int(k * self.extreme_share) != int((k - 1) * self.extreme_share):
+            share = self.extreme_share
+            if len(self.objectives) > 1 and int(k * share) != int((k - 1) * share):
                 arch = self._extreme()
             score = self._scorer() if arch is None else None
             if score is not None and self.local_search:

@@ -92,10 +92,9 @@ class Encoder:
         X = np.zeros((len(archs), self.width))
         if rows:
             sizes = [len(cols) for _, cols, _ in rows]
-            X[np.repeat(np.arange(len(rows)), sizes),
-              np.fromiter((c for _, cols, _ in rows for c in cols), int,
-                                                                  sum(sizes))] = [v
-                                                                                  for _, _, vals in rows for v in vals]
+            at_rows = np.repeat(np.arange(len(rows)), sizes)
+            at_cols = np.fromiter((c for _, cols, _ in rows for c in cols), int, sum(sizes))
+            X[at_rows, at_cols] = [v for _, _, vals in rows for v in vals]
         for i, (w, _, _) in enumerate(rows):
             if w < self.width:
                 X[i, [c for c in self.starts if c >= w]] = 1.0

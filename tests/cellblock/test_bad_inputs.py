@@ -52,9 +52,10 @@ def _refused_untouched(argv_for, run_source: Path, capsys, prepare) -> None:
 
 
 # ---- the log reader ------------------------------------------------------------------------
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner,
-                                                                                max_size=3),
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+JSON = st.recursive(SCALARS,
+                    lambda inner: (st.lists(inner, max_size=3)
+                                   | st.dictionaries(st.text(), inner, max_size=3)),
                     max_leaves=8)
 REQUIRED = {"run_start": ["event", "config"], "trial_start": ["event", "trial", "arch_id", "arch"],
             "trial_end": ["event", "trial", "arch_id", "status"], "run_end": ["event"]}
@@ -78,8 +79,8 @@ def bad_event_line(draw, events: list[dict]) -> bytes:
         ev["event"] = draw(JSON.filter(lambda v: not (isinstance(v, str) and v in REQUIRED)))
     elif kind == "bad-trial":
         ev = dict(draw(st.sampled_from([e for e in events if e["event"].startswith("trial_")])))
-        ev["trial"] = draw(st.text() | st.floats() | st.booleans() | st.none() | st.integers(max_value=-1)
-                           | st.lists(st.integers(), max_size=2))
+        ev["trial"] = draw(st.text() | st.floats() | st.booleans() | st.none()
+                           | st.integers(max_value=-1) | st.lists(st.integers(), max_size=2))
     elif kind == "bad-arch":
         ev = dict(draw(st.sampled_from([e for e in events if e["event"] == "trial_start"])))
         ev["arch"] = draw(JSON.filter(lambda v: not isinstance(v, dict)))

@@ -61,7 +61,8 @@ def test_differences_ignore_trials():
 
 def test_val_fraction_default_and_not_resumable():
     a = config_mod.resolve({})
-    assert a["val_fraction"] is None and config_mod.resolve({"val_fraction": 0.4})["val_fraction"] == 0.4
+    assert a["val_fraction"] is None
+    assert config_mod.resolve({"val_fraction": 0.4})["val_fraction"] == 0.4
     assert config_mod.differences(a, {**a, "val_fraction": 0.4}) == ["val_fraction"]
     saved_before_the_key = {k: v for k, v in a.items() if k != "val_fraction"}
     assert config_mod.differences(saved_before_the_key, a) == []

@@ -48,8 +48,8 @@ def space(s, input_shape=(1, 8, 8), num_classes=10):
     extra = s.choice("extra", [0, 5, -3])
     if not s.build:
         return None
-    return nn.Sequential(nn.Conv2d(input_shape[0], 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(4, num_classes + extra))
+    return nn.Sequential(nn.Conv2d(input_shape[0], 4, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes + extra))
 '''
 
 

@@ -164,7 +164,8 @@ def test_every_unit_imports_only_the_layers_below_it():
     bad = []
     for mod, deps in import_graph().items():
         unit = unit_of(mod)
-        assert unit in LAYERS, f"{mod}: new package {unit!r}; add it to LAYERS with what it may import"
+        assert unit in LAYERS, (f"{mod}: new package {unit!r}; add it to LAYERS with what it may "
+                                "import")
         bad += [f"{mod} -> {d}" for d in sorted(deps)
                 if unit_of(d) != unit and unit_of(d) not in LAYERS[unit]]
     assert bad == []

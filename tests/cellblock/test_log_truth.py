@@ -98,7 +98,8 @@ def test_train_uses_the_logs_dataset_not_config_yaml(here, capsys):
     code, out, err = _run(["train", "run", "--trial", "0", "--epochs", "1", "--no-progress"],
                           capsys)
     assert code == 0, err
-    assert "disagrees with trials.jsonl (dataset: 'other.npz' in config.yaml, 'data.npz' in the log)" in err
+    assert ("disagrees with trials.jsonl (dataset: 'other.npz' in config.yaml, 'data.npz' in the "
+            "log)") in err
     metrics = json.loads((here / "run" / "train" / "trial_0" / "metrics.json").read_text())
     assert metrics["dataset"] == "data.npz"
 
@@ -114,7 +115,8 @@ def test_commands_reading_a_run_refuse_changed_inputs(command, here, capsys):
     code, _, err = _run(command, capsys)
     assert code == 2, err
     error = [ln for ln in err.splitlines() if ln.startswith("cellblock: error:")]
-    assert len(error) == 1 and "changed since it was searched" in error[0] and "data.npz" in error[0]
+    assert len(error) == 1
+    assert "changed since it was searched" in error[0] and "data.npz" in error[0]
     assert "--allow-changed-inputs" in error[0]
     assert sorted(
         p.name for p in (here / "run").iterdir()) == before and not (here / "exp").exists()

@@ -73,7 +73,9 @@ def test_stale_lock_of_a_killed_search_is_taken_over_with_a_notice(tmp_path):
     assert json.loads(lock.read_text())["pid"] == proc.pid  # left behind by kill -9
     done = subprocess.run(search_cmd(tmp_path, 3, 0.7), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert f"taking over the stale lock of run directory {str(tmp_path / 'run')!r} left by pid {proc.pid}" in done.stderr
+    run = str(tmp_path / "run")
+    taking = f"taking over the stale lock of run directory {run!r} left by pid {proc.pid}"
+    assert taking in done.stderr
     assert len(replay_trials(read_events(tmp_path / "run" / "trials.jsonl"))) == 3
     assert not lock.exists()
 
@@ -103,7 +105,8 @@ def test_supernet_train_and_train_are_locked_too(tmp_path, capsys):
                      "--space-arg", "stages=1", "--space-arg", "widths=[[4]]", "--space-arg",
                      "strides=[1]"])
     err = capsys.readouterr().err
-    assert code == 2 and f"{str(ckpt)!r} is in use by another cellblock process (pid {os.getpid()}" in err
+    assert code == 2
+    assert f"{str(ckpt)!r} is in use by another cellblock process (pid {os.getpid()}" in err
     assert not ckpt.exists()
 
     import cellblock

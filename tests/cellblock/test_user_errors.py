@@ -136,7 +136,8 @@ def test_sigterm_message_says_what_was_kept(tmp_path, monkeypatch, capsys):
 
     exc = Terminated()
     exc.trials_finished = (0, 3)
-    assert "no trial finished in this invocation (the run's 3 earlier ones are kept)" in _what_was_kept(exc)
+    kept = _what_was_kept(exc)
+    assert "no trial finished in this invocation (the run's 3 earlier ones are kept)" in kept
     exc.trials_finished = (2, 5)
     assert _what_was_kept(exc).startswith("2 trial(s) finished in this invocation and are saved")
     assert "what was finished is saved" in _what_was_kept(Terminated())  # train, supernet...

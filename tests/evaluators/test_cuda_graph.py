@@ -202,7 +202,8 @@ def test_uncapturable_model_trains_eagerly_with_the_reason():
     eager, out_e = _curve(False)
     losses, out = _curve(True, model=_DataDependent())  # the same weights as _net()
     assert out["train_step"] == EAGER and out["graph_captures"] == 0
-    assert out["graph_fallback"].startswith("the step synchronises with the host"), out["graph_fallback"]
+    fallback = out["graph_fallback"]
+    assert fallback.startswith("the step synchronises with the host"), fallback
     # trained exactly as plain eager training (a failed capture once left the next steps
     # on the capture stream, racing the batches: accuracy 0.05 on an H200)
     # (the tolerance of the graphed-vs-eager test: cudnn autotuning may pick other kernels)

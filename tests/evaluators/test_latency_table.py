@@ -89,7 +89,8 @@ def test_profile_covers_every_architecture_of_the_space(tiny_table):
     assert needed <= set(table.units), "the blocks cover missed a unit"
     assert table.data["complete"] and table.data["coverage"].startswith("exact")
     fp = table.data["fingerprint"]
-    assert fp["runtime"] == "torch" and fp["threads"] == 1 and fp["torch"] == torch.__version__ and fp["name"]
+    assert fp["runtime"] == "torch" and fp["threads"] == 1
+    assert fp["torch"] == torch.__version__ and fp["name"]
     assert len(table.data["calibration"]) == 2
     arch = archs[0]
     model = space.build(arch)
@@ -192,7 +193,8 @@ def test_cli_profile_and_check(tmp_path, capsys):
     assert main(["latency", "check", "--table", str(out), *args, "--samples", "5", "--warmup", "1",
                  "--repeats", "3", "--no-progress", "--out", str(tmp_path / "check.json")]) == 0
     captured = capsys.readouterr()
-    assert "5 networks in torch (1 threads, wall clock, median, relative to the reference network): Kendall tau" in captured.out
+    assert ("5 networks in torch (1 threads, wall clock, median, relative to the reference "
+            "network): Kendall tau") in captured.out
     assert "; raw timings: Kendall tau" in captured.out
     result = json.loads((tmp_path / "check.json").read_text())
     if result["kendall_tau"] < 0.8:
@@ -214,7 +216,8 @@ def test_search_uses_the_table_and_records_it(tiny_table, tmp_path):
     assert len(done) == 2
     for e in done:
         m = e["metrics"]
-        assert m["latency_source"] == "table" and m["latency_table"]["table_sha256"] == table.sha256[:16]
+        assert m["latency_source"] == "table"
+        assert m["latency_table"]["table_sha256"] == table.sha256[:16]
         assert m["latency_table"]["runtime"] == "torch"
         assert m["latency_ms"] == pytest.approx(table.predict(space.build(archs[e["trial"]]),
                                                               (1, 8, 8)))
@@ -362,7 +365,8 @@ def test_cli_measures_an_onnx_file_on_a_tables_scale(tmp_path, tiny_table, capsy
     assert main(["latency", "measure", "--onnx", str(path), "--table", str(lut), "--warmup", "1",
                  "--repeats", "10"]) == 0
     out = capsys.readouterr().out
-    assert "relative to the table's reference network" in out and "comparable with the predictions" in out
+    assert "relative to the table's reference network" in out
+    assert "comparable with the predictions" in out
     assert main(["latency", "measure", "--onnx", str(path), "--table", str(tiny_table)]) == 2
     assert "measure --onnx compares with an onnxruntime table" in capsys.readouterr().err
 

@@ -17,7 +17,8 @@ from cellblock.search_spaces.nb201 import (
     to_nb201_string,
 )
 
-EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+EXAMPLE = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|"
+           "+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
 
 
 def uniform(op: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The predictor-guided strategy: contracts, encoding, surrogate calibration, any space, the run loop."""
+"""The predictive strategy: contracts, encoding, surrogate calibration, any space, the run loop."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from cellblock.strategies.predictive.surrogate import Encoder, RidgeEnsemble
 
 
 def bits(s, n=12):
-    """'accuracy' rewards ones at even positions and pairs of equal neighbours; 'macs' counts ones."""
+    """'accuracy' rewards ones at even positions and equal neighbour pairs; 'macs' counts ones."""
     return [s.choice(f"b{i}", [0, 1]) for i in range(n)]
 
 
@@ -279,7 +279,7 @@ def test_new_options_are_checked():
 
 
 def test_extreme_asks_climb_from_the_most_accurate_trial():
-    """With extreme_share=1 every multi-objective ask is a move of the most accurate trial while it has untried ones."""
+    """extreme_share=1: each multi-objective ask moves the most accurate trial (while it can)."""
     space = SearchSpace(bits, n=12)
     objs = parse_objectives("accuracy,macs")
     s = make_strategy("predictive", space, objs, seed=4,

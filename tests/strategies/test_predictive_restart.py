@@ -1,4 +1,4 @@
-"""Issue 31: local search restarts from the next best trial; the cheaper ask's parts give the same answers."""
+"""Issue 31: local search restarts from the next best trial; the cheaper ask's parts agree."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _tell(strategy, arch, acc):
 
 
 def _local_optimum_state(restart):
-    """A strategy whose best trial (all zeros) is a tried local optimum; the second best is 3 decisions away."""
+    """The best trial (all zeros) is a tried local optimum; the second best is 3 decisions away."""
     space = SearchSpace(bits)
     s = make_strategy("predictive", space, parse_objectives("accuracy"), seed=0,
                       options={"n_init": 4, "local_restart": restart})
