@@ -172,14 +172,37 @@ def test_unknown_runtime_and_thread_clock_are_user_errors():
         profile(SearchSpace("blocks", **TINY), "torch", "unused.json", clock="thread", **FAST)
 
 
+def _tau(a, b):
+    """Kendall's tau by counting pairs (no ties among measured times)."""
+    n = len(a)
+    signs = [np.sign(a[i] - a[j]) * np.sign(b[i] - b[j]) for i in range(n) for j in range(i)]
+    return sum(signs) / len(signs)
+
+
+def _spearman(a, b):
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def test_check_reports_rank_and_error_metrics(tiny_table):
     result = check(LatencyTable(tiny_table), SearchSpace("blocks", **TINY), 6, warmup=1, repeats=3,
                    passes=2, progress=False)
-    assert result["n"] == 6 and len(result["rows"]) == 6 and -1 <= result["repeat_kendall_tau"] <= 1
-    assert all(len(r["measured_passes_ms"]) == 2 for r in result["rows"])
-    assert -1 <= result[
-        "kendall_tau"] <= 1 and -1 <= result["spearman"] <= 1 and result["mape_pct"] >= 0
-    row = result["rows"][0]
+    rows = result["rows"]
+    assert result["n"] == 6 and len(rows) == 6
+    assert all(len(r["measured_passes_ms"]) == 2 for r in rows)
+    assert all(r["measured_ms"] == pytest.approx(np.mean(r["measured_passes_ms"])) for r in rows)
+    # the metrics compare each network's prediction with its own measurement
+    pred = [r["predicted_ms"] for r in rows]
+    meas = [r["measured_ms"] for r in rows]
+    assert result["kendall_tau"] == pytest.approx(_tau(pred, meas))
+    assert result["spearman"] == pytest.approx(_spearman(pred, meas))
+    mape = 100 * np.mean([abs(p - m) / m for p, m in zip(pred, meas)])
+    assert result["mape_pct"] == pytest.approx(mape)
+    # and the measurement noise compares the second pass with the first
+    first = [r["measured_passes_ms"][0] for r in rows]
+    second = [r["measured_passes_ms"][1] for r in rows]
+    assert result["repeat_kendall_tau"] == pytest.approx(_tau(second, first))
+    row = rows[0]
     assert row["predicted_ms"] > 0 and row["measured_ms"] > 0
 
 
