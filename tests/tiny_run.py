@@ -5,16 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-SPACE = '''
-from torch import nn
+from spaces import conv_space
 
-def space(s, input_shape=(1, 8, 8), num_classes=10):
-    w = s.choice("w", [2, 4, 6])
-    if not s.build:
-        return None
-    return nn.Sequential(nn.Conv2d(input_shape[0], w, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))
-'''
+SPACE = conv_space([2, 4, 6])
 
 
 def search_argv(space_file: Path) -> list[str]:

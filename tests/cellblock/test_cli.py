@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from spaces import conv_space
 
 from cellblock.cli import main
 
@@ -74,11 +75,7 @@ def test_spaces_lists_spaces_and_blocks(capsys):
 def test_real_subprocess_search_show_and_refusal(tmp_path):
     """The installed entry point, for real: search, show, and exit 2 leaving results untouched."""
     space = tmp_path / "s.py"
-    space.write_text("from torch import nn\n"
-                     "def space(s, input_shape, num_classes):\n"
-                     "    w = s.choice('w', [4, 8])\n"
-                     "    return nn.Sequential(nn.Conv2d(input_shape[0], w, 3), nn.ReLU(),\n"
-                     "        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))\n")
+    space.write_text(conv_space([4, 8]))
     env = {**os.environ, "PYTHONPATH": ""}
     cmd = [sys.executable, "-m", "cellblock", "search", "--space", f"{space}:space", "--trials",
            "2",
@@ -100,12 +97,7 @@ def test_real_subprocess_search_show_and_refusal(tmp_path):
 
 def test_search_with_val_fraction_records_it_and_refuses_another(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    Path("s.py").write_text("from torch import nn\n"
-                            "def space(s, input_shape, num_classes):\n"
-                            "    w = s.choice('w', [4, 8])\n"
-                            "    return nn.Sequential(nn.Conv2d(input_shape[0], w, 3), nn.ReLU(),\n"
-                            "        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, "
-                            "num_classes))\n")
+    Path("s.py").write_text(conv_space([4, 8]))
     argv = ["search", "--space", "s.py:space", "--trials", "2", "--epochs", "1", "--objectives",
             "accuracy,params", "--out", "run", "--no-progress", "--device", "cpu", "--val-fraction",
             "0.4"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from spaces import conv_space
 
 import cellblock
 from cellblock.export.final_train import final_train, weights_path
@@ -101,12 +102,7 @@ def test_train_and_export_of_a_run_with_relative_inputs_work_from_another_direct
     elsewhere.mkdir()
     x = (digits.x_train[:300] * 16).clamp(0, 255).to(torch.uint8).numpy()
     np.savez(project / "mine.npz", x=x, y=digits.y_train[:300].numpy())
-    (project / "s.py").write_text(
-        "from torch import nn\n"
-        "def space(s, input_shape, num_classes):\n"
-        "    w = s.choice('w', [4, 8])\n"
-        "    return nn.Sequential(nn.Conv2d(input_shape[0], w, 3), nn.ReLU(),\n"
-        "        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))\n")
+    (project / "s.py").write_text(conv_space([4, 8]))
     monkeypatch.chdir(project)
     assert main(["search", "--space", "s.py:space", "--dataset", "mine.npz", "--trials", "2",
                  "--epochs", "1", "--objectives", "accuracy,params", "--out", "run",

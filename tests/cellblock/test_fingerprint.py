@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from spaces import conv_space
 
 import cellblock
 from cellblock.core.errors import RunError
 from cellblock.records import read_events
 from cellblock.run.fingerprint import content_hash, input_fingerprint
 
-SPACE = '''
-from torch import nn
-
-def space(s, input_shape=(1, 8, 8), num_classes=3):
-    w = s.choice("w", [2, 4, 6, 8])
-    if not s.build:
-        return None
-    return nn.Sequential(nn.Conv2d(input_shape[0], w, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))
-'''
+SPACE = conv_space([2, 4, 6, 8], num_classes=3)
 
 
 def _npz(path, seed):

@@ -9,21 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from spaces import conv_space
 
 import cellblock
 from cellblock.cli import main
 from cellblock.core.errors import RunError
 
-SPACE = '''
-from torch import nn
-
-def space(s, input_shape=(1, 8, 8), num_classes=10):
-    w = s.choice("w", [2, 4, 6, 8, 12])
-    if not s.build:
-        return None
-    return nn.Sequential(nn.Conv2d(input_shape[0], w, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))
-'''
+SPACE = conv_space([2, 4, 6, 8, 12])
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,6 @@ from cellblock.run.runner import Runner, prepare
 from cellblock.search_spaces import SearchSpace
 from cellblock.search_spaces.nb201 import EDGE_NAMES, to_nb201_string
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED_TABLE = REPO.parent / "shared" / "nb201_cifar100.csv"
-needs_table = pytest.mark.skipif(not SHARED_TABLE.is_file(),
-                                 reason=f"shared table {SHARED_TABLE} not found")
-
 
 def uniform(op: str) -> dict[str, str]:
     return {name: op for name in EDGE_NAMES}
@@ -152,12 +147,11 @@ def test_cost_cache_fill_with_representatives(tmp_path):
         assert cache.get(a) == compute_costs(space, a, (3, 32, 32))
 
 
-@needs_table
-def test_cli_search_end_to_end(tmp_path, capsys):
+def test_cli_search_end_to_end(tmp_path, capsys, nb201_table):
     out = tmp_path / "run"
     code = main(["search", "--space", "nb201", "--space-arg", "num_classes=100", "--evaluator",
                  "table",
-                 "--table", str(SHARED_TABLE), "--metric", "cifar100_test_acc", "--strategy",
+                 "--table", str(nb201_table), "--metric", "cifar100_test_acc", "--strategy",
                  "random",
                  "--trials", "6", "--objectives", "accuracy,macs", "--out", str(out),
                  "--no-progress"])
@@ -167,7 +161,7 @@ def test_cli_search_end_to_end(tmp_path, capsys):
     run = load_run(out)
     done = [t for t in run.trials if t.status == COMPLETE]
     assert len(done) == 6
-    table = load_table(SHARED_TABLE, "cifar100_test_acc")
+    table = load_table(nb201_table, "cifar100_test_acc")
     for t in done:
         raw = table.lookup(to_nb201_string(t.arch))
         assert t.metrics["cifar100_test_acc"] == raw

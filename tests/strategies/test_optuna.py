@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
+from spaces import conv_space
 
 import cellblock
 from cellblock.cli import main
@@ -238,20 +239,7 @@ def test_unknown_sampler_option_lists_accepted_ones():
         make_strategy("optuna:cmaes", SearchSpace(bits), parse_objectives("accuracy,macs"))
 
 
-SPACE_FILE = '''
-from torch import nn
-
-def space(s, input_shape=(1, 8, 8), num_classes=10):
-    depth = s.integer("depth", 1, 2)
-    widths = [s.choice(f"layer{i}.width", [4, 8]) for i in range(depth)]
-    if not s.build:
-        return None
-    layers, c = [], input_shape[0]
-    for w in widths:
-        layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU()]
-        c = w
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
-'''
+SPACE_FILE = conv_space([4, 8], depth=(1, 2), width_name="layer{i}.width")
 
 
 def test_search_end_to_end_with_journal(tmp_path):
