@@ -241,8 +241,7 @@ class ParamBank(nn.Module):
                                                 for a, b in zip(shape, shared.shape, strict=True)):
                 raise SpaceError(
                     f"the supernet's weights {key!r} have shape {tuple(shared.shape)}, too small "
-                    "for "
-                    f"{shape}; the space's supernet cover misses this size"
+                    f"for {shape}; the space's supernet cover misses this size"
                 )
             view = slice_view(shared, shape)
             # Kernels get dense weights: on torch 2.14 CPU, a convolution's backward over a

@@ -73,8 +73,7 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
                     help="table file (JSON); an unfinished one is continued")
     pr.add_argument("--calibration", type=int, default=30,
                     help="whole networks timed to fit the per-network constant, and a cost per "
-                         "kind "
-                         "of unit where cross-validation says it predicts better (default 30)")
+                         "kind of unit where cross-validation says it predicts better (default 30)")
     pr.add_argument("--clock", default="wall",
                     help="wall (default) or thread (CPU time of one thread)")
     pr.add_argument("--stat", default="median", choices=("median", "p10"),
@@ -82,10 +81,8 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
                          "shared machine)")
     pr.add_argument("--normalise", default="reference", choices=("reference", "none"),
                     help="reference (default): time everything relative to a fixed reference "
-                         "network "
-                         "run alongside, so a machine whose speed drifts gives one consistent "
-                         "table; "
-                         "none: raw timings")
+                         "network run alongside, so a machine whose speed drifts gives one "
+                         "consistent table; none: raw timings")
     pr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _timing_args(pr, 10, 100)
     pr.set_defaults(func=_profile)
@@ -202,10 +199,7 @@ def _measure_on_table_scale(args: argparse.Namespace) -> int:
     scale = (f"{res['norm_ms']:.4f} ms relative to the table's reference network "
              f"({table.data['reference']['ms']:.4f} ms there); raw " if timing.normalised else "")
     print(f"{args.onnx}: {scale}{res['raw_ms']:.4f} ms {timing.statistic} (median "
-          f"{res['median_ms']:.4f}, "
-          f"p10 {res['p10_ms']:.4f}, p90 {res['p90_ms']:.4f}) over {args.repeats} runs in "
-          "onnxruntime "
-          f"({table.data['fingerprint']['threads']} threads, {timing.clock} clock); comparable "
-          "with the "
-          f"predictions of {args.table}")
+          f"{res['median_ms']:.4f}, p10 {res['p10_ms']:.4f}, p90 {res['p90_ms']:.4f}) "
+          f"over {args.repeats} runs in onnxruntime ({table.data['fingerprint']['threads']} "
+          f"threads, {timing.clock} clock); comparable with the predictions of {args.table}")
     return 0

@@ -88,8 +88,7 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
                         "(default: the --samples ranked)")
     r.add_argument("--prior", default="macs",
                    help="cost fused with the supernet's accuracy into supernet_score, ranked as "
-                        "its "
-                        "own row: none, macs or params (default macs; see --supernet-prior of "
+                        "its own row: none, macs or params (default macs; see --supernet-prior of "
                         "search)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     r.add_argument("--threads", type=int,

@@ -50,11 +50,9 @@ def _train(args: argparse.Namespace) -> int:
                     progress=not args.no_progress, init=args.init, threads=args.threads,
                     allow_changed_inputs=args.allow_changed_inputs)
     log(f"trial {m['trial']} ({m['arch_id']}): {m['epochs']} epochs, val accuracy "
-        f"{m['val_accuracy']:.4f}, "
-        f"TEST accuracy {m['test_accuracy']:.4f} ({m['test_size']} images), train "
-        f"{m['train_s']:.1f} s")
+        f"{m['val_accuracy']:.4f}, TEST accuracy {m['test_accuracy']:.4f} ({m['test_size']} "
+        f"images), train {m['train_s']:.1f} s")
     if args.out is None:  # where export looks: the next export of this trial uses these weights
         log(f"next: cellblock export {args.run} --trial {args.trial} --out "
-            f"export_trial_{args.trial}  "
-            "# exports these trained weights")
+            f"export_trial_{args.trial}  # exports these trained weights")
     return 0

@@ -69,10 +69,9 @@ def unstable_latency(trials: Sequence[Any]) -> dict[int, str]:
 def remedy(run: str) -> str:
     """What to do about trials kept off the front for their latency (one line)."""
     return ("measure them again: repeat the search with a new --out when the machine is idle; or "
-            f"continue {run} with --allow-unstable-latency to let them onto the front as measured; "
-            "or search with --latency-table FILE ('cellblock latency profile'), which times "
-            "nothing "
-            "during the search")
+            f"continue {run} with --allow-unstable-latency to let them onto the front as "
+            "measured; or search with --latency-table FILE ('cellblock latency profile'), which "
+            "times nothing during the search")
 
 
 __all__ = ["BUSY_ABOVE", "NORMALISE_ABOVE", "remedy", "unstable_latency"]

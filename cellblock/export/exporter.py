@@ -305,9 +305,8 @@ def export_onnx(ref: Reference, out_dir: Path) -> dict[str, Any]:
             "float_initializer_elements"] == state_floats and not tensors["extra"],
         "merged_initializers": tensors["merged"], "missing_initializers": tensors["missing"],
         "params_method": "elements of the model's parameters found among the initializers, by "
-                         "name, "
-                         "or by value where the exporter merged bit-identical tensors (BN not "
-                         "folded)",
+                         "name, or by value where the exporter merged bit-identical tensors (BN "
+                         "not folded)",
     })
     if macs is None:
         result["macs_ok"] = None

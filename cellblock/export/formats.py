@@ -51,8 +51,7 @@ def check_formats(formats: Sequence[str]) -> None:
         missing, extra = missing_packages(fmt)
         if missing:
             raise ConfigError(f"format {fmt!r} needs {' and '.join(missing)}, which is not "
-                              "installed; "
-                              f"pip install 'cellblock[{extra}]' (nothing was written)")
+                              f"installed; pip install 'cellblock[{extra}]' (nothing was written)")
 
 
 def available_formats() -> list[str]:

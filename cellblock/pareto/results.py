@@ -65,8 +65,7 @@ def load_run(run_dir: str | Path) -> RunData:
     if not cfg_path.is_file() and not log_path.is_file():
         raise RunError(
             f"{str(run_dir)!r} is not a cellblock run directory (expected config.yaml and "
-            "trials.jsonl); "
-            "runs live under results/runs/"
+            "trials.jsonl); runs live under results/runs/"
         )
     meta = read_run_meta(run_dir)
     if meta.config is None:
@@ -254,8 +253,7 @@ def summary(data: RunData) -> str:
         f"objectives: {', '.join(o.name for o in data.objectives)}",
         f"trials: {len(data.trials)} ({counts[COMPLETE]} complete, {counts[FAILED]} failed, "
         f"{counts[INFEASIBLE]} infeasible, {counts[PRUNED]} stopped early, {counts[RUNNING]} in "
-        "flight)  "
-        f"time with trials running: {span:.1f} s",
+        f"flight)  time with trials running: {span:.1f} s",
         f"best validation accuracy: {max(accs):.4f}{_in_table_units(data, max(accs))}" if accs
         else "best validation accuracy: -",
         f"Pareto front ({len(front)} trials):",

@@ -129,9 +129,8 @@ def read_run_meta(run_dir: str | Path) -> RunMeta:
         state = "empty" if log.is_file() else "missing"
         raise RunError(
             f"{str(run_dir)!r} has {', '.join(derived)} but its record log trials.jsonl is "
-            f"{state}: "
-            "the records are lost and a new search would overwrite the only copy left; restore "
-            "trials.jsonl from a backup, or use another --out (nothing was changed)"
+            f"{state}: the records are lost and a new search would overwrite the only copy left; "
+            "restore trials.jsonl from a backup, or use another --out (nothing was changed)"
         )
     meta.events = read_events(log)
     cfg, problem = _read_config_file(RunDir(run_dir).config)
@@ -148,16 +147,14 @@ def read_run_meta(run_dir: str | Path) -> RunMeta:
             meta.notices.append(
                 f"config.yaml of {str(run_dir)!r} disagrees with trials.jsonl ({key}: "
                 f"{cfg.get(key)!r} in config.yaml, {from_log.get(key)!r} in the log); the log is "
-                "the "
-                "record: config.yaml was not used and is rewritten from the log")
+                "the record: config.yaml was not used and is rewritten from the log")
     elif meta.events and problem not in (None, "is missing"):
         raise RunError(f"config.yaml of {str(run_dir)!r} {problem} and trials.jsonl records no "
                        "config to rebuild it from; restore config.yaml from a backup")
     elif any(ev.get("event", "").startswith("trial_") for ev in meta.events):
         raise RunError(f"{str(run_dir)!r} has trial records but trials.jsonl has no run_start "
                        "config (config.yaml is only a copy, never the record); restore "
-                       "trials.jsonl "
-                       "from a backup or choose another --out")
+                       "trials.jsonl from a backup or choose another --out")
     return meta
 
 

@@ -128,9 +128,8 @@ def check_inputs(run_dir: Path, events: list[Mapping[str, Any]], now: Mapping[st
     if changed and not allow:
         raise RunError(
             f"the inputs of run {str(run_dir)!r} changed since it was last run: "
-            f"{'; '.join(changed)}; "
-            "restore them, or use --out for a new run, or pass --allow-changed-inputs to continue "
-            "anyway (the change is recorded in trials.jsonl)"
+            f"{'; '.join(changed)}; restore them, or use --out for a new run, or pass "
+            "--allow-changed-inputs to continue anyway (the change is recorded in trials.jsonl)"
         )
     return changed
 

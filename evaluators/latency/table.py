@@ -53,9 +53,8 @@ def space_identity(space: SearchSpace) -> dict[str, Any]:
 
 def _missing_error(call: UnitCall, where: str, table: str) -> str:
     return (f"unit {call.label} (at {call.path or 'the network'}, key {call.key}) of {where} is "
-            "not "
-            f"in latency table {table}; profile this space and skeleton with 'cellblock latency "
-            "profile' on the target device")
+            f"not in latency table {table}; profile this space and skeleton with 'cellblock "
+            "latency profile' on the target device")
 
 
 class LatencyTable:
@@ -165,9 +164,8 @@ def table_timing(data: Mapping[str, Any], device: torch.device, *, runtime: str 
     if normalise == "reference":
         if runtime != data["runtime"]:
             raise ConfigError("the table is normalised against its reference network in "
-                              f"{data['runtime']}; "
-                              f"measuring in {runtime} cannot use that scale: use --runtime "
-                              f"{data['runtime']}")
+                              f"{data['runtime']}; measuring in {runtime} cannot use that scale: "
+                              f"use --runtime {data['runtime']}")
         if ref.get("network") != REFERENCE_NETWORK:
             raise ConfigError("the table was normalised with reference network "
                               f"{ref.get('network')!r}; this "
@@ -328,8 +326,7 @@ def _calibrate(space: SearchSpace, table: dict[str, Any], timing: Timing, n: int
     loo = fit["loo_mape_pct"]
     errors = ", ".join(f"{k} {v:.1f}%" for k, v in loo.items() if v is not None)
     log(f"per-network constant {table['constant_ms']:.4f} ms, {fit['model']} model, from "
-        f"{len(rows)} whole "
-        f"networks (leave-one-out error: {errors})")
+        f"{len(rows)} whole networks (leave-one-out error: {errors})")
 
 
 # ---- validation ----------------------------------------------------------------------------

@@ -67,10 +67,9 @@ def main() -> None:
         f"Command: `.venv/bin/python {' '.join(shlex.quote(a) for a in sys.argv)}`",
         "",
         f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python "
-        f"{platform.python_version()}, "
-        f"torch {torch.__version__} (CPU). Default: `blocks` space on digits, "
-        f"{FIELDS['strategy'].default}, objectives "
-        "accuracy / MACs / latency_ms, 24 trials x 8 epochs.",
+        f"{platform.python_version()}, torch {torch.__version__} (CPU). Default: `blocks` space "
+        f"on digits, {FIELDS['strategy'].default}, objectives accuracy / MACs / latency_ms, 24 "
+        "trials x 8 epochs.",
         "",
         "| command | wall (s) | trials | complete | best val accuracy | Pareto size | sum train_s "
         "| load 1 min before -> after |",
@@ -78,9 +77,8 @@ def main() -> None:
     ]
     for r in rows:
         lines.append(f"| `{r['command'].strip()}` | {r['wall_s']:.1f} | {r['trials']} | "
-                     f"{r['complete']} | "
-                     f"{r['best_acc']:.4f} | {r['pareto']} | {r['train_s']:.1f} | "
-                     f"{r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+                     f"{r['complete']} | {r['best_acc']:.4f} | {r['pareto']} | {r['train_s']:.1f} "
+                     f"| {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
     lines += ["", "Output of the first command:", "", "```", rows[0]["table"].strip(), "```", ""]
     Path(args.out).write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))

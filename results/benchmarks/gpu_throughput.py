@@ -147,8 +147,7 @@ def searches(smoke: bool, tmp: Path, npz_trials: int, digits_trials: int | None,
             row["variant"] = label
             print(f"{name} {label}: {row['trials']} trials in {row['wall_s']:.1f} s "
                   f"({row['per_hour']:.0f}/h; a trial {row['trial_s']:.2f} s, training "
-                  f"{row['train_s']:.2f} s); "
-                  f"{row['slots']}", flush=True)
+                  f"{row['train_s']:.2f} s); {row['slots']}", flush=True)
             rows[name].append(row)
             saved()
 
@@ -321,23 +320,19 @@ def report(args: argparse.Namespace, device: torch.device, found: dict, steps: l
               "",
               "*local eager (before)* is the search as it ran before device slots and graphs (one "
               "trial at a time, eager steps), except that cudnn autotuning and the latency lock "
-              "now "
-              "apply to it too. The npz search uses `--strategy random` so that every variant "
-              "trains "
-              "the same architectures; the digits search is the default (evolution), whose later "
-              "proposals depend on the results.", ""]
+              "now apply to it too. The npz search uses `--strategy random` so that every variant "
+              "trains the same architectures; the digits search is the default (evolution), whose "
+              "later proposals depend on the results.", ""]
     for setting, rows in found.items():
         lines += [f"### {setting}", "",
                   "| variant | options | wall s | trials | complete | trials/h | mean s a trial: "
-                  "all / train / eval "
-                  "| device slots | steps | best acc |",
+                  "all / train / eval | device slots | steps | best acc |",
                   "|---|---|---:|---:|---:|---:|---|---|---|---:|"]
         for r in rows:
             lines.append(f"| {r['variant']} | `{r['args']}` | {r['wall_s']:.1f} | {r['trials']} | "
-                         f"{r['complete']} | "
-                         f"{r['per_hour']:.0f} | {r['trial_s']:.2f} / {r['train_s']:.2f} / "
-                         f"{r['eval_s']:.2f} | "
-                         f"{r['slots']} | {r['steps']} | {r['best']:.4f} |")
+                         f"{r['complete']} | {r['per_hour']:.0f} | {r['trial_s']:.2f} "
+                         f"/ {r['train_s']:.2f} / {r['eval_s']:.2f} | {r['slots']} | {r['steps']} "
+                         f"| {r['best']:.4f} |")
         fallbacks = sorted({f for r in rows for f in r["fallbacks"]})
         if fallbacks:
             lines += ["", "Graph fallbacks seen: " + "; ".join(f"`{f}`" for f in fallbacks[:5])]

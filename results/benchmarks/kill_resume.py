@@ -95,10 +95,9 @@ def main() -> None:
     ]
     for r in rows:
         lines.append(f"| {r['case']} | {r['kills']} | {r['requested']} | {r['recorded']} | "
-                     f"{r['complete']} | "
-                     f"{r['duplicates']} | {r['reruns']} | {'yes' if r['numbers_ok'] else 'no'} | "
-                     f"{r['left']} | "
-                     f"{r['wall_s']:.1f} | {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+                     f"{r['complete']} | {r['duplicates']} | {r['reruns']} "
+                     f"| {'yes' if r['numbers_ok'] else 'no'} | {r['left']} | {r['wall_s']:.1f} "
+                     f"| {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
     out_md = Path(__file__).with_suffix(".md")
     out_md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

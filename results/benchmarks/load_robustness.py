@@ -94,9 +94,8 @@ def report(path: str) -> str:
         more = ">= " if r["wall_s"] is None else ""
         out.append(
             f"| {r['label']} | {r['busy']} | {shown} | {more}{ratio:.2f} | {r['trials']} | "
-            f"{r['pareto']} | "
-            f"{r['images_per_s_median']} | {', '.join(map(str, r['front_p90_p10']))} | "
-            f"{r['unstable']} | "
+            f"{r['pareto']} | {r['images_per_s_median']} "
+            f"| {', '.join(map(str, r['front_p90_p10']))} | {r['unstable']} | "
             f"{r['threads'] or '-'} | {r['load_before'][0]} -> {r['load_after'][0]} |")
     return "\n".join(out)
 

@@ -113,8 +113,7 @@ def main() -> None:
         "space)",
         "",
         "Command: `.venv/bin/python results/benchmarks/mo_early_stopping.py --trials "
-        f"{args.trials} "
-        f"--epochs {args.epochs} --seeds {args.seeds}`",
+        f"{args.trials} --epochs {args.epochs} --seeds {args.seeds}`",
         "(runs the `cellblock search` commands below; per seed the two schedulers run back to "
         "back,",
         "in alternating order from one seed to the next, so that machine load affects both alike).",
@@ -131,20 +130,17 @@ def main() -> None:
         "the same architectures in the same order.",
         "",
         "| seed | scheduler | command | trials (complete / pruned / other) | trained to full "
-        "budget | epochs trained "
-        "| CPU-s (sum train_s) | front size | hypervolume | best accuracy | wall s | same archs | "
-        "load avg 1 min before -> after |",
+        "budget | epochs trained | CPU-s (sum train_s) | front size | hypervolume | best accuracy "
+        "| wall s | same archs | load avg 1 min before -> after |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['seed']} | {r['scheduler']} | `{r['cmd']}` | {len(r['trials'])} "
-            f"({len(r['complete'])} / {r['pruned']} / "
-            f"{r['other']}) | {r['full']} | {r['epochs']} | {r['cpu_s']:.1f} | {r['front']} | "
-            f"{r['hv']:.4f} | "
+            f"({len(r['complete'])} / {r['pruned']} / {r['other']}) | {r['full']} | {r['epochs']} "
+            f"| {r['cpu_s']:.1f} | {r['front']} | {r['hv']:.4f} | "
             f"{r.get('best_acc', float('nan')):.4f} | {r['wall_s']:.1f} | "
-            f"{'yes' if r['same_archs'] else 'no'} | "
-            f"{r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+            f"{'yes' if r['same_archs'] else 'no'} | {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
     lines += ["", "Means over seeds:", ""]
     for sch in ("asha", "mo-asha"):
         sel = [r for r in rows if r["scheduler"] == sch]

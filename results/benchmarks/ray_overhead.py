@@ -149,20 +149,17 @@ def main() -> None:
         "had finished its first trial - eval time of the trials started after it) / those trials.",
         "",
         "| config | command | trials | wall s | start-up s (launch -> first trial_start) | span s "
-        "| sum eval s "
-        "| overhead ms/trial | steady-state overhead ms/trial (trials) | evaluating processes "
-        "(driver among them?) "
-        "| load avg 1 min before -> after |",
+        "| sum eval s | overhead ms/trial | steady-state overhead ms/trial (trials) | evaluating "
+        "processes (driver among them?) | load avg 1 min before -> after |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['name']} | `{r['cmd']}` | {r['trials']} ({r['complete']} complete) | "
-                     f"{r['wall_s']:.1f} | "
-                     f"{r['startup_s']:.1f} | {r['span_s']:.2f} | {r['eval_s']:.4f} | "
-                     f"{r['overhead_ms']:.1f} | "
-                     f"{r['steady_ms']:.1f} ({r['steady_n']}) | "
-                     f"{r['workers']} ({'yes' if r['driver_pid_used'] else 'no'}) | "
-                     f"{r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+                     f"{r['wall_s']:.1f} | {r['startup_s']:.1f} | {r['span_s']:.2f} "
+                     f"| {r['eval_s']:.4f} | {r['overhead_ms']:.1f} | {r['steady_ms']:.1f} "
+                     f"({r['steady_n']}) | {r['workers']} "
+                     f"({'yes' if r['driver_pid_used'] else 'no'}) | {r['load'][0]:.1f} "
+                     f"-> {r['load'][1]:.1f} |")
     lines += ["", "Median overhead per trial over the rounds:", ""]
     for name in CONFIGS:
         vals = [r["overhead_ms"] for r in rows if r["name"] == name]

@@ -155,32 +155,27 @@ def main() -> None:
         "evaluate the same architectures.",
         "",
         "| backend | command | trials | wall s (whole command) | start-up s (launch -> first "
-        "trial_start) "
-        "| trial span s | tail s (last trial_end -> exit) | trials/min (wall) | trials/min (span) "
-        "| trials/min (steady state; trials) | sum train_s | CPU-s of the command (cores obtained) "
-        "| load avg 1 min before -> after |",
+        "trial_start) | trial span s | tail s (last trial_end -> exit) | trials/min (wall) | "
+        "trials/min (span) | trials/min (steady state; trials) | sum train_s | CPU-s of the "
+        "command (cores obtained) | load avg 1 min before -> after |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['name']} | `{r['cmd']}` | {r['trials']} ({r['complete']} complete) | "
-                     f"{r['wall_s']:.1f} | "
-                     f"{r['startup_s']:.1f} | {r['span_s']:.1f} | {r['tail_s']:.1f} | "
-                     f"{r['per_min_wall']:.2f} | "
-                     f"{r['per_min_span']:.2f} | {r['per_min_steady']:.2f} ({r['steady_n']}) | "
-                     f"{r['train_s']:.1f} | "
+                     f"{r['wall_s']:.1f} | {r['startup_s']:.1f} | {r['span_s']:.1f} "
+                     f"| {r['tail_s']:.1f} | {r['per_min_wall']:.2f} | {r['per_min_span']:.2f} "
+                     f"| {r['per_min_steady']:.2f} ({r['steady_n']}) | {r['train_s']:.1f} | "
                      f"{r['cpu_s']:.1f} ({r['cores']:.2f}) | {r['load'][0]:.1f} -> "
                      f"{r['load'][1]:.1f} |")
     lines += [
         "",
         "Speed-up ray/local, trials per minute: "
-        f"**{mean('ray', 'per_min_wall') / mean('local', 'per_min_wall'):.2f}x** "
-        f"on the whole command (includes Ray start-up and shut-down), "
+        f"**{mean('ray', 'per_min_wall') / mean('local', 'per_min_wall'):.2f}x** on the whole "
+        "command (includes Ray start-up and shut-down), "
         f"**{mean('ray', 'per_min_span') / mean('local', 'per_min_span'):.2f}x** over the trial "
-        "span "
-        "(first trial start to last trial end, from trials.jsonl), "
-        f"**{mean('ray', 'per_min_steady') / mean('local', 'per_min_steady'):.2f}x** in the steady "
-        "state "
-        "(after the first trial of every worker). Target: >= 1.6x.",
+        "span (first trial start to last trial end, from trials.jsonl), "
+        f"**{mean('ray', 'per_min_steady') / mean('local', 'per_min_steady'):.2f}x** in the "
+        "steady state (after the first trial of every worker). Target: >= 1.6x.",
         "",
         "Steady state: trials ending after the first `concurrency` trials (1 local, 2 ray: each on "
         "a fresh",

@@ -114,8 +114,7 @@ def main() -> None:
         codes[sig.name] = codes.get(sig.name, 0) + 1
         done = sum(t.done for t in replay_trials(read_events(log))) if log.exists() else 0
         print(f"round {i + 1}: {sig.name:7s} exit {rc:4d}  workers {len(workers)}  left alive "
-              "after 30 s "
-              f"{len(left)}  finished trials {done}")
+              f"after 30 s {len(left)}  finished trials {done}")
         for w in left:
             os.kill(w, signal.SIGKILL)
     final = subprocess.run(cmd, capture_output=True, text=True)

@@ -149,17 +149,15 @@ def main() -> None:
             eq = b["standalone_equal_cost"]
             print(f"| {args.preset} | {split} | {seed} | {r['final_loss']:.3f} | "
                   f"{_fmt(r['kendall_tau'])} | {_fmt(r['fused']['kendall_tau'])} | "
-                  f"{_fmt(r['kendall_tau_no_recal'])} | {r['n']} | "
-                  f"{r['supernet_train_s']:.1f} + {r['supernet_eval_s']:.1f} | "
-                  f"{r['standalone_s']:.1f} | {r['cost_ratio']:.3f} | "
-                  f"{_fmt(r['standalone_seed_tau'])} | "
+                  f"{_fmt(r['kendall_tau_no_recal'])} | {r['n']} | {r['supernet_train_s']:.1f} "
+                  f"+ {r['supernet_eval_s']:.1f} | {r['standalone_s']:.1f} "
+                  f"| {r['cost_ratio']:.3f} | {_fmt(r['standalone_seed_tau'])} | "
                   + " | ".join(
                       _fmt(b[k]["kendall_tau"]) for k in ("params", "macs", "synflow", "naswot"))
                   + f" | {_fmt(eq['kendall_tau'])} ({eq['steps']}) |", flush=True)
             (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     print("\n| skeleton | split | final loss | kendall_tau | supernet+macs | noise ceiling | "
-          "params | "
-          "macs | synflow | naswot | equal-cost stand-alone | ratio |")
+          "params | macs | synflow | naswot | equal-cost stand-alone | ratio |")
     print("|" + "---|" * 12)
     for split in args.splits.split(","):
         rs = [r for r in rows if r["split_name"] == split]

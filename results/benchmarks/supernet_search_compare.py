@@ -89,8 +89,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--supernet-prior", default="none",
                    help="macs or params: the supernet search optimises supernet_score (its "
-                        "accuracy "
-                        "fused with that cost) and its best is the best supernet_score")
+                        "accuracy fused with that cost) and its best is the best supernet_score")
     p.add_argument("--space-arg", action="append", default=[], metavar="K=V",
                    help="more skeleton arguments after the preset's, e.g. shortcut=shared")
     args = p.parse_args()
@@ -106,8 +105,7 @@ def main() -> None:
         report[f"final_{final_epochs}_epochs"] = finals
         for name, r in finals.items():
             print(f"{name}: best stand-alone after {final_epochs} epochs {r['mean']:.4f} ± "
-                  f"{r['std']:.4f} "
-                  f"over {args.seeds} seeds", flush=True)
+                  f"{r['std']:.4f} over {args.seeds} seeds", flush=True)
         (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
         return
     space_args = [x for a in skeleton for x in ("--space-arg", a)]

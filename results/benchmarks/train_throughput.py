@@ -175,8 +175,7 @@ def main() -> None:
         "",
         f"Setting: digits ({len(data.y_train)} train images, 1x8x8), batch {args.batch_size}, "
         f"{args.epochs} epochs, SGD Nesterov + cosine per step + label smoothing 0.1 + weight "
-        "decay "
-        "on weights; the same initial weights, on-device tensors and `augment_batch` "
+        "decay on weights; the same initial weights, on-device tensors and `augment_batch` "
         "augmentation (random shift pad 1) in every column. Only the training loop is timed. "
         f"Median of {args.repeats} interleaved repeats after one warm-up.",
         "",
@@ -187,8 +186,7 @@ def main() -> None:
     for label, params, med, lo, hi, acc in rows:
         lines.append(
             f"| {label} | {params:,} | {med['ours']:.0f} ({lo:.0f}..{hi:.0f}) | {med['bare']:.0f} "
-            "| "
-            f"{med['loader']:.0f} | {med['ours'] / med['bare']:.3f} | {acc:.3f} |"
+            f"| {med['loader']:.0f} | {med['ours'] / med['bare']:.3f} | {acc:.3f} |"
         )
     if extra is None:
         lines += ["",

@@ -64,8 +64,7 @@ def test_wrong_number_of_outputs_is_failed_with_one_line(tmp_path):
         t = by_extra[extra]
         assert t.status == FAILED, (extra, t.status, t.metrics)
         assert t.error == (f"the network outputs shape (64, {width}) for a batch of 64, expected "
-                           "(64, 10) "
-                           "(10 classes); check the space's head / num_classes")
+                           "(64, 10) (10 classes); check the space's head / num_classes")
     assert [t.arch["extra"] for t in run.pareto] == [0]
 
 

@@ -41,8 +41,7 @@ def targets(runs: dict[tuple[str, str], dict[int, dict]], variants: list[str]) -
     """best@100 and optimum hits of predictive [before] and [after] against TPE on the seeds each
     shares with TPE; "where TPE hits": of the seeds where TPE reaches the optimum by 100."""
     print("\n| variant | predictive | seeds | TPE best@100 | predictive best@100 | seeds at or "
-          "above TPE |"
-          " TPE hits | predictive hits | predictive hits where TPE hits |")
+          "above TPE | TPE hits | predictive hits | predictive hits where TPE hits |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for v in variants:
         tpe = runs.get((v, "optuna:tpe"), {})
@@ -86,8 +85,7 @@ def main() -> None:
                 if r["variant"] not in variants:
                     variants.append(r["variant"])
     print("| variant | strategy | seeds | best@50 | best@100 | optimum by 100 | model stalls | "
-          "model-stalled evals |"
-          " plateaus | evals on plateaus | ask ms (1-100) |")
+          "model-stalled evals | plateaus | evals on plateaus | ask ms (1-100) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     known = {v: max(max(r["best"][: r["budget"]]) for (variant, _), by in runs.items()
                     if variant == v
@@ -109,9 +107,8 @@ def main() -> None:
             top = opt if opt is not None else known[v]
             flat = np.array([plateaus(r["best"], top) for r in rows])
             print(f"| {v} | {name} | {len(rows)} | {b50.mean():.2f} | {b100.mean():.2f} ± "
-                  f"{b100.std():.2f} | {hits} |"
-                  f" {stalls:.2f} | {evals:.1f} | {flat[:, 0].mean():.2f} | "
-                  f"{flat[:, 1].mean():.1f} | {ask:.1f} |")
+                  f"{b100.std():.2f} | {hits} | {stalls:.2f} | {evals:.1f} "
+                  f"| {flat[:, 0].mean():.2f} | {flat[:, 1].mean():.1f} | {ask:.1f} |")
     if args.targets:
         targets(runs, variants)
     if not args.per_seed:
