@@ -54,8 +54,8 @@ def inherited_state(path: str | Path, space: Any, arch: Mapping[str, Any],
     supernet, ckpt = cached_supernet(path, torch.device("cpu"))
     # the same full arguments (defaults spelled out or not: an --arch export leaves
     # input_shape / num_classes at the space's defaults)
-    if supernet.space.ref != space.ref or plain(
-        supernet.space.arguments()) != plain(space.arguments()):
+    if (supernet.space.ref != space.ref
+            or plain(supernet.space.arguments()) != plain(space.arguments())):
         check_space(ckpt, space, path)
     if val_fraction is not ... and val_fraction != ckpt.get("val_fraction"):
         raise ConfigError(

@@ -138,7 +138,8 @@ def _profile(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     import torch
 
-    from cellblock.evaluators.latency.table import LatencyTable, check, summary_line
+    from cellblock.evaluators.latency.check import check, summary_line
+    from cellblock.evaluators.latency.table import LatencyTable
 
     if args.out:  # refused before the networks are timed
         from cellblock.records.rundir import check_out_file

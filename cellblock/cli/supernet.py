@@ -201,8 +201,8 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
                             val_fraction=args.val_fraction, split_after=args.split_after,
                             checkpoint_every=args.checkpoint_every, resume=resume,
                             dataset=dataset_ref(args.dataset),
-                            log=None if args.no_progress else lambda line: print(
-                                line, file=sys.stderr, flush=True))
+                            log=None if args.no_progress
+                            else lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(result))
     return 0
 

@@ -41,9 +41,8 @@ _HOLDS: dict[str, TrainingHold] = {}
 
 def lock_dir() -> Path:
     """Folder of the lock files (created on first use)."""
-    path = Path(
-        os.environ.get(
-            "CELLBLOCK_LOCK_DIR") or Path(tempfile.gettempdir()) / f"cellblock-locks-{os.getuid()}")
+    default = Path(tempfile.gettempdir()) / f"cellblock-locks-{os.getuid()}"
+    path = Path(os.environ.get("CELLBLOCK_LOCK_DIR") or default)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -57,9 +57,9 @@ def unstable_latency(trials: Sequence[Any]) -> dict[int, str]:
         if m.get("latency_unstable"):
             reasons.append(str(m.get("latency_unstable_reason") or SPREAD_REASON))
         ref, best = _number(m.get("latency_reference_ms")), fastest.get(_threads(m))
-        if ref is not None and best and ref / best > BUSY_ABOVE and not any(
-            "busy" in r for r in reasons):
-            reasons.append(f"busy machine: the reference network ran {ref / best:.1f}x slower than "
+        slowdown = ref / best if ref is not None and best else None
+        if slowdown is not None and slowdown > BUSY_ABOVE and not any("busy" in r for r in reasons):
+            reasons.append(f"busy machine: the reference network ran {slowdown:.1f}x slower than "
                            "in the run's fastest measurement")
         if reasons:
             out[t.number] = "; ".join(reasons)

@@ -140,6 +140,21 @@ def _line(x: Sequence[float], y: Sequence[float], title: str, xt: str, yt: str) 
     return fig
 
 
+def _shown(column: str, v: Any, extra: Sequence[str]) -> Any:
+    """A table cell's text: accuracy to 4 decimals, times to 3, other floats whole."""
+    if v is None:
+        return "-"
+    if column == "accuracy":
+        return f"{v:.4f}"
+    if column in extra:
+        return f"{v:.4g}"
+    if isinstance(v, float) and column in ("latency_ms", "train_s"):
+        return f"{v:,.3f}"
+    if isinstance(v, float):
+        return f"{v:,.0f}"
+    return v
+
+
 def _table(trials: Sequence[Any], front_ids: set[str], extra: Sequence[str] = ()) -> str:
     from cellblock.core.load import unstable_latency
 
@@ -158,11 +173,7 @@ def _table(trials: Sequence[Any], front_ids: set[str], extra: Sequence[str] = ()
                            t.arch_id, json.dumps(t.arch, sort_keys=True)]
         cells = []
         for c, v in zip(cols, vals):
-            shown = "-" if v is None else (f"{v:.4f}" if c == "accuracy" else f"{v:.4g}"
-                                           if c in extra
-                                           else f"{v:,.3f}" if isinstance(
-                                               v, float) and c in ("latency_ms", "train_s")
-                                           else f"{v:,.0f}" if isinstance(v, float) else v)
+            shown = _shown(c, v, extra)
             attr = ' class="arch"' if c == "arch" else ""
             key = "" if v is None else v
             cells.append(

@@ -98,8 +98,8 @@ def structure(module: nn.Module) -> str:
     parts = []
     for name, m in module.named_modules():
         attrs = sorted((k, _describe_value(v)) for k, v in vars(m).items()
-                       if not k.startswith(
-                           "_") and k != "training" and _describe_value(v) is not None)
+                       if not k.startswith("_") and k != "training"
+                       and _describe_value(v) is not None)
         params = [(n, tuple(p.shape)) for n, p in m.named_parameters(recurse=False)]
         bufs = [(n, tuple(b.shape)) for n, b in m.named_buffers(recurse=False) if b is not None]
         cls = type(m)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from cellblock.evaluators.latency.table import LatencyTable, check, profile
+from cellblock.evaluators.latency.check import check
+from cellblock.evaluators.latency.table import LatencyTable, profile
 from cellblock.search_spaces import SearchSpace
 
 # The blocks skeleton measured here: the default one with 3 of its 7 block types and 2 of its

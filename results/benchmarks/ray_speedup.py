@@ -115,8 +115,8 @@ def run_one(name: str, trials: int, epochs: int, out: Path) -> dict:
 
 def autogroup() -> str:
     try:
-        return "on" if Path(
-            "/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1" else "off"
+        autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip()
+        return "on" if autogroup == "1" else "off"
     except OSError:
         return "unknown"
 

@@ -82,8 +82,8 @@ class Constrained(Sampler):
 
     def __init__(self, rng, pin_max=(), homog=False, pin_min=()):  # noqa: ANN001
         super().__init__()
-        self.rng, self.pin_max, self.pin_min, self.homog = rng, tuple(
-            pin_max), tuple(pin_min), homog
+        self.rng, self.homog = rng, homog
+        self.pin_max, self.pin_min = tuple(pin_max), tuple(pin_min)
         self.block = None
 
     def _pick(self, name, domain):  # noqa: ANN001

@@ -175,8 +175,8 @@ def test_every_unit_imports_only_the_layers_below_it():
 def test_each_package_says_what_it_owns(package):
     init = modules()[package]
     doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
-    assert doc and len(
-        doc.split()) >= 8, f"{init} needs a docstring: what it owns, what it may import"
+    assert doc and len(doc.split()) >= 8, (
+        f"{init} needs a docstring: what it owns, what it may import")
 
 
 def test_only_the_cli_imports_argparse():

@@ -127,8 +127,8 @@ def test_supernet_checkpoints_are_refused(how, finished_run, tmp_path, capsys):
 def _torch_load_calls(tree: ast.AST) -> list[ast.Call]:
     return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
             and isinstance(n.func, ast.Attribute)
-            and n.func.attr == "load" and isinstance(
-                n.func.value, ast.Name) and n.func.value.id == "torch"]
+            and n.func.attr == "load" and isinstance(n.func.value, ast.Name)
+            and n.func.value.id == "torch"]
 
 
 def _safe(call: ast.Call) -> bool:

@@ -107,6 +107,7 @@ def test_latency_with_concurrency_4_agrees_with_concurrency_1(tmp_path):
                     p.wait(timeout=120)
                 except subprocess.TimeoutExpired:
                     p.kill()
+                p.stdout.close()
     finally:
         torch.set_num_threads(before)
     low = min(m["latency_p10_ms"] for m in alone)

@@ -12,8 +12,9 @@ from torch import nn
 from cellblock.cli import main
 from cellblock.core.errors import ConfigError, EvaluationError, RegistryError
 from cellblock.evaluators.latency import timing as latency_timing
+from cellblock.evaluators.latency.check import check
 from cellblock.evaluators.latency.runtimes import RUNTIMES, get_runtime, measure_runtime_latency
-from cellblock.evaluators.latency.table import LatencyTable, check, profile
+from cellblock.evaluators.latency.table import LatencyTable, profile
 from cellblock.evaluators.latency.timing import Timing, reference_network
 from cellblock.evaluators.latency.units import trace_units, unit_modules
 from cellblock.search_spaces import SearchSpace
