@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A hung test run fails after 40 minutes instead of holding CI (where `timeout` exists).
 TEST_TIMEOUT := $(shell command -v timeout >/dev/null 2>&1 && echo "timeout -k 60 2400")
 
-.PHONY: demo test install install-dev lint clean
+.PHONY: demo test install install-dev lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test: install-dev
 
 lint: install-dev
 	$(BIN)/ruff check .
+
+# mypy on the packages listed in pyproject.toml's [tool.mypy] files
+typecheck: install-dev
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -64,4 +64,4 @@ class Evaluator(ABC):
     def evaluate(
         self, model: nn.Module | None, arch: Mapping[str, Any], seed: int
     ) -> dict[str, Any]:
-        """Metrics of ``arch`` (``model`` is its network, None when not needed); must include ``accuracy``."""
+        """Metrics of ``arch`` (``model``: its network or None), ``accuracy`` among them."""

@@ -67,7 +67,8 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CELLBLOCK_CACHE_DIR") or Path.home() / ".cache" / "cellblock")
 
 
-def compute_costs(space: SearchSpace, arch: Mapping[str, Any], input_shape: Sequence[int]) -> dict[str, int]:
+def compute_costs(space: SearchSpace, arch: Mapping[str, Any],
+                  input_shape: Sequence[int]) -> dict[str, int]:
     """``{"macs", "params"}`` of the network ``arch`` builds (one input of ``input_shape``)."""
     from cellblock.evaluators.cost import count_macs, count_params
 
@@ -192,7 +193,8 @@ class CostCache:
         """Entries written by :meth:`fill` (archs filled, networks built, seconds, workers)."""
         if not self.log_path.is_file():
             return []
-        return [json.loads(line) for line in self.log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [json.loads(line) for line in self.log_path.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
 
     def save(self) -> None:
         """Write the cache atomically (if anything changed)."""

@@ -231,7 +231,8 @@ class StepRunner:
         self.static_y = torch.empty_like(yb)
         self.static_x.copy_(xb)
         self.static_y.copy_(yb)
-        self.lrs = [torch.tensor(float(g["lr"]), device=self.device) for g in self.optimizer.param_groups]
+        self.lrs = [
+            torch.tensor(float(g["lr"]), device=self.device) for g in self.optimizer.param_groups]
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
@@ -254,6 +255,6 @@ class StepRunner:
         self.optimizer.zero_grad(set_to_none=True)
 
     def describe(self) -> dict[str, Any]:
-        """``{"train_step", "graph_fallback", "graph_captures", "graphed_steps"}`` for the record."""
+        """The record's ``train_step``, ``graph_fallback``, ``graph_captures`` and so on."""
         return {"train_step": self.mode, "graph_fallback": self.reason,
                 "graph_captures": self.captures, "graphed_steps": self.graphed_steps}

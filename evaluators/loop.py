@@ -57,7 +57,8 @@ def device_tensors(data: Dataset, device: torch.device) -> tuple[torch.Tensor, .
     key = str(device)
     if key not in per_device:
         per_device[key] = tuple(
-            t.to(device, non_blocking=True) for t in (data.x_train, data.y_train, data.x_val, data.y_val)
+            t.to(device, non_blocking=True)
+            for t in (data.x_train, data.y_train, data.x_val, data.y_val)
         )
     return per_device[key]
 
@@ -217,7 +218,8 @@ class TrainLoop:
         torch.manual_seed(cfg.seed)
         self.model, self.data, self.cfg, self.device = model, data, cfg, device
         self.x_train, self.y_train, self.x_val, self.y_val = device_tensors(data, device)
-        self.batch_size, self.steps_per_epoch, self.total_steps, _ = step_schedule(cfg, len(self.y_train))
+        self.batch_size, self.steps_per_epoch, self.total_steps, _ = step_schedule(cfg,
+                                                                                   len(self.y_train))
         use_cl = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
         self.fmt = torch.channels_last if use_cl else torch.contiguous_format
         model.to(device)

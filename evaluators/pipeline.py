@@ -84,7 +84,7 @@ class Pipeline:
         self.input_shape = ctx.space.input_shape
         self.latency = None
         if self.measure_latency:  # measured in a runtime, or a latency table's prediction
-            from cellblock.evaluators.latency_objective import latency_function
+            from cellblock.evaluators.latency.objective import latency_function
 
             self.latency = latency_function(ctx, self.input_shape)
         #: The metrics known before the evaluator runs (costs, cheap metrics, latency) of the

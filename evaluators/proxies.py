@@ -69,7 +69,8 @@ def _scratch(model: nn.Module, device: torch.device | None = None) -> nn.Module:
     return net
 
 
-def synflow(model: nn.Module, input_shape: Sequence[int], device: torch.device | None = None) -> float:
+def synflow(model: nn.Module, input_shape: Sequence[int],
+            device: torch.device | None = None) -> float:
     """SynFlow score of ``model`` for inputs of ``input_shape`` ``(C, H, W)``; needs no data.
 
     Computed on ``device`` (default: the model's).
@@ -148,7 +149,8 @@ def _loss_grads(model: nn.Module, x: Tensor, y: Tensor) -> nn.Module:
 def grad_norm(model: nn.Module, x: Tensor, y: Tensor) -> float:
     """Sum over conv/linear layers of the L2 norm of the cross-entropy weight gradient."""
     net = _loss_grads(model, x, y)
-    total = sum(float(m.weight.grad.norm()) for m in _weighted_layers(net) if m.weight.grad is not None)
+    total = sum(
+        float(m.weight.grad.norm()) for m in _weighted_layers(net) if m.weight.grad is not None)
     return float(total)
 
 
@@ -177,7 +179,8 @@ class Proxy:
     needs_data: bool
 
     def __call__(self, model: nn.Module, x: Tensor | None = None, y: Tensor | None = None,
-                 input_shape: Sequence[int] | None = None, device: torch.device | None = None) -> float:
+                 input_shape: Sequence[int] | None = None,
+                 device: torch.device | None = None) -> float:
         """Score ``model`` on the batch ``(x, y)`` (on its device).
 
         Data-free proxies use only ``input_shape`` (default: the batch's) and ``device``.
@@ -186,7 +189,8 @@ class Proxy:
             shape = tuple(input_shape) if input_shape is not None else (
                 tuple(x.shape[1:]) if x is not None else None)
             if shape is None:
-                raise ConfigError(f"proxy {self.name} needs input_shape or a batch x to know the shape")
+                raise ConfigError(
+                    f"proxy {self.name} needs input_shape or a batch x to know the shape")
             return self.fn(model, shape, device)
         if x is None or y is None:
             raise ConfigError(f"proxy {self.name} needs a minibatch x and labels y")
@@ -226,7 +230,8 @@ def proxy_batch(ctx: EvalContext) -> tuple[Tensor, Tensor]:
     """
     data = ctx.data
     if data is None:
-        raise EvaluationError("data-dependent proxies need the dataset; use an evaluator that loads it")
+        raise EvaluationError(
+            "data-dependent proxies need the dataset; use an evaluator that loads it")
     key = (int(ctx.config.get("seed", 0)), str(ctx.device))
     cache = _BATCHES.setdefault(data, {})
     if key not in cache:

@@ -83,14 +83,17 @@ class Table:
 
         self.path = Path(path).expanduser()
         if not self.path.is_file():
-            raise ConfigError(f"table file {str(self.path)!r} not found; pass an existing CSV or parquet file with --table")
+            raise ConfigError(
+                f"table file {str(self.path)!r} not found; pass an existing CSV or parquet file "
+                "with --table")
         try:
             if self.path.suffix.lower() in (".parquet", ".pq"):
                 df = pd.read_parquet(self.path)
             else:
                 df = pd.read_csv(self.path)
         except Exception as exc:  # any reader failure is a bad input file
-            raise ConfigError(f"cannot read table {str(self.path)!r}: {type(exc).__name__}: {exc}") from None
+            raise ConfigError(
+                f"cannot read table {str(self.path)!r}: {type(exc).__name__}: {exc}") from None
         columns = [str(c) for c in df.columns]
         arch_cols = [c for c in ARCH_COLUMNS if c in columns]
         if not arch_cols:
@@ -99,7 +102,8 @@ class Table:
                 f"{', '.join(ARCH_COLUMNS)}); its columns: {', '.join(columns)}"
             )
         self.arch_column = arch_cols[0]
-        numeric = [c for c in columns if c != self.arch_column and pd.api.types.is_numeric_dtype(df[c])]
+        numeric = [c for c in columns if c != self.arch_column
+                   and pd.api.types.is_numeric_dtype(df[c])]
         if metric is None:
             if len(numeric) != 1:
                 raise ConfigError(
@@ -109,10 +113,13 @@ class Table:
             metric = numeric[0]
         if metric not in columns:
             raise ConfigError(
-                f"table {str(self.path)!r} has no column {metric!r}; numeric columns: {', '.join(numeric) or '(none)'}"
+                f"table {str(self.path)!r} has no column {metric!r}; numeric columns: "
+                f"{', '.join(numeric) or '(none)'}"
             )
         if metric not in numeric:
-            raise ConfigError(f"column {metric!r} of table {str(self.path)!r} is not numeric; choose one of: {', '.join(numeric)}")
+            raise ConfigError(
+                f"column {metric!r} of table {str(self.path)!r} is not numeric; choose one of: "
+                f"{', '.join(numeric)}")
         self.metric = metric
         keys = df[self.arch_column].astype(str).str.strip()
         values = df[metric].astype(float)
@@ -135,7 +142,8 @@ class Table:
         if value is None:
             raise EvaluationError(f"architecture {key!r} is not in table {str(self.path)!r}")
         if not math.isfinite(value):
-            raise EvaluationError(f"architecture {key!r} has no finite {self.metric!r} in table {str(self.path)!r}")
+            raise EvaluationError(
+                f"architecture {key!r} has no finite {self.metric!r} in table {str(self.path)!r}")
         return value
 
     def accuracy(self, value: float) -> float:
@@ -149,7 +157,8 @@ class Table:
 
     def best(self) -> tuple[str, float]:
         """The (key, raw value) with the highest metric."""
-        key = max((k for k, v in self.values.items() if math.isfinite(v)), key=self.values.__getitem__)
+        key = max((k for k, v in self.values.items() if math.isfinite(v)),
+                  key=self.values.__getitem__)
         return key, self.values[key]
 
 
@@ -189,7 +198,8 @@ class TableEvaluator(Evaluator):
         super().__init__(ctx)
         path = ctx.config.get("table")
         if not path:
-            raise ConfigError("the table evaluator needs a table file: pass --table PATH (CSV or parquet)")
+            raise ConfigError(
+                "the table evaluator needs a table file: pass --table PATH (CSV or parquet)")
         self.key_fn = table_key_fn(ctx.space)
         self.table = load_table(path, ctx.config.get("metric"))
         self.cost_cache = CostCache(ctx.space)  # raises a ConfigError without an input_shape
@@ -203,7 +213,8 @@ class TableEvaluator(Evaluator):
             self.cost_cache.save()  # persist new counts now and then (a no-op when none)
         return costs
 
-    def evaluate(self, model: nn.Module | None, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    def evaluate(self, model: nn.Module | None, arch: Mapping[str, Any], seed: int) -> dict[str,
+                                                                                            Any]:
         return self.table.metrics(self.key_fn(arch))
 
 

@@ -25,23 +25,12 @@ from cellblock.core.devices import device_label, resolve_device
 from cellblock.core.errors import ConfigError, EvaluationError
 from cellblock.data import Dataset
 from cellblock.evaluators.cuda_graph import StepRunner
-from cellblock.evaluators.loop import (
-    NAN_CHECK_EVERY,
-    TrainLoop,
-    augment_batch,
-    device_tensors,
-    epoch_batches,
-    held,
-    lr_at,
-    make_optimizer,
-    step_schedule,
-    sync,
-)
+from cellblock.evaluators.loop import TrainLoop, held, sync
 from cellblock.evaluators.loop import amp_setup as _amp_setup
 
-__all__ = ["NAN_CHECK_EVERY", "TrainConfig", "augment_batch", "check_logits", "device_tensors",
-           "epoch_batches", "evaluate_accuracy", "lr_at", "make_optimizer", "step_schedule",
-           "train_and_evaluate"]
+# issue 27 branch: cellblock/run/backends/ray_backend.py imports device_tensors from here;
+# after the merge it imports it from .loop and this line goes.
+from cellblock.evaluators.loop import device_tensors as device_tensors  # noqa: F401
 
 
 @dataclass
@@ -106,20 +95,26 @@ class TrainConfig:
         """
         checks = [
             ("epochs", isinstance(self.epochs, int) and self.epochs >= 1, "an integer >= 1"),
-            ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 2, "an integer >= 2"),
+            ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 2,
+             "an integer >= 2"),
             ("lr", self.lr > 0 and math.isfinite(self.lr), "a positive number"),
             ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
             ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "in [0, epochs]"),
-            ("max_steps", self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps >= 1), "None or an integer >= 1"),
-            ("eval_batch_size", isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1, "an integer >= 1"),
+            ("max_steps",
+             self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps >= 1),
+             "None or an integer >= 1"),
+            ("eval_batch_size", isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1,
+             "an integer >= 1"),
         ]
         for name, ok, want in checks:
             if not ok:
-                raise ConfigError(f"train config {name}={getattr(self, name)!r} is invalid; it must be {want}")
+                raise ConfigError(
+                    f"train config {name}={getattr(self, name)!r} is invalid; it must be {want}")
         if self.nesterov and self.momentum == 0:
-            raise ConfigError("train config nesterov=True needs momentum > 0; set momentum or nesterov=False")
+            raise ConfigError(
+                "train config nesterov=True needs momentum > 0; set momentum or nesterov=False")
 
 
 @torch.inference_mode()

@@ -34,9 +34,10 @@ __all__ = [
 ]
 
 # Built-in blocks, attention modules and the ``blocks`` space register themselves on import.
+from cellblock.search_spaces import blocks as _blocks  # noqa: E402,F401  (registers the blocks)
 from cellblock.search_spaces import nb201 as _nb201  # noqa: E402,F401  (registers "nb201")
 from cellblock.search_spaces.attention import ATTENTIONS, register_attention  # noqa: E402
-from cellblock.search_spaces.blocks import BLOCKS, Block, register_block  # noqa: E402
+from cellblock.search_spaces.blocks_base import BLOCKS, Block, register_block  # noqa: E402
 from cellblock.search_spaces.blocks_space import (  # noqa: E402
     RESNET_SKELETON,
     STEMS,

@@ -89,12 +89,14 @@ def _load_ref(ref: str) -> SpaceFn:
     """Import ``module:function`` or ``path/to/file.py:function``."""
     target, _, attr = ref.rpartition(":")
     if not target or not attr:
-        raise RegistryError(f"space reference {ref!r} must look like 'module:function' or 'file.py:function'")
+        raise RegistryError(
+            f"space reference {ref!r} must look like 'module:function' or 'file.py:function'")
     if target.endswith(".py"):
         path = Path(target).expanduser()
         if not path.is_file():
             raise RegistryError(f"space file {str(path)!r} not found (from {ref!r})")
-        mod_name = f"cellblock_user_space_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
+        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+        mod_name = f"cellblock_user_space_{digest}"
         module = sys.modules.get(mod_name)
         if module is not None:  # import a file once: its registrations must not run twice
             fn = getattr(module, attr, None)
@@ -110,12 +112,14 @@ def _load_ref(ref: str) -> SpaceFn:
             spec.loader.exec_module(module)
         except Exception as exc:  # a user file: report any import failure as one error
             sys.modules.pop(mod_name, None)
-            raise RegistryError(f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
+            raise RegistryError(
+                f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
-            raise RegistryError(f"cannot import module {target!r} for space {ref!r}: {exc}") from exc
+            raise RegistryError(
+                f"cannot import module {target!r} for space {ref!r}: {exc}") from exc
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise RegistryError(f"{ref!r}: {target!r} has no function {attr!r}")
@@ -175,7 +179,8 @@ class SearchSpace:
                 bound[key] = value
             elif key not in self.CONTEXT_ARGS:
                 allowed = ", ".join(sorted(accepted - set(self.CONTEXT_ARGS))) or "(none)"
-                raise ConfigError(f"space {self.name!r} has no option {key!r}; its options: {allowed}")
+                raise ConfigError(
+                    f"space {self.name!r} has no option {key!r}; its options: {allowed}")
         return bound
 
     def arguments(self) -> dict[str, Any]:
@@ -299,7 +304,8 @@ class SearchSpace:
         for d in self.trace(arch):
             if isinstance(d.domain, IntRange):
                 step = d.domain.step
-                out += [(d.name, v) for v in (d.value - step, d.value + step) if d.domain.contains(v)]
+                out += [(d.name, v) for v in (d.value - step, d.value + step)
+                        if d.domain.contains(v)]
             else:
                 out += [(d.name, v) for v in d.domain.values() if not same_value(v, d.value)]
         return out
@@ -307,7 +313,7 @@ class SearchSpace:
     def neighbour(
         self, arch: Mapping[str, Any], name: str, value: Value, rng: np.random.Generator
     ) -> dict[str, Value]:
-        """``arch`` with decision ``name`` set to ``value`` (a move); newly active decisions are sampled."""
+        """``arch`` with ``name`` set to ``value`` (a move); newly active decisions are sampled."""
         return self._collect(GuidedSampler(rng, [arch], {name: value}))
 
     def crossover(

@@ -2,9 +2,8 @@
 
 ``basic``, ``bottleneck``, ``resnext``, ``preact`` (the ResNet family), ``dense``,
 ``inception`` and ``mbconv``, in that order. The block API (:class:`Block`,
-:func:`register_block`, :func:`build_stage`...) lives in :mod:`.blocks_base` and is
-re-exported here, so ``from cellblock.search_spaces.blocks import Block, register_block``
-keeps working.
+:func:`register_block`, :func:`build_stage`...) lives in :mod:`.blocks_base`; users import
+``Block`` and ``register_block`` from :mod:`cellblock.search_spaces`.
 """
 
 from __future__ import annotations
@@ -18,25 +17,14 @@ from torch import nn
 from cellblock.core.errors import ConfigError
 from cellblock.search_spaces.attention import make_attention
 from cellblock.search_spaces.blocks_base import (
-    BLOCKS,
-    RESERVED_OPTIONS,
     SHORTCUTS,
     Block,
-    block_out_channels,
-    build_stage,
     check_kernel,
     check_positive_int,
     check_shortcut,
     register_block,
 )
 from cellblock.search_spaces.tags import shared
-
-__all__ = [
-    "BLOCKS", "RESERVED_OPTIONS", "SHORTCUTS", "BasicBlock", "Block", "Bottleneck", "DenseBlock",
-    "DenseLayer", "InceptionBlock", "MBConv", "PreActBlock", "ResNeXtBlock", "block_out_channels",
-    "build_stage", "check_kernel", "check_positive_int", "check_shortcut", "inception_split",
-    "register_block", "resnext_groups",
-]
 
 
 def _conv_bn(

@@ -26,9 +26,9 @@ from cellblock.core.errors import ConfigError
 from cellblock.core.registry import Registry
 from cellblock.search_spaces.api import register_space
 from cellblock.search_spaces.attention import ATTENTIONS
-from cellblock.search_spaces.blocks import (
+from cellblock.search_spaces.blocks import InceptionBlock
+from cellblock.search_spaces.blocks_base import (
     BLOCKS,
-    InceptionBlock,
     block_out_channels,
     build_stage,
     check_kernel,
@@ -140,7 +140,8 @@ def _check_context(args: Mapping[str, Any]) -> tuple[int, ...]:
     """Input shape, classes, stem: the parts of a skeleton outside the stages."""
     shape = _int_list("input_shape", args["input_shape"])
     if len(shape) != 3:
-        raise ConfigError(f"input_shape must be (channels, height, width), got {args['input_shape']!r}")
+        raise ConfigError(
+            f"input_shape must be (channels, height, width), got {args['input_shape']!r}")
     check_positive_int("num_classes", args["num_classes"])
     STEMS.get(args["stem"])
     check_positive_int("stem_width", args["stem_width"])
@@ -193,7 +194,8 @@ def _option_choices(classes: Mapping[str, type], args: Mapping[str, Any]) -> dic
         raise ConfigError(f"block_options must map option name -> choices, got {extra!r}")
     clash = sorted(set(extra) & set(OPTION_ARGS))
     if clash:
-        raise ConfigError(f"give {clash[0]!r} choices with {OPTION_ARGS[clash[0]]}=, not block_options")
+        raise ConfigError(
+            f"give {clash[0]!r} choices with {OPTION_ARGS[clash[0]]}=, not block_options")
     choices: dict[str, tuple] = {}
     for cls in classes.values():
         for opt, defaults in cls.options.items():
@@ -241,7 +243,8 @@ def skeleton(args: Mapping[str, Any]) -> dict[str, Any]:
         for name, cls in classes.items():
             small = [w for ws in plan["widths"] for w in ws if w < cls.min_width]
             if small:
-                raise ConfigError(f"block {name!r} needs width >= {cls.min_width}; widths has {small[0]}")
+                raise ConfigError(
+                    f"block {name!r} needs width >= {cls.min_width}; widths has {small[0]}")
             check_shortcut(name, cls, args["shortcut"])
         sk = _SKELETONS[key] = {"shape": shape, **plan, "types": types, "attentions": atts,
                                 "options": _option_choices(classes, args),

@@ -79,7 +79,8 @@ class Cell(nn.Module):
                  reduction: bool, reduction_prev: bool) -> None:
         super().__init__()
         self.reduction = reduction
-        self.preprocess0 = FactorizedReduce(c_pp, c) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0)
+        self.preprocess0 = FactorizedReduce(c_pp, c) if reduction_prev else ReLUConvBN(c_pp, c, 1,
+                                                                                       1, 0)
         self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0)
         self.indices = [i for pair in edges for i, _ in pair]
         self.ops = nn.ModuleList(
@@ -130,7 +131,8 @@ class DartsNetwork(nn.Module):
             reduction = i in (layers // 3, 2 * layers // 3)
             if reduction:
                 c_curr *= 2
-            cell = Cell(reduce if reduction else normal, c_pp, c_p, c_curr, reduction, reduction_prev)
+            cell = Cell(reduce if reduction else normal, c_pp, c_p, c_curr, reduction,
+                        reduction_prev)
             self.cells.append(cell)
             reduction_prev = reduction
             c_pp, c_p = c_p, cell.multiplier * c_curr
@@ -159,7 +161,8 @@ def _skeleton(input_shape: Any, num_classes: Any, C: Any, layers: Any, nodes: An
             or len(input_shape) != 3):
         raise ConfigError(f"input_shape must be (channels, height, width), got {input_shape!r}")
     for name, v in (("num_classes", num_classes), ("C", C), ("layers", layers), ("nodes", nodes),
-                    ("stem_stride", stem_stride), *((f"input_shape[{i}]", d) for i, d in enumerate(input_shape))):
+                    ("stem_stride", stem_stride),
+                    *((f"input_shape[{i}]", d) for i, d in enumerate(input_shape))):
         positive(name, v)
     if isinstance(ops, (str, bytes)) or not isinstance(ops, Sequence) or not ops:
         raise ConfigError(f"darts option ops must be a non-empty list of op names, got {ops!r}")
@@ -167,12 +170,14 @@ def _skeleton(input_shape: Any, num_classes: Any, C: Any, layers: Any, nodes: An
         raise ConfigError(f"darts option ops has duplicate names: {list(ops)!r}")
     for op in ops:
         DARTS_OPS.get(op)
-    if not isinstance(drop_path, (int, float)) or isinstance(drop_path, bool) or not 0 <= drop_path < 1:
+    if not isinstance(drop_path, (int, float)) or isinstance(drop_path,
+                                                             bool) or not 0 <= drop_path < 1:
         raise ConfigError(f"darts option drop_path must be a number in [0, 1), got {drop_path!r}")
     return tuple(input_shape)
 
 
-def _cell_decisions(s: Sampler, cell: str, nodes: int, ops: tuple[str, ...]) -> list[tuple[Edge, Edge]]:
+def _cell_decisions(s: Sampler, cell: str, nodes: int,
+                    ops: tuple[str, ...]) -> list[tuple[Edge, Edge]]:
     edges = []
     for k in range(2, nodes + 2):
         p = f"{cell}.node{k}."
@@ -283,11 +288,13 @@ def to_genotype(arch: Mapping[str, Any]) -> Genotype:
             for e in (0, 1):
                 for key in (f"{cell}.node{k}.in{e}", f"{cell}.node{k}.op{e}"):
                     if key not in arch:
-                        raise ArchValidationError(f"architecture lacks decision {key!r} of a DARTS cell")
+                        raise ArchValidationError(
+                            f"architecture lacks decision {key!r} of a DARTS cell")
                 pairs.append((arch[f"{cell}.node{k}.op{e}"], arch[f"{cell}.node{k}.in{e}"]))
             k += 1
         if not pairs:
-            raise ArchValidationError(f"architecture has no {cell}.node2.in0 decision; is it a darts architecture?")
+            raise ArchValidationError(
+                f"architecture has no {cell}.node2.in0 decision; is it a darts architecture?")
         cells[cell] = pairs
     return Genotype(
         normal=cells["normal"], normal_concat=list(range(2, len(cells["normal"]) // 2 + 2)),
@@ -296,5 +303,5 @@ def to_genotype(arch: Mapping[str, Any]) -> Genotype:
 
 
 def darts_v2_arch() -> dict[str, Any]:
-    """The published DARTS (second order) cell; in :data:`DARTS_CIFAR_SKELETON` it has 3.35 M params."""
+    """The published DARTS (second order) cell (3.35 M params in :data:`DARTS_CIFAR_SKELETON`)."""
     return from_genotype(DARTS_V2)

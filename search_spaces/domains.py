@@ -127,7 +127,8 @@ class Categorical(Domain):
                 )
         keys = frozenset(_key(c) for c in choices)
         if len(keys) != len(choices):
-            dup = next(c for i, c in enumerate(choices) if any(same_value(c, d) for d in choices[:i]))
+            dup = next(c for i, c in enumerate(choices)
+                       if any(same_value(c, d) for d in choices[:i]))
             raise SpaceError(f"duplicate choice {dup!r} in {list(choices)!r}")
         return keys
 
@@ -162,10 +163,12 @@ class IntRange(Domain):
         if self.step < 1:
             raise SpaceError(f"integer range step must be >= 1, got {self.step}")
         if self.high < self.low:
-            raise SpaceError(f"integer range needs low <= high, got low={self.low} high={self.high}")
+            raise SpaceError(
+                f"integer range needs low <= high, got low={self.low} high={self.high}")
         if (self.high - self.low) % self.step:
             raise SpaceError(
-                f"integer range high - low ({self.high - self.low}) must be a multiple of step {self.step}"
+                f"integer range high - low ({self.high - self.low}) must be a multiple of step "
+                f"{self.step}"
             )
 
     def contains(self, value: Any) -> bool:

@@ -28,7 +28,8 @@ from cellblock.core.errors import ArchValidationError, SpaceError
 from cellblock.search_spaces.api import register_space
 from cellblock.search_spaces.tags import candidate
 
-NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3",
+                              "avg_pool_3x3")
 NODES = 4
 # The 6 edges (i <- j) in the official order: node by node, then by source node.
 EDGES: tuple[tuple[int, int], ...] = tuple((i, j) for i in range(1, NODES) for j in range(i))
@@ -82,12 +83,13 @@ OPS: dict[str, Any] = {
 
 
 class Cell(nn.Module):
-    """One NB201 cell: node ``i`` = sum over ``j < i`` of ``op[i, j](node j)``; output = last node."""
+    """One NB201 cell: node ``i`` = sum over ``j < i`` of ``op[i, j](node j)``; the last is out."""
 
     def __init__(self, ops: Mapping[tuple[int, int], str], channels: int) -> None:
         super().__init__()
         self.edges = list(EDGES)
-        self.layers = nn.ModuleList(candidate(make_op(ops[e], channels), ops[e]) for e in self.edges)
+        self.layers = nn.ModuleList(
+            candidate(make_op(ops[e], channels), ops[e]) for e in self.edges)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]
@@ -254,7 +256,8 @@ def from_nb201_string(text: str, ops: Sequence[str] = NB201_OPS) -> dict[str, st
     """
     allowed = ", ".join(ops)
     if not isinstance(text, str):
-        raise ArchValidationError(f"an NB201 string must be a str like '|op~0|+|op~0|op~1|+...', got {text!r}")
+        raise ArchValidationError(
+            f"an NB201 string must be a str like '|op~0|+|op~0|op~1|+...', got {text!r}")
     nodes = text.strip().split("+")
     if len(nodes) != NODES - 1:
         raise ArchValidationError(
@@ -263,7 +266,8 @@ def from_nb201_string(text: str, ops: Sequence[str] = NB201_OPS) -> dict[str, st
     arch: dict[str, str] = {}
     for i, node in enumerate(nodes, start=1):
         if not (node.startswith("|") and node.endswith("|")) or len(node) < 2:
-            raise ArchValidationError(f"node {i} of NB201 string {text!r} must look like '|op~0|...|'")
+            raise ArchValidationError(
+                f"node {i} of NB201 string {text!r} must look like '|op~0|...|'")
         tokens = node[1:-1].split("|")
         if len(tokens) != i:
             raise ArchValidationError(

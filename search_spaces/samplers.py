@@ -16,7 +16,8 @@ import numpy as np
 from cellblock.core.errors import ArchValidationError, SpaceError
 from cellblock.search_spaces.domains import Categorical, Domain, IntRange, Value
 
-_DOMAINS: dict[tuple[tuple[Value, ...], tuple[type, ...]], Categorical] = {}  # validated domains by their typed choices
+# validated domains by their typed choices
+_DOMAINS: dict[tuple[tuple[Value, ...], tuple[type, ...]], Categorical] = {}
 
 
 def categorical(choices: tuple[Value, ...]) -> Categorical:
@@ -117,7 +118,8 @@ class FixedSampler(Sampler):
         super().__init__()
         if not isinstance(arch, Mapping):
             raise ArchValidationError(
-                f"an architecture must be a dict of decision name -> value, got {type(arch).__name__}"
+                "an architecture must be a dict of decision name -> value, got "
+                f"{type(arch).__name__}"
             )
         self.arch = dict(arch)
         self.build = build

@@ -46,4 +46,5 @@ def shared(module: M) -> M:
 
 def is_shared(module: Any) -> bool:
     """Whether :func:`shared` marked ``module``."""
-    return bool(getattr(module, "__dict__", {}).get(SHARED_ATTR, getattr(type(module), SHARED_ATTR, False)))
+    return bool(
+        getattr(module, "__dict__", {}).get(SHARED_ATTR, getattr(type(module), SHARED_ATTR, False)))

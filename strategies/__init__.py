@@ -10,10 +10,10 @@ from __future__ import annotations
 from cellblock.strategies import (  # noqa: F401  (register)
     evolution,
     nsga2,
-    optuna_strategy,
-    predictive,
     random_search,
 )
 from cellblock.strategies.base import STRATEGIES, Strategy, make_strategy, register_strategy
+from cellblock.strategies.optuna import strategy as _optuna  # noqa: F401  (registers optuna:*)
+from cellblock.strategies.predictive import search as _predictive  # noqa: F401  (registers)
 
 __all__ = ["STRATEGIES", "Strategy", "make_strategy", "register_strategy"]

@@ -23,7 +23,8 @@ from cellblock.search_spaces.api import SearchSpace, arch_id
 
 #: Strategies by name; the built-in ones are found in these modules on first use.
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy", plugins=tuple(
-    f"cellblock.strategies.{m}" for m in ("random_search", "evolution", "nsga2", "optuna_strategy", "predictive")))
+    f"cellblock.strategies.{m}" for m in ("random_search", "evolution", "nsga2", "optuna.strategy",
+                                              "predictive.search")))
 
 
 def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
@@ -136,7 +137,8 @@ def make_strategy(
     for key in options:
         if key not in accepted:
             raise ConfigError(
-                f"strategy {name!r} has no option {key!r}; its options: {', '.join(accepted) or '(none)'}"
+                f"strategy {name!r} has no option {key!r}; its options: "
+                f"{', '.join(accepted) or '(none)'}"
             )
     return cls(space, objectives, seed=seed, **options)
 

@@ -45,7 +45,7 @@ class Elite:
         return len(self.trials)
 
     def add(self, trial: Trial, f: np.ndarray) -> bool:
-        """Insert ``trial`` (minimisation values ``f``) unless dominated; return whether it entered."""
+        """Insert ``trial`` (minimisation values ``f``) unless dominated; whether it entered."""
         if not np.isfinite(f).all():
             return False
         le, lt = np.all(self.F <= f, axis=1), np.any(self.F < f, axis=1)
@@ -83,11 +83,13 @@ class Neighbourhood:
         self.space = space
         self.tried: dict[str, set[MoveKey]] = {}  # centre arch_id -> keys of the moves tried
         self.exhausted: set[str] = set()
-        self.made: dict[str, Any] = {}  # centre arch_id -> (moves in order, made neighbours, rng): :meth:`untried`
+        # centre arch_id -> (moves in order, made neighbours, rng): :meth:`untried`
+        self.made: dict[str, Any] = {}
 
     def propose(self, centre: Trial, rng: np.random.Generator, seen: set[str],
                 score: Callable[[str, Any], float] | None = None) -> dict[str, Any] | None:
-        """A neighbour of ``centre`` whose id is not in ``seen`` (added to it), or None if exhausted.
+        """A neighbour of ``centre`` whose id is not in ``seen`` (added to it), or None if
+        exhausted.
 
         Moves are tried in random order, or by increasing ``score(name, value)`` (ties at random).
         """
@@ -113,7 +115,8 @@ class Neighbourhood:
 
     def untried(self, centre: Trial, seen: set[str],
                 limit: int | None = None) -> list[tuple[MoveKey, tuple[str, dict[str, Any]]]]:
-        """``(move key, (arch_id, arch))`` of neighbours of ``centre`` not tried and not in ``seen``.
+        """``(move key, (arch_id, arch))`` of neighbours of ``centre`` not tried and not in
+        ``seen``.
 
         Moves are visited in an order shuffled once per centre, at most ``limit`` returned.
         Neighbours are made on first visit and cached; the order and the decisions a move
@@ -128,7 +131,8 @@ class Neighbourhood:
         if cache is None:
             rng = np.random.default_rng(int(centre.arch_id, 16))
             moves = self.space.moves(centre.arch)
-            cache = self.made[centre.arch_id] = ([moves[int(i)] for i in rng.permutation(len(moves))], {}, rng)
+            cache = self.made[
+                centre.arch_id] = ([moves[int(i)] for i in rng.permutation(len(moves))], {}, rng)
         moves, made, rng = cache
         tried = self.tried.setdefault(centre.arch_id, set())
         out = []
@@ -164,7 +168,8 @@ class Neighbourhood:
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state (sorted, so that equal states serialise equally)."""
         return {
-            "tried": {k: [[m[0], m[2]] for m in sorted(v, key=repr)] for k, v in sorted(self.tried.items())},
+            "tried": {k: [[m[0], m[2]] for m in sorted(v, key=repr)]
+                      for k, v in sorted(self.tried.items())},
             "exhausted": sorted(self.exhausted),
         }
 
@@ -220,7 +225,8 @@ def pick_centre(trials: Sequence[Trial], F: np.ndarray, hood: Neighbourhood,
     tried (the effort is spread over the front); then the lowest non-dominated rank, then
     the least crowded; ties at random.
     """
-    open_ = [i for i, t in enumerate(trials) if t.arch_id not in hood.exhausted and np.isfinite(F[i]).all()]
+    open_ = [i for i, t in enumerate(trials) if t.arch_id not in hood.exhausted
+             and np.isfinite(F[i]).all()]
     if not open_:
         return None
     idx = np.asarray(open_)

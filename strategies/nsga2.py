@@ -53,7 +53,8 @@ class NSGA2(Strategy):
 
     def _tournament(self) -> Trial:
         i, j = self.rng.integers(len(self.parents), size=2)
-        better = i if (self.ranks[i], -self.crowding[i]) <= (self.ranks[j], -self.crowding[j]) else j
+        better = i if (self.ranks[i], -self.crowding[i]) <= (self.ranks[j],
+                                                             -self.crowding[j]) else j
         return self.parents[int(better)]
 
     def _child(self) -> dict[str, Any]:

@@ -6,7 +6,8 @@ parameters, sliced per child), ``covers`` (which probe modules size the bank),
 ``split`` (few-shot sub-supernets and the ``auto`` split), ``train`` (training and
 checkpoints), ``evaluator`` (the ``supernet`` evaluator), ``rank`` (rank correlation
 against stand-alone training), ``baselines`` (stratified sample, equal-cost baselines,
-verdict), ``inherit`` (inherited weights for export and fine-tuning) and ``cli``.
+verdict) and ``inherit`` (inherited weights for export and fine-tuning). Its sub-commands live in
+:mod:`cellblock.cli.supernet`.
 
 This package's ``__init__`` imports nothing so that spaces can import ``tags`` freely.
 """

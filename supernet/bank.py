@@ -62,7 +62,8 @@ def tensor_keys(model: nn.Module, prefix: str = "", sharing: str = "candidate") 
                 seen_tensors.add(id(t))
                 name = ".".join([*parts, leaf])
                 if sharing == "norm" and not isinstance(module, _NORMS):  # shared across candidates
-                    keys[name] = "/".join([*plain_head, *parts, leaf]) + f"<{type(module).__name__}>"
+                    keys[name] = "/".join([*plain_head, *parts,
+                                           leaf]) + f"<{type(module).__name__}>"
                 else:
                     keys[name] = "/".join([*(plain_head if below_shared else head), *segs, leaf])
         for child_name, child in module._modules.items():
@@ -205,7 +206,8 @@ class ParamBank(nn.Module):
                     if len(old[0]) != len(shape) or old[2] != is_param or old[1] != dtype:
                         raise SpaceError(
                             f"supernet key {key!r} is used by tensors of different ranks, dtypes "
-                            "or kinds; tag the candidates of that position with supernet.tags.candidate"
+                            "or kinds; tag the candidates of that position with "
+                            "supernet.tags.candidate"
                         )
                     shape = tuple(max(a, b) for a, b in zip(old[0], shape, strict=True))
                 entries[key] = (shape, dtype, is_param)
@@ -235,10 +237,11 @@ class ParamBank(nn.Module):
                 )
             shared = self.tensor(key)
             shape = tuple(t.shape)
-            if len(shape) != shared.ndim or any(a > b for a, b in zip(shape, shared.shape, strict=True)):
+            if len(shape) != shared.ndim or any(a > b
+                                                for a, b in zip(shape, shared.shape, strict=True)):
                 raise SpaceError(
-                    f"the supernet's weights {key!r} have shape {tuple(shared.shape)}, too small for "
-                    f"{shape}; the space's supernet cover misses this size"
+                    f"the supernet's weights {key!r} have shape {tuple(shared.shape)}, too small "
+                    f"for {shape}; the space's supernet cover misses this size"
                 )
             view = slice_view(shared, shape)
             # Kernels get dense weights: on torch 2.14 CPU, a convolution's backward over a

@@ -71,7 +71,8 @@ def _score(fn: Any, *args: Any) -> tuple[float, str | None]:
     return (value, None) if math.isfinite(value) else (WORST, None)
 
 
-def proxy_scores(model: torch.nn.Module, input_shape: Sequence[int], x: torch.Tensor) -> dict[str, Any]:
+def proxy_scores(model: torch.nn.Module, input_shape: Sequence[int], x: torch.Tensor) -> dict[str,
+                                                                                              Any]:
     """``synflow`` and ``naswot`` of an initialised network, with their time in seconds.
 
     A non-finite score, or a proxy that raises on this network, gets :data:`WORST` (the
@@ -129,7 +130,8 @@ def verdict(supernet_tau: float | None, baselines: Mapping[str, float | None],
         return line
     if fused_wins:
         return (f"verdict: the supernet (tau {supernet_tau:.3f}) does NOT beat every equal-cost "
-                f"baseline, but supernet+{prior} (tau {fused_tau:.3f}) does: search with it ({use})")
+                f"baseline, but supernet+{prior} (tau {fused_tau:.3f}) does: search with it "
+                f"({use})")
     best = max(better, key=better.get)
     return (f"verdict: the supernet (tau {supernet_tau:.3f}) does NOT beat every equal-cost "
             f"baseline; search with {best} instead (tau {better[best]:.3f}{_how(best)})")

@@ -93,7 +93,7 @@ def blocks_cover(space: SearchSpace) -> Iterator[Probe]:
     shortcuts are shared across types, see :func:`~cellblock.search_spaces.tags.shared`).
     """
     from cellblock.search_spaces import blocks_space as bs
-    from cellblock.search_spaces.blocks import BLOCKS, block_out_channels, build_stage
+    from cellblock.search_spaces.blocks_base import BLOCKS, block_out_channels, build_stage
     from cellblock.search_spaces.tags import candidate
 
     a = space.arguments()

@@ -168,7 +168,8 @@ class SupernetEvaluator(Evaluator):
             (*_checkpoint_key(Path(self.path), ctx.device), ctx.data.name, len(ctx.data.y_val)),
             log=lambda line: print(line, file=sys.stderr, flush=True))
 
-    def evaluate(self, model: nn.Module | None, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    def evaluate(self, model: nn.Module | None, arch: Mapping[str, Any], seed: int) -> dict[str,
+                                                                                            Any]:
         t0 = time.perf_counter()
         if model is None:
             model = self.supernet.space.build(arch)

@@ -1,4 +1,5 @@
-"""Inherited weights: a child's stand-alone network with its supernet weights, to export or fine-tune.
+"""Inherited weights: a child's stand-alone network with its supernet weights, to export or
+fine-tune.
 
 ``cellblock export --supernet CKPT`` and ``cellblock train --init supernet:CKPT`` use
 :func:`inherited_state`: the state dict of ``Supernet.extract(arch)`` (the child's own
@@ -53,7 +54,8 @@ def inherited_state(path: str | Path, space: Any, arch: Mapping[str, Any],
     supernet, ckpt = cached_supernet(path, torch.device("cpu"))
     # the same full arguments (defaults spelled out or not: an --arch export leaves
     # input_shape / num_classes at the space's defaults)
-    if supernet.space.ref != space.ref or plain(supernet.space.arguments()) != plain(space.arguments()):
+    if (supernet.space.ref != space.ref
+            or plain(supernet.space.arguments()) != plain(space.arguments())):
         check_space(ckpt, space, path)
     if val_fraction is not ... and val_fraction != ckpt.get("val_fraction"):
         raise ConfigError(

@@ -39,7 +39,8 @@ def check_prior(prior: str | None) -> str | None:
     if prior is None or prior == "none":
         return None
     if prior not in PRIORS:
-        raise ConfigError(f"--supernet-prior must be one of none, {', '.join(PRIORS)}; got {prior!r}")
+        raise ConfigError(
+            f"--supernet-prior must be one of none, {', '.join(PRIORS)}; got {prior!r}")
     return prior
 
 

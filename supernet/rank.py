@@ -33,12 +33,9 @@ from cellblock.core.errors import ConfigError
 from cellblock.core.stats import rank_correlations as correlations
 from cellblock.data import Dataset
 from cellblock.evaluators.cost import cost_metrics
+from cellblock.evaluators.loop import step_schedule
 from cellblock.evaluators.pipeline import trial_seed
-from cellblock.evaluators.training import (
-    TrainConfig,
-    step_schedule,
-    train_and_evaluate,
-)
+from cellblock.evaluators.training import TrainConfig, train_and_evaluate
 from cellblock.search_spaces.api import arch_id, canonical_json, sample_distinct
 from cellblock.supernet.baselines import (
     ZERO_COST,
@@ -73,7 +70,8 @@ def _cached_rows(cache_path: Path, recipe_hash: str) -> dict[tuple[str, int], di
 
 
 def _train_row(space: Any, arch: dict[str, Any], aid: str, rep: int, data: Dataset,
-               base: TrainConfig, seed: int, recipe_hash: str, input_shape: tuple) -> dict[str, Any]:
+               base: TrainConfig, seed: int, recipe_hash: str, input_shape: tuple) -> dict[str,
+                                                                                           Any]:
     """One stand-alone training of ``arch`` (repeat ``rep``) as a cache row."""
     s = trial_seed(seed + rep * 7919, aid)  # repeat 0 keeps the single-seed seed
     torch.manual_seed(s)
@@ -87,7 +85,8 @@ def _train_row(space: Any, arch: dict[str, Any], aid: str, rep: int, data: Datas
 
 def _train_rows(space: Any, archs: list[dict[str, Any]], data: Dataset, base: TrainConfig,
                 seed: int, seeds: int, cache_path: Path, recipe_hash: str, input_shape: tuple,
-                say: Callable[[str], None], what: str = "stand-alone") -> list[list[dict[str, Any]]]:
+                say: Callable[[str], None],
+                what: str = "stand-alone") -> list[list[dict[str, Any]]]:
     """Per architecture, ``seeds`` stand-alone trainings (cached in ``cache_path`` by recipe)."""
     cached = _cached_rows(cache_path, recipe_hash)
     out = []
@@ -178,7 +177,8 @@ def rank_supernet(
         **_supernet_taus(rows),
         **_costs(rows, ckpt, eval_s, eval_no_recal_s, seeds),
         **_reference_taus(rows, seeds),
-        "epochs": epochs, "batch_size": base.batch_size, "lr": base.lr, "val_fraction": ckpt.get("val_fraction"),
+        "epochs": epochs, "batch_size": base.batch_size, "lr": base.lr,
+        "val_fraction": ckpt.get("val_fraction"),
         "seed": seed, "supernet_epochs": ckpt["recipe"]["epochs"],
         "sampling": ckpt["recipe"]["sampling"], "split": ckpt["recipe"].get("split"),
         "split_groups": ckpt["recipe"].get("split_groups", 1),
@@ -245,7 +245,8 @@ def _score_with_supernet(supernet: Supernet, rows: list[dict[str, Any]], data: D
     eval_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for row in rows:
-        row["supernet_accuracy_no_recal"] = supernet_accuracy(supernet, row["arch"], data, device, False)
+        row["supernet_accuracy_no_recal"] = supernet_accuracy(supernet, row["arch"], data, device,
+                                                              False)
     return eval_s, time.perf_counter() - t0
 
 
@@ -255,7 +256,8 @@ def _fused(rows: list[dict[str, Any]], prior: str) -> dict[str, Any]:
     for row, score in zip(rows, FusedScore.of(prior, accuracies, costs).scores(accuracies, costs),
                           strict=True):
         row["supernet_score"] = score
-    tau = correlations([r["supernet_score"] for r in rows], [r["standalone_accuracy"] for r in rows])[0]
+    tau = correlations([r["supernet_score"] for r in rows],
+                       [r["standalone_accuracy"] for r in rows])[0]
     return {"prior": prior, "kendall_tau": _finite(tau)}
 
 
@@ -300,7 +302,8 @@ def _write_report(out: Path, result: Mapping[str, Any], rows: list[dict[str, Any
     (out / "rank.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     with open(out / "rank.csv", "w", newline="", encoding="utf-8") as fh:
         fields = ["arch_id", "standalone_accuracy", "supernet_accuracy",
-                  "supernet_accuracy_no_recal", "supernet_score", "supernet_group", "params", "macs", "synflow",
+                  "supernet_accuracy_no_recal", "supernet_score", "supernet_group", "params",
+                  "macs", "synflow",
                   "naswot", "equal_cost_accuracy", "standalone_train_s", "standalone_runs", "arch"]
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()

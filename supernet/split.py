@@ -38,7 +38,7 @@ PROBES = 2
 
 
 class _Pinned(Sampler):
-    """Takes ``base``'s values (``name`` forced to ``value``), random for decisions ``base`` lacks."""
+    """``base``'s values (``name`` forced to ``value``), random for decisions ``base`` lacks."""
 
     def __init__(self, base: Mapping[str, Any], name: str, value: Value,
                  rng: np.random.Generator) -> None:
@@ -152,7 +152,8 @@ class Split:
         while grown:  # one more chunk per decision, in order, while the product fits
             grown = False
             for n in names:
-                if counts[n] < sizes[n] and math.prod(counts.values()) // counts[n] * (counts[n] + 1) <= max_groups:
+                product = math.prod(counts.values()) // counts[n] * (counts[n] + 1)
+                if counts[n] < sizes[n] and product <= max_groups:
                     counts[n] += 1
                     grown = True
         chunks = {n: _chunks(domains[n].values(), counts[n]) for n in names if counts[n] > 1}

@@ -50,7 +50,8 @@ VERSION = 4
 VERSION_NOTES = {3: "before few-shot splits (one bank)"}
 #: Recipe fields that must match when a checkpoint is resumed.
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
-               "label_smoothing", "warmup_epochs", "seed", "sampling", "sharing", "split", "split_groups",
+               "label_smoothing", "warmup_epochs", "seed", "sampling", "sharing", "split",
+               "split_groups",
                "split_after")
 
 
@@ -121,11 +122,13 @@ def check_space(ckpt: Mapping[str, Any], space: SearchSpace, path: str | Path) -
             f"another skeleton (differs in {', '.join(diff)})")
         raise ConfigError(
             f"supernet checkpoint {str(path)!r} was trained for {what}, not for space "
-            f"{want['ref']!r} with {want['kwargs']}; use the matching --space/--space-arg or retrain"
+            f"{want['ref']!r} with {want['kwargs']}; use the matching --space/--space-arg or "
+            "retrain"
         )
 
 
-def supernet_from_checkpoint(ckpt: Mapping[str, Any], device: str | torch.device = "cpu") -> Supernet:
+def supernet_from_checkpoint(ckpt: Mapping[str, Any],
+                             device: str | torch.device = "cpu") -> Supernet:
     """The trained supernet stored in a checkpoint (loaded with :func:`load_checkpoint`)."""
     space = SearchSpace.from_spec(ckpt["space"])
     entries = {k: (tuple(s), d, p) for k, (s, d, p) in ckpt["bank_entries"].items()}
@@ -196,7 +199,8 @@ def train_supernet(
     if not 0.0 <= split_after < 1.0:
         raise ConfigError(f"--split-after must be in [0, 1), got {split_after}")
     with held(device) as hold:
-        loop = TrainLoop(supernet, data, cfg, device, params=supernet.banks, channels_last_weights=False)
+        loop = TrainLoop(supernet, data, cfg, device, params=supernet.banks,
+                         channels_last_weights=False)
         steps = SupernetSteps(supernet, loop, sampling, split_after)
         if resume is not None:
             steps.restore(resume)
@@ -206,7 +210,8 @@ def train_supernet(
                 log(f"epoch {lp.epoch}/{cfg.epochs}  loss {lp.final_loss:.4f}  "
                     f"children {steps.children}  {steps.train_s:.1f} s")
             if checkpoint is not None and (lp.last_epoch or lp.epoch % checkpoint_every == 0):
-                save_checkpoint(checkpoint, steps.payload(dataset or data.name, val_fraction, lp.last_epoch))
+                save_checkpoint(checkpoint,
+                                steps.payload(dataset or data.name, val_fraction, lp.last_epoch))
 
         loop.run(steps, hold, epoch_end)
     return {"train_s": steps.train_s, "steps": loop.step, "epochs": loop.epoch,
@@ -227,8 +232,10 @@ class SupernetSteps:
         split_after: Fraction of the steps before a few-shot split starts.
     """
 
-    def __init__(self, supernet: Supernet, loop: TrainLoop, sampling: str, split_after: float) -> None:
-        self.supernet, self.loop, self.sampling, self.split_after = supernet, loop, sampling, split_after
+    def __init__(self, supernet: Supernet, loop: TrainLoop, sampling: str,
+                 split_after: float) -> None:
+        self.supernet, self.loop = supernet, loop
+        self.sampling, self.split_after = sampling, split_after
         self.draw = ARCH_SAMPLERS.get(sampling)
         self.distill = sampling in DISTILLING
         self.rng = np.random.default_rng(loop.cfg.seed)
@@ -305,7 +312,9 @@ class SupernetSteps:
         opt = self.loop.optimizer
         groups = opt.param_groups
         if len(self._bank_params) > 1:
-            opt.param_groups = [{**g, "params": [p for b in sorted(banks) for p in self._bank_params[b][i]]}
+            opt.param_groups = [{**g,
+                                 "params": [p for b in sorted(banks)
+                                            for p in self._bank_params[b][i]]}
                                 for i, g in enumerate(groups)]
         try:
             self.loop.optimizer_step()

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 # Tiny networks train fastest on one thread, and a 2-core CI machine must not be
 # oversubscribed by subprocesses (CLI, kill/resume, workers): they inherit this.
@@ -18,26 +19,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 torch.set_num_threads(1)
 
+from spaces import tiny_space_fn  # noqa: E402
+
 from cellblock.search_spaces import SearchSpace  # noqa: E402
-
-
-def tiny_space_fn(s, input_shape=(1, 8, 8), num_classes=10):
-    """A small conditional space: depth decides how many width decisions exist."""
-    depth = s.integer("depth", 1, 3)
-    widths = [s.choice(f"layer{i}.width", [4, 8, 16]) for i in range(depth)]
-    act = s.choice("act", ["relu", "gelu"])
-    if not s.build:
-        return None
-    layers: list[nn.Module] = []
-    c = input_shape[0]
-    for w in widths:
-        layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU() if act == "relu" else nn.GELU()]
-        c = w
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
 
 
 @pytest.fixture
@@ -48,6 +35,14 @@ def tiny_space() -> SearchSpace:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def nb201_table(tmp_path_factory) -> Path:
+    """A synthetic NAS-Bench-201 CIFAR-100 table of every cell (see :mod:`nb201_table`)."""
+    from nb201_table import write_nb201_table
+
+    return write_nb201_table(tmp_path_factory.mktemp("nb201") / "nb201_cifar100.csv")
 
 
 # --- tests run in a child pytest process (``@pytest.mark.subprocess``) -----------------------
@@ -77,9 +72,11 @@ _CRASH_DIR_ENV = "CELLBLOCK_TEST_CRASH_DIR"
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "subprocess: run the test body in a child pytest (a native crash fails one test)")
+        "markers",
+        "subprocess: run the test body in a child pytest (a native crash fails one test)")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if worker is None and getattr(config.option, "numprocesses", None) and _CRASH_DIR_ENV not in os.environ:
+    if worker is None and getattr(config.option, "numprocesses",
+                                  None) and _CRASH_DIR_ENV not in os.environ:
         config._cellblock_crash_dir = os.environ[_CRASH_DIR_ENV] = tempfile.mkdtemp(
             prefix="cellblock-test-crashes-")
 
@@ -130,10 +127,12 @@ def pytest_pyfunc_call(pyfuncitem):
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     out = (done.stdout + done.stderr)[-6000:]
     if done.returncode < 0:
-        pytest.fail(f"the test's child process died of {signal.Signals(-done.returncode).name}:\n{out}",
+        pytest.fail("the test's child process died of "
+                    f"{signal.Signals(-done.returncode).name}:\n{out}",
                     pytrace=False)
     if done.returncode != 0:
-        pytest.fail(f"the test failed in its child process (exit {done.returncode}):\n{out}", pytrace=False)
+        pytest.fail(f"the test failed in its child process (exit {done.returncode}):\n{out}",
+                    pytrace=False)
     if re.search(r"\b\d+ skipped\b", done.stdout) and not re.search(r"\b\d+ passed\b", done.stdout):
         reason = [ln for ln in done.stdout.splitlines() if ln.startswith("SKIPPED")]
         pytest.skip(reason[-1] if reason else "skipped in the child process")

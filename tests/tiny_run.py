@@ -5,22 +5,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-SPACE = '''
-from torch import nn
+from spaces import conv_space
 
-def space(s, input_shape=(1, 8, 8), num_classes=10):
-    w = s.choice("w", [2, 4, 6])
-    if not s.build:
-        return None
-    return nn.Sequential(nn.Conv2d(input_shape[0], w, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))
-'''
+SPACE = conv_space([2, 4, 6])
 
 
 def search_argv(space_file: Path) -> list[str]:
     """The ``cellblock search`` options of the tiny run (add ``--out``)."""
     return ["search", "--space", f"{space_file}:space", "--trials", "2", "--epochs", "1",
-            "--objectives", "accuracy,macs", "--device", "cpu", "--strategy", "random", "--no-progress"]
+            "--objectives", "accuracy,macs", "--device", "cpu", "--strategy", "random",
+            "--no-progress"]
 
 
 def shared_run(tmp_path_factory) -> tuple[Path, list[str]]:
@@ -48,4 +42,5 @@ def copy_run(run: Path, dest: Path) -> Path:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (relative path -> bytes)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}

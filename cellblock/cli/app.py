@@ -17,7 +17,8 @@ from cellblock.core.errors import CellblockError
 #: Modules that add sub-commands with ``@command``, in ``--help`` order.
 COMMAND_MODULES: tuple[str, ...] = tuple(
     f"cellblock.cli.{name}"
-    for name in ("search", "show", "spaces", "report", "export", "train", "repair", "bench", "supernet", "latency")
+    for name in ("search", "show", "spaces", "report", "export", "train", "repair", "bench",
+                 "supernet", "latency")
 )
 
 
@@ -58,7 +59,8 @@ def os_error_message(exc: OSError) -> str | None:
              "EACCES": "permission denied; choose a directory you can write or fix its permissions",
              "EPERM": "operation not permitted; choose a directory you can write",
              "ENOTDIR": "a part of the path is a file, not a directory; choose another path"}
-    return f"cannot access{where}: {os.strerror(exc.errno or 0)} ({name}); {hints.get(name, 'check the path')}"
+    hint = hints.get(name, "check the path")
+    return f"cannot access{where}: {os.strerror(exc.errno or 0)} ({name}); {hint}"
 
 
 def _stdout_gone() -> None:

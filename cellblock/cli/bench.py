@@ -13,17 +13,21 @@ from cellblock.core.errors import ConfigError
 
 @command("bench")
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="compare strategies on a tabular benchmark (best, hv_ratio vs budget)")
+    p = sub.add_parser("bench",
+                       help="compare strategies on a tabular benchmark (best, hv_ratio vs budget)")
     p.add_argument("--space", default="nb201", help="space with a table key (default nb201)")
     p.add_argument("--space-arg", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="space option, repeatable, e.g. num_classes=100")
     p.add_argument("--table", required=True, help="benchmark table (CSV or parquet)")
-    p.add_argument("--metric", help="table column used as accuracy (default: its only numeric column)")
-    p.add_argument("--strategies", default="random,evolution,predictive", help="comma-separated strategy names")
+    p.add_argument("--metric",
+                   help="table column used as accuracy (default: its only numeric column)")
+    p.add_argument("--strategies", default="random,evolution,predictive",
+                   help="comma-separated strategy names")
     p.add_argument("--seeds", type=int, default=10, help="seeds per strategy (START..START+N-1)")
     p.add_argument("--seed-start", type=int, default=0,
                    help="first seed (e.g. 100 to tune on seeds kept apart from the reported ones)")
-    p.add_argument("--budgets", default="25,50,100,200,300", help="comma-separated evaluation budgets")
+    p.add_argument("--budgets", default="25,50,100,200,300",
+                   help="comma-separated evaluation budgets")
     p.add_argument("--objectives", default="accuracy,macs", help="objectives of the hv_ratio runs")
     p.add_argument("--workers", type=int, default=2, help="processes for missing network costs")
     p.add_argument("--out", required=True, help="output directory (bench.csv, bench.md, bench.png)")
@@ -68,12 +72,15 @@ def _bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     budgets = parse_budgets(args.budgets)
     objectives = parse_objectives(args.objectives)
-    comps = table_components(args.space, dict(args.space_arg or []), args.table, args.metric, objectives)
+    comps = table_components(args.space, dict(args.space_arg or []), args.table, args.metric,
+                             objectives)
     space = comps.space
     check_strategies(strategies, space, objectives)
     size = space.size()
     if size.exact and max(budgets) > size.value:
-        raise ConfigError(f"budget {max(budgets)} exceeds the {int(size.value)} architectures of space {space.name!r}")
+        raise ConfigError(
+            f"budget {max(budgets)} exceeds the {int(size.value)} architectures of space "
+            f"{space.name!r}")
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

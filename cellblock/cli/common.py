@@ -13,9 +13,6 @@ import yaml
 
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 
-# Modules that add sub-commands with ``@command``; imported when the parser is built.
-COMMAND_MODULES: tuple[str, ...] = ("cellblock.run.bench", "cellblock.export", "cellblock.export.final_train", "cellblock.pareto.report", "cellblock.supernet.cli")
-
 
 def command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register a function that adds the sub-command ``name`` to the parser."""

@@ -15,15 +15,19 @@ from cellblock.core.errors import ConfigError
 def _add_export(sub: Any) -> None:
     from cellblock.export.formats import FORMATS
 
-    p = sub.add_parser("export", help="export architectures (JSON, PyTorch source, TorchScript, ONNX), verified")
+    p = sub.add_parser("export",
+                       help="export architectures (JSON, PyTorch source, TorchScript, ONNX), "
+                            "verified")
     p.add_argument("run", nargs="?", help="run directory (or use --arch)")
     pick = p.add_mutually_exclusive_group()
     pick.add_argument("--trial", type=int, help="trial number")
     pick.add_argument("--pareto", action="store_true", help="every Pareto-optimal trial")
     pick.add_argument("--knee", action="store_true", help="the knee point of the Pareto front")
-    p.add_argument("--max-latency-ms", dest="max_latency_ms", help="only trials with latency_ms <= X")
+    p.add_argument("--max-latency-ms", dest="max_latency_ms",
+                   help="only trials with latency_ms <= X")
     p.add_argument("--max-macs", dest="max_macs", help="only trials with macs <= X (e.g. 2M)")
-    p.add_argument("--max-params", dest="max_params", help="only trials with params <= X (e.g. 100k)")
+    p.add_argument("--max-params", dest="max_params",
+                   help="only trials with params <= X (e.g. 100k)")
     p.add_argument("--arch", help="export this arch JSON instead of a run's trial")
     p.add_argument("--space", help="space of --arch (name, module:function or file.py:function)")
     p.add_argument("--space-arg", action="append", type=_key_value, metavar="KEY=VALUE",
@@ -32,7 +36,8 @@ def _add_export(sub: Any) -> None:
                    + " (default: every one whose packages are installed; onnx needs "
                    "pip install 'cellblock[onnx]')")
     p.add_argument("--out", required=True, help="output directory (new or empty; see --force)")
-    p.add_argument("--force", action="store_true", help="replace an earlier export in --out as a whole (only a directory "
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier export in --out as a whole (only a directory "
                    "'cellblock export' wrote, holding nothing else)")
     p.add_argument("--supernet", help="export with weights inherited from this supernet checkpoint")
     p.add_argument("--allow-changed-inputs", dest="allow_changed_inputs", action="store_true",
@@ -69,7 +74,8 @@ def _export(args: Any) -> int:
     filters = parse_filters(args.max_latency_ms, args.max_macs, args.max_params)
     if args.arch:
         if args.run or args.trial is not None or args.pareto or args.knee or filters:
-            raise ConfigError("--arch exports one architecture; do not combine it with RUN or trial selection")
+            raise ConfigError(
+                "--arch exports one architecture; do not combine it with RUN or trial selection")
         items = [item_from_arch_file(args.arch, args.space, dict(args.space_arg or []))]
     else:
         if not args.run:
@@ -78,7 +84,8 @@ def _export(args: Any) -> int:
 
         data = load_run(args.run)
         check_recorded_inputs(data, args.allow_changed_inputs, "export")
-        trials = select_trials(data, trial=args.trial, pareto=args.pareto, knee=args.knee, filters=filters)
+        trials = select_trials(data, trial=args.trial, pareto=args.pareto, knee=args.knee,
+                               filters=filters)
         items = items_from_run(args.run, trials)
     if args.supernet:
         from cellblock.supernet.inherit import attach_supernet_weights
@@ -90,11 +97,13 @@ def _export(args: Any) -> int:
         report = export_items(items, args.out, formats, force=args.force, run_dir=args.run)
     finally:
         _print_report(Path(args.out) / "roundtrip.json")
-    print(f"all round trips passed; written to {args.out} ({len(report['exports'])} architecture(s))")
+    print(f"all round trips passed; written to {args.out} ({len(report['exports'])} "
+          "architecture(s))")
     untrained = [e for e in report["exports"]
                  if e.get("trial") is not None and str(e["weights"]).startswith("untrained")]
     for e in untrained:
-        print(f"note: {e['label']} has search-time weights only ({e['weights']}); for trained ones run "
+        print(f"note: {e['label']} has search-time weights only ({e['weights']}); for trained ones "
+              "run "
               f"'cellblock train {args.run} --trial {e['trial']} --epochs 30', then export again")
     return 0
 
@@ -106,7 +115,8 @@ def _print_report(path: Path) -> None:
         return
     report = json.loads(path.read_text(encoding="utf-8"))
     for e in report["exports"]:
-        print(f"{e['label']}: arch {e['arch_id']}  params {e['params']:,}  macs {e['macs']:,}  weights: {e['weights']}")
+        print(f"{e['label']}: arch {e['arch_id']}  params {e['params']:,}  macs {e['macs']:,}  "
+              f"weights: {e['weights']}")
         for f, r in e["formats"].items():
             if "error" in r:
                 print(f"  {f:<12} ERROR {r['error']}")

@@ -20,7 +20,7 @@ def _add_spaces(sub: argparse._SubParsersAction) -> None:
 
 def _spaces(args: argparse.Namespace) -> int:
     from cellblock.search_spaces import SPACES, SearchSpace
-    from cellblock.search_spaces.blocks import BLOCKS
+    from cellblock.search_spaces.blocks_base import BLOCKS
 
     print("spaces (default skeleton):")
     for name in SPACES.names():

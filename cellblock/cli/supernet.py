@@ -18,10 +18,12 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
     cmds.required = True
 
     t = cmds.add_parser("train", help="single-path one-shot training (resumes from --out)")
-    t.add_argument("--space", default="blocks", help="space name, module:function or file.py:function")
+    t.add_argument("--space", default="blocks",
+                   help="space name, module:function or file.py:function")
     t.add_argument("--space-arg", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="space (skeleton) option, repeatable; VALUE is YAML")
-    t.add_argument("--dataset", default="digits", help="dataset name, ImageFolder directory or .npz")
+    t.add_argument("--dataset", default="digits",
+                   help="dataset name, ImageFolder directory or .npz")
     t.add_argument("--data-dir", dest="data_dir", help="directory of torchvision datasets")
     t.add_argument("--val-fraction", dest="val_fraction", type=float,
                    help="fraction held out for validation (default: the dataset's); "
@@ -31,7 +33,8 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--sampling", default="uniform", help="uniform, fair, sandwich or sandwich-kd")
     t.add_argument("--batch-size", dest="batch_size", type=int, default=64, help="batch size")
     t.add_argument("--lr", type=float, default=0.1, help="peak learning rate (cosine schedule)")
-    t.add_argument("--weight-decay", dest="weight_decay", type=float, default=5e-4, help="SGD weight decay")
+    t.add_argument("--weight-decay", dest="weight_decay", type=float, default=5e-4,
+                   help="SGD weight decay")
     t.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=0.1,
                    help="label smoothing")
     t.add_argument("--seed", type=int, default=0, help="seed of the supernet's init and sampling")
@@ -48,8 +51,10 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--split-groups", dest="split_groups", type=int, default=8,
                    help="most sub-supernets; values are grouped to fit (default 8)")
     t.add_argument("--split-after", dest="split_after", type=float, default=0.5,
-                   help="fraction of the steps trained as one supernet before the split (default 0.5)")
-    t.add_argument("--threads", type=int, help="torch threads (default: the cores free of other load)")
+                   help="fraction of the steps trained as one supernet before the split (default "
+                        "0.5)")
+    t.add_argument("--threads", type=int,
+                   help="torch threads (default: the cores free of other load)")
     t.add_argument("--no-progress", action="store_true", help="no line per epoch (errors, the "
                    "start and the final result are still printed)")
     t.set_defaults(func=_train)
@@ -82,10 +87,12 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
                         "this many candidates: the supernet's time is paid once for all of them "
                         "(default: the --samples ranked)")
     r.add_argument("--prior", default="macs",
-                   help="cost fused with the supernet's accuracy into supernet_score, ranked as its "
-                        "own row: none, macs or params (default macs; see --supernet-prior of search)")
+                   help="cost fused with the supernet's accuracy into supernet_score, ranked as "
+                        "its own row: none, macs or params (default macs; see --supernet-prior of "
+                        "search)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    r.add_argument("--threads", type=int, help="torch threads (default: the cores free of other load)")
+    r.add_argument("--threads", type=int,
+                   help="torch threads (default: the cores free of other load)")
     r.set_defaults(func=_rank)
     show_defaults(r)
 
@@ -160,12 +167,14 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
     if Path(args.out).exists():
         resume = load_checkpoint(args.out)
         check_space(resume, space, args.out)
-        want, have = recipe_of(cfg, args.sampling, split, args.split_after, args.sharing), resume["recipe"]
+        want, have = recipe_of(cfg, args.sampling, split, args.split_after,
+                               args.sharing), resume["recipe"]
         diff = [k for k in RECIPE_KEYS if want.get(k) != have.get(k)]
         if resume.get("val_fraction") != args.val_fraction:
             raise ConfigError(
                 f"checkpoint {args.out!r} was trained with --val-fraction "
-                f"{resume.get('val_fraction')}, not {args.val_fraction}; use the same or another --out"
+                f"{resume.get('val_fraction')}, not {args.val_fraction}; use the same or another "
+                "--out"
             )
         if diff:
             raise ConfigError(
@@ -192,7 +201,8 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
                             val_fraction=args.val_fraction, split_after=args.split_after,
                             checkpoint_every=args.checkpoint_every, resume=resume,
                             dataset=dataset_ref(args.dataset),
-                            log=None if args.no_progress else lambda line: print(line, file=sys.stderr, flush=True))
+                            log=None if args.no_progress
+                            else lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(result))
     return 0
 
@@ -225,7 +235,8 @@ def _rank(args: argparse.Namespace) -> int:
                            out=args.out, seed=args.seed, device=device, batch_size=args.batch_size,
                            lr=args.lr, seeds=args.seeds, stratified=not args.uniform,
                            baselines=args.baselines, search_candidates=args.search_candidates,
-                           prior=args.prior, log=lambda line: print(line, file=sys.stderr, flush=True))
+                           prior=args.prior,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"torch threads: {threads}", file=sys.stderr)
     print(rank_table(result), file=sys.stderr)
     keys = ("kendall_tau", "spearman", "kendall_tau_no_recal", "n", "supernet_s",

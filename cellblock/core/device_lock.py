@@ -21,12 +21,15 @@ import fcntl
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+
+#: A clock in seconds (tests pass a fake one); the default is :func:`time.perf_counter`.
+Clock = Callable[[], float]
 
 #: What a measurement taken under :func:`exclusive_device` records as ``latency_isolation``.
 EXCLUSIVE = "device-exclusive"
@@ -38,7 +41,8 @@ _HOLDS: dict[str, TrainingHold] = {}
 
 def lock_dir() -> Path:
     """Folder of the lock files (created on first use)."""
-    path = Path(os.environ.get("CELLBLOCK_LOCK_DIR") or Path(tempfile.gettempdir()) / f"cellblock-locks-{os.getuid()}")
+    default = Path(tempfile.gettempdir()) / f"cellblock-locks-{os.getuid()}"
+    path = Path(os.environ.get("CELLBLOCK_LOCK_DIR") or default)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -69,8 +73,9 @@ class TrainingHold:
     """A training's shared hold on a device; :meth:`poll` between steps lets a waiting
     latency measurement run (see the module docs)."""
 
-    def __init__(self, device: str | torch.device) -> None:
+    def __init__(self, device: str | torch.device, clock: Clock = time.perf_counter) -> None:
         self.device = torch.device(device)
+        self.clock = clock
         self.key = device_key(self.device)
         self.gate = _open(self.key, "gate")
         self.main = _open(self.key, "main")
@@ -92,10 +97,10 @@ class TrainingHold:
         try:
             fcntl.flock(self.gate, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            t0 = time.perf_counter()
+            t0 = self.clock()
             self.step_aside()
             self._enter()
-            self.paused_s += time.perf_counter() - t0
+            self.paused_s += self.clock() - t0
             return
         fcntl.flock(self.gate, fcntl.LOCK_UN)
 
@@ -114,13 +119,17 @@ class _NoHold:
 
 
 @contextmanager
-def training_hold(device: str | torch.device) -> Iterator[TrainingHold | _NoHold]:
-    """Hold ``device`` shared while training on it; call ``poll()`` between steps."""
+def training_hold(device: str | torch.device,
+                  clock: Clock = time.perf_counter) -> Iterator[TrainingHold | _NoHold]:
+    """Hold ``device`` shared while training on it; call ``poll()`` between steps.
+
+    ``clock`` times the pauses (``paused_s``).
+    """
     key = device_key(device)
     if key in _HOLDS:  # nested training in one process: the outer hold covers it
         yield _NoHold()
         return
-    hold = TrainingHold(device)
+    hold = TrainingHold(device, clock)
     _HOLDS[key] = hold
     try:
         yield hold
@@ -130,24 +139,25 @@ def training_hold(device: str | torch.device) -> Iterator[TrainingHold | _NoHold
 
 
 @contextmanager
-def exclusive_device(device: str | torch.device) -> Iterator[dict[str, Any]]:
+def exclusive_device(device: str | torch.device,
+                     clock: Clock = time.perf_counter) -> Iterator[dict[str, Any]]:
     """Have ``device`` to this process alone (among cellblock processes) while in the block.
 
     Yields a dict completed on entry with ``latency_isolation`` and ``latency_wait_ms``
-    (time spent waiting for the device), to be stored with the measurement.
+    (time spent waiting for the device, by ``clock``), to be stored with the measurement.
     """
     dev = torch.device(device)
     key = device_key(dev)
     own = _HOLDS.get(key)
     gate, main = _open(key, "gate"), _open(key, "main")
-    t0 = time.perf_counter()
+    t0 = clock()
     try:
         fcntl.flock(gate, fcntl.LOCK_EX)
         if own is not None:
             own.step_aside()
         fcntl.flock(main, fcntl.LOCK_EX)
         sync_device(dev)
-        info = {"latency_isolation": EXCLUSIVE, "latency_wait_ms": (time.perf_counter() - t0) * 1e3}
+        info = {"latency_isolation": EXCLUSIVE, "latency_wait_ms": (clock() - t0) * 1e3}
         try:
             yield info
         finally:

@@ -30,7 +30,7 @@ def named(exc: BaseException, path: str | Path) -> BaseException:
     return exc
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False,
+def atomic_write(path: str | Path, write: Callable[[IO[Any]], object], binary: bool = False,
                  fsync: bool = False) -> Path:
     """Call ``write(fh)`` on a temporary file beside ``path``, then rename it over ``path``.
 
@@ -39,7 +39,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: boo
     path = Path(path)
     tmp = tmp_path(path)
     try:
-        with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as fh:
+        with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8",
+                  newline=None if binary else "") as fh:
             write(fh)
             if fsync:
                 fh.flush()
@@ -97,7 +98,8 @@ def load_tensors(path: str | Path, what: str, hint: str, mapping: bool = True) -
                if unsafe else f"is corrupt or not a torch file ({type(exc).__name__})")
         raise CheckpointError(f"{what} {str(path)!r} {why}; {hint}") from None
     if mapping and not isinstance(obj, dict):
-        raise CheckpointError(f"{what} {str(path)!r} holds a {type(obj).__name__}, not a dict; {hint}")
+        raise CheckpointError(
+            f"{what} {str(path)!r} holds a {type(obj).__name__}, not a dict; {hint}")
     return obj
 
 
@@ -108,7 +110,7 @@ def remove_stale_tmp(folder: str | Path) -> list[Path]:
     """
     from cellblock.core.runlock import pid_alive
 
-    removed = []
+    removed: list[Path] = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed

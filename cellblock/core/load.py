@@ -1,7 +1,7 @@
 """Latency measured on a busy machine: the thresholds, and which trials to distrust.
 
 Every measured latency of a search comes with ``latency_reference_ms``: the time of a fixed
-reference network, run right before and after it (:func:`cellblock.evaluators.latency.
+reference network, run right before and after it (:func:`cellblock.evaluators.latency.measure.
 measure_latency`). A machine that other processes slow down slows the reference too. When
 a trial is measured, its latency is normalised by the reference's slowdown (over
 :data:`NORMALISE_ABOVE`) and flagged over :data:`BUSY_ABOVE`; when a run is read,
@@ -57,8 +57,9 @@ def unstable_latency(trials: Sequence[Any]) -> dict[int, str]:
         if m.get("latency_unstable"):
             reasons.append(str(m.get("latency_unstable_reason") or SPREAD_REASON))
         ref, best = _number(m.get("latency_reference_ms")), fastest.get(_threads(m))
-        if ref is not None and best and ref / best > BUSY_ABOVE and not any("busy" in r for r in reasons):
-            reasons.append(f"busy machine: the reference network ran {ref / best:.1f}x slower than "
+        slowdown = ref / best if ref is not None and best else None
+        if slowdown is not None and slowdown > BUSY_ABOVE and not any("busy" in r for r in reasons):
+            reasons.append(f"busy machine: the reference network ran {slowdown:.1f}x slower than "
                            "in the run's fastest measurement")
         if reasons:
             out[t.number] = "; ".join(reasons)
@@ -68,9 +69,9 @@ def unstable_latency(trials: Sequence[Any]) -> dict[int, str]:
 def remedy(run: str) -> str:
     """What to do about trials kept off the front for their latency (one line)."""
     return ("measure them again: repeat the search with a new --out when the machine is idle; or "
-            f"continue {run} with --allow-unstable-latency to let them onto the front as measured; "
-            "or search with --latency-table FILE ('cellblock latency profile'), which times nothing "
-            "during the search")
+            f"continue {run} with --allow-unstable-latency to let them onto the front as "
+            "measured; or search with --latency-table FILE ('cellblock latency profile'), which "
+            "times nothing during the search")
 
 
 __all__ = ["BUSY_ABOVE", "NORMALISE_ABOVE", "remedy", "unstable_latency"]

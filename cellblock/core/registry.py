@@ -107,15 +107,6 @@ class Registry(Generic[T]):
         self._discover()
         return sorted(set(self._items) | set(self._lazy))
 
-    def load_all(self) -> list[str]:
-        """Import every lazy entry whose requirement is installed; the names now registered."""
-        for name in list(self._lazy):
-            try:
-                self._load(name)
-            except ConfigError:
-                pass
-        return sorted(self._items)
-
     def __contains__(self, name: object) -> bool:
         self._discover()
         return name in self._items or name in self._lazy

@@ -8,18 +8,15 @@ registered on import). May import: :mod:`cellblock.core`.
 
 from __future__ import annotations
 
+# The public names; the others (``Loader``, ``check_val_fraction``, ``DEFAULT_DATA_DIR``...)
+# are imported from :mod:`.api` where they are defined.
 from cellblock.data.api import (
     CUSTOM_TEST_FRACTION,
     CUSTOM_VAL_FRACTION,
     DATASETS,
-    DEFAULT_DATA_DIR,
-    IMAGE_EXTENSIONS,
-    TORCHVISION_VAL_FRACTION,
     Augment,
     Dataset,
-    Loader,
     Normalisation,
-    check_val_fraction,
     dataset_names,
     detect_layout,
     stratified_split,
@@ -30,14 +27,9 @@ __all__ = [
     "CUSTOM_TEST_FRACTION",
     "CUSTOM_VAL_FRACTION",
     "DATASETS",
-    "DEFAULT_DATA_DIR",
-    "IMAGE_EXTENSIONS",
-    "TORCHVISION_VAL_FRACTION",
     "Augment",
     "Dataset",
-    "Loader",
     "Normalisation",
-    "check_val_fraction",
     "dataset_names",
     "dataset_ref",
     "detect_layout",

@@ -33,7 +33,8 @@ CUSTOM_TEST_FRACTION = 0.15
 #: Fraction of an official torchvision train set held out for validation.
 TORCHVISION_VAL_FRACTION = 0.1
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+                    ".pgm")
 
 
 @dataclass(frozen=True)

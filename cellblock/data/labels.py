@@ -20,7 +20,8 @@ def _listing(values: np.ndarray, limit: int = 6) -> str:
     return ", ".join(items) + (", ..." if len(values) > limit else "")
 
 
-def check_labels(y: np.ndarray, what: str, remap: bool = False) -> tuple[np.ndarray, tuple[str, ...]]:
+def check_labels(y: np.ndarray, what: str, remap: bool = False) -> tuple[np.ndarray,
+                                                                         tuple[str, ...]]:
     """Validate (and optionally remap) integer labels ``y`` (non-negative, 1-d).
 
     Returns:
@@ -50,7 +51,8 @@ def check_labels(y: np.ndarray, what: str, remap: bool = False) -> tuple[np.ndar
     )
 
 
-def check_splits(y: np.ndarray, train: np.ndarray, val: np.ndarray, num_classes: int, what: str) -> None:
+def check_splits(y: np.ndarray, train: np.ndarray, val: np.ndarray, num_classes: int,
+                 what: str) -> None:
     """Every class ``0..num_classes-1`` must have samples in the train and validation splits.
 
     Raises:

@@ -51,7 +51,8 @@ def _normalise(
     std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     record = Normalisation(
         tuple(float(v) for v in mean.flatten()), tuple(float(v) for v in std.flatten()),
-        float(pixel_scale), (float(x_train.min()), float(x_train.max())) if x_train.numel() else (0.0, 0.0))
+        float(pixel_scale),
+        (float(x_train.min()), float(x_train.max())) if x_train.numel() else (0.0, 0.0))
     return tuple(((t - mean) / std).contiguous() for t in (x_train, *others)), record
 
 
@@ -127,7 +128,9 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     ``load_digits`` itself when that file is not where it is expected.
     """
     spec = importlib.util.find_spec("sklearn")
-    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    path = None
+    if spec and spec.origin:
+        path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
     if path is None or not path.is_file():
         from sklearn.datasets import load_digits
 
@@ -150,13 +153,15 @@ _TORCHVISION: dict[str, _TorchvisionSpec] = {
     "mnist": _TorchvisionSpec(
         "MNIST",
         "MNIST/raw",
-        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+         "t10k-labels-idx1-ubyte"),
         Augment(pad=2),
     ),
     "fashion-mnist": _TorchvisionSpec(
         "FashionMNIST",
         "FashionMNIST/raw",
-        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+         "t10k-labels-idx1-ubyte"),
         Augment(pad=2),
     ),
     "cifar10": _TorchvisionSpec(
@@ -175,7 +180,7 @@ _TORCHVISION: dict[str, _TorchvisionSpec] = {
 
 
 def _images_to_nchw(data: object) -> torch.Tensor:
-    """torchvision ``.data`` (N,H,W), (N,H,W,C) or SVHN's (N,C,H,W) uint8 -> float NCHW in [0, 1]."""
+    """torchvision ``.data`` ((N,H,W), (N,H,W,C) or SVHN's (N,C,H,W) uint8) as NCHW in [0, 1]."""
     x = torch.as_tensor(np.asarray(data))
     if x.ndim == 3:
         x = x.unsqueeze(1)
@@ -212,7 +217,8 @@ def _torchvision_loader(name: str, spec: _TorchvisionSpec) -> Loader:
                 f"could not load dataset {name!r} from {str(data_dir)!r}: {exc}; "
                 "check the files or delete them and pass --download again"
             ) from exc
-        labels = [np.asarray(getattr(ds, "targets", getattr(ds, "labels", None))) for ds in (train, test)]
+        labels = [np.asarray(getattr(ds, "targets", getattr(ds, "labels", None)))
+                  for ds in (train, test)]
         y_train, y_test = (torch.as_tensor(lab.astype(np.int64)) for lab in labels)
         x_train, x_test = _images_to_nchw(train.data), _images_to_nchw(test.data)
         splits = stratified_split(labels[0], val, 0.0, seed)
@@ -265,7 +271,8 @@ def _int_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
         if not (np.isfinite(y).all() and (y == np.round(y)).all()):
             raise DataError(f"{what} labels are not integers; store class indices 0..K-1")
     elif not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{what} labels have dtype {y.dtype}, not integers; store class indices 0..K-1")
+        raise DataError(
+            f"{what} labels have dtype {y.dtype}, not integers; store class indices 0..K-1")
     y = y.astype(np.int64)
     if n and y.min() < 0:
         raise DataError(f"{what} has negative labels (min {y.min()}); use class indices 0..K-1")
@@ -287,13 +294,15 @@ def load_npz(path: Path, seed: int, val_fraction: float | None = None,
             if missing:
                 raise DataError(
                     f"{str(path)!r} lacks array(s) {', '.join(missing)} (found: "
-                    f"{', '.join(sorted(keys)) or 'none'}); save it with np.savez(path, x=images, y=labels)"
+                    f"{', '.join(sorted(keys)) or 'none'}); save it with np.savez(path, x=images, "
+                    "y=labels)"
                 )
             x, y = npz["x"], npz["y"]
     except DataError:
         raise
     except Exception as exc:  # not a zip, pickled object arrays, truncated file
-        raise DataError(f"cannot read {str(path)!r} as an .npz file: {exc}; re-save it with np.savez") from exc
+        raise DataError(
+            f"cannot read {str(path)!r} as an .npz file: {exc}; re-save it with np.savez") from exc
     what = f"{path.name}"
     layout = detect_layout(tuple(x.shape))
     if x.shape[0] == 0:

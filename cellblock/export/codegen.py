@@ -42,7 +42,8 @@ def trace(model: nn.Module) -> fx.GraphModule:
             f"module {path or '<root>'!r} ({cls}) cannot be traced by torch.fx ({why}); "
             "remove data-dependent Python control flow from its forward to export it"
         ) from exc
-    for node in gm.graph.nodes:  # drop annotations (strings under `from __future__ import annotations`)
+    # drop annotations (strings under `from __future__ import annotations`)
+    for node in gm.graph.nodes:
         node.type = None
     gm.recompile()
     return gm
@@ -116,7 +117,8 @@ def constructor_args(layer: nn.Module) -> dict[str, Any]:
         elif p.default is not p.empty:
             continue
         else:
-            raise ExportError(f"cannot recover argument {p.name!r} of {cls.__name__} from its attributes")
+            raise ExportError(
+                f"cannot recover argument {p.name!r} of {cls.__name__} from its attributes")
         literal(value)  # raises for non-literal values
         if p.default is not p.empty and _equal(value, p.default):
             continue  # defaults are left out: the source then also runs on other torch versions
@@ -151,7 +153,8 @@ def _tensor_source(gm: fx.GraphModule, target: str) -> str:
     owner = gm.get_submodule(owner_path) if owner_path else gm
     value = getattr(owner, name)
     if not isinstance(value, torch.Tensor):
-        raise ExportError(f"attribute {target!r} used by forward is not a tensor ({type(value).__name__})")
+        raise ExportError(
+            f"attribute {target!r} used by forward is not a tensor ({type(value).__name__})")
     shape, dtype = literal(tuple(value.shape)), literal(value.dtype)
     if name in owner._parameters:
         grad = literal(bool(value.requires_grad))

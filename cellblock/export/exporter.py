@@ -38,10 +38,9 @@ from torch import nn
 
 from cellblock.core.errors import CellblockError, ConfigError, ExportError
 from cellblock.core.fileio import make_temp_dir
-from cellblock.evaluators.runtimes import ONNX_OPSET
+from cellblock.evaluators.latency.runtimes import ONNX_OPSET
 from cellblock.export.codegen import generate_source
 from cellblock.export.formats import FORMATS, check_formats, register_format
-from cellblock.export.outdir import EXPORT_MARKER as EXPORT_MARKER  # re-exported
 from cellblock.export.outdir import check_export_out, write_marker
 from cellblock.export.preprocess import check_record, preprocessing_of, with_preprocessing
 from cellblock.export.verify import (
@@ -54,9 +53,6 @@ from cellblock.export.verify import (
     onnx_tensors_check,
     run_clean,
 )
-from cellblock.export.verify import CHECK_BATCH as CHECK_BATCH  # re-exported
-from cellblock.export.verify import CHECK_SCRIPT as CHECK_SCRIPT  # re-exported
-from cellblock.export.verify import fresh_weights as fresh_weights  # re-exported
 
 
 # ---- selection ---------------------------------------------------------------------------
@@ -93,11 +89,13 @@ def select_trials(
         if not match:
             raise ExportError(f"run has no trial {trial}; trials are 0..{len(data.trials) - 1}")
         if match[0].status != "COMPLETE":
-            raise ExportError(f"trial {trial} is {match[0].status}, not COMPLETE; pick a completed trial")
+            raise ExportError(
+                f"trial {trial} is {match[0].status}, not COMPLETE; pick a completed trial")
         return match
     pool = [t for t in data.trials if t.feasible_complete and t.value("accuracy") is not None]
     for f in filters:
-        pool = [t for t in pool if (f.violation(t.metrics) is not None and f.violation(t.metrics) <= 0)]
+        pool = [t for t in pool
+                if (f.violation(t.metrics) is not None and f.violation(t.metrics) <= 0)]
     if not pool:
         what = ", ".join(str(f) for f in filters) or "none"
         raise ExportError(
@@ -136,13 +134,15 @@ def items_from_run(run_dir: str | Path, trials: Sequence[Any]) -> list[ExportIte
     for t in trials:
         w = weights_path(data.run_dir, t.number)
         items.append(ExportItem(
-            f"trial_{t.number}", dict(t.arch), space, trial_seed(data.config.get("seed", 0), t.arch_id),
+            f"trial_{t.number}", dict(t.arch), space,
+            trial_seed(data.config.get("seed", 0), t.arch_id),
             t, w if w.is_file() else None, labels, preprocessing=prep,
         ))
     return items
 
 
-def item_from_arch_file(path: str | Path, space: str | None, space_args: Mapping[str, Any]) -> ExportItem:
+def item_from_arch_file(path: str | Path, space: str | None,
+                        space_args: Mapping[str, Any]) -> ExportItem:
     """An export item from an arch JSON (a plain arch dict, or an ``arch.json`` of an export).
 
     Raises:
@@ -153,7 +153,8 @@ def item_from_arch_file(path: str | Path, space: str | None, space_args: Mapping
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read arch file {str(path)!r} ({exc}); give a JSON object") from None
+        raise ConfigError(
+            f"cannot read arch file {str(path)!r} ({exc}); give a JSON object") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"arch file {str(path)!r} must hold a JSON object")
     arch = doc.get("arch", doc) if isinstance(doc.get("arch"), dict) else doc
@@ -161,7 +162,8 @@ def item_from_arch_file(path: str | Path, space: str | None, space_args: Mapping
     kwargs.update(space_args)
     ref = space or doc.get("space")
     if not ref:
-        raise ConfigError("the arch file names no space; pass --space NAME (and --space-arg KEY=VALUE)")
+        raise ConfigError(
+            "the arch file names no space; pass --space NAME (and --space-arg KEY=VALUE)")
     sp = SearchSpace(ref, **kwargs)
     sp.validate(arch)
     prep = doc.get("preprocessing") if "arch" in doc else None
@@ -184,7 +186,8 @@ def write_weights(ref: Reference, out_dir: Path) -> Path:
 
 # ---- formats -----------------------------------------------------------------------------
 def _json_safe(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+    return json.loads(
+        json.dumps(value, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
 
 
 @register_format("json")
@@ -208,7 +211,8 @@ def export_json(ref: Reference, out_dir: Path) -> dict[str, Any]:
     back = json.loads(path.read_text(encoding="utf-8"))
     space = SearchSpace(back["space"], **back["space_kwargs"])
     model = space.build(back["arch"])
-    model.load_state_dict(torch.load(write_weights(ref, out_dir), map_location="cpu", weights_only=True))
+    model.load_state_dict(
+        torch.load(write_weights(ref, out_dir), map_location="cpu", weights_only=True))
     model = with_preprocessing(model, back["preprocessing"]).eval()
     with torch.no_grad():
         y = model(ref.x)
@@ -228,14 +232,16 @@ def export_pytorch(ref: Reference, out_dir: Path) -> dict[str, Any]:
     item = ref.item
     meta = {"arch": item.arch, "arch_id": arch_id(item.arch), "space": item.space.ref,
             "space_kwargs": _json_safe(item.space.kwargs), "weights": ref.weights_source}
-    src = generate_source(ref.model, ref.input_shape, title=f"{item.space.name} network {item.label}",
+    src = generate_source(ref.model, ref.input_shape,
+                          title=f"{item.space.name} network {item.label}",
                           meta=meta, preprocessing=item.preprocessing)
     path = out_dir / "model.py"
     path.write_text(src, encoding="utf-8")
     weights = write_weights(ref, out_dir)
     info, y = run_clean("pytorch", path, ref, weights)
     imports = sorted({
-        ast.unparse(node) for node in ast.parse(src).body if isinstance(node, (ast.Import, ast.ImportFrom))
+        ast.unparse(
+            node) for node in ast.parse(src).body if isinstance(node, (ast.Import, ast.ImportFrom))
     })
     result = compare(ref, info["params"], info["macs"], y)
     result.update({"files": ["model.py", "weights.pt"], "source_bytes": len(src.encode()),
@@ -295,10 +301,12 @@ def export_onnx(ref: Reference, out_dir: Path) -> dict[str, Any]:
         "files": [path.name], "opset": opset, "macs_method": macs_how,
         "float_initializer_elements": tensors["float_initializer_elements"],
         "float_state_dict_elements": state_floats,
-        "initializers_ok": tensors["float_initializer_elements"] == state_floats and not tensors["extra"],
+        "initializers_ok": tensors[
+            "float_initializer_elements"] == state_floats and not tensors["extra"],
         "merged_initializers": tensors["merged"], "missing_initializers": tensors["missing"],
-        "params_method": "elements of the model's parameters found among the initializers, by name, "
-                         "or by value where the exporter merged bit-identical tensors (BN not folded)",
+        "params_method": "elements of the model's parameters found among the initializers, by "
+                         "name, or by value where the exporter merged bit-identical tensors (BN "
+                         "not folded)",
     })
     if macs is None:
         result["macs_ok"] = None
@@ -348,7 +356,8 @@ def export_items(items: Sequence[ExportItem], out: str | Path, formats: Sequence
     finally:
         shutil.rmtree(out, ignore_errors=True)
     if problems:
-        raise ExportError(f"round trip failed ({'; '.join(problems)}); details in {final / 'roundtrip.json'}")
+        raise ExportError(
+            f"round trip failed ({'; '.join(problems)}); details in {final / 'roundtrip.json'}")
     return report
 
 
@@ -376,7 +385,8 @@ def _export_into(items: Sequence[ExportItem], out: Path, formats: Sequence[str]
             torch.save(item.state, item_dir / "inherited.pt")
         entry: dict[str, Any] = {
             "label": item.label, "trial": item.trial.number if item.trial is not None else None,
-            "arch_id": __import__("cellblock.search_spaces.api", fromlist=["arch_id"]).arch_id(item.arch),
+            "arch_id": __import__("cellblock.search_spaces.api",
+                                  fromlist=["arch_id"]).arch_id(item.arch),
             "space": item.space.ref, "weights": ref.weights_source, "params": ref.params,
             "macs": ref.macs, "input_shape": list(ref.input_shape), "formats": {},
         }

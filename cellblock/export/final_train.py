@@ -46,10 +46,12 @@ def run_inputs(run: Any) -> dict[str, Any]:
 
 
 def _identity(cfg: Mapping[str, Any], arch_id: str, trial: int, epochs: int) -> dict[str, Any]:
-    keys = ("space", "space_args", "dataset", "batch_size", "lr", "weight_decay", "label_smoothing", "seed")
+    keys = ("space", "space_args", "dataset", "batch_size", "lr", "weight_decay", "label_smoothing",
+            "seed")
     # val_fraction only when set, so trainings of runs from before the key keep their identity.
     split = {"val_fraction": cfg["val_fraction"]} if cfg.get("val_fraction") is not None else {}
-    return {"trial": trial, "arch_id": arch_id, "epochs": epochs, **{k: cfg.get(k) for k in keys}, **split}
+    return {"trial": trial, "arch_id": arch_id, "epochs": epochs, **{k: cfg.get(k) for k in keys},
+            **split}
 
 
 def _set_threads(cfg: Mapping[str, Any], model: Any, space: Any, threads: int | None) -> int:
@@ -108,7 +110,8 @@ def final_train(
     run = load_run(run_dir)
     match = [t for t in run.trials if t.number == trial]
     if not match:
-        raise RunError(f"run has no trial {trial}; see 'cellblock show {run_dir}' for trial numbers")
+        raise RunError(
+            f"run has no trial {trial}; see 'cellblock show {run_dir}' for trial numbers")
     t = match[0]
     if t.status != "COMPLETE":
         raise RunError(f"trial {trial} is {t.status}; train a COMPLETE trial")
@@ -128,7 +131,8 @@ def final_train(
         try:
             done = json.loads(metrics_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise RunError(f"{str(metrics_path)!r} is not valid JSON; delete it to train again") from None
+            raise RunError(
+                f"{str(metrics_path)!r} is not valid JSON; delete it to train again") from None
         if isinstance(done, dict) and done.get("identity") == json.loads(json.dumps(identity)):
             log(f"already trained: {metrics_path}")
             return done
@@ -142,7 +146,8 @@ def final_train(
                 "repeat that command to continue it, or pass a new --out"
             )
     dev = resolve_device(device or cfg.get("device", "auto"))
-    data = load_dataset(cfg["dataset"], cfg.get("data_dir"), False, seed=0, val_fraction=cfg.get("val_fraction"),
+    data = load_dataset(cfg["dataset"], cfg.get("data_dir"), False, seed=0,
+                        val_fraction=cfg.get("val_fraction"),
                         remap_labels=bool(cfg.get("remap_labels")))
     space = build_space(cfg, data)
     seed = trial_seed(cfg.get("seed", 0), t.arch_id)
@@ -151,7 +156,8 @@ def final_train(
     if init is not None:
         from cellblock.supernet.inherit import inherited_state, parse_init
 
-        model.load_state_dict(inherited_state(parse_init(init), space, t.arch, cfg.get("val_fraction")))
+        model.load_state_dict(
+            inherited_state(parse_init(init), space, t.arch, cfg.get("val_fraction")))
         log(f"initialised from {init}")
     train_cfg = TrainConfig.from_run(cfg, seed=seed, device=str(dev), epochs=epochs)
     n_threads = _set_threads(cfg, model, space, threads)  # not part of the training's identity
@@ -164,7 +170,8 @@ def final_train(
             resume = _load_checkpoint(ckpt_path)
             if resume.get("identity") != identity:
                 raise RunError(f"{str(ckpt_path)!r} belongs to another training; pass a new --out")
-        return _train_locked(model, data, space, train_cfg, t, cfg, identity, epochs, checkpoint_every,
+        return _train_locked(model, data, space, train_cfg, t, cfg, identity, epochs,
+                             checkpoint_every,
                       ckpt_path, out_dir, metrics_path, resume, trial, dev, log, progress)
 
 
@@ -180,8 +187,10 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     hint = "delete it to train from scratch, or pass another --out"
     ckpt = load_tensors(path, "training checkpoint", hint)
     state = ckpt.get("state")
-    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) or "identity" not in ckpt:
-        raise CheckpointError(f"training checkpoint {str(path)!r} is not a 'cellblock train' checkpoint; {hint}")
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"),
+                                                     int) or "identity" not in ckpt:
+        raise CheckpointError(
+            f"training checkpoint {str(path)!r} is not a 'cellblock train' checkpoint; {hint}")
     return ckpt
 
 
@@ -208,7 +217,8 @@ def _train_locked(model: Any, data: Any, space: Any, train_cfg: Any, t: Any, cfg
             return
         elapsed = before_s + time.perf_counter() - t0
         atomic_save({"identity": identity, "state": state, "train_s": elapsed}, ckpt_path)
-        message = f"checkpoint: epoch {state['epoch']}/{epochs} saved (loss {state['final_loss']:.4f})"
+        message = (f"checkpoint: epoch {state['epoch']}/{epochs} saved "
+                   f"(loss {state['final_loss']:.4f})")
         if progress:
             bar.write(message)
         else:
@@ -216,7 +226,8 @@ def _train_locked(model: Any, data: Any, space: Any, train_cfg: Any, t: Any, cfg
 
     try:
         result = train_and_evaluate(
-            model, data, train_cfg, on_epoch_end=checkpoint, resume=resume["state"] if resume else None
+            model, data, train_cfg, on_epoch_end=checkpoint,
+            resume=resume["state"] if resume else None
         )
     finally:
         bar.close()
@@ -227,7 +238,8 @@ def _train_locked(model: Any, data: Any, space: Any, train_cfg: Any, t: Any, cfg
         "identity": identity, "trial": trial, "arch_id": t.arch_id, "arch": t.arch,
         "epochs": epochs, "val_accuracy": result["accuracy"], "test_accuracy": test_acc,
         "search_val_accuracy": t.value("accuracy"), "final_loss": result["final_loss"],
-        "train_s": before_s + time.perf_counter() - t0, "resumed_from_epoch": resume["state"]["epoch"] if resume else 0,
+        "train_s": before_s + time.perf_counter() - t0,
+        "resumed_from_epoch": resume["state"]["epoch"] if resume else 0,
         "params": count_params(model), "macs": count_macs(model, input_shape), "device": str(dev),
         "dataset": cfg["dataset"], "test_size": len(data.y_test),
         "train_step": result["train_step"], "graph_fallback": result["graph_fallback"],

@@ -16,7 +16,8 @@ from cellblock.core.registry import Registry
 #: ``fn(reference, out_dir) -> result dict``: writes one format and checks its round trip.
 Exporter = Callable[..., dict[str, Any]]
 FORMATS: Registry[Exporter] = Registry("export format", lazy={
-    name: ("cellblock.export.exporter", None) for name in ("json", "pytorch", "torchscript", "onnx")})
+    name: ("cellblock.export.exporter", None)
+    for name in ("json", "pytorch", "torchscript", "onnx")})
 
 
 #: Python packages each format needs, and the extra that installs them.
@@ -49,8 +50,8 @@ def check_formats(formats: Sequence[str]) -> None:
         FORMATS.get(fmt)
         missing, extra = missing_packages(fmt)
         if missing:
-            raise ConfigError(f"format {fmt!r} needs {' and '.join(missing)}, which is not installed; "
-                              f"pip install 'cellblock[{extra}]' (nothing was written)")
+            raise ConfigError(f"format {fmt!r} needs {' and '.join(missing)}, which is not "
+                              f"installed; pip install 'cellblock[{extra}]' (nothing was written)")
 
 
 def available_formats() -> list[str]:

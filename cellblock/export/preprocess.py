@@ -32,7 +32,8 @@ def check_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
-        raise ExportError(f"preprocessing record lacks {', '.join(missing)}; re-export from the run")
+        raise ExportError(
+            f"preprocessing record lacks {', '.join(missing)}; re-export from the run")
     channels = int(record["input_shape"][0])
     if len(record["mean"]) != channels or len(record["std"]) != channels:
         raise ExportError(f"preprocessing record has {len(record['mean'])} means and "
@@ -73,7 +74,8 @@ def with_preprocessing(model: nn.Module, record: Mapping[str, Any] | None) -> nn
     ref = next(iter(model.parameters()), None)
     device = ref.device if ref is not None else torch.device("cpu")
     model.register_buffer("input_mean", torch.tensor(record["mean"], dtype=torch.float32,
-                                                     device=device).reshape(shape), persistent=False)
+                                                     device=device).reshape(shape),
+                                                     persistent=False)
     model.register_buffer("input_std", torch.tensor(record["std"], dtype=torch.float32,
                                                     device=device).reshape(shape), persistent=False)
     return model
@@ -125,4 +127,5 @@ def source_lines(record: Mapping[str, Any] | None) -> tuple[str, str]:
            "divided by ``PREPROCESSING['pixel_scale']``; ``preprocess(images)`` does that).\n"
            "The network normalises them itself with the training split's mean and std.")
     record = json.loads(json.dumps(dict(record)))
-    return doc, f"PREPROCESSING = {pprint.pformat(record, sort_dicts=True, width=96)}" + PREPROCESS_SOURCE
+    constant = f"PREPROCESSING = {pprint.pformat(record, sort_dicts=True, width=96)}"
+    return doc, constant + PREPROCESS_SOURCE

@@ -105,12 +105,14 @@ def make_reference(item: ExportItem) -> Reference:
     elif item.weights is not None:
         from cellblock.core.fileio import load_tensors
 
-        state = load_tensors(item.weights, "weights file", "train the trial again ('cellblock train') or delete it")
+        state = load_tensors(item.weights, "weights file",
+                             "train the trial again ('cellblock train') or delete it")
         try:
             model.load_state_dict(state)
         except (RuntimeError, TypeError) as exc:
             raise ExportError(f"weights file {str(item.weights)!r} does not fit the architecture "
-                              f"({str(exc).splitlines()[0]}); train the trial again or delete it") from None
+                              f"({str(exc).splitlines()[0]}); train the trial again or delete "
+                              "it") from None
         source = f"trained ({item.weights})"
     else:
         fresh_weights(model, input_shape, item.seed)
@@ -123,7 +125,8 @@ def make_reference(item: ExportItem) -> Reference:
                      x, y, source)
 
 
-def compare(ref: Reference, params: int | None, macs: int | None, y: torch.Tensor | np.ndarray) -> dict[str, Any]:
+def compare(ref: Reference, params: int | None, macs: int | None,
+            y: torch.Tensor | np.ndarray) -> dict[str, Any]:
     """The round-trip comparison of one exported copy against the reference."""
     y = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
     same_shape = tuple(y.shape) == tuple(ref.y.shape)
@@ -183,7 +186,8 @@ def _clean_site(tmp: Path) -> list[str]:
     return [str(farm)]
 
 
-def run_clean(kind: str, model_path: Path, ref: Reference, weights: Path | None = None) -> tuple[dict, torch.Tensor]:
+def run_clean(kind: str, model_path: Path, ref: Reference,
+              weights: Path | None = None) -> tuple[dict, torch.Tensor]:
     """Load an exported file in a fresh interpreter that cannot import cellblock.
 
     Raises:
@@ -207,7 +211,8 @@ def run_clean(kind: str, model_path: Path, ref: Reference, weights: Path | None 
         )
         if proc.returncode != 0:
             lines = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
-            raise ExportError(f"the {kind} export failed to load in a clean interpreter: {lines[-1]}")
+            raise ExportError(
+                f"the {kind} export failed to load in a clean interpreter: {lines[-1]}")
         result = json.loads((tmp / "result.json").read_text(encoding="utf-8"))
         y = torch.load(tmp / "output.pt", weights_only=True)
     return result, y
@@ -221,10 +226,13 @@ def onnx_macs(model_proto: Any) -> tuple[int | None, str]:
     g = inferred.graph
     shapes: dict[str, list[int]] = {}
     for v in list(g.input) + list(g.output) + list(g.value_info):
-        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in v.type.tensor_type.shape.dim]
+        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 1
+                          for d in v.type.tensor_type.shape.dim]
     for t in g.initializer:
         shapes[t.name] = list(t.dims)
-    total, unknown = 0, sorted({n.op_type for n in g.node if n.op_type in ("ConvTranspose", "Einsum", "LSTM", "GRU", "RNN")})
+    total, unknown = 0, sorted(
+        {n.op_type for n in g.node
+         if n.op_type in ("ConvTranspose", "Einsum", "LSTM", "GRU", "RNN")})
     for n in g.node:
         try:
             if n.op_type == "Conv":

@@ -1,7 +1,7 @@
 """Dominance on minimisation arrays (pure numpy): checks, masks, non-dominated ranks.
 
 Every function takes an ``(n, m)`` float array ``F`` where SMALLER IS BETTER in every
-column (see :mod:`cellblock.pareto.front`). Rows holding a NaN or an infinity are never
+column (see :mod:`cellblock.pareto`). Rows holding a NaN or an infinity are never
 on the front, are dominated by every finite row and get the last rank.
 """
 
@@ -121,9 +121,9 @@ def _dominated_by_any(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
     step = max(1, _CHUNK_ELEMENTS // (Q.shape[0] * P.shape[1]))
     for s in range(0, P.shape[0], step):
         p = P[s : s + step, None, :]
-        le = (Q[None, :, :] <= p).all(axis=2)
-        lt = (Q[None, :, :] < p).any(axis=2)
-        out[s : s + step] = (le & lt).any(axis=1)
+        le = np.all(Q[None, :, :] <= p, axis=2)
+        lt = np.any(Q[None, :, :] < p, axis=2)
+        out[s : s + step] = np.any(le & lt, axis=1)
     return out
 
 

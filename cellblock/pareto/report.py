@@ -70,7 +70,8 @@ def _scatter(trials: Sequence[Any], front_ids: set[str], x: str, title: str, log
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for on_front, name, color in ((False, "other trials", "#9e9e9e"), (True, "Pareto front", "#e65100")):
+    for on_front, name, color in ((False, "other trials", "#9e9e9e"),
+                                  (True, "Pareto front", "#e65100")):
         pts = [t for t in trials if (t.arch_id in front_ids) == on_front
                and t.value(x) is not None and t.value("accuracy") is not None]
         if on_front:
@@ -78,7 +79,8 @@ def _scatter(trials: Sequence[Any], front_ids: set[str], x: str, title: str, log
         fig.add_trace(go.Scatter(
             x=[t.value(x) for t in pts], y=[t.value("accuracy") for t in pts], name=name,
             mode="lines+markers" if on_front else "markers",
-            line={"shape": "hv", "color": color}, marker={"color": color, "size": 9 if on_front else 7},
+            line={"shape": "hv", "color": color},
+            marker={"color": color, "size": 9 if on_front else 7},
             text=[_hover(t) for t in pts], hovertemplate="%{text}<extra></extra>",
         ))
     fig.update_layout(title=title, xaxis_title=x, yaxis_title="validation accuracy",
@@ -88,7 +90,8 @@ def _scatter(trials: Sequence[Any], front_ids: set[str], x: str, title: str, log
     return fig
 
 
-def hypervolume_curve(trials: Sequence[Any], objectives: Sequence[Any]) -> tuple[list[int], list[float]]:
+def hypervolume_curve(trials: Sequence[Any], objectives: Sequence[Any]) -> tuple[list[int],
+                                                                                 list[float]]:
     """(trial numbers, hypervolume of the feasible completed trials up to each), normalised."""
     from cellblock.pareto import hypervolume, normalize
     from cellblock.pareto.results import trial_matrix
@@ -114,7 +117,8 @@ def hypervolume_curve(trials: Sequence[Any], objectives: Sequence[Any]) -> tuple
 
 def best_over_time(trials: Sequence[Any]) -> tuple[list[float], list[float]]:
     """(seconds since the first trial started, best feasible accuracy so far)."""
-    ok = sorted((t for t in trials if t.feasible_complete and t.end_t and t.value("accuracy") is not None),
+    ok = sorted((t for t in trials if t.feasible_complete and t.end_t
+                 and t.value("accuracy") is not None),
                 key=lambda t: t.end_t)
     starts = [t.start_t for t in trials if t.start_t]
     if not ok or not starts:
@@ -136,30 +140,48 @@ def _line(x: Sequence[float], y: Sequence[float], title: str, xt: str, yt: str) 
     return fig
 
 
+def _shown(column: str, v: Any, extra: Sequence[str]) -> Any:
+    """A table cell's text: accuracy to 4 decimals, times to 3, other floats whole."""
+    if v is None:
+        return "-"
+    if column == "accuracy":
+        return f"{v:.4f}"
+    if column in extra:
+        return f"{v:.4g}"
+    if isinstance(v, float) and column in ("latency_ms", "train_s"):
+        return f"{v:,.3f}"
+    if isinstance(v, float):
+        return f"{v:,.0f}"
+    return v
+
+
 def _table(trials: Sequence[Any], front_ids: set[str], extra: Sequence[str] = ()) -> str:
     from cellblock.core.load import unstable_latency
 
     metrics = (*TABLE_METRICS, *extra)
     flags = unstable_latency(trials)
     measured = any(t.value("latency_ms") is not None for t in trials)
-    cols = ("trial", "status", *metrics, *(("latency_unstable",) if measured else ()), "arch_id", "arch")
+    cols = ("trial", "status", *metrics, *(("latency_unstable",) if measured else ()), "arch_id",
+            "arch")
     head = "".join(f"<th>{c}</th>" for c in cols)
     rows = []
     for t in trials:
-        flag = (f"yes: {flags[t.number]}" if t.number in flags else "no") if t.value("latency_ms") is not None else None
-        vals: list[Any] = [t.number, t.status, *(t.value(c) for c in metrics), *([flag] if measured else []),
+        flag = (f"yes: {flags[t.number]}" if t.number in flags
+                else "no") if t.value("latency_ms") is not None else None
+        vals: list[Any] = [t.number, t.status, *(t.value(c) for c in metrics),
+                           *([flag] if measured else []),
                            t.arch_id, json.dumps(t.arch, sort_keys=True)]
         cells = []
         for c, v in zip(cols, vals):
-            shown = "-" if v is None else (f"{v:.4f}" if c == "accuracy" else f"{v:.4g}" if c in extra
-                                           else f"{v:,.3f}" if isinstance(v, float) and c in ("latency_ms", "train_s")
-                                           else f"{v:,.0f}" if isinstance(v, float) else v)
+            shown = _shown(c, v, extra)
             attr = ' class="arch"' if c == "arch" else ""
             key = "" if v is None else v
-            cells.append(f'<td{attr} data-v="{html.escape(str(key))}">{html.escape(str(shown))}</td>')
+            cells.append(
+                f'<td{attr} data-v="{html.escape(str(key))}">{html.escape(str(shown))}</td>')
         cls = ' class="pareto"' if t.arch_id in front_ids else ""
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return (f'<table class="sortable"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
 
 
 def is_report(head: bytes) -> bool:
@@ -178,7 +200,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     try:
         import plotly.io as pio
     except ImportError:
-        raise ConfigError("the HTML report needs plotly; install it with 'pip install plotly'") from None
+        raise ConfigError(
+            "the HTML report needs plotly; install it with 'pip install plotly'") from None
     from cellblock.pareto.results import extra_metrics, load_run, summary
     from cellblock.records.rundir import check_out_file
 
@@ -187,14 +210,18 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     data = load_run(run_dir)
     front = data.pareto
     front_ids = {t.arch_id for t in front}
-    figs = [_scatter(data.trials, front_ids, "macs", "Accuracy vs MACs (hover for arch and metrics)", True)]
+    figs = [_scatter(data.trials, front_ids, "macs",
+                     "Accuracy vs MACs (hover for arch and metrics)", True)]
     if any(t.value("latency_ms") is not None for t in data.trials):
         figs.append(_scatter(data.trials, front_ids, "latency_ms", "Accuracy vs latency", True))
     hv_x, hv_y = hypervolume_curve(data.trials, data.objectives)
-    figs.append(_line(hv_x, hv_y, f"Hypervolume over trials ({', '.join(o.name for o in data.objectives)}, "
+    figs.append(_line(hv_x, hv_y,
+                      f"Hypervolume over trials ({', '.join(o.name for o in data.objectives)}, "
                       f"normalised, ref {HV_REF})", "trial", "hypervolume"))
     bx, by = best_over_time(data.trials)
-    figs.append(_line(bx, by, "Best accuracy over wall time", "seconds since start", "best validation accuracy"))
+    figs.append(
+        _line(bx, by, "Best accuracy over wall time", "seconds since start",
+              "best validation accuracy"))
     divs = [pio.to_html(f, full_html=False, include_plotlyjs=(i == 0),
                         div_id=f"plot{i}") for i, f in enumerate(figs)]
     title = f"cellblock run {data.run_dir.name}"
@@ -203,9 +230,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<pre>{html.escape(summary(data))}</pre>",
-        '<h2>Pareto fronts</h2><div class="grid">', *[f"<div>{d}</div>" for d in divs[:-2]], "</div>",
+        '<h2>Pareto fronts</h2><div class="grid">', *[f"<div>{d}</div>" for d in divs[:-2]],
+        "</div>",
         '<h2>Progress</h2><div class="grid">', *[f"<div>{d}</div>" for d in divs[-2:]], "</div>",
-        "<h2>Trials (click a header to sort; Pareto trials highlighted)</h2>", _table(data.trials, front_ids, extra_metrics(data)),
+        "<h2>Trials (click a header to sort; Pareto trials highlighted)</h2>",
+        _table(data.trials, front_ids, extra_metrics(data)),
         f"<script>{_SORT_JS}</script>", "</body></html>",
     ])
     return atomic_write_text(Path(out) if out else RunDir(data.run_dir).report, page)

@@ -64,12 +64,13 @@ def load_run(run_dir: str | Path) -> RunData:
     cfg_path, log_path = RunDir(run_dir).config, RunDir(run_dir).log
     if not cfg_path.is_file() and not log_path.is_file():
         raise RunError(
-            f"{str(run_dir)!r} is not a cellblock run directory (expected config.yaml and trials.jsonl); "
-            "runs live under results/runs/"
+            f"{str(run_dir)!r} is not a cellblock run directory (expected config.yaml and "
+            "trials.jsonl); runs live under results/runs/"
         )
     meta = read_run_meta(run_dir)
     if meta.config is None:
-        raise RunError(f"{str(run_dir)!r} has no trial records yet (trials.jsonl is missing or empty)")
+        raise RunError(
+            f"{str(run_dir)!r} has no trial records yet (trials.jsonl is missing or empty)")
     print_notices(meta)
     trials = replay_trials(meta.events)
     rewrite_stale_config(meta, run_dir)
@@ -160,7 +161,8 @@ def format_table(trials: Sequence[Trial], limit: int | None = None,
     rows = [header]
     for t in list(trials)[:limit]:
         rows.append((
-            str(t.number), t.arch_id, _fmt(t.value("accuracy"), "acc"), _fmt(t.value("macs"), "count"),
+            str(t.number), t.arch_id, _fmt(t.value("accuracy"), "acc"),
+            _fmt(t.value("macs"), "count"),
             _fmt(t.value("params"), "count"), _fmt(t.value("latency_ms"), "f"),
             _fmt(t.value("train_s"), "f"), *(_fmt(t.value(n), "g") for n in extra),
         ))
@@ -175,17 +177,19 @@ def busy_seconds(trials: Sequence[Trial]) -> float:
 
     Idle gaps, such as the time between two invocations of an extended run, do not count.
     """
-    spans = sorted((t.start_t, t.end_t) for t in trials if t.start_t is not None and t.end_t is not None)
-    total, cur_start, cur_end = 0.0, None, None
+    spans = sorted(
+        (t.start_t, t.end_t) for t in trials if t.start_t is not None and t.end_t is not None)
+    total = 0.0
+    current: tuple[float, float] | None = None  # the union interval being extended
     for start, end in spans:
-        if cur_end is None or start > cur_end:
-            if cur_end is not None:
-                total += cur_end - cur_start
-            cur_start, cur_end = start, end
+        if current is None or start > current[1]:
+            if current is not None:
+                total += current[1] - current[0]
+            current = (start, end)
         else:
-            cur_end = max(cur_end, end)
-    if cur_end is not None:
-        total += cur_end - cur_start
+            current = (current[0], max(current[1], end))
+    if current is not None:
+        total += current[1] - current[0]
     return total
 
 
@@ -196,7 +200,8 @@ def next_steps(data: RunData) -> str:
     written = [f"{name}: {path}" for name, path in (("report", rd.report), ("plot", rd.pareto_png))
                if path.is_file()]
     again = {rd.report: f"cellblock report {run}", rd.pareto_png: f"cellblock repair {run}"}
-    missing = [f"{path.name} ('{cmd}' writes it again)" for path, cmd in again.items() if not path.is_file()]
+    missing = [f"{path.name} ('{cmd}' writes it again)" for path, cmd in again.items()
+               if not path.is_file()]
     lines = ["   ".join(written)] if written else []
     if missing:
         lines.append(f"not written: {', '.join(missing)}")
@@ -228,15 +233,17 @@ def _in_table_units(data: RunData, best: float) -> str:
         for key, value in t.metrics.items():
             if (key != "accuracy" and isinstance(value, (int, float)) and value != best
                     and math.isclose(value, best * 100, rel_tol=1e-9)):
-                return f" (= {value:.2f} in the table's {key!r} column, as 'cellblock bench' reports it)"
+                return (f" (= {value:.2f} in the table's {key!r} column, as 'cellblock bench' "
+                        "reports it)")
     return ""
 
 
 def summary(data: RunData) -> str:
     """A short text summary of a run and its Pareto table."""
-    counts = {s: sum(t.status == s for t in data.trials) for s in (COMPLETE, FAILED, INFEASIBLE, PRUNED, RUNNING)}
-    accs = [t.value("accuracy") for t in data.trials if t.feasible_complete]
-    accs = [a for a in accs if a is not None]
+    counts = {s: sum(t.status == s for t in data.trials)
+              for s in (COMPLETE, FAILED, INFEASIBLE, PRUNED, RUNNING)}
+    accs = [a for a in (t.value("accuracy") for t in data.trials if t.feasible_complete)
+            if a is not None]
     span = busy_seconds(data.trials)
     front = data.pareto
     cfg = data.config
@@ -245,8 +252,8 @@ def summary(data: RunData) -> str:
         f"space: {cfg.get('space')}  strategy: {cfg.get('strategy')}  {_source(cfg)}  "
         f"objectives: {', '.join(o.name for o in data.objectives)}",
         f"trials: {len(data.trials)} ({counts[COMPLETE]} complete, {counts[FAILED]} failed, "
-        f"{counts[INFEASIBLE]} infeasible, {counts[PRUNED]} stopped early, {counts[RUNNING]} in flight)  "
-        f"time with trials running: {span:.1f} s",
+        f"{counts[INFEASIBLE]} infeasible, {counts[PRUNED]} stopped early, {counts[RUNNING]} in "
+        f"flight)  time with trials running: {span:.1f} s",
         f"best validation accuracy: {max(accs):.4f}{_in_table_units(data, max(accs))}" if accs
         else "best validation accuracy: -",
         f"Pareto front ({len(front)} trials):",
@@ -270,7 +277,8 @@ def _latency_lines(data: RunData) -> list[str]:
     done = [t.number for t in data.trials if t.feasible_complete and t.number in flags]
     head = (f"latency_unstable: {len(flags)} trial(s); {len(done)} completed one(s) kept off the "
             "Pareto front for it" if kept_off else
-            f"latency_unstable: {len(flags)} trial(s) (allowed onto the front, or latency is no objective)")
+            f"latency_unstable: {len(flags)} trial(s) (allowed onto the front, or latency is no "
+            "objective)")
     lines = [head]
     lines += [f"  trial {n}: {why}" for n, why in sorted(flags.items())]
     if kept_off and done:

@@ -176,14 +176,6 @@ class RecordLog:
                 self._synced = target
                 self._cond.notify_all()
 
-    def wait_synced(self) -> None:
-        """Block until every event appended so far is on disk."""
-        if self._thread is None:
-            return
-        with self._cond:
-            while self._synced < self._written:
-                self._cond.wait()
-
     def _repair_tail(self) -> None:
         """Cut a partial last line left by a crash mid-write, so appends stay parseable."""
         if not self.path.exists():

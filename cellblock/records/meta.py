@@ -104,7 +104,8 @@ def with_inputs_from(config: dict[str, Any], cwd: str | None,
     out = dict(config)
     for key in INPUT_PATH_KEYS:
         value = out.get(key)
-        if isinstance(value, str) and value and not (key == "dataset" and value in builtin_datasets):
+        if isinstance(value,
+                      str) and value and not (key == "dataset" and value in builtin_datasets):
             out[key] = moved(value) or value
     file, sep, fn = str(out.get("space", "")).rpartition(":")
     if sep and file.endswith(".py") and (new := moved(file)):
@@ -127,9 +128,9 @@ def read_run_meta(run_dir: str | Path) -> RunMeta:
     if empty_log and derived:
         state = "empty" if log.is_file() else "missing"
         raise RunError(
-            f"{str(run_dir)!r} has {', '.join(derived)} but its record log trials.jsonl is {state}: "
-            "the records are lost and a new search would overwrite the only copy left; restore "
-            "trials.jsonl from a backup, or use another --out (nothing was changed)"
+            f"{str(run_dir)!r} has {', '.join(derived)} but its record log trials.jsonl is "
+            f"{state}: the records are lost and a new search would overwrite the only copy left; "
+            "restore trials.jsonl from a backup, or use another --out (nothing was changed)"
         )
     meta.events = read_events(log)
     cfg, problem = _read_config_file(RunDir(run_dir).config)
@@ -138,21 +139,22 @@ def read_run_meta(run_dir: str | Path) -> RunMeta:
         meta.config, meta.config_source = from_log, "log"
         if problem is not None:
             meta.config_stale = True
-            meta.notices.append(f"config.yaml of {str(run_dir)!r} {problem}; using the config of the "
+            meta.notices.append(f"config.yaml of {str(run_dir)!r} {problem}; using the config of "
+                                "the "
                                 "last run_start in trials.jsonl (config.yaml is rewritten from it)")
-        elif (key := _disagreement(cfg, from_log)) is not None:
+        elif cfg is not None and (key := _disagreement(cfg, from_log)) is not None:
             meta.config_stale = True
             meta.notices.append(
                 f"config.yaml of {str(run_dir)!r} disagrees with trials.jsonl ({key}: "
-                f"{cfg.get(key)!r} in config.yaml, {from_log.get(key)!r} in the log); the log is the "
-                "record: config.yaml was not used and is rewritten from the log")
+                f"{cfg.get(key)!r} in config.yaml, {from_log.get(key)!r} in the log); the log is "
+                "the record: config.yaml was not used and is rewritten from the log")
     elif meta.events and problem not in (None, "is missing"):
         raise RunError(f"config.yaml of {str(run_dir)!r} {problem} and trials.jsonl records no "
                        "config to rebuild it from; restore config.yaml from a backup")
     elif any(ev.get("event", "").startswith("trial_") for ev in meta.events):
         raise RunError(f"{str(run_dir)!r} has trial records but trials.jsonl has no run_start "
-                       "config (config.yaml is only a copy, never the record); restore trials.jsonl "
-                       "from a backup or choose another --out")
+                       "config (config.yaml is only a copy, never the record); restore "
+                       "trials.jsonl from a backup or choose another --out")
     return meta
 
 
@@ -160,7 +162,8 @@ def _disagreement(copy: dict[str, Any] | None, record: dict[str, Any]) -> str | 
     """The first key whose value differs between config.yaml and the log's config (None: same)."""
     if copy is None:
         return None
-    return next((k for k in sorted(set(copy) | set(record), key=str) if copy.get(k) != record.get(k)), None)
+    return next(
+        (k for k in sorted(set(copy) | set(record), key=str) if copy.get(k) != record.get(k)), None)
 
 
 def rewrite_stale_config(meta: RunMeta, run_dir: str | Path) -> None:
@@ -170,7 +173,8 @@ def rewrite_stale_config(meta: RunMeta, run_dir: str | Path) -> None:
     if not meta.config_stale or meta.config is None:
         return
     try:  # as cellblock.run.config.dump writes it
-        atomic_write_text(RunDir(run_dir).config, yaml.safe_dump(dict(meta.config), sort_keys=False))
+        atomic_write_text(RunDir(run_dir).config,
+                          yaml.safe_dump(dict(meta.config), sort_keys=False))
         meta.config_stale = False
     except OSError:
         pass

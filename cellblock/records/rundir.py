@@ -34,7 +34,6 @@ class RunDir:
     #: Ray Tune's own state while a ``--backend ray`` search runs (removed at its end, and at
     #: the start of the next one when a killed driver left it).
     TUNE_SCRATCH = ".tune"
-    LOCK = LOCK_NAME
     #: Files rebuilt from the log (``cellblock repair`` and every run rewrite them).
     DERIVED = (TRIALS_CSV, PARETO_CSV, PARETO_PNG, REPORT)
     #: Files of one final training (``cellblock train``), under :meth:`train_dir`.
@@ -72,10 +71,6 @@ class RunDir:
         return self.path / self.REPORT
 
     @property
-    def optuna_journal(self) -> Path:
-        return self.path / self.OPTUNA_JOURNAL
-
-    @property
     def tune_scratch(self) -> Path:
         return self.path / self.TUNE_SCRATCH
 
@@ -91,7 +86,7 @@ class RunDir:
 #: Files a run records (the log, its config copy, trainings' checkpoints, weights and
 #: metrics, Optuna's journal, the lock): no ``--out`` of any command writes over one.
 RECORD_FILES = (RunDir.LOG, RunDir.CONFIG, RunDir.CHECKPOINT, RunDir.WEIGHTS, RunDir.METRICS,
-                RunDir.OPTUNA_JOURNAL, RunDir.LOCK)
+                RunDir.OPTUNA_JOURNAL, LOCK_NAME)
 
 
 def check_out_file(path: str | Path, ours: Callable[[bytes], bool] | None = None) -> Path:

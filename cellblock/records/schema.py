@@ -57,7 +57,8 @@ _FIELDS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]]] = {
         "error": (False, _optional(lambda v: isinstance(v, str)), "a string or null"),
         "violation": (False, _optional(_is_number), "a number or null"),
     },
-    "trial_lost": {  # an attempt lost to the infrastructure (cellblock.records.log.trial_lost_event)
+    # an attempt lost to the infrastructure (cellblock.records.log.trial_lost_event)
+    "trial_lost": {
         "trial": (True, _trial_number, "an integer >= 0"),
         "arch_id": (True, _arch_id, "a non-empty string"),
         "attempt": (False, _optional(_is_int), "an integer"),
@@ -71,7 +72,8 @@ _FIELDS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]]] = {
 }
 
 
-def event_problem(event: Any, started: Mapping[int, str], statuses: Collection[str] = ()) -> str | None:
+def event_problem(event: Any, started: Mapping[int, str],
+                  statuses: Collection[str] = ()) -> str | None:
     """Why ``event`` is not a valid log event (None when it is).
 
     Args:
@@ -97,7 +99,8 @@ def event_problem(event: Any, started: Mapping[int, str], statuses: Collection[s
         return f"loses trial {event['trial']}, which no earlier trial_start began with that arch_id"
     if kind == "trial_end":
         if statuses and event["status"] not in statuses:
-            return f"is a trial_end whose 'status' is not one of {', '.join(statuses)} (got {_short(event['status'])})"
+            return (f"is a trial_end whose 'status' is not one of {', '.join(statuses)} "
+                    f"(got {_short(event['status'])})")
         number = event["trial"]
         if number not in started:
             return f"ends trial {number}, which no earlier trial_start began"
@@ -128,7 +131,8 @@ def check_events(numbered: Iterable[tuple[int, Any]], path: Any,
         problem = event_problem(event, started, statuses)
         if problem is not None:
             raise RunError(f"{path}:{lineno} {problem}; the record log is damaged or was edited; "
-                           "restore trials.jsonl from a backup, or delete that line if you are sure")
+                           "restore trials.jsonl from a backup, or delete that line if you are "
+                           "sure")
         if event["event"] == "trial_start":
             started[event["trial"]] = event["arch_id"]
         events.append(event)

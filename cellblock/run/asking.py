@@ -31,7 +31,8 @@ class AskLoop:
         ask_seconds: When a list, the wall time of every ``strategy.ask()`` is appended to it.
     """
 
-    def __init__(self, exhausted_after: int = EXHAUSTED_AFTER, ask_seconds: list[float] | None = None) -> None:
+    def __init__(self, exhausted_after: int = EXHAUSTED_AFTER,
+                 ask_seconds: list[float] | None = None) -> None:
         self.exhausted_after = exhausted_after
         self.ask_seconds = ask_seconds
         #: Consecutive repeated proposals so far (reset by a new one).

@@ -50,7 +50,9 @@ def check_objectives(objectives: Sequence[Objective]) -> None:
     """Fail on an objective a table look-up plus a cost count cannot provide."""
     for o in objectives:
         if o.name not in BENCH_METRICS:
-            raise ConfigError(f"bench objective {o.name!r} is not available; choose among: {', '.join(BENCH_METRICS)}")
+            raise ConfigError(
+                f"bench objective {o.name!r} is not available; choose among: "
+                f"{', '.join(BENCH_METRICS)}")
 
 
 def table_components(space: str, space_args: Mapping[str, Any] | None, table: str | Path,
@@ -66,7 +68,8 @@ def table_components(space: str, space_args: Mapping[str, Any] | None, table: st
             an unknown metric column or a space without a table key.
     """
     check_objectives(objectives)
-    cfg = config_mod.resolve({"space": space, "space_args": dict(space_args or {}), "evaluator": "table",
+    cfg = config_mod.resolve({"space": space, "space_args": dict(space_args or {}),
+                              "evaluator": "table",
                               "table": str(table), "metric": metric, "device": "cpu",
                               "objectives": [o.name for o in objectives]})
     return build_components(cfg)
@@ -123,7 +126,9 @@ def true_front(comps: Components, objectives: Sequence[Objective], workers: int 
         log(f"costs of {len(archs)} architectures: {built} new, cache {costs.path}")
     rows = [o.metrics for o in evaluate_all(comps, archs) if o.status == COMPLETE]
     if not rows:
-        raise ConfigError(f"no architecture of space {comps.space.name!r} is in table {str(table_of(comps).path)!r}")
+        raise ConfigError(
+            f"no architecture of space {comps.space.name!r} is in table "
+            f"{str(table_of(comps).path)!r}")
     F = objective_matrix(rows, objectives)
     front = F[nondominated_mask(F)]
     ideal, nadir = front.min(axis=0), front.max(axis=0)
@@ -204,13 +209,15 @@ def parse_budgets(text: str) -> list[int]:
     try:
         budgets = sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
-        raise ConfigError(f"--budgets must be comma-separated positive integers, got {text!r}") from None
+        raise ConfigError(
+            f"--budgets must be comma-separated positive integers, got {text!r}") from None
     if not budgets or budgets[0] <= 0:
         raise ConfigError(f"--budgets must be comma-separated positive integers, got {text!r}")
     return budgets
 
 
-def check_strategies(strategies: Sequence[str], space: SearchSpace, objectives: Sequence[Objective]) -> None:
+def check_strategies(strategies: Sequence[str], space: SearchSpace,
+                     objectives: Sequence[Objective]) -> None:
     """Fail early on an unknown strategy or an objective a table look-up cannot provide."""
     from cellblock.strategies.base import make_strategy
 
@@ -248,19 +255,22 @@ def run_bench(comps: Components, strategies: Sequence[str], seeds: Sequence[int]
             bests = best_at(so, budgets, table.metric)
             ratios = hv_ratio_at(mo, budgets, front)
             for b, best, ratio in zip(budgets, bests, ratios):
-                rows.append({"strategy": name, "seed": seed, "budget": b, "best": best, "hv_ratio": ratio})
+                rows.append(
+                    {"strategy": name, "seed": seed, "budget": b, "best": best, "hv_ratio": ratio})
         if log:
             log(f"{name}: {len(seeds)} seeds x 2 runs in {time.perf_counter() - t1:.1f} s")
     return BenchResult(rows, front, table.best(), table.metric, time.perf_counter() - t0)
 
 
 # ---- outputs --------------------------------------------------------------------------------
-def summarize(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, dict[int, tuple[float, float]]]:
+def summarize(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str,
+                                                                   dict[int, tuple[float, float]]]:
     """strategy -> budget -> (mean, std) of ``key`` over seeds (std with ddof=0)."""
     groups: dict[str, dict[int, list[float]]] = {}
     for r in rows:
         groups.setdefault(r["strategy"], {}).setdefault(int(r["budget"]), []).append(float(r[key]))
-    return {s: {b: (float(np.nanmean(v)), float(np.nanstd(v))) for b, v in d.items()} for s, d in groups.items()}
+    return {s: {b: (float(np.nanmean(v)), float(np.nanstd(v))) for b, v in d.items()}
+            for s, d in groups.items()}
 
 
 def summarize_regret(rows: Sequence[Mapping[str, Any]], optimum: float) -> list[dict[str, Any]]:
@@ -277,7 +287,8 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
             writer.writerow({**r, "best": f"{r['best']:.6g}", "hv_ratio": f"{r['hv_ratio']:.6f}"})
 
 
-def _table(stats: Mapping[str, Mapping[int, tuple[float, float]]], budgets: Sequence[int], fmt: str) -> str:
+def _table(stats: Mapping[str, Mapping[int, tuple[float, float]]], budgets: Sequence[int],
+           fmt: str) -> str:
     head = "| strategy | " + " | ".join(f"b={b}" for b in budgets) + " |"
     sep = "|---|" + "---:|" * len(budgets)
     lines = [head, sep]
@@ -289,14 +300,18 @@ def _table(stats: Mapping[str, Mapping[int, tuple[float, float]]], budgets: Sequ
 
 def write_markdown(path: Path, result: BenchResult, budgets: Sequence[int], command_line: str,
                    n_seeds: int) -> None:
-    """bench.md: command, table optimum, true front, mean ± std tables per budget (best, regret, hv_ratio)."""
+    """bench.md: command, table optimum, true front, mean ± std tables per budget.
+
+    The tables hold ``best``, ``regret`` and ``hv_ratio``.
+    """
     seed_values = sorted({int(r["seed"]) for r in result.rows})
     seed_text = f"{seed_values[0]}..{seed_values[-1]}" if seed_values else "none"
     key, value = result.optimum
     f = result.front
     names = ", ".join(o.name for o in f.objectives)
     fills = "; ".join(
-        f"{e['archs']} archs ({e.get('built', e['archs'])} networks built) in {e['seconds']} s with {e['workers']} worker(s)"
+        f"{e['archs']} archs ({e.get('built', e['archs'])} networks built) in {e['seconds']} s "
+        f"with {e['workers']} worker(s)"
         for e in f.costs_log
     ) or "(no fill logged)"
     text = f"""# Strategy benchmark on a tabular benchmark
@@ -308,14 +323,17 @@ Command (from the repository root):
 ```
 
 - Table metric `{result.metric}`; optimum of the table: **{value:.4f}** (`{key}`).
-- Seeds: {n_seeds} per strategy ({seed_text}); each strategy x seed runs once to {max(budgets)} evaluations with the
-  objective `accuracy` (for `best`) and once with `{names}` (for `hv_ratio`).
+- Seeds: {n_seeds} per strategy ({seed_text}); each strategy x seed runs once to
+  {max(budgets)} evaluations with the objective `accuracy` (for `best`) and once with
+  `{names}` (for `hv_ratio`).
 - `best`: highest `{result.metric}` (raw table units) within the first b evaluations.
-- `hv_ratio`: hypervolume of the first b evaluations / hypervolume of the true front ({f.size} points
-  among {f.n_archs} architectures), objectives `{names}` normalised by the true front's ideal and
-  nadir, reference point nadir + {REF_OFFSET:.0%} of the range (1.1 per normalised objective).
+- `hv_ratio`: hypervolume of the first b evaluations / hypervolume of the true front
+  ({f.size} points among {f.n_archs} architectures), objectives `{names}` normalised by the
+  true front's ideal and nadir, reference point nadir + {REF_OFFSET:.0%} of the range (1.1
+  per normalised objective).
 - Cost cache fills logged for this space: {fills}.
-- True front (enumeration, look-ups, costs from the cache): {f.seconds:.1f} s; whole bench: {result.seconds:.1f} s.
+- True front (enumeration, look-ups, costs from the cache): {f.seconds:.1f} s; whole bench:
+  {result.seconds:.1f} s.
 - Std is over seeds (ddof=0).
 
 ## best {result.metric} (mean ± std)
@@ -341,7 +359,8 @@ def write_plot(path: Path, result: BenchResult, budgets: Sequence[int]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in ((axes[0], "best", f"best {result.metric}"), (axes[1], "hv_ratio", "hv_ratio")):
+    for ax, key, label in ((axes[0], "best", f"best {result.metric}"),
+                           (axes[1], "hv_ratio", "hv_ratio")):
         for name, d in summarize(result.rows, key).items():
             mean = np.array([d[b][0] for b in budgets])
             std = np.array([d[b][1] for b in budgets])

@@ -77,7 +77,8 @@ def build_components(config: Mapping[str, Any], data: Any = None) -> Components:
     objectives = parse_objectives(cfg["objectives"])
     constraints = [Constraint.parse(c) for c in cfg["constraints"]]
     wanted = {o.name for o in objectives} | {c.metric for c in constraints}
-    if "supernet_score" in wanted and (cfg["evaluator"] != "supernet" or cfg["supernet_prior"] == "none"):
+    if "supernet_score" in wanted and (
+        cfg["evaluator"] != "supernet" or cfg["supernet_prior"] == "none"):
         raise ConfigError("metric 'supernet_score' is reported by --evaluator supernet with "
                           "--supernet-prior macs or params; set both, or use accuracy")
     device = resolve_device(cfg["device"])  # an unavailable device is a ConfigError here

@@ -92,7 +92,8 @@ def machine_load() -> dict[str, Any]:
     return {"load_avg": load, "cpus": os.cpu_count()}
 
 
-def changed_inputs(old: Mapping[str, Any], new: Mapping[str, Any], by_content: bool = False) -> list[str]:
+def changed_inputs(old: Mapping[str, Any], new: Mapping[str, Any],
+                   by_content: bool = False) -> list[str]:
     """Descriptions of the inputs whose content (or identity) differs between fingerprints.
 
     ``by_content``: a file found under another path (a run read from another directory)
@@ -126,9 +127,9 @@ def check_inputs(run_dir: Path, events: list[Mapping[str, Any]], now: Mapping[st
     changed = changed_inputs(before, now, by_content=True)  # a moved folder is no change
     if changed and not allow:
         raise RunError(
-            f"the inputs of run {str(run_dir)!r} changed since it was last run: {'; '.join(changed)}; "
-            "restore them, or use --out for a new run, or pass --allow-changed-inputs to continue "
-            "anyway (the change is recorded in trials.jsonl)"
+            f"the inputs of run {str(run_dir)!r} changed since it was last run: "
+            f"{'; '.join(changed)}; restore them, or use --out for a new run, or pass "
+            "--allow-changed-inputs to continue anyway (the change is recorded in trials.jsonl)"
         )
     return changed
 
@@ -156,10 +157,12 @@ def check_recorded_inputs(data: Any, allow: bool, command: str) -> list[str]:
     before = data.inputs or {}
     now = input_fingerprint(with_inputs_from(data.config, data.cwd, dataset_names()))
     keys = set(before) & set(now)
-    changed = changed_inputs({k: before[k] for k in keys}, {k: now[k] for k in keys}, by_content=True)
+    changed = changed_inputs({k: before[k] for k in keys}, {k: now[k] for k in keys},
+                             by_content=True)
     if changed and not allow:
         raise RunError(
-            f"the inputs of run {str(data.run_dir)!r} changed since it was searched: {'; '.join(changed)}; "
+            f"the inputs of run {str(data.run_dir)!r} changed since it was searched: "
+            f"{'; '.join(changed)}; "
             f"restore them, or pass --allow-changed-inputs to {command} with them anyway"
         )
     if changed:

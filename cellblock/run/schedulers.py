@@ -76,7 +76,8 @@ def promotable(F: Any, i: int, reduction_factor: int) -> bool:
 
 def scheduler_objectives(objectives: Sequence[Objective]) -> list[Objective]:
     """Accuracy plus the run's cheap objectives (known before training): the rung vector."""
-    acc = [o for o in objectives if o.name == "accuracy"] or [Objective("accuracy", "maximize", False)]
+    acc = [o for o in objectives
+           if o.name == "accuracy"] or [Objective("accuracy", "maximize", False)]
     return acc + [o for o in objectives if o.cheap and o.name != "accuracy"]
 
 

@@ -1,7 +1,8 @@
 """The default `cellblock search` (no arguments): wall time, trials, best accuracy, Pareto size.
 
 Usage (from the repository root):
-    .venv/bin/python results/benchmarks/default_search.py [--extra "--threads-per-trial 1"] [--out results/benchmarks/default_search.md]
+    .venv/bin/python results/benchmarks/default_search.py [--extra "--threads-per-trial 1"] [--out
+    results/benchmarks/default_search.md]
 
 Runs the command in a fresh temporary run directory (so it is a first run, not a
 continuation) and reads the results back from the run's records.
@@ -27,7 +28,8 @@ from cellblock.run.config import FIELDS
 
 def run_once(extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [str(Path(sys.executable).parent / "cellblock"), "search", *extra, "--out", f"{tmp}/run",
+        cmd = [str(Path(sys.executable).parent / "cellblock"), "search", *extra, "--out",
+               f"{tmp}/run",
                "--no-progress"]
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
@@ -53,7 +55,8 @@ def run_once(extra: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--extra", action="append", default=[], help="extra options, e.g. '--threads-per-trial 1'")
+    ap.add_argument("--extra", action="append", default=[],
+                    help="extra options, e.g. '--threads-per-trial 1'")
     ap.add_argument("--out", default="results/benchmarks/default_search.md")
     args = ap.parse_args()
     variants = [[]] + [shlex.split(e) for e in args.extra]
@@ -63,17 +66,19 @@ def main() -> None:
         "",
         f"Command: `.venv/bin/python {' '.join(shlex.quote(a) for a in sys.argv)}`",
         "",
-        f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, "
-        f"torch {torch.__version__} (CPU). Default: `blocks` space on digits, {FIELDS['strategy'].default}, objectives "
-        "accuracy / MACs / latency_ms, 24 trials x 8 epochs.",
+        f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python "
+        f"{platform.python_version()}, torch {torch.__version__} (CPU). Default: `blocks` space "
+        f"on digits, {FIELDS['strategy'].default}, objectives accuracy / MACs / latency_ms, 24 "
+        "trials x 8 epochs.",
         "",
-        "| command | wall (s) | trials | complete | best val accuracy | Pareto size | sum train_s | load 1 min before -> after |",
+        "| command | wall (s) | trials | complete | best val accuracy | Pareto size | sum train_s "
+        "| load 1 min before -> after |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        lines.append(f"| `{r['command'].strip()}` | {r['wall_s']:.1f} | {r['trials']} | {r['complete']} | "
-                     f"{r['best_acc']:.4f} | {r['pareto']} | {r['train_s']:.1f} | "
-                     f"{r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+        lines.append(f"| `{r['command'].strip()}` | {r['wall_s']:.1f} | {r['trials']} | "
+                     f"{r['complete']} | {r['best_acc']:.4f} | {r['pareto']} | {r['train_s']:.1f} "
+                     f"| {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
     lines += ["", "Output of the first command:", "", "```", rows[0]["table"].strip(), "```", ""]
     Path(args.out).write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))

@@ -5,7 +5,8 @@ trial_end (fsync) -> tell, progress bar, derived files) for 1,000 trials of the
 `blocks` space with a trivial evaluator, and subtracts the evaluator's own time.
 
 Usage:
-    .venv/bin/python results/benchmarks/engine_overhead.py [--trials 1000] [--out results/benchmarks/engine_overhead.md]
+    .venv/bin/python results/benchmarks/engine_overhead.py [--trials 1000] [--out
+    results/benchmarks/engine_overhead.md]
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class TrivialPipeline:
     def __call__(self, arch: dict, seed: int) -> Outcome:
         t0 = time.perf_counter()
         h = hash(tuple(sorted(arch.items())))
-        out = Outcome(COMPLETE, {"accuracy": (h % 1000) / 1000, "macs": (h // 1000) % 10**6, "params": 1})
+        out = Outcome(COMPLETE,
+                      {"accuracy": (h % 1000) / 1000, "macs": (h // 1000) % 10**6, "params": 1})
         self.seconds += time.perf_counter() - t0
         return out
 
@@ -102,12 +104,15 @@ def main() -> None:
         "",
         "Loop overhead = (run loop wall time - evaluator time - derived-file time) / trials: ask",
         "(sampling or mutation by replaying the space function), two JSON-lines events written and",
-        "flushed, tell and progress bookkeeping. `fsync=background` (the default) fsyncs every event",
+        "flushed, tell and progress bookkeeping. `fsync=background` (the default) fsyncs every "
+        "event",
         "from a group-commit thread; `fsync=sync` fsyncs inside each append, so the disk's sync",
         "latency is paid twice per trial. Derived files (trials.csv, pareto.csv, pareto.png) are",
-        "rewritten every 10 s and at the end; the last column adds their time. Target: <= 2 ms per trial.",
+        "rewritten every 10 s and at the end; the last column adds their time. Target: <= 2 ms per "
+        "trial.",
         "",
-        "| strategy | objectives | fsync | trials | fsync calls | wall (s) | loop overhead (ms/trial) | incl. derived files (ms/trial) |",
+        "| strategy | objectives | fsync | trials | fsync calls | wall (s) | loop overhead "
+        "(ms/trial) | incl. derived files (ms/trial) |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

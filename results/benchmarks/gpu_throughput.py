@@ -50,15 +50,8 @@ from torch import nn
 
 from cellblock.data import Augment, Dataset
 from cellblock.evaluators.cuda_graph import WARMUP_STEPS, StepRunner, cudnn_autotune
-from cellblock.evaluators.training import (
-    TrainConfig,
-    _amp_setup,
-    augment_batch,
-    lr_at,
-    make_optimizer,
-    step_schedule,
-    train_and_evaluate,
-)
+from cellblock.evaluators.loop import amp_setup, augment_batch, lr_at, make_optimizer, step_schedule
+from cellblock.evaluators.training import TrainConfig, train_and_evaluate
 from cellblock.pareto.results import load_run
 
 HERE = Path(__file__).resolve().parent
@@ -110,7 +103,8 @@ def run_search(args: list[str], out: Path, in_process: bool = False) -> dict:
 
     # where a trial's time goes: its whole span in the worker, training, evaluation
     trial_s = mean([t.end_t - t.start_t for t in trials if t.start_t and t.end_t])
-    train_s, eval_s = mean([t.value("train_s") for t in trials]), mean([t.value("eval_s") for t in trials])
+    train_s, eval_s = mean(
+        [t.value("train_s") for t in trials]), mean([t.value("eval_s") for t in trials])
     return {
         "args": " ".join(args) or "(no options)", "wall_s": wall, "trials": len(trials),
         "complete": sum(t.status == "COMPLETE" for t in trials),
@@ -119,7 +113,8 @@ def run_search(args: list[str], out: Path, in_process: bool = False) -> dict:
         "devices": ", ".join(sorted({str(t.metrics.get("device", "-")) for t in trials})),
         "best": max((a for a in accs if a is not None), default=float("nan")),
         "trial_s": trial_s, "train_s": train_s, "eval_s": eval_s,
-        "fallbacks": sorted({t.metrics["graph_fallback"] for t in trials if t.metrics.get("graph_fallback")}),
+        "fallbacks": sorted(
+            {t.metrics["graph_fallback"] for t in trials if t.metrics.get("graph_fallback")}),
     }
 
 
@@ -131,7 +126,8 @@ def searches(smoke: bool, tmp: Path, npz_trials: int, digits_trials: int | None,
     if smoke:  # CPU, toy sizes, in this process: there is no GPU to pack trials on
         local, packed, graphs = ["--backend", "local", "--no-cuda-graphs"], ["--no-cuda-graphs"], []
         common = ["--trials", "2", "--epochs", "1", "--device", "cpu"]
-        settings = {"npz": [*common, "--dataset", str(npz), "--strategy", "random"], "digits": common}
+        settings = {"npz": [*common, "--dataset", str(npz), "--strategy", "random"],
+                    "digits": common}
     else:
         local, packed, graphs = ["--backend", "local", "--no-cuda-graphs"], ["--no-cuda-graphs"], []
         digits = ["--trials", str(digits_trials)] if digits_trials else []
@@ -140,7 +136,8 @@ def searches(smoke: bool, tmp: Path, npz_trials: int, digits_trials: int | None,
     for name, base in settings.items():
         if name not in parts:
             continue
-        variants = [("local eager (before)", local), ("packed", packed), ("packed + graphs (default)", graphs),
+        variants = [("local eager (before)", local), ("packed", packed),
+                    ("packed + graphs (default)", graphs),
                     ("default without cudnn autotuning", [*graphs, "--no-cudnn-benchmark"])]
         if name == "digits":
             variants.append(("--device cpu", ["--device", "cpu"] if not smoke else local))
@@ -149,15 +146,15 @@ def searches(smoke: bool, tmp: Path, npz_trials: int, digits_trials: int | None,
             row = run_search([*base, *extra], tmp / f"{name}-{len(rows[name])}", in_process=smoke)
             row["variant"] = label
             print(f"{name} {label}: {row['trials']} trials in {row['wall_s']:.1f} s "
-                  f"({row['per_hour']:.0f}/h; a trial {row['trial_s']:.2f} s, training {row['train_s']:.2f} s); "
-                  f"{row['slots']}", flush=True)
+                  f"({row['per_hour']:.0f}/h; a trial {row['trial_s']:.2f} s, training "
+                  f"{row['train_s']:.2f} s); {row['slots']}", flush=True)
             rows[name].append(row)
             saved()
 
 
 # ---- 2. per-step microbenchmark --------------------------------------------------------------
 def blocks_models(n: int, low: int, high: int) -> list[tuple[str, nn.Module]]:
-    """The first ``n`` sampled ``blocks`` networks (1x28x28, 10 classes) with params in [low, high]."""
+    """The first ``n`` sampled ``blocks`` networks (1x28x28, 10 classes), params in [low, high]."""
     from cellblock.search_spaces import SearchSpace
 
     space = SearchSpace("blocks", input_shape=(1, 28, 28), num_classes=10)
@@ -175,14 +172,16 @@ def blocks_models(n: int, low: int, high: int) -> list[tuple[str, nn.Module]]:
     return out
 
 
-def step_ms(model: nn.Module, batch: int, graph: bool, device: torch.device, steps: int) -> tuple[float, float, str]:
+def step_ms(model: nn.Module, batch: int, graph: bool, device: torch.device,
+            steps: int) -> tuple[float, float, str]:
     """(ms per step, capture s, step mode) of ``model`` at ``batch`` on fixed random inputs."""
     model = copy.deepcopy(model).to(device).train()
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model.to(memory_format=fmt)
     opt = make_optimizer(model, TrainConfig())
-    amp, _ = _amp_setup(device, None)
-    runner = StepRunner(model, opt, nn.CrossEntropyLoss(label_smoothing=0.1), device, amp, None, graph)
+    amp, _ = amp_setup(device, None)
+    runner = StepRunner(model, opt, nn.CrossEntropyLoss(label_smoothing=0.1), device, amp, None,
+                        graph)
     x = torch.randn(batch, 1, 28, 28, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
     capture_s = 0.0
@@ -215,7 +214,8 @@ def microbench(device: torch.device, smoke: bool) -> list[dict]:
             graphed, capture_s, mode = step_ms(model, batch, True, device, steps)
             rows.append({"model": label, "batch": batch, "eager_ms": eager, "graph_ms": graphed,
                          "capture_s": capture_s, "mode": mode})
-            print(f"step {label} batch {batch}: eager {eager:.2f} ms, {mode} {graphed:.2f} ms", flush=True)
+            print(f"step {label} batch {batch}: eager {eager:.2f} ms, {mode} {graphed:.2f} ms",
+                  flush=True)
     return rows
 
 
@@ -269,7 +269,8 @@ def resnet(device: torch.device, smoke: bool, repeats: int) -> dict:
 
     data = resnet_data(64 if smoke else 25_600)
     # 4 epochs of 100 steps: the capture (and cudnn autotuning in both loops) is paid once a run
-    cfg = TrainConfig(epochs=1 if smoke else 4, batch_size=16 if smoke else 256, device=str(device), seed=0)
+    cfg = TrainConfig(epochs=1 if smoke else 4, batch_size=16 if smoke else 256, device=str(device),
+                      seed=0)
     torch.manual_seed(0)
     init = torchvision.models.resnet18(num_classes=10)
     ours, hand, modes = [], [], []
@@ -280,9 +281,11 @@ def resnet(device: torch.device, smoke: bool, repeats: int) -> dict:
             ours.append(out["images_per_s"])
             hand.append(h)
             modes.append(out["train_step"])
-        print(f"resnet18 round {rep}: ours {out['images_per_s']:.0f} ({out['train_step']}), hand {h:.0f} img/s", flush=True)
+        print(f"resnet18 round {rep}: ours {out['images_per_s']:.0f} ({out['train_step']}), hand "
+              f"{h:.0f} img/s", flush=True)
     return {"ours": statistics.median(ours), "hand": statistics.median(hand), "ours_all": ours,
-            "hand_all": hand, "mode": ", ".join(sorted(set(modes))), "cfg": cfg, "n": len(data.y_train)}
+            "hand_all": hand, "mode": ", ".join(sorted(set(modes))), "cfg": cfg,
+            "n": len(data.y_train)}
 
 
 # ---- report ----------------------------------------------------------------------------------
@@ -294,49 +297,59 @@ def _ratio(found: dict[str, list[dict]], setting: str, a: str, b: str) -> str:
     return f"**{by[a]['per_hour'] / by[b]['per_hour']:.2f}x**"
 
 
-def report(args: argparse.Namespace, device: torch.device, found: dict, steps: list[dict], rn: dict | None) -> str:
+def report(args: argparse.Namespace, device: torch.device, found: dict, steps: list[dict],
+           rn: dict | None) -> str:
     """The markdown report of what was measured so far (parts not yet run say so)."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name(
+        device) if device.type == "cuda" else platform.processor() or "cpu"
     lines = [
         "# GPU throughput: device slots, packed trials and CUDA-graph training steps",
         "",
-        f"Command: `.venv/bin/python {shlex.join(['results/benchmarks/gpu_throughput.py', *sys.argv[1:]])}` "
+        "Command: `.venv/bin/python "
+        f"{shlex.join(['results/benchmarks/gpu_throughput.py', *sys.argv[1:]])}` "
         "(from the repository root).",
         "",
-        f"Machine: {name}, {os.cpu_count()} CPU cores, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+        f"Machine: {name}, {os.cpu_count()} CPU cores, torch {torch.__version__}, CUDA "
+        f"{torch.version.cuda}, "
         f"Python {platform.python_version()}; load average at the end {os.getloadavg()[0]:.2f}.",
         "",
     ]
     if args.smoke:
         lines += ["**SMOKE RUN on the CPU at toy sizes: these numbers measure nothing.**", ""]
-    lines += ["## Searches (trials per hour over the wall time of one fresh `cellblock search`)", "",
+    lines += ["## Searches (trials per hour over the wall time of one fresh `cellblock search`)",
+              "",
               "*local eager (before)* is the search as it ran before device slots and graphs (one "
-              "trial at a time, eager steps), except that cudnn autotuning and the latency lock now "
-              "apply to it too. The npz search uses `--strategy random` so that every variant trains "
-              "the same architectures; the digits search is the default (evolution), whose later "
-              "proposals depend on the results.", ""]
+              "trial at a time, eager steps), except that cudnn autotuning and the latency lock "
+              "now apply to it too. The npz search uses `--strategy random` so that every variant "
+              "trains the same architectures; the digits search is the default (evolution), whose "
+              "later proposals depend on the results.", ""]
     for setting, rows in found.items():
         lines += [f"### {setting}", "",
-                  "| variant | options | wall s | trials | complete | trials/h | mean s a trial: all / train / eval "
-                  "| device slots | steps | best acc |",
+                  "| variant | options | wall s | trials | complete | trials/h | mean s a trial: "
+                  "all / train / eval | device slots | steps | best acc |",
                   "|---|---|---:|---:|---:|---:|---|---|---|---:|"]
         for r in rows:
-            lines.append(f"| {r['variant']} | `{r['args']}` | {r['wall_s']:.1f} | {r['trials']} | {r['complete']} | "
-                         f"{r['per_hour']:.0f} | {r['trial_s']:.2f} / {r['train_s']:.2f} / {r['eval_s']:.2f} | "
-                         f"{r['slots']} | {r['steps']} | {r['best']:.4f} |")
+            lines.append(f"| {r['variant']} | `{r['args']}` | {r['wall_s']:.1f} | {r['trials']} | "
+                         f"{r['complete']} | {r['per_hour']:.0f} | {r['trial_s']:.2f} "
+                         f"/ {r['train_s']:.2f} / {r['eval_s']:.2f} | {r['slots']} | {r['steps']} "
+                         f"| {r['best']:.4f} |")
         fallbacks = sorted({f for r in rows for f in r["fallbacks"]})
         if fallbacks:
             lines += ["", "Graph fallbacks seen: " + "; ".join(f"`{f}`" for f in fallbacks[:5])]
         lines.append("")
     best, before = "packed + graphs (default)", "local eager (before)"
     lines += ["Targets (ratios of trials per hour in this run):", "",
-              f"- default digits search, default vs local eager: {_ratio(found, 'digits', best, before)} (target >= 3x)",
-              f"- default digits search, default vs `--device cpu`: {_ratio(found, 'digits', best, '--device cpu')} (target > 1x)",
-              f"- MNIST-sized npz search, default vs local eager: {_ratio(found, 'npz', best, before)} (target >= 10x)",
+              "- default digits search, default vs local eager: "
+              f"{_ratio(found, 'digits', best, before)} (target >= 3x)",
+              "- default digits search, default vs `--device cpu`: "
+              f"{_ratio(found, 'digits', best, '--device cpu')} (target > 1x)",
+              "- MNIST-sized npz search, default vs local eager: "
+              f"{_ratio(found, 'npz', best, before)} (target >= 10x)",
               ""]
     if steps:
         lines += [
-            "## One training step (blocks networks, 1x28x28, bf16 autocast, channels-last, cudnn autotuning)", "",
+            "## One training step (blocks networks, 1x28x28, bf16 autocast, channels-last, cudnn "
+            "autotuning)", "",
             "| network | batch | eager ms | graphed ms | speed-up | capture s | mode |",
             "|---|---:|---:|---:|---:|---:|---|",
         ]
@@ -348,10 +361,13 @@ def report(args: argparse.Namespace, device: torch.device, found: dict, steps: l
     cfg = rn["cfg"]
     lines += [
         "",
-        f"## ResNet-18 at 32x32, batch {cfg.batch_size}, {rn['n']} train images x {cfg.epochs} epochs", "",
+        f"## ResNet-18 at 32x32, batch {cfg.batch_size}, {rn['n']} train images x {cfg.epochs} "
+        "epochs", "",
         "| loop | images/s (median) | all rounds |", "|---|---:|---|",
-        f"| `train_and_evaluate` ({rn['mode']}) | {rn['ours']:.0f} | {', '.join(f'{v:.0f}' for v in rn['ours_all'])} |",
-        f"| hand-written bf16 + channels-last | {rn['hand']:.0f} | {', '.join(f'{v:.0f}' for v in rn['hand_all'])} |",
+        f"| `train_and_evaluate` ({rn['mode']}) | {rn['ours']:.0f} | "
+        f"{', '.join(f'{v:.0f}' for v in rn['ours_all'])} |",
+        f"| hand-written bf16 + channels-last | {rn['hand']:.0f} | "
+        f"{', '.join(f'{v:.0f}' for v in rn['hand_all'])} |",
         "",
         f"Ratio: **{rn['ours'] / rn['hand']:.3f}x** (target >= 0.97x).",
         "",
@@ -362,8 +378,10 @@ def report(args: argparse.Namespace, device: torch.device, found: dict, steps: l
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny CPU run of every part (for tests)")
-    ap.add_argument("--npz-trials", type=int, default=24, help="trials of the npz search (default 24; 0 skips it)")
-    ap.add_argument("--digits-trials", type=int, default=None, help="trials of the digits search (default: its default)")
+    ap.add_argument("--npz-trials", type=int, default=24,
+                    help="trials of the npz search (default 24; 0 skips it)")
+    ap.add_argument("--digits-trials", type=int, default=None,
+                    help="trials of the digits search (default: its default)")
     ap.add_argument("--resnet-repeats", type=int, default=3)
     ap.add_argument("--out", default=str(HERE / "gpu_throughput.md"))
     ap.add_argument("--parts", default=",".join(PARTS),
@@ -375,9 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.npz_trials == 0:
         parts.discard("npz")
     if not args.smoke and not torch.cuda.is_available():
-        print("gpu_throughput: no CUDA device is present; nothing measured (use --smoke for a CPU smoke run)")
+        print("gpu_throughput: no CUDA device is present; nothing measured (use --smoke for a CPU "
+              "smoke run)")
         return 0
-    device = torch.device("cpu") if args.smoke else torch.device("cuda", torch.cuda.current_device())
+    device = torch.device("cpu") if args.smoke else torch.device("cuda",
+                                                                 torch.cuda.current_device())
     found: dict[str, list[dict]] = {}
     steps: list[dict] = []
     rn: dict | None = None

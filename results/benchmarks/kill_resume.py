@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-CASES = [("evolution", "local"), ("nsga2", "process"), ("optuna:tpe", "local"), ("evolution", "ray")]
+CASES = [("evolution", "local"), ("nsga2", "process"), ("optuna:tpe", "local"),
+         ("evolution", "ray")]
 
 
 def harness():  # noqa: ANN201  (the test module's kill_resume function)
@@ -77,20 +78,26 @@ def main() -> None:
         "",
         f"Command: `.venv/bin/python results/benchmarks/kill_resume.py --trials {args.trials} "
         f"--kills {args.kills} --seed {args.seed}`",
-        "(harness `kill_resume` of tests/cellblock/test_kill_resume.py: a tiny conv space, 1 epoch per trial,",
-        "`cellblock search ... --objectives accuracy,params --epochs 1`, concurrency 1 for local, 2 otherwise;",
-        "each launch is SIGKILLed (whole process group) 0-1.5 s after its first trial event, then the same",
+        "(harness `kill_resume` of tests/cellblock/test_kill_resume.py: a tiny conv space, 1 epoch "
+        "per trial,",
+        "`cellblock search ... --objectives accuracy,params --epochs 1`, concurrency 1 for local, "
+        "2 otherwise;",
+        "each launch is SIGKILLed (whole process group) 0-1.5 s after its first trial event, then "
+        "the same",
         "command runs to completion).",
-        f"Machine: {os.cpu_count()} CPU cores, shared with other engineers' jobs (see the load column).",
+        f"Machine: {os.cpu_count()} CPU cores, shared with other engineers' jobs (see the load "
+        "column).",
         "",
-        "| strategy / backend | kills | trials requested | recorded | complete | duplicates | in-flight trials re-run "
+        "| strategy / backend | kills | trials requested | recorded | complete | duplicates | "
+        "in-flight trials re-run "
         "| numbers 0..n-1 | Ray processes left over | wall s | load avg 1 min before -> after |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['kills']} | {r['requested']} | {r['recorded']} | {r['complete']} | "
-                     f"{r['duplicates']} | {r['reruns']} | {'yes' if r['numbers_ok'] else 'no'} | {r['left']} | "
-                     f"{r['wall_s']:.1f} | {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+        lines.append(f"| {r['case']} | {r['kills']} | {r['requested']} | {r['recorded']} | "
+                     f"{r['complete']} | {r['duplicates']} | {r['reruns']} "
+                     f"| {'yes' if r['numbers_ok'] else 'no'} | {r['left']} | {r['wall_s']:.1f} "
+                     f"| {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
     out_md = Path(__file__).with_suffix(".md")
     out_md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

@@ -26,13 +26,15 @@ import time
 from pathlib import Path
 
 
-def run(busy: int, label: str, trials: int, epochs: int, extra: list[str], timeout: float | None = None) -> dict:
+def run(busy: int, label: str, trials: int, epochs: int, extra: list[str],
+        timeout: float | None = None) -> dict:
     from cellblock.pareto.results import load_run
 
     hogs = [subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) for _ in range(busy)]
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            cmd = [str(Path(sys.executable).parent / "cellblock"), "search", "--trials", str(trials),
+            cmd = [str(Path(sys.executable).parent / "cellblock"), "search", "--trials",
+                   str(trials),
                    "--epochs", str(epochs), "--out", f"{tmp}/run", "--no-progress", *extra]
             env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
             load0 = os.getloadavg()
@@ -41,12 +43,15 @@ def run(busy: int, label: str, trials: int, epochs: int, extra: list[str], timeo
                 done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
             except subprocess.TimeoutExpired:  # too slow: record a lower bound and what finished
                 data = load_run(f"{tmp}/run")
-                return {"label": label, "busy": busy, "command": " ".join(["cellblock", *cmd[1:]]).replace(tmp, "TMP"),
-                        "wall_s": None, "stopped_after_s": timeout, "load_before": [round(x, 2) for x in load0],
+                return {"label": label, "busy": busy,
+                        "command": " ".join(["cellblock", *cmd[1:]]).replace(tmp, "TMP"),
+                        "wall_s": None, "stopped_after_s": timeout,
+                        "load_before": [round(x, 2) for x in load0],
                         "load_after": [round(x, 2) for x in os.getloadavg()],
                         "trials": sum(t.done for t in data.trials), "pareto": None,
                         "images_per_s_median": round(statistics.median(
-                            [t.metrics["images_per_s"] for t in data.trials if t.metrics.get("images_per_s")] or [0])),
+                            [t.metrics["images_per_s"] for t in data.trials
+                             if t.metrics.get("images_per_s")] or [0])),
                         "front_p90_p10": [], "unstable": None, "threads": [], "stderr_head": []}
             wall = time.perf_counter() - t0
             load1 = os.getloadavg()
@@ -56,12 +61,15 @@ def run(busy: int, label: str, trials: int, epochs: int, extra: list[str], timeo
             front = data.pareto
             spreads = [t.metrics["latency_p90_ms"] / t.metrics["latency_p10_ms"] for t in front
                        if t.metrics.get("latency_p10_ms")]
-            ips = [t.metrics.get("images_per_s") for t in data.trials if t.metrics.get("images_per_s")]
+            ips = [t.metrics.get("images_per_s") for t in data.trials
+                   if t.metrics.get("images_per_s")]
             return {
-                "label": label, "busy": busy, "command": " ".join(["cellblock", *cmd[1:]]).replace(tmp, "TMP"),
+                "label": label, "busy": busy,
+                "command": " ".join(["cellblock", *cmd[1:]]).replace(tmp, "TMP"),
                 "wall_s": round(wall, 1), "load_before": [round(x, 2) for x in load0],
                 "load_after": [round(x, 2) for x in load1], "trials": len(data.trials),
-                "pareto": len(front), "images_per_s_median": round(statistics.median(ips)) if ips else None,
+                "pareto": len(front),
+                "images_per_s_median": round(statistics.median(ips)) if ips else None,
                 "front_p90_p10": [round(s, 2) for s in spreads],
                 "unstable": sum(bool(t.metrics.get("latency_unstable")) for t in data.trials),
                 "threads": sorted({t.metrics.get("threads") for t in data.trials} - {None}),
@@ -85,8 +93,9 @@ def report(path: str) -> str:
         shown = wall if r["wall_s"] is not None else f">= {wall:.0f} (stopped)"
         more = ">= " if r["wall_s"] is None else ""
         out.append(
-            f"| {r['label']} | {r['busy']} | {shown} | {more}{ratio:.2f} | {r['trials']} | {r['pareto']} | "
-            f"{r['images_per_s_median']} | {', '.join(map(str, r['front_p90_p10']))} | {r['unstable']} | "
+            f"| {r['label']} | {r['busy']} | {shown} | {more}{ratio:.2f} | {r['trials']} | "
+            f"{r['pareto']} | {r['images_per_s_median']} "
+            f"| {', '.join(map(str, r['front_p90_p10']))} | {r['unstable']} | "
             f"{r['threads'] or '-'} | {r['load_before'][0]} -> {r['load_after'][0]} |")
     return "\n".join(out)
 
@@ -99,7 +108,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--results", default="/tmp/load_robustness.jsonl")
     ap.add_argument("--report", help="print the markdown table of a results file")
-    ap.add_argument("--timeout", type=float, help="stop the search after this many seconds (lower bound)")
+    ap.add_argument("--timeout", type=float,
+                    help="stop the search after this many seconds (lower bound)")
     ap.add_argument("extra", nargs="*", help="extra search options (after --)")
     args = ap.parse_args()
     if args.report:

@@ -90,14 +90,16 @@ def standalone(digits: Dataset) -> dict[str, Any]:
     cfg = TrainConfig(epochs=2, seed=5)
     states: list[dict[str, Any]] = []
     model = small_cnn()
-    res = train_and_evaluate(model, digits, cfg, on_epoch_end=lambda s: states.append(copy.deepcopy(s)))
+    res = train_and_evaluate(model, digits, cfg,
+                             on_epoch_end=lambda s: states.append(copy.deepcopy(s)))
     out["plain"] = {**untimed(res), "weights": digest(model.state_dict()),
                     "states": [state_print(s) for s in states]}
     again = small_cnn(1)
     res = train_and_evaluate(again, digits, cfg, resume=states[0])
     out["resumed"] = {**untimed(res), "weights": digest(again.state_dict())}
     cfg = TrainConfig(epochs=3, batch_size=100, lr=0.08, momentum=0.8, nesterov=False,
-                      weight_decay=1e-3, label_smoothing=0.0, warmup_epochs=0.5, seed=2, max_steps=17)
+                      weight_decay=1e-3, label_smoothing=0.0, warmup_epochs=0.5, seed=2,
+                      max_steps=17)
     model = small_cnn(2)
     res = train_and_evaluate(model, digits, cfg)
     out["warmup_max_steps"] = {**untimed(res), "weights": digest(model.state_dict())}
@@ -131,7 +133,8 @@ def supernets(digits: Dataset, tmp: Path) -> dict[str, Any]:
         res = train_supernet(sn, digits, cfg, sampling=sampling, checkpoint=tmp / f"{sampling}.pt",
                              log=lambda s, lines=lines: lines.append(s.rsplit("  ", 1)[0]))
         ckpt = load_checkpoint(tmp / f"{sampling}.pt")
-        out[sampling] = {**untimed(res), "log": lines, "banks": digest([b.state_dict() for b in sn.banks]),
+        out[sampling] = {**untimed(res), "log": lines,
+                         "banks": digest([b.state_dict() for b in sn.banks]),
                          "checkpoint": digest({k: v for k, v in ckpt.items() if k != "train_s"})}
     split = Split.make(space, "stage1.block,stage2.block")
     cfg = TrainConfig(epochs=3, batch_size=256, lr=0.05, seed=1, warmup_epochs=1.0)
@@ -147,7 +150,8 @@ def supernets(digits: Dataset, tmp: Path) -> dict[str, Any]:
     res = train_supernet(sn, digits, cfg, sampling="sandwich", checkpoint=ckpt, log=keep_first,
                          split_after=0.4, val_fraction=None)
     final = load_checkpoint(ckpt)
-    out["few_shot"] = {**untimed(res), "log": lines, "banks": digest([b.state_dict() for b in sn.banks]),
+    out["few_shot"] = {**untimed(res), "log": lines,
+                       "banks": digest([b.state_dict() for b in sn.banks]),
                        "checkpoint": digest({k: v for k, v in final.items() if k != "train_s"})}
     resume = load_checkpoint(first)
     again = supernet_from_checkpoint(resume)
@@ -167,7 +171,8 @@ def supernets(digits: Dataset, tmp: Path) -> dict[str, Any]:
 def ranking(digits: Dataset, tmp: Path) -> dict[str, Any]:
     space = SearchSpace("blocks", input_shape=(1, 8, 8), num_classes=10, **TINY)
     sn = Supernet.create(space, seed=0)
-    train_supernet(sn, digits, TrainConfig(epochs=1, batch_size=256, seed=0), checkpoint=tmp / "r.pt")
+    train_supernet(sn, digits, TrainConfig(epochs=1, batch_size=256, seed=0),
+                   checkpoint=tmp / "r.pt")
     ckpt = load_checkpoint(tmp / "r.pt")
     sn = supernet_from_checkpoint(ckpt)
     res = rank_supernet(sn, ckpt, digits, samples=3, epochs=1, out=tmp / "rank", seed=0,

@@ -15,7 +15,8 @@ PRUNED included); the number of trials trained to the full budget.
 
 Usage::
 
-    .venv/bin/python results/benchmarks/mo_early_stopping.py [--trials 16] [--epochs 6] [--seeds 0,1]
+    .venv/bin/python results/benchmarks/mo_early_stopping.py [--trials 16] [--epochs 6] [--seeds
+    0,1]
 """
 
 from __future__ import annotations
@@ -108,35 +109,45 @@ def main() -> None:
                 print({k: v for k, v in r.items() if k not in ("trials", "complete")}, flush=True)
             rows += sorted(pair, key=lambda r: r["scheduler"])
     lines = [
-        "# Multi-objective early stopping (mo-asha) vs plain ASHA, same budget (digits, blocks space)",
+        "# Multi-objective early stopping (mo-asha) vs plain ASHA, same budget (digits, blocks "
+        "space)",
         "",
-        f"Command: `.venv/bin/python results/benchmarks/mo_early_stopping.py --trials {args.trials} "
-        f"--epochs {args.epochs} --seeds {args.seeds}`",
-        "(runs the `cellblock search` commands below; per seed the two schedulers run back to back,",
+        "Command: `.venv/bin/python results/benchmarks/mo_early_stopping.py --trials "
+        f"{args.trials} --epochs {args.epochs} --seeds {args.seeds}`",
+        "(runs the `cellblock search` commands below; per seed the two schedulers run back to "
+        "back,",
         "in alternating order from one seed to the next, so that machine load affects both alike).",
-        f"Machine: {os.cpu_count()} CPU cores, shared with other engineers' jobs (see the load column).",
-        f"Rungs: {args.grace_epochs} * {args.reduction_factor}^k epochs below {args.epochs}. Hypervolume: front of COMPLETE trials",
-        "in (accuracy max, macs min), both runs of a seed normalised by the ideal/nadir of the union of",
-        "their COMPLETE points, reference point (1.1, 1.1); the maximum is 1.21. CPU-s = sum of train_s",
-        "over all trials (PRUNED included; evaluation passes excluded). Same archs = both runs recorded",
+        f"Machine: {os.cpu_count()} CPU cores, shared with other engineers' jobs (see the load "
+        "column).",
+        f"Rungs: {args.grace_epochs} * {args.reduction_factor}^k epochs below {args.epochs}. "
+        "Hypervolume: front of COMPLETE trials",
+        "in (accuracy max, macs min), both runs of a seed normalised by the ideal/nadir of the "
+        "union of",
+        "their COMPLETE points, reference point (1.1, 1.1); the maximum is 1.21. CPU-s = sum of "
+        "train_s",
+        "over all trials (PRUNED included; evaluation passes excluded). Same archs = both runs "
+        "recorded",
         "the same architectures in the same order.",
         "",
-        "| seed | scheduler | command | trials (complete / pruned / other) | trained to full budget | epochs trained "
-        "| CPU-s (sum train_s) | front size | hypervolume | best accuracy | wall s | same archs | load avg 1 min before -> after |",
+        "| seed | scheduler | command | trials (complete / pruned / other) | trained to full "
+        "budget | epochs trained | CPU-s (sum train_s) | front size | hypervolume | best accuracy "
+        "| wall s | same archs | load avg 1 min before -> after |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['seed']} | {r['scheduler']} | `{r['cmd']}` | {len(r['trials'])} ({len(r['complete'])} / {r['pruned']} / "
-            f"{r['other']}) | {r['full']} | {r['epochs']} | {r['cpu_s']:.1f} | {r['front']} | {r['hv']:.4f} | "
-            f"{r.get('best_acc', float('nan')):.4f} | {r['wall_s']:.1f} | {'yes' if r['same_archs'] else 'no'} | "
-            f"{r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+            f"| {r['seed']} | {r['scheduler']} | `{r['cmd']}` | {len(r['trials'])} "
+            f"({len(r['complete'])} / {r['pruned']} / {r['other']}) | {r['full']} | {r['epochs']} "
+            f"| {r['cpu_s']:.1f} | {r['front']} | {r['hv']:.4f} | "
+            f"{r.get('best_acc', float('nan')):.4f} | {r['wall_s']:.1f} | "
+            f"{'yes' if r['same_archs'] else 'no'} | {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
     lines += ["", "Means over seeds:", ""]
     for sch in ("asha", "mo-asha"):
         sel = [r for r in rows if r["scheduler"] == sch]
         lines.append(f"- {sch}: hypervolume {np.mean([r['hv'] for r in sel]):.4f}, CPU-s "
                      f"{np.mean([r['cpu_s'] for r in sel]):.1f}, trained to full budget "
-                     f"{np.mean([r['full'] for r in sel]):.1f}, front size {np.mean([r['front'] for r in sel]):.1f}")
+                     f"{np.mean([r['full'] for r in sel]):.1f}, front size "
+                     f"{np.mean([r['front'] for r in sel]):.1f}")
     out = Path(__file__).with_suffix(".md")
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

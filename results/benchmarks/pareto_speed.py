@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellblock.pareto import front as pareto
+import cellblock.pareto as pareto
 
 
 def main() -> None:

@@ -79,7 +79,8 @@ def main() -> int:
             writer.writerow([row["arch"], acc[-1], *values])
             out.flush()
             if count % 50 == 0:
-                print(f"{count}/{len(picks)} {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
+                print(f"{count}/{len(picks)} {time.perf_counter() - start:.0f}s", file=sys.stderr,
+                      flush=True)
     n = len(acc)
     print(f"n={n} seed={args.seed} batch={args.batch_size} threads={torch.get_num_threads()} "
           f"build_ms/arch={1000 * build_s / n:.1f}")

@@ -84,7 +84,8 @@ def run_one(name: str, trials: int, space: Path, out: Path) -> dict:
            *CONFIGS[name]]
     load0 = os.getloadavg()[0]
     launched = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     _, stderr = proc.communicate()
     wall = time.time() - launched
     load1 = os.getloadavg()[0]
@@ -99,9 +100,11 @@ def run_one(name: str, trials: int, space: Path, out: Path) -> dict:
     # includes starting the process and building the components there).
     ready = max(min(t.end_t for t in trials_ if t.metrics["pid"] == p) for p in pids)
     later = [t for t in trials_ if t.start_t >= ready]
-    steady = (last - ready - sum(t.metrics["eval_s"] for t in later)) / len(later) if later else float("nan")
-    return {"name": name, "cmd": "cellblock search " + " ".join(common[:1] + ["SPACE.py:space"] + common[2:]
-                                                                 + ["--out", "RUN"] + CONFIGS[name]),
+    steady = (last - ready - sum(t.metrics["eval_s"]
+                                 for t in later)) / len(later) if later else float("nan")
+    return {"name": name,
+            "cmd": "cellblock search " + " ".join(common[:1] + ["SPACE.py:space"] + common[2:]
+                                                  + ["--out", "RUN"] + CONFIGS[name]),
             "trials": len(trials_), "complete": sum(t.status == "COMPLETE" for t in trials_),
             "wall_s": wall, "startup_s": first - launched, "span_s": span, "eval_s": eval_s,
             "overhead_ms": 1000 * (span - eval_s) / len(trials_), "workers": len(pids),
@@ -128,33 +131,42 @@ def main() -> None:
         "",
         f"Command: `.venv/bin/python results/benchmarks/ray_overhead.py --trials {args.trials} "
         f"--rounds {args.rounds}`",
-        "(writes a space file registering a `trivial` evaluator, then runs the `cellblock search` commands",
-        "below interleaved: local, ray c1, ray c2, local, ...). SPACE.py and RUN are temporary paths.",
-        f"Machine: {os.cpu_count()} CPU cores, shared with other engineers' jobs (see the load column).",
+        "(writes a space file registering a `trivial` evaluator, then runs the `cellblock search` "
+        "commands",
+        "below interleaved: local, ray c1, ray c2, local, ...). SPACE.py and RUN are temporary "
+        "paths.",
+        f"Machine: {os.cpu_count()} CPU cores, shared with other engineers' jobs (see the load "
+        "column).",
         "",
-        "Overhead per trial = (first trial_start -> last trial_end in trials.jsonl - sum of the time",
-        "measured inside the evaluator) / trials. Target for ray: <= 100 ms. The span includes starting",
-        "each Ray worker process and building the components there (imports, space) during its first trial;",
-        "the steady-state overhead leaves that out: (last trial_end - the moment every evaluating process",
+        "Overhead per trial = (first trial_start -> last trial_end in trials.jsonl - sum of the "
+        "time",
+        "measured inside the evaluator) / trials. Target for ray: <= 100 ms. The span includes "
+        "starting",
+        "each Ray worker process and building the components there (imports, space) during its "
+        "first trial;",
+        "the steady-state overhead leaves that out: (last trial_end - the moment every evaluating "
+        "process",
         "had finished its first trial - eval time of the trials started after it) / those trials.",
         "",
-        "| config | command | trials | wall s | start-up s (launch -> first trial_start) | span s | sum eval s "
-        "| overhead ms/trial | steady-state overhead ms/trial (trials) | evaluating processes (driver among them?) "
-        "| load avg 1 min before -> after |",
+        "| config | command | trials | wall s | start-up s (launch -> first trial_start) | span s "
+        "| sum eval s | overhead ms/trial | steady-state overhead ms/trial (trials) | evaluating "
+        "processes (driver among them?) | load avg 1 min before -> after |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['name']} | `{r['cmd']}` | {r['trials']} ({r['complete']} complete) | {r['wall_s']:.1f} | "
-                     f"{r['startup_s']:.1f} | {r['span_s']:.2f} | {r['eval_s']:.4f} | {r['overhead_ms']:.1f} | "
-                     f"{r['steady_ms']:.1f} ({r['steady_n']}) | "
-                     f"{r['workers']} ({'yes' if r['driver_pid_used'] else 'no'}) | "
-                     f"{r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+        lines.append(f"| {r['name']} | `{r['cmd']}` | {r['trials']} ({r['complete']} complete) | "
+                     f"{r['wall_s']:.1f} | {r['startup_s']:.1f} | {r['span_s']:.2f} "
+                     f"| {r['eval_s']:.4f} | {r['overhead_ms']:.1f} | {r['steady_ms']:.1f} "
+                     f"({r['steady_n']}) | {r['workers']} "
+                     f"({'yes' if r['driver_pid_used'] else 'no'}) | {r['load'][0]:.1f} "
+                     f"-> {r['load'][1]:.1f} |")
     lines += ["", "Median overhead per trial over the rounds:", ""]
     for name in CONFIGS:
         vals = [r["overhead_ms"] for r in rows if r["name"] == name]
         steady = [r["steady_ms"] for r in rows if r["name"] == name]
         lines.append(f"- {name}: **{statistics.median(vals):.1f} ms** (runs: "
-                     f"{', '.join(f'{v:.1f}' for v in vals)}); steady state {statistics.median(steady):.1f} ms")
+                     f"{', '.join(f'{v:.1f}' for v in vals)}); steady state "
+                     f"{statistics.median(steady):.1f} ms")
     out = Path(__file__).with_suffix(".md")
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

@@ -74,12 +74,14 @@ class SessionCPU(threading.Thread):
 
 
 def run_one(name: str, trials: int, epochs: int, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "cellblock", "search", "--trials", str(trials), "--epochs", str(epochs),
+    cmd = [sys.executable, "-m", "cellblock", "search", "--trials", str(trials), "--epochs",
+           str(epochs),
            "--out", str(out), "--no-progress", *COMMANDS[name]]
     load0 = os.getloadavg()[0]
     launched = time.time()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True,
                             start_new_session=True)
     meter = SessionCPU(proc.pid)
     meter.start()
@@ -101,7 +103,8 @@ def run_one(name: str, trials: int, epochs: int, out: Path) -> dict:
     steady_n = sum(t.end_t > ready for t in done)
     return {"cpu_s": cpu_s, "cores": cpu_s / wall,
             "per_min_steady": 60 * steady_n / (last - ready) if last > ready else float("nan"),
-            "steady_n": steady_n,"name": name, "cmd": "cellblock search --trials {} --epochs {} {}".format(
+            "steady_n": steady_n,"name": name,
+            "cmd": "cellblock search --trials {} --epochs {} {}".format(
                 trials, epochs, " ".join(COMMANDS[name])),
             "startup_s": first - launched, "tail_s": exited - last,
             "trials": len(done), "complete": sum(t.status == "COMPLETE" for t in done),
@@ -112,7 +115,8 @@ def run_one(name: str, trials: int, epochs: int, out: Path) -> dict:
 
 def autogroup() -> str:
     try:
-        return "on" if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1" else "off"
+        autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip()
+        return "on" if autogroup == "1" else "off"
     except OSError:
         return "unknown"
 
@@ -140,38 +144,50 @@ def main() -> None:
         "",
         f"Command: `.venv/bin/python results/benchmarks/ray_speedup.py --trials {args.trials} "
         f"--epochs {args.epochs} --rounds {args.rounds}`",
-        "(runs the two `cellblock search` commands below, interleaved local, ray, local, ray..., in one script run;",
-        f"{args.trials} trials per run and --epochs {args.epochs} instead of the default 8 to fit the time).",
-        f"Machine: {os.cpu_count()} CPU cores, no GPU, shared with other engineers' jobs (see the load column).",
-        "Default space (blocks), dataset (digits), strategy (evolution), objectives and seed (0): both backends",
+        "(runs the two `cellblock search` commands below, interleaved local, ray, local, ray..., "
+        "in one script run;",
+        f"{args.trials} trials per run and --epochs {args.epochs} instead of the default 8 to fit "
+        "the time).",
+        f"Machine: {os.cpu_count()} CPU cores, no GPU, shared with other engineers' jobs (see the "
+        "load column).",
+        "Default space (blocks), dataset (digits), strategy (evolution), objectives and seed (0): "
+        "both backends",
         "evaluate the same architectures.",
         "",
-        "| backend | command | trials | wall s (whole command) | start-up s (launch -> first trial_start) "
-        "| trial span s | tail s (last trial_end -> exit) | trials/min (wall) | trials/min (span) "
-        "| trials/min (steady state; trials) | sum train_s | CPU-s of the command (cores obtained) "
-        "| load avg 1 min before -> after |",
+        "| backend | command | trials | wall s (whole command) | start-up s (launch -> first "
+        "trial_start) | trial span s | tail s (last trial_end -> exit) | trials/min (wall) | "
+        "trials/min (span) | trials/min (steady state; trials) | sum train_s | CPU-s of the "
+        "command (cores obtained) | load avg 1 min before -> after |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['name']} | `{r['cmd']}` | {r['trials']} ({r['complete']} complete) | {r['wall_s']:.1f} | "
-                     f"{r['startup_s']:.1f} | {r['span_s']:.1f} | {r['tail_s']:.1f} | {r['per_min_wall']:.2f} | "
-                     f"{r['per_min_span']:.2f} | {r['per_min_steady']:.2f} ({r['steady_n']}) | {r['train_s']:.1f} | "
-                     f"{r['cpu_s']:.1f} ({r['cores']:.2f}) | {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+        lines.append(f"| {r['name']} | `{r['cmd']}` | {r['trials']} ({r['complete']} complete) | "
+                     f"{r['wall_s']:.1f} | {r['startup_s']:.1f} | {r['span_s']:.1f} "
+                     f"| {r['tail_s']:.1f} | {r['per_min_wall']:.2f} | {r['per_min_span']:.2f} "
+                     f"| {r['per_min_steady']:.2f} ({r['steady_n']}) | {r['train_s']:.1f} | "
+                     f"{r['cpu_s']:.1f} ({r['cores']:.2f}) | {r['load'][0]:.1f} -> "
+                     f"{r['load'][1]:.1f} |")
     lines += [
         "",
-        f"Speed-up ray/local, trials per minute: **{mean('ray', 'per_min_wall') / mean('local', 'per_min_wall'):.2f}x** "
-        f"on the whole command (includes Ray start-up and shut-down), "
-        f"**{mean('ray', 'per_min_span') / mean('local', 'per_min_span'):.2f}x** over the trial span "
-        "(first trial start to last trial end, from trials.jsonl), "
-        f"**{mean('ray', 'per_min_steady') / mean('local', 'per_min_steady'):.2f}x** in the steady state "
-        "(after the first trial of every worker). Target: >= 1.6x.",
+        "Speed-up ray/local, trials per minute: "
+        f"**{mean('ray', 'per_min_wall') / mean('local', 'per_min_wall'):.2f}x** on the whole "
+        "command (includes Ray start-up and shut-down), "
+        f"**{mean('ray', 'per_min_span') / mean('local', 'per_min_span'):.2f}x** over the trial "
+        "span (first trial start to last trial end, from trials.jsonl), "
+        f"**{mean('ray', 'per_min_steady') / mean('local', 'per_min_steady'):.2f}x** in the "
+        "steady state (after the first trial of every worker). Target: >= 1.6x.",
         "",
-        "Steady state: trials ending after the first `concurrency` trials (1 local, 2 ray: each on a fresh",
-        "worker that starts a process, imports torch and loads the data) have all ended, per minute.",
-        "CPU-s: user + system CPU time of every process of the command's session (driver, Ray's processes,",
+        "Steady state: trials ending after the first `concurrency` trials (1 local, 2 ray: each on "
+        "a fresh",
+        "worker that starts a process, imports torch and loads the data) have all ended, per "
+        "minute.",
+        "CPU-s: user + system CPU time of every process of the command's session (driver, Ray's "
+        "processes,",
         "workers), sampled from /proc every 0.25 s; cores obtained = CPU-s / wall.",
-        f"Kernel autogroup scheduling: {autogroup()} (when on, CPU time is shared equally between sessions",
-        "first, then between the processes of a session: with other sessions busy, a run gets about the same",
+        f"Kernel autogroup scheduling: {autogroup()} (when on, CPU time is shared equally between "
+        "sessions",
+        "first, then between the processes of a session: with other sessions busy, a run gets "
+        "about the same",
         "CPU share whether it runs one trial or two at a time).",
     ]
     out = Path(__file__).with_suffix(".md")

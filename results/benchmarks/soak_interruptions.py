@@ -71,7 +71,8 @@ def main() -> None:
     ap.add_argument("--interruptions", type=int, default=20)
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-delay", type=float, default=8.0, help="longest wait (s) after a trial event")
+    ap.add_argument("--max-delay", type=float, default=8.0,
+                    help="longest wait (s) after a trial event")
     args = ap.parse_args()
     from cellblock.records import COMPLETE, read_events, replay_trials
 
@@ -80,8 +81,10 @@ def main() -> None:
     (tmp / "sp.py").write_text(SPACE)
     run = tmp / "run"
     log = run / "trials.jsonl"
-    cmd = [str(Path(sys.executable).parent / "cellblock"), "search", "--space", f"{tmp / 'sp.py'}:space",
-           "--trials", str(args.trials), "--epochs", "1", "--objectives", "accuracy,macs,latency_ms",
+    cmd = [str(Path(sys.executable).parent / "cellblock"), "search", "--space",
+           f"{tmp / 'sp.py'}:space",
+           "--trials", str(args.trials), "--epochs", "1", "--objectives",
+           "accuracy,macs,latency_ms",
            "--backend", "process", "--concurrency", "2", "--out", str(run), "--no-progress"]
     print("command:", " ".join(cmd))
     sigs = [signal.SIGKILL, signal.SIGTERM, signal.SIGINT]
@@ -110,8 +113,8 @@ def main() -> None:
         orphans_total += len(left)
         codes[sig.name] = codes.get(sig.name, 0) + 1
         done = sum(t.done for t in replay_trials(read_events(log))) if log.exists() else 0
-        print(f"round {i + 1}: {sig.name:7s} exit {rc:4d}  workers {len(workers)}  left alive after 30 s "
-              f"{len(left)}  finished trials {done}")
+        print(f"round {i + 1}: {sig.name:7s} exit {rc:4d}  workers {len(workers)}  left alive "
+              f"after 30 s {len(left)}  finished trials {done}")
         for w in left:
             os.kill(w, signal.SIGKILL)
     final = subprocess.run(cmd, capture_output=True, text=True)
@@ -123,9 +126,11 @@ def main() -> None:
     print(f"trials recorded: {len(trials)} (budget {args.trials}); complete: "
           f"{sum(t.status == COMPLETE for t in trials)}; numbers 0..N-1: "
           f"{[t.number for t in trials] == list(range(len(trials)))}; duplicate arch_id: "
-          f"{len(ids) - len(set(ids))}; trial_start events: {sum(e['event'] == 'trial_start' for e in events)}; "
+          f"{len(ids) - len(set(ids))}; trial_start events: "
+          f"{sum(e['event'] == 'trial_start' for e in events)}; "
           f"run_start events: {sum(e['event'] == 'run_start' for e in events)}")
-    left_files = sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp") or p.name == ".cellblock.lock")
+    left_files = sorted(
+        p.name for p in run.iterdir() if p.name.endswith(".tmp") or p.name == ".cellblock.lock")
     print(f"temporary or lock files left: {left_files or 'none'}")
     ps = subprocess.run(["ps", "-eo", "pid,ppid,etimes,cmd"], capture_output=True, text=True).stdout
     mine = [line for line in ps.splitlines() if str(tmp) in line or "multiprocessing.spawn" in line

@@ -32,7 +32,8 @@ import torch
 
 from cellblock.core.stats import rank_correlations as correlations
 from cellblock.data import load_dataset
-from cellblock.evaluators.training import TrainConfig, step_schedule
+from cellblock.evaluators.loop import step_schedule
+from cellblock.evaluators.training import TrainConfig
 from cellblock.search_spaces.api import SearchSpace
 from cellblock.supernet.rank import _train_rows
 
@@ -92,7 +93,8 @@ def main() -> None:
                 if taus[k] >= r["kendall_tau"]:
                     break
                 k_star = k
-            head = f"{path.parent.name} seed {r['supernet_seed']}: tau {r['kendall_tau']:.3f}, {sn_s:.1f} s"
+            head = (f"{path.parent.name} seed {r['supernet_seed']}: tau {r['kendall_tau']:.3f}, "
+                    f"{sn_s:.1f} s")
             if not k_star:
                 print(f"{head}; not above stand-alone training at {min(taus)} step(s)")
                 continue

@@ -59,12 +59,14 @@ def main() -> None:
         return round(float(stats.kendalltau(x, y).statistic), 3)
 
     mean = [(u + v) / 2 for u, v in zip(acc[0], acc[1], strict=True)]
-    result = {"space_args": json.loads(a.space_args), "epochs": a.epochs, "batch_size": a.batch_size,
+    result = {"space_args": json.loads(a.space_args), "epochs": a.epochs,
+              "batch_size": a.batch_size,
               "val_fraction": a.val_fraction, "n_val": len(data.y_val),
               "tau_seed0_seed1": tau(acc[0], acc[1]), "tau_params_seed0": tau(params, acc[0]),
               "tau_params_mean": tau(params, mean), "accuracy_range": [min(acc[0]), max(acc[0])],
               "train_s": train_s, "archs": archs, "acc0": acc[0], "acc1": acc[1], "params": params}
-    print(json.dumps({k: v for k, v in result.items() if k not in ("archs", "acc0", "acc1", "params")}))
+    print(json.dumps({k: v for k, v in result.items()
+                      if k not in ("archs", "acc0", "acc1", "params")}))
     if a.out:
         with open(a.out, "w", encoding="utf-8") as fh:
             json.dump(result, fh)

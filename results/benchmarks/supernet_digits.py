@@ -11,7 +11,8 @@ stand-alone reference, one torch thread per process (OMP_NUM_THREADS=1):
         --batch-size SB --seeds 3 --out DIR/rank --device cpu
 
 ``--dataset`` runs the same protocol on other data (any ``--dataset`` of the CLI, e.g. an
-``.npz``). Every rank of one DIR reuses the stand-alone trainings cached in DIR/rank/standalone.jsonl
+``.npz``). Every rank of one DIR reuses the stand-alone trainings cached in
+DIR/rank/standalone.jsonl
 (same stratified architectures, recipe and split): the reference is trained once per
 skeleton. ``--reference-only`` trains just that reference (with a one-epoch throw-away
 supernet), so it can be cached ahead. Prints one markdown row per supernet and a mean ±
@@ -83,7 +84,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8, help="supernet epochs")
     p.add_argument("--batch-size", type=int, default=32, help="supernet batch size")
     p.add_argument("--sampling", default="uniform")
-    p.add_argument("--splits", default="none,auto", help="comma list: none, auto or decisions (';' for ',')")
+    p.add_argument("--splits", default="none,auto",
+                   help="comma list: none, auto or decisions (';' for ',')")
     p.add_argument("--split-after", default="0.5")
     p.add_argument("--split-groups", default="8")
     p.add_argument("--val-fraction", default="0.4")
@@ -147,15 +149,15 @@ def main() -> None:
             eq = b["standalone_equal_cost"]
             print(f"| {args.preset} | {split} | {seed} | {r['final_loss']:.3f} | "
                   f"{_fmt(r['kendall_tau'])} | {_fmt(r['fused']['kendall_tau'])} | "
-                  f"{_fmt(r['kendall_tau_no_recal'])} | {r['n']} | "
-                  f"{r['supernet_train_s']:.1f} + {r['supernet_eval_s']:.1f} | "
-                  f"{r['standalone_s']:.1f} | {r['cost_ratio']:.3f} | "
-                  f"{_fmt(r['standalone_seed_tau'])} | "
-                  + " | ".join(_fmt(b[k]["kendall_tau"]) for k in ("params", "macs", "synflow", "naswot"))
+                  f"{_fmt(r['kendall_tau_no_recal'])} | {r['n']} | {r['supernet_train_s']:.1f} "
+                  f"+ {r['supernet_eval_s']:.1f} | {r['standalone_s']:.1f} "
+                  f"| {r['cost_ratio']:.3f} | {_fmt(r['standalone_seed_tau'])} | "
+                  + " | ".join(
+                      _fmt(b[k]["kendall_tau"]) for k in ("params", "macs", "synflow", "naswot"))
                   + f" | {_fmt(eq['kendall_tau'])} ({eq['steps']}) |", flush=True)
             (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print("\n| skeleton | split | final loss | kendall_tau | supernet+macs | noise ceiling | params | "
-          "macs | synflow | naswot | equal-cost stand-alone | ratio |")
+    print("\n| skeleton | split | final loss | kendall_tau | supernet+macs | noise ceiling | "
+          "params | macs | synflow | naswot | equal-cost stand-alone | ratio |")
     print("|" + "---|" * 12)
     for split in args.splits.split(","):
         rs = [r for r in rows if r["split_name"] == split]
@@ -165,7 +167,8 @@ def main() -> None:
               f"{_mean_std([r['fused']['kendall_tau'] for r in rs])} | "
               f"{_fmt(rs[0]['standalone_seed_tau'])} | "
               + " | ".join(_mean_std([x[k]["kendall_tau"] for x in b])
-                           for k in ("params", "macs", "synflow", "naswot", "standalone_equal_cost"))
+                           for k in ("params", "macs", "synflow", "naswot",
+                                     "standalone_equal_cost"))
               + f" | {_mean_std([r['cost_ratio'] for r in rs])} |")
 
 

@@ -83,12 +83,13 @@ def main() -> None:
     p.add_argument("--final-epochs", type=int, default=None,
                    help="epochs of the final stand-alone training of each best (default --epochs)")
     p.add_argument("--final-only", action="store_true",
-                   help="only train DIR/compare.json's two best architectures again (--final-epochs)")
+                   help="only train DIR/compare.json's two best architectures again "
+                        "(--final-epochs)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--supernet-prior", default="none",
-                   help="macs or params: the supernet search optimises supernet_score (its accuracy "
-                        "fused with that cost) and its best is the best supernet_score")
+                   help="macs or params: the supernet search optimises supernet_score (its "
+                        "accuracy fused with that cost) and its best is the best supernet_score")
     p.add_argument("--space-arg", action="append", default=[], metavar="K=V",
                    help="more skeleton arguments after the preset's, e.g. shortcut=shared")
     args = p.parse_args()
@@ -103,8 +104,8 @@ def main() -> None:
                   for name in ("supernet", "train")}
         report[f"final_{final_epochs}_epochs"] = finals
         for name, r in finals.items():
-            print(f"{name}: best stand-alone after {final_epochs} epochs {r['mean']:.4f} ± {r['std']:.4f} "
-                  f"over {args.seeds} seeds", flush=True)
+            print(f"{name}: best stand-alone after {final_epochs} epochs {r['mean']:.4f} ± "
+                  f"{r['std']:.4f} over {args.seeds} seeds", flush=True)
         (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
         return
     space_args = [x for a in skeleton for x in ("--space-arg", a)]
@@ -113,31 +114,40 @@ def main() -> None:
               "--seed", str(args.seed), "--device", "cpu", "--backend", "local",
               "--threads-per-trial", "1", "--no-progress"]
     ckpt = out / "supernet.pt"
-    sn_train_s = run([*cli, "supernet", "train", "--space", "blocks", *space_args, "--dataset", "digits",
+    sn_train_s = run([*cli, "supernet", "train", "--space", "blocks", *space_args, "--dataset",
+                      "digits",
                       "--val-fraction", args.val_fraction, "--batch-size", "32", "--device", "cpu",
                       "--epochs", str(args.supernet_epochs), "--seed", str(args.seed),
                       "--checkpoint-every", str(args.supernet_epochs), "--out", str(ckpt)])
     metric = "accuracy" if args.supernet_prior == "none" else "supernet_score"
     sn_search_s = run([*cli, *search, "--evaluator", "supernet", "--supernet", str(ckpt),
                        "--supernet-prior", args.supernet_prior, "--objectives", metric,
-                       "--trials", str(args.supernet_trials), "--out", str(out / "search-supernet")], "supernet")
+                       "--trials", str(args.supernet_trials), "--out",
+                       str(out / "search-supernet")], "supernet")
     wall = sn_train_s + sn_search_s
-    tr_search_s = run([*cli, *search, "--objectives", "accuracy", "--evaluator", "train", "--epochs", str(args.epochs),
-                       "--trials", str(args.train_trials), "--out", str(out / "search-train")], "train")
+    tr_search_s = run([*cli, *search, "--objectives", "accuracy", "--evaluator", "train",
+                       "--epochs", str(args.epochs),
+                       "--trials", str(args.train_trials), "--out", str(out / "search-train")],
+                       "train")
     sn_arch, sn_acc, sn_n = best_within(out / "search-supernet", 0.0, None, metric)
     # the train search's trials that ended within W of its command's launch
     tr_arch, tr_acc, tr_n = best_within(out / "search-train", LAUNCHED["train"], wall)
-    report = {"supernet_prior": args.supernet_prior, "wall_s": wall, "supernet_train_s": sn_train_s, "supernet_search_s": sn_search_s,
-              "train_search_s": tr_search_s, "load": os.getloadavg()[0], "final_epochs": final_epochs}
-    for name, arch, acc, n in (("supernet", sn_arch, sn_acc, sn_n), ("train", tr_arch, tr_acc, tr_n)):
+    report = {"supernet_prior": args.supernet_prior, "wall_s": wall, "supernet_train_s": sn_train_s,
+              "supernet_search_s": sn_search_s,
+              "train_search_s": tr_search_s, "load": os.getloadavg()[0],
+              "final_epochs": final_epochs}
+    for name, arch, acc, n in (("supernet", sn_arch, sn_acc, sn_n),
+                               ("train", tr_arch, tr_acc, tr_n)):
         report[name] = {"trials_counted": n, "search_accuracy": acc, "arch": arch,
                         **final_accuracies(skeleton, args, arch, final_epochs)}
         print(f"{name}: {n} trials within {wall:.1f} s, search accuracy {acc:.4f}, stand-alone "
-              f"{report[name]['mean']:.4f} ± {report[name]['std']:.4f} over {args.seeds} seeds", flush=True)
+              f"{report[name]['mean']:.4f} ± {report[name]['std']:.4f} over {args.seeds} seeds",
+              flush=True)
     (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
-def final_accuracies(skeleton: list[str], args: argparse.Namespace, arch: dict, epochs: int) -> dict:
+def final_accuracies(skeleton: list[str], args: argparse.Namespace, arch: dict,
+                     epochs: int) -> dict:
     """``arch`` trained stand-alone ``args.seeds`` times for ``epochs`` (the rank recipe)."""
     data = load_dataset("digits", val_fraction=float(args.val_fraction))
     kw = dict(a.split("=", 1) for a in skeleton)

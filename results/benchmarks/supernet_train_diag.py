@@ -46,7 +46,8 @@ import torch
 from torch import nn
 
 from cellblock.data import load_dataset
-from cellblock.evaluators.training import TrainConfig, device_tensors, epoch_batches, make_optimizer
+from cellblock.evaluators.loop import device_tensors, epoch_batches, make_optimizer
+from cellblock.evaluators.training import TrainConfig
 from cellblock.search_spaces import SearchSpace
 from cellblock.search_spaces import blocks_space as bs
 from cellblock.search_spaces.samplers import Sampler
@@ -77,11 +78,12 @@ def per_type_head() -> None:
 
 
 class Constrained(Sampler):
-    """Random child with numeric decisions pinned to their maximum / minimum and/or one block type."""
+    """Random child, numeric decisions pinned to their maximum / minimum and/or one block type."""
 
     def __init__(self, rng, pin_max=(), homog=False, pin_min=()):  # noqa: ANN001
         super().__init__()
-        self.rng, self.pin_max, self.pin_min, self.homog = rng, tuple(pin_max), tuple(pin_min), homog
+        self.rng, self.homog = rng, homog
+        self.pin_max, self.pin_min = tuple(pin_max), tuple(pin_min)
         self.block = None
 
     def _pick(self, name, domain):  # noqa: ANN001
@@ -191,7 +193,8 @@ def shared_stream(scaffold: bool = False) -> None:
 
         patch(B.PreActBlock, lambda self, w: w,
               lambda self, fwd, x: plus(self, fwd, x, isinstance(_stream(self), nn.Identity)))
-        patch(B.MBConv, lambda self, w: w, lambda self, fwd, x: plus(self, fwd, x, self.use_residual))
+        patch(B.MBConv, lambda self, w: w,
+              lambda self, fwd, x: plus(self, fwd, x, self.use_residual))
         patch(B.DenseBlock, lambda self, w: w, lambda self, fwd, x: plus(self, fwd, x, False))
         patch(B.InceptionBlock, lambda self, w: w, lambda self, fwd, x: plus(self, fwd, x, False))
         return
@@ -226,7 +229,8 @@ def main() -> None:
     if os.environ.get("NOZERO"):
         for k, (_shape, _dtype, is_param) in sn.bank.entries.items():
             t = sn.bank.tensor(k)
-            if is_param and t.ndim == 1 and k.rsplit("/", 1)[-1].startswith("weight") and not t.any():
+            if is_param and t.ndim == 1 and k.rsplit("/",
+                                                     1)[-1].startswith("weight") and not t.any():
                 t.data.fill_(1.0)
     if os.environ.get("FROZENBN"):  # norm scales/shifts fixed (except zero-started scales)
         for k, (_shape, _dtype, is_param) in sn.bank.entries.items():
@@ -235,7 +239,8 @@ def main() -> None:
                     t.any() or k.rsplit("/", 1)[-1].startswith("bias")):
                 t.requires_grad_(False)
     cfg = TrainConfig(epochs=epochs, batch_size=int(os.environ.get("BS", 32)),
-                      lr=float(os.environ.get("LR", 0.1)), warmup_epochs=float(os.environ.get("WU", 0)))
+                      lr=float(os.environ.get("LR", 0.1)),
+                      warmup_epochs=float(os.environ.get("WU", 0)))
     opt = make_optimizer(sn.bank, cfg)
     if os.environ.get("OPT") == "adam":  # same parameter groups (weight decay), Adam's update
         opt = torch.optim.AdamW([{"params": g["params"], "weight_decay": g["weight_decay"]}
@@ -256,7 +261,8 @@ def main() -> None:
             for _ in range(0 if full or sched else 100):
                 arch = space.sample(rng)
                 stages = {arch[k] for k in arch if k.endswith(".block")}
-                if all(arch.get(k, v) == v for k, v in fix.items()) and (not same or len(stages) == 1):
+                if all(arch.get(k, v) == v for k, v in fix.items()) and (not same
+                                                                         or len(stages) == 1):
                     break
             opt.zero_grad()
             if proj.startswith("scaffold"):

@@ -97,7 +97,8 @@ def candidate(label: str, npz: Path, busy: int = 2) -> dict:
         if done.returncode != 0:
             raise SystemExit(done.stderr[-3000:])
         row = json.loads(done.stdout.strip().splitlines()[-1])
-        return {**row, "mode": "candidate", "busy": busy, "load_before": [round(v, 2) for v in load0],
+        return {**row, "mode": "candidate", "busy": busy,
+                "load_before": [round(v, 2) for v in load0],
                 "load_after": [round(v, 2) for v in os.getloadavg()]}
     finally:
         for h in hogs:
@@ -167,12 +168,14 @@ def report(path: str) -> str:
         out.append(f"| {r['label']} | {r['busy']} | {r['threads']} | {r['macs_per_batch']:.2e} | "
                    f"{r['epoch_s']} | {r['images_per_s']} | {r['trials_per_hour_at_8_epochs']} | "
                    f"{r['load_before'][0]} -> {r['load_after'][0]} |")
-    out += ["", "| variant | busy `yes` | wall (s) | trials finished | trials / hour | threads per trial "
+    out += ["", "| variant | busy `yes` | wall (s) | trials finished | trials / hour | threads per "
+                "trial "
            "| over 5e8 MACs/batch | images/s (median) | load 1 min before -> after |",
            "|---|---:|---:|---:|---:|---|---|---:|---|"]
     for r in rows:
         out.append(f"| {r['label']} | {r['busy']} | {r['wall_s']} | {r['trials_finished']} | "
-                   f"{r['trials_per_hour']} | {r['threads']} | {sum(r['large'])} of {len(r['large'])} | "
+                   f"{r['trials_per_hour']} | {r['threads']} | {sum(r['large'])} of "
+                   f"{len(r['large'])} | "
                    f"{r['images_per_s_median']} | {r['load_before'][0]} -> {r['load_after'][0]} |")
     return "\n".join(out)
 
@@ -185,7 +188,8 @@ def main() -> None:
     ap.add_argument("--results", default="/tmp/threads_under_load.jsonl")
     ap.add_argument("--report", help="print the markdown table of a results file")
     ap.add_argument("--candidate", type=int, metavar="ROUNDS",
-                    help="instead of searches: ROUNDS x (before, after) epochs of one large candidate")
+                    help="instead of searches: ROUNDS x (before, after) epochs of one large "
+                         "candidate")
     args = ap.parse_args()
     if args.report:
         print(report(args.report))

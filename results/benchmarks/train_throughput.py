@@ -31,8 +31,9 @@ import torch
 from torch import nn
 
 from cellblock.data import Dataset, load_dataset
-from cellblock.evaluators.latency import device_fingerprint
-from cellblock.evaluators.training import TrainConfig, augment_batch, train_and_evaluate
+from cellblock.evaluators.latency.measure import device_fingerprint
+from cellblock.evaluators.loop import augment_batch
+from cellblock.evaluators.training import TrainConfig, train_and_evaluate
 
 
 def small_cnn() -> nn.Module:
@@ -83,10 +84,12 @@ def bare_loop(model: nn.Module, data: Dataset, cfg: TrainConfig, loader: bool) -
     decay = [p for p in model.parameters() if p.ndim >= 2]
     other = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}],
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": other, "weight_decay": 0.0}],
         lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt,
+                                              lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     dl = None
@@ -102,7 +105,8 @@ def bare_loop(model: nn.Module, data: Dataset, cfg: TrainConfig, loader: bool) -
             batches = iter(dl)
         else:
             perm = torch.randperm(n, device=device, generator=gen)
-            batches = ((x[perm[i * bs:(i + 1) * bs]], y[perm[i * bs:(i + 1) * bs]]) for i in range(steps_per_epoch))
+            batches = ((x[perm[i * bs:(i + 1) * bs]], y[perm[i * bs:(i + 1) * bs]])
+                       for i in range(steps_per_epoch))
         for xb, yb in batches:
             xb = augment_batch(xb, data.augment, gen)
             loss = loss_fn(model(xb), yb)
@@ -122,7 +126,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's)")
     parser.add_argument("--out", default=str(Path(__file__).with_suffix(".md")))
     args = parser.parse_args()
     if args.threads is not None:
@@ -150,10 +155,12 @@ def main() -> None:
                 runs["bare"].append(bare)
                 runs["loader"].append(dl)
                 accs.append(res["accuracy"])
-            print(f"{label} rep {rep}: ours {res['images_per_s']:.0f}  bare {bare:.0f}  loader {dl:.0f} img/s")
+            print(f"{label} rep {rep}: ours {res['images_per_s']:.0f}  bare {bare:.0f}  loader "
+                  f"{dl:.0f} img/s")
         med = {k: statistics.median(v) for k, v in runs.items()}
         params = sum(p.numel() for p in init.parameters())
-        rows.append((label, params, med, min(runs["ours"]), max(runs["ours"]), statistics.median(accs)))
+        rows.append(
+            (label, params, med, min(runs["ours"]), max(runs["ours"]), statistics.median(accs)))
 
     fp = device_fingerprint(args.device)
     cmd = " ".join([".venv/bin/python", "results/benchmarks/train_throughput.py", *sys.argv[1:]])
@@ -167,21 +174,24 @@ def main() -> None:
         f"load average at the end {os.getloadavg()[0]:.2f} (other processes share this machine).",
         "",
         f"Setting: digits ({len(data.y_train)} train images, 1x8x8), batch {args.batch_size}, "
-        f"{args.epochs} epochs, SGD Nesterov + cosine per step + label smoothing 0.1 + weight decay "
-        "on weights; the same initial weights, on-device tensors and `augment_batch` "
+        f"{args.epochs} epochs, SGD Nesterov + cosine per step + label smoothing 0.1 + weight "
+        "decay on weights; the same initial weights, on-device tensors and `augment_batch` "
         "augmentation (random shift pad 1) in every column. Only the training loop is timed. "
         f"Median of {args.repeats} interleaved repeats after one warm-up.",
         "",
-        "| model | params | ours img/s (min..max) | bare loop img/s | DataLoader img/s | ours / bare | val acc (ours) |",
+        "| model | params | ours img/s (min..max) | bare loop img/s | DataLoader img/s | ours / "
+        "bare | val acc (ours) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for label, params, med, lo, hi, acc in rows:
         lines.append(
-            f"| {label} | {params:,} | {med['ours']:.0f} ({lo:.0f}..{hi:.0f}) | {med['bare']:.0f} | "
-            f"{med['loader']:.0f} | {med['ours'] / med['bare']:.3f} | {acc:.3f} |"
+            f"| {label} | {params:,} | {med['ours']:.0f} ({lo:.0f}..{hi:.0f}) | {med['bare']:.0f} "
+            f"| {med['loader']:.0f} | {med['ours'] / med['bare']:.3f} | {acc:.3f} |"
         )
     if extra is None:
-        lines += ["", "The `blocks` space was not registered when this ran; only the small CNN is measured."]
+        lines += ["",
+                  "The `blocks` space was not registered when this ran; only the small CNN is "
+                  "measured."]
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 

@@ -31,7 +31,8 @@ class Scripted:
 
 
 def done(arch: dict[str, str]) -> Trial:
-    return Trial(number=0, arch_id=arch_id(arch), arch=arch, status=COMPLETE, metrics={"accuracy": 0.5})
+    return Trial(number=0, arch_id=arch_id(arch), arch=arch, status=COMPLETE,
+                 metrics={"accuracy": 0.5})
 
 
 def test_finished_repeat_is_told_again_and_skipped():
@@ -77,8 +78,10 @@ def test_default_limit_and_ask_seconds():
 
 def test_exhausted_after_is_defined_once():
     pattern = re.compile(r"^\s*EXHAUSTED_AFTER\s*[:=]", re.M)
-    where = [p.relative_to(ROOT).as_posix() for folder in ("cellblock", "strategies", "evaluators", "supernet")
-             for p in sorted((ROOT / folder).rglob("*.py")) if pattern.search(p.read_text(encoding="utf-8"))]
+    where = [p.relative_to(ROOT).as_posix()
+             for folder in ("cellblock", "strategies", "evaluators", "supernet")
+             for p in sorted(
+                 (ROOT / folder).rglob("*.py")) if pattern.search(p.read_text(encoding="utf-8"))]
     assert where == ["cellblock/run/asking.py"]
 
 
@@ -101,6 +104,7 @@ def test_bench_run_stops_when_the_space_is_exhausted(tmp_path):
         return Outcome(COMPLETE, {"accuracy": 0.1 * arch["a"]})
 
     trials = run_strategy("random", space, parse_objectives("accuracy"), 0, 50, evaluate)
-    assert len(trials) == len(set(evaluated)) == len(evaluated) == 6  # 3 x 2 architectures, each once
+    # 3 x 2 architectures, each once
+    assert len(trials) == len(set(evaluated)) == len(evaluated) == 6
     assert [t.number for t in trials] == list(range(6))
     assert all(t.status == COMPLETE for t in trials)

@@ -28,7 +28,8 @@ from cellblock.run.config import FIELDS
 #: Malformed inputs tried, per property.
 TRIED: Counter = Counter()
 SETTINGS = settings(max_examples=150, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +47,15 @@ def _refused_untouched(argv_for, run_source: Path, capsys, prepare) -> None:
         err = capsys.readouterr().err.strip()
         assert code == 2, err
         assert len(err.splitlines()) == 1 and err.startswith("cellblock: error: "), err
-        assert (snapshot(Path(tmp)), sorted(Path(tmp).rglob("*"))) == before  # no file or folder changed
+        # no file or folder changed
+        assert (snapshot(Path(tmp)), sorted(Path(tmp).rglob("*"))) == before
 
 
 # ---- the log reader ------------------------------------------------------------------------
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+JSON = st.recursive(SCALARS,
+                    lambda inner: (st.lists(inner, max_size=3)
+                                   | st.dictionaries(st.text(), inner, max_size=3)),
                     max_leaves=8)
 REQUIRED = {"run_start": ["event", "config"], "trial_start": ["event", "trial", "arch_id", "arch"],
             "trial_end": ["event", "trial", "arch_id", "status"], "run_end": ["event"]}
@@ -63,7 +67,8 @@ def bad_event_line(draw, events: list[dict]) -> bytes:
     kind = draw(st.sampled_from(["garbage", "not-object", "no-key", "bad-kind", "bad-trial",
                                  "bad-arch", "bad-status", "unknown-trial", "bad-time"]))
     if kind == "garbage":
-        raw = draw(st.binary(min_size=1, max_size=40).filter(lambda b: b"\n" not in b and b.strip()))
+        raw = draw(st.binary(min_size=1,
+                             max_size=40).filter(lambda b: b"\n" not in b and b.strip()))
         return b"{" + raw  # never valid JSON: an object that is not closed... or not UTF-8
     if kind == "not-object":
         return json.dumps(draw(JSON.filter(lambda v: not isinstance(v, dict)))).encode()
@@ -74,8 +79,8 @@ def bad_event_line(draw, events: list[dict]) -> bytes:
         ev["event"] = draw(JSON.filter(lambda v: not (isinstance(v, str) and v in REQUIRED)))
     elif kind == "bad-trial":
         ev = dict(draw(st.sampled_from([e for e in events if e["event"].startswith("trial_")])))
-        ev["trial"] = draw(st.text() | st.floats() | st.booleans() | st.none() | st.integers(max_value=-1)
-                           | st.lists(st.integers(), max_size=2))
+        ev["trial"] = draw(st.text() | st.floats() | st.booleans() | st.none()
+                           | st.integers(max_value=-1) | st.lists(st.integers(), max_size=2))
     elif kind == "bad-arch":
         ev = dict(draw(st.sampled_from([e for e in events if e["event"] == "trial_start"])))
         ev["arch"] = draw(JSON.filter(lambda v: not isinstance(v, dict)))
@@ -108,7 +113,8 @@ def test_log_reader_refuses_malformed_lines(finished, capsys, data):
 
     def argv_for(tmp: Path, run: Path) -> list[str]:
         return {"show": ["show", str(run)], "report": ["report", str(run)],
-                "export": ["export", str(run), "--trial", "0", "--format", "json", "--out", str(tmp / "e")],
+                "export": ["export", str(run), "--trial", "0", "--format", "json", "--out",
+                           str(tmp / "e")],
                 "train": ["train", str(run), "--trial", "0", "--epochs", "1", "--no-progress"],
                 "search": [*argv, "--out", str(run)]}[command]
 
@@ -137,31 +143,41 @@ def _wrong_value(name: str) -> st.SearchStrategy:
 @st.composite
 def bad_config(draw) -> bytes:
     """A YAML config file that is malformed, by construction."""
-    kind = draw(st.sampled_from(["unknown-key", "wrong-type", "out-of-range", "syntax", "not-mapping",
+    kind = draw(st.sampled_from(["unknown-key", "wrong-type", "out-of-range", "syntax",
+                                 "not-mapping",
                                  "not-utf8", "python-tag"]))
     if kind == "unknown-key":
-        key = draw(st.text(min_size=1, max_size=12).filter(lambda k: k not in FIELDS and k.strip() == k))
+        key = draw(st.text(min_size=1,
+                           max_size=12).filter(lambda k: k not in FIELDS and k.strip() == k))
         return yaml.safe_dump({key: draw(st.integers())}).encode()
     if kind == "wrong-type":
-        key = draw(st.sampled_from(sorted(k for k in FIELDS if k not in ("space_args", "strategy_args", "out"))))
+        key = draw(st.sampled_from(sorted(k for k in FIELDS
+                                          if k not in ("space_args", "strategy_args", "out"))))
         return yaml.safe_dump({key: draw(_wrong_value(key))}).encode()
     if kind == "out-of-range":
-        key, value = draw(st.sampled_from([("trials", 0), ("epochs", -1), ("batch_size", 0), ("lr", -0.5),
-                                           ("val_fraction", 1.5), ("seed", -3), ("latency_max_spread", 1.0),
+        key, value = draw(st.sampled_from([("trials", 0), ("epochs", -1), ("batch_size", 0),
+                                           ("lr", -0.5),
+                                           ("val_fraction", 1.5), ("seed", -3),
+                                           ("latency_max_spread", 1.0),
                                            ("device", "tpu"), ("scheduler", "hyperband"),
-                                           ("reduction_factor", 1), ("resources_per_trial", "cpu")]))
+                                           ("reduction_factor", 1),
+                                           ("resources_per_trial", "cpu")]))
         return yaml.safe_dump({key: value}).encode()
     if kind == "syntax":
-        head = draw(st.dictionaries(st.sampled_from(["trials", "epochs"]), st.integers(1, 3), max_size=2))
-        broken = draw(st.sampled_from([b"trials: [1, 2\n", b"a: b: c\n", b"lr: 'x\n", b"- a\nb: c\n",
-                                       b"epochs: 2\n\tseed: 2\n", b"{trials: 3\n", b"seed: {\n", b"? [\n"]))
+        head = draw(
+            st.dictionaries(st.sampled_from(["trials", "epochs"]), st.integers(1, 3), max_size=2))
+        broken = draw(st.sampled_from([b"trials: [1, 2\n", b"a: b: c\n", b"lr: 'x\n",
+                                       b"- a\nb: c\n",
+                                       b"epochs: 2\n\tseed: 2\n", b"{trials: 3\n", b"seed: {\n",
+                                       b"? [\n"]))
         return (yaml.safe_dump(head).encode() if head else b"") + broken
     if kind == "not-mapping":
         value = draw(st.lists(st.integers(), min_size=1, max_size=3) | st.integers()
                      | st.text(min_size=1).filter(lambda t: yaml.safe_load(yaml.safe_dump(t)) == t))
         return yaml.safe_dump(value).encode()
     if kind == "not-utf8":
-        return b"trials: 3\nspace: " + draw(st.sampled_from([b"\xff\xfe", b"\xc3\x28", b"\x80abc"])) + b"\n"
+        return b"trials: 3\nspace: " + draw(
+            st.sampled_from([b"\xff\xfe", b"\xc3\x28", b"\x80abc"])) + b"\n"
     return b"trials: !!python/object/apply:os.system ['echo hi']\n"
 
 
@@ -175,7 +191,8 @@ def test_config_loader_refuses_malformed_files(finished, capsys, data):
         (tmp / "bad.yaml").write_bytes(text)
 
     def argv_for(tmp: Path, run: Path) -> list[str]:
-        return ["search", str(tmp / "bad.yaml"), "--out", str(run), "--no-progress"]  # no key overridden
+        # no key overridden
+        return ["search", str(tmp / "bad.yaml"), "--out", str(run), "--no-progress"]
 
     _refused_untouched(argv_for, run_source, capsys, prepare)
     TRIED["config"] += 1
@@ -191,7 +208,8 @@ def bad_npz(draw) -> bytes:
     """The bytes of a custom-data file that is malformed, by construction."""
     n = draw(st.integers(6, 30))
     x, y = _images(n), np.arange(n) % 3
-    kind = draw(st.sampled_from(["garbage", "missing", "y-length", "y-2d", "y-negative", "y-fraction",
+    kind = draw(st.sampled_from(["garbage", "missing", "y-length", "y-2d", "y-negative",
+                                 "y-fraction",
                                  "y-text", "one-class", "label-gap", "x-nan", "x-text", "x-range",
                                  "x-ndim", "empty"]))
     if kind == "garbage":
@@ -221,7 +239,8 @@ def bad_npz(draw) -> bytes:
     elif kind == "x-range":
         arrays["x"] = (x * 100).astype(np.int64) + draw(st.sampled_from([256, -300]))
     elif kind == "x-ndim":
-        arrays["x"] = x.reshape(n, -1)[:, :, None, None, None] if draw(st.booleans()) else x[:, 0, 0]
+        arrays["x"] = x.reshape(n, -1)[:, :, None, None, None] if draw(st.booleans()) else x[:, 0,
+                                                                                             0]
     else:
         arrays = {"x": x[:0], "y": y[:0]}
     buf = io.BytesIO()
@@ -238,7 +257,8 @@ def test_npz_loader_refuses_malformed_files(finished, capsys, data):
     def prepare(tmp: Path, run: Path) -> None:
         (tmp / "bad.npz").write_bytes(content)
 
-    def argv_for(tmp: Path, run: Path) -> list[str]:  # a new run on the bad data, beside the old one
+    # a new run on the bad data, beside the old one
+    def argv_for(tmp: Path, run: Path) -> list[str]:
         return [*search_argv(run_source.parent / "sp.py"), "--dataset", str(tmp / "bad.npz"),
                 "--out", str(tmp / "new")]
 

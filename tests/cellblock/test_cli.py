@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from spaces import conv_space
 
 from cellblock.cli import main
 
@@ -37,7 +38,8 @@ def _run(argv, capsys):
     (["search", "--val-fraction", "0"], "'val_fraction' must be in (0, 1)"),
     (["search", "--val-fraction", "1.5"], "'val_fraction' must be in (0, 1)"),
     (["search", "--val-fraction", "half"], "argument --val-fraction: invalid float value: 'half'"),
-    (["search", "--val-fraction", "0.9"], "val_fraction 0.9 plus the test fraction 0.15 leaves no training data"),
+    (["search", "--val-fraction", "0.9"],
+     "val_fraction 0.9 plus the test fraction 0.15 leaves no training data"),
     (["show", "NORUN"], "is not a cellblock run directory"),
     (["nope"], "invalid choice: 'nope'"),
 ])
@@ -73,13 +75,10 @@ def test_spaces_lists_spaces_and_blocks(capsys):
 def test_real_subprocess_search_show_and_refusal(tmp_path):
     """The installed entry point, for real: search, show, and exit 2 leaving results untouched."""
     space = tmp_path / "s.py"
-    space.write_text("from torch import nn\n"
-                     "def space(s, input_shape, num_classes):\n"
-                     "    w = s.choice('w', [4, 8])\n"
-                     "    return nn.Sequential(nn.Conv2d(input_shape[0], w, 3), nn.ReLU(),\n"
-                     "        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))\n")
+    space.write_text(conv_space([4, 8]))
     env = {**os.environ, "PYTHONPATH": ""}
-    cmd = [sys.executable, "-m", "cellblock", "search", "--space", f"{space}:space", "--trials", "2",
+    cmd = [sys.executable, "-m", "cellblock", "search", "--space", f"{space}:space", "--trials",
+           "2",
            "--epochs", "1", "--objectives", "accuracy,params", "--out", str(tmp_path / "run"),
            "--no-progress", "--device", "cpu"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
@@ -98,13 +97,10 @@ def test_real_subprocess_search_show_and_refusal(tmp_path):
 
 def test_search_with_val_fraction_records_it_and_refuses_another(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    Path("s.py").write_text("from torch import nn\n"
-                            "def space(s, input_shape, num_classes):\n"
-                            "    w = s.choice('w', [4, 8])\n"
-                            "    return nn.Sequential(nn.Conv2d(input_shape[0], w, 3), nn.ReLU(),\n"
-                            "        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))\n")
+    Path("s.py").write_text(conv_space([4, 8]))
     argv = ["search", "--space", "s.py:space", "--trials", "2", "--epochs", "1", "--objectives",
-            "accuracy,params", "--out", "run", "--no-progress", "--device", "cpu", "--val-fraction", "0.4"]
+            "accuracy,params", "--out", "run", "--no-progress", "--device", "cpu", "--val-fraction",
+            "0.4"]
     code, _, err = _run(argv, capsys)
     assert code == 0, err
     import yaml

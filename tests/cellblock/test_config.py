@@ -54,13 +54,15 @@ def test_differences_ignore_trials():
     a = config_mod.resolve({})
     assert config_mod.differences(a, {**a, "trials": 99}) == []
     assert config_mod.differences(a, {**a, "strategy": "nsga2"}) == ["strategy"]
-    moved = {**a, "backend": "ray", "concurrency": 4, "address": "auto", "resources_per_trial": "cpu=2"}
+    moved = {**a, "backend": "ray", "concurrency": 4, "address": "auto",
+             "resources_per_trial": "cpu=2"}
     assert config_mod.differences(a, moved) == []
 
 
 def test_val_fraction_default_and_not_resumable():
     a = config_mod.resolve({})
-    assert a["val_fraction"] is None and config_mod.resolve({"val_fraction": 0.4})["val_fraction"] == 0.4
+    assert a["val_fraction"] is None
+    assert config_mod.resolve({"val_fraction": 0.4})["val_fraction"] == 0.4
     assert config_mod.differences(a, {**a, "val_fraction": 0.4}) == ["val_fraction"]
     saved_before_the_key = {k: v for k, v in a.items() if k != "val_fraction"}
     assert config_mod.differences(saved_before_the_key, a) == []
@@ -69,7 +71,8 @@ def test_val_fraction_default_and_not_resumable():
 def test_objectives_and_constraints():
     objs = parse_objectives("accuracy, macs,latency_ms")
     assert [(o.name, o.direction, o.cheap) for o in objs] == [
-        ("accuracy", "maximize", False), ("macs", "minimize", True), ("latency_ms", "minimize", True)]
+        ("accuracy", "maximize", False), ("macs", "minimize", True),
+        ("latency_ms", "minimize", True)]
     assert objs[0].to_min(0.9) == -0.9 and objs[1].to_min(None) == math.inf
     with pytest.raises(ConfigError, match="unknown metric 'flops'"):
         parse_objectives("accuracy,flops")

@@ -17,7 +17,7 @@ from cellblock.data import DATASETS, load_dataset
 from cellblock.evaluators import EVALUATORS, Evaluator
 from cellblock.records import COMPLETE, FAILED, Trial
 from cellblock.search_spaces import ATTENTIONS, BLOCKS, SPACES, SearchSpace, arch_id
-from cellblock.search_spaces.blocks import build_stage
+from cellblock.search_spaces.blocks_base import build_stage
 from cellblock.strategies import STRATEGIES, make_strategy
 
 _OPTIONAL = {"optuna:cmaes": "cmaes"}  # strategies whose sampler needs an optional package
@@ -95,7 +95,8 @@ def test_strategy_contract(name, tmp_path):
         space.validate(arch)
         ones = sum(arch.values())
         failed = n % 5 == 4
-        s.tell(Trial(number=n, arch_id=arch_id(arch), arch=arch, status=FAILED if failed else COMPLETE,
+        s.tell(Trial(number=n, arch_id=arch_id(arch), arch=arch,
+                     status=FAILED if failed else COMPLETE,
                      metrics={} if failed else {"accuracy": ones / 10, "macs": ones + 1},
                      error="boom" if failed else None))
     state = s.state_dict()

@@ -16,7 +16,7 @@ from cellblock.data import (
     load_dataset,
     stratified_split,
 )
-from cellblock.evaluators.training import augment_batch
+from cellblock.evaluators.loop import augment_batch
 
 
 def _rows(x: torch.Tensor) -> set[bytes]:
@@ -99,7 +99,8 @@ def test_val_fraction_enlarges_val_from_train_and_keeps_test() -> None:
     assert not (set(tr) & set(va) or set(tr) & set(te) or set(va) & set(te))
     assert set(tr) | set(va) | set(te) == set(range(1797))
     per_class = np.bincount(target)
-    assert np.array_equal(np.bincount(target[va]), np.round(per_class * 0.4).astype(int))  # stratified
+    # stratified
+    assert np.array_equal(np.bincount(target[va]), np.round(per_class * 0.4).astype(int))
     assert np.array_equal(np.bincount(target[te]), np.round(per_class * 0.15).astype(int))
     d_tr, d_va, d_te = stratified_split(target, 0.15, 0.15, 0)
     assert np.array_equal(te, d_te) and set(d_va) < set(va)  # same test set; default val nested
@@ -119,7 +120,8 @@ def test_bad_val_fraction_raises_data_error(tmp_path: Path, value: object, messa
             load_dataset(name, val_fraction=value)  # type: ignore[arg-type]
         assert "\n" not in str(info.value)
     # torchvision: the value is checked before the (missing) files; test is the official set.
-    with pytest.raises(DataError, match="val_fraction 1 leaves no training data; pass a value below 1"):
+    with pytest.raises(DataError,
+                       match="val_fraction 1 leaves no training data; pass a value below 1"):
         load_dataset("cifar10", data_dir=str(tmp_path), val_fraction=1.0)
 
 
@@ -217,7 +219,8 @@ def test_image_folder_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("cifar10", "data_batch_1"), ("mnist", "train-images-idx3-ubyte"), ("svhn", "train_32x32.mat")],
+    [("cifar10", "data_batch_1"), ("mnist", "train-images-idx3-ubyte"),
+     ("svhn", "train_32x32.mat")],
 )
 def test_missing_torchvision_dataset_offline(tmp_path: Path, name: str, expected: str) -> None:
     with pytest.raises(DataError) as info:

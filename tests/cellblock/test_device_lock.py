@@ -2,35 +2,53 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from cellblock.core.device_lock import EXCLUSIVE, device_key, exclusive_device, training_hold
+from cellblock.core.device_lock import (
+    EXCLUSIVE,
+    device_key,
+    exclusive_device,
+    lock_dir,
+    training_hold,
+)
 
-# A training-like loop holding the CPU shared: it records (start, end) of every "step".
+# A training-like loop holding the CPU shared. Its clock is the number in the file ``clock``,
+# which the test sets; each step records whether the test's measurement was on during it.
 TRAINER = r'''
-import json, sys, time
+import json, sys
 from pathlib import Path
 from cellblock.core.device_lock import training_hold
 out = Path(sys.argv[1])
 steps = []
-with training_hold("cpu") as hold:
-    (out / "ready").touch()
+with training_hold("cpu", clock=lambda: float((out / "clock").read_text())) as hold:
     while not (out / "stop").exists():
         hold.poll()
-        t0 = time.monotonic()
-        x = 0
-        while time.monotonic() - t0 < 0.002:
-            x += 1
-        steps.append((t0, time.monotonic()))
+        during = (out / "measuring").exists()
+        x = sum(range(10_000))
+        steps.append(during or (out / "measuring").exists())
+        (out / "steps.tmp").write_text(str(len(steps)))
+        (out / "steps.tmp").replace(out / "steps")
 (out / "steps.json").write_text(json.dumps({"steps": steps, "paused_s": hold.paused_s}))
 '''
+
+
+class FakeClock:
+    """A clock that stands still until the test moves it."""
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
 
 
 @pytest.fixture(autouse=True)
@@ -39,12 +57,20 @@ def private_locks(tmp_path, monkeypatch):
     monkeypatch.setenv("CELLBLOCK_LOCK_DIR", str(tmp_path / "locks"))
 
 
-def _wait_for(path: Path, timeout_s: float = 120.0) -> None:
+def _wait_until(done, what: str, timeout_s: float = 120.0) -> None:
+    """Poll ``done()`` until true (an event to wait for, not a duration to time)."""
     t0 = time.monotonic()
-    while not path.exists():
+    while not done():
         if time.monotonic() - t0 > timeout_s:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.05)
+            raise TimeoutError(f"{what} never happened")
+        time.sleep(0.01)
+
+
+def _steps(work: Path) -> int:
+    try:
+        return int((work / "steps").read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
 
 
 def test_device_keys():
@@ -53,8 +79,42 @@ def test_device_keys():
 
 
 def test_measurement_waits_for_no_one_when_alone():
-    with exclusive_device("cpu") as info:
-        assert info["latency_isolation"] == EXCLUSIVE and info["latency_wait_ms"] >= 0
+    clock = FakeClock(5.0)
+    with exclusive_device("cpu", clock=clock) as info:
+        assert info == {"latency_isolation": EXCLUSIVE, "latency_wait_ms": 0.0}
+
+
+def test_measurement_waits_for_the_device_and_records_how_long():
+    clock = FakeClock(0.0)
+    key = device_key("cpu")
+    holder = os.open(lock_dir() / f"{key}.main.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another process is measuring on the device
+
+    def finish_other_measurement() -> None:
+        probe = os.open(lock_dir() / f"{key}.gate.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            def gate_taken() -> bool:  # ours is at the gate: it has read its start time
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                fcntl.flock(probe, fcntl.LOCK_UN)
+                return False
+
+            _wait_until(gate_taken, "the measurement taking the gate")
+            clock.t = 0.25
+            fcntl.flock(holder, fcntl.LOCK_UN)
+        finally:
+            os.close(probe)
+
+    other = threading.Thread(target=finish_other_measurement)
+    other.start()
+    try:
+        with exclusive_device("cpu", clock=clock) as info:
+            assert info["latency_wait_ms"] == pytest.approx(250.0)
+    finally:
+        other.join()
+        os.close(holder)
 
 
 def test_measurement_inside_own_training_does_not_deadlock():
@@ -70,15 +130,18 @@ def test_measurement_inside_own_training_does_not_deadlock():
 def test_no_training_step_overlaps_a_measurement(tmp_path):
     work = tmp_path / "trainer"
     work.mkdir()
+    (work / "clock").write_text("0.0")
     proc = subprocess.Popen([sys.executable, "-c", TRAINER, str(work)], env=dict(os.environ))
     try:
-        _wait_for(work / "ready")
-        time.sleep(0.3)
-        with exclusive_device("cpu") as info:
-            t_in = time.monotonic()
-            time.sleep(0.5)
-            t_out = time.monotonic()
-        time.sleep(0.3)
+        _wait_until(lambda: _steps(work) >= 3 or proc.poll() is not None, "3 training steps")
+        with exclusive_device("cpu"):
+            (work / "measuring").touch()
+            inside = _steps(work)
+            (work / "clock").write_text("0.5")  # the measurement takes half a second
+            assert _steps(work) == inside  # the trainer has stepped aside
+            (work / "measuring").unlink()
+        _wait_until(lambda: _steps(work) >= inside + 3 or proc.poll() is not None,
+                    "3 training steps after the measurement")
         (work / "stop").touch()
         assert proc.wait(timeout=120) == 0
     finally:
@@ -86,8 +149,7 @@ def test_no_training_step_overlaps_a_measurement(tmp_path):
             proc.kill()
     record = json.loads((work / "steps.json").read_text())
     steps = record["steps"]
-    assert any(end <= t_in for _, end in steps) and any(start >= t_out for start, _ in steps)
-    overlapping = [(s, e) for s, e in steps if s < t_out and e > t_in]
-    assert not overlapping, f"{len(overlapping)} training steps ran during the measurement"
-    assert record["paused_s"] >= 0.4  # the trainer stepped aside for the measurement
-    assert info["latency_wait_ms"] >= 0
+    assert len(steps) >= inside + 3 and inside >= 3
+    assert not any(steps), f"{sum(steps)} training steps ran during the measurement"
+    # the trainer stepped aside for exactly the measurement (by its clock)
+    assert record["paused_s"] == 0.5

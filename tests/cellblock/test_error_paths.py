@@ -19,7 +19,8 @@ def finished_run(tmp_path_factory) -> Path:
 
 
 def _disk_full(*args, **kwargs):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write on a full disk: no file name
+    # as a write on a full disk: no file name
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def _error_line(code: int, capsys) -> str:
@@ -29,7 +30,8 @@ def _error_line(code: int, capsys) -> str:
     return lines[0]
 
 
-def test_a_full_disk_while_writing_the_report_names_the_file(finished_run, tmp_path, capsys, monkeypatch):
+def test_a_full_disk_while_writing_the_report_names_the_file(finished_run, tmp_path, capsys,
+                                                             monkeypatch):
     run = copy_run(finished_run, tmp_path)
     from cellblock.core import fileio
 
@@ -39,7 +41,8 @@ def test_a_full_disk_while_writing_the_report_names_the_file(finished_run, tmp_p
     assert not (tmp_path / "r.html").exists()
 
 
-def test_a_full_disk_while_appending_to_the_log_names_the_log(finished_run, tmp_path, capsys, monkeypatch):
+def test_a_full_disk_while_appending_to_the_log_names_the_log(finished_run, tmp_path, capsys,
+                                                              monkeypatch):
     from cellblock.records import log as log_mod
 
     class FullDisk:
@@ -65,7 +68,8 @@ def test_the_summary_names_only_files_that_exist(finished_run, tmp_path, capsys,
     from cellblock.pareto import report
 
     def no_report(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "new" / "report.html"))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
+                      str(tmp_path / "new" / "report.html"))
 
     monkeypatch.setattr(report, "write_report", no_report)
     argv = search_argv(finished_run.parent / "sp.py")

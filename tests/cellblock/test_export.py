@@ -16,14 +16,16 @@ from cellblock.export.codegen import generate_source, trace
 from cellblock.pareto.results import load_run
 
 TINY = {"stages": 2, "widths": [[8], [8, 12]], "strides": [1, 2], "depth": [1, 1],
-        "block_types": ["basic", "mbconv", "inception", "dense"], "attentions": ["none", "se", "eca"],
+        "block_types": ["basic", "mbconv", "inception", "dense"],
+        "attentions": ["none", "se", "eca"],
         "kernels": [3], "expansions": [1, 2], "growths": [4], "stem_width": 8}
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "r"
-    cellblock.search(space="blocks", space_args=TINY, trials=3, epochs=1, objectives="accuracy,macs",
+    cellblock.search(space="blocks", space_args=TINY, trials=3, epochs=1,
+                     objectives="accuracy,macs",
                      device="cpu", out=str(out), seed=1, strategy="random")
     return out
 
@@ -31,7 +33,8 @@ def run_dir(tmp_path_factory):
 def test_all_formats_round_trip(run_dir, tmp_path):
     data = load_run(run_dir)
     trials = select_trials(data)
-    report = export_items(items_from_run(run_dir, trials), tmp_path, ["json", "pytorch", "torchscript", "onnx"])
+    report = export_items(items_from_run(run_dir, trials), tmp_path,
+                          ["json", "pytorch", "torchscript", "onnx"])
     saved = json.loads((tmp_path / "roundtrip.json").read_text())
     assert saved["ok"] and report["ok"]
     fmts = saved["exports"][0]["formats"]
@@ -95,7 +98,8 @@ def test_arch_file_export_and_mismatch_is_an_error(tmp_path, monkeypatch):
     space = SearchSpace("blocks", **TINY)
     arch_json.write_text(json.dumps(space.sample(np.random.default_rng(3))))
     args = [f"{k}={json.dumps(v)}" for k, v in TINY.items()]
-    argv = ["export", "--arch", str(arch_json), "--space", "blocks", "--format", "json,pytorch", "--out", str(tmp_path / "o")]
+    argv = ["export", "--arch", str(arch_json), "--space", "blocks", "--format", "json,pytorch",
+            "--out", str(tmp_path / "o")]
     for a in args:
         argv += ["--space-arg", a]
     assert main(argv) == 0
@@ -116,13 +120,16 @@ def test_arch_file_export_and_mismatch_is_an_error(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "bad" / "roundtrip.json").read_text())["ok"] is False
 
 
-def test_reexport_after_train_is_refused_then_replaces_the_directory_whole(run_dir, tmp_path, capsys):
+def test_reexport_after_train_is_refused_then_replaces_the_directory_whole(run_dir, tmp_path,
+                                                                           capsys):
     """Issue 16: a second export into a used directory never mixes files, and picks up the
     weights that ``cellblock train`` wrote in between."""
     from cellblock.export.final_train import final_train, weights_path
 
     out = tmp_path / "exp"
-    assert main(["export", str(run_dir), "--trial", "1", "--format", "json,pytorch", "--out", str(out)]) == 0
+    assert main(
+        ["export", str(run_dir), "--trial", "1", "--format", "json,pytorch", "--out",
+         str(out)]) == 0
     stale = out / "left_over.txt"
     stale.write_text("from an earlier export")
     first = json.loads((out / "roundtrip.json").read_text())
@@ -136,19 +143,23 @@ def test_reexport_after_train_is_refused_then_replaces_the_directory_whole(run_d
     assert main(argv + ["--force"]) == 2  # issue 28: --force replaces only what the export wrote
     assert "left_over.txt" in capsys.readouterr().err and stale.exists()
     stale.unlink()
-    assert main(["export", str(run_dir), "--trial", "1", "--format", "json", "--out", str(out), "--force"]) == 0
+    assert main(
+        ["export", str(run_dir), "--trial", "1", "--format", "json", "--out", str(out),
+         "--force"]) == 0
     second = json.loads((out / "roundtrip.json").read_text())
     assert second["ok"] and second["exports"][0]["weights"].startswith("trained")
     assert not (out / "trial_1" / "model.py").exists()  # the old directory was replaced as a whole
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exp.")]  # no temp dirs left
 
 
-def test_format_with_missing_package_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys, monkeypatch):
+def test_format_with_missing_package_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys,
+                                                                    monkeypatch):
     from cellblock.export import formats
 
     monkeypatch.setitem(formats.REQUIRES, "onnx", (("no_such_package_cellblock",), "onnx"))
     out = tmp_path / "o"
-    assert main(["export", str(run_dir), "--trial", "0", "--format", "onnx", "--out", str(out)]) == 2
+    assert main(
+        ["export", str(run_dir), "--trial", "0", "--format", "onnx", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'cellblock[onnx]'" in err
     assert not out.exists()

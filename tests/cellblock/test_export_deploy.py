@@ -96,6 +96,7 @@ def test_raw_data_fed_to_every_format_gets_the_trained_accuracy(tmp_path, monkey
     for fmt, acc in got.items():  # at most one image of float rounding apart
         assert abs(acc - want) <= 1.0 / len(y_test) + 1e-12, (fmt, acc, want)
     # an export's arch.json exported again keeps its preprocessing
-    assert main(["export", "--arch", str(folder / "arch.json"), "--format", "json", "--out", "again"]) == 0
+    assert main(
+        ["export", "--arch", str(folder / "arch.json"), "--format", "json", "--out", "again"]) == 0
     again = next((tmp_path / "again").glob("arch_*/arch.json"))
     assert json.loads(again.read_text())["preprocessing"] == prep

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from spaces import conv_space
 
 import cellblock
 from cellblock.export.final_train import final_train, weights_path
@@ -22,12 +23,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_kill_then_resume_to_completion(tmp_path):
     run = tmp_path / "run"
-    cellblock.search(space="blocks", space_args=TINY, trials=1, epochs=1, objectives="accuracy,macs",
+    cellblock.search(space="blocks", space_args=TINY, trials=1, epochs=1,
+                     objectives="accuracy,macs",
                      device="cpu", out=str(run), seed=0, strategy="random")
     epochs = 6
-    cmd = [sys.executable, "-m", "cellblock", "train", str(run), "--trial", "0", "--epochs", str(epochs),
+    cmd = [sys.executable, "-m", "cellblock", "train", str(run), "--trial", "0", "--epochs",
+           str(epochs),
            "--device", "cpu"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True,
                             env=dict(os.environ))
     first = ""
     for line in proc.stdout:  # kill right after the first checkpoint is reported
@@ -68,7 +72,8 @@ def test_kill_then_resume_to_completion(tmp_path):
 
 def test_final_training_uses_the_runs_val_fraction(tmp_path):
     run = tmp_path / "run"
-    cellblock.search(space="blocks", space_args=TINY, trials=1, epochs=1, objectives="accuracy,macs",
+    cellblock.search(space="blocks", space_args=TINY, trials=1, epochs=1,
+                     objectives="accuracy,macs",
                      device="cpu", out=str(run), seed=0, strategy="random", val_fraction=0.4)
     m = final_train(run, 0, 1, device="cpu", log=lambda s: None)
     assert m["identity"]["val_fraction"] == 0.4 and m["test_size"] == 269
@@ -81,7 +86,8 @@ def test_final_training_uses_the_runs_val_fraction(tmp_path):
     assert "val_fraction" not in _identity({"dataset": "digits"}, "a", 0, 1)
 
 
-def test_train_and_export_of_a_run_with_relative_inputs_work_from_another_directory(tmp_path, monkeypatch):
+def test_train_and_export_of_a_run_with_relative_inputs_work_from_another_directory(tmp_path,
+                                                                                    monkeypatch):
     """A search run with ``--dataset mine.npz --space s.py:space`` from its project directory;
     ``cellblock train`` and ``export`` of it from elsewhere find both (the run records where
     the search ran)."""
@@ -96,12 +102,7 @@ def test_train_and_export_of_a_run_with_relative_inputs_work_from_another_direct
     elsewhere.mkdir()
     x = (digits.x_train[:300] * 16).clamp(0, 255).to(torch.uint8).numpy()
     np.savez(project / "mine.npz", x=x, y=digits.y_train[:300].numpy())
-    (project / "s.py").write_text(
-        "from torch import nn\n"
-        "def space(s, input_shape, num_classes):\n"
-        "    w = s.choice('w', [4, 8])\n"
-        "    return nn.Sequential(nn.Conv2d(input_shape[0], w, 3), nn.ReLU(),\n"
-        "        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))\n")
+    (project / "s.py").write_text(conv_space([4, 8]))
     monkeypatch.chdir(project)
     assert main(["search", "--space", "s.py:space", "--dataset", "mine.npz", "--trials", "2",
                  "--epochs", "1", "--objectives", "accuracy,params", "--out", "run",
@@ -117,7 +118,8 @@ def test_train_and_export_of_a_run_with_relative_inputs_work_from_another_direct
     from cellblock.pareto.results import load_run
 
     cfg = run_inputs(load_run(run))
-    assert cfg["dataset"] == str(project / "mine.npz") and cfg["space"] == f"{project / 's.py'}:space"
+    assert cfg["dataset"] == str(project / "mine.npz")
+    assert cfg["space"] == f"{project / 's.py'}:space"
     # from the project directory the recorded relative paths are used as they are
     monkeypatch.chdir(project)
     cfg = run_inputs(load_run("run"))

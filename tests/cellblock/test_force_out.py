@@ -50,7 +50,8 @@ def test_export_force_over_a_users_folder_is_refused(finished_run, tmp_path, cap
     assert (thesis / "thesis.tex").read_text() == "\\chapter{years of work}"
 
 
-def test_export_force_replaces_an_earlier_export_only_while_it_holds_nothing_else(finished_run, tmp_path, capsys):
+def test_export_force_replaces_an_earlier_export_only_while_it_holds_nothing_else(finished_run,
+                                                                                  tmp_path, capsys):
     from cellblock.export.outdir import EXPORT_MARKER
 
     run = copy_run(finished_run, tmp_path)
@@ -76,7 +77,8 @@ def test_report_out_does_not_overwrite_records_or_other_files(finished_run, tmp_
     assert "notes.html" in err and "not written by this command" in err
     assert snapshot(run) == before and (tmp_path / "notes.html").read_text() == "<p>mine</p>"
     assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
-    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0  # its own report: replaced
+    # its own report: replaced
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
 
 
 def test_train_out_into_a_run_directory_is_refused(finished_run, tmp_path, capsys):

@@ -19,7 +19,8 @@ TRACKED = ("results/benchmarks/",)
 def readme_outputs() -> list[str]:
     """Every relative ``--out`` of the README's bash blocks (outside ../ and /tmp)."""
     outs = {m for block in bash_blocks() for m in re.findall(r"--out\s+(\S+)", block)}
-    return sorted(o for o in outs if not o.startswith(("/", "..", "$")) and not o.startswith(TRACKED))
+    return sorted(
+        o for o in outs if not o.startswith(("/", "..", "$")) and not o.startswith(TRACKED))
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(),

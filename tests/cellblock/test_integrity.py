@@ -9,21 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from spaces import conv_space
 
 import cellblock
 from cellblock.cli import main
 from cellblock.core.errors import RunError
 
-SPACE = '''
-from torch import nn
-
-def space(s, input_shape=(1, 8, 8), num_classes=10):
-    w = s.choice("w", [2, 4, 6, 8, 12])
-    if not s.build:
-        return None
-    return nn.Sequential(nn.Conv2d(input_shape[0], w, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))
-'''
+SPACE = conv_space([2, 4, 6, 8, 12])
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +24,8 @@ def finished_run(tmp_path_factory) -> tuple[Path, list[str]]:
     tmp = tmp_path_factory.mktemp("run")
     (tmp / "sp.py").write_text(SPACE)
     argv = ["search", "--space", f"{tmp / 'sp.py'}:space", "--trials", "3", "--epochs", "1",
-            "--objectives", "accuracy,macs", "--device", "cpu", "--strategy", "random", "--no-progress"]
+            "--objectives", "accuracy,macs", "--device", "cpu", "--strategy", "random",
+            "--no-progress"]
     assert main([*argv, "--out", str(tmp / "run")]) == 0
     return tmp / "run", argv
 
@@ -80,7 +73,8 @@ def test_empty_config_is_rebuilt_from_the_log(finished_run, tmp_path, capsys):
     assert code == 0 and "rebuilt config.yaml" in out
     assert cellblock.load_run(str(run)).config["objectives"] == ["accuracy", "macs"]
     (run / "config.yaml").unlink()  # a search continues it too, rebuilding the file
-    code, _, err = _main([*finished_run[1][:4], "4", *finished_run[1][5:], "--out", str(run)], capsys)
+    code, _, err = _main([*finished_run[1][:4], "4", *finished_run[1][5:], "--out", str(run)],
+                         capsys)
     assert code == 0, err
     assert (run / "config.yaml").read_text().startswith("space:")
     assert len(cellblock.load_run(str(run)).trials) == 4
@@ -117,7 +111,8 @@ def test_out_under_a_file_is_one_line_exit_2(finished_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["EROFS", "EACCES", "ENOSPC", "ENOTDIR"])
-def test_os_errors_at_the_run_directory_are_one_line_exit_2(finished_run, tmp_path, capsys, monkeypatch, name):
+def test_os_errors_at_the_run_directory_are_one_line_exit_2(finished_run, tmp_path, capsys,
+                                                            monkeypatch, name):
     from cellblock.records import RecordLog
 
     def fail(self, event):

@@ -12,29 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from spaces import conv_space
 
 from cellblock.records import COMPLETE, RunDir, read_events, replay_trials
 
-SPACE = '''
-from torch import nn
-
-def space(s, input_shape=(1, 8, 8), num_classes=10):
-    depth = s.integer("depth", 1, 2)
-    widths = [s.choice(f"w{i}", [4, 6, 8, 12]) for i in range(depth)]
-    if not s.build:
-        return None
-    layers, c = [], input_shape[0]
-    for w in widths:
-        layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU()]
-        c = w
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
-'''
+SPACE = conv_space([4, 6, 8, 12], depth=(1, 2))
 
 
 def _command(tmp: Path, strategy: str, backend: str, trials: int) -> list[str]:
     cfg = tmp / "run.yaml"
     cfg.write_text(f"backend: {backend}\nconcurrency: {1 if backend == 'local' else 2}\n")
-    return [sys.executable, "-m", "cellblock", "search", str(cfg), "--space", f"{tmp / 'sp.py'}:space",
+    return [sys.executable, "-m", "cellblock", "search", str(cfg), "--space",
+            f"{tmp / 'sp.py'}:space",
            "--strategy", strategy, "--trials", str(trials), "--epochs", "1", "--objectives",
            "accuracy,params", "--out", str(tmp / "run"), "--device", "cpu", "--no-progress"]
 

@@ -88,7 +88,8 @@ def import_graph() -> dict[str, set[str]]:
                     pkg = name if is_pkg else name.rsplit(".", 1)[0]
                     pkg = ".".join(pkg.split(".")[: len(pkg.split(".")) - node.level + 1])
                     base = f"{pkg}.{base}" if base else pkg
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base
+                           for a in node.names]
             else:
                 continue
             for t in targets:
@@ -154,7 +155,8 @@ def test_no_import_circles_between_modules():
 def test_no_import_circles_between_packages():
     units: dict[str, set[str]] = {}
     for mod, deps in import_graph().items():
-        units.setdefault(unit_of(mod), set()).update(unit_of(d) for d in deps if unit_of(d) != unit_of(mod))
+        units.setdefault(unit_of(mod),
+                         set()).update(unit_of(d) for d in deps if unit_of(d) != unit_of(mod))
     assert cycles(units) == []
 
 
@@ -162,7 +164,8 @@ def test_every_unit_imports_only_the_layers_below_it():
     bad = []
     for mod, deps in import_graph().items():
         unit = unit_of(mod)
-        assert unit in LAYERS, f"{mod}: new package {unit!r}; add it to LAYERS with what it may import"
+        assert unit in LAYERS, (f"{mod}: new package {unit!r}; add it to LAYERS with what it may "
+                                "import")
         bad += [f"{mod} -> {d}" for d in sorted(deps)
                 if unit_of(d) != unit and unit_of(d) not in LAYERS[unit]]
     assert bad == []
@@ -172,13 +175,15 @@ def test_every_unit_imports_only_the_layers_below_it():
 def test_each_package_says_what_it_owns(package):
     init = modules()[package]
     doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
-    assert doc and len(doc.split()) >= 8, f"{init} needs a docstring: what it owns, what it may import"
+    assert doc and len(doc.split()) >= 8, (
+        f"{init} needs a docstring: what it owns, what it may import")
 
 
 def test_only_the_cli_imports_argparse():
     users = sorted(m for m, p in modules().items()
                    if not m.startswith("cellblock.cli")
                    and any(isinstance(n, (ast.Import, ast.ImportFrom))
-                           and "argparse" in [a.name for a in n.names] + [getattr(n, "module", None)]
+                           and "argparse" in [
+                               a.name for a in n.names] + [getattr(n, "module", None)]
                            for n in ast.walk(ast.parse(p.read_text(encoding="utf-8")))))
     assert users == []

@@ -21,7 +21,8 @@ BAD_LINES = {
     "empty object": {},
     "unknown trial ended": {"event": "trial_end", "trial": 99, "arch_id": "x", "status": "COMPLETE",
                             "metrics": {}, "error": None, "violation": 0.0, "t": 1.0},
-    "path as trial number": {"event": "trial_start", "trial": "../x", "arch_id": "x", "arch": {}, "t": 1.0},
+    "path as trial number": {"event": "trial_start", "trial": "../x", "arch_id": "x", "arch": {},
+                             "t": 1.0},
     "unknown status": {"event": "trial_end", "trial": 0, "arch_id": None, "status": "DONE"},
     "run_start without config": {"event": "run_start", "t": 1.0},
     "a list": [1, 2],
@@ -40,10 +41,12 @@ def test_a_wrong_event_is_one_line_naming_its_line(name, command, finished_run, 
     argv = {
         "show": ["show", str(run)],
         "search": ["search", "--space", f"{finished_run.parent / 'sp.py'}:space", "--trials", "2",
-                   "--epochs", "1", "--objectives", "accuracy,macs", "--device", "cpu", "--strategy",
+                   "--epochs", "1", "--objectives", "accuracy,macs", "--device", "cpu",
+                   "--strategy",
                    "random", "--no-progress", "--out", str(run)],
         "report": ["report", str(run)],
-        "export": ["export", str(run), "--trial", "0", "--format", "json", "--out", str(tmp_path / "e")],
+        "export": ["export", str(run), "--trial", "0", "--format", "json", "--out",
+                   str(tmp_path / "e")],
         "train": ["train", str(run), "--trial", "0", "--epochs", "1", "--no-progress"],
     }[command]
     code = main(argv)
@@ -60,7 +63,8 @@ def test_a_trial_end_must_match_its_start():
     started = {0: "abc"}
     ok = {"event": "trial_end", "trial": 0, "arch_id": "abc", "status": "COMPLETE", "metrics": {}}
     assert event_problem(ok, started, ("COMPLETE",)) is None
-    assert "'status' is not one of COMPLETE" in event_problem({**ok, "status": "DONE"}, started, ("COMPLETE",))
+    assert "'status' is not one of COMPLETE" in event_problem({**ok, "status": "DONE"}, started,
+                                                              ("COMPLETE",))
     assert "began with 'abc'" in event_problem({**ok, "arch_id": "zzz"}, started)
     assert "is not an integer >= 0" in event_problem({**ok, "trial": True}, started)
     assert "'t' is not a number" in event_problem({**ok, "t": "yesterday"}, started)

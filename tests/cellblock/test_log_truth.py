@@ -29,7 +29,8 @@ def _npz(path: Path, n: int, seed: int) -> None:
     np.savez(path, x=rng.random((n, 8, 8), dtype=np.float32), y=np.arange(n) % 3)
 
 
-ARGV = ["search", "--space", "sp.py:space", "--dataset", "data.npz", "--trials", "2", "--epochs", "1",
+ARGV = ["search", "--space", "sp.py:space", "--dataset", "data.npz", "--trials", "2", "--epochs",
+        "1",
         "--objectives", "accuracy,macs", "--device", "cpu", "--strategy", "random", "--no-progress",
         "--out", "run"]
 
@@ -94,9 +95,11 @@ def test_changing_a_setting_against_the_log_is_refused(here, capsys):
 def test_train_uses_the_logs_dataset_not_config_yaml(here, capsys):
     _npz(here / "other.npz", 60, 1)
     _edit_config(here / "run", dataset="other.npz")
-    code, out, err = _run(["train", "run", "--trial", "0", "--epochs", "1", "--no-progress"], capsys)
+    code, out, err = _run(["train", "run", "--trial", "0", "--epochs", "1", "--no-progress"],
+                          capsys)
     assert code == 0, err
-    assert "disagrees with trials.jsonl (dataset: 'other.npz' in config.yaml, 'data.npz' in the log)" in err
+    assert ("disagrees with trials.jsonl (dataset: 'other.npz' in config.yaml, 'data.npz' in the "
+            "log)") in err
     metrics = json.loads((here / "run" / "train" / "trial_0" / "metrics.json").read_text())
     assert metrics["dataset"] == "data.npz"
 
@@ -112,9 +115,11 @@ def test_commands_reading_a_run_refuse_changed_inputs(command, here, capsys):
     code, _, err = _run(command, capsys)
     assert code == 2, err
     error = [ln for ln in err.splitlines() if ln.startswith("cellblock: error:")]
-    assert len(error) == 1 and "changed since it was searched" in error[0] and "data.npz" in error[0]
+    assert len(error) == 1
+    assert "changed since it was searched" in error[0] and "data.npz" in error[0]
     assert "--allow-changed-inputs" in error[0]
-    assert sorted(p.name for p in (here / "run").iterdir()) == before and not (here / "exp").exists()
+    assert sorted(
+        p.name for p in (here / "run").iterdir()) == before and not (here / "exp").exists()
     code, _, err = _run([*command, "--allow-changed-inputs"], capsys)
     assert code == 0, err
     assert "uses changed inputs (--allow-changed-inputs)" in err

@@ -12,8 +12,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-CRASH = "import os\n\ndef test_before():\n    pass\n\ndef test_crash():\n    os._exit(1)\n\ndef test_after():\n    pass\n"
-STUCK = "import threading\n\ndef test_stuck():\n    threading.Event().wait()\n\ndef test_next():\n    pass\n"
+CRASH = ("import os\n\ndef test_before():\n    pass\n\ndef test_crash():\n    os._exit(1)\n\n"
+         "def test_after():\n    pass\n")
+STUCK = ("import threading\n\ndef test_stuck():\n    threading.Event().wait()\n\n"
+         "def test_next():\n    pass\n")
 FINE = "def test_one():\n    pass\n\ndef test_two():\n    pass\n"
 
 

@@ -25,7 +25,8 @@ def test_search_help_shows_the_config_defaults(capsys):
 
 
 def test_unknown_config_key_suggests_the_close_one():
-    with pytest.raises(ConfigError, match=r"unknown config key 'epoch'; allowed: .*; did you mean 'epochs'\?$"):
+    with pytest.raises(ConfigError,
+                       match=r"unknown config key 'epoch'; allowed: .*; did you mean 'epochs'\?$"):
         config_mod.resolve({"epoch": 3})
     with pytest.raises(ConfigError) as info:
         config_mod.resolve({"zzzz": 3})

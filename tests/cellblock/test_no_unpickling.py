@@ -61,7 +61,8 @@ def test_the_crafted_file_is_armed(tmp_path):
     marker = tmp_path / "marker"
     path = craft(tmp_path / "x.pt", marker)
     code = f"import torch; torch.load({str(path)!r}, weights_only={'False'})"
-    subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, cwd=ROOT / "tests")
+    subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                   cwd=ROOT / "tests")
     assert marker.exists()
 
 
@@ -73,7 +74,8 @@ def test_train_refuses_a_crafted_checkpoint(finished_run, tmp_path, capsys):
     run = _run_copy(finished_run, tmp_path)
     marker = tmp_path / "marker"
     ckpt = craft(run / "train" / "trial_0" / "checkpoint.pt", marker)
-    err = _one_line_exit_2(["train", str(run), "--trial", "0", "--epochs", "1", "--no-progress"], capsys, marker)
+    err = _one_line_exit_2(["train", str(run), "--trial", "0", "--epochs", "1", "--no-progress"],
+                           capsys, marker)
     assert str(ckpt) in err and "nothing in it was run" in err
 
 
@@ -104,13 +106,17 @@ def test_supernet_checkpoints_are_refused(how, finished_run, tmp_path, capsys):
     space = f"{finished_run.parent / 'sp.py'}:space"
     argv = {
         "search": ["search", "--space", space, "--evaluator", "supernet", "--supernet", str(evil),
-                   "--trials", "1", "--device", "cpu", "--out", str(tmp_path / "new"), "--no-progress"],
-        "train-init": ["train", str(run), "--trial", "0", "--epochs", "1", "--init", f"supernet:{evil}",
+                   "--trials", "1", "--device", "cpu", "--out", str(tmp_path / "new"),
+                   "--no-progress"],
+        "train-init": ["train", str(run), "--trial", "0", "--epochs", "1", "--init",
+                       f"supernet:{evil}",
                        "--no-progress"],
         "export": ["export", str(run), "--trial", "0", "--format", "json", "--supernet", str(evil),
                    "--out", str(tmp_path / "exp")],
-        "rank": ["supernet", "rank", "--supernet", str(evil), "--epochs", "1", "--out", str(tmp_path / "rank")],
-        "supernet-train": ["supernet", "train", "--space", space, "--epochs", "1", "--out", str(evil),
+        "rank": ["supernet", "rank", "--supernet", str(evil), "--epochs", "1", "--out",
+                 str(tmp_path / "rank")],
+        "supernet-train": ["supernet", "train", "--space", space, "--epochs", "1", "--out",
+                           str(evil),
                            "--device", "cpu"],
     }[how]
     err = _one_line_exit_2(argv, capsys, marker)
@@ -119,12 +125,15 @@ def test_supernet_checkpoints_are_refused(how, finished_run, tmp_path, capsys):
 
 
 def _torch_load_calls(tree: ast.AST) -> list[ast.Call]:
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-            and n.func.attr == "load" and isinstance(n.func.value, ast.Name) and n.func.value.id == "torch"]
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)
+            and n.func.attr == "load" and isinstance(n.func.value, ast.Name)
+            and n.func.value.id == "torch"]
 
 
 def _safe(call: ast.Call) -> bool:
-    return any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+    return any(k.arg == "weights_only" and isinstance(k.value, ast.Constant)
+               and k.value.value is True
                for k in call.keywords)
 
 
@@ -134,7 +143,8 @@ def unsafe_torch_loads(source: str, name: str) -> list[str]:
     tree = ast.parse(source)
     bad = [f"{name}:{c.lineno}" for c in _torch_load_calls(tree) if not _safe(c)]
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "torch.load(" in node.value:
+        if isinstance(node, ast.Constant) and isinstance(node.value,
+                                                         str) and "torch.load(" in node.value:
             for m in re.finditer(r"torch\.load\(", node.value):
                 call = node.value[m.start():node.value.find("\n", m.start())]
                 if "weights_only=True" not in call:
@@ -143,10 +153,12 @@ def unsafe_torch_loads(source: str, name: str) -> list[str]:
 
 
 def test_every_torch_load_in_the_source_is_weights_only():
-    files = [p for p in ROOT.rglob("*.py") if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)
+    files = [p for p in ROOT.rglob("*.py")
+             if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)
              and p != Path(__file__).resolve()]  # this file holds unsafe examples on purpose
     assert len(files) > 100
-    bad = [b for p in files for b in unsafe_torch_loads(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))]
+    bad = [b for p in files
+           for b in unsafe_torch_loads(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))]
     assert not bad, f"torch.load without weights_only=True: {bad}"
 
 

@@ -43,6 +43,10 @@ def test_wheel_maps_the_top_level_folders_into_cellblock(wheel):
     # every sub-package of cellblock/ is listed in pyproject (a missing one would be left out)
     for init in sorted((REPO / "cellblock").rglob("__init__.py")):
         assert init.relative_to(REPO).as_posix() in names, init
+    # and so is every sub-package of the top-level folders (evaluators/latency/...)
+    for sub in SUBPACKAGES:
+        for init in sorted((REPO / sub).rglob("__init__.py")):
+            assert f"cellblock/{init.relative_to(REPO).as_posix()}" in names, init
     assert "cellblock/cli/app.py" in names
     assert any(n.endswith("entry_points.txt") for n in names)
 

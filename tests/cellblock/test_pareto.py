@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
+import cellblock.pareto as pareto
 from cellblock.core.errors import CellblockError, ConfigError
 from cellblock.pareto import dominance
-from cellblock.pareto import front as pareto
 
 # ---------------------------------------------------------------- brute force
 

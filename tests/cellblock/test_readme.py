@@ -10,7 +10,7 @@ import torch
 
 import cellblock
 from cellblock.search_spaces import SearchSpace
-from cellblock.search_spaces.blocks import BLOCKS
+from cellblock.search_spaces.blocks_base import BLOCKS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -36,7 +36,8 @@ def test_custom_space_example(tmp_path, monkeypatch):
     space = namespace["space"]
     assert space.size().value == 156 and space.size().exact
     assert isinstance(namespace["net"], torch.nn.Module)
-    run = cellblock.search(space="my_space.py:my_space", trials=2, epochs=1, out=str(tmp_path / "run"),
+    run = cellblock.search(space="my_space.py:my_space", trials=2, epochs=1,
+                           out=str(tmp_path / "run"),
                            device="cpu", objectives=["accuracy", "macs"])
     assert len(run.trials) == 2 and run.pareto
 

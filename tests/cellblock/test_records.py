@@ -23,7 +23,8 @@ from cellblock.records import (
 
 def _trial(n, status=COMPLETE, acc=0.5):
     return Trial(number=n, arch_id=f"id{n}", arch={"a": n}, status=status,
-                 metrics={"accuracy": acc, "macs": 10 * n}, error=None if status == COMPLETE else "boom")
+                 metrics={"accuracy": acc, "macs": 10 * n},
+                 error=None if status == COMPLETE else "boom")
 
 
 def test_log_round_trip_and_replay(tmp_path):

@@ -11,7 +11,8 @@ import pytest
 import cellblock
 from cellblock.pareto.report import hypervolume_curve, write_report
 
-TINY = {"stages": 1, "widths": [[8, 12]], "strides": [1], "depth": [1, 1], "block_types": ["basic", "mbconv"],
+TINY = {"stages": 1, "widths": [[8, 12]], "strides": [1], "depth": [1, 1],
+        "block_types": ["basic", "mbconv"],
         "attentions": ["none", "se"], "kernels": [3], "expansions": [1, 2], "stem_width": 8}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -39,10 +40,12 @@ def test_search_writes_a_self_contained_report(run_dir):
 
 
 def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    return shutil.which(
+        "chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-@pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (apt-get install -y chromium)")
+@pytest.mark.skipif(_chromium() is None,
+                    reason="Chromium not installed (apt-get install -y chromium)")
 def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     path = write_report(run_dir, tmp_path / "report.html")
     cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",

@@ -60,12 +60,15 @@ def test_resume_after_real_kills_follows_the_same_path(tmp_path):
     cmd = [sys.executable, "-m", "cellblock", "search", "--space", f"{tmp_path / 'sp.py'}:space",
            "--space-arg", "pause=0.3", "--trials", str(TRIALS), "--epochs", "1", "--objectives",
            "accuracy,params", "--device", "cpu", "--no-progress", "--seed", "3",
-           "--strategy-arg", "n_init=3"]  # the default strategy (predictive), its model used from trial 4
-    full = subprocess.run([*cmd, "--out", str(tmp_path / "full")], capture_output=True, text=True, timeout=600)
+           # the default strategy (predictive), its model used from trial 4
+           "--strategy-arg", "n_init=3"]
+    full = subprocess.run([*cmd, "--out", str(tmp_path / "full")], capture_output=True, text=True,
+                          timeout=600)
     assert full.returncode == 0, full.stderr
     log = tmp_path / "killed" / "trials.jsonl"
     for k, sig in enumerate([signal.SIGKILL, signal.SIGTERM, signal.SIGINT]):
-        proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")],
+                                stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         deadline = time.time() + 180
         while time.time() < deadline and proc.poll() is None:
@@ -75,6 +78,7 @@ def test_resume_after_real_kills_follows_the_same_path(tmp_path):
         time.sleep(0.1 * k)
         os.kill(proc.pid, sig)
         proc.wait(timeout=120)
-    done = subprocess.run([*cmd, "--out", str(tmp_path / "killed")], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([*cmd, "--out", str(tmp_path / "killed")], capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr
     assert _archs(tmp_path / "killed") == _archs(tmp_path / "full")

@@ -42,7 +42,8 @@ def test_second_search_on_a_running_run_exits_2_naming_the_holder(tmp_path):
                              stderr=subprocess.PIPE, text=True)
     try:
         wait_for_trial(tmp_path / "run" / "trials.jsonl", first)
-        second = subprocess.run(search_cmd(tmp_path, 4, 0.7), capture_output=True, text=True, timeout=300)
+        second = subprocess.run(search_cmd(tmp_path, 4, 0.7), capture_output=True, text=True,
+                                timeout=300)
         assert second.returncode == 2, second.stderr
         err = [line for line in second.stderr.splitlines() if line.startswith("cellblock: error")]
         assert len(err) == 1 and "in use by another cellblock process" in err[0]
@@ -72,7 +73,9 @@ def test_stale_lock_of_a_killed_search_is_taken_over_with_a_notice(tmp_path):
     assert json.loads(lock.read_text())["pid"] == proc.pid  # left behind by kill -9
     done = subprocess.run(search_cmd(tmp_path, 3, 0.7), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert f"taking over the stale lock of run directory {str(tmp_path / 'run')!r} left by pid {proc.pid}" in done.stderr
+    run = str(tmp_path / "run")
+    taking = f"taking over the stale lock of run directory {run!r} left by pid {proc.pid}"
+    assert taking in done.stderr
     assert len(replay_trials(read_events(tmp_path / "run" / "trials.jsonl"))) == 3
     assert not lock.exists()
 
@@ -84,7 +87,8 @@ def test_lock_in_process_names_holder_and_is_released(tmp_path):
             RunLock(tmp_path / LOCK_NAME, "x").acquire()
     assert not (tmp_path / LOCK_NAME).exists()
     assert issubclass(RunLockedError, RunError)  # one line, exit 2
-    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(),
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 2**22 + 12345,
+                                                  "host": socket.gethostname(),
                                                   "started": 0}))
     with run_dir_lock(tmp_path) as held:
         assert held.taken_over["pid"] == 2**22 + 12345
@@ -98,16 +102,19 @@ def test_supernet_train_and_train_are_locked_too(tmp_path, capsys):
     ckpt = tmp_path / "sn.pt"
     with file_lock(ckpt):
         code = main(["supernet", "train", "--epochs", "1", "--out", str(ckpt), "--device", "cpu",
-                     "--space-arg", "stages=1", "--space-arg", "widths=[[4]]", "--space-arg", "strides=[1]"])
+                     "--space-arg", "stages=1", "--space-arg", "widths=[[4]]", "--space-arg",
+                     "strides=[1]"])
     err = capsys.readouterr().err
-    assert code == 2 and f"{str(ckpt)!r} is in use by another cellblock process (pid {os.getpid()}" in err
+    assert code == 2
+    assert f"{str(ckpt)!r} is in use by another cellblock process (pid {os.getpid()}" in err
     assert not ckpt.exists()
 
     import cellblock
 
     run = tmp_path / "run"
     write_slow_space(tmp_path)
-    cellblock.search(space=f"{tmp_path / 'sp.py'}:space", trials=1, epochs=1, out=str(run), device="cpu",
+    cellblock.search(space=f"{tmp_path / 'sp.py'}:space", trials=1, epochs=1, out=str(run),
+                     device="cpu",
                      objectives=["accuracy", "params"], strategy="random")
     out = train_dir(run, 0)
     out.mkdir(parents=True)

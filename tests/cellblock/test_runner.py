@@ -83,7 +83,8 @@ def test_continue_keeps_completed_trials_and_reruns_in_flight(space_ref, tmp_pat
         arch = {"depth": 1, "layer0.width": 8, "extra": "none"}
         if any(t.arch == arch for t in first):
             arch = {"depth": 2, "layer0.width": 8, "layer1.width": 8, "extra": "none"}
-        fh.write(json.dumps({"event": "trial_start", "trial": 3, "arch_id": cellblock.search_spaces.arch_id(arch),
+        fh.write(json.dumps({"event": "trial_start", "trial": 3,
+                             "arch_id": cellblock.search_spaces.arch_id(arch),
                              "arch": arch, "t": 0}) + "\n")
     run = cellblock.search(**_opts(space_ref, out, trials=5))
     assert len(run.trials) == 5 and all(t.done for t in run.trials)
@@ -141,7 +142,9 @@ def test_pareto_front_is_nondominated(space_ref, tmp_path):
     ok = [t for t in run.trials if t.status == COMPLETE]
     for p in run.pareto:
         for q in ok:
-            better = q.metrics["accuracy"] >= p.metrics["accuracy"] and q.metrics["macs"] <= p.metrics["macs"]
-            strictly = q.metrics["accuracy"] > p.metrics["accuracy"] or q.metrics["macs"] < p.metrics["macs"]
+            better = q.metrics[
+                "accuracy"] >= p.metrics["accuracy"] and q.metrics["macs"] <= p.metrics["macs"]
+            strictly = q.metrics[
+                "accuracy"] > p.metrics["accuracy"] or q.metrics["macs"] < p.metrics["macs"]
             assert not (better and strictly)
     assert all(math.isfinite(t.metrics["accuracy"]) for t in run.pareto)

@@ -72,7 +72,8 @@ def test_rungs_below_the_full_budget():
 
 
 def test_small_cheap_network_survives_where_accuracy_alone_stops_it():
-    rule = MOSuccessiveHalving(parse_objectives("accuracy,macs"), grace_epochs=1, reduction_factor=3, max_epochs=9)
+    rule = MOSuccessiveHalving(parse_objectives("accuracy,macs"), grace_epochs=1,
+                               reduction_factor=3, max_epochs=9)
     assert rule.decide("big", 1, {"accuracy": 0.90, "macs": 1e6})
     assert not rule.decide("worse", 1, {"accuracy": 0.80, "macs": 2e6})  # dominated by "big"
     # less accurate but 10x cheaper: non-dominated, so it goes on (plain ASHA would stop it:

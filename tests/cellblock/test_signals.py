@@ -26,7 +26,8 @@ def _cmd(tmp: Path, trials: int, pause: float, *extra: str) -> list[str]:
             "--no-progress", "--strategy", "random", *extra]
 
 
-def _wait_for(log: Path, proc: subprocess.Popen, what: bytes, count: int = 1, timeout: float = 180) -> None:
+def _wait_for(log: Path, proc: subprocess.Popen, what: bytes, count: int = 1,
+              timeout: float = 180) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         if log.exists() and log.read_bytes().count(what) >= count:
@@ -61,7 +62,8 @@ def alive(pid: int) -> bool:
 
 def test_sigterm_saves_and_exits_143(tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(tmp_path, 6, 0.5), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_cmd(tmp_path, 6, 0.5), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     _wait_for(run / "trials.jsonl", proc, b'"trial_end"', 2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -71,7 +73,8 @@ def test_sigterm_saves_and_exits_143(tmp_path):
     with open(run / "trials.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(done) >= 2 and len(rows) >= len(done)  # derived files refreshed at exit
-    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp") or p.name == ".cellblock.lock"]
+    assert not [
+        p.name for p in run.iterdir() if p.name.endswith(".tmp") or p.name == ".cellblock.lock"]
 
 
 def descendants(pid: int) -> list[int]:

@@ -43,7 +43,8 @@ def test_default_threads_never_exceed_torch_default(monkeypatch):
     assert th.default_threads(lambda: 16) == 2 and th.default_threads(lambda: 1) == 1
 
 
-SPACE = {"stages": 1, "widths": [[8, 12]], "strides": [1], "depth": [1, 1], "block_types": ["basic"],
+SPACE = {"stages": 1, "widths": [[8, 12]], "strides": [1], "depth": [1, 1],
+         "block_types": ["basic"],
          "attentions": ["none"], "kernels": [3, 5], "stem_width": 8}
 
 
@@ -51,12 +52,14 @@ def test_threads_per_trial_may_change_on_an_existing_run_and_train_takes_threads
     common = dict(space="blocks", space_args=SPACE, epochs=1, objectives="accuracy,macs",
                   device="cpu", out=str(tmp_path / "run"), seed=0, strategy="random")
     cellblock.search(trials=1, threads_per_trial=1, **common)
-    run = cellblock.search(trials=2, threads_per_trial=2, **common)  # was refused as a config change
+    # was refused as a config change
+    run = cellblock.search(trials=2, threads_per_trial=2, **common)
     assert [t.metrics["threads"] for t in run.trials] == [1, 2]
     assert main(["train", str(tmp_path / "run"), "--trial", "0", "--epochs", "1", "--device", "cpu",
                  "--threads", "1", "--no-progress", "--out", str(tmp_path / "t")]) == 0
     assert "torch threads: 1" in capsys.readouterr().out
-    assert main(["train", str(tmp_path / "run"), "--trial", "0", "--epochs", "1", "--threads", "0"]) == 2
+    assert main(
+        ["train", str(tmp_path / "run"), "--trial", "0", "--epochs", "1", "--threads", "0"]) == 2
     assert "--threads must be >= 1" in capsys.readouterr().err
     for argv in (["supernet", "train", "--epochs", "1", "--out", "x.pt", "--threads", "0"],
                  ["supernet", "rank", "--supernet", "x.pt", "--epochs", "1", "--out", "r",

@@ -29,7 +29,8 @@ def space(s, input_shape, num_classes):
 """
 
 
-def test_space_that_raises_while_sampling_is_one_line_naming_space_and_decision(tmp_path, monkeypatch,
+def test_space_that_raises_while_sampling_is_one_line_naming_space_and_decision(tmp_path,
+                                                                                monkeypatch,
                                                                                 capsys):
     monkeypatch.chdir(tmp_path)
     Path("s.py").write_text(RAISING_SPACE)
@@ -66,7 +67,8 @@ def test_version_and_help_defaults(capsys):
     _, out, _ = _run(["search", "--help"], capsys)
     text = " ".join(out.split()).split("options:", 1)[1]  # the options, not the usage line
     for option, default in (("--batch-size", "(default: 64)"), ("--seed", "(default: 0)"),
-                            ("--concurrency", "(default: GPUs x --trials-per-gpu with GPUs, else 1)"),
+                            ("--concurrency",
+                             "(default: GPUs x --trials-per-gpu with GPUs, else 1)"),
                             ("--threads-per-trial", "else the cores free of other load)")):
         assert option in text and default in text.split(option, 1)[1][:400], option
     _, out, _ = _run(["bench", "--help"], capsys)
@@ -81,7 +83,8 @@ def test_version_and_help_defaults(capsys):
 def test_a_table_run_is_named_by_its_table_not_the_unused_dataset():
     from cellblock.run import config as config_mod
 
-    cfg = config_mod.resolve({"space": "nb201", "evaluator": "table", "table": "../shared/nb201_cifar100.csv",
+    cfg = config_mod.resolve({"space": "nb201", "evaluator": "table",
+                              "table": "../shared/nb201_cifar100.csv",
                               "strategy": "random"})
     assert str(config_mod.default_run_dir(cfg)) == "results/runs/nb201-nb201_cifar100-random-seed0"
     assert "digits" in str(config_mod.default_run_dir(config_mod.resolve({"space": "nb201"})))
@@ -96,7 +99,8 @@ def test_table_search_shows_accuracy_in_the_tables_units_too(tmp_path, capsys):
     table = tmp_path / "t.csv"
     rows = [(to_nb201_string(dict(zip(EDGE_NAMES, combo, strict=True))), 40 + 0.01 * i)
             for i, combo in enumerate(itertools.product(ops, repeat=len(EDGE_NAMES)))]
-    table.write_text("arch,valid_acc\n" + "".join(f"{k},{v:.2f}\n" for k, v in rows), encoding="utf-8")
+    table.write_text("arch,valid_acc\n" + "".join(f"{k},{v:.2f}\n" for k, v in rows),
+                     encoding="utf-8")
     code, out, err = _run(["search", "--space", "nb201", "--space-arg", f"ops=[{','.join(ops)}]",
                            "--space-arg", "C=4", "--space-arg", "N=1", "--evaluator", "table",
                            "--table", str(table), "--strategy", "random", "--trials", "2",
@@ -118,19 +122,22 @@ def test_sigterm_message_says_what_was_kept(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(LocalBackend, "drive", terminated)
     argv = ["search", "--space", "s.py:space", "--trials", "2", "--epochs", "1", "--objectives",
-            "accuracy,params", "--out", "run", "--no-progress", "--device", "cpu", "--backend", "local"]
+            "accuracy,params", "--out", "run", "--no-progress", "--device", "cpu", "--backend",
+            "local"]
     monkeypatch.chdir(tmp_path)
     Path("s.py").write_text(RAISING_SPACE.replace("    table = {}\n    return table[w]",
                                                   "    return nn.Flatten()"))
     code, _, err = _run(argv, capsys)
     assert code == 143
-    assert err.strip().splitlines()[-1] == ("cellblock: terminated (SIGTERM); no trial had finished, so "
+    assert err.strip().splitlines()[-1] == ("cellblock: terminated (SIGTERM); no trial had "
+                                            "finished, so "
                                             "none is saved; run the same command again to start")
     from cellblock.cli.app import _what_was_kept
 
     exc = Terminated()
     exc.trials_finished = (0, 3)
-    assert "no trial finished in this invocation (the run's 3 earlier ones are kept)" in _what_was_kept(exc)
+    kept = _what_was_kept(exc)
+    assert "no trial finished in this invocation (the run's 3 earlier ones are kept)" in kept
     exc.trials_finished = (2, 5)
     assert _what_was_kept(exc).startswith("2 trial(s) finished in this invocation and are saved")
     assert "what was finished is saved" in _what_was_kept(Terminated())  # train, supernet...

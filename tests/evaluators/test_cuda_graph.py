@@ -13,7 +13,8 @@ from torch import nn
 from cellblock.data import Augment, Dataset
 from cellblock.evaluators import cuda_graph
 from cellblock.evaluators.cuda_graph import EAGER, GRAPHED, StepRunner, graph_refusal, sgd_update
-from cellblock.evaluators.training import TrainConfig, make_optimizer, train_and_evaluate
+from cellblock.evaluators.loop import make_optimizer
+from cellblock.evaluators.training import TrainConfig, train_and_evaluate
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
@@ -23,7 +24,8 @@ def _net(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(16, 10),
     )
 
 
@@ -48,7 +50,8 @@ def test_refusal_reasons():
         assert graph_refusal(torch.device("cuda", 0), None, None) is None
 
 
-@pytest.mark.parametrize("nesterov, momentum, wd", [(True, 0.9, 5e-4), (False, 0.9, 0.0), (False, 0.0, 1e-3)])
+@pytest.mark.parametrize("nesterov, momentum, wd",
+                         [(True, 0.9, 5e-4), (False, 0.9, 0.0), (False, 0.0, 1e-3)])
 def test_graphed_update_is_torch_sgd(nesterov, momentum, wd):
     """The update captured in the graph is SGD's arithmetic on SGD's own buffers."""
     model = _net()
@@ -73,7 +76,8 @@ def test_graphed_update_is_torch_sgd(nesterov, momentum, wd):
     if momentum:
         for p_ours, p_ref in zip(ours.parameters(), ref.parameters()):
             torch.testing.assert_close(opt_ours.state[p_ours]["momentum_buffer"],
-                                       opt_ref.state[p_ref]["momentum_buffer"], rtol=1e-5, atol=1e-6)
+                                       opt_ref.state[p_ref]["momentum_buffer"], rtol=1e-5,
+                                       atol=1e-6)
 
 
 def test_cpu_training_is_eager_and_says_why():
@@ -97,10 +101,12 @@ def test_failed_capture_falls_back_to_eager_with_the_reason(monkeypatch):
     before = [p.detach().clone() for p in model.parameters()]
     loss = runner.step(torch.randn(8, 1, 12, 12), torch.randint(0, 10, (8,)))
     assert torch.isfinite(loss) and runner.mode == EAGER
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the step was trained
+    # the step was trained
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     described = runner.describe()
     assert described["train_step"] == EAGER and described["graph_captures"] == 0
-    assert described["graph_fallback"].startswith("capture failed, trained eagerly: RuntimeError: operation not")
+    assert described[
+        "graph_fallback"].startswith("capture failed, trained eagerly: RuntimeError: operation not")
     runner.step(torch.randn(8, 1, 12, 12), torch.randint(0, 10, (8,)))  # no second try
     assert runner.eager_steps == cuda_graph.WARMUP_STEPS + 2
 
@@ -135,11 +141,13 @@ def test_cudnn_autotuning_switch_reaches_the_training_flag():
 
 
 # ---- CUDA only -------------------------------------------------------------------------------
-def _curve(graph: bool, epochs: int = 4, model: nn.Module | None = None, **kw) -> tuple[list[float], dict]:
+def _curve(graph: bool, epochs: int = 4, model: nn.Module | None = None, **kw) -> tuple[list[float],
+                                                                                        dict]:
     losses: list[float] = []
     cfg = TrainConfig(epochs=epochs, batch_size=64, device="cuda", cuda_graph=graph, seed=1, **kw)
     model = _net() if model is None else model
-    out = train_and_evaluate(model, _data(), cfg, on_epoch_end=lambda s: losses.append(s["final_loss"]))
+    out = train_and_evaluate(model, _data(), cfg,
+                             on_epoch_end=lambda s: losses.append(s["final_loss"]))
     return losses, out
 
 
@@ -171,7 +179,8 @@ def test_graphed_training_resumes_after_a_kill():
         train_and_evaluate(_net(), data, cfg, on_epoch_end=keep)
     state = torch.load(io.BytesIO(saved["state"]), weights_only=True)
     rest: list[float] = []
-    out = train_and_evaluate(_net(), data, cfg, resume=state, on_epoch_end=lambda s: rest.append(s["final_loss"]))
+    out = train_and_evaluate(_net(), data, cfg, resume=state,
+                             on_epoch_end=lambda s: rest.append(s["final_loss"]))
     assert out["train_step"] == GRAPHED and out["steps"] == out_full["steps"]
     torch.testing.assert_close(torch.tensor(rest), torch.tensor(full[2:]), rtol=3e-2, atol=3e-2)
 
@@ -193,7 +202,8 @@ def test_uncapturable_model_trains_eagerly_with_the_reason():
     eager, out_e = _curve(False)
     losses, out = _curve(True, model=_DataDependent())  # the same weights as _net()
     assert out["train_step"] == EAGER and out["graph_captures"] == 0
-    assert out["graph_fallback"].startswith("the step synchronises with the host"), out["graph_fallback"]
+    fallback = out["graph_fallback"]
+    assert fallback.startswith("the step synchronises with the host"), fallback
     # trained exactly as plain eager training (a failed capture once left the next steps
     # on the capture stream, racing the batches: accuracy 0.05 on an H200)
     # (the tolerance of the graphed-vs-eager test: cudnn autotuning may pick other kernels)

@@ -7,11 +7,12 @@ import torch
 from torch import nn
 
 from cellblock.core.errors import ConfigError
-from cellblock.evaluators.latency import device_fingerprint, measure_latency
+from cellblock.evaluators.latency.measure import device_fingerprint, measure_latency
 
 
 def test_latency_median_spread_and_fingerprint() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16 * 16, 10))
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 16 * 16, 10))
     model.train()
     res = measure_latency(model, (3, 16, 16), batch_size=2, warmup=2, repeats=9)
     assert res["latency_ms"] > 0
@@ -29,7 +30,8 @@ def test_latency_restores_eval_mode_and_grows_with_work() -> None:
     big = nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(4)]).eval()
     wrapped_small = nn.Sequential(nn.Flatten(), small).eval()
     t_small = measure_latency(wrapped_small, (1, 4, 4), repeats=15)["latency_ms"]
-    t_big = measure_latency(nn.Sequential(nn.Flatten(), big), (1, 32, 32), batch_size=32, repeats=15)["latency_ms"]
+    t_big = measure_latency(nn.Sequential(nn.Flatten(), big), (1, 32, 32), batch_size=32,
+                            repeats=15)["latency_ms"]
     assert not wrapped_small.training and not small.training
     assert t_big > t_small
 

@@ -6,13 +6,12 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from torch import nn
 
-from cellblock.evaluators.latency import measure_latency
+from cellblock.evaluators.latency.measure import measure_latency
 
 # One packed "trial": trains a small CNN on digits (one thread) until told to stop.
 TRAINER = r'''
@@ -29,8 +28,13 @@ model = torch.nn.Sequential(
 class Stop(Exception):
     pass
 
+ready = False
+
 def epoch_end(state):
-    out.with_suffix(".ready").touch()
+    global ready
+    if not ready:  # the test reads this line: training is under way
+        print("ready", flush=True)
+        ready = True
     if out.with_suffix(".stop").exists():
         raise Stop
 
@@ -46,7 +50,8 @@ def _net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(1, 24, 3, padding=1), nn.ReLU(), nn.Conv2d(24, 24, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(24, 24, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10),
+        nn.Conv2d(24, 24, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(24, 10),
     )
 
 
@@ -83,14 +88,12 @@ def test_latency_with_concurrency_4_agrees_with_concurrency_1(tmp_path):
     model = _net()
     try:
         alone = [_measure(model)]
-        procs = [subprocess.Popen([sys.executable, "-c", TRAINER, str(tmp_path / f"t{i}")], env=dict(os.environ))
+        procs = [subprocess.Popen([sys.executable, "-c", TRAINER, str(tmp_path / f"t{i}")],
+                                  env=dict(os.environ), stdout=subprocess.PIPE, text=True)
                  for i in range(3)]
         try:
-            t0 = time.monotonic()
-            while not all((tmp_path / f"t{i}.ready").exists() for i in range(3)):
-                assert time.monotonic() - t0 < 300, "trainers never started"
-                assert all(p.poll() is None for p in procs), "a trainer died"
-                time.sleep(0.1)
+            for p in procs:  # blocks until the trainer has finished its first epoch
+                assert p.stdout.readline() == "ready\n", "a trainer died before training"
             packed = []
             for _ in range(3):  # 3 other trials are training on this CPU meanwhile
                 packed.append(_measure(model))
@@ -104,6 +107,7 @@ def test_latency_with_concurrency_4_agrees_with_concurrency_1(tmp_path):
                     p.wait(timeout=120)
                 except subprocess.TimeoutExpired:
                     p.kill()
+                p.stdout.close()
     finally:
         torch.set_num_threads(before)
     low = min(m["latency_p10_ms"] for m in alone)

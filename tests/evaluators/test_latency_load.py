@@ -20,8 +20,8 @@ import yaml
 from torch import nn
 
 from cellblock.cli import main
-from cellblock.evaluators import latency as latency_mod
-from cellblock.evaluators.latency import measure_latency
+from cellblock.evaluators.latency import measure as latency_mod
+from cellblock.evaluators.latency.measure import measure_latency
 from cellblock.records import COMPLETE, RecordLog, Trial, trial_end_event, trial_start_event
 from cellblock.run import config as config_mod
 
@@ -42,14 +42,17 @@ def test_latency_under_burner_processes_is_flagged_or_normalised(monkeypatch):
     try:
         # the idle latency: the fastest raw median of a few measurements (a shared machine is
         # rarely idle for all of them); they also give the reference its fastest time
-        idle = min((measure_latency(_net(), (3, 16, 16), repeats=30, max_spread=2.0) for _ in range(3)),
+        idle = min((measure_latency(_net(), (3, 16, 16), repeats=30, max_spread=2.0)
+                    for _ in range(3)),
                    key=lambda r: r.get("latency_raw_ms", r["latency_ms"]))
         idle_ms = idle.get("latency_raw_ms", idle["latency_ms"])
         for _ in range(max(2, os.cpu_count() or 2)):
-            burners.append(subprocess.Popen([sys.executable, "-c", BURNER], stdout=subprocess.PIPE, text=True))
+            burners.append(
+                subprocess.Popen([sys.executable, "-c", BURNER], stdout=subprocess.PIPE, text=True))
         for b in burners:  # each one is running before the measurement starts
             assert b.stdout.readline().strip() == "burning"
-        busy = measure_latency(_net(), (3, 16, 16), repeats=30, max_spread=2.0)  # the search's default
+        # the search's default
+        busy = measure_latency(_net(), (3, 16, 16), repeats=30, max_spread=2.0)
     finally:
         for b in burners:
             b.kill()
@@ -62,14 +65,17 @@ def test_latency_under_burner_processes_is_flagged_or_normalised(monkeypatch):
     close = abs(busy["latency_ms"] - idle_ms) <= 0.25 * idle_ms
     assert flagged or close, (idle_ms, busy)
     if busy["latency_normalised"]:
-        assert busy["latency_raw_ms"] == pytest.approx(busy["latency_ms"] * busy["latency_slowdown"], rel=1e-3)
+        assert busy[
+            "latency_raw_ms"] == pytest.approx(busy["latency_ms"] * busy["latency_slowdown"],
+                                               rel=1e-3)
 
 
 def test_load_metrics_normalise_then_flag():
     from cellblock.core.load import BUSY_ABOVE, NORMALISE_ABOVE
 
     calm = latency_mod._load_metrics(2.0, 1.1, 1.0, 1.2, 2.0)
-    assert calm["latency_unstable"] is False and not calm["latency_normalised"] and "latency_ms" not in calm
+    assert calm[
+        "latency_unstable"] is False and not calm["latency_normalised"] and "latency_ms" not in calm
     slow = latency_mod._load_metrics(3.0, 1.5, 1.5, 1.2, 2.0)
     assert slow["latency_ms"] == pytest.approx(2.0) and slow["latency_raw_ms"] == 3.0
     assert slow["latency_normalised"] and slow["latency_unstable"] is False
@@ -93,7 +99,8 @@ def busy_run(tmp_path) -> Path:
     """A run whose trial 1 was measured while the reference ran 3x slower than trial 0's (the
     flag only the whole run shows) and trial 2 had a wide spread."""
     run = tmp_path / "run"
-    cfg = config_mod.resolve({"objectives": ["accuracy", "latency_ms"], "space": "blocks", "out": str(run)})
+    cfg = config_mod.resolve(
+        {"objectives": ["accuracy", "latency_ms"], "space": "blocks", "out": str(run)})
     trials = [_trial(0, 0.5, 2.0, 1.0), _trial(1, 0.9, 1.0, 3.0),
               _trial(2, 0.95, 0.5, 1.0, "spread: p90/p10 3.10 over 2")]
     with RecordLog(run / "trials.jsonl") as log:
@@ -121,9 +128,11 @@ def test_trials_csv_show_and_report_give_latency_unstable_per_trial(busy_run, tm
     capsys.readouterr()
     assert main(["show", str(busy_run)]) == 0
     out = capsys.readouterr().out
-    assert "latency_unstable: 2 trial(s); 2 completed one(s) kept off the Pareto front for it" in out
+    assert ("latency_unstable: 2 trial(s); 2 completed one(s) kept off the Pareto front for "
+            "it") in out
     assert "  trial 1: busy machine" in out and "  trial 2: spread" in out
     assert "what to do:" in out and "--latency-table" in out and "--allow-unstable-latency" in out
     assert main(["report", str(busy_run), "--out", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text()
-    assert "<th>latency_unstable</th>" in page and "yes: busy machine" in page and "kept off the Pareto front" in page
+    assert "<th>latency_unstable</th>" in page and "yes: busy machine" in page
+    assert "kept off the Pareto front" in page

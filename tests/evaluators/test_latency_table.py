@@ -11,11 +11,12 @@ from torch import nn
 
 from cellblock.cli import main
 from cellblock.core.errors import ConfigError, EvaluationError, RegistryError
-from cellblock.evaluators import latency_timing
-from cellblock.evaluators.latency_table import LatencyTable, check, profile
-from cellblock.evaluators.latency_timing import Timing, reference_network
-from cellblock.evaluators.latency_units import trace_units, unit_modules
-from cellblock.evaluators.runtimes import RUNTIMES, get_runtime, measure_runtime_latency
+from cellblock.evaluators.latency import timing as latency_timing
+from cellblock.evaluators.latency.check import check
+from cellblock.evaluators.latency.runtimes import RUNTIMES, get_runtime, measure_runtime_latency
+from cellblock.evaluators.latency.table import LatencyTable, profile
+from cellblock.evaluators.latency.timing import Timing, reference_network
+from cellblock.evaluators.latency.units import trace_units, unit_modules
 from cellblock.search_spaces import SearchSpace
 
 # A tiny blocks skeleton: 2 stages, 2 block types (one of them builds a stage as one module).
@@ -56,7 +57,9 @@ def test_blocks_network_units_are_stem_blocks_and_head():
     assert paths[-2:] == ["pool", "fc"]
     calls = trace_units(space.build(arch), (1, 8, 8))
     assert [c.path for c in calls] == paths
-    assert "BasicBlock 1x8x8x8 -> 1x" in calls[1].label and calls[1].args[0] == ("tensor", (1, 8, 8, 8), "float32")
+    assert "BasicBlock 1x8x8x8 -> 1x" in calls[1].label and calls[1].args[0] == ("tensor",
+                                                                                 (1, 8, 8, 8),
+                                                                                 "float32")
 
 
 def test_nb201_cells_are_cut_into_their_operations():
@@ -73,7 +76,8 @@ def test_unit_keys_follow_structure_and_inputs():
     a = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU())
     b = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU())
     c = nn.Sequential(nn.Conv2d(2, 4, 5, padding=2), nn.ReLU())
-    key = {n: [u.key for u in trace_units(m, (2, 6, 6))] for n, m in {"a": a, "b": b, "c": c}.items()}
+    key = {n: [u.key for u in trace_units(m, (2, 6, 6))]
+           for n, m in {"a": a, "b": b, "c": c}.items()}
     assert key["a"] == key["b"] and key["a"][0] != key["c"][0] and key["a"][1] == key["c"][1]
     assert trace_units(a, (2, 6, 6))[0].key != trace_units(a, (2, 7, 7))[0].key
 
@@ -86,7 +90,8 @@ def test_profile_covers_every_architecture_of_the_space(tiny_table):
     assert needed <= set(table.units), "the blocks cover missed a unit"
     assert table.data["complete"] and table.data["coverage"].startswith("exact")
     fp = table.data["fingerprint"]
-    assert fp["runtime"] == "torch" and fp["threads"] == 1 and fp["torch"] == torch.__version__ and fp["name"]
+    assert fp["runtime"] == "torch" and fp["threads"] == 1
+    assert fp["torch"] == torch.__version__ and fp["name"]
     assert len(table.data["calibration"]) == 2
     arch = archs[0]
     model = space.build(arch)
@@ -110,17 +115,20 @@ def test_interrupted_profile_continues_where_it_stopped(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         profile(space, "torch", out, **FAST)
     partial = json.loads(out.read_text())
-    assert not partial["complete"] and len(partial["units"]) == 4  # overhead + 4 units, 6th call stopped
+    # overhead + 4 units, 6th call stopped
+    assert not partial["complete"] and len(partial["units"]) == 4
     assert partial["reference"]["ms"] > 0 and partial["settings"]["normalise"] == "reference"
     with pytest.raises(ConfigError, match="unfinished profile"):
         LatencyTable(out)
     timed = []
     monkeypatch.setattr(Timing, "time_one", lambda self, run: timed.append(1) or real(self, run))
     table = profile(space, "torch", out, **FAST)
-    assert table["complete"] and len(timed) == table["expected_units"] - 4  # the overhead is kept too
+    # the overhead is kept too
+    assert table["complete"] and len(timed) == table["expected_units"] - 4
     for key, unit in partial["units"].items():
         assert table["units"][key] == unit
-    assert table["reference"] == partial["reference"] and table["overhead_ms"] == partial["overhead_ms"]
+    assert table[
+        "reference"] == partial["reference"] and table["overhead_ms"] == partial["overhead_ms"]
     with pytest.raises(ConfigError, match="another runtime"):
         profile(space, "onnxruntime", out, **FAST)
     with pytest.raises(ConfigError, match="another settings"):
@@ -130,7 +138,8 @@ def test_interrupted_profile_continues_where_it_stopped(tmp_path, monkeypatch):
 def test_table_missing_unit_is_named_before_the_search(tiny_table):
     table = LatencyTable(tiny_table)
     wider = SearchSpace("blocks", **{**TINY, "widths": [[4, 8], [8, 12]]})
-    with pytest.raises(ConfigError, match=r"unit .*\(at .*key [0-9a-f]{16}\).* is not in latency table"):
+    with pytest.raises(ConfigError,
+                       match=r"unit .*\(at .*key [0-9a-f]{16}\).* is not in latency table"):
         table.check_space(wider)
     table.check_space(SearchSpace("blocks", **TINY))  # same skeleton: accepted
     model = wider.build({**wider.sample(np.random.default_rng(0)), "stage2.width": 12})
@@ -151,37 +160,65 @@ def test_runtimes_run_the_same_network(runtime):
     res = measure_runtime_latency(model, (1, 6, 6), runtime, warmup=1, repeats=3)
     assert res["latency_ms"] > 0 and res["latency_runtime"] == runtime
     assert res["latency_device"]["runtime" if runtime != "torch" else "torch"]
-    assert model.training is False and set(RUNTIMES.names()) >= {"torch", "torchscript", "onnxruntime"}
+    assert model.training is False and set(RUNTIMES.names()) >= {"torch", "torchscript",
+                                                                 "onnxruntime"}
 
 
 def test_unknown_runtime_and_thread_clock_are_user_errors():
-    with pytest.raises(RegistryError, match="unknown latency runtime 'tvm'; known: onnxruntime, torch"):
+    with pytest.raises(RegistryError,
+                       match="unknown latency runtime 'tvm'; known: onnxruntime, torch"):
         get_runtime("tvm")
     torch.set_num_threads(2)
     with pytest.raises(ConfigError, match="one compute thread"):
         profile(SearchSpace("blocks", **TINY), "torch", "unused.json", clock="thread", **FAST)
 
 
+def _tau(a, b):
+    """Kendall's tau by counting pairs (no ties among measured times)."""
+    n = len(a)
+    signs = [np.sign(a[i] - a[j]) * np.sign(b[i] - b[j]) for i in range(n) for j in range(i)]
+    return sum(signs) / len(signs)
+
+
+def _spearman(a, b):
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def test_check_reports_rank_and_error_metrics(tiny_table):
     result = check(LatencyTable(tiny_table), SearchSpace("blocks", **TINY), 6, warmup=1, repeats=3,
                    passes=2, progress=False)
-    assert result["n"] == 6 and len(result["rows"]) == 6 and -1 <= result["repeat_kendall_tau"] <= 1
-    assert all(len(r["measured_passes_ms"]) == 2 for r in result["rows"])
-    assert -1 <= result["kendall_tau"] <= 1 and -1 <= result["spearman"] <= 1 and result["mape_pct"] >= 0
-    row = result["rows"][0]
+    rows = result["rows"]
+    assert result["n"] == 6 and len(rows) == 6
+    assert all(len(r["measured_passes_ms"]) == 2 for r in rows)
+    assert all(r["measured_ms"] == pytest.approx(np.mean(r["measured_passes_ms"])) for r in rows)
+    # the metrics compare each network's prediction with its own measurement
+    pred = [r["predicted_ms"] for r in rows]
+    meas = [r["measured_ms"] for r in rows]
+    assert result["kendall_tau"] == pytest.approx(_tau(pred, meas))
+    assert result["spearman"] == pytest.approx(_spearman(pred, meas))
+    mape = 100 * np.mean([abs(p - m) / m for p, m in zip(pred, meas)])
+    assert result["mape_pct"] == pytest.approx(mape)
+    # and the measurement noise compares the second pass with the first
+    first = [r["measured_passes_ms"][0] for r in rows]
+    second = [r["measured_passes_ms"][1] for r in rows]
+    assert result["repeat_kendall_tau"] == pytest.approx(_tau(second, first))
+    row = rows[0]
     assert row["predicted_ms"] > 0 and row["measured_ms"] > 0
 
 
 def test_cli_profile_and_check(tmp_path, capsys):
     out = tmp_path / "lut.json"
     args = ["--space", "blocks", *sum((["--space-arg", a] for a in TINY_ARGS), [])]
-    assert main(["latency", "profile", *args, "--runtime", "torch", "--out", str(out), "--threads", "1",
+    assert main(["latency", "profile", *args, "--runtime", "torch", "--out", str(out), "--threads",
+                 "1",
                  "--warmup", "1", "--repeats", "3", "--calibration", "2", "--no-progress"]) == 0
     assert "units" in capsys.readouterr().out
     assert main(["latency", "check", "--table", str(out), *args, "--samples", "5", "--warmup", "1",
                  "--repeats", "3", "--no-progress", "--out", str(tmp_path / "check.json")]) == 0
     captured = capsys.readouterr()
-    assert "5 networks in torch (1 threads, wall clock, median, relative to the reference network): Kendall tau" in captured.out
+    assert ("5 networks in torch (1 threads, wall clock, median, relative to the reference "
+            "network): Kendall tau") in captured.out
     assert "; raw timings: Kendall tau" in captured.out
     result = json.loads((tmp_path / "check.json").read_text())
     if result["kendall_tau"] < 0.8:
@@ -190,8 +227,10 @@ def test_cli_profile_and_check(tmp_path, capsys):
 
 def test_search_uses_the_table_and_records_it(tiny_table, tmp_path):
     run = tmp_path / "run"
-    args = ["search", *sum((["--space-arg", a] for a in TINY_ARGS), []), "--trials", "2", "--epochs", "1",
-            "--device", "cpu", "--latency-table", str(tiny_table), "--out", str(run), "--no-progress"]
+    args = ["search", *sum((["--space-arg", a] for a in TINY_ARGS), []), "--trials", "2",
+            "--epochs", "1",
+            "--device", "cpu", "--latency-table", str(tiny_table), "--out", str(run),
+            "--no-progress"]
     assert main(args) == 0
     table = LatencyTable(tiny_table)
     space = SearchSpace("blocks", **TINY)
@@ -201,20 +240,25 @@ def test_search_uses_the_table_and_records_it(tiny_table, tmp_path):
     assert len(done) == 2
     for e in done:
         m = e["metrics"]
-        assert m["latency_source"] == "table" and m["latency_table"]["table_sha256"] == table.sha256[:16]
+        assert m["latency_source"] == "table"
+        assert m["latency_table"]["table_sha256"] == table.sha256[:16]
         assert m["latency_table"]["runtime"] == "torch"
-        assert m["latency_ms"] == pytest.approx(table.predict(space.build(archs[e["trial"]]), (1, 8, 8)))
+        assert m["latency_ms"] == pytest.approx(table.predict(space.build(archs[e["trial"]]),
+                                                              (1, 8, 8)))
 
 
 def test_search_with_a_table_lacking_a_unit_exits_2(tiny_table, tmp_path, capsys):
     run = tmp_path / "run"
     wider = [a if not a.startswith("widths=") else "widths=[[4, 8], [8, 16]]" for a in TINY_ARGS]
-    rc = main(["search", *sum((["--space-arg", a] for a in wider), []), "--trials", "1", "--epochs", "1",
-               "--device", "cpu", "--latency-table", str(tiny_table), "--out", str(run), "--no-progress"])
+    rc = main(["search", *sum((["--space-arg", a] for a in wider), []), "--trials", "1", "--epochs",
+               "1",
+               "--device", "cpu", "--latency-table", str(tiny_table), "--out", str(run),
+               "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("cellblock: error: unit ") and "not in latency table" in err
     assert len(err.strip().splitlines()) == 1 and not run.exists()
-    rc = main(["search", "--latency-table", str(tiny_table), "--latency-runtime", "torch", "--out", str(run)])
+    rc = main(["search", "--latency-table", str(tiny_table), "--latency-runtime", "torch", "--out",
+               str(run)])
     assert rc == 2 and "give one of them" in capsys.readouterr().err
     rc = main(["search", "--latency-runtime", "tvm", "--out", str(run)])
     assert rc == 2 and "unknown latency runtime 'tvm'" in capsys.readouterr().err
@@ -256,8 +300,10 @@ def test_custom_space_without_marks_is_cut_at_its_containers(tmp_path):
 def test_search_measures_latency_in_the_runtime_asked_for(tmp_path):
     pytest.importorskip("onnxruntime")
     run = tmp_path / "run"
-    assert main(["search", *sum((["--space-arg", a] for a in TINY_ARGS), []), "--trials", "1", "--epochs", "1",
-                 "--device", "cpu", "--latency-runtime", "onnxruntime", "--out", str(run), "--no-progress"]) == 0
+    assert main(["search", *sum((["--space-arg", a] for a in TINY_ARGS), []), "--trials", "1",
+                 "--epochs", "1",
+                 "--device", "cpu", "--latency-runtime", "onnxruntime", "--out", str(run),
+                 "--no-progress"]) == 0
     events = [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()]
     m = next(e["metrics"] for e in events if (e.get("metrics") or {}).get("latency_ms"))
     assert m["latency_runtime"] == "onnxruntime" and m["latency_device"]["onnxruntime"]
@@ -266,12 +312,13 @@ def test_search_measures_latency_in_the_runtime_asked_for(tmp_path):
 
 def test_cli_measures_an_exported_onnx_file(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    from cellblock.evaluators.runtimes import onnx_bytes
+    from cellblock.evaluators.latency.runtimes import onnx_bytes
 
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU()).eval()
     path = tmp_path / "model.onnx"
     path.write_bytes(onnx_bytes(model, (torch.zeros(1, 1, 6, 6),)))
-    assert main(["latency", "measure", "--onnx", str(path), "--warmup", "1", "--repeats", "5", "--threads", "1",
+    assert main(["latency", "measure", "--onnx", str(path), "--warmup", "1", "--repeats", "5",
+                 "--threads", "1",
                  "--clock", "thread"]) == 0
     assert "ms median" in capsys.readouterr().out
     assert main(["latency", "measure", "--onnx", str(tmp_path / "missing.onnx")]) == 2
@@ -294,7 +341,8 @@ def test_normalised_timing_cancels_a_machine_that_changes_speed(monkeypatch):
     monkeypatch.setattr(latency_timing, "time_call", scripted)
     stats = timing.time_one(lambda: "net")
     assert stats["norm_ms"] == pytest.approx(2.0) and stats["value_ms"] == stats["norm_ms"]
-    assert stats["raw_ms"] == pytest.approx(2.0 * 1.5)  # the median of the raw runs moves with the speed
+    # the median of the raw runs moves with the speed
+    assert stats["raw_ms"] == pytest.approx(2.0 * 1.5)
 
 
 def test_reference_network_is_fixed_and_leaves_the_global_seed_alone():
@@ -323,14 +371,14 @@ def test_normalised_table_is_checked_on_its_own_scale(tiny_table):
 
 
 def lt_timing(data):
-    from cellblock.evaluators.latency_table import table_timing
+    from cellblock.evaluators.latency.table import table_timing
 
     return table_timing(data, torch.device("cpu"))
 
 
 def test_cli_measures_an_onnx_file_on_a_tables_scale(tmp_path, tiny_table, capsys):
     pytest.importorskip("onnxruntime")
-    from cellblock.evaluators.runtimes import onnx_bytes
+    from cellblock.evaluators.latency.runtimes import onnx_bytes
 
     space = SearchSpace("blocks", **TINY)
     lut = tmp_path / "lut.json"
@@ -341,14 +389,16 @@ def test_cli_measures_an_onnx_file_on_a_tables_scale(tmp_path, tiny_table, capsy
     assert main(["latency", "measure", "--onnx", str(path), "--table", str(lut), "--warmup", "1",
                  "--repeats", "10"]) == 0
     out = capsys.readouterr().out
-    assert "relative to the table's reference network" in out and "comparable with the predictions" in out
+    assert "relative to the table's reference network" in out
+    assert "comparable with the predictions" in out
     assert main(["latency", "measure", "--onnx", str(path), "--table", str(tiny_table)]) == 2
     assert "measure --onnx compares with an onnxruntime table" in capsys.readouterr().err
 
 
 def test_prediction_adds_each_kinds_fitted_cost(tiny_table, tmp_path):
     data = json.loads(tiny_table.read_text())
-    assert data["calibration_fit"]["model"] == "constant" and data["kind_ms"] == {}  # 2 networks: too few
+    # 2 networks: too few
+    assert data["calibration_fit"]["model"] == "constant" and data["kind_ms"] == {}
     space = SearchSpace("blocks", **TINY)
     model = space.build(space.sample(np.random.default_rng(1)))
     calls = trace_units(model, (1, 8, 8))

@@ -12,7 +12,7 @@ from torch import nn
 import cellblock
 from cellblock.core.objectives import parse_objectives
 from cellblock.core.threads import SMALL_BATCH_MACS, threads_for, torch_default_threads
-from cellblock.evaluators.latency import measure_latency
+from cellblock.evaluators.latency.measure import measure_latency
 from cellblock.pareto.results import pareto_trials
 from cellblock.records import COMPLETE, Trial, read_events
 
@@ -43,12 +43,14 @@ def test_unstable_latency_stays_off_the_front_unless_allowed() -> None:
     objs = parse_objectives(["accuracy", "latency_ms"])
 
     def trial(n: int, acc: float, lat: float, unstable: bool) -> Trial:
-        return Trial(n, f"a{n}", {}, COMPLETE, {"accuracy": acc, "latency_ms": lat, "latency_unstable": unstable})
+        return Trial(n, f"a{n}", {}, COMPLETE,
+                     {"accuracy": acc, "latency_ms": lat, "latency_unstable": unstable})
 
     noisy, steady = trial(0, 0.9, 1.0, True), trial(1, 0.8, 2.0, False)
     assert pareto_trials([noisy, steady], objs) == [steady]
     assert pareto_trials([noisy, steady], objs, allow_unstable_latency=True) == [noisy]
-    assert pareto_trials([noisy, steady], parse_objectives(["accuracy", "macs"])) == []  # no macs: none finite
+    # no macs: none finite
+    assert pareto_trials([noisy, steady], parse_objectives(["accuracy", "macs"])) == []
 
 
 def test_thread_policy_one_for_small_candidates_override_wins() -> None:
@@ -61,14 +63,16 @@ def test_thread_policy_one_for_small_candidates_override_wins() -> None:
 
 
 def test_search_records_the_thread_choice(tmp_path) -> None:
-    run = cellblock.search(space="blocks", trials=1, epochs=1, out=str(tmp_path / "run"), device="cpu",
+    run = cellblock.search(space="blocks", trials=1, epochs=1, out=str(tmp_path / "run"),
+                           device="cpu",
                            objectives=["accuracy", "macs", "latency_ms"], latency_repeats=5)
     t = run.trials[0]
     assert t.metrics["threads"] == 1 and t.metrics["latency_device"]["threads"] == 1
     assert "latency_unstable" in t.metrics and "latency_spread" in t.metrics
     start = read_events(tmp_path / "run" / "trials.jsonl")[0]
     assert start["threads"]["policy"] == "auto" and start["threads"]["small"] == 1
-    run = cellblock.search(space="blocks", trials=1, epochs=1, out=str(tmp_path / "run2"), device="cpu",
+    run = cellblock.search(space="blocks", trials=1, epochs=1, out=str(tmp_path / "run2"),
+                           device="cpu",
                            objectives=["accuracy", "macs"], threads_per_trial=2)
     assert run.trials[0].metrics["threads"] == 2
     torch.set_num_threads(1)
@@ -85,7 +89,8 @@ def test_importing_cellblock_raises_onednn_primitive_cache_unless_set() -> None:
 
     code = f"import os, cellblock; print(os.environ[{ONEDNN_CACHE_VAR!r}])"
     env = {k: v for k, v in os.environ.items() if k != ONEDNN_CACHE_VAR}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
     assert out.stdout.strip() == str(ONEDNN_CACHE_CAPACITY)
     out = subprocess.run([sys.executable, "-c", code], env={**env, ONEDNN_CACHE_VAR: "64"},
                          capture_output=True, text=True, check=True)

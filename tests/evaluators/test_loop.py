@@ -18,7 +18,8 @@ from cellblock.evaluators.training import TrainConfig
 def tiny_data(n: int = 64) -> Dataset:
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
-    return Dataset("tiny", x, y, x[:8], y[:8], x[:8], y[:8], (1, 8, 8), 10, Augment(pad=1, flip=True))
+    return Dataset("tiny", x, y, x[:8], y[:8], x[:8], y[:8], (1, 8, 8), 10,
+                   Augment(pad=1, flip=True))
 
 
 def tiny_model() -> nn.Module:
@@ -46,7 +47,8 @@ class Recorder:
 def test_nan_is_caught_within_nan_check_every_steps():
     """One step per image: the epoch is longer than the check window, so the NaN of step 3
     stops training after the first window, not at the end of the epoch."""
-    loop = TrainLoop(tiny_model(), tiny_data(), TrainConfig(epochs=1, batch_size=2), torch.device("cpu"))
+    loop = TrainLoop(tiny_model(), tiny_data(), TrainConfig(epochs=1, batch_size=2),
+                     torch.device("cpu"))
     steps = Recorder(loop, nan_at=2)
     assert loop.steps_per_epoch > NAN_CHECK_EVERY
     with pytest.raises(EvaluationError, match="loss became NaN at epoch 1 step 3;"):
@@ -58,7 +60,8 @@ def test_schedule_epochs_and_callback():
     cfg = TrainConfig(epochs=3, batch_size=16, lr=0.2, warmup_epochs=1.0, max_steps=10)
     loop = TrainLoop(tiny_model(), tiny_data(), cfg, torch.device("cpu"))
     steps, ends = Recorder(loop), []
-    loop.run(steps, on_epoch_end=lambda lp: ends.append((lp.epoch, lp.step, lp.final_loss, lp.last_epoch)))
+    loop.run(steps,
+             on_epoch_end=lambda lp: ends.append((lp.epoch, lp.step, lp.final_loss, lp.last_epoch)))
     assert [s for s, _, _ in steps.seen] == list(range(10))  # the budget cuts epoch 3
     assert [lr for _, lr, _ in steps.seen] == [lr_at(s, 10, 4, 0.2) for s in range(10)]
     assert ends == [(1, 4, 1.0, False), (2, 8, 1.0, False), (3, 10, 1.0, True)]
@@ -100,7 +103,8 @@ def test_the_hold_is_polled_before_every_step():
         def poll(self) -> None:
             self.polls += 1
 
-    loop = TrainLoop(tiny_model(), tiny_data(), TrainConfig(epochs=2, batch_size=16), torch.device("cpu"))
+    loop = TrainLoop(tiny_model(), tiny_data(), TrainConfig(epochs=2, batch_size=16),
+                     torch.device("cpu"))
     hold = Hold()
     loop.run(Recorder(loop), hold)
     assert hold.polls == loop.step == 8

@@ -91,8 +91,10 @@ def test_proxy_metrics_in_a_run(tmp_path) -> None:
     import cellblock
 
     run = cellblock.search(
-        space="darts", evaluator="proxy", proxy="synflow", objectives=["synflow", "naswot", "params"],
-        constraints=["snip>=0"], trials=2, strategy="random", out=str(tmp_path / "run"), device="cpu",
+        space="darts", evaluator="proxy", proxy="synflow",
+        objectives=["synflow", "naswot", "params"],
+        constraints=["snip>=0"], trials=2, strategy="random", out=str(tmp_path / "run"),
+        device="cpu",
         space_args={"C": 4, "layers": 3},
     )
     done = [t for t in run.trials if t.status == "COMPLETE"]

@@ -16,10 +16,6 @@ from cellblock.run.runner import Runner, prepare
 from cellblock.search_spaces import SearchSpace
 from cellblock.search_spaces.nb201 import EDGE_NAMES, to_nb201_string
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED_TABLE = REPO.parent / "shared" / "nb201_cifar100.csv"
-needs_table = pytest.mark.skipif(not SHARED_TABLE.is_file(), reason=f"shared table {SHARED_TABLE} not found")
-
 
 def uniform(op: str) -> dict[str, str]:
     return {name: op for name in EDGE_NAMES}
@@ -29,8 +25,10 @@ def uniform(op: str) -> dict[str, str]:
 def small_table(tmp_path: Path) -> Path:
     path = tmp_path / "t.csv"
     rows = [(to_nb201_string(uniform(op)), acc) for op, acc in
-            [("none", 10.0), ("skip_connect", 30.5), ("nor_conv_1x1", 60.25), ("nor_conv_3x3", 70.0)]]
-    path.write_text("arch,test_acc,name\n" + "".join(f"{k},{v},x\n" for k, v in rows), encoding="utf-8")
+            [("none", 10.0), ("skip_connect", 30.5), ("nor_conv_1x1", 60.25),
+             ("nor_conv_3x3", 70.0)]]
+    path.write_text("arch,test_acc,name\n" + "".join(f"{k},{v},x\n" for k, v in rows),
+                    encoding="utf-8")
     return path
 
 
@@ -118,7 +116,8 @@ def test_config_errors_before_run(tmp_path, small_table, extra, needle):
 
 
 def test_cli_missing_table_exits_2(tmp_path, capsys):
-    code = main(["search", "--space", "nb201", "--evaluator", "table", "--table", str(tmp_path / "x.csv"),
+    code = main(["search", "--space", "nb201", "--evaluator", "table", "--table",
+                 str(tmp_path / "x.csv"),
                  "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "not found" in err[0]
@@ -148,19 +147,21 @@ def test_cost_cache_fill_with_representatives(tmp_path):
         assert cache.get(a) == compute_costs(space, a, (3, 32, 32))
 
 
-@needs_table
-def test_cli_search_end_to_end(tmp_path, capsys):
+def test_cli_search_end_to_end(tmp_path, capsys, nb201_table):
     out = tmp_path / "run"
-    code = main(["search", "--space", "nb201", "--space-arg", "num_classes=100", "--evaluator", "table",
-                 "--table", str(SHARED_TABLE), "--metric", "cifar100_test_acc", "--strategy", "random",
-                 "--trials", "6", "--objectives", "accuracy,macs", "--out", str(out), "--no-progress"])
+    code = main(["search", "--space", "nb201", "--space-arg", "num_classes=100", "--evaluator",
+                 "table",
+                 "--table", str(nb201_table), "--metric", "cifar100_test_acc", "--strategy",
+                 "random",
+                 "--trials", "6", "--objectives", "accuracy,macs", "--out", str(out),
+                 "--no-progress"])
     assert code == 0, capsys.readouterr().err
     from cellblock.pareto.results import load_run
 
     run = load_run(out)
     done = [t for t in run.trials if t.status == COMPLETE]
     assert len(done) == 6
-    table = load_table(SHARED_TABLE, "cifar100_test_acc")
+    table = load_table(nb201_table, "cifar100_test_acc")
     for t in done:
         raw = table.lookup(to_nb201_string(t.arch))
         assert t.metrics["cifar100_test_acc"] == raw

@@ -11,12 +11,8 @@ from torch import nn
 
 from cellblock.core.errors import ConfigError, EvaluationError
 from cellblock.data import Dataset, load_dataset
-from cellblock.evaluators.training import (
-    TrainConfig,
-    evaluate_accuracy,
-    lr_at,
-    train_and_evaluate,
-)
+from cellblock.evaluators.loop import lr_at
+from cellblock.evaluators.training import TrainConfig, evaluate_accuracy, train_and_evaluate
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -53,7 +53,8 @@ def test_arch_id_is_a_content_hash():
 
 
 def test_bad_arch_errors_name_decision_and_allowed_values(tiny_space):
-    with pytest.raises(ArchValidationError, match=r"'layer0.width' .* = 5 .*allowed values: 4, 8, 16"):
+    with pytest.raises(ArchValidationError,
+                       match=r"'layer0.width' .* = 5 .*allowed values: 4, 8, 16"):
         tiny_space.build({"depth": 1, "layer0.width": 5, "act": "relu"})
     with pytest.raises(ArchValidationError, match=r"'act' .*missing.*'relu', 'gelu'"):
         tiny_space.build({"depth": 1, "layer0.width": 4})

@@ -16,7 +16,7 @@ from cellblock.search_spaces.attention import (
     SqueezeExcite,
     eca_kernel_size,
 )
-from cellblock.search_spaces.blocks import block_out_channels, build_stage
+from cellblock.search_spaces.blocks_base import block_out_channels, build_stage
 from cellblock.search_spaces.blocks_space import (
     BUILTIN_BLOCKS,
     RESNET_SKELETON,
@@ -282,7 +282,8 @@ def test_own_shortcut_is_the_default_and_unchanged():
 def test_inception_every_branch_has_channels_at_small_widths():
     import torch
 
-    from cellblock.search_spaces.blocks import BLOCKS, inception_split
+    from cellblock.search_spaces.blocks import inception_split
+    from cellblock.search_spaces.blocks_base import BLOCKS
 
     for width in range(4, 40):
         split = inception_split(width)

@@ -95,7 +95,8 @@ def test_genotype_round_trip(space: SearchSpace) -> None:
     with pytest.raises(ArchValidationError, match="concat"):
         from_genotype(DARTS_V2._replace(normal_concat=[2, 3]))
     with pytest.raises(ArchValidationError, match="input must be in 0..2"):
-        from_genotype(DARTS_V2._replace(normal=[("skip_connect", 0)] * 2 + [("skip_connect", 3)] * 6))
+        from_genotype(
+            DARTS_V2._replace(normal=[("skip_connect", 0)] * 2 + [("skip_connect", 3)] * 6))
     assert isinstance(DARTS_V2, Genotype)
 
 
@@ -131,7 +132,8 @@ def test_trains_through_hook() -> None:
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
-    data = Dataset("tiny", x, y, x[:4], y[:4], x[:4], y[:4], (1, 8, 8), 10, Augment(pad=0, flip=False))
+    data = Dataset("tiny", x, y, x[:4], y[:4], x[:4], y[:4], (1, 8, 8), 10,
+                   Augment(pad=0, flip=False))
     torch.manual_seed(0)
     model = SearchSpace("darts", C=4, layers=3).build(darts_v2_arch())
     out = train_and_evaluate(model, data, TrainConfig(epochs=3, batch_size=8))

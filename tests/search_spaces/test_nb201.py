@@ -17,7 +17,8 @@ from cellblock.search_spaces.nb201 import (
     to_nb201_string,
 )
 
-EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+EXAMPLE = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|"
+           "+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
 
 
 def uniform(op: str) -> dict[str, str]:
@@ -32,15 +33,18 @@ def costs(space: SearchSpace, arch: dict[str, str]) -> tuple[int, int]:
 def test_decisions_in_official_order_and_size():
     space = SearchSpace("nb201")
     arch = space.sample(np.random.default_rng(0))
-    assert list(space.validate(arch)) == ["edge_1_0", "edge_2_0", "edge_2_1", "edge_3_0", "edge_3_1", "edge_3_2"]
+    assert list(space.validate(arch)) == ["edge_1_0", "edge_2_0", "edge_2_1", "edge_3_0",
+                                          "edge_3_1", "edge_3_2"]
     size = space.size()
     assert size.exact and size.value == 15625
 
 
 def test_string_example_and_round_trip():
     arch = from_nb201_string(EXAMPLE)
-    assert arch == {"edge_1_0": "nor_conv_3x3", "edge_2_0": "nor_conv_3x3", "edge_2_1": "avg_pool_3x3",
-                    "edge_3_0": "skip_connect", "edge_3_1": "nor_conv_3x3", "edge_3_2": "skip_connect"}
+    assert arch == {"edge_1_0": "nor_conv_3x3", "edge_2_0": "nor_conv_3x3",
+                    "edge_2_1": "avg_pool_3x3",
+                    "edge_3_0": "skip_connect", "edge_3_1": "nor_conv_3x3",
+                    "edge_3_2": "skip_connect"}
     assert to_nb201_string(arch) == EXAMPLE
     space = SearchSpace("nb201")
     rng = np.random.default_rng(1)
@@ -81,7 +85,8 @@ def test_bad_op_value_is_rejected_by_the_space():
 
 
 def test_published_costs_cifar10():
-    """NAS-Bench-201 CIFAR-10 cost info: FLOPs 7.78305 .. 220.11969 M, params 0.073306 .. 1.531546 M.
+    """NAS-Bench-201 CIFAR-10 cost info: FLOPs 7.78305 .. 220.11969 M, params 0.073306 .. 1.531546
+    M.
 
     Our MACs are 10 lower (the official counter adds the classifier's bias, one op per class).
     """

@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
+from spaces import conv_space
 
 import cellblock
 from cellblock.cli import main
@@ -20,7 +21,7 @@ from cellblock.pareto import nondominated_mask
 from cellblock.records import COMPLETE, FAILED, INFEASIBLE, PRUNED, Trial
 from cellblock.search_spaces import SearchSpace, arch_id
 from cellblock.strategies import STRATEGIES, make_strategy
-from cellblock.strategies.optuna_strategy import SAMPLERS
+from cellblock.strategies.optuna.strategy import SAMPLERS
 
 
 def conditional(s):
@@ -44,7 +45,8 @@ def _toy(arch, n, constraint_bound=None, reject=False):
         status = INFEASIBLE
         if reject:  # rejected before training: no accuracy
             metrics = {"macs": float(ones)}
-    return Trial(n, arch_id(arch), arch, status, metrics, violation=max(0.0, ones - (constraint_bound or 99)))
+    return Trial(n, arch_id(arch), arch, status, metrics,
+                 violation=max(0.0, ones - (constraint_bound or 99)))
 
 
 def _cond_trial(arch, n):
@@ -73,7 +75,8 @@ def test_fifteen_asks_without_duplicates(name):
     if SAMPLERS[name.split(":")[1]].needs:
         pytest.importorskip(SAMPLERS[name.split(":")[1]].needs)
     space = SearchSpace(conditional)
-    warns = pytest.warns(UserWarning, match="sampled independently") if "cmaes" in name else nullcontext()
+    warns = pytest.warns(UserWarning,
+                         match="sampled independently") if "cmaes" in name else nullcontext()
     with warns:  # CMA-ES: the choice decisions fall back to independent random sampling
         options = {"n_startup_trials": 12} if name == "optuna:gp" else {}  # fewer GP fits: fast
         s = make_strategy(name, space, parse_objectives("accuracy"), seed=3, options=options)
@@ -100,7 +103,8 @@ def test_directions_come_from_objectives(name):
     objectives = parse_objectives("accuracy,macs")
     s = make_strategy(name, space, objectives, seed=0)
     trials = _loop(s, 30, make=_toy)
-    assert s.study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    assert s.study.directions == [optuna.study.StudyDirection.MAXIMIZE,
+                                  optuna.study.StudyDirection.MINIMIZE]
     front = {t.user_attrs["arch_id"] for t in s.study.best_trials}
     mask = nondominated_mask(s.fitness(trials))
     assert front == {t.arch_id for t, m in zip(trials, mask) if m}
@@ -108,14 +112,18 @@ def test_directions_come_from_objectives(name):
 
 def test_outcomes_map_to_optuna_states():
     space = SearchSpace(bits)
-    s = make_strategy("optuna:tpe", space, parse_objectives("accuracy"), seed=0, options={"constraints": ["macs<=4"]})
+    s = make_strategy("optuna:tpe", space, parse_objectives("accuracy"), seed=0,
+                      options={"constraints": ["macs<=4"]})
     told = {}
-    for n, (status, reject) in enumerate([(COMPLETE, False), (INFEASIBLE, False), (INFEASIBLE, True), (FAILED, False)]):
+    for n, (status,
+            reject) in enumerate([(COMPLETE, False), (INFEASIBLE, False), (INFEASIBLE, True),
+                                  (FAILED, False)]):
         arch = s.ask()
         ones = 2 if status == COMPLETE else 9
         arch = dict(arch)
         t = _toy({f"b{i}": int(i < ones) for i in range(12)}, n, 4, reject)
-        t = Trial(n, arch_id(arch), arch, status, t.metrics if status != FAILED else {}, "boom" if status == FAILED else None)
+        t = Trial(n, arch_id(arch), arch, status, t.metrics if status != FAILED else {},
+                  "boom" if status == FAILED else None)
         s.tell(t)
         told[t.arch_id] = status, reject
     states = {o.user_attrs["arch_id"]: o for o in s.study.trials}
@@ -125,7 +133,8 @@ def test_outcomes_map_to_optuna_states():
         assert states[aid].state == expect[key]
         if key[0] == INFEASIBLE:
             assert states[aid].constraints == {"macs<=4": 5.0}
-    assert states[next(a for a, k in told.items() if k[0] == COMPLETE)].constraints == {"macs<=4": -2.0}
+    assert states[
+        next(a for a, k in told.items() if k[0] == COMPLETE)].constraints == {"macs<=4": -2.0}
 
 
 @pytest.mark.parametrize("reject", [False, True])
@@ -157,7 +166,8 @@ def test_state_dict_round_trip_keeps_pending_and_history():
     assert arch_id(pending) in state["pending"]
     clone = make_strategy("optuna:tpe", space, objectives, seed=5)
     clone.load_state_dict(state)
-    complete = [t.user_attrs["arch_id"] for t in clone.study.trials if t.state == TrialState.COMPLETE]
+    complete = [
+        t.user_attrs["arch_id"] for t in clone.study.trials if t.state == TrialState.COMPLETE]
     assert sorted(complete) == sorted(t.arch_id for t in trials)
     number = clone.pending[arch_id(pending)]["numbers"][0]
     assert clone.study.trials[number].state == TrialState.RUNNING
@@ -169,7 +179,8 @@ def test_state_dict_round_trip_keeps_pending_and_history():
 
 
 def _complete(study):
-    return Counter(t.user_attrs.get("arch_id") for t in study.trials if t.state == TrialState.COMPLETE)
+    return Counter(
+        t.user_attrs.get("arch_id") for t in study.trials if t.state == TrialState.COMPLETE)
 
 
 def test_journal_resume_does_not_double_tell(tmp_path):
@@ -228,20 +239,7 @@ def test_unknown_sampler_option_lists_accepted_ones():
         make_strategy("optuna:cmaes", SearchSpace(bits), parse_objectives("accuracy,macs"))
 
 
-SPACE_FILE = '''
-from torch import nn
-
-def space(s, input_shape=(1, 8, 8), num_classes=10):
-    depth = s.integer("depth", 1, 2)
-    widths = [s.choice(f"layer{i}.width", [4, 8]) for i in range(depth)]
-    if not s.build:
-        return None
-    layers, c = [], input_shape[0]
-    for w in widths:
-        layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU()]
-        c = w
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
-'''
+SPACE_FILE = conv_space([4, 8], depth=(1, 2), width_name="layer{i}.width")
 
 
 def test_search_end_to_end_with_journal(tmp_path):
@@ -257,7 +255,8 @@ def test_search_end_to_end_with_journal(tmp_path):
     assert len({t.arch_id for t in run.trials}) == 5
     study = optuna.load_study(study_name="run", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(out / "optuna.journal"))))
-    complete = Counter(t.user_attrs["arch_id"] for t in study.trials if t.state == TrialState.COMPLETE)
+    complete = Counter(
+        t.user_attrs["arch_id"] for t in study.trials if t.state == TrialState.COMPLETE)
     assert set(complete) == {t.arch_id for t in run.trials}
 
 
@@ -274,7 +273,7 @@ def test_cli_bad_storage_exits_2_without_writing(tmp_path, capsys):
 
 
 def test_storage_defaults_to_journal_in_run_dir(tmp_path):
-    from cellblock.strategies.optuna_strategy import OptunaStrategy
+    from cellblock.strategies.optuna.strategy import OptunaStrategy
 
     run_dir = Path(tmp_path / "r")
     opts = OptunaStrategy.run_options({"storage": None, "constraints": ["macs<=5M"]}, run_dir)

@@ -1,4 +1,4 @@
-"""The predictor-guided strategy: contracts, encoding, surrogate calibration, any space, the run loop."""
+"""The predictive strategy: contracts, encoding, surrogate calibration, any space, the run loop."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from cellblock.core.objectives import parse_objectives
 from cellblock.records import COMPLETE, FAILED, INFEASIBLE, Trial
 from cellblock.search_spaces import SearchSpace, arch_id
 from cellblock.strategies import make_strategy
-from cellblock.strategies.predictive_acquisition import hamming as _hamming
-from cellblock.strategies.surrogate import Encoder, RidgeEnsemble
+from cellblock.strategies.predictive.acquisition import hamming as _hamming
+from cellblock.strategies.predictive.surrogate import Encoder, RidgeEnsemble
 
 
 def bits(s, n=12):
-    """'accuracy' rewards ones at even positions and pairs of equal neighbours; 'macs' counts ones."""
+    """'accuracy' rewards ones at even positions and equal neighbour pairs; 'macs' counts ones."""
     return [s.choice(f"b{i}", [0, 1]) for i in range(n)]
 
 
@@ -36,7 +36,8 @@ def _score(arch):
 def _trial(arch, n, fail_every=0, macs_max=None):
     acc, macs = _score(arch)
     if fail_every and n % fail_every == 0:
-        return Trial(number=n, arch_id=arch_id(arch), arch=arch, status=FAILED, metrics={}, error="boom")
+        return Trial(number=n, arch_id=arch_id(arch), arch=arch, status=FAILED, metrics={},
+                     error="boom")
     if macs_max is not None and macs > macs_max:
         return Trial(number=n, arch_id=arch_id(arch), arch=arch, status=INFEASIBLE,
                      metrics={"macs": macs}, violation=macs - macs_max)
@@ -91,7 +92,8 @@ def test_beats_random_single_objective():
     objs = parse_objectives("accuracy")
     best = {}
     for name in ("random", "predictive"):
-        best[name] = np.mean([max(t.metrics["accuracy"] for t in _run(make_strategy(name, space, objs, seed), 40))
+        best[name] = np.mean([max(t.metrics["accuracy"]
+                                  for t in _run(make_strategy(name, space, objs, seed), 40))
                               for seed in range(3)])
     assert best["predictive"] > best["random"] + 0.05
 
@@ -116,7 +118,8 @@ def test_constraints_steer_away_from_infeasible():
     space = SearchSpace(bits, n=16)
     objs = parse_objectives("accuracy,macs")
     infeasible = {}
-    for name, options in (("random", {}), ("predictive", {"constraints": ["macs<=6"], "n_init": 10})):
+    for name, options in (("random", {}),
+                          ("predictive", {"constraints": ["macs<=6"], "n_init": 10})):
         counts = []
         for seed in range(2):
             trials = _run(make_strategy(name, space, objs, seed, options), 40, macs_max=6)
@@ -129,7 +132,8 @@ def test_constraints_steer_away_from_infeasible():
 def test_runs_on_blocks_and_darts(space_name):
     space = SearchSpace(space_name)
     for objectives in ("accuracy", "accuracy,macs"):
-        s = make_strategy("predictive", space, parse_objectives(objectives), seed=0, options={"n_init": 4})
+        s = make_strategy("predictive", space, parse_objectives(objectives), seed=0,
+                          options={"n_init": 4})
         seen = set()
         for n in range(12):
             arch = s.ask()
@@ -172,14 +176,16 @@ def test_ensemble_fits_and_is_calibrated():
     assert np.corrcoef(mu, y[200:])[0, 1] > 0.9
     z = np.abs(mu - y[200:]) / sd
     assert 0.8 <= np.mean(z < 2) <= 1.0  # roughly calibrated: most errors within two std
-    cheap = RidgeEnsemble(members=1, hidden=0).fit(X[:50], X[:50] @ np.arange(12.0), np.random.default_rng(1))
+    cheap = RidgeEnsemble(members=1, hidden=0).fit(X[:50], X[:50] @ np.arange(12.0),
+                                                   np.random.default_rng(1))
     assert np.allclose(cheap.predict(X[50:60])[0], X[50:60] @ np.arange(12.0), atol=0.1)
 
 
 def test_options_are_checked():
     space = SearchSpace(bits)
     objs = parse_objectives("accuracy")
-    for bad in ({"n_init": 0}, {"candidates": 1}, {"members": 1}, {"constraints": "macs<=5"}, {"nope": 1}):
+    for bad in ({"n_init": 0}, {"candidates": 1}, {"members": 1}, {"constraints": "macs<=5"},
+                {"nope": 1}):
         with pytest.raises(ConfigError):
             make_strategy("predictive", space, objs, 0, bad)
 
@@ -196,9 +202,12 @@ def test_search_with_process_backend_concurrency_and_constraint(tmp_path):
         "        return None\n"
         "    layers = [nn.Conv2d(input_shape[0], w, k, padding=k // 2), nn.ReLU()]\n"
         "    layers += [nn.Conv2d(w, w, 1), nn.ReLU()] * (d - 1)\n"
-        "    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, num_classes))\n")
-    run = cellblock.search(space=f"{space}:space", trials=10, epochs=1, out=str(tmp_path / "r"), device="cpu",
-                           strategy="predictive", strategy_args={"n_init": 3}, objectives=["accuracy", "macs"],
+        "    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, "
+        "num_classes))\n")
+    run = cellblock.search(space=f"{space}:space", trials=10, epochs=1, out=str(tmp_path / "r"),
+                           device="cpu",
+                           strategy="predictive", strategy_args={"n_init": 3},
+                           objectives=["accuracy", "macs"],
                            constraints=["params<=600"], backend="process", concurrency=2)
     assert len(run.trials) == 10 and len({t.arch_id for t in run.trials}) == 10
     assert all(t.status in (COMPLETE, INFEASIBLE) for t in run.trials)
@@ -206,7 +215,7 @@ def test_search_with_process_backend_concurrency_and_constraint(tmp_path):
 
 
 def test_p_nondominated_matches_monte_carlo():
-    from cellblock.strategies.predictive_acquisition import p_nondominated
+    from cellblock.strategies.predictive.acquisition import p_nondominated
 
     rng = np.random.default_rng(0)
     front = np.array([[0.0, 3.0], [1.0, 1.0], [3.0, 0.0]])
@@ -215,7 +224,8 @@ def test_p_nondominated_matches_monte_carlo():
     p = p_nondominated(M, S, front)
     Y = M[:, None, :] + S[:, None, :] * rng.standard_normal((4, 20000, 2))
     dom = np.all(front[None, None, :, :] <= Y[:, :, None, :], axis=3)  # (cand, draw, front point)
-    worst = dom.mean(axis=1).max(axis=1)  # the most likely single dominator, as the function bounds it
+    # the most likely single dominator, as the function bounds it
+    worst = dom.mean(axis=1).max(axis=1)
     assert np.allclose(p, 1.0 - worst, atol=0.02)
     assert p[2] > 0.99 and p[1] < 0.1  # beyond the front's cheap end / dominated by (1, 1)
 
@@ -232,7 +242,8 @@ def test_neighbourhood_untried_and_take():
     key, (aid, _) = moves[2]
     hood.take(centre, key, aid, seen)
     assert aid in seen and len(hood.untried(centre, seen)) == 3
-    seen |= {a for _, (a, _) in moves}  # the rest asked elsewhere: counts as tried, centre exhausted
+    # the rest asked elsewhere: counts as tried, centre exhausted
+    seen |= {a for _, (a, _) in moves}
     assert hood.untried(centre, seen) == [] and centre.arch_id in hood.exhausted
 
 
@@ -258,18 +269,21 @@ def test_multi_objective_asks_are_moves_of_the_front(pls_share):
 def test_new_options_are_checked():
     space = SearchSpace(bits)
     objs = parse_objectives("accuracy,macs")
-    for bad in ({"mo_acquisition": "hv"}, {"pls_share": 1.5}, {"extreme_share": -0.1}, {"local_search": "yes"}):
+    for bad in ({"mo_acquisition": "hv"}, {"pls_share": 1.5}, {"extreme_share": -0.1},
+                {"local_search": "yes"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             make_strategy("predictive", space, objs, 0, bad)
-    s = make_strategy("predictive", space, objs, 0, {"mo_acquisition": "ehvi", "local_search": False})
+    s = make_strategy("predictive", space, objs, 0,
+                      {"mo_acquisition": "ehvi", "local_search": False})
     assert len({arch_id(a) for a in (_run(s, 16)[i].arch for i in range(16))}) == 16
 
 
 def test_extreme_asks_climb_from_the_most_accurate_trial():
-    """With extreme_share=1 every multi-objective ask is a move of the most accurate trial while it has untried ones."""
+    """extreme_share=1: each multi-objective ask moves the most accurate trial (while it can)."""
     space = SearchSpace(bits, n=12)
     objs = parse_objectives("accuracy,macs")
-    s = make_strategy("predictive", space, objs, seed=4, options={"n_init": 8, "extreme_share": 1.0})
+    s = make_strategy("predictive", space, objs, seed=4,
+                      options={"n_init": 8, "extreme_share": 1.0})
     trials = _run(s, 12)
     for n in range(12, 20):
         top = max((t for t in trials), key=lambda t: t.metrics["accuracy"])

@@ -1,4 +1,4 @@
-"""Issue 31: local search restarts from the next best trial; the cheaper ask's parts give the same answers."""
+"""Issue 31: local search restarts from the next best trial; the cheaper ask's parts agree."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from cellblock.records import COMPLETE, Trial
 from cellblock.search_spaces import SearchSpace, arch_id
 from cellblock.search_spaces.samplers import categorical
 from cellblock.strategies import make_strategy
-from cellblock.strategies.predictive_acquisition import hamming
-from cellblock.strategies.surrogate import LAMBDAS, _ridge_loo
+from cellblock.strategies.predictive.acquisition import hamming
+from cellblock.strategies.predictive.surrogate import LAMBDAS, _ridge_loo
 
 
 def bits(s, n=8):
@@ -26,11 +26,13 @@ def _arch(ones):
 
 def _tell(strategy, arch, acc):
     n = len(strategy.observed)
-    strategy.tell(Trial(number=n, arch_id=arch_id(arch), arch=arch, status=COMPLETE, metrics={"accuracy": acc}))
+    strategy.tell(
+        Trial(number=n, arch_id=arch_id(arch), arch=arch, status=COMPLETE,
+              metrics={"accuracy": acc}))
 
 
 def _local_optimum_state(restart):
-    """A strategy whose best trial (all zeros) is a tried local optimum; the second best is 3 decisions away."""
+    """The best trial (all zeros) is a tried local optimum; the second best is 3 decisions away."""
     space = SearchSpace(bits)
     s = make_strategy("predictive", space, parse_objectives("accuracy"), seed=0,
                       options={"n_init": 4, "local_restart": restart})
@@ -49,7 +51,8 @@ def test_restart_walks_the_next_best_trials_neighbourhood():
     assert [t.arch_id for t in s._centres()] == [arch_id(second)]
     asks = [s.ask() for _ in range(3)]
     assert all(hamming(a, second) == 1 for a in asks)
-    assert len({arch_id(a) for a in asks}) == 3 and not any(arch_id(a) in s.observed_ids for a in asks)
+    assert len({arch_id(a) for a in asks}) == 3 and not any(arch_id(a) in s.observed_ids
+                                                            for a in asks)
 
 
 def test_without_restart_the_exhausted_best_is_the_only_centre():
@@ -75,7 +78,8 @@ def test_restart_resumes_exactly():
 
 def test_local_restart_option_is_checked():
     with pytest.raises(ConfigError, match="local_restart"):
-        make_strategy("predictive", SearchSpace(bits), parse_objectives("accuracy"), options={"local_restart": 1})
+        make_strategy("predictive", SearchSpace(bits), parse_objectives("accuracy"),
+                      options={"local_restart": 1})
 
 
 def test_categorical_domains_are_shared_but_keep_types():

@@ -21,7 +21,8 @@ def _evaluate(arch, n, fail_every=0):
     ones = sum(arch.values())
     status = FAILED if fail_every and n % fail_every == 0 else COMPLETE
     return Trial(number=n, arch_id=arch_id(arch), arch=arch, status=status,
-                 metrics={} if status == FAILED else {"accuracy": ones / len(arch), "macs": ones + 1},
+                 metrics={} if status == FAILED
+                 else {"accuracy": ones / len(arch), "macs": ones + 1},
                  error="boom" if status == FAILED else None)
 
 
@@ -117,7 +118,8 @@ def test_local_search_climbs_and_plain_evolution_stays_available():
     reached = {True: [], False: []}
     for ls in (True, False):
         for seed in range(3):
-            s = make_strategy("evolution", space, objectives, seed=seed, options={"local_search": ls})
+            s = make_strategy("evolution", space, objectives, seed=seed,
+                              options={"local_search": ls})
             trials = _run(s, 120)
             reached[ls].append(max(t.metrics["accuracy"] for t in trials))
     assert reached[True] == [1.0, 1.0, 1.0]  # 20 random, then at most one move per missing bit

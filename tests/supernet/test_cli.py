@@ -116,7 +116,8 @@ def test_rank_writes_json_and_csv(tmp_path, checkpoint, capsys):
     assert main(["supernet", "rank", "--supernet", str(checkpoint), "--samples", "4",
                  "--epochs", "1", "--out", str(out), "--device", "cpu"]) == 0
     result = json.loads((out / "rank.json").read_text())
-    for key in ("kendall_tau", "spearman", "kendall_tau_no_recal", "n", "supernet_s", "standalone_s"):
+    for key in ("kendall_tau", "spearman", "kendall_tau_no_recal", "n", "supernet_s",
+                "standalone_s"):
         assert key in result
     assert result["n"] == 4 and result["standalone_s"] > 0
     rows = (out / "rank.csv").read_text().strip().splitlines()

@@ -136,7 +136,8 @@ def test_old_checkpoint_versions_get_a_clear_error(tmp_path):
 def test_norm_sharing_shares_weights_across_block_types_but_not_norms():
     from cellblock.supernet.bank import tensor_keys
 
-    space = SearchSpace("blocks", **{**TINY, "block_types": ["basic", "preact"], "attentions": ["none"]})
+    space = SearchSpace("blocks",
+                        **{**TINY, "block_types": ["basic", "preact"], "attentions": ["none"]})
     supernet = Supernet.create(space, seed=0, sharing="norm").eval()
     rng = np.random.default_rng(0)
     seen = {}

@@ -69,7 +69,8 @@ def test_bad_references_and_priors_are_refused():
         FusedScore.of("macs", [], [])
     with pytest.raises(ValueError, match="finite"):
         FusedScore.of("macs", [0.1, float("nan")], [1.0, 2.0])
-    assert check_prior("none") is None and check_prior(None) is None and check_prior("params") == "params"
+    assert check_prior(
+        "none") is None and check_prior(None) is None and check_prior("params") == "params"
     with pytest.raises(ConfigError, match="none, macs, params; got 'flops'"):
         check_prior("flops")
 
@@ -81,7 +82,8 @@ def test_the_verdict_names_the_fused_score_when_only_it_beats_every_baseline():
     assert "--supernet-prior macs" in line
     line = verdict(0.35, base, "macs", 0.39)  # neither wins: the best baseline is named
     assert "search with macs instead (tau 0.400: no supernet or training needed" in line
-    assert "(tau 0.410: --evaluator proxy --objectives naswot,macs)" in verdict(0.35, {"naswot": 0.41})
+    assert "(tau 0.410: --evaluator proxy --objectives naswot,macs)" in verdict(0.35,
+                                                                                {"naswot": 0.41})
     assert "--evaluator train with a short --epochs" in verdict(0.1, {"standalone_equal_cost": 0.2})
     line = verdict(0.50, base, "macs", 0.55)
     assert "search with it" in line and "supernet+macs ranks better still (tau 0.550)" in line
@@ -94,7 +96,8 @@ def test_the_tau_warning_leaves_the_advice_to_the_verdict():
     plain = tau_warning({"kendall_tau": 0.2})
     assert "--evaluator train" in plain
     judged = tau_warning({"kendall_tau": 0.2, "verdict": verdict(0.2, {"macs": 0.1})})
-    assert "0.200 < 0.3" in judged and "verdict above" in judged and "--evaluator train" not in judged
+    assert "0.200 < 0.3" in judged and "verdict above" in judged
+    assert "--evaluator train" not in judged
     assert "undefined" in tau_warning({"kendall_tau": None})
 
 
@@ -119,7 +122,8 @@ def test_rank_reports_the_fused_score(tmp_path, checkpoint, capsys):
     capsys.readouterr()
     assert main([*argv, "--prior", "flops"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["cellblock: error: --supernet-prior must be one of none, macs, params; got 'flops'"]
+    assert err == [
+        "cellblock: error: --supernet-prior must be one of none, macs, params; got 'flops'"]
 
 
 def test_search_reports_supernet_score_against_the_reference(tmp_path, checkpoint):

@@ -18,7 +18,8 @@ SPACE = dict(stages=1, widths=[[4, 8, 12]], strides=[1], stem_width=4, depth=[1,
 def test_fused_reference_reports_start_progress_and_end(monkeypatch):
     monkeypatch.setattr(ev, "REFERENCE_SAMPLES", 6)
     data = load_dataset("digits")
-    space = SearchSpace("blocks", **SPACE, input_shape=data.input_shape, num_classes=data.num_classes)
+    space = SearchSpace("blocks", **SPACE, input_shape=data.input_shape,
+                        num_classes=data.num_classes)
     supernet = Supernet.create(space, seed=0)  # untrained: BN re-calibration runs all the same
     ticks = itertools.count(0.0, 4.0)  # a fake clock: every reading is 4 s later
     lines: list[str] = []

@@ -49,7 +49,8 @@ def test_stratified_sample_spans_the_parameter_range():
     pool = sorted(param_count(space, a) for a in sample_distinct(space, 30, 0))
     # the smallest pick lies in the lowest sixth of the pool, the largest in the highest
     assert sizes[0] <= pool[len(pool) // 6] and sizes[-1] >= pool[-(len(pool) // 6) - 1]
-    assert param_count(space, archs[0]) == sum(p.numel() for p in space.build(archs[0]).parameters())
+    assert param_count(space,
+                       archs[0]) == sum(p.numel() for p in space.build(archs[0]).parameters())
 
 
 def test_equal_cost_steps_and_verdict():
@@ -58,7 +59,8 @@ def test_equal_cost_steps_and_verdict():
     line = verdict(0.6, {"params": 0.2, "naswot": None, "standalone_equal_cost": 0.5})
     assert "beats every equal-cost baseline" in line and "search with it" in line
     line = verdict(0.3, {"params": 0.2, "synflow": 0.4, "standalone_equal_cost": 0.5})
-    assert "does NOT beat" in line and "standalone_equal_cost instead (tau 0.500: --evaluator train" in line
+    assert "does NOT beat" in line
+    assert "standalone_equal_cost instead (tau 0.500: --evaluator train" in line
     assert "search with params instead" in verdict(None, {"params": 0.1})
 
 

@@ -53,15 +53,18 @@ def main() -> None:
 
     bests, ratios = [], []
     for seed in range(start, stop):
-        so = run_strategy(args.strategy, space, parse_objectives("accuracy"), seed, max(BUDGETS), oracle, options)
+        so = run_strategy(args.strategy, space, parse_objectives("accuracy"), seed, max(BUDGETS),
+                          oracle, options)
         mo = run_strategy(args.strategy, space, objectives, seed, max(BUDGETS), oracle, options)
         bests.append(best_at(so, BUDGETS, metric))
         ratios.append(hv_ratio_at(mo, BUDGETS, front))
     b, h = np.array(bests), np.array(ratios)
     print(f"{args.strategy} {options} seeds {start}..{stop - 1}")
     print("| budget | " + " | ".join(str(x) for x in BUDGETS) + " |")
-    print("| best | " + " | ".join(f"{m:.2f} ± {s:.2f}" for m, s in zip(b.mean(0), b.std(0))) + " |")
-    print("| hv_ratio | " + " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in zip(h.mean(0), h.std(0))) + " |")
+    print("| best | " + " | ".join(f"{m:.2f} ± {s:.2f}"
+                                   for m, s in zip(b.mean(0), b.std(0))) + " |")
+    print("| hv_ratio | " + " | ".join(f"{m:.4f} ± {s:.4f}"
+                                       for m, s in zip(h.mean(0), h.std(0))) + " |")
 
 
 if __name__ == "__main__":

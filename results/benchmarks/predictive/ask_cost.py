@@ -1,4 +1,5 @@
-"""Ask cost of ``predictive`` at 100, 1,000 and 5,000 trials, old code against new in one invocation.
+"""Ask cost of ``predictive`` at 100, 1,000 and 5,000 trials, old code against new in one
+invocation.
 
 Each code version runs in its own subprocess: the working tree's, and a git revision
 (``--rev``, extracted with ``git archive`` to a temporary folder, imported in place of the
@@ -56,7 +57,8 @@ def child(code: str | None, objectives: str, trials: int, table: str, metric: st
         o = answers[aid]
         return Trial(number=i, arch_id=aid, arch=dict(arch), status=o.status, metrics=o.metrics)
 
-    history: list[Trial] = []  # the trials told before a checkpoint's timed asks: an evolution search's
+    # the trials told before a checkpoint's timed asks: an evolution search's
+    history: list[Trial] = []
     by_id: dict[str, Trial] = {}
     warm = make_strategy("evolution", comps.space, objs, 0, {})
     while len(history) < max(c for c in CHECKPOINTS if c <= trials) - WINDOW:
@@ -86,28 +88,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rev", required=True, help="git revision of the old code")
     ap.add_argument("--trials", type=int, default=5000)
-    ap.add_argument("--modes", default="accuracy,accuracy+macs", help="objective sets ('+' joins objectives)")
+    ap.add_argument("--modes", default="accuracy,accuracy+macs",
+                    help="objective sets ('+' joins objectives)")
     ap.add_argument("--table", default="/work/shared/nb201_cifar100.csv")
     ap.add_argument("--metric", default="cifar100_test_acc")
     ap.add_argument("--child", nargs=2, metavar=("CODE", "OBJECTIVES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child[0] if args.child[0] != "-" else None, args.child[1], args.trials, args.table, args.metric)
+        child(args.child[0] if args.child[0] != "-" else None, args.child[1], args.trials,
+              args.table, args.metric)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(["git", "archive", args.rev], check=True, capture_output=True).stdout
+        archive = subprocess.run(["git", "archive", args.rev], check=True,
+                                 capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        print("| objectives | code | " + " | ".join(f"ask ms @{c}: CPU (wall)" for c in CHECKPOINTS if c <= args.trials)
+        print("| objectives | code | " + " | ".join(f"ask ms @{c}: CPU (wall)" for c in CHECKPOINTS
+                                                    if c <= args.trials)
               + " |")
         print("|---|---|" + "---:|" * sum(c <= args.trials for c in CHECKPOINTS), flush=True)
         for mode in args.modes.split(","):
             for label, code in ((args.rev, tmp), ("working tree", "-")):
-                out = subprocess.run([sys.executable, __file__, "--trials", str(args.trials), "--table", args.table,
-                                      "--metric", args.metric, "--rev", args.rev, "--child", code, mode],
+                out = subprocess.run([sys.executable, __file__, "--trials", str(args.trials),
+                                      "--table", args.table,
+                                      "--metric", args.metric, "--rev", args.rev, "--child", code,
+                                      mode],
                                      check=True, capture_output=True, text=True).stdout
                 row = json.loads(out.strip().splitlines()[-1])
                 print(f"| {mode.replace('+', ',')} | {label} | "
-                      + " | ".join(f"{cpu:.1f} ({wall:.1f})" for cpu, wall in row.values()) + " |", flush=True)
+                      + " | ".join(f"{cpu:.1f} ({wall:.1f})" for cpu, wall in row.values()) + " |",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ The metrics are synthetic (a hash of the architecture for accuracy, a sum of its
 decisions for MACs): this measures the strategy's own cost per ask, not search quality.
 
 Usage (from the repository root):
-    OMP_NUM_THREADS=1 .venv/bin/python results/benchmarks/predictive/ask_cost_spaces.py darts 200 accuracy,macs predictive,evolution
+    OMP_NUM_THREADS=1 .venv/bin/python results/benchmarks/predictive/ask_cost_spaces.py darts 200
+    accuracy,macs predictive,evolution
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ def main() -> None:
             t0 = time.perf_counter()
             arch = strategy.ask()
             asks.append(time.perf_counter() - t0)
-            strategy.tell(Trial(number=i, arch_id=arch_id(arch), arch=arch, status=COMPLETE, metrics=metrics(arch)))
+            strategy.tell(
+                Trial(number=i, arch_id=arch_id(arch), arch=arch, status=COMPLETE,
+                      metrics=metrics(arch)))
         ms = 1e3 * np.array(asks)
-        print(f"{space_name} {objectives} {name}: moves/arch {len(space.moves(arch))}, ask ms: trials 1-100 "
+        print(f"{space_name} {objectives} {name}: moves/arch {len(space.moves(arch))}, ask ms: "
+              "trials 1-100 "
               f"{ms[:100].mean():.1f}, last 100 {ms[-100:].mean():.1f}, max {ms.max():.0f}")
 
 

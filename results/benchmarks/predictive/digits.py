@@ -1,8 +1,10 @@
-"""Digits search on the ``blocks`` space with the real ``cellblock search`` CLI: predictive vs evolution.
+"""Digits search on the ``blocks`` space with the real ``cellblock search`` CLI: predictive vs
+evolution.
 
 Runs (sequentially, one thread per trial) for every strategy x seed::
 
-    cellblock search --strategy NAME --seed S --trials 24 --threads-per-trial 1 --no-progress --out OUT/NAME-seedS
+    cellblock search --strategy NAME --seed S --trials 24 --threads-per-trial 1 --no-progress --out
+    OUT/NAME-seedS
 
 with everything else at the defaults (``blocks`` space, digits, 8 epochs, objectives accuracy, MACs,
 latency_ms), then prints the best validation accuracy among the first 12 and 24 trials (by trial
@@ -31,14 +33,16 @@ def main() -> None:
     ap.add_argument("--strategies", default="predictive,evolution")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--trials", type=int, default=24)
-    ap.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the CLI's, 8)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="epochs per trial (default: the CLI's, 8)")
     args = ap.parse_args()
     exe = str(Path(".venv/bin/cellblock"))
     table: dict[str, list[tuple[float, float]]] = {}
     for seed in (int(s) for s in args.seeds.split(",")):  # seeds outer: strategies alternate
         for name in args.strategies.split(","):
             out = Path(args.out) / f"{name}-seed{seed}"
-            cmd = [exe, "search", "--strategy", name, "--seed", str(seed), "--trials", str(args.trials),
+            cmd = [exe, "search", "--strategy", name, "--seed", str(seed), "--trials",
+                   str(args.trials),
                    "--threads-per-trial", "1", "--no-progress", "--out", str(out)]
             if args.epochs:
                 cmd += ["--epochs", str(args.epochs)]
@@ -47,7 +51,8 @@ def main() -> None:
                 t0 = time.time()
                 load = os.getloadavg()[0]
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-                print(f"{' '.join(cmd)}: {time.time() - t0:.0f} s, load {load:.1f} -> {os.getloadavg()[0]:.1f}",
+                print(f"{' '.join(cmd)}: {time.time() - t0:.0f} s, load {load:.1f} -> "
+                      f"{os.getloadavg()[0]:.1f}",
                       flush=True)
                 run = cellblock.load_run(str(out))
             trials = sorted(run.trials, key=lambda t: t.number)
@@ -58,7 +63,8 @@ def main() -> None:
                 return max(vals) if vals else float("nan")
 
             table.setdefault(name, []).append((best(12), best(args.trials)))
-            print(f"{name} seed {seed}: best@12 {best(12):.4f} best@{args.trials} {best(args.trials):.4f}", flush=True)
+            print(f"{name} seed {seed}: best@12 {best(12):.4f} best@{args.trials} "
+                  f"{best(args.trials):.4f}", flush=True)
     print(f"\n| strategy | seeds | best@12 | best@{args.trials} |\n|---|---|---:|---:|")
     for name, rows in table.items():
         a = np.array(rows)

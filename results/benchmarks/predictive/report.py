@@ -1,7 +1,8 @@
 """Tables from the JSON lines of ``runs.py``: best@b, mean regret curve, hv ratio, ask time.
 
 Usage (from the repository root):
-    .venv/bin/python results/benchmarks/predictive/report.py results/benchmarks/predictive/runs*.jsonl \\
+    .venv/bin/python results/benchmarks/predictive/report.py
+    results/benchmarks/predictive/runs*.jsonl \\
         --seeds 0:20 [--tag TAG] [--optimum 73.5133]
 """
 
@@ -22,7 +23,8 @@ def main() -> None:
     ap.add_argument("files", nargs="+")
     ap.add_argument("--seeds", default="0:20")
     ap.add_argument("--tag", default=None, help="only lines with this tag (default: all)")
-    ap.add_argument("--optimum", type=float, default=73.5133, help="table optimum (regret = optimum - best)")
+    ap.add_argument("--optimum", type=float, default=73.5133,
+                    help="table optimum (regret = optimum - best)")
     args = ap.parse_args()
     start, stop = (int(x) for x in args.seeds.split(":"))
     so: dict[str, dict[int, list[float]]] = defaultdict(dict)
@@ -43,7 +45,8 @@ def main() -> None:
             ask[name].append((r["ask_ms_1_100"], r["ask_ms_101_300"]))
     names = list(dict.fromkeys([*so, *mo]))
 
-    def table(title: str, data: dict, cols: tuple[int, ...], index, fmt: str, transform=None) -> None:
+    def table(title: str, data: dict, cols: tuple[int, ...], index, fmt: str,
+              transform=None) -> None:
         print(f"\n### {title}\n")
         print("| strategy | seeds | " + " | ".join(f"@{b}" for b in cols) + " |")
         print("|---|---:|" + "---:|" * len(cols))
@@ -51,7 +54,8 @@ def main() -> None:
             runs = data.get(n, {})
             if not runs:
                 continue
-            A = np.array([[v[index(b)] if index(b) < len(v) else np.nan for b in cols] for v in runs.values()],
+            A = np.array([[v[index(b)] if index(b) < len(v) else np.nan for b in cols]
+                          for v in runs.values()],
                          dtype=float)
             if transform:
                 A = transform(A)

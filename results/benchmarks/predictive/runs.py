@@ -10,7 +10,8 @@ options and seed is not run again.
 
 Usage (from the repository root):
     OMP_NUM_THREADS=1 .venv/bin/python results/benchmarks/predictive/runs.py \\
-        --strategies predictive,evolution --seeds 0:20 --out results/benchmarks/predictive/runs.jsonl
+        --strategies predictive,evolution --seeds 0:20 --out
+        results/benchmarks/predictive/runs.jsonl
 """
 
 from __future__ import annotations
@@ -79,11 +80,14 @@ def main() -> None:
                 t0 = time.perf_counter()
                 trials = run_strategy(name, space, objs, seed, args.budget, oracle, options, asks)
                 wall = time.perf_counter() - t0
-                row = {"strategy": name, "tag": args.tag, "options": options, "seed": seed, "mode": mode,
+                row = {"strategy": name, "tag": args.tag, "options": options, "seed": seed,
+                       "mode": mode,
                        "budget": args.budget, "n": len(trials), "wall_s": round(wall, 3),
                        "ask_ms_1_100": 1e3 * float(np.mean(asks[:100])),
-                       "ask_ms_101_300": 1e3 * float(np.mean(asks[100:300])) if len(asks) > 100 else None,
-                       "ask_ms_901_1000": 1e3 * float(np.mean(asks[900:1000])) if len(asks) > 900 else None}
+                       "ask_ms_101_300": 1e3 * float(
+                           np.mean(asks[100:300])) if len(asks) > 100 else None,
+                       "ask_ms_901_1000": 1e3 * float(
+                           np.mean(asks[900:1000])) if len(asks) > 900 else None}
                 if mode == "so":
                     row["best"] = best_at(trials, list(range(1, args.budget + 1)), metric)
                 else:

@@ -1,4 +1,5 @@
-"""Stalls of single-objective search on rougher tables (issue 31): best@100, optimum hits, stall counts.
+"""Stalls of single-objective search on rougher tables (issue 31): best@100, optimum hits, stall
+counts.
 
 Variants of the NAS-Bench-201 CIFAR-100 table (``--table``; values in table units, %),
 each fixed by its own seed so every strategy and seed sees the same landscape:
@@ -69,7 +70,8 @@ def _normal(key: str) -> float:
 
 def nb201_values(table: str, metric: str, variant: str) -> tuple[SearchSpace, dict[str, float]]:
     """The NB201 space and arch_id -> value of one table variant."""
-    comps = table_components("nb201", {"num_classes": 100}, table, metric, parse_objectives("accuracy"))
+    comps = table_components("nb201", {"num_classes": 100}, table, metric,
+                             parse_objectives("accuracy"))
     archs = list(comps.space.enumerate())
     ids = [arch_id(a) for a in archs]
     raw = np.array([o.metrics[metric] if o.status == COMPLETE else np.nan
@@ -100,11 +102,12 @@ def darts_value(arch: Mapping[str, Any]) -> float:
     return 80.0 + 0.25 * f + NOISE_SD * _normal(f"n:{arch_id(arch)}")
 
 
-def run(name: str, space: SearchSpace, value: Callable[[Mapping[str, Any]], float], seed: int, budget: int,
+def run(name: str, space: SearchSpace, value: Callable[[Mapping[str, Any]], float], seed: int,
+        budget: int,
         options: Mapping[str, Any], probes: list[dict[str, Any]]) -> dict[str, Any]:
     """One single-objective run with per-ask wall times and, for ``predictive``, stall counts."""
-    from cellblock.strategies.predictive_acquisition import expected_improvement, hamming
-    from cellblock.strategies.predictive_models import objective_predictions
+    from cellblock.strategies.predictive.acquisition import expected_improvement, hamming
+    from cellblock.strategies.predictive.models import objective_predictions
 
     objs = parse_objectives("accuracy")
     strategy = make_strategy(name, space, objs, seed, dict(options))
@@ -124,8 +127,10 @@ def run(name: str, space: SearchSpace, value: Callable[[Mapping[str, Any]], floa
         elsewhere = better_mean = False
         if models and "accuracy" in models and np.isfinite(best):
             top = max(trials, key=lambda t: t.metrics["accuracy"]).arch
-            keep = [i for i, p in enumerate(probe_ids) if p not in strategy.seen and hamming(probes[i], top) > 1]
-            X = strategy.encoder.encode([probes[i] for i in keep] + [arch], ids=[probe_ids[i] for i in keep] + [aid])
+            keep = [i for i, p in enumerate(probe_ids) if p not in strategy.seen
+                    and hamming(probes[i], top) > 1]
+            X = strategy.encoder.encode([probes[i] for i in keep] + [arch],
+                                        ids=[probe_ids[i] for i in keep] + [aid])
             M, S = objective_predictions(models, objs, X)
             ei = expected_improvement(M, S, -best)
             elsewhere = bool(len(keep)) and float(ei[:-1].max()) > float(ei[-1])
@@ -144,7 +149,8 @@ def run(name: str, space: SearchSpace, value: Callable[[Mapping[str, Any]], floa
     for s in stalled:
         length = length + 1 if s else 0
         runs += length == STALL_RUN
-    return {"best": bests, "stall_evals": int(sum(stalled)), "stalls": runs, "stall_evals_mean": stalled_mean,
+    return {"best": bests, "stall_evals": int(sum(stalled)), "stalls": runs,
+            "stall_evals_mean": stalled_mean,
             "ask_ms_mean": 1e3 * float(np.mean(asks))}
 
 
@@ -154,7 +160,8 @@ def main() -> None:
     ap.add_argument("--variants", default="c100,noise,rank,quant,darts")
     ap.add_argument("--seeds", default="0:20", help="range start:stop")
     ap.add_argument("--options", default="{}", help="strategy options as JSON (predictive only)")
-    ap.add_argument("--tag", default="", help="label stored with each line (code versions, options)")
+    ap.add_argument("--tag", default="",
+                    help="label stored with each line (code versions, options)")
     ap.add_argument("--budget", type=int, default=100)
     ap.add_argument("--table", default="/work/shared/nb201_cifar100.csv")
     ap.add_argument("--metric", default="cifar100_test_acc")
@@ -184,13 +191,17 @@ def main() -> None:
                 if (name, args.tag, variant, seed, args.budget) in done:
                     continue
                 t0 = time.perf_counter()
-                row = run(name, space, value, seed, args.budget, options if name == "predictive" else {}, probes)
-                row.update(strategy=name, tag=args.tag, variant=variant, seed=seed, budget=args.budget,
+                row = run(name, space, value, seed, args.budget,
+                          options if name == "predictive" else {}, probes)
+                row.update(strategy=name, tag=args.tag, variant=variant, seed=seed,
+                           budget=args.budget,
                            optimum=optimum, wall_s=round(time.perf_counter() - t0, 2))
                 with out.open("a") as fh:
                     fh.write(json.dumps(row) + "\n")
-                print(f"{variant} {name} {args.tag} seed {seed}: best@100 {row['best'][min(99, len(row['best']) - 1)]:.2f}"
-                      f" stalls {row['stalls']} ({row['stall_evals']} evals) {row['wall_s']} s", flush=True)
+                print(f"{variant} {name} {args.tag} seed {seed}: best@100 "
+                      f"{row['best'][min(99, len(row['best']) - 1)]:.2f}"
+                      f" stalls {row['stalls']} ({row['stall_evals']} evals) {row['wall_s']} s",
+                      flush=True)
 
 
 if __name__ == "__main__":

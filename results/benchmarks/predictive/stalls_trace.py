@@ -1,4 +1,5 @@
-"""Where one single-objective ``predictive`` run spends its asks: I (initial), L (local move), G (global pool), * improved.
+"""Where one single-objective ``predictive`` run spends its asks: I (initial), L (local move), G
+(global pool), * improved.
 
 Usage (from the repository root):
     OMP_NUM_THREADS=1 .venv/bin/python results/benchmarks/predictive/stalls_trace.py noise 202 \\
@@ -17,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from stalls import nb201_values  # noqa: E402
 
-import cellblock.strategies.predictive as predictive  # noqa: E402
+import cellblock.strategies.predictive.search as predictive  # noqa: E402
 from cellblock.core.objectives import parse_objectives  # noqa: E402
 from cellblock.records import COMPLETE, Trial  # noqa: E402
 from cellblock.search_spaces.api import arch_id  # noqa: E402
@@ -33,7 +34,8 @@ def main() -> None:
     ap.add_argument("--table", default="/work/shared/nb201_cifar100.csv")
     args = ap.parse_args()
     space, values = nb201_values(args.table, "cifar100_test_acc", args.variant)
-    strategy = make_strategy("predictive", space, parse_objectives("accuracy"), args.seed, json.loads(args.options))
+    strategy = make_strategy("predictive", space, parse_objectives("accuracy"), args.seed,
+                             json.loads(args.options))
     marks: list[str] = []
     local, choose = predictive.PredictiveSearch._local, predictive.PredictiveSearch._choose
 
@@ -55,7 +57,9 @@ def main() -> None:
         value = values[arch_id(arch)]
         line.append(("".join(marks[n:]) or "I") + ("*" if value > best else ""))
         best = max(best, value)
-        strategy.tell(Trial(number=i, arch_id=arch_id(arch), arch=arch, status=COMPLETE, metrics={"accuracy": value}))
+        strategy.tell(
+            Trial(number=i, arch_id=arch_id(arch), arch=arch, status=COMPLETE,
+                  metrics={"accuracy": value}))
     print(f"{args.variant} seed {args.seed}: best {best:.2f}, optimum {max(values.values()):.2f}")
     print(" ".join(line))
 

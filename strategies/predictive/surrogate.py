@@ -37,13 +37,15 @@ class Encoder:
 
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
-        self.blocks: dict[str, tuple[Domain, int, dict[Any, int]]] = {}  # name -> (domain, first column, value -> offset)
+        # name -> (domain, first column, value -> offset)
+        self.blocks: dict[str, tuple[Domain, int, dict[Any, int]]] = {}
         self.width = 0
         self.starts: list[int] = []  # first column of each block
         self.cache: dict[str, tuple[int, list[int], list[float]]] = {}  # arch_id -> row
 
     def _add(self, name: str, domain: Domain) -> None:
-        index = {} if isinstance(domain, IntRange) else {_key(v): i for i, v in enumerate(domain.values())}
+        index = {} if isinstance(domain,
+                                 IntRange) else {_key(v): i for i, v in enumerate(domain.values())}
         self.blocks[name] = (domain, self.width, index)
         self.starts.append(self.width)
         self.width += 1 + (1 if isinstance(domain, IntRange) else len(index))
@@ -90,8 +92,9 @@ class Encoder:
         X = np.zeros((len(archs), self.width))
         if rows:
             sizes = [len(cols) for _, cols, _ in rows]
-            X[np.repeat(np.arange(len(rows)), sizes), np.fromiter((c for _, cols, _ in rows for c in cols), int,
-                                                                  sum(sizes))] = [v for _, _, vals in rows for v in vals]
+            at_rows = np.repeat(np.arange(len(rows)), sizes)
+            at_cols = np.fromiter((c for _, cols, _ in rows for c in cols), int, sum(sizes))
+            X[at_rows, at_cols] = [v for _, _, vals in rows for v in vals]
         for i, (w, _, _) in enumerate(rows):
             if w < self.width:
                 X[i, [c for c in self.starts if c >= w]] = 1.0
@@ -170,7 +173,8 @@ class RidgeEnsemble:
                 best = (loo, h, lam, W, b)
         self.loo_rmse, h, lam, W0, b0 = best
         for k in range(self.members):
-            W, b = (W0, b0) if k == 0 else (rng.normal(0.0, 1.0 / np.sqrt(active), (d, h)), rng.normal(0.0, 0.5, h))
+            W, b = (W0, b0) if k == 0 else (rng.normal(0.0, 1.0 / np.sqrt(active), (d, h)),
+                                            rng.normal(0.0, 0.5, h))
             Phi = self._features(X, W, b)
             rows = rng.integers(n, size=n) if self.members > 1 else np.arange(n)
             P, t = Phi[rows], z[rows]
@@ -194,7 +198,8 @@ class RidgeEnsemble:
 
     def _predict_std(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and spread over members, in standardised target units."""
-        preds = np.stack([(self._features(X, W, b) - mu_P) @ w + mu_t for W, b, w, mu_P, mu_t in self.params])
+        preds = np.stack(
+            [(self._features(X, W, b) - mu_P) @ w + mu_t for W, b, w, mu_P, mu_t in self.params])
         return preds.mean(0), preds.std(0)
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

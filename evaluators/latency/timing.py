@@ -26,8 +26,10 @@ import torch
 from torch import nn
 
 from cellblock.core.errors import ConfigError
-from cellblock.evaluators.latency import reference_network as reference_network  # re-exported
-from cellblock.evaluators.runtimes import check_clock, get_runtime, time_call
+from cellblock.evaluators.latency.measure import (
+    reference_network as reference_network,  # re-exported
+)
+from cellblock.evaluators.latency.runtimes import check_clock, get_runtime, time_call
 
 #: Statistic of the timed runs kept as "the" latency: the median, or the 10th percentile
 #: (steadier on a shared machine, where other processes slow some runs down).
@@ -45,21 +47,24 @@ UNIT_ROUNDS = 5
 def check_statistic(statistic: str) -> int:
     """The percentile of ``statistic``; ConfigError for an unknown one."""
     if statistic not in STATISTICS:
-        raise ConfigError(f"unknown latency statistic {statistic!r}; use one of: {', '.join(STATISTICS)}")
+        raise ConfigError(
+            f"unknown latency statistic {statistic!r}; use one of: {', '.join(STATISTICS)}")
     return STATISTICS[statistic]
 
 
 def check_normalise(normalise: str) -> str:
     """``normalise`` itself; ConfigError for an unknown mode."""
     if normalise not in NORMALISE:
-        raise ConfigError(f"unknown latency normalisation {normalise!r}; use one of: {', '.join(NORMALISE)}")
+        raise ConfigError(
+            f"unknown latency normalisation {normalise!r}; use one of: {', '.join(NORMALISE)}")
     return normalise
 
 
 def statistics(times: Sequence[float], statistic: str) -> dict[str, float]:
     """``raw_ms`` (the kept statistic), ``median_ms``, ``p10_ms`` and ``p90_ms`` of ``times``."""
     p10, p50, p90, kept = np.percentile(times, [10, 50, 90, check_statistic(statistic)])
-    return {"raw_ms": float(kept), "median_ms": float(p50), "p10_ms": float(p10), "p90_ms": float(p90)}
+    return {"raw_ms": float(kept), "median_ms": float(p50), "p10_ms": float(p10),
+            "p90_ms": float(p90)}
 
 
 @dataclass
@@ -99,9 +104,11 @@ class Timing:
                               "use warmup >= 0, repeats >= 1")
         if self.normalise == "reference":
             if self.input_shape is None:
-                raise ConfigError("normalising latency needs the input shape of the reference network")
+                raise ConfigError(
+                    "normalising latency needs the input shape of the reference network")
             x = torch.randn(1, *map(int, self.input_shape), device=self.device)
-            self._reference = get_runtime(self.runtime)(reference_network(self.input_shape), (x,), self.device)
+            self._reference = get_runtime(self.runtime)(reference_network(self.input_shape), (x,),
+                                                        self.device)
 
     @property
     def normalised(self) -> bool:
@@ -111,7 +118,8 @@ class Timing:
     def measure_reference(self) -> float:
         """Time the reference network alone; sets and returns ``reference_ms``."""
         if self._reference is None:
-            raise ConfigError("latency timing is not normalised: there is no reference network to time")
+            raise ConfigError(
+                "latency timing is not normalised: there is no reference network to time")
         times = time_call(self._reference, self.warmup, REFERENCE_RUNS * 10, self.clock)
         self.reference_ms = statistics(times, self.statistic)["raw_ms"]
         return self.reference_ms
@@ -120,7 +128,8 @@ class Timing:
         """Time one callable: ``repeats`` runs, in :data:`UNIT_ROUNDS` rounds when normalising."""
         return self.time_many([run], UNIT_ROUNDS if self.normalised else 1)[0]
 
-    def time_many(self, runs: Sequence[Callable[[], Any]], rounds: int = 5) -> list[dict[str, float]]:
+    def time_many(self, runs: Sequence[Callable[[], Any]],
+                  rounds: int = 5) -> list[dict[str, float]]:
         """Time several callables in ``rounds`` interleaved rounds.
 
         Each round times every callable ``repeats // rounds`` times (after ``warmup`` runs in
@@ -140,7 +149,8 @@ class Timing:
             for i, run in enumerate(runs):
                 if self._reference is not None:
                     ref = time_call(self._reference, 1, REFERENCE_RUNS, self.clock)
-                batch = time_call(run, self.warmup if r == 0 else min(self.warmup, 1), per, self.clock)
+                batch = time_call(run, self.warmup if r == 0 else min(self.warmup, 1), per,
+                                  self.clock)
                 times[i] += batch
                 if self._reference is not None:
                     ref_stat = float(np.percentile(ref, pct))
@@ -163,7 +173,8 @@ class Timing:
 
 def runtime_overhead(timing: Timing) -> float:
     """Latency (ms) of the runtime running an identity on a 1-element tensor."""
-    run = get_runtime(timing.runtime)(nn.Identity(), (torch.zeros(1, 1, 1, 1, device=timing.device),),
+    run = get_runtime(timing.runtime)(nn.Identity(),
+                                      (torch.zeros(1, 1, 1, 1, device=timing.device),),
                                       timing.device)
     return timing.time_one(run)["value_ms"]
 

@@ -22,7 +22,8 @@ class CandidatePool:
     """Neighbourhoods of the parents and explorers, kept from one ask to the next.
 
     Args:
-        space: The search space (its ``moves``, ``neighbour``, ``mutate``, ``crossover``, ``sample``).
+        space: The search space (its ``moves``, ``neighbour``, ``mutate``, ``crossover``,
+            ``sample``).
         size: The strategy's ``candidates`` option (pool size per ask).
 
     Attributes:
@@ -35,7 +36,8 @@ class CandidatePool:
         self.size = size
         self.explorers: dict[str, dict[str, Any]] = {}
         self.hoods: dict[str, list[dict[str, Any]]] = {}
-        self.hood_ids: dict[str, list[str]] = {}  # parent arch_id -> ids of ``hoods[parent]`` (a cache)
+        # parent arch_id -> ids of ``hoods[parent]`` (a cache)
+        self.hood_ids: dict[str, list[str]] = {}
 
     def refresh(self, parents: list[Trial], seen: Set[str], rng: np.random.Generator,
                 pareto_local: bool) -> list[Candidate]:
@@ -70,7 +72,8 @@ class CandidatePool:
                      if any(aid not in seen for aid in self._ids(p.arch_id))]
             if open_:
                 p = min(open_, key=lambda x: (x[0], x[1]))[2]
-                return [(aid, a) for aid, a in zip(self._ids(p.arch_id), self.hoods[p.arch_id]) if aid not in seen]
+                return [(aid, a) for aid, a in zip(self._ids(p.arch_id), self.hoods[p.arch_id])
+                        if aid not in seen]
         out = dict(pool)
         for parent, hood in self.hoods.items():
             for aid, a in zip(self._ids(parent), hood):
@@ -95,7 +98,8 @@ class CandidatePool:
             if p.arch_id not in self.hoods:
                 moves = self.space.moves(p.arch)
                 picks = rng.permutation(len(moves))[: max(self.size // 4, 1)]
-                self.hoods[p.arch_id] = [self.space.neighbour(p.arch, *moves[int(i)], rng) for i in picks]
+                self.hoods[p.arch_id] = [self.space.neighbour(p.arch, *moves[int(i)], rng)
+                                         for i in picks]
 
     def _explore(self, parents: list[Trial], rng: np.random.Generator) -> list[dict[str, Any]]:
         """This ask's explorers: mutations and mutated crossovers of parents, random samples."""
@@ -108,6 +112,7 @@ class CandidatePool:
         n_cross = fresh // 8 if len(parents) > 1 else 0
         for _ in range(n_cross):
             i, j = rng.choice(len(parents), size=2, replace=False)
-            made.append(space.mutate(space.crossover(parents[int(i)].arch, parents[int(j)].arch, rng), rng))
+            made.append(
+                space.mutate(space.crossover(parents[int(i)].arch, parents[int(j)].arch, rng), rng))
         made += [space.sample(rng) for _ in range(fresh - fresh // 4 - n_cross)]
         return made

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from cellblock.core.errors import ConfigError, RunError
 from cellblock.records.rundir import RunDir
-from cellblock.strategies.optuna_samplers import quiet
+from cellblock.strategies.optuna.samplers import quiet
 
 JOURNAL_NAME = RunDir.OPTUNA_JOURNAL
 ARCH_ATTR = "arch_id"  # user attribute of an Optuna trial: the arch_id of its architecture
@@ -61,10 +61,12 @@ def _check_rdb(url: str) -> str:
                           "URL such as sqlite:///optuna.db or postgresql://user@host/db") from None
     except NoSuchModuleError:
         raise ConfigError(f"storage URL {url!r} names an unknown database {url.split(':')[0]!r}; "
-                          "use a journal file path, sqlite:///..., postgresql://... or mysql://...") from None
+                          "use a journal file path, sqlite:///..., postgresql://... or "
+                          "mysql://...") from None
     except ImportError as exc:
         raise ConfigError(f"storage URL {url!r} needs a database driver that is not installed "
-                          f"({exc.name or exc}); pip install it or use a journal file path") from None
+                          f"({exc.name or exc}); pip install it or use a journal file "
+                          "path") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         folder = Path(parsed.database).expanduser().parent
         if not folder.is_dir():
@@ -94,7 +96,8 @@ def _open_journal(path: str | None) -> Any:
 
 def open_study(kind: str, location: str | None, study_name: str, directions: Sequence[str],
                sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-    """Create or load study ``study_name`` in the storage ``(kind, location)`` of :func:`check_storage`.
+    """Create or load study ``study_name`` in the storage ``(kind, location)`` of
+    :func:`check_storage`.
 
     Raises:
         RunError: the storage cannot be opened.

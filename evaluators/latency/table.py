@@ -1,14 +1,14 @@
 """Latency tables: every unit of a space timed once on the target, then summed to predict.
 
 ``profile`` (``cellblock latency profile``) traces the space's cover (see
-:mod:`~cellblock.evaluators.latency_covers`), times each distinct unit in a runtime (see
-:mod:`~cellblock.evaluators.runtimes`), then fits one per-network constant on a few whole
+:mod:`~cellblock.evaluators.latency.covers`), times each distinct unit in a runtime (see
+:mod:`~cellblock.evaluators.latency.runtimes`), then fits one per-network constant on a few whole
 networks. The table is rewritten atomically as it grows, so an interrupted profile continues
 where it stopped. A prediction is ``sum of the network's unit latencies + constant``, where a
 unit's latency is its median minus the runtime's empty-call overhead. By default every timing
 is relative to a fixed reference network timed alongside it (see
-:mod:`~cellblock.evaluators.latency_timing`), so that a machine whose speed drifts still gives
-one consistent table.
+:mod:`~cellblock.evaluators.latency.timing`), so that a machine whose speed drifts still gives
+one consistent table. How well a table predicts is checked by :mod:`.check`.
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ from torch import nn
 
 from cellblock.core.errors import ConfigError, EvaluationError
 from cellblock.core.fileio import atomic_write_text
-from cellblock.evaluators.latency_covers import Probe, arch_probe, run_cover
-from cellblock.evaluators.latency_fit import fit_correction, unit_kind
-from cellblock.evaluators.latency_timing import (
+from cellblock.evaluators.latency.covers import Probe, arch_probe, run_cover
+from cellblock.evaluators.latency.fit import fit_correction, unit_kind
+from cellblock.evaluators.latency.runtimes import get_runtime, runtime_fingerprint
+from cellblock.evaluators.latency.timing import (
     REFERENCE_NETWORK,
     Timing,
     measure_networks,
     runtime_overhead,
 )
-from cellblock.evaluators.latency_units import UnitCall, make_inputs, trace_units
-from cellblock.evaluators.runtimes import get_runtime, runtime_fingerprint
+from cellblock.evaluators.latency.units import UnitCall, make_inputs, trace_units
 from cellblock.search_spaces.api import SearchSpace, arch_id
 
 FORMAT = "cellblock-latency-table/1"
@@ -52,9 +52,9 @@ def space_identity(space: SearchSpace) -> dict[str, Any]:
 
 
 def _missing_error(call: UnitCall, where: str, table: str) -> str:
-    return (f"unit {call.label} (at {call.path or 'the network'}, key {call.key}) of {where} is not "
-            f"in latency table {table}; profile this space and skeleton with 'cellblock latency "
-            "profile' on the target device")
+    return (f"unit {call.label} (at {call.path or 'the network'}, key {call.key}) of {where} is "
+            f"not in latency table {table}; profile this space and skeleton with 'cellblock "
+            "latency profile' on the target device")
 
 
 class LatencyTable:
@@ -72,7 +72,8 @@ class LatencyTable:
         try:
             self.data = json.loads(self.path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"latency table {str(self.path)!r} is not valid JSON: {exc}") from None
+            raise ConfigError(
+                f"latency table {str(self.path)!r} is not valid JSON: {exc}") from None
         if not isinstance(self.data, dict) or self.data.get("format") != FORMAT:
             raise ConfigError(f"{str(self.path)!r} is not a cellblock latency table ({FORMAT})")
         if not self.data.get("complete"):
@@ -81,12 +82,14 @@ class LatencyTable:
         self.units: dict[str, dict[str, Any]] = self.data["units"]
         self.constant_ms = float(self.data["constant_ms"])
         kind_ms = self.data.get("kind_ms") or {}
-        self._unit_ms = {k: u["ms"] + kind_ms.get(unit_kind(u["label"]), 0.0) for k, u in self.units.items()}
+        self._unit_ms = {
+            k: u["ms"] + kind_ms.get(unit_kind(u["label"]), 0.0) for k, u in self.units.items()}
         self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     def fingerprint(self) -> dict[str, Any]:
         """What trial records carry: the device fingerprint, runtime and the table's hash."""
-        return {**self.data["fingerprint"], "table_sha256": self.sha256[:16], "table": self.path.name}
+        return {**self.data["fingerprint"], "table_sha256": self.sha256[:16],
+                "table": self.path.name}
 
     def missing(self, calls: list[UnitCall]) -> list[UnitCall]:
         """The calls whose unit is not in the table."""
@@ -139,7 +142,8 @@ class LatencyTable:
 
 
 # ---- profiling -----------------------------------------------------------------------------
-def _build_real(build: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
+def build_real(build: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
+    """The network ``build`` makes, seeded, in eval mode."""
     torch.manual_seed(seed)
     with torch.no_grad():
         return build().eval()
@@ -160,10 +164,12 @@ def table_timing(data: Mapping[str, Any], device: torch.device, *, runtime: str 
     ref = data.get("reference") or {}
     if normalise == "reference":
         if runtime != data["runtime"]:
-            raise ConfigError(f"the table is normalised against its reference network in {data['runtime']}; "
-                              f"measuring in {runtime} cannot use that scale: use --runtime {data['runtime']}")
+            raise ConfigError("the table is normalised against its reference network in "
+                              f"{data['runtime']}; measuring in {runtime} cannot use that scale: "
+                              f"use --runtime {data['runtime']}")
         if ref.get("network") != REFERENCE_NETWORK:
-            raise ConfigError(f"the table was normalised with reference network {ref.get('network')!r}; this "
+            raise ConfigError("the table was normalised with reference network "
+                              f"{ref.get('network')!r}; this "
                               f"cellblock has {REFERENCE_NETWORK!r}: profile the table again")
     return Timing(runtime, device, warmup, repeats, clock or settings.get("clock", "wall"),
                   statistic or settings.get("statistic", "median"), normalise,
@@ -176,7 +182,8 @@ def _load_partial(out: Path, head: dict[str, Any]) -> dict[str, Any]:
     try:
         old = json.loads(out.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ConfigError(f"{str(out)!r} exists and is not a latency table; choose another --out") from None
+        raise ConfigError(
+            f"{str(out)!r} exists and is not a latency table; choose another --out") from None
     if not isinstance(old, dict) or old.get("format") != FORMAT:
         raise ConfigError(f"{str(out)!r} exists and is not a latency table; choose another --out")
     for key in ("space", "runtime", "settings"):
@@ -186,7 +193,8 @@ def _load_partial(out: Path, head: dict[str, Any]) -> dict[str, Any]:
     for key in SAME_DEVICE:
         if old["fingerprint"].get(key) != head["fingerprint"].get(key):
             raise ConfigError(f"{str(out)!r} was profiled on another device or setting ({key}: "
-                              f"{old['fingerprint'].get(key)!r} there, {head['fingerprint'].get(key)!r} "
+                              f"{old['fingerprint'].get(key)!r} there, "
+                              f"{head['fingerprint'].get(key)!r} "
                               "here); choose another --out or delete it")
     return old
 
@@ -198,7 +206,7 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
     """Time every distinct unit of ``space`` in ``runtime``; write the table to ``out``.
 
     Continues a partial table at ``out`` made with the same space, runtime, settings and
-    device. With ``normalise="reference"`` (see :mod:`~cellblock.evaluators.latency_timing`)
+    device. With ``normalise="reference"`` (see :mod:`~cellblock.evaluators.latency.timing`)
     every value is relative to the reference network, timed first. Returns the table.
     """
     from tqdm.auto import tqdm
@@ -215,7 +223,8 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
     out = Path(out)
     head = {"format": FORMAT, "space": space_identity(space), "runtime": runtime,
             "fingerprint": runtime_fingerprint(runtime, dev),
-            "settings": {**timing.settings(), "calibration": calibration, "seed": seed, "batch_size": 1}}
+            "settings": {**timing.settings(), "calibration": calibration, "seed": seed,
+                         "batch_size": 1}}
     table = _load_partial(out, head)
     if table.get("complete"):
         log(f"{out} is already a complete table ({len(table['units'])} units)")
@@ -244,7 +253,8 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
     table["coverage"] = run_cover(space, discover)
     table["expected_units"] = len(found)
     todo = [k for k in found if k not in table["units"]]
-    log(f"{len(found)} distinct units ({table['coverage']}); traced in {time.perf_counter() - t0:.1f} s; "
+    log(f"{len(found)} distinct units ({table['coverage']}); traced in "
+        f"{time.perf_counter() - t0:.1f} s; "
         f"{len(found) - len(todo)} already timed, {len(todo)} to time in {runtime}")
     if timing.normalised:
         if "reference" not in table:
@@ -262,7 +272,7 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
     bar = tqdm(total=len(todo), unit="unit", desc="profile", disable=not progress, file=sys.stderr)
     try:
         for index, keys in by_probe.items():
-            model = _build_real(probes[index].build, seed)
+            model = build_real(probes[index].build, seed)
             for k in keys:
                 call = found[k][1]
                 module = model.get_submodule(call.path) if call.path else model
@@ -289,16 +299,17 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
 def _calibrate(space: SearchSpace, table: dict[str, Any], timing: Timing, n: int, seed: int,
                save: Callable[[], None], log: Callable[[str], None]) -> None:
     """Fit the correction to the summed units on ``n`` whole networks (see
-    :mod:`~cellblock.evaluators.latency_fit`)."""
+    :mod:`~cellblock.evaluators.latency.fit`)."""
     rng = np.random.default_rng(seed + 1)
     shape = tuple(space.arguments()["input_shape"])
     models, sums, ids, kinds = [], [], [], []
     for arch in [space.sample(rng) for _ in range(n)]:
-        model = _build_real(arch_probe(space, arch).build, seed)
+        model = build_real(arch_probe(space, arch).build, seed)
         units_ms, count = 0.0, Counter()
         for c in trace_units(model, shape):
             if c.key not in table["units"]:
-                raise ConfigError(_missing_error(c, f"calibration arch {arch_id(arch)}", "being profiled")
+                raise ConfigError(_missing_error(c, f"calibration arch {arch_id(arch)}",
+                                                 "being profiled")
                                   + " (the cover missed it)")
             units_ms += table["units"][c.key]["ms"]
             count[unit_kind(table["units"][c.key]["label"])] += 1
@@ -315,79 +326,5 @@ def _calibrate(space: SearchSpace, table: dict[str, Any], timing: Timing, n: int
     table["calibration_fit"] = {"model": fit["model"], "loo_mape_pct": fit["loo_mape_pct"]}
     loo = fit["loo_mape_pct"]
     errors = ", ".join(f"{k} {v:.1f}%" for k, v in loo.items() if v is not None)
-    log(f"per-network constant {table['constant_ms']:.4f} ms, {fit['model']} model, from {len(rows)} whole "
-        f"networks (leave-one-out error: {errors})")
-
-
-# ---- validation ----------------------------------------------------------------------------
-def check(table: LatencyTable, space: SearchSpace, samples: int, *, runtime: str | None = None,
-          device: str = "cpu", warmup: int = 10, repeats: int = 100, seed: int = 1234,
-          clock: str | None = None, statistic: str | None = None, passes: int = 1,
-          progress: bool = True) -> dict[str, Any]:
-    """Measure ``samples`` random networks on this device and compare with the table.
-
-    Networks are measured as the table was made (its clock, statistic and, for a normalised
-    table, relative to its reference network); the raw timings are compared too. With
-    ``passes`` >= 2 every network is measured that many times (the mean is compared with the
-    prediction) and the agreement of the first two passes is reported too: the ceiling that
-    the measurement noise of this device puts on any predictor.
-
-    Returns:
-        ``{"kendall_tau", "spearman", "mape_pct", "n", "runtime", "rows"}`` (+ ``repeat_*``,
-        and ``raw_*`` for a normalised table).
-    """
-    from tqdm.auto import tqdm
-
-    from cellblock.core.devices import resolve_device
-
-    if samples < 2 or passes < 1:
-        raise ConfigError(f"--samples must be >= 2 and --passes >= 1, got {samples} and {passes}")
-    dev = resolve_device(device)
-    timing = table_timing(table.data, dev, runtime=runtime, warmup=warmup, repeats=repeats, clock=clock,
-                          statistic=statistic)
-    shape = tuple(space.arguments()["input_shape"])
-    rng = np.random.default_rng(seed)
-    rows, models = [], []
-    for _ in tqdm(range(samples), unit="net", desc="check: build", disable=not progress, file=sys.stderr):
-        arch = space.sample(rng)
-        models.append(_build_real(arch_probe(space, arch).build, 0))
-        rows.append({"arch_id": arch_id(arch), "predicted_ms": table.predict(models[-1], shape, f"arch {arch_id(arch)}")})
-    if progress:
-        print(f"check: timing {samples} networks in {timing.runtime}, interleaved", file=sys.stderr)
-    runs = [measure_networks(models, shape, timing) for _ in range(passes)]
-    for i, row in enumerate(rows):
-        row["measured_passes_ms"] = [r[i]["value_ms"] for r in runs]
-        row["measured_ms"] = float(np.mean(row["measured_passes_ms"]))
-        row["raw_measured_ms"] = float(np.mean([r[i]["raw_ms"] for r in runs]))
-    pred = [r["predicted_ms"] for r in rows]
-    out = _agreement(pred, [r["measured_ms"] for r in rows])
-    if timing.normalised:
-        out.update({f"raw_{k}": v for k, v in _agreement(pred, [r["raw_measured_ms"] for r in rows]).items()})
-    if passes >= 2:
-        first, second = ([r["value_ms"] for r in run] for run in runs[:2])
-        out.update({f"repeat_{k}": v for k, v in _agreement(second, first).items()})
-    return {**out, "n": len(rows), "runtime": timing.runtime, "threads": torch.get_num_threads(),
-            "clock": timing.clock, "statistic": timing.statistic, "normalise": timing.normalise,
-            "passes": passes, "rows": rows}
-
-
-def _agreement(pred: list[float], meas: list[float]) -> dict[str, float]:
-    from cellblock.core.stats import rank_correlations as correlations
-
-    tau, rho = correlations(pred, meas)
-    mape = float(np.mean([abs(p - m) / m for p, m in zip(pred, meas, strict=True)]) * 100)
-    return {"kendall_tau": tau, "spearman": rho, "mape_pct": mape}
-
-
-def summary_line(result: Mapping[str, Any]) -> str:
-    """One line of a check result."""
-    scale = ", relative to the reference network" if result.get("normalise") == "reference" else ""
-    line = (f"{result['n']} networks in {result['runtime']} ({result['threads']} threads, "
-            f"{result['clock']} clock, {result['statistic']}{scale}): Kendall tau "
-            f"{result['kendall_tau']:.3f}, Spearman {result['spearman']:.3f}, MAPE {result['mape_pct']:.1f}%")
-    if "raw_kendall_tau" in result:
-        line += (f"; raw timings: Kendall tau {result['raw_kendall_tau']:.3f}, MAPE {result['raw_mape_pct']:.1f}%")
-    if "repeat_kendall_tau" in result:
-        line += (f"; measurement noise (pass 2 vs pass 1): Kendall tau {result['repeat_kendall_tau']:.3f}, "
-                 f"Spearman {result['repeat_spearman']:.3f}, MAPE {result['repeat_mape_pct']:.1f}%")
-    return line
+    log(f"per-network constant {table['constant_ms']:.4f} ms, {fit['model']} model, from "
+        f"{len(rows)} whole networks (leave-one-out error: {errors})")

@@ -23,7 +23,8 @@ from cellblock.search_spaces.api import SearchSpace
 from cellblock.search_spaces.domains import IntRange
 
 OWN_OPTIONS = ("storage", "study_name", "constraints")  # the strategy's options, not the sampler's
-_RESERVED = ("self", "seed", "constraints_func")  # set by the strategy (constraints: set_constraint)
+# set by the strategy (constraints: set_constraint)
+_RESERVED = ("self", "seed", "constraints_func")
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,15 @@ class SamplerSpec:
 
 SAMPLERS: dict[str, SamplerSpec] = {
     "tpe": SamplerSpec(optuna.samplers.TPESampler),
-    "tpe-multivariate": SamplerSpec(optuna.samplers.TPESampler, {"multivariate": True, "group": True}),
+    "tpe-multivariate": SamplerSpec(optuna.samplers.TPESampler,
+                                    {"multivariate": True, "group": True}),
     "nsga2": SamplerSpec(optuna.samplers.NSGAIISampler),
     "nsga3": SamplerSpec(optuna.samplers.NSGAIIISampler),
     "gp": SamplerSpec(optuna.samplers.GPSampler, {"warn_independent_sampling": False}),
     "random": SamplerSpec(optuna.samplers.RandomSampler, constraints=False),
     "cmaes": SamplerSpec(optuna.samplers.CmaEsSampler, {"warn_independent_sampling": False},
-                         multi_objective=False, constraints=False, numeric_only=True, needs="cmaes"),
+                         multi_objective=False, constraints=False, numeric_only=True,
+                         needs="cmaes"),
 }
 
 
@@ -68,7 +71,8 @@ def quiet() -> Iterator[None]:
         optuna.logging.set_verbosity(verbosity)
 
 
-def check_sampler_options(label: str, spec: SamplerSpec, options: Mapping[str, Any], n_objectives: int) -> dict[str, Any]:
+def check_sampler_options(label: str, spec: SamplerSpec, options: Mapping[str, Any],
+                          n_objectives: int) -> dict[str, Any]:
     """The sampler's options (its defaults, then ``options``) after checking they fit.
 
     Raises:
@@ -89,7 +93,8 @@ def check_sampler_options(label: str, spec: SamplerSpec, options: Mapping[str, A
     return {**spec.defaults, **options}
 
 
-def make_sampler(label: str, spec: SamplerSpec, options: Mapping[str, Any], seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(label: str, spec: SamplerSpec, options: Mapping[str, Any],
+                 seed: int) -> optuna.samplers.BaseSampler:
     """The sampler seeded with ``seed``; ConfigError for a bad option value."""
     kwargs = dict(options, seed=seed)
     with quiet():

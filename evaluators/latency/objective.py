@@ -27,16 +27,17 @@ def latency_function(ctx: EvalContext, input_shape: tuple) -> LatencyFn:
         ConfigError: both a table and a runtime given, or a table that lacks a unit of the space.
         RegistryError: an unknown runtime.
     """
-    from cellblock.evaluators.runtimes import get_runtime
+    from cellblock.evaluators.latency.runtimes import get_runtime
 
     cfg = ctx.config
     table_path = cfg.get("latency_table")
     runtime = cfg.get("latency_runtime")
     if table_path:
         if runtime:
-            raise ConfigError("latency_table predicts latency_ms and latency_runtime measures it; give "
+            raise ConfigError("latency_table predicts latency_ms and latency_runtime measures it; "
+                              "give "
                               "one of them (the table's runtime is the one it was profiled with)")
-        from cellblock.evaluators.latency_table import LatencyTable
+        from cellblock.evaluators.latency.table import LatencyTable
 
         table = LatencyTable(table_path)
         table.check_space(ctx.space)
@@ -50,11 +51,12 @@ def latency_function(ctx: EvalContext, input_shape: tuple) -> LatencyFn:
     get_runtime(runtime)
 
     def measured(model: nn.Module, arch: Mapping[str, Any]) -> dict[str, Any]:
-        from cellblock.evaluators.runtimes import measure_runtime_latency
+        from cellblock.evaluators.latency.runtimes import measure_runtime_latency
 
         out = measure_runtime_latency(
             model.to(ctx.device), input_shape, runtime, batch_size=cfg["latency_batch_size"],
-            device=ctx.device, repeats=cfg["latency_repeats"], max_spread=cfg.get("latency_max_spread"),
+            device=ctx.device, repeats=cfg["latency_repeats"],
+            max_spread=cfg.get("latency_max_spread"),
         )
         if not runtime:  # records of the default runtime stay as they were
             out.pop("latency_runtime", None)

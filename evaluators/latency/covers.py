@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from cellblock.core.registry import Registry
-from cellblock.evaluators.latency_units import UnitCall
+from cellblock.evaluators.latency.units import UnitCall
 from cellblock.search_spaces.api import SearchSpace
 
 
@@ -98,7 +98,7 @@ def generic_cover(space: SearchSpace, discover: Discover, exact_limit: int = 200
 
 
 def _stage_configs(sk: dict[str, Any], stage: int) -> list[tuple[str, dict[str, Any], int, str]]:
-    from cellblock.search_spaces.blocks import BLOCKS
+    from cellblock.search_spaces.blocks_base import BLOCKS
 
     out = []
     for name in sk["types"]:
@@ -115,7 +115,7 @@ def blocks_cover(space: SearchSpace, discover: Discover) -> str:
     """Every stage configuration (block, options, width, attention; every depth for blocks
     that build a stage as one module, else the deepest) on every input width the previous
     stage can give, plus one whole network per width the head can see."""
-    from cellblock.search_spaces.blocks import BLOCKS, Block, block_out_channels, build_stage
+    from cellblock.search_spaces.blocks_base import BLOCKS, Block, block_out_channels, build_stage
     from cellblock.search_spaces.blocks_space import skeleton
     from cellblock.search_spaces.tags import candidate
 
@@ -137,7 +137,8 @@ def blocks_cover(space: SearchSpace, discover: Discover) -> str:
             whole = BLOCKS.get(name).make_stage.__func__ is not Block.make_stage.__func__
             for cin, d in itertools.product(sorted(ins), range(low, high + 1) if whole else [high]):
                 def build(name=name, cin=cin, w=w, d=d, att=att, opts=opts, i=i) -> nn.Module:
-                    return candidate(build_stage(name, cin, w, sk["strides"][i], d, attention=att, **opts), name)
+                    return candidate(
+                        build_stage(name, cin, w, sk["strides"][i], d, attention=att, **opts), name)
 
                 discover(Probe(f"stage{i + 1} {name} {opts} width {w} {att} from {cin}", build,
                                (cin, *hw[i])))

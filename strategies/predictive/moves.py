@@ -1,4 +1,5 @@
-"""How the predictive strategy picks its next candidate (a mixin of :class:`~.predictive.PredictiveSearch`).
+"""How the predictive strategy picks its next candidate (a mixin of
+:class:`~.search.PredictiveSearch`).
 
 * :meth:`MoveChoice._local`: the best-scored untried one-decision move of the local-search
   centres (hill climbing with one objective, Pareto local search with several);
@@ -23,16 +24,17 @@ import numpy as np
 from cellblock.records import Trial
 from cellblock.search_spaces.api import arch_id
 from cellblock.strategies.local_search import pick_centre
-from cellblock.strategies.predictive_acquisition import hamming
-from cellblock.strategies.predictive_models import p_feasible
-from cellblock.strategies.predictive_pool import Candidate
+from cellblock.strategies.predictive.acquisition import hamming
+from cellblock.strategies.predictive.models import p_feasible
+from cellblock.strategies.predictive.pool import Candidate
 
-CLIMB_STEPS = 2  # hill-climbing steps on the acquisition from the pool's best candidate (one objective)
+# hill-climbing steps on the acquisition from the pool's best candidate (one objective)
+CLIMB_STEPS = 2
 CLIMB_MOVES = 16  # one-decision moves scored per step (a random subset when there are more)
 
 
 class MoveChoice:
-    """The candidate-choosing half of the predictive strategy (state and models live in the strategy)."""
+    """The candidate-choosing half of the predictive strategy (the strategy holds state, models)."""
 
     def _centres(self: Any) -> list[Trial]:
         """The local-search centres of this ask, least explored first (one objective: at most one).
@@ -47,7 +49,8 @@ class MoveChoice:
         elite = {t.arch_id for t in self.elite.trials}
         if len(self.objectives) > 1 or not self.local_restart:
             self.hood.keep(elite)
-            return sorted(self.elite.trials, key=lambda t: (len(self.hood.tried.get(t.arch_id, ())), t.arch_id))
+            return sorted(self.elite.trials,
+                          key=lambda t: (len(self.hood.tried.get(t.arch_id, ())), t.arch_id))
         parents = self._parents(self._observed_F())
         self.hood.keep(elite | {t.arch_id for t in parents})
         return next(([p] for p in parents if self.hood.untried(p, self.seen, limit=1)), [])
@@ -66,7 +69,7 @@ class MoveChoice:
         return best if best is not None else self.fresh(lambda: self.space.sample(self.rng))
 
     def _likely_feasible(self: Any) -> dict[str, Any] | None:
-        """Of a few unseen random samples, the most likely feasible (the objectives not modelled yet)."""
+        """Of a few unseen random samples, the likeliest feasible (objectives not modelled yet)."""
         items = {}
         for _ in range(max(self.candidates // 8, 8)):
             arch = self.space.sample(self.rng)
@@ -80,7 +83,8 @@ class MoveChoice:
         return list(items.values())[int(np.argmax(p + 1e-9 * self.rng.random(len(p))))]
 
     def _local(self: Any, score: Callable[[list[Candidate]], np.ndarray]) -> dict[str, Any] | None:
-        """The best-scored untried neighbour of the elite (None: every elite neighbourhood is tried).
+        """The best-scored untried neighbour of the elite (None: every elite neighbourhood is
+        tried).
 
         With one objective the centre is the best trial (hill climbing) or, with
         ``local_restart``, the best trial with untried moves (:meth:`_centres`); with several, the
@@ -96,10 +100,12 @@ class MoveChoice:
         k = self.n_asked
         if len(self.objectives) > 1 and int(k * self.pls_share) != int((k - 1) * self.pls_share):
             centre = pick_centre(self.elite.trials, self.elite.F, self.hood, self.rng)
-            while centre is not None:  # plain Pareto local search: the least explored member, a random move
+            # plain Pareto local search: the least explored member, a random move
+            while centre is not None:
                 moves = self.hood.untried(centre, self.seen, limit=self.per_centre)
                 if moves:  # of those likely feasible; none: the model's choice below
-                    X = self.encoder.encode([a for _, (_, a) in moves], ids=[aid for _, (aid, _) in moves])
+                    X = self.encoder.encode([a for _, (_, a) in moves],
+                                            ids=[aid for _, (aid, _) in moves])
                     ok = np.flatnonzero(p_feasible(self._models or {}, self.constraints, X) >= 0.5)
                     if len(ok):
                         key, (aid, arch) = moves[int(ok[self.rng.integers(len(ok))])]
@@ -120,7 +126,8 @@ class MoveChoice:
         return arch
 
     def _extreme(self: Any) -> dict[str, Any] | None:
-        """An ask for the front's most accurate end: the one-objective search on the first expensive objective.
+        """An ask for the front's most accurate end: the one-objective search on the first expensive
+        objective.
 
         Expected improvement on that objective alone: the best untried neighbour of its
         best trial, or, once that neighbourhood is tried (a local optimum), the best of
@@ -143,7 +150,7 @@ class MoveChoice:
 
     def _choose(self: Any, items: list[Candidate], score: Callable[[list[Candidate]], np.ndarray],
                 climb: bool = False) -> dict[str, Any]:
-        """The best candidate of the pool; with ``climb``, improved by hill climbing on the acquisition."""
+        """The pool's best candidate; with ``climb``, improved by hill climbing the acquisition."""
         acq = score(items)
         i = int(np.argmax(acq))
         best, best_acq = items[i], float(acq[i])
@@ -159,7 +166,7 @@ class MoveChoice:
         return best[1]
 
     def _untried_moves(self: Any, arch: dict[str, Any]) -> list[Candidate]:
-        """Up to ``CLIMB_MOVES`` one-decision neighbours of ``arch`` (a random subset), never asked."""
+        """Up to ``CLIMB_MOVES`` one-decision neighbours of ``arch`` (random ones), never asked."""
         moves = self.space.moves(arch)
         hood = []
         for k in self.rng.permutation(len(moves))[:CLIMB_MOVES]:

@@ -4,7 +4,7 @@
   (``s.choice`` -> ``suggest_categorical``, ``s.integer`` -> ``suggest_int``).
 * :func:`trial_outcome` turns a finished cellblock trial into what Optuna is told: its state,
   objective values, constraint values and the intermediate value of a pruned trial
-  (the rules are in :mod:`cellblock.strategies.optuna_strategy`); :func:`tell_outcome`
+  (the rules are in :mod:`cellblock.strategies.optuna.strategy`); :func:`tell_outcome`
   tells it.
 """
 
@@ -21,7 +21,7 @@ from cellblock.core.objectives import Constraint, Objective
 from cellblock.records import COMPLETE, FAILED, INFEASIBLE, PRUNED, Trial
 from cellblock.search_spaces.domains import Categorical, Domain, IntRange, Value
 from cellblock.search_spaces.samplers import Sampler
-from cellblock.strategies.optuna_samplers import quiet
+from cellblock.strategies.optuna.samplers import quiet
 
 _SUGGEST: dict[type[Domain], Callable[[optuna.Trial, str, Any], Value]] = {
     Categorical: lambda t, name, d: t.suggest_categorical(name, list(d.choices)),
@@ -76,7 +76,8 @@ def trial_outcome(trial: Trial, objectives: Sequence[Objective], constraints: Se
     if trial.status == PRUNED and len(values) == 1 and values[0] is not None:
         report = [int(trial.metrics.get("epochs") or 0), float(values[0])]
     return {"arch": dict(trial.arch), "state": state, "trial": trial.number,
-            "values": values if state == "COMPLETE" else None, "constraints": cons, "report": report}
+            "values": values if state == "COMPLETE" else None, "constraints": cons,
+            "report": report}
 
 
 def tell_outcome(study: optuna.Study, handle: optuna.Trial, outcome: Mapping[str, Any],

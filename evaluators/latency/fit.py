@@ -38,7 +38,8 @@ def _ridge(counts: np.ndarray, resid: np.ndarray) -> tuple[float, np.ndarray]:
     xc = counts - mu
     gram = xc.T @ xc
     scale = max(float(np.mean(np.diag(gram))), 1e-12)
-    beta = np.linalg.solve(gram + RIDGE * scale * np.eye(counts.shape[1]), xc.T @ (resid - resid.mean()))
+    beta = np.linalg.solve(gram + RIDGE * scale * np.eye(counts.shape[1]),
+                           xc.T @ (resid - resid.mean()))
     return float(resid.mean() - mu @ beta), beta
 
 
@@ -67,9 +68,11 @@ def fit_correction(measured_ms: Sequence[float], units_ms: Sequence[float],
     measured = np.asarray(measured_ms, dtype=float)
     resid = measured - np.asarray(units_ms, dtype=float)
     names = sorted(set().union(*kinds)) if kinds else []
-    counts = np.array([[k.get(n, 0) for n in names] for k in kinds], dtype=float).reshape(len(kinds), len(names))
+    counts = np.array([[k.get(n, 0) for n in names] for k in kinds],
+                      dtype=float).reshape(len(kinds), len(names))
     constant = float(np.median(resid))
-    loo = {"constant": _loo_mape(measured, resid, lambda keep, i: float(np.median(resid[keep]))) if len(resid) > 2
+    loo = {"constant": _loo_mape(measured, resid, lambda keep, i: float(np.median(resid[keep])))
+           if len(resid) > 2
            else None, "per_kind": None}
     out = {"constant_ms": constant, "kind_ms": {}, "model": "constant", "loo_mape_pct": loo}
     varying = [j for j in range(len(names)) if np.ptp(counts[:, j]) > 0] if len(names) else []

@@ -59,7 +59,8 @@ def torch_runtime(module: nn.Module, inputs: tuple, device: torch.device) -> Cal
 
 
 @register_runtime("torchscript")
-def torchscript_runtime(module: nn.Module, inputs: tuple, device: torch.device) -> Callable[[], Any]:
+def torchscript_runtime(module: nn.Module, inputs: tuple, device: torch.device) -> Callable[[],
+                                                                                            Any]:
     """``torch.jit.trace`` then ``torch.jit.freeze`` (what a TorchScript deployment runs)."""
     module = module.to(device).eval()
     tensors = tuple(t for t in inputs if isinstance(t, torch.Tensor))
@@ -129,7 +130,8 @@ def ort_runner(sess: Any, arrays: Sequence[np.ndarray]) -> Callable[[], Any]:
 
 
 @register_runtime("onnxruntime")
-def onnxruntime_runtime(module: nn.Module, inputs: tuple, device: torch.device) -> Callable[[], Any]:
+def onnxruntime_runtime(module: nn.Module, inputs: tuple, device: torch.device) -> Callable[[],
+                                                                                            Any]:
     """The module exported to ONNX (as ``cellblock export``), run by onnxruntime."""
     sess = ort_session(onnx_bytes(module, inputs), device)
     arrays = [t.detach().cpu().numpy() for t in inputs if isinstance(t, torch.Tensor)]
@@ -156,11 +158,13 @@ def check_clock(clock: str) -> Callable[[], float]:
     return CLOCKS[clock]
 
 
-def time_call(run: Callable[[], Any], warmup: int, repeats: int, clock: str = "wall") -> list[float]:
+def time_call(run: Callable[[], Any], warmup: int, repeats: int,
+              clock: str = "wall") -> list[float]:
     """Milliseconds of ``repeats`` calls of ``run`` after ``warmup`` untimed ones (all under
     ``torch.inference_mode``, entered once, as ``measure_latency`` does)."""
     if warmup < 0 or repeats < 1:
-        raise ConfigError(f"warmup={warmup}, repeats={repeats} are invalid; use warmup >= 0, repeats >= 1")
+        raise ConfigError(
+            f"warmup={warmup}, repeats={repeats} are invalid; use warmup >= 0, repeats >= 1")
     now = check_clock(clock)
     times = []
     with torch.inference_mode():
@@ -175,7 +179,7 @@ def time_call(run: Callable[[], Any], warmup: int, repeats: int, clock: str = "w
 
 def runtime_fingerprint(runtime: str | None, device: str | torch.device = "cpu") -> dict[str, Any]:
     """The device fingerprint plus the runtime and its version (no hostname)."""
-    from cellblock.evaluators.latency import device_fingerprint
+    from cellblock.evaluators.latency.measure import device_fingerprint
 
     name = runtime or "torch"
     fp = dict(device_fingerprint(device))
@@ -199,7 +203,7 @@ def measure_runtime_latency(
     exclusively as well. The model itself is left untouched (it is copied).
     """
     from cellblock.core.devices import resolve_device
-    from cellblock.evaluators.latency import measure_latency
+    from cellblock.evaluators.latency.measure import measure_latency
 
     name = runtime or "torch"
     prepare = get_runtime(name)
@@ -209,7 +213,8 @@ def measure_runtime_latency(
         out["latency_runtime"] = "torch"
         return out
     if len(input_shape) != 3 or any(int(s) < 1 for s in input_shape):
-        raise ConfigError(f"input_shape {tuple(input_shape)} is invalid; give (C, H, W) with positive sizes")
+        raise ConfigError(
+            f"input_shape {tuple(input_shape)} is invalid; give (C, H, W) with positive sizes")
     import copy
 
     dev = resolve_device(str(device))

@@ -3,7 +3,7 @@
 After a space-filling initial design, every ask first walks the neighbourhoods of the
 best trials, as ``evolution`` does (first-improvement hill climbing with one objective,
 Pareto local search with several), but takes from the chosen centre the untried
-one-decision neighbour that the surrogate models (:mod:`cellblock.strategies.surrogate`)
+one-decision neighbour that the surrogate models (:mod:`cellblock.strategies.predictive.surrogate`)
 score highest, instead of a random one. Once every elite neighbourhood has been tried
 (a local optimum), with one objective and ``local_restart`` (off by default) it walks the
 next best trial's neighbourhood, and so on among the ``parents`` best; then (at once
@@ -29,9 +29,10 @@ join the front at their predicted values (kriging believer) and candidates close
 (few decisions apart) are penalised, so a batch is not a set of near-duplicates. The
 whole state is JSON-able; the models are refitted from it, deterministically.
 
-The parts live in their own modules: :mod:`.predictive_models` (fitting and querying
-the surrogates), :mod:`.predictive_acquisition` (EI, probability of non-domination, EHVI, Tukey's fence),
-:mod:`.predictive_pool` (the candidates) and :mod:`.predictive_moves` (choosing among them).
+The parts live in their own modules: :mod:`.models` (fitting and querying
+the surrogates, built on :mod:`.surrogate`), :mod:`.acquisition` (EI, probability of
+non-domination, EHVI, Tukey's fence), :mod:`.pool` (the candidates) and :mod:`.moves`
+(choosing among them).
 """
 
 from __future__ import annotations
@@ -58,14 +59,14 @@ from cellblock.strategies.local_search import (
     check_bool,
     load_elite,
 )
-from cellblock.strategies.predictive_acquisition import (
+from cellblock.strategies.predictive.acquisition import (
     ehvi,
     expected_improvement,
     fenced,
     hamming,
     p_nondominated,
 )
-from cellblock.strategies.predictive_models import (
+from cellblock.strategies.predictive.models import (
     MODELLED,
     Models,
     fit_models,
@@ -73,10 +74,10 @@ from cellblock.strategies.predictive_models import (
     objective_predictions,
     p_feasible,
 )
-from cellblock.strategies.predictive_moves import MoveChoice
-from cellblock.strategies.predictive_pool import Candidate, CandidatePool
+from cellblock.strategies.predictive.moves import MoveChoice
+from cellblock.strategies.predictive.pool import Candidate, CandidatePool
+from cellblock.strategies.predictive.surrogate import Encoder
 from cellblock.strategies.selection import survivors, trial_from_state, trial_to_state
-from cellblock.strategies.surrogate import Encoder
 
 
 @register_strategy("predictive")
@@ -138,11 +139,13 @@ class PredictiveSearch(MoveChoice, Strategy):
         self.members = check_positive_int("members", members, 2)
         self.hidden = check_positive_int("hidden", hidden, 0)
         if acquisition not in ("ei", "ts"):
-            raise ConfigError(f"strategy option acquisition must be 'ei' or 'ts', got {acquisition!r}")
+            raise ConfigError(
+                f"strategy option acquisition must be 'ei' or 'ts', got {acquisition!r}")
         self.acquisition = acquisition
         self.local_search = check_bool("local_search", local_search)
         if mo_acquisition not in ("pnd", "ehvi"):
-            raise ConfigError(f"strategy option mo_acquisition must be 'pnd' or 'ehvi', got {mo_acquisition!r}")
+            raise ConfigError(
+                f"strategy option mo_acquisition must be 'pnd' or 'ehvi', got {mo_acquisition!r}")
         self.mo_acquisition = mo_acquisition
         self.pls_share = check_probability("pls_share", pls_share)
         self.extreme_share = check_probability("extreme_share", extreme_share)
@@ -151,7 +154,8 @@ class PredictiveSearch(MoveChoice, Strategy):
         self.hood = Neighbourhood(space)
         if isinstance(constraints, str):
             raise ConfigError(f"strategy option constraints must be a list, got {constraints!r}")
-        self.constraints = [c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints]
+        self.constraints = [
+            c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints]
         self.encoder = Encoder(space)
         self.observed: list[Trial] = []  # told trials, one per architecture, in order
         self.observed_ids: set[str] = set()
@@ -167,11 +171,12 @@ class PredictiveSearch(MoveChoice, Strategy):
     def run_options(cls, config: Mapping[str, Any], run_dir: Any) -> dict[str, Any]:
         """Options the run fills: its constraints."""
         if config.get("storage") is not None:
-            raise ConfigError("storage is used by optuna:* strategies only, not 'predictive'; remove --storage")
+            raise ConfigError(
+                "storage is used by optuna:* strategies only, not 'predictive'; remove --storage")
         return {"constraints": list(config.get("constraints") or [])}
 
     def _observed_F(self) -> np.ndarray:
-        """Minimisation values of the told trials; rows are appended as trials come, not recomputed per ask."""
+        """Minimisation values of the told trials (rows appended as trials come, not per ask)."""
         if len(self._F) < len(self.observed):
             self._F = np.vstack([self._F, self.fitness(self.observed[len(self._F):])])
         return self._F
@@ -181,12 +186,13 @@ class PredictiveSearch(MoveChoice, Strategy):
         """Fit one model per modelled metric on the first ``n_fit`` observations."""
         rng = np.random.default_rng([self.seed, self.n_fit, 1])
         trials = [t for t in self.observed[: self.n_fit] if t.status in MODELLED]
-        X = self.encoder.encode([t.arch for t in trials], self.width_fit, [t.arch_id for t in trials])
+        X = self.encoder.encode([t.arch for t in trials], self.width_fit,
+                                [t.arch_id for t in trials])
         targets = model_targets(self.objectives, self.constraints)
         self._models = fit_models(trials, X, targets, self.members, self.hidden, rng)
 
     def _maybe_refit(self) -> None:
-        """Refit after every tell up to 100 observations, then after every n/100 (amortised cost)."""
+        """Refit after every tell up to 100 observations, then every n/100 (amortised cost)."""
         n = len(self.observed)
         if self._models is None or n - self.n_fit >= max(1, n // 100):
             self.n_fit, self.width_fit = n, self.encoder.width
@@ -194,7 +200,7 @@ class PredictiveSearch(MoveChoice, Strategy):
 
     # ---- candidates -----------------------------------------------------------------------------
     def _parents(self, F: np.ndarray) -> list[Trial]:
-        """The best feasible trials: the whole front (at most ``4 * parents``), at least ``parents``."""
+        """The best feasible trials: the front (at most ``4 * parents``), at least ``parents``."""
         ok = np.flatnonzero(fenced(F, self.objectives))
         if len(ok) == 0:
             return []
@@ -218,7 +224,8 @@ class PredictiveSearch(MoveChoice, Strategy):
         best = float(F[finite, 0 if only is None else only].min())
         front = F[finite][nondominated_mask(F[finite])]
         pending = [e["arch"] for e in self.pending.values()]
-        if pending and len(objectives) > 1:  # kriging believer: pending trials at their predicted values
+        # kriging believer: pending trials at their predicted values
+        if pending and len(objectives) > 1:
             front = np.vstack([front, objective_predictions(models, self.objectives,
                                                             self.encoder.encode(pending))[0]])
             front = front[nondominated_mask(front)]
@@ -230,7 +237,8 @@ class PredictiveSearch(MoveChoice, Strategy):
                 acq = p_nondominated(M, S, front) + 1e-9 * self.rng.random(len(M))  # ties at random
             elif len(objectives) > 1:
                 acq = ehvi(M, S, front)
-            elif self.acquisition == "ts":  # independent Thompson sampling (BANANAS): a draw per candidate
+            elif self.acquisition == "ts":
+                # independent Thompson sampling (BANANAS): a draw per candidate
                 acq = np.maximum(best - (M[:, 0] + S[:, 0] * self.rng.standard_normal(len(M))), 0.0)
             else:
                 acq = expected_improvement(M, S, best)
@@ -249,14 +257,17 @@ class PredictiveSearch(MoveChoice, Strategy):
         if len(self.observed) >= self.n_init:
             self._maybe_refit()
             k = self.n_asked
-            if len(self.objectives) > 1 and int(k * self.extreme_share) != int((k - 1) * self.extreme_share):
+            share = self.extreme_share
+            if len(self.objectives) > 1 and int(k * share) != int((k - 1) * share):
                 arch = self._extreme()
             score = self._scorer() if arch is None else None
             if score is not None and self.local_search:
                 arch = self._local(score)
-            parents = self._parents(self._observed_F()) if score is not None and arch is None else []
+            parents = self._parents(
+                self._observed_F()) if score is not None and arch is None else []
             if parents:
-                pool = self.pool.refresh(parents, self.seen, self.rng, pareto_local=len(self.objectives) > 1)
+                pool = self.pool.refresh(parents, self.seen, self.rng,
+                                         pareto_local=len(self.objectives) > 1)
                 arch = self._choose(pool, score, climb=len(self.objectives) == 1) if pool else None
         if arch is None:
             arch = self._space_filling() if self.n_asked <= self.n_init else None
@@ -287,7 +298,8 @@ class PredictiveSearch(MoveChoice, Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state.update(observed=[trial_to_state(t) for t in self.observed], pending=dict(self.pending),
+        state.update(observed=[trial_to_state(t) for t in self.observed],
+                     pending=dict(self.pending),
                      pool=list(self.pool.explorers.values()),
                      hoods={k: list(v) for k, v in self.pool.hoods.items()},
                      n_asked=self.n_asked, n_fit=self.n_fit, width_fit=self.width_fit,

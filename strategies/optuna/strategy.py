@@ -48,9 +48,9 @@ without integer decisions, and warns once that choice decisions (and conditional
 are sampled independently at random. It needs the ``cmaes`` package and optimises a
 single objective.
 
-The parts live in their own modules: :mod:`.optuna_samplers` (the samplers and the
-checks of their options), :mod:`.optuna_study` (storage and study) and
-:mod:`.optuna_mapping` (decisions as suggestions, trials as outcomes).
+The parts live in their own modules: :mod:`.samplers` (the samplers and the
+checks of their options), :mod:`.study` (storage and study) and
+:mod:`.mapping` (decisions as suggestions, trials as outcomes).
 """
 
 
@@ -69,8 +69,8 @@ from cellblock.records import Trial
 from cellblock.search_spaces.api import SearchSpace, arch_id
 from cellblock.search_spaces.domains import Value
 from cellblock.strategies.base import STRATEGIES, Strategy
-from cellblock.strategies.optuna_mapping import OptunaTrialSampler, tell_outcome, trial_outcome
-from cellblock.strategies.optuna_samplers import (
+from cellblock.strategies.optuna.mapping import OptunaTrialSampler, tell_outcome, trial_outcome
+from cellblock.strategies.optuna.samplers import (
     OWN_OPTIONS,
     SAMPLERS,
     SamplerSpec,
@@ -79,7 +79,7 @@ from cellblock.strategies.optuna_samplers import (
     make_sampler,
     quiet,
 )
-from cellblock.strategies.optuna_study import (
+from cellblock.strategies.optuna.study import (
     ARCH_ATTR,
     JOURNAL_NAME,
     check_storage,
@@ -87,7 +87,8 @@ from cellblock.strategies.optuna_study import (
     settle_study,
 )
 
-__all__ = ["JOURNAL_NAME", "SAMPLERS", "OptunaStrategy", "OptunaTrialSampler", "SamplerSpec", "check_storage"]
+__all__ = ["JOURNAL_NAME", "SAMPLERS", "OptunaStrategy", "OptunaTrialSampler", "SamplerSpec",
+           "check_storage"]
 
 OPTUNA_TRIES = 10
 RANDOM_TRIES = 50
@@ -123,8 +124,10 @@ class OptunaStrategy(Strategy):
         super().__init__(space, objectives, seed)
         self.spec = SAMPLERS[self.sampler_name]
         self.label = f"optuna:{self.sampler_name}"
-        self.sampler_options = check_sampler_options(self.label, self.spec, sampler_options, len(self.objectives))
-        self.constraints = [c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints]
+        self.sampler_options = check_sampler_options(self.label, self.spec, sampler_options,
+                                                     len(self.objectives))
+        self.constraints = [
+            c if isinstance(c, Constraint) else Constraint.parse(c) for c in constraints]
         if self.constraints and not hasattr(optuna.trial.Trial, "set_constraint"):
             raise ConfigError(f"constraints with {self.label!r} need optuna >= 5.0 "
                               f"(installed {optuna.__version__}); pip install -U optuna")
@@ -148,7 +151,7 @@ class OptunaStrategy(Strategy):
 
     @classmethod
     def run_options(cls, config: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
-        """Options the run loop fills: storage (default ``RUN/optuna.journal``), study, constraints."""
+        """Options the run loop fills: storage (``RUN/optuna.journal``), study, constraints."""
         storage = config.get("storage") or str(Path(run_dir) / JOURNAL_NAME)
         return {"storage": storage, "study_name": Path(run_dir).name or "cellblock",
                 "constraints": list(config.get("constraints") or [])}
@@ -162,12 +165,14 @@ class OptunaStrategy(Strategy):
         """The Optuna study, created or loaded on first use."""
         if self._study is None:
             self._study = open_study(self.storage_kind, self.storage_location, self.study_name,
-                                     [o.direction for o in self.objectives], self._make_sampler(self.sampler_seed))
+                                     [o.direction for o in self.objectives],
+                                     self._make_sampler(self.sampler_seed))
         return self._study
 
     def _reseed(self) -> None:
         """Reseed the sampler from ``(seed, trials told)``: its random state is not saved."""
-        self.sampler_seed = int(np.random.SeedSequence([self.seed, self.n_told]).generate_state(1)[0])
+        self.sampler_seed = int(
+            np.random.SeedSequence([self.seed, self.n_told]).generate_state(1)[0])
         if self._study is not None:
             self._study.sampler = self._make_sampler(self.sampler_seed)
 
@@ -233,7 +238,8 @@ class OptunaStrategy(Strategy):
         return trial_outcome(trial, self.objectives, self.constraints, self.spec.constraints)
 
     def _finish(self, number: int, outcome: Mapping[str, Any]) -> None:
-        tell_outcome(self.study, self._handle(number), outcome, self.constraints, self.spec.constraints)
+        tell_outcome(self.study, self._handle(number), outcome, self.constraints,
+                     self.spec.constraints)
         self._handles.pop(number, None)
 
     def tell(self, trial: Trial) -> None:
@@ -292,7 +298,7 @@ class OptunaStrategy(Strategy):
 
 
 def _register_sampler(name: str, spec: SamplerSpec) -> type[OptunaStrategy]:
-    """Register ``optuna:<name>``: a subclass bound to the sampler (its options: :meth:`options`)."""
+    """Register ``optuna:<name>``: a subclass bound to the sampler (options: :meth:`options`)."""
     cls = type(f"Optuna_{name.replace('-', '_')}", (OptunaStrategy,),
                {"sampler_name": name, "__doc__": f"Optuna's {spec.cls.__name__} ({name})."})
 

@@ -19,7 +19,7 @@ import numpy as np
 from cellblock.core.objectives import Objective
 from cellblock.pareto import hypervolume
 from cellblock.pareto.volume import REF_OFFSET
-from cellblock.strategies.predictive_models import normal_cdf
+from cellblock.strategies.predictive.models import normal_cdf
 
 SHORTLIST = 8  # candidates whose EHVI is integrated (the others: optimistic HVI only)
 QUANTILES = 8  # normal quantiles integrating EHVI
@@ -59,7 +59,8 @@ def p_nondominated(M: np.ndarray, S: np.ndarray, front: np.ndarray) -> np.ndarra
     The multi-objective probability of improvement: it values a likely small gain
     anywhere on the front above an unlikely large one, so the front fills in evenly.
     """
-    dominated = normal_cdf((M[:, None, :] - front[None, :, :]) / np.maximum(S[:, None, :], 1e-12)).prod(axis=2)
+    dominated = normal_cdf(
+        (M[:, None, :] - front[None, :, :]) / np.maximum(S[:, None, :], 1e-12)).prod(axis=2)
     return 1.0 - dominated.max(axis=1)
 
 

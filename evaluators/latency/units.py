@@ -65,7 +65,8 @@ def unit_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
         kids = list(m.named_children())
         if tagged:
             if tag_of(m) is not None:
-                if type(m) in (nn.Sequential, nn.ModuleList) and not all(_builtin(c) for _, c in kids):
+                if type(m) in (nn.Sequential,
+                               nn.ModuleList) and not all(_builtin(c) for _, c in kids):
                     for name, c in kids:
                         walk(f"{path}.{name}" if path else name, c)
                     return
@@ -97,7 +98,8 @@ def structure(module: nn.Module) -> str:
     parts = []
     for name, m in module.named_modules():
         attrs = sorted((k, _describe_value(v)) for k, v in vars(m).items()
-                       if not k.startswith("_") and k != "training" and _describe_value(v) is not None)
+                       if not k.startswith("_") and k != "training"
+                       and _describe_value(v) is not None)
         params = [(n, tuple(p.shape)) for n, p in m.named_parameters(recurse=False)]
         bufs = [(n, tuple(b.shape)) for n, b in m.named_buffers(recurse=False) if b is not None]
         cls = type(m)
@@ -145,7 +147,8 @@ def trace_units(model: nn.Module, input_shape: tuple, batch_size: int = 1) -> li
         tag = tag_of(mod)
         ins = ",".join(_shape_text(s[1]) if s[0] == "tensor" else repr(s[1]) for s in spec)
         params = sum(p.numel() for p in mod.parameters())
-        label = f"{type(mod).__name__}{f'[{tag}]' if tag else ''} {ins} -> {_out_shape(out)} ({params:,} params)"
+        name = f"{type(mod).__name__}{f'[{tag}]' if tag else ''}"
+        label = f"{name} {ins} -> {_out_shape(out)} ({params:,} params)"
         calls.append(UnitCall(key, label, path, spec))
 
     for path, m in units:

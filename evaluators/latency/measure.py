@@ -100,7 +100,8 @@ def measure_latency(
             measurement is repeated up to ``retries`` times and the steadiest one kept;
             if it stays over, the result has ``latency_unstable: True``. None: no check.
             With it, the reference network is timed before and after each measurement
-            (:mod:`cellblock.core.load`): a slowdown over ``NORMALISE_ABOVE`` normalises ``latency_ms`` (``latency_raw_ms``
+            (:mod:`cellblock.core.load`): a slowdown over ``NORMALISE_ABOVE`` normalises
+            ``latency_ms`` (``latency_raw_ms``
             keeps the raw median), one over ``BUSY_ABOVE`` is re-measured like a wide
             spread, then flagged (``latency_unstable_reason`` says which and why).
         retries: Extra measurements allowed by ``max_spread``.
@@ -118,7 +119,8 @@ def measure_latency(
         ConfigError: if the shape, counts or device are invalid.
     """
     if len(input_shape) != 3 or any(int(s) < 1 for s in input_shape):
-        raise ConfigError(f"input_shape {tuple(input_shape)} is invalid; give (C, H, W) with positive sizes")
+        raise ConfigError(
+            f"input_shape {tuple(input_shape)} is invalid; give (C, H, W) with positive sizes")
     if batch_size < 1 or warmup < 0 or repeats < 1:
         raise ConfigError(
             f"latency batch_size={batch_size}, warmup={warmup}, repeats={repeats} are invalid; "
@@ -143,11 +145,13 @@ def measure_latency(
                 attempts += 1
                 before = reference.time() if reference is not None else None
                 times_ms = _timed(model, x, dev, repeats)
-                slowdown = reference.slowdown(before, reference.time()) if reference is not None else 1.0
+                slowdown = reference.slowdown(before,
+                                              reference.time()) if reference is not None else 1.0
                 spread = _spread(times_ms)
                 score = (slowdown > BUSY_ABOVE, spread)
                 if best is None or score < best[0]:
-                    best = (score, times_ms, slowdown, reference.last if reference is not None else None)
+                    best = (score, times_ms, slowdown,
+                            reference.last if reference is not None else None)
                 if max_spread is None or (spread <= max_spread and slowdown <= BUSY_ABOVE):
                     break
     finally:
@@ -194,7 +198,8 @@ def _load_metrics(raw_ms: float, slowdown: float, ref_ms: float | None, spread: 
 
 
 def reference_network(input_shape: Sequence[int]) -> nn.Module:
-    """The fixed reference workload (``REFERENCE_NETWORK`` of :mod:`~cellblock.evaluators.latency_timing`) for inputs of ``input_shape``.
+    """The fixed reference workload (``REFERENCE_NETWORK`` of
+    :mod:`~cellblock.evaluators.latency.timing`) for inputs of ``input_shape``.
 
     Three 3x3 convolutions with batch norm and ReLU (16, 16, 32 channels, the last one with
     stride 2), global pooling and a 10-way linear layer; weights from seed 0.
@@ -204,7 +209,8 @@ def reference_network(input_shape: Sequence[int]) -> nn.Module:
         torch.manual_seed(0)
         layers: list[nn.Module] = []
         for c_in, c_out, stride in ((channels, 16, 1), (16, 16, 1), (16, 32, 2)):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+            layers += [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.ReLU()]
         net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
     return net.eval()
 

@@ -1,4 +1,5 @@
-"""The surrogate models of the predictive strategy: one per modelled metric, refitted from the trials.
+"""The surrogate models of the predictive strategy: one per modelled metric, refitted from the
+trials.
 
 Expensive objectives (accuracy) get a bootstrap ensemble with calibrated spread; cheap
 ones (MACs, params, latency, proxies) and constrained metrics a deterministic ridge
@@ -14,20 +15,21 @@ import numpy as np
 
 from cellblock.core.objectives import Constraint, Objective, get_metric
 from cellblock.records import COMPLETE, INFEASIBLE, PRUNED, Trial
-from cellblock.strategies.surrogate import RidgeEnsemble
+from cellblock.strategies.predictive.surrogate import RidgeEnsemble
 
 MODELLED = (COMPLETE, INFEASIBLE, PRUNED)  # statuses whose metrics are observations
 Models = dict[str, tuple[RidgeEnsemble, bool]]
 
 
 def normal_cdf(x: np.ndarray) -> np.ndarray:
-    """Standard normal CDF (scipy imported on first use: it is slow to import for every CLI call)."""
+    """Standard normal CDF (scipy imported on first use: too slow to import for every CLI call)."""
     from scipy.special import ndtr
 
     return ndtr(x)
 
 
-def model_targets(objectives: Sequence[Objective], constraints: Sequence[Constraint]) -> dict[str, bool]:
+def model_targets(objectives: Sequence[Objective], constraints: Sequence[Constraint]) -> dict[str,
+                                                                                              bool]:
     """Modelled metric -> whether it is cheap (objectives, then constrained metrics)."""
     names = {o.name: o.cheap for o in objectives}
     for c in constraints:
@@ -35,20 +37,24 @@ def model_targets(objectives: Sequence[Objective], constraints: Sequence[Constra
     return names
 
 
-def fit_models(trials: Sequence[Trial], X: np.ndarray, targets: dict[str, bool], members: int, hidden: int,
+def fit_models(trials: Sequence[Trial], X: np.ndarray, targets: dict[str, bool], members: int,
+               hidden: int,
                rng: np.random.Generator) -> Models:
-    """One model per target metric with at least two finite observations (rows of ``X``: ``trials``).
+    """One model per target metric with at least two finite observations (rows of ``X``:
+    ``trials``).
 
     An expensive metric's worse tail (networks that failed to learn) is clipped at
     Tukey's fence first, so it does not swamp the fit.
     """
     models: Models = {}
     for name, cheap in targets.items():
-        y = np.array([t.value(name) if t.value(name) is not None else np.nan for t in trials], dtype=float)
+        y = np.array([t.value(name) if t.value(name) is not None else np.nan for t in trials],
+                     dtype=float)
         ok = np.isfinite(y)
         if ok.sum() < 2:
             continue
-        if not cheap:  # the worse tail (failed-to-learn networks) would swamp the fit: Tukey's fence
+        # the worse tail (failed-to-learn networks) would swamp the fit: Tukey's fence
+        if not cheap:
             q1, q3 = np.percentile(y[ok], [25, 75])
             if get_metric(name).direction == "maximize":
                 y = np.maximum(y, q1 - 1.5 * (q3 - q1))
@@ -56,7 +62,8 @@ def fit_models(trials: Sequence[Trial], X: np.ndarray, targets: dict[str, bool],
                 y = np.minimum(y, q3 + 1.5 * (q3 - q1))
         model = RidgeEnsemble(1 if cheap else members, hidden).fit(X[ok], y[ok], rng)
         models[name] = (model, False)
-        if cheap and model.loo_rmse > 1e-3 and bool((y[ok] > 0).all()):  # a multiplicative cost: log scale?
+        # a multiplicative cost: log scale?
+        if cheap and model.loo_rmse > 1e-3 and bool((y[ok] > 0).all()):
             logm = RidgeEnsemble(1, hidden).fit(X[ok], np.log(y[ok]), rng)
             if logm.loo_rmse < model.loo_rmse:
                 models[name] = (logm, True)
