@@ -106,9 +106,13 @@ class Backend(ABC):
                 if isinstance(outcome, Lost):
                     book.lose(trial, outcome.node, outcome.reason, outcome.counted)
                 else:
-                    book.finish(trial, outcome)
+                    book.finish(trial, outcome, self.node_of(trial))
                     finished += 1
             after(finished)
+
+    def node_of(self, trial: Trial) -> str | None:
+        """Where ``trial``'s finished attempt ran (None: this machine)."""
+        return None
 
     @abstractmethod
     def submit(self, trial: Trial) -> None:

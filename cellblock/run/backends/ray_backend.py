@@ -1,11 +1,17 @@
-"""The ``ray`` backend: trials run as Ray Tune trials, on this machine or on a Ray cluster.
+"""The ``ray`` backend: trials run on Ray, on this machine or on a Ray cluster.
+
+Without a scheduler, trials run on long-lived actors, one per trial slot
+(:mod:`cellblock.run.backends.ray_actors`): the driver's cost per trial is a ``ray.wait``.
+With ``scheduler`` (asha, mo-asha) they run as Ray Tune trials.
 
 Without ``address`` a private Ray instance is started for the run (on 127.0.0.1 only,
 no dashboard) and shut down afterwards; with ``address`` (``auto`` or ``HOST:PORT``) the
-run connects to an existing cluster. The driver keeps the records: a Tune ``Searcher``
-wraps the run's :class:`cellblock.run.runner.TrialBook`, so every cellblock strategy works
-unchanged and ``trials.jsonl`` is the same as with the other backends. The Tune
-plug-ins (schedulers, searcher, error callback) are in :mod:`cellblock.run.backends.ray_tune_adapter`.
+run connects to an existing cluster. The driver keeps the records: the actor pool is fed
+by the run loop (:meth:`cellblock.run.backends.base.Backend.drive`), and for Tune a
+``Searcher`` wraps the run's :class:`cellblock.run.runner.TrialBook`; so every cellblock
+strategy works unchanged and ``trials.jsonl`` is the same as with the other backends.
+The Tune plug-ins (schedulers, searcher, error callback) are in
+:mod:`cellblock.run.backends.ray_tune_adapter`.
 
 Workers rebuild the evaluation components with :func:`cellblock.run.components.build_components`
 once per worker process (actors are reused between trials), so every node of a cluster
@@ -18,9 +24,9 @@ by the driver.
 
 A trial whose actor, worker process or node dies (a lost node, preemption, the OOM killer)
 has lost an attempt, not failed: it is recorded (``trial_lost``, with the node and the
-reason) and runs again as a new Tune trial, up to ``infra_retries`` times
-(:meth:`cellblock.run.runner.TrialBook.lose`); an exception of the trial is FAILED. With
-``concurrency: auto`` the searcher keeps as many trials live as the alive nodes hold
+reason) and runs again on another actor (or as a new Tune trial), up to ``infra_retries``
+times (:meth:`cellblock.run.runner.TrialBook.lose`); an exception of the trial is FAILED.
+With ``concurrency: auto`` as many trials are live as the alive nodes hold
 (:class:`cellblock.run.backends.ray_resources.ClusterCapacity`).
 
 With ``scheduler`` (asha, mo-asha) the epoch is the budget: trials report their
@@ -58,7 +64,8 @@ from cellblock.evaluators.pipeline import Outcome
 from cellblock.records import Trial
 from cellblock.records.meta import INPUT_PATH_KEYS
 from cellblock.records.rundir import RunDir
-from cellblock.run.backends.base import Backend, register_backend, set_threads
+from cellblock.run.backends.base import Backend, Lost, register_backend, set_threads
+from cellblock.run.backends.ray_actors import ActorPool
 from cellblock.run.backends.ray_resources import ClusterCapacity, _check_fits, parse_resources
 from cellblock.run.backends.ray_ship import materialize, ship
 from cellblock.run.backends.ray_tune_adapter import (
@@ -70,11 +77,6 @@ from cellblock.run.backends.ray_tune_adapter import (
     ErrorCallback,
     node_label,
 )
-from cellblock.run.backends.ray_tune_adapter import (
-    MOASHAScheduler as MOASHAScheduler,  # re-exported
-)
-from cellblock.run.backends.ray_tune_adapter import SchedulerKind as SchedulerKind  # re-exported
-from cellblock.run.backends.ray_tune_adapter import outcome_of as outcome_of  # re-exported
 from cellblock.run.schedulers import rung_epochs, scheduler_objectives
 
 CONNECT_TIMEOUT_S = 3.0
@@ -217,11 +219,8 @@ class EpochReporter(Evaluator):
 
     def evaluate(self, model: Any, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
         from cellblock.core.devices import resolve_device
-        from cellblock.evaluators.training import (
-            device_tensors,
-            evaluate_accuracy,
-            train_and_evaluate,
-        )
+        from cellblock.evaluators.loop import device_tensors
+        from cellblock.evaluators.training import evaluate_accuracy, train_and_evaluate
 
         cheap = self._cheap_metrics()
         tcfg = self.inner.train_config(seed)
@@ -237,7 +236,7 @@ class EpochReporter(Evaluator):
             eval_s += time.perf_counter() - t0
             train_s = time.perf_counter() - start - eval_s
             metrics = {**cheap, "accuracy": acc, "epochs": state["epoch"], "train_s": train_s}
-            result = {**cheap, "epoch": state["epoch"], "accuracy": acc, NODE_KEY: _here(),
+            result = {**cheap, "epoch": state["epoch"], "accuracy": acc, NODE_KEY: here(),
                       METRICS_KEY: json.dumps(metrics, default=_jsonable)}
             tune.report(result)
 
@@ -246,14 +245,15 @@ class EpochReporter(Evaluator):
         return out
 
 
-def _here() -> str:
+def here() -> str:
     """This worker's node, as the records name it."""
     ctx = ray.get_runtime_context()
     return node_label(ray.util.get_node_ip_address(), ctx.get_node_id())
 
 
-def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
-    """Tune function trainable: evaluate one architecture with the run's pipeline."""
+def evaluate_here(settings: Mapping[str, Any], arch: dict[str, Any], seed: int) -> Outcome:
+    """Evaluate one architecture with the run's pipeline, in a Ray worker (a Tune trial or
+    an actor of :mod:`cellblock.run.backends.ray_actors`)."""
     cfg = settings["config"]
     if settings.get("shipped"):
         cfg = materialize(cfg, settings["shipped"], ray.get)
@@ -261,19 +261,22 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
         cfg = {**cfg, "device": "cuda"}  # Ray shows a GPU trial only its own GPU(s)
     set_threads(cfg)
     pipeline = worker_components(cfg).pipeline
-    arch, seed = json.loads(config["arch"]), int(config["seed"])
-    if settings["per_epoch"]:
-        inner = pipeline.evaluator
-        pipeline.evaluator = EpochReporter(inner, pipeline)
-        try:
-            outcome = pipeline(arch, seed)
-        finally:
-            pipeline.evaluator = inner
-    else:
-        outcome = pipeline(arch, seed)
+    if not settings["per_epoch"]:
+        return pipeline(arch, seed)
+    inner = pipeline.evaluator
+    pipeline.evaluator = EpochReporter(inner, pipeline)
+    try:
+        return pipeline(arch, seed)
+    finally:
+        pipeline.evaluator = inner
+
+
+def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Tune function trainable: evaluate one architecture with the run's pipeline."""
+    outcome = evaluate_here(settings, json.loads(config["arch"]), int(config["seed"]))
     acc = outcome.metrics.get("accuracy")
     acc = float(acc) if isinstance(acc, (int, float)) else math.nan
-    tune.report({"epoch": cfg["epochs"], "accuracy": acc, NODE_KEY: _here(),
+    tune.report({"epoch": settings["config"]["epochs"], "accuracy": acc, NODE_KEY: here(),
                  OUTCOME_KEY: json.dumps(asdict(outcome), default=_jsonable)})
 
 
@@ -315,43 +318,83 @@ class RayBackend(Backend):
         super().__init__(prepared)
         self.resources = parse_resources(self.config["resources_per_trial"])
         self.kind = SCHEDULERS.get(self.config["scheduler"])
+        self.pool: ActorPool | None = None
+        self.cluster: ClusterCapacity | None = None
+        self.nodes: dict[int, str | None] = {}
 
     @property
     def capacity(self) -> int:
         concurrency = self.config["concurrency"]
-        return concurrency if isinstance(concurrency, int) else 1
+        if isinstance(concurrency, int):
+            return concurrency
+        return max(1, self.cluster()) if self.cluster is not None else 1
 
     def submit(self, trial: Trial) -> None:
-        raise NotImplementedError("the ray backend schedules trials through Ray Tune in drive()")
+        if self.pool is None:
+            raise RuntimeError("the ray backend submits trials only inside drive()")
+        self.pool.submit(trial)
 
-    def wait(self) -> list[tuple[Trial, Outcome]]:
-        raise NotImplementedError("the ray backend schedules trials through Ray Tune in drive()")
+    def wait(self) -> list[tuple[Trial, Outcome | Lost]]:
+        if self.pool is None:
+            raise RuntimeError("the ray backend waits for trials only inside drive()")
+        out: list[tuple[Trial, Outcome | Lost]] = []
+        for trial, outcome, node in self.pool.wait():
+            self.nodes[trial.number] = node
+            out.append((trial, outcome))
+        return out
+
+    def node_of(self, trial: Trial) -> str | None:
+        return self.nodes.pop(trial.number, None)
 
     def drive(self, book: Any, after: Callable[[int], None]) -> None:
+        """Connect (or start a private Ray), ship the driver's files to a cluster, then run
+        the trials: on actors of our own (no scheduler), or through Ray Tune (asha, mo-asha)."""
         cfg = self.config
         address = resolve_address(cfg["address"]) if cfg["address"] else None
-        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         from cellblock.core.signals import start_reaper, stop_reaper
 
         started = _connect(address)
         # A private instance's processes must not outlive a killed driver (Ray's agents do).
         reaper = start_reaper() if started and address is None else None
+        self.cluster = ClusterCapacity(self.resources, ray.nodes, book.log.append)
+        settings = {"config": _absolute_paths(cfg), "per_epoch": cfg["scheduler"] != "none"}
+        try:
+            if address is not None:  # a cluster: no node needs the driver's files (ray_ship)
+                settings["shipped"], notes = ship(settings["config"], ray.put)
+                for note in notes:
+                    print(f"cellblock: warning: {note}", file=sys.stderr)
+            if settings["per_epoch"]:
+                self._drive_tune(book, after, settings)
+            else:
+                cluster = self.cluster
+                self.pool = ActorPool(settings, self.resources, lambda: self.capacity, self.seed,
+                                      poll=cluster.poll,
+                                      alive=lambda: set(cluster.alive) if cluster.alive is not None else None)
+                super().drive(book, after)
+        finally:
+            if self.pool is not None:
+                self.pool.close()
+                self.pool = None
+            if started:
+                ray.shutdown()
+            stop_reaper(reaper)
+
+    def _drive_tune(self, book: Any, after: Callable[[int], None], settings: dict[str, Any]) -> None:
+        """Trials as Ray Tune trials, so that Tune's schedulers can stop them early."""
+        cfg = self.config
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         # Tune's state lives in the run directory (this driver holds its lock), so a killed
         # driver's leftovers are removed by the next run instead of piling up in /tmp.
         storage = RunDir(self.prepared.run_dir).tune_scratch.resolve()
         shutil.rmtree(storage, ignore_errors=True)
         storage.mkdir(parents=True)
         auto = cfg["concurrency"] == "auto"
-        cluster = ClusterCapacity(self.resources, ray.nodes, book.log.append)
+        cluster = self.cluster
+        assert cluster is not None  # set by drive()
         searcher = BookSearcher(book, after, self.seed, cluster if auto else None)
         objectives = scheduler_objectives(parse_objectives(cfg["objectives"]))
         scheduler = self.kind.make(cfg, objectives)
-        settings = {"config": _absolute_paths(cfg), "per_epoch": scheduler is not None}
-        if address is not None:  # a cluster: no node needs the driver's files (ray_ship)
-            settings["shipped"], notes = ship(settings["config"], ray.put)
-            for note in notes:
-                print(f"cellblock: warning: {note}", file=sys.stderr)
         trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
                                         tune.PlacementGroupFactory([dict(self.resources)]))
         tuner = tune.Tuner(
@@ -373,9 +416,6 @@ class RayBackend(Backend):
             quiet.setLevel(level)
             for trial_id in list(searcher.errored):  # an error whose callback never came
                 searcher.fail(trial_id, "Ray trial failed (no error text was reported)")
-            if started:
-                ray.shutdown()
-            stop_reaper(reaper)
             shutil.rmtree(storage, ignore_errors=True)
         if book.done + len(book.held) < book.budget and not book.exhausted:
             raise RunError(f"Ray Tune stopped after {book.done} of {book.budget} trials; "
