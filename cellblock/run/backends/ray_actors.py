@@ -51,13 +51,13 @@ class TrialActor:
 
     def where(self) -> str:
         """This actor's node, as the records name it."""
-        from cellblock.run.backends.ray_backend import here
+        from cellblock.run.backends.ray_worker import here
 
         return here()
 
     def evaluate(self, arch: Mapping[str, Any], seed: int) -> tuple[dict[str, Any], str]:
         """One trial's outcome (as a dict) and the node it ran on."""
-        from cellblock.run.backends.ray_backend import evaluate_here, here
+        from cellblock.run.backends.ray_worker import evaluate_here, here
 
         return asdict(evaluate_here(self.settings, dict(arch), seed)), here()
 
