@@ -15,7 +15,7 @@ the last ``run_start`` and every other file is derived. So:
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,8 @@ import yaml
 from cellblock.core.errors import RunError
 from cellblock.records.log import read_events
 from cellblock.records.rundir import RunDir
+
+_log = logging.getLogger(__name__)
 
 DERIVED = RunDir.DERIVED
 
@@ -189,7 +191,7 @@ def remapped_labels(run_dir: str | Path) -> tuple[str, ...]:
     return ()
 
 
-def print_notices(meta: RunMeta) -> None:
-    """Print the notices of :func:`read_run_meta` on stderr."""
+def log_notices(meta: RunMeta) -> None:
+    """Log the notices of :func:`read_run_meta` (WARNING: the CLI shows ``cellblock: notice:``)."""
     for n in meta.notices:
-        print(f"cellblock: notice: {n}", file=sys.stderr)
+        _log.warning("%s", n)

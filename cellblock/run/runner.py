@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from cellblock.core.errors import ConfigError, RunError
+from cellblock.core.errors import CellblockWarning, ConfigError, RunError
 from cellblock.core.fileio import atomic_write_text
 from cellblock.core.objectives import Constraint, Objective
 from cellblock.evaluators.pipeline import Outcome, Pipeline
@@ -79,7 +80,7 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
     cfg, slots = apply_slots(config)
     BACKENDS.get(cfg["backend"]).check_config(cfg)
     comps = build_components(cfg)
-    from cellblock.records.meta import RunMeta, print_notices, read_run_meta
+    from cellblock.records.meta import RunMeta, log_notices, read_run_meta
     from cellblock.run.fingerprint import check_inputs, input_fingerprint
 
     run_dir = Path(cfg["out"]) if cfg["out"] else config_mod.default_run_dir(cfg)
@@ -91,7 +92,7 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
     if cfg.get("remap_labels") and data is not None and data.class_names:
         inputs["labels"] = {"name": "remapped", "original_labels": list(data.class_names)}
     changes = check_inputs(run_dir, meta.events, inputs, bool(cfg.get("allow_changed_inputs")))
-    print_notices(meta)
+    log_notices(meta)
     options = {**_run_options(cfg, run_dir), **cfg["strategy_args"]}
 
     def new_strategy() -> Strategy:
@@ -276,11 +277,13 @@ class TrialBook:
         """
         if outcome.metrics.get("latency_unstable"):
             m = outcome.metrics
-            print(f"cellblock: warning: trial {trial.number}: latency stayed unstable "
-                  f"({m.get('latency_unstable_reason') or 'wide spread'}; p10 "
-                  f"{m.get('latency_p10_ms', 0):.3g} ms, p90 {m.get('latency_p90_ms', 0):.3g} ms, "
-                  f"{m.get('latency_attempts')} measurements); kept off the Pareto front unless "
-                  "allow_unstable_latency is set; 'cellblock show' lists these trials", file=sys.stderr)
+            warnings.warn(
+                f"trial {trial.number}: latency stayed unstable "
+                f"({m.get('latency_unstable_reason') or 'wide spread'}; p10 "
+                f"{m.get('latency_p10_ms', 0):.3g} ms, p90 {m.get('latency_p90_ms', 0):.3g} ms, "
+                f"{m.get('latency_attempts')} measurements); kept off the Pareto front unless "
+                "allow_unstable_latency is set; 'cellblock show' lists these trials",
+                CellblockWarning, stacklevel=2)
         self.in_flight.pop(trial.arch_id, None)
         trial.status, trial.metrics = outcome.status, outcome.metrics
         trial.error, trial.violation = outcome.error, outcome.violation
@@ -321,8 +324,8 @@ class Runner:
                  "pid": os.getpid(), "cwd": os.getcwd()}
         if self.p.input_changes:
             event["inputs_changed_allowed"] = self.p.input_changes
-            print("cellblock: warning: continuing although inputs changed (allow_changed_inputs): "
-                  + "; ".join(self.p.input_changes), file=sys.stderr)
+            warnings.warn("continuing although inputs changed (allow_changed_inputs): "
+                          + "; ".join(self.p.input_changes), CellblockWarning, stacklevel=2)
         self.log.append(event)  # the record first; config.yaml is its copy
         atomic_write_text(RunDir(self.p.run_dir).config, config_mod.dump(self.p.config))
 
@@ -386,7 +389,8 @@ class Runner:
 
             write_report(self.p.run_dir)
         except Exception as exc:  # noqa: BLE001  (the HTML report is a convenience)
-            print(f"cellblock: warning: derived files or report.html not written ({exc})", file=sys.stderr)
+            warnings.warn(f"derived files or report.html not written ({exc})", CellblockWarning,
+                          stacklevel=2)
         finally:
             for sig, handler in old.items():
                 _set_signal(sig, signal.SIG_DFL if handler is None else handler)
