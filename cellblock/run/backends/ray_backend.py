@@ -43,7 +43,7 @@ import logging
 import os
 import shutil
 import socket
-import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -52,7 +52,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from cellblock.core.errors import ConfigError, RunError
+from cellblock.core.errors import CellblockWarning, ConfigError, RunError
 from cellblock.core.objectives import parse_objectives
 from cellblock.data import dataset_ref
 from cellblock.evaluators.pipeline import Outcome
@@ -254,7 +254,7 @@ class RayBackend(Backend):
             if address is not None:  # a cluster: no node needs the driver's files (ray_ship)
                 settings["shipped"], notes = ship(settings["config"], ray.put)
                 for note in notes:
-                    print(f"cellblock: warning: {note}", file=sys.stderr)
+                    warnings.warn(note, CellblockWarning, stacklevel=2)
             if settings["per_epoch"]:
                 self._drive_tune(book, after, settings)
             else:
