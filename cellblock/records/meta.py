@@ -16,7 +16,7 @@ the last ``run_start`` and every other file is derived. So:
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,7 @@ def log_config(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 INPUT_PATH_KEYS = ("dataset", "data_dir", "supernet", "table", "latency_table")
 
 
-def last_fingerprint(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+def last_fingerprint(events: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The input fingerprint of the last ``run_start`` that has one (None for older logs;
     see :mod:`cellblock.run.fingerprint`)."""
     for ev in reversed(events):

@@ -250,7 +250,8 @@ def _check(key: str, value: Any) -> Any:
     if not isinstance(value, spec.types):
         raise ConfigError(f"config key {key!r} must be {_type_names(spec)}, got {value!r}")
     if key in ("objectives", "constraints"):
-        value = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+        if isinstance(value, str):
+            value = [s.strip() for s in value.split(",") if s.strip()]
         problem = _str_list(value)
         if problem:
             raise ConfigError(f"config key {key!r} {problem}, got {value!r}")
@@ -264,8 +265,14 @@ def _check(key: str, value: Any) -> Any:
 
 
 def _type_names(spec: Field) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             dict: "a mapping", list: "a list"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        dict: "a mapping",
+        list: "a list",
+    }
     return " or ".join(dict.fromkeys(names[t] for t in spec.types))
 
 
@@ -281,8 +288,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it "
-                          "as UTF-8") from None
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -291,7 +299,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}"
+        )
     return data
 
 

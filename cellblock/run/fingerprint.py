@@ -14,7 +14,7 @@ import hashlib
 import inspect
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +115,7 @@ def changed_inputs(old: Mapping[str, Any], new: Mapping[str, Any],
     return out
 
 
-def check_inputs(run_dir: Path, events: list[Mapping[str, Any]], now: Mapping[str, Any],
+def check_inputs(run_dir: Path, events: Sequence[Mapping[str, Any]], now: Mapping[str, Any],
                  allow: bool) -> list[str]:
     """Compare ``now`` with the run's last fingerprint; return the changes (when allowed).
 

@@ -252,12 +252,12 @@ class ProcessBackend(Backend):
         return self.config["concurrency"]
 
     def submit(self, trial: Trial) -> None:
-        args = (_evaluate_in_worker, trial.arch, trial_seed(self.seed, trial.arch_id), trial.number)
+        seed = trial_seed(self.seed, trial.arch_id)
         try:
-            future = self.pool.submit(*args)
+            future = self.pool.submit(_evaluate_in_worker, trial.arch, seed, trial.number)
         except BrokenProcessPool:  # a worker died since the last wait: its trials are lost
             self._restart()
-            future = self.pool.submit(*args)
+            future = self.pool.submit(_evaluate_in_worker, trial.arch, seed, trial.number)
         self.futures[future] = trial
         self.workers.update(getattr(self.pool, "_processes", None) or {})
 
@@ -294,7 +294,8 @@ class ProcessBackend(Backend):
                 out.append((trial, Lost(self.node, culprits[trial.number])))
             else:
                 why = "; ".join(culprits.values()) or "a worker process died"
-                out.append((trial, Lost(self.node, f"its worker pool broke ({why})", counted=not culprits)))
+                lost = Lost(self.node, f"its worker pool broke ({why})", counted=not culprits)
+                out.append((trial, lost))
         self.futures.clear()
         self._restart()
         return out

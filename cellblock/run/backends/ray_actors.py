@@ -1,5 +1,6 @@
 """The ``ray`` backend's own scheduler (``scheduler: none``): one long-lived Ray actor per
-trial slot, fed by the run loop's ``submit``/``wait`` (:meth:`cellblock.run.backends.base.Backend.drive`).
+trial slot, fed by the run loop's ``submit``/``wait``
+(:meth:`cellblock.run.backends.base.Backend.drive`).
 
 Ray Tune's controller costs the driver tens of milliseconds per trial (its trial
 bookkeeping, result processing and checkpoints), which leaves most of 32 slots idle with
@@ -32,8 +33,13 @@ from cellblock.records import FAILED, Trial
 from cellblock.run.backends.base import Lost
 
 #: Ray's errors that mean the infrastructure failed, not the trial.
-INFRA_ERRORS = (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError, rex.OutOfMemoryError,
-                rex.ObjectLostError)
+INFRA_ERRORS = (
+    rex.RayActorError,
+    rex.WorkerCrashedError,
+    rex.NodeDiedError,
+    rex.OutOfMemoryError,
+    rex.ObjectLostError,
+)
 
 #: Seconds between two looks at finished trials when nothing finished (the cluster is polled).
 WAIT_STEP_S = 1.0
@@ -43,7 +49,8 @@ class TrialActor:
     """A trial slot on some node: builds the run's components once, then evaluates trials.
 
     Args:
-        settings: The run's settings (see :func:`cellblock.run.backends.ray_backend.trial_settings`).
+        settings: What every trial needs: ``config``, ``per_epoch`` and the ``shipped`` inputs
+            (see :func:`cellblock.run.backends.ray_worker.evaluate_here`).
     """
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
@@ -91,13 +98,23 @@ class ActorPool:
         alive: Node ids of the alive nodes (None: unknown), to drop idle actors on lost nodes.
     """
 
-    def __init__(self, settings: Mapping[str, Any], resources: Mapping[str, float],
-                 capacity: Callable[[], int], seed: int, poll: Callable[[], None] = lambda: None,
-                 alive: Callable[[], set[str] | None] = lambda: None) -> None:
+    def __init__(
+        self,
+        settings: Mapping[str, Any],
+        resources: Mapping[str, float],
+        capacity: Callable[[], int],
+        seed: int,
+        poll: Callable[[], None] = lambda: None,
+        alive: Callable[[], set[str] | None] = lambda: None,
+    ) -> None:
         other = {k: v for k, v in resources.items() if k not in ("CPU", "GPU") and v > 0}
         self.remote = ray.remote(TrialActor).options(
-            num_cpus=resources.get("CPU", 1.0), num_gpus=resources.get("GPU", 0.0),
-            resources=other or None, max_restarts=0, max_task_retries=0)
+            num_cpus=resources.get("CPU", 1.0),
+            num_gpus=resources.get("GPU", 0.0),
+            resources=other or None,
+            max_restarts=0,
+            max_task_retries=0,
+        )
         self.settings, self.capacity, self.seed = settings, capacity, seed
         self.poll, self.alive = poll, alive
         self.slots: list[_Slot] = []
@@ -138,7 +155,7 @@ class ActorPool:
     def _grow(self) -> None:
         want = max(1, self.capacity())
         while len(self.slots) < want:
-            actor = self.remote.remote(self.settings)
+            actor: Any = self.remote.remote(self.settings)
             self._counter += 1
             self.slots.append(_Slot(actor, actor.where.remote(), key=f"a{self._counter}"))
 
@@ -149,12 +166,17 @@ class ActorPool:
             if slot.node is not None and slot.trial is None:
                 trial = self.queue.pop(0)
                 slot.trial = trial
-                slot.task = slot.actor.evaluate.remote(trial.arch, trial_seed(self.seed, trial.arch_id))
+                slot.task = slot.actor.evaluate.remote(
+                    trial.arch, trial_seed(self.seed, trial.arch_id)
+                )
 
     def _collect(self, timeout_s: float) -> list[tuple[Trial, Outcome | Lost, str | None]]:
         """Look at what resolved (placements and trials) within ``timeout_s``."""
-        refs = {id(s): (s.task if s.trial is not None else s.ready) for s in self.slots
-                if s.trial is not None or s.node is None}
+        refs = {
+            id(s): (s.task if s.trial is not None else s.ready)
+            for s in self.slots
+            if s.trial is not None or s.node is None
+        }
         if not refs:
             return []
         by_ref = {ref: s for s in self.slots for ref in [refs.get(id(s))] if ref is not None}
@@ -186,7 +208,11 @@ class ActorPool:
             self._remove(slot)
             return trial, Lost(slot.node, _reason(exc)), slot.node
         except rex.RayTaskError as exc:  # the pipeline turns a trial's exceptions into FAILED
-            return trial, Outcome(FAILED, {}, f"Ray trial failed: {_reason(exc.as_instanceof_cause())}"), slot.node
+            return (
+                trial,
+                Outcome(FAILED, {}, f"Ray trial failed: {_reason(exc.as_instanceof_cause())}"),
+                slot.node,
+            )
         return trial, Outcome(**result), node
 
     def _remove(self, slot: _Slot) -> None:
@@ -202,5 +228,9 @@ class ActorPool:
             return
         for slot in list(self.slots):
             node_id = (slot.node or "").rpartition(" ")[2]
-            if slot.trial is None and slot.node is not None and not any(a.startswith(node_id) for a in alive):
+            if (
+                slot.trial is None
+                and slot.node is not None
+                and not any(a.startswith(node_id) for a in alive)
+            ):
                 self._remove(slot)

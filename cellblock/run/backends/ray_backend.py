@@ -79,7 +79,9 @@ WORKER_NICENESS_VAR = "RAY_worker_niceness"  # read by the raylet (RayConfig wor
 def _split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition("://")[2].rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"address {address!r} is not auto or HOST:PORT; use e.g. --address 10.0.0.5:6379")
+        raise ConfigError(
+            f"address {address!r} is not auto or HOST:PORT; use e.g. --address 10.0.0.5:6379"
+        )
     return host, int(port)
 
 
@@ -95,14 +97,18 @@ def resolve_address(address: str) -> str:
         try:
             address = canonicalize_bootstrap_address_or_die("auto")
         except Exception:
-            raise ConfigError("--address auto found no running Ray cluster on this machine; "
-                              "start one with 'ray start --head' or give HOST:PORT") from None
+            raise ConfigError(
+                "--address auto found no running Ray cluster on this machine; "
+                "start one with 'ray start --head' or give HOST:PORT"
+            ) from None
     host, port = _split_address(address)
     try:
         socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
-        raise ConfigError(f"cannot reach a Ray cluster at {host}:{port} ({exc.strerror or exc}); "
-                          "start it with 'ray start --head' or fix --address") from None
+        raise ConfigError(
+            f"cannot reach a Ray cluster at {host}:{port} ({exc.strerror or exc}); "
+            "start it with 'ray start --head' or fix --address"
+        ) from None
     return address
 
 
@@ -135,7 +141,7 @@ def _connect(address: str | None) -> bool:
     """Connect this process to Ray; return whether it must be shut down afterwards."""
     if ray.is_initialized():
         return False
-    common = {"log_to_driver": False, "logging_level": logging.WARNING}
+    common: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address is None:
         import torch
 
@@ -143,15 +149,22 @@ def _connect(address: str | None) -> bool:
         # only the CPU left over by every other process. Trials are the run's main work.
         os.environ.setdefault(WORKER_NICENESS_VAR, "0")
         with _loopback_only():
-            ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(),
-                     include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count() or 1,
+                num_gpus=torch.cuda.device_count(),
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                **common,
+            )
         return True
     try:
         with _loopback_only() if _is_loopback(address) else nullcontext():
             ray.init(address=address, **common)
     except Exception as exc:
-        raise ConfigError(f"cannot connect to the Ray cluster at {address}: "
-                          f"{' '.join(str(exc).split())[:300]}") from None
+        raise ConfigError(
+            f"cannot connect to the Ray cluster at {address}: {' '.join(str(exc).split())[:300]}"
+        ) from None
     return True
 
 
@@ -184,11 +197,16 @@ class RayBackend(Backend):
         SCHEDULERS.get(cfg["scheduler"])
         if cfg["scheduler"] != "none":
             if not hasattr(EVALUATORS.get(cfg["evaluator"]), "train_config"):
-                raise ConfigError(f"--scheduler {cfg['scheduler']} needs an evaluator that trains per "
-                                  f"epoch (train), not {cfg['evaluator']!r}; use --scheduler none")
+                raise ConfigError(
+                    f"--scheduler {cfg['scheduler']} needs an evaluator that trains per "
+                    f"epoch (train), not {cfg['evaluator']!r}; use --scheduler none"
+                )
             if not rung_epochs(cfg["grace_epochs"], cfg["reduction_factor"], cfg["epochs"]):
-                raise ConfigError(f"--scheduler {cfg['scheduler']} has no rung below epochs={cfg['epochs']} "
-                                  f"with grace_epochs={cfg['grace_epochs']}; lower --grace-epochs or raise --epochs")
+                raise ConfigError(
+                    f"--scheduler {cfg['scheduler']} has no rung below epochs={cfg['epochs']} "
+                    f"with grace_epochs={cfg['grace_epochs']}; "
+                    "lower --grace-epochs or raise --epochs"
+                )
         if cfg["address"] is None:
             import torch
 
@@ -259,9 +277,14 @@ class RayBackend(Backend):
                 self._drive_tune(book, after, settings)
             else:
                 cluster = self.cluster
-                self.pool = ActorPool(settings, self.resources, lambda: self.capacity, self.seed,
-                                      poll=cluster.poll,
-                                      alive=lambda: set(cluster.alive) if cluster.alive is not None else None)
+                self.pool = ActorPool(
+                    settings,
+                    self.resources,
+                    lambda: self.capacity,
+                    self.seed,
+                    poll=cluster.poll,
+                    alive=lambda: set(cluster.alive) if cluster.alive is not None else None,
+                )
                 super().drive(book, after)
         finally:
             if self.pool is not None:
@@ -271,7 +294,9 @@ class RayBackend(Backend):
                 ray.shutdown()
             stop_reaper(reaper)
 
-    def _drive_tune(self, book: Any, after: Callable[[int], None], settings: dict[str, Any]) -> None:
+    def _drive_tune(
+        self, book: Any, after: Callable[[int], None], settings: dict[str, Any]
+    ) -> None:
         """Trials as Ray Tune trials, so that Tune's schedulers can stop them early."""
         cfg = self.config
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -287,17 +312,27 @@ class RayBackend(Backend):
         searcher = BookSearcher(book, after, self.seed, cluster if auto else None)
         objectives = scheduler_objectives(parse_objectives(cfg["objectives"]))
         scheduler = self.kind.make(cfg, objectives)
-        trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
-                                        tune.PlacementGroupFactory([dict(self.resources)]))
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, settings=settings),
+            tune.PlacementGroupFactory([dict(self.resources)]),
+        )
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
-                                        max_concurrent_trials=None if auto else cfg["concurrency"],
-                                        reuse_actors=True,
-                                        trial_dirname_creator=lambda t: t.trial_id),
-            run_config=tune.RunConfig(name="cellblock", storage_path=storage, verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=0),
-                                      callbacks=[ErrorCallback(searcher, cluster.poll)]),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=-1,
+                max_concurrent_trials=None if auto else cfg["concurrency"],
+                reuse_actors=True,
+                trial_dirname_creator=lambda t: t.trial_id,
+            ),
+            run_config=tune.RunConfig(
+                name="cellblock",
+                storage_path=str(storage),
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0),
+                callbacks=[ErrorCallback(searcher, cluster.poll)],
+            ),
         )
         quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
         level = quiet.level
@@ -310,5 +345,7 @@ class RayBackend(Backend):
                 searcher.fail(trial_id, "Ray trial failed (no error text was reported)")
             shutil.rmtree(storage, ignore_errors=True)
         if book.done + len(book.held) < book.budget and not book.exhausted:
-            raise RunError(f"Ray Tune stopped after {book.done} of {book.budget} trials; "
-                           "run the same command again to continue")
+            raise RunError(
+                f"Ray Tune stopped after {book.done} of {book.budget} trials; "
+                "run the same command again to continue"
+            )

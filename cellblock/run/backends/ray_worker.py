@@ -60,7 +60,9 @@ class EpochReporter(Evaluator):
     def _cheap_metrics(self) -> dict[str, Any]:
         """The numeric metrics the pipeline measured before training (no second latency run)."""
         out = self.pipeline.cheap_metrics
-        return {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return {
+            k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
 
     def evaluate(self, model: Any, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
         from cellblock.core.devices import resolve_device
@@ -81,8 +83,13 @@ class EpochReporter(Evaluator):
             eval_s += time.perf_counter() - t0
             train_s = time.perf_counter() - start - eval_s
             metrics = {**cheap, "accuracy": acc, "epochs": state["epoch"], "train_s": train_s}
-            result = {**cheap, "epoch": state["epoch"], "accuracy": acc, NODE_KEY: here(),
-                      METRICS_KEY: json.dumps(metrics, default=_jsonable)}
+            result = {
+                **cheap,
+                "epoch": state["epoch"],
+                "accuracy": acc,
+                NODE_KEY: here(),
+                METRICS_KEY: json.dumps(metrics, default=_jsonable),
+            }
             tune.report(result)
 
         out = train_and_evaluate(model, self.ctx.data, tcfg, on_epoch_end=on_epoch_end)
@@ -121,5 +128,11 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     outcome = evaluate_here(settings, json.loads(config["arch"]), int(config["seed"]))
     acc = outcome.metrics.get("accuracy")
     acc = float(acc) if isinstance(acc, (int, float)) else math.nan
-    tune.report({"epoch": settings["config"]["epochs"], "accuracy": acc, NODE_KEY: here(),
-                 OUTCOME_KEY: json.dumps(asdict(outcome), default=_jsonable)})
+    tune.report(
+        {
+            "epoch": settings["config"]["epochs"],
+            "accuracy": acc,
+            NODE_KEY: here(),
+            OUTCOME_KEY: json.dumps(asdict(outcome), default=_jsonable),
+        }
+    )
