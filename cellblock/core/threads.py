@@ -156,8 +156,8 @@ def describe(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The run's thread policy, as printed and recorded in ``run_start``."""
     fixed = threads_for(cfg)
     if fixed is not None:
-        fixed = cfg.get("threads_per_trial") is not None
-        why = "--threads-per-trial" if fixed else "concurrency > 1"
+        given = cfg.get("threads_per_trial") is not None
+        why = "--threads-per-trial" if given else "concurrency > 1"
         return {"policy": "fixed", "threads": fixed, "why": why}
     return {
         "policy": "auto",
