@@ -30,6 +30,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_all_formats_round_trip(run_dir, tmp_path):
     data = load_run(run_dir)
     trials = select_trials(data)
@@ -89,6 +90,7 @@ def test_filters_and_selection_cli(run_dir, tmp_path, capsys):
     assert main(["export", str(run_dir), "--trial", "99", "--out", str(tmp_path / "y")]) == 2
 
 
+@pytest.mark.slow
 def test_arch_file_export_and_mismatch_is_an_error(tmp_path, monkeypatch):
     arch_json = tmp_path / "a.json"
     import numpy as np
@@ -120,6 +122,7 @@ def test_arch_file_export_and_mismatch_is_an_error(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "bad" / "roundtrip.json").read_text())["ok"] is False
 
 
+@pytest.mark.slow
 def test_reexport_after_train_is_refused_then_replaces_the_directory_whole(run_dir, tmp_path,
                                                                            capsys):
     """Issue 16: a second export into a used directory never mixes files, and picks up the
@@ -152,6 +155,7 @@ def test_reexport_after_train_is_refused_then_replaces_the_directory_whole(run_d
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exp.")]  # no temp dirs left
 
 
+@pytest.mark.slow
 def test_format_with_missing_package_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys,
                                                                     monkeypatch):
     from cellblock.export import formats
