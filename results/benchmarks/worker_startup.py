@@ -100,16 +100,19 @@ def run_once(python: str, work: Path, args: argparse.Namespace, seed: int) -> di
     return {**out, "load_before": load0, "load_after": os.getloadavg()[0]}
 
 
-COLUMNS = [("first_trial_s", "first trial (s)", "{:.1f}"), ("all_busy_s", "all busy (s)", "{:.1f}"),
-           ("startup_s", "start-up (s)", "{:.1f}"), ("idle_between_s", "idle between (s)", "{:.1f}"),
+COLUMNS = [("first_trial_s", "first trial (s)", "{:.1f}"),
+           ("all_busy_s", "all busy (s)", "{:.1f}"), ("startup_s", "start-up (s)", "{:.1f}"),
+           ("idle_between_s", "idle between (s)", "{:.1f}"),
            ("idle_fraction", "idle", "{:.0%}"), ("wall_s", "wall (s)", "{:.1f}"),
            ("load_before", "load before", "{:.2f}"), ("load_after", "load after", "{:.2f}")]
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace, command: str) -> str:
     """The markdown report: every run, then the medians per variant."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    info = Path("/proc/cpuinfo")
+    names = info.read_text().splitlines() if info.exists() else []
+    cpu = next((n.split(":", 1)[1].strip() for n in names if n.startswith("model name")),
+               platform.processor())
     head = "| variant | rep | " + " | ".join(c[1] for c in COLUMNS) + " |"
     lines = ["# Worker start-up of the process backend (CPU)", "",
              f"Machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}; shared "

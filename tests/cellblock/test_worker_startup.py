@@ -50,8 +50,9 @@ def test_threads_per_trial_apply_in_a_reused_worker():
 
 
 def _config(tmp_path: Path, **kw) -> dict:
-    return config_mod.resolve({"space": write_space(tmp_path, conv_space([4, 8])), "device": "cpu", "backend": "process",
-                               "concurrency": 2, "epochs": 1, "objectives": ["accuracy", "macs"],
+    return config_mod.resolve({"space": write_space(tmp_path, conv_space([4, 8])), "device": "cpu",
+                               "backend": "process", "concurrency": 2, "epochs": 1,
+                               "objectives": ["accuracy", "macs"],
                                "out": str(tmp_path / "run"), **kw})
 
 
@@ -62,7 +63,8 @@ def test_workers_start_before_the_first_trial_and_are_reused(tmp_path, monkeypat
     backend = ProcessBackend(SimpleNamespace(config=_config(tmp_path)))
     try:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and (len(backend.workers) < 2 or backend.starter.is_alive()):
+        while time.monotonic() < deadline and (
+                len(backend.workers) < 2 or backend.starter.is_alive()):
             time.sleep(0.05)
         started = set(backend.workers)
         assert len(started) == 2  # both running, no trial submitted
