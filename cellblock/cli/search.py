@@ -88,7 +88,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cuda-graphs", dest="cuda_graphs", action=argparse.BooleanOptionalAction,
                    help="capture training steps as CUDA graphs on CUDA (eager when capture fails)")
     p.add_argument("--cudnn-benchmark", dest="cudnn_benchmark", action=argparse.BooleanOptionalAction,
-                   help="cudnn autotuning of each candidate's training shapes on CUDA (default on)")
+                   help="cudnn autotuning of each trial's training shapes on CUDA; without either flag: auto, on for fixed shapes of networks over 1e9 MACs per batch")
     p.add_argument("--latency-runtime", dest="latency_runtime",
                    help="runtime of measured latency: torch (default), torchscript, onnxruntime")
     p.add_argument("--latency-table", dest="latency_table", metavar="FILE",

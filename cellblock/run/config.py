@@ -77,6 +77,10 @@ def _trials_per_gpu(v: Any) -> str | None:
     return None if v == "auto" or (isinstance(v, int) and v >= 1) else "must be auto or an integer >= 1"
 
 
+def _autotune(v: Any) -> str | None:
+    return None if v is True or v is False or v == "auto" else "must be auto, true or false"
+
+
 FIELDS: dict[str, Field] = {
     "space": Field("blocks", (str,), "search space: a registered name, 'module:function' or 'file.py:function'"),
     "space_args": Field({}, (dict,), "options of the space function (its skeleton)"),
@@ -117,7 +121,7 @@ FIELDS: dict[str, Field] = {
     "infra_retries": Field(2, (int,), "times a trial is re-run after an attempt lost to the infrastructure (its worker process, actor or node died; never an exception of the candidate); a trial still lost after that is not recorded as finished, and the run stops for a rerun", _non_negative),
     "trials_per_gpu": Field("auto", (str, int), "trials packed on each GPU: auto (from CPU cores and GPU memory) or N", _trials_per_gpu),
     "cuda_graphs": Field(True, (bool,), "capture training steps as CUDA graphs on CUDA (eager when capture fails)"),
-    "cudnn_benchmark": Field(True, (bool,), "cudnn autotuning of the training shapes on CUDA (each new architecture's convolutions are timed once)"),
+    "cudnn_benchmark": Field("auto", (str, bool), "cudnn autotuning of each trial's training shapes on CUDA: auto (on for fixed shapes of networks over 1e9 MACs per batch; cellblock.evaluators.autotune), true or false", _autotune),
     "threads_per_trial": Field(None, (int,), "torch threads per trial (default: 1 for small candidates or with concurrency > 1, else the cores free of other load)", _positive, nullable=True),
     "address": Field(None, (str,), "Ray cluster of the ray backend: auto or HOST:PORT (default: a local Ray instance for the run)", nullable=True),
     "resources_per_trial": Field(None, (str,), "Ray resources of one trial, e.g. cpu=1,gpu=0.5 (default cpu=1, with gpu=1/trials_per_gpu when GPUs are used)", _resources, nullable=True),
