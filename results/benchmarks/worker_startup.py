@@ -9,8 +9,9 @@ code measured; repetitions of the variants are interleaved, as the machine may b
 Each run is a fresh ``python -m cellblock search`` process of the digits data on the
 ``blocks`` space (``--backend process --concurrency 8 --device cpu --strategy random``,
 12 trials of 1 epoch, objectives accuracy and macs). The space is wrapped by a file that
-appends ``pid time arch_id`` to a trace file whenever a worker builds a candidate, i.e.
-when a trial starts running in a worker; a trial ends at its ``trial_end`` event. From
+appends ``pid time arch_id`` to a trace file whenever a worker builds a candidate; a
+trial starts running at the last build of its architecture (an earlier one may count its
+MACs) and ends at its ``trial_end`` event. From
 these it reports, per run:
 
 - ``first trial``: seconds from the command's start to the first trial running;
@@ -59,9 +60,13 @@ def analyse(events: Sequence[Mapping[str, Any]], trace: Sequence[tuple[int, floa
     start = next(e for e in events if e["event"] == "run_start")
     run_end = next((e["t"] for e in events if e["event"] == "run_end"), t_exit)
     ends = {e["arch_id"]: e["t"] for e in events if e["event"] == "trial_end"}
+    last: dict[str, tuple[int, float]] = {}  # a trial's build is the last of its arch (a worker
+    for pid, t, aid in sorted(trace, key=lambda r: r[1]):  # may build it before, to count MACs)
+        if pid != start.get("pid"):
+            last[aid] = (pid, t)
     spans: dict[int, list[tuple[float, float]]] = {}
-    for pid, t, aid in trace:
-        if pid != start.get("pid") and aid in ends:
+    for aid, (pid, t) in last.items():
+        if aid in ends:
             spans.setdefault(pid, []).append((t, ends[aid]))
     firsts = [min(s for s, _ in v) for v in spans.values()]
     between = busy = 0.0

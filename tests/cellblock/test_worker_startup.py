@@ -88,3 +88,95 @@ def test_wants_pool():
     assert not startup.wants_pool({"backend": "local", "device": "auto"})
     assert not startup.wants_pool({"backend": "auto", "device": "cpu"})
     assert not startup.wants_pool({"backend": "ray", "device": "cuda"})
+
+
+# ---- a short search starts whole, costliest first --------------------------------------------
+class _Book:
+    """The parts of TrialBook that Backend.drive uses, for ``budget`` trials."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.done, self.held, self.in_flight = budget, 0, {}, {}
+        self.rerun: list = []
+        self.exhausted = False
+        self.asked = 0
+        self.events: list[tuple[str, int]] = []
+
+    def wants_more(self) -> bool:
+        return self.done + len(self.in_flight) < self.budget
+
+    def next_trial(self) -> Trial:
+        arch = {"w": self.asked}
+        self.asked += 1
+        return Trial(number=self.asked - 1, arch_id=arch_id(arch), arch=arch)
+
+    def start(self, trial: Trial) -> None:
+        self.in_flight[trial.arch_id] = trial
+        self.events.append(("start", trial.number))
+
+    def finish(self, trial: Trial, outcome) -> None:
+        del self.in_flight[trial.arch_id]
+        self.done += 1
+        self.events.append(("end", trial.number))
+
+
+def _fake_pool_backend(concurrency: int, macs: dict[int, float]):
+    from cellblock.run.backends.process import ProcessBackend, _costs_in_worker
+
+    class Pool:
+        def __init__(self) -> None:
+            self.submitted: list[int] = []
+
+        def submit(self, fn, *args):
+            future: cf.Future = cf.Future()
+            if fn is _costs_in_worker:
+                future.set_result([macs[a["w"]] for a in args[0]])
+            else:
+                self.submitted.append(args[0]["w"])
+            return future
+
+    backend = object.__new__(ProcessBackend)  # no workers: its pool is the fake above
+    backend.config, backend.futures, backend.pool, backend.seed, backend.workers = (
+        {"concurrency": concurrency}, {}, Pool(), 0, {})
+    return backend
+
+
+def test_a_short_search_is_submitted_whole_costliest_first():
+    backend = _fake_pool_backend(2, macs={0: 1.0, 1: 5.0, 2: 3.0, 3: 4.0})
+    book = _Book(4)
+    assert backend.ahead(book) == 2 and backend.ahead(_Book(5)) == 0
+    finished = []
+
+    def wait():
+        trial = next(t for t in backend.futures.values() if t.number not in finished)
+        finished.append(trial.number)
+        return [(trial, None)]
+
+    backend.wait = wait
+    backend.drive(book, lambda n: None)
+    # every trial started (and was recorded, in ask order) before the first result
+    assert book.events[:4] == [("start", n) for n in range(4)] and book.done == 4
+    assert backend.pool.submitted == [1, 3, 2, 0]  # the workers take the costliest first
+
+
+def test_trials_that_fit_the_free_workers_are_not_counted_or_reordered():
+    backend = _fake_pool_backend(4, macs={})  # a cost look-up would raise KeyError
+    trials = [Trial(number=n, arch_id=str(n), arch={"w": n}) for n in range(3)]
+    assert backend.order(trials) == trials
+
+
+def test_a_short_search_on_workers_completes_and_its_log_replays(tmp_path):
+    import cellblock
+    from cellblock.records import read_events, replay_trials
+    from cellblock.run.asking import EXHAUSTED_AFTER
+    from cellblock.run.runner import prepare
+    from cellblock.strategies.resume import fast_forward
+
+    cfg = _config(tmp_path, trials=4, strategy="evolution",
+                  space=write_space(tmp_path, conv_space([4, 8, 12, 16]), "sp4.py"))
+    run = cellblock.search(**cfg)
+    assert len(run.trials) == 4 and all(t.status == COMPLETE for t in run.trials)
+    events = read_events(tmp_path / "run" / "trials.jsonl")
+    kinds = [e["event"] for e in events if e["event"] in ("trial_start", "trial_end")]
+    assert kinds[:4] == ["trial_start"] * 4  # started whole, before any result
+    fresh = prepare({**cfg, "out": str(tmp_path / "other")}).strategy
+    assert fast_forward(fresh, events, replay_trials(events), EXHAUSTED_AFTER)

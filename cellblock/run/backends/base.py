@@ -76,8 +76,9 @@ class Backend(ABC):
     def drive(self, book: Any, after: Callable[[int], None]) -> None:
         """Run trials until the book's budget is spent or the space is exhausted.
 
-        The default loop keeps up to :attr:`capacity` trials in flight through
-        :meth:`submit` and :meth:`wait`; an attempt that :meth:`wait` reports :class:`Lost`
+        The default loop keeps up to :attr:`capacity` trials (plus :meth:`ahead`, queued)
+        in flight through :meth:`submit` and :meth:`wait`, submitting the trials it starts
+        at once in the order of :meth:`order` (they are asked and recorded in ask order); an attempt that :meth:`wait` reports :class:`Lost`
         goes back to the book (``lose``: re-run first, or held past the retry cap). A
         backend with its own scheduler (Ray Tune) overrides this, using the same ``book``
         (``next_trial``, ``start``, ``finish``, ``lose``) so that the records are the same.
@@ -87,11 +88,14 @@ class Backend(ABC):
             after: Called with the number of trials that just finished.
         """
         while book.done + len(book.held) < book.budget:
-            while self.capacity > len(book.in_flight) and book.wants_more():
+            batch: list[Trial] = []
+            while self.capacity + self.ahead(book) > len(book.in_flight) and book.wants_more():
                 trial = book.next_trial()
                 if trial is None:
                     break
                 book.start(trial)
+                batch.append(trial)
+            for trial in self.order(batch):
                 self.submit(trial)
             if not book.in_flight:
                 book.exhausted = not book.rerun
@@ -104,6 +108,14 @@ class Backend(ABC):
                     book.finish(trial, outcome)
                     finished += 1
             after(finished)
+
+    def ahead(self, book: Any) -> int:
+        """Trials to start beyond :attr:`capacity`, queued until a slot frees (default 0)."""
+        return 0
+
+    def order(self, batch: list[Trial]) -> list[Trial]:
+        """The order in which trials started together are submitted (default: as asked)."""
+        return batch
 
     @abstractmethod
     def submit(self, trial: Trial) -> None:

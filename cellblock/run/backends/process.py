@@ -74,6 +74,30 @@ def _evaluate_in_worker(arch: Mapping[str, Any], seed: int, number: int = -1) ->
             running[slot + 1] = -1
 
 
+def _costs_in_worker(archs: list[Mapping[str, Any]]) -> list[float]:
+    """Forward MACs per image of each architecture (0 where its network cannot be built: its
+    trial fails in its own right), counted in a worker so that a candidate that kills its
+    process never takes the search with it."""
+    import torch
+
+    from cellblock.evaluators.cost import count_macs
+
+    pipeline = _WORKER["pipeline"]
+    out = []
+    for arch in archs:
+        known = pipeline.evaluator.costs(arch)
+        if known and known.get("macs") is not None:
+            out.append(float(known["macs"]))
+            continue
+        try:
+            with torch.random.fork_rng(devices=[]):  # trials seed themselves; keep it so
+                model = pipeline.ctx.space.build(arch)
+            out.append(float(count_macs(model, pipeline.input_shape)))
+        except Exception:  # noqa: BLE001  (the trial reports it)
+            out.append(0.0)
+    return out
+
+
 def _death(exitcode: int) -> str:
     """``killed by SIGKILL`` / ``exited with code 3``."""
     if exitcode < 0:
@@ -151,6 +175,28 @@ class ProcessBackend(Backend):
     @property
     def capacity(self) -> int:
         return self.config["concurrency"]
+
+    def ahead(self, book: Any) -> int:
+        """A short search (``trials`` at most twice the workers) starts whole: the trials
+        beyond the workers wait in the pool's queue and start the moment a worker frees,
+        and :meth:`order` puts the costliest first, so the last wave is short ones filling
+        the gaps rather than a second wave of long ones beside idle workers. Those trials
+        are asked before the first results are told (longer searches ask one per freed
+        worker)."""
+        return self.capacity if book.budget <= 2 * self.capacity else 0
+
+    def order(self, batch: list[Trial]) -> list[Trial]:
+        """Costliest first (forward MACs, counted in a worker) when more trials start than
+        there are free workers; as asked otherwise, or when counting fails."""
+        if len(batch) <= self.capacity - len(self.futures):
+            return batch
+        try:
+            costs = self.pool.submit(_costs_in_worker, [t.arch for t in batch]).result()
+        except BrokenProcessPool:  # a worker died: nothing was submitted yet
+            self._restart()
+            return batch
+        ranked = sorted(range(len(batch)), key=lambda i: -costs[i])  # stable: ties as asked
+        return [batch[i] for i in ranked]
 
     def submit(self, trial: Trial) -> None:
         args = (_evaluate_in_worker, trial.arch, trial_seed(self.seed, trial.arch_id), trial.number)
