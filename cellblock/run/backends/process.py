@@ -199,12 +199,12 @@ class ProcessBackend(Backend):
         return [batch[i] for i in ranked]
 
     def submit(self, trial: Trial) -> None:
-        args = (_evaluate_in_worker, trial.arch, trial_seed(self.seed, trial.arch_id), trial.number)
+        seed = trial_seed(self.seed, trial.arch_id)
         try:
-            future = self.pool.submit(*args)
+            future = self.pool.submit(_evaluate_in_worker, trial.arch, seed, trial.number)
         except BrokenProcessPool:  # a worker died since the last wait: its trials are lost
             self._restart()
-            future = self.pool.submit(*args)
+            future = self.pool.submit(_evaluate_in_worker, trial.arch, seed, trial.number)
         self.futures[future] = trial
         self._note_workers(self.pool)
 
