@@ -186,12 +186,17 @@ class ProcessBackend(Backend):
         return self.capacity if book.budget <= 2 * self.capacity else 0
 
     def order(self, batch: list[Trial]) -> list[Trial]:
-        """Costliest first (forward MACs, counted in a worker) when more trials start than
-        there are free workers; as asked otherwise, or when counting fails."""
+        """Costliest first (forward MACs, counted in the workers, a share each) when more
+        trials start than there are free workers; as asked otherwise, or when counting fails."""
         if len(batch) <= self.capacity - len(self.futures):
             return batch
+        n = self.capacity  # one share per worker, counted at once
+        shares = [self.pool.submit(_costs_in_worker, [t.arch for t in batch[i::n]])
+                  for i in range(min(n, len(batch)))]
+        costs = [0.0] * len(batch)
         try:
-            costs = self.pool.submit(_costs_in_worker, [t.arch for t in batch]).result()
+            for i, share in enumerate(shares):
+                costs[i::n] = share.result()
         except BrokenProcessPool:  # a worker died: nothing was submitted yet
             self._restart()
             return batch
