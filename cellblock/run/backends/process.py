@@ -32,6 +32,7 @@ def _init_worker(cfg: Mapping[str, Any], parent_pid: int | None = None, counter:
     if parent_pid is not None:
         watched = os.getppid()
         if watched != parent_pid:  # forked by the forkserver, which exits with the search
+            _let_forkserver_exit()
             try:
                 os.kill(parent_pid, 0)
             except ProcessLookupError:  # the search is gone already
@@ -56,6 +57,23 @@ def _init_worker(cfg: Mapping[str, Any], parent_pid: int | None = None, counter:
     _WORKER["running"] = running
     set_threads(cfg)
     _WORKER["pipeline"] = build_components(cfg).pipeline
+
+
+def _let_forkserver_exit() -> None:
+    """Close this worker's copy of the forkserver's lifeline (multiprocessing hands every
+    fork the write end of the pipe whose end-of-file stops the server). With it open, a
+    search killed by SIGKILL left its server and workers waiting for each other forever;
+    closed, the server exits with the search and the workers with the server."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        server._forkserver_alive_fd = None  # type: ignore[union-attr]
 
 
 def _ready() -> int:
