@@ -119,24 +119,25 @@ class _Book:
         self.events.append(("end", trial.number))
 
 
-def _fake_pool_backend(concurrency: int, macs: dict[int, float]):
-    from cellblock.run.backends.process import ProcessBackend, _costs_in_worker
+def _fake_pool_backend(concurrency: int, macs: dict[int, float] | None):
+    from cellblock.run.backends.process import ProcessBackend
 
     class Pool:
         def __init__(self) -> None:
             self.submitted: list[int] = []
 
         def submit(self, fn, *args):
-            future: cf.Future = cf.Future()
-            if fn is _costs_in_worker:
-                future.set_result([macs[a["w"]] for a in args[0]])
-            else:
-                self.submitted.append(args[0]["w"])
-            return future
+            self.submitted.append(args[0]["w"])
+            return cf.Future()
+
+    class Evaluator:  # knows MACs without building (a cost cache), or not at all
+        def costs(self, arch):
+            return None if macs is None else {"macs": macs[arch["w"]]}
 
     backend = object.__new__(ProcessBackend)  # no workers: its pool is the fake above
     backend.config, backend.futures, backend.pool, backend.seed, backend.workers = (
         {"concurrency": concurrency}, {}, Pool(), 0, {})
+    backend.prepared = SimpleNamespace(pipeline=SimpleNamespace(evaluator=Evaluator()))
     return backend
 
 
@@ -158,10 +159,12 @@ def test_a_short_search_is_submitted_whole_costliest_first():
     assert backend.pool.submitted == [1, 3, 2, 0]  # the workers take the costliest first
 
 
-def test_trials_that_fit_the_free_workers_are_not_counted_or_reordered():
-    backend = _fake_pool_backend(4, macs={})  # a cost look-up would raise KeyError
+def test_trials_are_reordered_only_beyond_the_free_workers_and_with_known_costs():
     trials = [Trial(number=n, arch_id=str(n), arch={"w": n}) for n in range(3)]
-    assert backend.order(trials) == trials
+    assert _fake_pool_backend(4, macs={}).order(trials) == trials  # a look-up: KeyError
+    assert _fake_pool_backend(2, macs=None).order(trials) == trials  # MACs unknown: as asked
+    assert _fake_pool_backend(2, macs={0: 1, 1: 3, 2: 2}).order(trials) == [
+        trials[1], trials[2], trials[0]]
 
 
 def test_a_short_search_on_workers_completes_and_its_log_replays(tmp_path):

@@ -92,30 +92,6 @@ def _evaluate_in_worker(arch: Mapping[str, Any], seed: int, number: int = -1) ->
             running[slot + 1] = -1
 
 
-def _costs_in_worker(archs: list[Mapping[str, Any]]) -> list[float]:
-    """Forward MACs per image of each architecture (0 where its network cannot be built: its
-    trial fails in its own right), counted in a worker so that a candidate that kills its
-    process never takes the search with it."""
-    import torch
-
-    from cellblock.evaluators.cost import count_macs
-
-    pipeline = _WORKER["pipeline"]
-    out = []
-    for arch in archs:
-        known = pipeline.evaluator.costs(arch)
-        if known and known.get("macs") is not None:
-            out.append(float(known["macs"]))
-            continue
-        try:
-            with torch.random.fork_rng(devices=[]):  # trials seed themselves; keep it so
-                model = pipeline.ctx.space.build(arch)
-            out.append(float(count_macs(model, pipeline.input_shape)))
-        except Exception:  # noqa: BLE001  (the trial reports it)
-            out.append(0.0)
-    return out
-
-
 def _death(exitcode: int) -> str:
     """``killed by SIGKILL`` / ``exited with code 3``."""
     if exitcode < 0:
@@ -204,21 +180,17 @@ class ProcessBackend(Backend):
         return self.capacity if book.budget <= 2 * self.capacity else 0
 
     def order(self, batch: list[Trial]) -> list[Trial]:
-        """Costliest first (forward MACs, counted in the workers, a share each) when more
-        trials start than there are free workers; as asked otherwise, or when counting fails."""
+        """Costliest first when more trials start than there are free workers and the
+        evaluator knows their MACs without building them (``Evaluator.costs``, e.g. a cost
+        cache); as asked otherwise. Building every network first to count its MACs delayed
+        the first wave by more than the order saved (results/benchmarks/worker_startup.md)."""
         if len(batch) <= self.capacity - len(self.futures):
             return batch
-        n = self.capacity  # one share per worker, counted at once
-        shares = [self.pool.submit(_costs_in_worker, [t.arch for t in batch[i::n]])
-                  for i in range(min(n, len(batch)))]
-        costs = [0.0] * len(batch)
-        try:
-            for i, share in enumerate(shares):
-                costs[i::n] = share.result()
-        except BrokenProcessPool:  # a worker died: nothing was submitted yet
-            self._restart()
+        evaluator = self.prepared.pipeline.evaluator
+        known = [evaluator.costs(t.arch) or {} for t in batch]
+        if any(k.get("macs") is None for k in known):
             return batch
-        ranked = sorted(range(len(batch)), key=lambda i: -costs[i])  # stable: ties as asked
+        ranked = sorted(range(len(batch)), key=lambda i: -float(known[i]["macs"]))  # stable
         return [batch[i] for i in ranked]
 
     def submit(self, trial: Trial) -> None:
