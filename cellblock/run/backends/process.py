@@ -172,11 +172,10 @@ class ProcessBackend(Backend):
 
     def ahead(self, book: Any) -> int:
         """A short search (``trials`` at most twice the workers) starts whole: the trials
-        beyond the workers wait in the pool's queue and start the moment a worker frees,
-        and :meth:`order` puts the costliest first, so the last wave is short ones filling
-        the gaps rather than a second wave of long ones beside idle workers. Those trials
-        are asked before the first results are told (longer searches ask one per freed
-        worker)."""
+        beyond the workers wait in the pool's queue and start the moment a worker frees
+        (no round trip through the search process), in the order of :meth:`order`. Those
+        trials are asked before the first results are told (longer searches ask one per
+        freed worker)."""
         return self.capacity if book.budget <= 2 * self.capacity else 0
 
     def order(self, batch: list[Trial]) -> list[Trial]:
