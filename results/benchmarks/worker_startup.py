@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -71,8 +72,8 @@ def analyse(events: Sequence[Mapping[str, Any]], trace: Sequence[tuple[int, floa
     firsts = [min(s for s, _ in v) for v in spans.values()]
     between = busy = 0.0
     for runs in spans.values():
-        runs.sort()
-        busy += sum(e - s for s, e in runs)
+        runs.sort()  # a queued trial may start before the search records the last one's end
+        busy += sum(min(e, b[0]) - s for (s, e), b in zip(runs, [*runs[1:], (math.inf,)]))
         between += sum(max(0.0, b[0] - a[1]) for a, b in zip(runs, runs[1:]))
     span = run_end - start["t"]
     workers = len(spans)

@@ -34,3 +34,11 @@ def test_measures_of_a_made_up_run(bench):
     assert m["workers"] == 2 and m["trials"] == 3 and m["wall_s"] == 26.0
     busy = (20 - 12) + (30 - 25) + (22 - 14)
     assert m["idle_fraction"] == pytest.approx(1 - busy / (2 * 20))
+
+
+def test_a_queued_trial_that_starts_before_the_last_end_is_recorded_is_not_busy_twice(bench):
+    events = [{"event": "run_start", "t": 0.0, "pid": 1},
+              {"event": "trial_end", "arch_id": "a", "t": 10.5},
+              {"event": "trial_end", "arch_id": "b", "t": 20.0}]
+    m = bench.analyse(events, [(7, 0.0, "a"), (7, 10.0, "b")], t_cmd=0.0, t_exit=20.0)
+    assert m["idle_between_s"] == 0.0 and m["idle_fraction"] == 0.0
