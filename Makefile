@@ -25,11 +25,15 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(BIN)/cellblock search
 
-# oneDNN picks CPU kernels by instruction set: what runs convolutions (training, the supernet,
-# export) runs a second time on the AVX2 kernels, which every x86 CPU can take.
+# oneDNN picks CPU kernels by instruction set: what trains convolutions (the loop, the supernet,
+# export after training) runs a second time on the AVX2 kernels, which every x86 CPU can take.
+# Export tests of untrained networks (forward passes only) and the supernet's kill-and-resume
+# (the same training as tests/supernet's others, in a subprocess) run once.
 AVX2_TESTS := tests/supernet tests/evaluators/test_cpu_kernels.py tests/evaluators/test_loop.py \
-	tests/evaluators/test_training.py tests/cellblock/test_export.py tests/cellblock/test_export_deploy.py \
-	tests/cellblock/test_final_train.py
+	tests/evaluators/test_training.py tests/cellblock/test_final_train.py \
+	tests/cellblock/test_export.py::test_reexport_after_train_is_refused_then_replaces_the_directory_whole \
+	tests/cellblock/test_export_deploy.py::test_raw_data_fed_to_every_format_gets_the_trained_accuracy \
+	--deselect tests/supernet/test_cli.py::test_sigkill_then_resume_matches_an_uninterrupted_run
 
 # --dist load: a test whose worker dies natively fails alone (with its signal, see
 # tests/conftest.py) and a new worker takes the rest; pyproject.toml sets a per-test timeout

@@ -28,10 +28,6 @@ from cellblock.evaluators.cuda_graph import StepRunner
 from cellblock.evaluators.loop import TrainLoop, held, sync
 from cellblock.evaluators.loop import amp_setup as _amp_setup
 
-# issue 27 branch: cellblock/run/backends/ray_backend.py imports device_tensors from here;
-# after the merge it imports it from .loop and this line goes.
-from cellblock.evaluators.loop import device_tensors as device_tensors  # noqa: F401
-
 
 @dataclass
 class TrainConfig:

@@ -9,7 +9,7 @@ validation accuracy. Every child sees the same re-calibration batches.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,6 +25,8 @@ from cellblock.evaluators.cost import cost_metrics
 from cellblock.evaluators.training import evaluate_accuracy
 from cellblock.supernet.model import Supernet
 from cellblock.supernet.prior import REFERENCE_SAMPLES, FusedScore, check_prior
+
+_log = logging.getLogger(__name__)
 
 #: Batches (of :data:`RECAL_BATCH_SIZE` train images) used to re-calibrate BN statistics.
 RECAL_BATCHES = 2
@@ -166,7 +168,7 @@ class SupernetEvaluator(Evaluator):
         self.fused = None if self.prior is None else fused_reference(
             self.supernet, self.prior, ctx.data, ctx.device,
             (*_checkpoint_key(Path(self.path), ctx.device), ctx.data.name, len(ctx.data.y_val)),
-            log=lambda line: print(line, file=sys.stderr, flush=True))
+            log=_log.info)
 
     def evaluate(self, model: nn.Module | None, arch: Mapping[str, Any], seed: int) -> dict[str,
                                                                                             Any]:

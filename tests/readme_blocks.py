@@ -21,8 +21,10 @@ a Ray cluster, a dashboard) are ``console`` blocks, which these tests do not run
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,20 +84,37 @@ def run(work: Path, script: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
-def make_workdir(root: Path, demo: bool = True) -> Path:
-    """A fresh directory with the README's files and (``demo``) ``make demo``'s run in it."""
+#: make demo's run: the demo's config (a run may be extended, so a smaller budget is the same
+#: run); unstable latencies (a busy test machine) may reach the front, so that the examples
+#: that pick from the front do not depend on the machine's load
+DEMO = "cellblock search --trials 2 --no-progress --allow-unstable-latency"
+
+
+def demo_results(shared: Path) -> Path:
+    """``results/`` holding ``make demo``'s run, made once under ``shared`` (a directory of this
+    test session that every xdist worker sees) by whichever chain needs it first."""
+    made = shared / "readme-demo"
+    with open(shared / "readme-demo.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits for it, then copies it
+        if not (made / "done").is_file():
+            shutil.rmtree(made, ignore_errors=True)
+            made.mkdir()
+            done = run(made, DEMO)
+            assert done.returncode == 0, done.stderr[-3000:]
+            (made / "done").touch()
+    return made / "results"
+
+
+def make_workdir(root: Path, demo: bool = True, shared: Path | None = None) -> Path:
+    """A fresh directory with the README's files and (``demo``) a copy of ``make demo``'s run
+    in it (made once in ``shared``, or in ``root`` without one)."""
     work = root / "work"
     work.mkdir()
     write_nb201_table(root / "shared" / "nb201_cifar100.csv")
     (work / "my_space.py").write_text(readme_file("# my_space.py", "python"), encoding="utf-8")
     (work / "config.yaml").write_text(readme_file("", "yaml"), encoding="utf-8")
-    if not demo:
-        return work
-    # make demo's run: the demo's config (a run may be extended, so a smaller budget is the same
-    # run); unstable latencies (a busy test machine) may reach the front, so that the examples
-    # that pick from the front do not depend on the machine's load
-    done = run(work, "cellblock search --trials 2 --no-progress --allow-unstable-latency")
-    assert done.returncode == 0, done.stderr[-3000:]
+    if demo:  # a moved run is the same run (its inputs are hashed by content, not path)
+        shutil.copytree(demo_results(shared or root), work / "results")
     return work
 
 
@@ -135,7 +154,9 @@ def chain_tests(chain: str, demo: bool = True) -> tuple:
 
     @pytest.fixture(scope="module", name="workdir")
     def workdir(tmp_path_factory) -> Path:
-        return make_workdir(tmp_path_factory.mktemp(f"readme-{chain}"), demo=demo)
+        base = tmp_path_factory.getbasetemp()  # under xdist, its parent is this run's, shared
+        shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+        return make_workdir(tmp_path_factory.mktemp(f"readme-{chain}"), demo=demo, shared=shared)
 
     @pytest.mark.slow
     @pytest.mark.parametrize("index", range(len(bash_blocks(chain))))

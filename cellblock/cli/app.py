@@ -7,11 +7,13 @@ built; each imports its heavy machinery inside its handler, so start-up stays li
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Sequence
 
 from cellblock.cli.common import COMMANDS, Parser
+from cellblock.cli.messages import user_messages
 from cellblock.core.errors import CellblockError
 
 #: Modules that add sub-commands with ``@command``, in ``--help`` order.
@@ -91,7 +93,7 @@ def _what_was_kept(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cellblock`` command; returns the exit code."""
-    from cellblock.core.signals import Terminated, install_sigterm
+    from cellblock.core.signals import install_sigterm
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
@@ -99,6 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     install_sigterm()
+    with user_messages():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command; a user error, a signal or an OS error is one line on stderr."""
+    from cellblock.core.signals import Terminated
+
     try:
         return int(args.func(args) or 0)
     except CellblockError as exc:

@@ -7,7 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from cellblock.cli.common import _key_value, command, show_defaults
+from cellblock.cli.common import command, show_defaults
+from cellblock.cli.options import add_config_option
 from cellblock.core.errors import ConfigError
 
 
@@ -16,8 +17,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench",
                        help="compare strategies on a tabular benchmark (best, hv_ratio vs budget)")
     p.add_argument("--space", default="nb201", help="space with a table key (default nb201)")
-    p.add_argument("--space-arg", action="append", type=_key_value, metavar="KEY=VALUE",
-                   help="space option, repeatable, e.g. num_classes=100")
+    add_config_option(p, "space_args", dest="space_arg")  # as search's
     p.add_argument("--table", required=True, help="benchmark table (CSV or parquet)")
     p.add_argument("--metric",
                    help="table column used as accuracy (default: its only numeric column)")

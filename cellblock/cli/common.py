@@ -6,7 +6,7 @@ Imports only argparse, yaml and :mod:`cellblock.core`; sub-command modules impor
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import yaml
@@ -39,36 +39,6 @@ def _key_value(text: str) -> tuple[str, Any]:
         return key.strip(), yaml.safe_load(value)
     except yaml.YAMLError:
         raise argparse.ArgumentTypeError(f"cannot parse the value in {text!r}") from None
-
-
-def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
-    out = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    for group in ("space_args", "strategy_args"):
-        pairs = getattr(args, group.replace("_args", "_arg"), None)
-        if pairs:
-            out[group] = dict(pairs)
-    if getattr(args, "constraint", None):
-        out["constraints"] = list(args.constraint)
-    return out
-
-
-def show_config_defaults(parser: argparse.ArgumentParser) -> None:
-    """Append ``(default: X)`` to the help of every option that is a config key.
-
-    The options default to None on the command line (a YAML file may set them), so the
-    defaults shown are the config's own (:data:`cellblock.run.config.FIELDS`).
-    """
-    from cellblock.run.config import FIELDS
-
-    for action in parser._actions:
-        spec = FIELDS.get(action.dest)
-        if (spec is None or spec.default is None or action.help in (None, argparse.SUPPRESS)
-                or "default" in action.help):
-            continue
-        default = spec.default
-        if isinstance(default, list):
-            default = ",".join(map(str, default)) or "none"
-        action.help += f" (default: {default})"
 
 
 def show_defaults(parser: argparse.ArgumentParser) -> None:

@@ -50,15 +50,19 @@ def visible_gpus(device: str, count: int | None = None) -> list[int]:
     if device == "auto":
         return list(range(count))
     if device.startswith("cuda") and count == 0:
-        raise ConfigError(f"device {device!r} was asked for but torch sees no CUDA device; use --device cpu")
+        raise ConfigError(
+            f"device {device!r} was asked for but torch sees no CUDA device; use --device cpu"
+        )
     if device == "cuda":
         return list(range(count))
     match = re.fullmatch(r"cuda:(\d+)", device)
     if match:
         index = int(match.group(1))
         if index >= count:
-            raise ConfigError(f"device {device!r} does not exist: {count} CUDA device(s) visible "
-                              f"(indices 0..{count - 1}); check --device and CUDA_VISIBLE_DEVICES")
+            raise ConfigError(
+                f"device {device!r} does not exist: {count} CUDA device(s) visible "
+                f"(indices 0..{count - 1}); check --device and CUDA_VISIBLE_DEVICES"
+            )
         return [index]
     return []
 
@@ -82,9 +86,11 @@ def auto_trials_per_gpu(
     by_memory = max(1, int(gpu_memory_bytes * MEMORY_SHARE // trial_bytes))
     k = min(by_cores, by_memory, MAX_AUTO_TRIALS_PER_GPU)
     gib = 2**30
-    reason = (f"smallest of {cpu_cores} CPU cores / {n_gpus} GPU(s) = {by_cores}, "
-              f"{MEMORY_SHARE:.0%} of {gpu_memory_bytes / gib:.1f} GiB / ~{trial_bytes / gib:.1f} GiB "
-              f"a trial = {by_memory}, cap {MAX_AUTO_TRIALS_PER_GPU}")
+    reason = (
+        f"smallest of {cpu_cores} CPU cores / {n_gpus} GPU(s) = {by_cores}, "
+        f"{MEMORY_SHARE:.0%} of {gpu_memory_bytes / gib:.1f} GiB / ~{trial_bytes / gib:.1f} GiB "
+        f"a trial = {by_memory}, cap {MAX_AUTO_TRIALS_PER_GPU}"
+    )
     return k, reason
 
 
@@ -145,16 +151,29 @@ def plan_slots(
     """
     backend, concurrency = cfg["backend"], cfg.get("concurrency")
     if concurrency == "auto" and backend != "ray":
-        raise ConfigError("--concurrency auto follows a Ray cluster's resources and needs --backend ray; "
-                          "give the process backend a number, e.g. --concurrency 4")
+        raise ConfigError(
+            "--concurrency auto follows a Ray cluster's resources and needs --backend ray; "
+            "give the process backend a number, e.g. --concurrency 4"
+        )
     want = cfg.get("trials_per_gpu", "auto")
-    if backend == "ray" and cfg.get("address") and want != "auto" and cfg.get("resources_per_trial") is None \
-            and cfg["device"] != "cpu":
+    if (
+        backend == "ray"
+        and cfg.get("address")
+        and want != "auto"
+        and cfg.get("resources_per_trial") is None
+        and cfg["device"] != "cpu"
+    ):
         # the GPUs are the cluster's, not this driver's: K trials share each of them
         k = int(want)
-        return SlotPlan([], k, backend, concurrency or 1, f"cpu=1,gpu={1 / k:.4g}",
-                        f"device slots: the Ray cluster's GPUs x {k} trial(s) per GPU; backend ray, "
-                        f"concurrency {concurrency or 1}; Ray resources per trial cpu=1,gpu={1 / k:.4g}")
+        return SlotPlan(
+            [],
+            k,
+            backend,
+            concurrency or 1,
+            f"cpu=1,gpu={1 / k:.4g}",
+            f"device slots: the Ray cluster's GPUs x {k} trial(s) per GPU; backend ray, "
+            f"concurrency {concurrency or 1}; Ray resources per trial cpu=1,gpu={1 / k:.4g}",
+        )
     gpus = visible_gpus(cfg["device"], count)
     if not gpus:
         k, why = 1, "no GPU used"
@@ -173,8 +192,11 @@ def plan_slots(
     resources = cfg.get("resources_per_trial")
     if resources is None:
         resources = f"cpu=1,gpu={1 / k:.4g}" if gpus and backend == "ray" else "cpu=1"
-    where = (f"{len(gpus)} GPU(s) ({', '.join(f'cuda:{g}' for g in gpus)}) x {k} trial(s) per GPU"
-             if gpus else f"device {cfg['device']}")
+    where = (
+        f"{len(gpus)} GPU(s) ({', '.join(f'cuda:{g}' for g in gpus)}) x {k} trial(s) per GPU"
+        if gpus
+        else f"device {cfg['device']}"
+    )
     if gpus and backend == "local":
         where += " (the local backend runs one trial at a time)"
     reason = f"device slots: {where}; backend {backend}, concurrency {concurrency} ({why})"
@@ -188,7 +210,11 @@ def apply_slots(cfg: Mapping[str, Any], **inject: Any) -> tuple[dict[str, Any], 
     by :func:`plan_slots` (``inject``: its ``count``, ``cpu_cores``, ``gpu_memory_bytes``)."""
     plan = plan_slots(cfg, **inject)
     out = dict(cfg)
-    out.update(backend=plan.backend, concurrency=plan.concurrency, resources_per_trial=plan.resources_per_trial)
+    out.update(
+        backend=plan.backend,
+        concurrency=plan.concurrency,
+        resources_per_trial=plan.resources_per_trial,
+    )
     return out, plan
 
 
@@ -216,9 +242,13 @@ def resolve_device(device: Any) -> Any:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"device {device!r} is not a valid torch device; use cpu or cuda") from exc
+        raise ConfigError(
+            f"device {device!r} is not a valid torch device; use cpu or cuda"
+        ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu")
+        raise ConfigError(
+            f"device {str(device)!r} requested but CUDA is not available; use --device cpu"
+        )
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     return dev

@@ -45,3 +45,10 @@ class CheckpointError(CellblockError):
 
 class ExportError(CellblockError):
     """A network cannot be exported, or an exported copy does not match the original."""
+
+
+class CellblockWarning(UserWarning):
+    """Something the user should fix that does not stop the command (``warnings.warn``).
+
+    The CLI shows it as ``cellblock: warning: <message>`` on one line on stderr.
+    """

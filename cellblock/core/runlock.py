@@ -10,6 +10,7 @@ Readers (``show``, ``report``, ``export``) never take the lock.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from cellblock.core.errors import RunError
+
+_log = logging.getLogger(__name__)
 
 LOCK_NAME = ".cellblock.lock"
 
@@ -97,8 +100,8 @@ class RunLock:
             self.taken_over = old
             alive = old.get("host") == socket.gethostname() and pid_alive(int(old["pid"]))
             state = "no longer holds it" if alive else "is no longer running"
-            print(f"cellblock: notice: taking over the stale lock of {self.what} left by "
-                  f"{_describe(old)}, which {state}", file=sys.stderr)
+            _log.warning("taking over the stale lock of %s left by %s, which %s", self.what,
+                         _describe(old), state)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                 "command": self.command}
         os.ftruncate(fd, 0)

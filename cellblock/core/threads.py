@@ -156,16 +156,24 @@ def describe(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The run's thread policy, as printed and recorded in ``run_start``."""
     fixed = threads_for(cfg)
     if fixed is not None:
-        why = "--threads-per-trial" if cfg.get("threads_per_trial") is not None else "concurrency > 1"
+        given = cfg.get("threads_per_trial") is not None
+        why = "--threads-per-trial" if given else "concurrency > 1"
         return {"policy": "fixed", "threads": fixed, "why": why}
-    return {"policy": "auto", "small": 1, "large": "free cores", "max": torch_default_threads(),
-            "small_batch_macs": SMALL_BATCH_MACS}
+    return {
+        "policy": "auto",
+        "small": 1,
+        "large": "free cores",
+        "max": torch_default_threads(),
+        "small_batch_macs": SMALL_BATCH_MACS,
+    }
 
 
 def summary(info: Mapping[str, Any]) -> str:
     """One line for the user."""
     if info["policy"] == "fixed":
         return f"torch threads per trial: {info['threads']} ({info['why']})"
-    return (f"torch threads per trial: 1 for candidates under {info['small_batch_macs']:.0e} MACs "
-            f"per training batch, else the cores free of other load when the trial starts (at most "
-            f"{info.get('max', info['large'])}; set --threads-per-trial N to override)")
+    return (
+        f"torch threads per trial: 1 for candidates under {info['small_batch_macs']:.0e} MACs "
+        f"per training batch, else the cores free of other load when the trial starts (at most "
+        f"{info.get('max', info['large'])}; set --threads-per-trial N to override)"
+    )

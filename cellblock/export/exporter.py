@@ -8,7 +8,8 @@ Every export is checked right after it is written, and a mismatch is an error:
 * ``pytorch``: ``model.py`` (imports torch only, see :mod:`cellblock.export.codegen`) and
   ``weights.pt`` are loaded in a separate ``python -I -S`` interpreter whose path holds
   torch's site-packages without cellblock (it checks that ``import cellblock`` fails).
-* ``torchscript``: loaded with ``torch.jit.load`` in the same kind of clean interpreter.
+* ``torchscript``: loaded with ``torch.jit.load`` in the same clean interpreter (one serves
+  all the checks of an export, one file after the other).
 * ``onnx`` (opset 17): ``onnx.checker`` then onnxruntime. BatchNorm is kept as
   ``BatchNormalization`` nodes (not folded into convolutions), so the parameters are the
   initializers named like the model's parameters, and all float initializers are exactly
@@ -47,6 +48,7 @@ from cellblock.export.verify import (
     ATOL,
     ExportItem,
     Reference,
+    clean_interpreter,
     compare,
     make_reference,
     onnx_macs,
@@ -375,6 +377,12 @@ def _replace_dir(new: Path, final: Path) -> None:
 def _export_into(items: Sequence[ExportItem], out: Path, formats: Sequence[str]
                  ) -> tuple[dict[str, Any], list[str]]:
     """Write every item in every format under ``out``; the report and the problems found."""
+    with clean_interpreter():  # one for the whole export: starting one takes seconds
+        return _export_all(items, out, formats)
+
+
+def _export_all(items: Sequence[ExportItem], out: Path, formats: Sequence[str]
+                ) -> tuple[dict[str, Any], list[str]]:
     report: dict[str, Any] = {"atol": ATOL, "torch": torch.__version__, "exports": []}
     problems: list[str] = []
     for item in items:

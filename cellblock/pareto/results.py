@@ -58,7 +58,7 @@ def load_run(run_dir: str | Path) -> RunData:
     Raises:
         RunError: if it is not a cellblock run directory, or its records are damaged.
     """
-    from cellblock.records.meta import print_notices, read_run_meta, rewrite_stale_config, run_cwd
+    from cellblock.records.meta import log_notices, read_run_meta, rewrite_stale_config, run_cwd
 
     run_dir = Path(run_dir)
     cfg_path, log_path = RunDir(run_dir).config, RunDir(run_dir).log
@@ -71,7 +71,7 @@ def load_run(run_dir: str | Path) -> RunData:
     if meta.config is None:
         raise RunError(
             f"{str(run_dir)!r} has no trial records yet (trials.jsonl is missing or empty)")
-    print_notices(meta)
+    log_notices(meta)
     trials = replay_trials(meta.events)
     rewrite_stale_config(meta, run_dir)
     objectives = parse_objectives(meta.config.get("objectives", ["accuracy"]))

@@ -158,7 +158,9 @@ class RecordLog:
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         self._closing = False
         if self.mode == "background":
-            self._thread = threading.Thread(target=self._sync_loop, name="cellblock-fsync", daemon=True)
+            self._thread = threading.Thread(
+                target=self._sync_loop, name="cellblock-fsync", daemon=True
+            )
             self._thread.start()
 
     def _sync_loop(self) -> None:
@@ -258,12 +260,16 @@ def replay_trials(events: Iterable[Mapping[str, Any]]) -> list[Trial]:
         if kind == "trial_start":
             before = trials.get(ev["trial"])
             trials[ev["trial"]] = Trial(
-                number=ev["trial"], arch_id=ev["arch_id"], arch=ev["arch"], start_t=ev.get("t"),
+                number=ev["trial"],
+                arch_id=ev["arch_id"],
+                arch=ev["arch"],
+                start_t=ev.get("t"),
                 lost=before.lost if before is not None else [],
             )
         elif kind == "trial_lost" and ev["trial"] in trials:
             trials[ev["trial"]].lost.append(
-                {k: ev.get(k) for k in ("attempt", "node", "reason", "retry", "t")})
+                {k: ev.get(k) for k in ("attempt", "node", "reason", "retry", "t")}
+            )
         elif kind == "trial_end" and ev["trial"] in trials:
             t = trials[ev["trial"]]
             t.status = ev["status"]
@@ -335,8 +341,12 @@ def trial_row(trial: Trial, extra: Sequence[str] = ()) -> dict[str, Any]:
     }
 
 
-def write_csv(path: str | Path, trials: Iterable[Trial], extra: Sequence[str] = (),
-              unstable: Mapping[int, str] | None = None) -> None:
+def write_csv(
+    path: str | Path,
+    trials: Iterable[Trial],
+    extra: Sequence[str] = (),
+    unstable: Mapping[int, str] | None = None,
+) -> None:
     """Write trials as CSV with :data:`CSV_COLUMNS`, ``extra`` metric columns before ``error``
     (atomically, via a temp file).
 
@@ -357,7 +367,9 @@ def write_csv(path: str | Path, trials: Iterable[Trial], extra: Sequence[str] = 
             row = trial_row(t, extra)
             if unstable is not None:
                 measured = t.value("latency_ms") is not None
-                row["latency_unstable"] = ("true" if t.number in unstable else "false") if measured else None
+                row["latency_unstable"] = (
+                    ("true" if t.number in unstable else "false") if measured else None
+                )
                 row["latency_unstable_reason"] = unstable.get(t.number)
             writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in fields})
 

@@ -15,8 +15,8 @@ the last ``run_start`` and every other file is derived. So:
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Collection
+import logging
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ import yaml
 from cellblock.core.errors import RunError
 from cellblock.records.log import read_events
 from cellblock.records.rundir import RunDir
+
+_log = logging.getLogger(__name__)
 
 DERIVED = RunDir.DERIVED
 
@@ -70,7 +72,7 @@ def log_config(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 INPUT_PATH_KEYS = ("dataset", "data_dir", "supernet", "table", "latency_table")
 
 
-def last_fingerprint(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+def last_fingerprint(events: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The input fingerprint of the last ``run_start`` that has one (None for older logs;
     see :mod:`cellblock.run.fingerprint`)."""
     for ev in reversed(events):
@@ -189,7 +191,7 @@ def remapped_labels(run_dir: str | Path) -> tuple[str, ...]:
     return ()
 
 
-def print_notices(meta: RunMeta) -> None:
-    """Print the notices of :func:`read_run_meta` on stderr."""
+def log_notices(meta: RunMeta) -> None:
+    """Log the notices of :func:`read_run_meta` (WARNING: the CLI shows ``cellblock: notice:``)."""
     for n in meta.notices:
-        print(f"cellblock: notice: {n}", file=sys.stderr)
+        _log.warning("%s", n)

@@ -1,6 +1,7 @@
 """Search configuration: YAML file + CLI overrides -> one validated, resolved config.
 
-Every key is declared once in :data:`FIELDS` with its type, default, check and help;
+Every key is declared once in :data:`FIELDS` with its type, default, check, help and
+command-line spelling (``cellblock search`` builds its options from it);
 unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the
 key and what is allowed.
 """
@@ -21,14 +22,47 @@ from cellblock.core.objectives import SUPERNET_PRIORS
 
 
 @dataclass(frozen=True)
+class Option:
+    """How a config key is spelled on the command line (``cellblock search`` builds it).
+
+    Attributes:
+        flag: The option, default ``--`` and the key with dashes (``--batch-size``).
+        metavar: The value's name in ``--help``.
+        form: ``value`` (one value of the key's type), ``auto_or_int`` (``auto`` or an
+            integer), ``key_value`` (repeatable ``KEY=VALUE``, VALUE read as YAML, into a
+            mapping) or ``repeat`` (repeatable text, into a list). A bool key is a switch:
+            ``--flag`` when it defaults to false, ``--flag/--no-flag`` when to true.
+    """
+
+    flag: str | None = None
+    metavar: str | None = None
+    form: str = "value"
+
+
+@dataclass(frozen=True)
 class Field:
-    """One config key: default, accepted type(s), extra check, help text."""
+    """One config key: default, accepted type(s), help, extra check and CLI spelling.
+
+    ``help`` is the one description of the key (``--help``, YAML errors); ``choices``, when
+    given, are listed after it. ``option`` is None for a key that is set in YAML only.
+    """
 
     default: Any
     types: tuple[type, ...]
     help: str
     check: Callable[[Any], str | None] | None = None
     nullable: bool = False
+    choices: tuple[str, ...] = ()
+    option: Option | None = Option()
+
+    def describe(self) -> str:
+        """The help text, with the choices when the key has a fixed set."""
+        return f"{self.help}: {', '.join(self.choices)}" if self.choices else self.help
+
+    def flag(self, key: str) -> str:
+        """The command-line option of ``key`` (``--batch-size``)."""
+        given = self.option.flag if self.option else None
+        return given or "--" + key.replace("_", "-")
 
 
 def _positive(v: Any) -> str | None:
@@ -46,12 +80,22 @@ def _one_of(*allowed: str) -> Callable[[Any], str | None]:
     return check
 
 
+#: Early stopping of the ray backend.
+SCHEDULERS = ("none", "asha", "mo-asha")
+#: Costs fused into the supernet evaluator's score.
+PRIORS = ("none", *SUPERNET_PRIORS)
+
+
 def _scheduler(v: Any) -> str | None:
     if v == "hyperband":  # measured: with trials asked one by one it never stopped a trial
         return ("'hyperband' is not offered: Ray Tune's synchronous HyperBand needs its brackets "
                 "filled up front and stopped no trial in cellblock's searches; use asha (its "
                 "asynchronous form) or mo-asha")
-    return _one_of("none", "asha", "mo-asha")(v)
+    return _one_of(*SCHEDULERS)(v)
+
+
+def _prior(v: Any) -> str | None:
+    return None if v in PRIORS else f"must be one of {', '.join(PRIORS)}"
 
 
 def _str_list(v: Any) -> str | None:
@@ -69,67 +113,129 @@ def _resources(v: Any) -> str | None:
     return None if re.fullmatch(rf"{item}(,{item})*", v) else "must look like cpu=1,gpu=0.5"
 
 
-def _concurrency(v: Any) -> str | None:
-    return None if v == "auto" or (isinstance(v, int) and v >= 1) else "must be auto (ray backend) or an integer >= 1"
+def _auto_or_count(auto: str) -> Callable[[Any], str | None]:
+    """Check of a key that is ``auto`` or an integer >= 1 (``auto`` described by ``auto``)."""
+
+    def check(v: Any) -> str | None:
+        ok = v == "auto" or (isinstance(v, int) and v >= 1)
+        return None if ok else f"must be {auto} or an integer >= 1"
+
+    return check
 
 
-def _trials_per_gpu(v: Any) -> str | None:
-    return None if v == "auto" or (isinstance(v, int) and v >= 1) else "must be auto or an integer >= 1"
-
+_AUTO_OR_INT = Option(metavar="N", form="auto_or_int")
+_YAML_ONLY = None
 
 def _autotune(v: Any) -> str | None:
     return None if v is True or v is False or v == "auto" else "must be auto, true or false"
 
 
 FIELDS: dict[str, Field] = {
-    "space": Field("blocks", (str,), "search space: a registered name, 'module:function' or 'file.py:function'"),
-    "space_args": Field({}, (dict,), "options of the space function (its skeleton)"),
-    "strategy": Field("predictive", (str,), "search strategy name"),
-    "strategy_args": Field({}, (dict,), "options of the strategy"),
+    "space": Field("blocks", (str,), "search space: a registered name, module:function or "
+                   "file.py:function"),
+    "space_args": Field({}, (dict,), "space (skeleton) option, repeatable; VALUE is YAML, e.g. "
+                        "stages=2", option=Option("--space-arg", "KEY=VALUE", "key_value")),
+    "strategy": Field("predictive", (str,), "search strategy: random, evolution, nsga2, ..."),
+    "strategy_args": Field({}, (dict,), "strategy option, repeatable, e.g. population_size=10",
+                           option=Option("--strategy-arg", "KEY=VALUE", "key_value")),
     "evaluator": Field("train", (str,), "how candidates get their accuracy"),
-    "proxy": Field("synflow", (str,), "zero-cost proxy reported by the 'proxy' evaluator (synflow, naswot, jacob_cov, grad_norm, snip)"),
-    "table": Field(None, (str,), "benchmark table (CSV or parquet) of the table evaluator", nullable=True),
-    "metric": Field(None, (str,), "table column used as accuracy by the table evaluator", nullable=True),
-    "supernet": Field(None, (str,), "supernet checkpoint of the supernet evaluator (from 'cellblock supernet train')", nullable=True),
-    "supernet_prior": Field("none", (str,), "cost fused into the supernet evaluator's supernet_score metric: none, macs or params", lambda v: None if v in ("none", *SUPERNET_PRIORS) else f"must be one of none, {', '.join(SUPERNET_PRIORS)}"),
+    "proxy": Field("synflow", (str,), "zero-cost proxy reported by the 'proxy' evaluator (synflow, "
+                   "naswot, jacob_cov, grad_norm, snip)", option=_YAML_ONLY),
+    "table": Field(None, (str,), "benchmark table (CSV or parquet) for --evaluator table",
+                   nullable=True),
+    "metric": Field(None, (str,), "table column used as accuracy for --evaluator table",
+                    nullable=True),
+    "supernet": Field(None, (str,), "supernet checkpoint for --evaluator supernet (from "
+                      "'cellblock supernet train')", nullable=True),
+    "supernet_prior": Field("none", (str,), "--evaluator supernet also reports supernet_score, "
+                            "its accuracy fused with this cost (use it as an objective)", _prior,
+                            choices=PRIORS),
     "trials": Field(24, (int,), "number of trials (evaluated candidates)", _positive),
     "epochs": Field(8, (int,), "training epochs per candidate", _positive),
     "batch_size": Field(64, (int,), "training batch size", _positive),
     "lr": Field(0.1, (float, int), "peak learning rate (cosine schedule)", _positive),
-    "weight_decay": Field(5e-4, (float, int), "SGD weight decay", _non_negative),
-    "label_smoothing": Field(0.1, (float, int), "label smoothing", lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
-    "dataset": Field("digits", (str,), "dataset name, ImageFolder directory or .npz file"),
+    "weight_decay": Field(5e-4, (float, int), "SGD weight decay", _non_negative,
+                          option=_YAML_ONLY),
+    "label_smoothing": Field(0.1, (float, int), "label smoothing",
+                             lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
+                             option=_YAML_ONLY),
+    "dataset": Field("digits", (str,), "digits, mnist, fashion-mnist, cifar10, cifar100, svhn, "
+                     "an ImageFolder DIR or FILE.npz"),
     "data_dir": Field(None, (str,), "directory of torchvision datasets", nullable=True),
-    "download": Field(False, (bool,), "download torchvision datasets into data_dir"),
-    "remap_labels": Field(False, (bool,), "map an .npz's non-contiguous integer labels to 0..K-1 (the mapping is recorded) instead of refusing them"),
-    "val_fraction": Field(None, (float, int), "fraction of the data held out for validation (default 0.15 of digits and custom data, 0.1 of a torchvision train set)", lambda v: None if 0 < v < 1 else "must be in (0, 1), e.g. 0.4", nullable=True),
-    "objectives": Field(["accuracy", "macs", "latency_ms"], (list, str), "metrics to optimise", None),
-    "constraints": Field([], (list, str), "constraints such as 'macs<=5M'", None),
-    "device": Field("auto", (str,), "device to train and time on", _device),
-    "latency_batch_size": Field(1, (int,), "batch size of latency measurements", _positive),
-    "latency_runtime": Field(None, (str,), "runtime of measured latency: torch (default), torchscript, onnxruntime", nullable=True),
-    "latency_table": Field(None, (str,), "latency table from 'cellblock latency profile': latency_ms is its prediction, nothing is measured", nullable=True),
-    "latency_repeats": Field(30, (int,), "timed runs per latency measurement (median kept)", _positive),
-    "latency_max_spread": Field(2.0, (float, int), "latency p90/p10 above which a measurement is repeated, then marked unstable", lambda v: None if v > 1 else "must be > 1"),
-    "allow_unstable_latency": Field(False, (bool,), "let trials whose latency stayed unstable (p90/p10 over latency_max_spread) onto the Pareto front"),
-    "allow_changed_inputs": Field(False, (bool,), "continue a run although its dataset, supernet, table or space file changed (recorded in trials.jsonl)"),
-    "out": Field(None, (str,), "run directory (default results/runs/<space>-<dataset>-<strategy>-seed<seed>)", nullable=True),
-    "seed": Field(0, (int,), "random seed", _non_negative),
-    "storage": Field(None, (str,), "Optuna storage of optuna:* strategies: journal file or SQLAlchemy URL (default RUN/optuna.journal)", nullable=True),
-    "backend": Field("auto", (str,), "where trials run: auto (process pool packed on every visible GPU, else local), local (in-process), process (local process pool) or ray"),
-    "concurrency": Field(None, (int, str), "trials evaluated at the same time (default: GPUs x trials_per_gpu with GPUs, else 1); auto (ray backend): as many as the cluster's resources allow, following nodes that join or leave", _concurrency, nullable=True),
-    "infra_retries": Field(2, (int,), "times a trial is re-run after an attempt lost to the infrastructure (its worker process, actor or node died; never an exception of the candidate); a trial still lost after that is not recorded as finished, and the run stops for a rerun", _non_negative),
-    "trials_per_gpu": Field("auto", (str, int), "trials packed on each GPU: auto (from CPU cores and GPU memory) or N", _trials_per_gpu),
-    "cuda_graphs": Field(True, (bool,), "capture training steps as CUDA graphs on CUDA (eager when capture fails)"),
-    "cudnn_benchmark": Field("auto", (str, bool), "cudnn autotuning of each trial's training shapes on CUDA: auto (on for fixed shapes of networks over 1e9 MACs per batch; cellblock.evaluators.autotune), true or false", _autotune),
-    "threads_per_trial": Field(None, (int,), "torch threads per trial (default: 1 for small candidates or with concurrency > 1, else the cores free of other load)", _positive, nullable=True),
-    "address": Field(None, (str,), "Ray cluster of the ray backend: auto or HOST:PORT (default: a local Ray instance for the run)", nullable=True),
-    "resources_per_trial": Field(None, (str,), "Ray resources of one trial, e.g. cpu=1,gpu=0.5 (default cpu=1, with gpu=1/trials_per_gpu when GPUs are used)", _resources, nullable=True),
-    "scheduler": Field("none", (str,), "early stopping of the ray backend, epochs as budget: none, asha or mo-asha", _scheduler),
+    "download": Field(False, (bool,), "download a torchvision dataset into --data-dir if missing"),
+    "remap_labels": Field(False, (bool,), "map an .npz's non-contiguous integer labels to 0..K-1 "
+                          "(the mapping is recorded) instead of refusing them"),
+    "val_fraction": Field(None, (float, int), "fraction of the data held out for validation "
+                          "(default 0.15 of digits and custom data, 0.1 of a torchvision train "
+                          "set)", lambda v: None if 0 < v < 1 else "must be in (0, 1), e.g. 0.4",
+                          nullable=True, option=Option(metavar="F")),
+    "objectives": Field(["accuracy", "macs", "latency_ms"], (list, str),
+                        "metrics to optimise, comma-separated, e.g. accuracy,macs,latency_ms"),
+    "constraints": Field([], (list, str), "constraint such as 'macs<=5M', repeatable",
+                         option=Option("--constraint", "EXPR", "repeat")),
+    "device": Field("auto", (str,), "device to train and time on: auto, cpu, cuda, cuda:N or mps",
+                    _device),
+    "latency_batch_size": Field(1, (int,), "batch size of latency measurements", _positive,
+                                option=_YAML_ONLY),
+    "latency_runtime": Field(None, (str,), "runtime of measured latency: torch (default), "
+                             "torchscript, onnxruntime", nullable=True),
+    "latency_table": Field(None, (str,), "latency table from 'cellblock latency profile': "
+                           "latency_ms is its prediction, nothing is measured", nullable=True,
+                           option=Option(metavar="FILE")),
+    "latency_repeats": Field(30, (int,), "timed runs per latency measurement (median kept)",
+                             _positive, option=_YAML_ONLY),
+    "latency_max_spread": Field(2.0, (float, int), "latency p90/p10 above which a measurement is "
+                                "repeated, then marked unstable",
+                                lambda v: None if v > 1 else "must be > 1",
+                                option=Option(metavar="RATIO")),
+    "allow_unstable_latency": Field(False, (bool,), "let trials whose latency stayed unstable "
+                                    "(p90/p10 over --latency-max-spread) onto the Pareto front"),
+    "allow_changed_inputs": Field(False, (bool,), "continue a run although its dataset, "
+                                  "supernet, table or space file changed (recorded in "
+                                  "trials.jsonl)"),
+    "out": Field(None, (str,), "run directory (default "
+                 "results/runs/<space>-<dataset>-<strategy>-seed<seed>)", nullable=True),
+    "seed": Field(0, (int,), "random seed of the search (and of each trial's init)",
+                  _non_negative),
+    "storage": Field(None, (str,), "Optuna storage of optuna:* strategies: journal file or "
+                     "SQLAlchemy URL (default RUN/optuna.journal)", nullable=True,
+                     option=Option(metavar="URL")),
+    "backend": Field("auto", (str,), "where trials run: auto (a process pool packed on every "
+                     "visible GPU, else local), local (in-process), process (local process "
+                     "pool) or ray"),
+    "concurrency": Field(None, (int, str), "trials evaluated at the same time (default: GPUs x "
+                         "--trials-per-gpu with GPUs, else 1); auto (--backend ray): as many as "
+                         "the cluster's resources allow, following nodes that join or leave",
+                         _auto_or_count("auto (ray backend)"), nullable=True,
+                         option=_AUTO_OR_INT),
+    "infra_retries": Field(2, (int,), "re-runs of a trial whose worker process, actor or node "
+                           "died; an exception of the candidate is FAILED and never re-run; a "
+                           "trial still lost after that stops the run for a rerun",
+                           _non_negative, option=Option(metavar="N")),
+    "trials_per_gpu": Field("auto", (str, int), "trials packed on each GPU: auto (from CPU cores "
+                            "and GPU memory) or K", _auto_or_count("auto"),
+                            option=Option(metavar="K", form="auto_or_int")),
+    "cuda_graphs": Field(True, (bool,), "capture training steps as CUDA graphs on CUDA (eager "
+                         "when capture fails)"),
+    "cudnn_benchmark": Field("auto", (str, bool), "cudnn autotuning of each trial's training "
+                             "shapes on CUDA: auto (default) only for fixed shapes of networks "
+                             "over 1e9 MACs per batch (cellblock.evaluators.autotune), or "
+                             "true / false", _autotune),
+    "threads_per_trial": Field(None, (int,), "torch threads per trial; may change when a run is "
+                               "continued (default: 1 for candidates under 5e8 MACs per training "
+                               "batch or with --concurrency > 1, else the cores free of other "
+                               "load)", _positive, nullable=True),
+    "address": Field(None, (str,), "Ray cluster for --backend ray: auto or HOST:PORT (default: a "
+                     "local Ray instance started for the run)", nullable=True),
+    "resources_per_trial": Field(None, (str,), "Ray resources of one trial, e.g. cpu=1,gpu=0.5 "
+                                 "(default cpu=1, plus gpu=1/K with GPUs: K = --trials-per-gpu)",
+                                 _resources, nullable=True, option=Option(metavar="SPEC")),
+    "scheduler": Field("none", (str,), "early stopping of --backend ray, epochs as budget",
+                       _scheduler, choices=SCHEDULERS),
     "grace_epochs": Field(1, (int,), "epochs before the first early-stopping rung", _positive),
-    "reduction_factor": Field(3, (int,), "early stopping keeps the top 1/reduction_factor at each rung", lambda v: None if v >= 2 else "must be >= 2"),
+    "reduction_factor": Field(3, (int,), "early stopping keeps the top 1/N at each rung",
+                              lambda v: None if v >= 2 else "must be >= 2"),
 }
-
 # Keys that may change when an existing run is continued: the budget, and where and how
 # widely trials run (continue a laptop run on a Ray cluster with more workers, or on GPUs).
 # Latency is timed with the device held exclusively (cellblock.core.device_lock).
@@ -143,13 +249,14 @@ def _check(key: str, value: Any) -> Any:
     if value is None:
         if spec.nullable:
             return None
-        raise ConfigError(f"config key {key!r} must not be empty; {spec.help}")
+        raise ConfigError(f"config key {key!r} must not be empty; {spec.describe()}")
     if isinstance(value, bool) and bool not in spec.types:
         raise ConfigError(f"config key {key!r} must be {_type_names(spec)}, got {value!r}")
     if not isinstance(value, spec.types):
         raise ConfigError(f"config key {key!r} must be {_type_names(spec)}, got {value!r}")
     if key in ("objectives", "constraints"):
-        value = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+        if isinstance(value, str):
+            value = [s.strip() for s in value.split(",") if s.strip()]
         problem = _str_list(value)
         if problem:
             raise ConfigError(f"config key {key!r} {problem}, got {value!r}")
@@ -163,8 +270,14 @@ def _check(key: str, value: Any) -> Any:
 
 
 def _type_names(spec: Field) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             dict: "a mapping", list: "a list"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        dict: "a mapping",
+        list: "a list",
+    }
     return " or ".join(dict.fromkeys(names[t] for t in spec.types))
 
 
@@ -180,8 +293,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it "
-                          "as UTF-8") from None
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -190,7 +304,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}"
+        )
     return data
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cellblock.core.errors import RunError
+from cellblock.core.errors import CellblockWarning, RunError
 from cellblock.records.meta import last_fingerprint as last_fingerprint  # re-exported
 
 CHUNK = 1 << 20
@@ -114,7 +115,7 @@ def changed_inputs(old: Mapping[str, Any], new: Mapping[str, Any],
     return out
 
 
-def check_inputs(run_dir: Path, events: list[Mapping[str, Any]], now: Mapping[str, Any],
+def check_inputs(run_dir: Path, events: Sequence[Mapping[str, Any]], now: Mapping[str, Any],
                  allow: bool) -> list[str]:
     """Compare ``now`` with the run's last fingerprint; return the changes (when allowed).
 
@@ -149,8 +150,6 @@ def check_recorded_inputs(data: Any, allow: bool, command: str) -> list[str]:
     Raises:
         RunError: naming the changed inputs, unless ``allow``.
     """
-    import sys
-
     from cellblock.data import dataset_names
     from cellblock.records.meta import with_inputs_from
 
@@ -166,6 +165,6 @@ def check_recorded_inputs(data: Any, allow: bool, command: str) -> list[str]:
             f"restore them, or pass --allow-changed-inputs to {command} with them anyway"
         )
     if changed:
-        print(f"cellblock: warning: {command} uses changed inputs (--allow-changed-inputs): "
-              + "; ".join(changed), file=sys.stderr)
+        warnings.warn(f"{command} uses changed inputs (--allow-changed-inputs): "
+                      + "; ".join(changed), CellblockWarning, stacklevel=2)
     return changed

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from cellblock.core.errors import ConfigError, RunError
+from cellblock.core.errors import CellblockWarning, ConfigError, RunError
 from cellblock.core.fileio import atomic_write_text
 from cellblock.core.objectives import Constraint, Objective
 from cellblock.evaluators.pipeline import Outcome, Pipeline
@@ -79,7 +80,7 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
     cfg, slots = apply_slots(config)
     BACKENDS.get(cfg["backend"]).check_config(cfg)
     comps = build_components(cfg)
-    from cellblock.records.meta import RunMeta, print_notices, read_run_meta
+    from cellblock.records.meta import RunMeta, log_notices, read_run_meta
     from cellblock.run.fingerprint import check_inputs, input_fingerprint
 
     run_dir = Path(cfg["out"]) if cfg["out"] else config_mod.default_run_dir(cfg)
@@ -91,7 +92,7 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
     if cfg.get("remap_labels") and data is not None and data.class_names:
         inputs["labels"] = {"name": "remapped", "original_labels": list(data.class_names)}
     changes = check_inputs(run_dir, meta.events, inputs, bool(cfg.get("allow_changed_inputs")))
-    print_notices(meta)
+    log_notices(meta)
     options = {**_run_options(cfg, run_dir), **cfg["strategy_args"]}
 
     def new_strategy() -> Strategy:
@@ -106,7 +107,8 @@ def _check_out_path(run_dir: Path) -> None:
     for p in (run_dir, *run_dir.parents):
         if p.exists():
             if not p.is_dir():
-                where = "exists and is not a directory" if p == run_dir else f"is under the file {str(p)!r}"
+                where = ("exists and is not a directory" if p == run_dir
+                         else f"is under the file {str(p)!r}")
                 raise RunError(f"run directory {str(run_dir)!r} {where}; choose another --out")
             return
 
@@ -119,8 +121,10 @@ def _run_options(cfg: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     hook = getattr(STRATEGIES.get(cfg["strategy"]), "run_options", None)
     if hook is None:
         if cfg.get("storage") is not None:
-            raise ConfigError(f"storage is used by optuna:* strategies only, not {cfg['strategy']!r}; "
-                              "remove --storage or choose an optuna:* strategy")
+            raise ConfigError(
+                f"storage is used by optuna:* strategies only, not {cfg['strategy']!r}; "
+                "remove --storage or choose an optuna:* strategy"
+            )
         return {}
     return dict(hook(cfg, run_dir))
 
@@ -187,10 +191,14 @@ class TrialBook:
 
         events = read_events(self.log.path)
         self.trials = replay_trials(events)
-        finished = sorted((t for t in self.trials if t.done), key=lambda t: (t.end_t or 0, t.number))
+        finished = sorted(
+            (t for t in self.trials if t.done), key=lambda t: (t.end_t or 0, t.number)
+        )
         self.by_id = {t.arch_id: t for t in finished}
         if not fast_forward(self.p.strategy, events, self.trials, self.asks.exhausted_after):
-            if self.p.new_strategy is not None and getattr(self.p.strategy, "replays_by_asking", True):
+            if self.p.new_strategy is not None and getattr(
+                self.p.strategy, "replays_by_asking", True
+            ):
                 self.p.strategy = self.p.new_strategy()  # undo the partial fast-forward
             self.p.strategy.replay(finished)
         self.rerun = [t for t in self.trials if t.status == RUNNING]
@@ -260,11 +268,16 @@ class TrialBook:
         """
         if not self.held:
             return
-        names = "; ".join(f"trial {t.number} (last on {t.lost[-1]['node'] or 'an unknown node'}: "
-                          f"{t.lost[-1]['reason']})" for t in list(self.held.values())[:3])
-        raise RunError(f"{len(self.held)} trial(s) lost {self.retries + 1} attempts to infrastructure "
-                       f"failures (infra_retries={self.retries}) and are not finished: {names}; "
-                       "run the same command again to re-run them, or raise --infra-retries")
+        names = "; ".join(
+            f"trial {t.number} (last on {t.lost[-1]['node'] or 'an unknown node'}: "
+            f"{t.lost[-1]['reason']})"
+            for t in list(self.held.values())[:3]
+        )
+        raise RunError(
+            f"{len(self.held)} trial(s) lost {self.retries + 1} attempts to infrastructure "
+            f"failures (infra_retries={self.retries}) and are not finished: {names}; "
+            "run the same command again to re-run them, or raise --infra-retries"
+        )
 
     def finish(self, trial: Trial, outcome: Outcome, node: str | None = None) -> None:
         """Record the end of ``trial`` and tell the strategy (warn about an unstable latency).
@@ -276,11 +289,15 @@ class TrialBook:
         """
         if outcome.metrics.get("latency_unstable"):
             m = outcome.metrics
-            print(f"cellblock: warning: trial {trial.number}: latency stayed unstable "
-                  f"({m.get('latency_unstable_reason') or 'wide spread'}; p10 "
-                  f"{m.get('latency_p10_ms', 0):.3g} ms, p90 {m.get('latency_p90_ms', 0):.3g} ms, "
-                  f"{m.get('latency_attempts')} measurements); kept off the Pareto front unless "
-                  "allow_unstable_latency is set; 'cellblock show' lists these trials", file=sys.stderr)
+            warnings.warn(
+                f"trial {trial.number}: latency stayed unstable "
+                f"({m.get('latency_unstable_reason') or 'wide spread'}; p10 "
+                f"{m.get('latency_p10_ms', 0):.3g} ms, p90 {m.get('latency_p90_ms', 0):.3g} ms, "
+                f"{m.get('latency_attempts')} measurements); kept off the Pareto front unless "
+                "allow_unstable_latency is set; 'cellblock show' lists these trials",
+                CellblockWarning,
+                stacklevel=2,
+            )
         self.in_flight.pop(trial.arch_id, None)
         trial.status, trial.metrics = outcome.status, outcome.metrics
         trial.error, trial.violation = outcome.error, outcome.violation
@@ -316,13 +333,24 @@ class Runner:
         from cellblock.run.fingerprint import machine_load
 
         threads = describe(self.p.config)
-        event = {"event": "run_start", "t": time.time(), "config": _comparable(self.p.config),
-                 "inputs": self.p.inputs, "machine": machine_load(), "threads": threads,
-                 "pid": os.getpid(), "cwd": os.getcwd()}
+        event = {
+            "event": "run_start",
+            "t": time.time(),
+            "config": _comparable(self.p.config),
+            "inputs": self.p.inputs,
+            "machine": machine_load(),
+            "threads": threads,
+            "pid": os.getpid(),
+            "cwd": os.getcwd(),
+        }
         if self.p.input_changes:
             event["inputs_changed_allowed"] = self.p.input_changes
-            print("cellblock: warning: continuing although inputs changed (allow_changed_inputs): "
-                  + "; ".join(self.p.input_changes), file=sys.stderr)
+            warnings.warn(
+                "continuing although inputs changed (allow_changed_inputs): "
+                + "; ".join(self.p.input_changes),
+                CellblockWarning,
+                stacklevel=2,
+            )
         self.log.append(event)  # the record first; config.yaml is its copy
         atomic_write_text(RunDir(self.p.run_dir).config, config_mod.dump(self.p.config))
 
@@ -347,8 +375,14 @@ class Runner:
         book = self.book
         self._write_start()
         book.resume()
-        bar = tqdm(total=book.budget, initial=min(book.done, book.budget), unit="trial",
-                   disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(
+            total=book.budget,
+            initial=min(book.done, book.budget),
+            unit="trial",
+            disable=not self.progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
         self._update_bar(bar)
         backend = None
         done_before = book.done
@@ -386,7 +420,9 @@ class Runner:
 
             write_report(self.p.run_dir)
         except Exception as exc:  # noqa: BLE001  (the HTML report is a convenience)
-            print(f"cellblock: warning: derived files or report.html not written ({exc})", file=sys.stderr)
+            warnings.warn(
+                f"derived files or report.html not written ({exc})", CellblockWarning, stacklevel=2
+            )
         finally:
             for sig, handler in old.items():
                 _set_signal(sig, signal.SIG_DFL if handler is None else handler)
@@ -398,12 +434,16 @@ class Runner:
             self.write_derived()
 
     def _update_bar(self, bar: Any) -> None:
-        accs = [t.value("accuracy") for t in self.book.trials if t.feasible_complete]
-        accs = [a for a in accs if a is not None]
+        values = [t.value("accuracy") for t in self.book.trials if t.feasible_complete]
+        accs = [float(a) for a in values if a is not None]
         failed = sum(t.status == FAILED for t in self.book.trials)
         infeasible = sum(t.status == INFEASIBLE for t in self.book.trials)
-        bar.set_postfix(best_acc=f"{max(accs):.4f}" if accs else "-", failed=failed,
-                        infeasible=infeasible, refresh=False)
+        bar.set_postfix(
+            best_acc=f"{max(accs):.4f}" if accs else "-",
+            failed=failed,
+            infeasible=infeasible,
+            refresh=False,
+        )
 
     def write_derived(self) -> None:
         """Rewrite trials.csv, pareto.csv and pareto.png from the records."""

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,8 @@ from cellblock.evaluators.latency.covers import arch_probe
 from cellblock.evaluators.latency.table import LatencyTable, build_real, table_timing
 from cellblock.evaluators.latency.timing import measure_networks
 from cellblock.search_spaces.api import SearchSpace, arch_id
+
+_log = logging.getLogger(__name__)
 
 
 def check(table: LatencyTable, space: SearchSpace, samples: int, *, runtime: str | None = None,
@@ -56,7 +59,7 @@ def check(table: LatencyTable, space: SearchSpace, samples: int, *, runtime: str
             {"arch_id": arch_id(arch),
              "predicted_ms": table.predict(models[-1], shape, f"arch {arch_id(arch)}")})
     if progress:
-        print(f"check: timing {samples} networks in {timing.runtime}, interleaved", file=sys.stderr)
+        _log.info("check: timing %d networks in %s, interleaved", samples, timing.runtime)
     runs = [measure_networks(models, shape, timing) for _ in range(passes)]
     for i, row in enumerate(rows):
         row["measured_passes_ms"] = [r[i]["value_ms"] for r in runs]

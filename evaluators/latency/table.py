@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sys
 import time
 from collections import Counter
@@ -39,6 +40,8 @@ from cellblock.evaluators.latency.timing import (
 )
 from cellblock.evaluators.latency.units import UnitCall, make_inputs, trace_units
 from cellblock.search_spaces.api import SearchSpace, arch_id
+
+_log = logging.getLogger(__name__)
 
 FORMAT = "cellblock-latency-table/1"
 # Fingerprint keys that must match for a partial table to be continued.
@@ -213,7 +216,7 @@ def profile(space: SearchSpace, runtime: str, out: str | Path, *, device: str = 
 
     from cellblock.core.devices import resolve_device
 
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or _log.info
     get_runtime(runtime)
     if calibration < 1:
         raise ConfigError(f"calibration={calibration} is invalid; use calibration >= 1")

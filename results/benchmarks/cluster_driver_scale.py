@@ -17,7 +17,8 @@ time a slot waited for the driver (and for Ray) per trial.
 
 Usage::
 
-    .venv/bin/python results/benchmarks/cluster_driver_scale.py [--trials 2000] [--nodes 4] [--cpus 8]
+    .venv/bin/python results/benchmarks/cluster_driver_scale.py \
+        [--trials 2000] [--nodes 4] [--cpus 8]
 """
 
 from __future__ import annotations
@@ -85,20 +86,53 @@ def stats(rows: list[dict[str, float]], slots: int) -> dict[str, Any]:
     pids = {r["pid"] for r in rows}
     ready = max(min(r["t1"] for r in rows if r["pid"] == p) for p in pids)
     later = [r for r in rows if r["t0"] >= ready]
-    steady = (sum(r["eval_s"] for r in later) / (slots * (last - ready))) if later and last > ready else float("nan")
-    return {"trials": len(rows), "span_s": span, "busy": evals / (slots * span),
-            "steady_busy": steady, "steady_trials": len(later), "workers": len(pids),
-            "idle_ms_per_trial": 1000 * (slots * span - evals) / len(rows)}
+    steady = (
+        (sum(r["eval_s"] for r in later) / (slots * (last - ready)))
+        if later and last > ready
+        else float("nan")
+    )
+    return {
+        "trials": len(rows),
+        "span_s": span,
+        "busy": evals / (slots * span),
+        "steady_busy": steady,
+        "steady_trials": len(later),
+        "workers": len(pids),
+        "idle_ms_per_trial": 1000 * (slots * span - evals) / len(rows),
+    }
 
 
 def run_cellblock(address: str, trials: int, slots: int, tmp: Path) -> dict[str, Any]:
     space = tmp / "sleep_space.py"
     space.write_text(SPACE)
     out = tmp / "run"
-    cmd = [sys.executable, "-m", "cellblock", "search", "--space", f"{space}:space", "--evaluator", "sleep",
-           "--strategy", "random", "--objectives", "accuracy,macs", "--trials", str(trials),
-           "--backend", "ray", "--address", address, "--concurrency", str(slots),
-           "--threads-per-trial", "1", "--out", str(out), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cellblock",
+        "search",
+        "--space",
+        f"{space}:space",
+        "--evaluator",
+        "sleep",
+        "--strategy",
+        "random",
+        "--objectives",
+        "accuracy,macs",
+        "--trials",
+        str(trials),
+        "--backend",
+        "ray",
+        "--address",
+        address,
+        "--concurrency",
+        str(slots),
+        "--threads-per-trial",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     t0 = time.monotonic()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.monotonic() - t0
@@ -109,7 +143,7 @@ def run_cellblock(address: str, trials: int, slots: int, tmp: Path) -> dict[str,
     return {"name": "cellblock --backend ray", "wall_s": wall, **stats(rows, slots)}
 
 
-TUNE = '''
+TUNE = """
 import json, os, sys, time
 import ray
 from ray import tune
@@ -132,13 +166,17 @@ tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}), param_space=space
 grid = tuner.fit()
 rows = [{k: r.metrics[k] for k in ("t0", "t1", "eval_s", "pid")} for r in grid if r.metrics]
 print(json.dumps(rows))
-'''
+"""
 
 
 def run_tune(address: str, trials: int, slots: int, tmp: Path) -> dict[str, Any]:
     t0 = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", TUNE, address, str(trials), str(slots), str(tmp / "tune")],
-                          cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", TUNE, address, str(trials), str(slots), str(tmp / "tune")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     wall = time.monotonic() - t0
     if done.returncode != 0:
         raise SystemExit(f"Ray Tune failed:\n{(done.stdout + done.stderr)[-3000:]}")
@@ -157,8 +195,11 @@ def main() -> None:
 
     slots = args.nodes * args.cpus
     tmp = Path(tempfile.mkdtemp(prefix="cb-scale-"))
-    cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": 0, "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True,
+        connect=False,
+        head_node_args={"num_cpus": 0, "include_dashboard": False},
+    )
     rows = []
     try:
         for _ in range(args.nodes):
@@ -176,17 +217,24 @@ def main() -> None:
     lines = [
         "# Driver scale: 1-second trials on 32 slots, cellblock's Ray driver beside plain Ray Tune",
         "",
-        f"Command: `.venv/bin/python results/benchmarks/cluster_driver_scale.py --trials {args.trials} "
+        "Command: `.venv/bin/python results/benchmarks/cluster_driver_scale.py "
+        f"--trials {args.trials} "
         f"--nodes {args.nodes} --cpus {args.cpus}`, on a 2-core machine shared with other work. "
-        f"{args.nodes} worker nodes x {args.cpus} logical CPUs = {slots} slots; each trial sleeps 1 s.",
+        f"{args.nodes} worker nodes x {args.cpus} logical CPUs = {slots} slots; "
+        "each trial sleeps 1 s.",
         "",
-        "| driver | trials | wall s | span s | workers | busy (whole span) | busy (steady state, trials) | idle slot-ms per trial | load 1-min (start, end) |",
+        "| " + " | ".join(("driver", "trials", "wall s", "span s", "workers", "busy (whole span)",
+                           "busy (steady state, trials)", "idle slot-ms per trial",
+                           "load 1-min (start, end)")) + " |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['trials']} | {r['wall_s']:.0f} | {r['span_s']:.0f} | {r['workers']} | "
-                     f"{r['busy']:.2f} | {r['steady_busy']:.2f} ({r['steady_trials']}) | "
-                     f"{r['idle_ms_per_trial']:.0f} | {r['load'][0]:.1f}, {r['load'][1]:.1f} |")
+        lines.append(
+            f"| {r['name']} | {r['trials']} | {r['wall_s']:.0f} | {r['span_s']:.0f} | "
+            f"{r['workers']} | "
+            f"{r['busy']:.2f} | {r['steady_busy']:.2f} ({r['steady_trials']}) | "
+            f"{r['idle_ms_per_trial']:.0f} | {r['load'][0]:.1f}, {r['load'][1]:.1f} |"
+        )
     Path(args.report).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 

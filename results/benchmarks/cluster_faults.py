@@ -77,15 +77,51 @@ def _write_inputs(staged: Path) -> None:
 
 
 def _search_cmd(private: Path, out: Path, address: str, trials: int, epochs: int) -> list[str]:
-    return [sys.executable, "-m", "cellblock", "search", "--space", f"{private / 'sp.py'}:space",
-            "--space-arg", f"probe={private / 'mine.npz'}", "--dataset", str(private / "mine.npz"),
-            "--backend", "ray", "--address", address, "--concurrency", "auto", "--trials", str(trials),
-            "--epochs", str(epochs), "--strategy", "random", "--objectives", "accuracy,macs", "--device", "cpu",
-            "--threads-per-trial", "1", "--out", str(out), "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "cellblock",
+        "search",
+        "--space",
+        f"{private / 'sp.py'}:space",
+        "--space-arg",
+        f"probe={private / 'mine.npz'}",
+        "--dataset",
+        str(private / "mine.npz"),
+        "--backend",
+        "ray",
+        "--address",
+        address,
+        "--concurrency",
+        "auto",
+        "--trials",
+        str(trials),
+        "--epochs",
+        str(epochs),
+        "--strategy",
+        "random",
+        "--objectives",
+        "accuracy,macs",
+        "--device",
+        "cpu",
+        "--threads-per-trial",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
 
 
-def _run_driver(staged: Path, private: Path, out: Path, cluster: Any, trials: int, epochs: int,
-                kill_every: float | None, seed: int = 0) -> tuple[int, str, float, list[tuple[float, str]]]:
+def _run_driver(
+    staged: Path,
+    private: Path,
+    out: Path,
+    cluster: Any,
+    trials: int,
+    epochs: int,
+    kill_every: float | None,
+    seed: int = 0,
+) -> tuple[int, str, float, list[tuple[float, str]]]:
     """Run the search; with ``kill_every``, kill a random worker node and add a new one every
     ``kill_every`` seconds while it runs (here, in the main thread: Ray's node start needs it)."""
     cmd = _search_cmd(private, out, cluster.address, trials, epochs)
@@ -94,8 +130,13 @@ def _run_driver(staged: Path, private: Path, out: Path, cluster: Any, trials: in
     killed: list[tuple[float, str]] = []
     text: list[str] = []
     t0 = time.monotonic()
-    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     reader = threading.Thread(target=lambda: text.append(proc.stdout.read()), daemon=True)
     reader.start()
     next_kill = t0 + kill_every if kill_every else None
@@ -112,7 +153,9 @@ def _run_driver(staged: Path, private: Path, out: Path, cluster: Any, trials: in
     return proc.returncode, "".join(text), wall, killed
 
 
-def _measure(out: Path, planned: int, wall: float, rc: int, killed: list[tuple[float, str]]) -> dict[str, Any]:
+def _measure(
+    out: Path, planned: int, wall: float, rc: int, killed: list[tuple[float, str]]
+) -> dict[str, Any]:
     events = read_events(out / "trials.jsonl")
     trials = replay_trials(events)
     finished = [t for t in trials if t.done]
@@ -121,14 +164,21 @@ def _measure(out: Path, planned: int, wall: float, rc: int, killed: list[tuple[f
     records = [e for e in events if e["event"] in ("node_lost", "trial_lost")]
     seen = [nid for _, nid in killed if any(nid[:12] in (e.get("node") or "") for e in records)]
     return {
-        "rc": rc, "planned": planned, "complete": sum(t.status == COMPLETE for t in finished),
-        "duplicates": len(ids) - len(set(ids)), "lost": planned - len(finished),
+        "rc": rc,
+        "planned": planned,
+        "complete": sum(t.status == COMPLETE for t in finished),
+        "duplicates": len(ids) - len(set(ids)),
+        "lost": planned - len(finished),
         "failed_infra": sum(any(w in (t.error or "") for w in INFRA_WORDS) for t in failed),
-        "failed": len(failed), "wall_s": wall,
+        "failed": len(failed),
+        "wall_s": wall,
         "attempts_lost": sum(e["event"] == "trial_lost" for e in events),
         "node_lost_events": sum(e["event"] == "node_lost" for e in events),
-        "killed": len(killed), "deaths_recorded": len(seen),
-        "trial_lost_reasons": sorted({e["reason"].split(":")[0] for e in events if e["event"] == "trial_lost"}),
+        "killed": len(killed),
+        "deaths_recorded": len(seen),
+        "trial_lost_reasons": sorted(
+            {e["reason"].split(":")[0] for e in events if e["event"] == "trial_lost"}
+        ),
     }
 
 
@@ -141,7 +191,9 @@ def main() -> None:
     ap.add_argument("--report", default=str(Path(__file__).with_suffix(".md")))
     args = ap.parse_args()
     if os.geteuid() != 0 or shutil.which("unshare") is None:
-        raise SystemExit("cluster_faults.py needs root and unshare -m (a .npz only the driver sees)")
+        raise SystemExit(
+            "cluster_faults.py needs root and unshare -m (a .npz only the driver sees)"
+        )
     from ray.cluster_utils import Cluster
 
     tmp = Path(tempfile.mkdtemp(prefix="cb-chaos-"))
@@ -149,8 +201,11 @@ def main() -> None:
     _write_inputs(staged)
     private.mkdir()
     rows = {}
-    cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": 0, "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True,
+        connect=False,
+        head_node_args={"num_cpus": 0, "include_dashboard": False},
+    )
     try:
         for _ in range(3):
             cluster.add_node(num_cpus=1)
@@ -158,8 +213,16 @@ def main() -> None:
         for mode in ("fault-free", "chaos"):
             out = tmp / mode
             load0 = os.getloadavg()[0]
-            rc, text, wall, killed = _run_driver(staged, private, out, cluster, args.trials, args.epochs,
-                                                 args.kill_every if mode == "chaos" else None, args.seed)
+            rc, text, wall, killed = _run_driver(
+                staged,
+                private,
+                out,
+                cluster,
+                args.trials,
+                args.epochs,
+                args.kill_every if mode == "chaos" else None,
+                args.seed,
+            )
             row = _measure(out, args.trials, wall, rc, killed)
             row["load"] = (load0, os.getloadavg()[0])
             row["tail"] = text.strip().splitlines()[-1:] if rc else []
@@ -177,22 +240,30 @@ def _report(path: Path, rows: dict[str, dict[str, Any]], args: argparse.Namespac
         "# Chaos benchmark: node failures during a Ray search",
         "",
         f"Command: `.venv/bin/python results/benchmarks/cluster_faults.py --trials {args.trials} "
-        f"--kill-every {args.kill_every:g} --epochs {args.epochs} --seed {args.seed}` (as root), on this 2-core machine shared with other "
-        "work (load averages below). Cluster: `ray.cluster_utils.Cluster` on 127.0.0.1, a head with "
-        "no CPU and 3 worker nodes of 1 CPU; in the chaos run a random worker node is killed "
-        f"(`remove_node(allow_graceful=False)`: SIGKILL) and a new one added every {args.kill_every:g} s. "
-        f"Search: {args.trials} trials, `--concurrency auto --epochs {args.epochs}`, random strategy, a 600-image "
+        f"--kill-every {args.kill_every:g} --epochs {args.epochs} --seed {args.seed}` (as root), "
+        "on this 2-core machine shared with other work (load averages below). Cluster: "
+        "`ray.cluster_utils.Cluster` on 127.0.0.1, a head with no CPU and 3 worker nodes of 1 "
+        "CPU; in the chaos run a random worker node is killed "
+        "(`remove_node(allow_graceful=False)`: SIGKILL) and a new one added every "
+        f"{args.kill_every:g} s. Search: {args.trials} trials, "
+        f"`--concurrency auto --epochs {args.epochs}`, random strategy, a 600-image "
         "`.npz` and the space file in a tmpfs only the driver's mount namespace sees.",
         "",
-        "| run | exit | COMPLETE / planned | duplicates | lost | FAILED (infra) | FAILED | wall s | wall / fault-free | attempts lost, re-run | nodes killed | deaths in records | load 1-min (start, end) |",
+        "| " + " | ".join(("run", "exit", "COMPLETE / planned", "duplicates", "lost",
+                           "FAILED (infra)", "FAILED", "wall s", "wall / fault-free",
+                           "attempts lost, re-run", "nodes killed", "deaths in records",
+                           "load 1-min (start, end)")) + " |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, r in rows.items():
         lines.append(
-            f"| {mode} | {r['rc']} | {r['complete']} / {r['planned']} | {r['duplicates']} | {r['lost']} | "
+            f"| {mode} | {r['rc']} | {r['complete']} / {r['planned']} | {r['duplicates']} | "
+            f"{r['lost']} | "
             f"{r['failed_infra']} | {r['failed']} | {r['wall_s']:.0f} | {r['wall_s'] / base:.2f} | "
-            f"{r['attempts_lost']} | {r['killed']} | {r['deaths_recorded']} ({r['node_lost_events']} node_lost) | "
-            f"{r['load'][0]:.1f}, {r['load'][1]:.1f} |")
+            f"{r['attempts_lost']} | {r['killed']} | "
+            f"{r['deaths_recorded']} ({r['node_lost_events']} node_lost) | "
+            f"{r['load'][0]:.1f}, {r['load'][1]:.1f} |"
+        )
     reasons = rows["chaos"]["trial_lost_reasons"]
     lines += ["", f"Kinds of lost attempts in the chaos run: {', '.join(reasons) or 'none'}.", ""]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

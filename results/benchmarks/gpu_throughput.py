@@ -125,7 +125,7 @@ def searches(smoke: bool, tmp: Path, npz_trials: int, digits_trials: int | None,
     write_npz(npz, 300 if smoke else 10_000)
     if smoke:  # CPU, toy sizes, in this process: there is no GPU to pack trials on
         local, packed, graphs = ["--backend", "local", "--no-cuda-graphs"], ["--no-cuda-graphs"], []
-        common = ["--trials", "2", "--epochs", "1", "--device", "cpu"]
+        common = ["--trials", "1", "--epochs", "1", "--device", "cpu"]
         settings = {"npz": [*common, "--dataset", str(npz), "--strategy", "random"],
                     "digits": common}
     else:

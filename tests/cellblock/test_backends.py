@@ -86,7 +86,9 @@ def test_a_killed_worker_loses_an_attempt_and_its_trial_runs_again(space_ref, tm
 def test_a_worker_killed_every_attempt_is_held_not_failed_and_resume_reruns_it(space_ref, tmp_path):
     out = tmp_path / "d"
     opts = _opts(space_ref, out, trials=6, infra_retries=1, space_args={"die": "always"})
-    with pytest.raises(RunError, match=r"lost 2 attempts to infrastructure failures \(infra_retries=1\)"):
+    with pytest.raises(
+        RunError, match=r"lost 2 attempts to infrastructure failures \(infra_retries=1\)"
+    ):
         cellblock.search(**opts)
     trials = replay_trials(read_events(out / "trials.jsonl"))
     held = [t for t in trials if t.arch["w"] == 12]
@@ -99,14 +101,18 @@ def test_a_worker_killed_every_attempt_is_held_not_failed_and_resume_reruns_it(s
     with pytest.raises(RunError, match="lost 2 attempts"):  # the resume re-runs the held trials
         cellblock.search(**opts)
     again = {t.number: t for t in replay_trials(read_events(out / "trials.jsonl"))}
-    assert all(again[t.number].status == RUNNING and len(again[t.number].lost) > len(t.lost) for t in held)
+    assert all(
+        again[t.number].status == RUNNING and len(again[t.number].lost) > len(t.lost) for t in held
+    )
     assert sum(t.status == COMPLETE for t in again.values()) == 6 - len(held)
 
 
 def test_an_exception_of_the_candidate_is_failed_and_not_retried(space_ref, tmp_path):
     run = cellblock.search(**_opts(space_ref, tmp_path / "f", trials=6, space_args={"fail": True}))
     broken = [t for t in run.trials if t.arch["w"] == 8]
-    assert broken and all(t.status == FAILED and "this candidate is broken" in t.error for t in broken)
+    assert broken and all(
+        t.status == FAILED and "this candidate is broken" in t.error for t in broken
+    )
     assert all(t.status == COMPLETE for t in run.trials if t.arch["w"] != 8)
     assert not _events(tmp_path / "f", "trial_lost")
 

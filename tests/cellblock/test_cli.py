@@ -72,6 +72,7 @@ def test_spaces_lists_spaces_and_blocks(capsys):
     assert "mbconv       options: kernel [3, 5] (own [3, 5, 7])" in out
 
 
+@pytest.mark.slow
 def test_real_subprocess_search_show_and_refusal(tmp_path):
     """The installed entry point, for real: search, show, and exit 2 leaving results untouched."""
     space = tmp_path / "s.py"

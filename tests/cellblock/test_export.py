@@ -30,6 +30,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_all_formats_round_trip(run_dir, tmp_path):
     data = load_run(run_dir)
     trials = select_trials(data)
@@ -89,6 +90,7 @@ def test_filters_and_selection_cli(run_dir, tmp_path, capsys):
     assert main(["export", str(run_dir), "--trial", "99", "--out", str(tmp_path / "y")]) == 2
 
 
+@pytest.mark.slow
 def test_arch_file_export_and_mismatch_is_an_error(tmp_path, monkeypatch):
     arch_json = tmp_path / "a.json"
     import numpy as np
@@ -120,6 +122,7 @@ def test_arch_file_export_and_mismatch_is_an_error(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "bad" / "roundtrip.json").read_text())["ok"] is False
 
 
+@pytest.mark.slow
 def test_reexport_after_train_is_refused_then_replaces_the_directory_whole(run_dir, tmp_path,
                                                                            capsys):
     """Issue 16: a second export into a used directory never mixes files, and picks up the
@@ -152,6 +155,7 @@ def test_reexport_after_train_is_refused_then_replaces_the_directory_whole(run_d
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exp.")]  # no temp dirs left
 
 
+@pytest.mark.slow
 def test_format_with_missing_package_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys,
                                                                     monkeypatch):
     from cellblock.export import formats
@@ -168,3 +172,29 @@ def test_format_with_missing_package_is_one_line_and_writes_nothing(run_dir, tmp
     text = capsys.readouterr().out
     assert "skipping onnx" in text
     assert "onnx" not in json.loads((out / "roundtrip.json").read_text())["exports"][0]["formats"]
+
+
+def test_one_clean_interpreter_serves_every_check_and_names_a_file_that_fails(tmp_path):
+    """A broken file is an error naming it; the next check runs in the same interpreter, which
+    cannot import cellblock."""
+    from cellblock.export.verify import CleanInterpreter, Reference
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3)).eval()
+    x = torch.randn(2, 1, 4, 4)
+    good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
+    torch.jit.script(net).save(str(good))
+    bad.write_bytes(b"not a torchscript file")
+    with torch.no_grad():
+        ref = Reference(None, net, (1, 4, 4), 0, 0, x, net(x), "")
+    with CleanInterpreter() as interp:
+        with pytest.raises(ExportError, match="torchscript export failed to load in a clean "
+                                              "interpreter: .*Error"):
+            interp.check("torchscript", bad, ref)
+        info, y = interp.check("torchscript", good, ref)
+        proc = interp._proc
+        info2, _ = interp.check("torchscript", good, ref)
+        assert interp._proc is proc and proc.poll() is None  # the same one, still running
+    assert proc.poll() == 0  # closed: it ended at the end of its input
+    assert torch.allclose(y, ref.y, atol=1e-6) and info == info2
+    assert info["params"] == sum(p.numel() for p in net.parameters())
+    assert info["macs"] == 2 * 2 * 2 * 9 + 8 * 3 and info["cellblock_modules"] == []

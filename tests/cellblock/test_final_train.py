@@ -21,6 +21,7 @@ TINY = {"stages": 1, "widths": [[8]], "strides": [1], "depth": [1, 1], "block_ty
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_kill_then_resume_to_completion(tmp_path):
     run = tmp_path / "run"
     cellblock.search(space="blocks", space_args=TINY, trials=1, epochs=1,

@@ -42,6 +42,7 @@ def _table(text: str, heading: str) -> list[dict[str, str]]:
     return [dict(zip(head, row, strict=True)) for row in rows]
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_every_section(tmp_path, monkeypatch):
     monkeypatch.setenv("CELLBLOCK_LOCK_DIR", str(tmp_path / "locks"))
     out = tmp_path / "gpu.md"

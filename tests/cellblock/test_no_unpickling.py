@@ -56,6 +56,7 @@ def _one_line_exit_2(argv: list[str], capsys, marker: Path) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_the_crafted_file_is_armed(tmp_path):
     """The payload does run code when unpickled the old way (so the tests below can fail)."""
     marker = tmp_path / "marker"

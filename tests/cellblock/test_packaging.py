@@ -51,6 +51,7 @@ def test_wheel_maps_the_top_level_folders_into_cellblock(wheel):
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
+@pytest.mark.slow
 def test_installed_wheel_imports_outside_the_repo(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",

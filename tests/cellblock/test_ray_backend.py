@@ -101,7 +101,8 @@ def _event_keys(path: Path) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def test_importing_cellblock_does_not_import_ray():
-    code = "import sys, cellblock, cellblock.run.backends.base, cellblock.run.runner; print('ray' in sys.modules)"
+    code = ("import sys, cellblock, cellblock.run.backends.base, cellblock.run.runner; "
+            "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -114,10 +115,13 @@ def test_local_instance_two_concurrent_trials_same_records_as_local(space_ref, t
     assert not ray.is_initialized()  # the instance started for the run is shut down
     assert len(run.trials) == 4 and all(t.status == COMPLETE for t in run.trials)
     local = cellblock.search(**_opts(space_ref, tmp_path / "loc", backend="local", concurrency=1))
-    assert _event_keys(tmp_path / "ray" / "trials.jsonl") == _event_keys(tmp_path / "loc" / "trials.jsonl")
+    assert _event_keys(tmp_path / "ray" / "trials.jsonl") == _event_keys(
+        tmp_path / "loc" / "trials.jsonl"
+    )
     # same architectures (same strategy and seed) and the same per-architecture training
     assert {t.arch_id: t.metrics["accuracy"] for t in run.trials} == {
-        t.arch_id: t.metrics["accuracy"] for t in local.trials}
+        t.arch_id: t.metrics["accuracy"] for t in local.trials
+    }
     starts = sorted(t.start_t for t in run.trials)
     ends = sorted(t.end_t for t in run.trials)
     assert starts[1] < ends[0]  # two trials were in flight at once
@@ -126,18 +130,34 @@ def test_local_instance_two_concurrent_trials_same_records_as_local(space_ref, t
 @pytest.mark.subprocess
 def test_cluster_dead_worker_loses_an_attempt_an_exception_fails(space_ref, tmp_path, cluster):
     (tmp_path / "marks").mkdir()
-    run = cellblock.search(**_opts(space_ref, tmp_path / "d", trials=8, address=cluster,
-                                   space_args={"marks": str(tmp_path / "marks"), "fail": True}))
+    run = cellblock.search(
+        **_opts(
+            space_ref,
+            tmp_path / "d",
+            trials=8,
+            address=cluster,
+            space_args={"marks": str(tmp_path / "marks"), "fail": True},
+        )
+    )
     assert len(run.trials) == 8 and len({t.arch_id for t in run.trials}) == 8
     died = [t for t in run.trials if t.arch["w"] == 12]
-    assert died and all(t.status == COMPLETE for t in died)  # re-run: the lost attempt is not a result
+    assert died and all(
+        t.status == COMPLETE for t in died
+    )  # re-run: the lost attempt is not a result
     for t in died:
-        assert len(t.lost) == 1 and t.lost[0]["retry"] is True and t.lost[0]["node"].startswith("127.0.0.1 ")
+        assert (
+            len(t.lost) == 1
+            and t.lost[0]["retry"] is True
+            and t.lost[0]["node"].startswith("127.0.0.1 ")
+        )
         assert "ActorDiedError" in t.lost[0]["reason"] or "died" in t.lost[0]["reason"]
     broken = [t for t in run.trials if t.arch["w"] == 8]  # the candidate's own exception
-    assert broken and all(t.status == FAILED and "this candidate is broken" in t.error and not t.lost
-                          for t in broken)
-    assert all(t.status == COMPLETE and not t.lost for t in run.trials if t.arch["w"] not in (8, 12))
+    assert broken and all(
+        t.status == FAILED and "this candidate is broken" in t.error and not t.lost for t in broken
+    )
+    assert all(
+        t.status == COMPLETE and not t.lost for t in run.trials if t.arch["w"] not in (8, 12)
+    )
     ends = [e for e in read_events(tmp_path / "d" / "trials.jsonl") if e["event"] == "trial_end"]
     assert all(e["node"].startswith("127.0.0.1 ") for e in ends)
 
@@ -145,8 +165,18 @@ def test_cluster_dead_worker_loses_an_attempt_an_exception_fails(space_ref, tmp_
 @pytest.mark.subprocess
 @pytest.mark.parametrize("scheduler", ["asha", "mo-asha"])
 def test_schedulers_record_pruned_trials(space_ref, tmp_path, cluster, scheduler):
-    run = cellblock.search(**_opts(space_ref, tmp_path / scheduler, trials=10, epochs=3, address=cluster,
-                                   scheduler=scheduler, grace_epochs=1, reduction_factor=3))
+    run = cellblock.search(
+        **_opts(
+            space_ref,
+            tmp_path / scheduler,
+            trials=10,
+            epochs=3,
+            address=cluster,
+            scheduler=scheduler,
+            grace_epochs=1,
+            reduction_factor=3,
+        )
+    )
     assert len(run.trials) == 10 and {t.status for t in run.trials} <= {COMPLETE, PRUNED}
     pruned = [t for t in run.trials if t.status == PRUNED]
     assert pruned, "no trial was stopped early"
@@ -165,20 +195,36 @@ def _cli_error(capsys, argv) -> str:
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize("extra, message", [
-    (["--address", "127.0.0.1:1"], "cannot reach a Ray cluster at 127.0.0.1:1"),
-    (["--resources-per-trial", "cpu=1,gpu=1"], "no node of this machine"),
-    (["--resources-per-trial", "cpu:1"], "resources_per_trial"),
-    (["--resources-per-trial", "cpu=1,cpu=2"], "malformed"),
-    (["--scheduler", "asha", "--epochs", "1"], "no rung below epochs=1"),
-    (["--scheduler", "hyperband"], "'hyperband' is not offered"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--address", "127.0.0.1:1"], "cannot reach a Ray cluster at 127.0.0.1:1"),
+        (["--resources-per-trial", "cpu=1,gpu=1"], "no node of this machine"),
+        (["--resources-per-trial", "cpu:1"], "resources_per_trial"),
+        (["--resources-per-trial", "cpu=1,cpu=2"], "malformed"),
+        (["--scheduler", "asha", "--epochs", "1"], "no rung below epochs=1"),
+        (["--scheduler", "hyperband"], "'hyperband' is not offered"),
+    ],
+)
 def test_bad_input_one_line_exit_2_results_untouched(space_ref, tmp_path, capsys, extra, message):
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("existing results")
-    argv = ["search", "--space", space_ref, "--out", str(out), "--backend", "ray", "--trials", "2",
-            "--epochs", "3", "--no-progress", *extra]
+    argv = [
+        "search",
+        "--space",
+        space_ref,
+        "--out",
+        str(out),
+        "--backend",
+        "ray",
+        "--trials",
+        "2",
+        "--epochs",
+        "3",
+        "--no-progress",
+        *extra,
+    ]
     assert message in _cli_error(capsys, argv)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert (out / "keep.txt").read_text() == "existing results"
@@ -188,8 +234,19 @@ def test_bad_input_one_line_exit_2_results_untouched(space_ref, tmp_path, capsys
 def test_cluster_cannot_give_the_resources(space_ref, tmp_path, capsys, cluster):
     import ray
 
-    argv = ["search", "--space", space_ref, "--out", str(tmp_path / "x"), "--backend", "ray",
-            "--address", cluster, "--resources-per-trial", "cpu=64"]
+    argv = [
+        "search",
+        "--space",
+        space_ref,
+        "--out",
+        str(tmp_path / "x"),
+        "--backend",
+        "ray",
+        "--address",
+        cluster,
+        "--resources-per-trial",
+        "cpu=64",
+    ]
     assert f"no node of the Ray cluster at {cluster}" in _cli_error(capsys, argv)
     assert not (tmp_path / "x").exists() and not ray.is_initialized()
 
@@ -201,15 +258,25 @@ def test_pruned_status_is_recorded(tmp_path):
     from cellblock.records import STATUSES, Trial
 
     assert PRUNED in STATUSES
-    trials = [Trial(0, "a", {}, PRUNED, {"accuracy": 0.99, "macs": 1}),
-              Trial(1, "b", {}, COMPLETE, {"accuracy": 0.5, "macs": 10})]
+    trials = [
+        Trial(0, "a", {}, PRUNED, {"accuracy": 0.99, "macs": 1}),
+        Trial(1, "b", {}, COMPLETE, {"accuracy": 0.5, "macs": 10}),
+    ]
     assert [t.arch_id for t in pareto_trials(trials, parse_objectives("accuracy,macs"))] == ["b"]
     assert json.loads(json.dumps(trials[0].metrics)) == {"accuracy": 0.99, "macs": 1}
 
 
-SUPERNET_SPACE = dict(stages=2, widths=[[4, 8], [8, 12]], strides=[1, 2], stem_width=4,
-                      depth=[1, 2], block_types=["basic", "mbconv"], kernels=[3], expansions=[1, 2],
-                      attentions=["none"])
+SUPERNET_SPACE = dict(
+    stages=2,
+    widths=[[4, 8], [8, 12]],
+    strides=[1, 2],
+    stem_width=4,
+    depth=[1, 2],
+    block_types=["basic", "mbconv"],
+    kernels=[3],
+    expansions=[1, 2],
+    attentions=["none"],
+)
 
 
 @pytest.mark.subprocess
@@ -217,15 +284,39 @@ def test_a_relative_supernet_path_reaches_the_workers(tmp_path, cluster, monkeyp
     """Tune runs trials in other directories: a relative ``--supernet`` (and the prior's
     ``supernet_score``) must still work there."""
     monkeypatch.chdir(tmp_path)
-    argv = ["supernet", "train", "--space", "blocks", "--epochs", "1", "--batch-size", "256",
-            "--device", "cpu", "--out", "sn.pt"]
+    argv = [
+        "supernet",
+        "train",
+        "--space",
+        "blocks",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "256",
+        "--device",
+        "cpu",
+        "--out",
+        "sn.pt",
+    ]
     for k, v in SUPERNET_SPACE.items():
         argv += ["--space-arg", f"{k}={json.dumps(v)}"]
     assert main(argv) == 0
-    run = cellblock.search(space="blocks", space_args=SUPERNET_SPACE, evaluator="supernet",
-                           supernet="sn.pt", supernet_prior="macs", trials=4, out="run",
-                           device="cpu", strategy="random", objectives=["supernet_score", "macs"],
-                           backend="ray", concurrency=2, threads_per_trial=1, address=cluster)
+    run = cellblock.search(
+        space="blocks",
+        space_args=SUPERNET_SPACE,
+        evaluator="supernet",
+        supernet="sn.pt",
+        supernet_prior="macs",
+        trials=4,
+        out="run",
+        device="cpu",
+        strategy="random",
+        objectives=["supernet_score", "macs"],
+        backend="ray",
+        concurrency=2,
+        threads_per_trial=1,
+        address=cluster,
+    )
     assert len(run.trials) == 4
     for t in run.trials:
         assert t.status == COMPLETE, t.error
@@ -240,8 +331,11 @@ def test_a_failed_trial_reports_the_exception_line(tmp_path):
 
     path = tmp_path / "error.txt"
     frames = "\n".join(f'  File "/x/f{i}.py", line {i}, in g\n    call_{i}()' for i in range(40))
-    path.write_text("Failure # 1 (occurred at 2026-12-07)\nTraceback (most recent call last):\n"
-                    f"{frames}\ncellblock.core.errors.ConfigError: supernet checkpoint 'sn.pt' not found\n")
+    path.write_text(
+        "Failure # 1 (occurred at 2026-12-07)\nTraceback (most recent call last):\n"
+        f"{frames}\ncellblock.core.errors.ConfigError: supernet checkpoint 'sn.pt' not found\n"
+    )
     text = _error_text(SimpleNamespace(error_file=str(path)))
-    assert text == ("Ray trial failed: cellblock.core.errors.ConfigError: supernet checkpoint "
-                    "'sn.pt' not found")
+    assert text == (
+        "Ray trial failed: cellblock.core.errors.ConfigError: supernet checkpoint 'sn.pt' not found"
+    )

@@ -99,7 +99,10 @@ def _wait(what: str, cond: Callable[[], Any], proc: subprocess.Popen | None = No
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the driver exited ({proc.returncode}) before {what}:\n{proc.stdout.read()[-3000:]}")
+            pytest.fail(
+                f"the driver exited ({proc.returncode}) before {what}:\n"
+                f"{proc.stdout.read()[-3000:]}"
+            )
         time.sleep(0.1)
     pytest.fail(f"timed out waiting for {what}")
 
@@ -115,16 +118,24 @@ def _finish(proc: subprocess.Popen) -> str:
 
 
 def _popen(cmd: list[str], cwd: Path | None = None) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd
+    )
 
 
 def _nodes_of(run: Path) -> dict[int, str]:
-    return {e["trial"]: e["node"] for e in read_events(run / "trials.jsonl") if e["event"] == "trial_end"}
+    return {
+        e["trial"]: e["node"]
+        for e in read_events(run / "trials.jsonl")
+        if e["event"] == "trial_end"
+    }
 
 
 def _all_complete(run: Path, n: int = 4) -> list:
     trials = replay_trials(read_events(run / "trials.jsonl"))
-    assert len(trials) == n and all(t.status == COMPLETE for t in trials), [(t.status, t.error) for t in trials]
+    assert len(trials) == n and all(t.status == COMPLETE for t in trials), [
+        (t.status, t.error) for t in trials
+    ]
     assert len({t.arch_id for t in trials}) == n  # no duplicate
     return trials
 
@@ -136,7 +147,9 @@ def test_a_node_killed_while_its_trial_runs_the_trial_runs_again_elsewhere(tmp_p
     cluster.wait_for_nodes()
     run = tmp_path / "run"
     proc = _popen(_driver(_space(tmp_path), run, cluster.address, gate, "--concurrency", "2"))
-    on_b = _wait("a trial on node b", lambda: [s for s in _starts(gate) if s["node"] == b.node_id], proc)[0]
+    on_b = _wait(
+        "a trial on node b", lambda: [s for s in _starts(gate) if s["node"] == b.node_id], proc
+    )[0]
     cluster.remove_node(b, allow_graceful=False)  # kill -9 of the node's raylet and workers
     (gate / "hold").unlink()
     _finish(proc)
@@ -176,7 +189,11 @@ def test_a_node_joining_mid_run_gets_trials_with_concurrency_auto(tmp_path, clus
     _wait("the first trial", lambda: _starts(gate), proc)
     assert {s["node"] for s in _starts(gate)} == {a.node_id}
     c = cluster.add_node(num_cpus=1)  # node a is busy (held): only node c can take a trial
-    _wait("a trial on the new node", lambda: [s for s in _starts(gate) if s["node"] == c.node_id], proc)
+    _wait(
+        "a trial on the new node",
+        lambda: [s for s in _starts(gate) if s["node"] == c.node_id],
+        proc,
+    )
     (gate / "hold").unlink()
     _finish(proc)
     _all_complete(run)
@@ -199,14 +216,20 @@ def test_the_driver_killed_then_run_again_resumes_and_leaves_no_orphan(tmp_path,
     run = tmp_path / "run"
     cmd = _driver(_space(tmp_path), run, cluster.address, gate, "--concurrency", "2")
     proc = _popen(cmd)
-    started = _wait("two trials", lambda: len({s["pid"] for s in _starts(gate)}) >= 2 and _starts(gate), proc)
+    started = _wait(
+        "two trials", lambda: len({s["pid"] for s in _starts(gate)}) >= 2 and _starts(gate), proc
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     log = (run / "trials.jsonl").read_bytes()
     # Ray ends the killed driver's job: its trials' worker processes stop, nothing is left running
-    _wait("the orphaned trials' workers to stop", lambda: not any(_alive(s["pid"]) for s in started))
+    _wait(
+        "the orphaned trials' workers to stop", lambda: not any(_alive(s["pid"]) for s in started)
+    )
     assert (run / "trials.jsonl").read_bytes() == log  # and nothing wrote to the run since
-    interrupted = [t for t in replay_trials(read_events(run / "trials.jsonl")) if t.status == RUNNING]
+    interrupted = [
+        t for t in replay_trials(read_events(run / "trials.jsonl")) if t.status == RUNNING
+    ]
     assert len(interrupted) == 2
     (gate / "hold").unlink()
     _finish(_popen(cmd))
@@ -219,11 +242,16 @@ def test_trials_per_gpu_2_shares_each_logical_gpu_between_two_trials(tmp_path, c
     cluster.add_node(num_cpus=4, num_gpus=2)  # logical GPUs: Ray accepts them on a CPU node
     cluster.wait_for_nodes()
     run = tmp_path / "run"
-    cmd = _driver(_space(tmp_path), run, cluster.address, gate, "--concurrency", "4",
-                  "--trials-per-gpu", "2")
+    cmd = _driver(
+        _space(tmp_path), run, cluster.address, gate, "--concurrency", "4", "--trials-per-gpu", "2"
+    )
     cmd[cmd.index("--device") + 1] = "auto"  # the GPUs are the cluster's, not the driver's
     proc = _popen(cmd)
-    starts = _wait("four trials at once", lambda: len({s["pid"] for s in _starts(gate)}) >= 4 and _starts(gate), proc)
+    starts = _wait(
+        "four trials at once",
+        lambda: len({s["pid"] for s in _starts(gate)}) >= 4 and _starts(gate),
+        proc,
+    )
     (gate / "hold").unlink()
     out = _finish(proc)
     assert "gpu=0.5" in out
@@ -245,8 +273,10 @@ def _npz(path: Path) -> None:
 
 
 @pytest.mark.subprocess
-@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
-                    reason="needs unshare -m as root: a directory only the driver sees")
+@pytest.mark.skipif(
+    shutil.which("unshare") is None or os.geteuid() != 0,
+    reason="needs unshare -m as root: a directory only the driver sees",
+)
 def test_a_dataset_and_space_file_only_at_the_driver_reach_the_workers(tmp_path, cluster, gate):
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -256,10 +286,22 @@ def test_a_dataset_and_space_file_only_at_the_driver_reach_the_workers(tmp_path,
     _npz(tmp_path / "staged" / "mine.npz")
     (tmp_path / "staged" / "sp.py").write_text(SPACE)
     data = private / "mine.npz"
-    cmd = _driver(f"{private / 'sp.py'}:space", tmp_path / "run", cluster.address, gate,
-                  "--dataset", str(data), "--space-arg", f"probe={data}", "--concurrency", "1")
-    script = (f"mount -t tmpfs none {private} && cp {tmp_path / 'staged'}/* {private}/ && "
-              f"exec {' '.join(cmd)}")
+    cmd = _driver(
+        f"{private / 'sp.py'}:space",
+        tmp_path / "run",
+        cluster.address,
+        gate,
+        "--dataset",
+        str(data),
+        "--space-arg",
+        f"probe={data}",
+        "--concurrency",
+        "1",
+    )
+    script = (
+        f"mount -t tmpfs none {private} && cp {tmp_path / 'staged'}/* {private}/ && "
+        f"exec {' '.join(cmd)}"
+    )
     (gate / "hold").unlink()
     proc = _popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script])
     _finish(proc)
@@ -273,14 +315,37 @@ def test_cluster_capacity_follows_nodes_and_records_them_on_a_fake_clock():
     from cellblock.run.backends.ray_resources import ClusterCapacity
 
     now = [0.0]
-    table = [{"NodeID": "a" * 40, "Alive": True, "NodeManagerAddress": "10.0.0.1", "Resources": {"CPU": 4.0}},
-             {"NodeID": "h" * 40, "Alive": True, "NodeManagerAddress": "10.0.0.9", "Resources": {"CPU": 0.0}}]
+    table = [
+        {
+            "NodeID": "a" * 40,
+            "Alive": True,
+            "NodeManagerAddress": "10.0.0.1",
+            "Resources": {"CPU": 4.0},
+        },
+        {
+            "NodeID": "h" * 40,
+            "Alive": True,
+            "NodeManagerAddress": "10.0.0.9",
+            "Resources": {"CPU": 0.0},
+        },
+    ]
     events: list[dict] = []
-    cap = ClusterCapacity({"CPU": 1.0, "GPU": 0.0}, lambda: [dict(n) for n in table], events.append,
-                          every_s=2.0, clock=lambda: now[0])
+    cap = ClusterCapacity(
+        {"CPU": 1.0, "GPU": 0.0},
+        lambda: [dict(n) for n in table],
+        events.append,
+        every_s=2.0,
+        clock=lambda: now[0],
+    )
     assert cap() == 4 and not events
-    table.append({"NodeID": "b" * 40, "Alive": True, "NodeManagerAddress": "10.0.0.2",
-                  "Resources": {"CPU": 2.5, "GPU": 1.0}})
+    table.append(
+        {
+            "NodeID": "b" * 40,
+            "Alive": True,
+            "NodeManagerAddress": "10.0.0.2",
+            "Resources": {"CPU": 2.5, "GPU": 1.0},
+        }
+    )
     now[0] = 1.9
     assert cap() == 4  # not looked at again before every_s
     now[0] = 2.0

@@ -124,17 +124,24 @@ def test_the_readme_cluster_commands_work_with_token_auth(tmp_path):
     space.mkdir()
 
     def adapt(line: str, machine: str) -> str:
-        line = line.replace("HEAD_IP:6379", f"127.0.0.1:{port}").replace("--port 6379", f"--port {port}")
+        line = line.replace("HEAD_IP:6379", f"127.0.0.1:{port}")
+        line = line.replace("--port 6379", f"--port {port}")
         if line.startswith("ray start --head"):
-            line = line.split("#")[0] + (f" --node-ip-address 127.0.0.1 --temp-dir {temps[0]} --num-cpus 0 "
-                                         f"--include-dashboard=false "
-                                         f"--dashboard-agent-listen-port {agent_a} --disable-usage-stats")
+            line = line.split("#")[0] + (
+                f" --node-ip-address 127.0.0.1 --temp-dir {temps[0]} --num-cpus 0 "
+                f"--include-dashboard=false "
+                f"--dashboard-agent-listen-port {agent_a} --disable-usage-stats"
+            )
         elif line.startswith("ray start --address"):
-            line += (f" --node-ip-address 127.0.0.1 --temp-dir {temps[1]} --num-cpus 2 "
-                     f"--dashboard-agent-listen-port {agent_b} --disable-usage-stats")
+            line += (
+                f" --node-ip-address 127.0.0.1 --temp-dir {temps[1]} --num-cpus 2 "
+                f"--dashboard-agent-listen-port {agent_b} --disable-usage-stats"
+            )
         elif line.startswith("cellblock search"):
-            line += (" --trials 3 --epochs 1 --device cpu --strategy random --objectives accuracy,macs "
-                     "--out run --no-progress")
+            line += (
+                " --trials 3 --epochs 1 --device cpu --strategy random --objectives accuracy,macs "
+                "--out run --no-progress"
+            )
         return line
 
     try:

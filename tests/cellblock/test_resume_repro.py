@@ -55,6 +55,7 @@ def test_resume_after_a_cut_at_several_points_follows_the_same_path(tmp_path, st
         assert _archs(run) == reference, f"cut after line {cut} changed the search path"
 
 
+@pytest.mark.slow
 def test_resume_after_real_kills_follows_the_same_path(tmp_path):
     write_slow_space(tmp_path)
     cmd = [sys.executable, "-m", "cellblock", "search", "--space", f"{tmp_path / 'sp.py'}:space",

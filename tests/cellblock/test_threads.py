@@ -66,3 +66,13 @@ def test_threads_per_trial_may_change_on_an_existing_run_and_train_takes_threads
                   "--threads", "0"]):
         assert main(argv) == 2 and "--threads must be >= 1" in capsys.readouterr().err
     assert not Path("x.pt").exists()
+
+
+@pytest.mark.parametrize("cfg, line", [
+    ({"threads_per_trial": 3, "concurrency": 1, "backend": "local"},
+     "torch threads per trial: 3 (--threads-per-trial)"),
+    ({"threads_per_trial": None, "concurrency": 2, "backend": "process"},
+     "torch threads per trial: 1 (concurrency > 1)"),
+])
+def test_a_fixed_thread_count_is_shown_as_a_number(cfg, line):
+    assert th.summary(th.describe(cfg)) == line

@@ -56,6 +56,7 @@ def _run_repro(mode: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 @x86
 def test_guarded_convolution_trains_correctly_on_avx2_kernels():
     done = _run_repro("guard")

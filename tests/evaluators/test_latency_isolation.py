@@ -82,6 +82,7 @@ def private_locks(tmp_path, monkeypatch):
     monkeypatch.setenv("CELLBLOCK_LOCK_DIR", str(tmp_path / "locks"))
 
 
+@pytest.mark.slow
 def test_latency_with_concurrency_4_agrees_with_concurrency_1(tmp_path):
     before = torch.get_num_threads()
     torch.set_num_threads(1)

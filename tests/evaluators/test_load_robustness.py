@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 from torch import nn
 
@@ -62,6 +63,7 @@ def test_thread_policy_one_for_small_candidates_override_wins() -> None:
     assert threads_for({**cfg, "threads_per_trial": 3}, 1e5) == 3
 
 
+@pytest.mark.slow
 def test_search_records_the_thread_choice(tmp_path) -> None:
     run = cellblock.search(space="blocks", trials=1, epochs=1, out=str(tmp_path / "run"),
                            device="cpu",

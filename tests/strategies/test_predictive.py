@@ -190,6 +190,7 @@ def test_options_are_checked():
             make_strategy("predictive", space, objs, 0, bad)
 
 
+@pytest.mark.slow
 def test_search_with_process_backend_concurrency_and_constraint(tmp_path):
     space = tmp_path / "sp.py"
     space.write_text(

@@ -38,6 +38,7 @@ def checkpoint(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     killed, clean = tmp_path / "killed.pt", tmp_path / "clean.pt"
     epochs = 6
@@ -151,6 +152,7 @@ def test_val_fraction_is_kept_by_rank_and_checked_by_search_and_resume(tmp_path,
     assert len(err.splitlines()) == 1 and "set --val-fraction 0.4" in err and not run.exists()
 
 
+@pytest.mark.slow
 def test_rank_with_two_stand_alone_seeds_reports_their_agreement(tmp_path, checkpoint):
     out = tmp_path / "rank"
     argv = ["supernet", "rank", "--supernet", str(checkpoint), "--samples", "4", "--epochs", "1",

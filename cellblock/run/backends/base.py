@@ -78,8 +78,9 @@ class Backend(ABC):
 
         The default loop keeps up to :attr:`capacity` trials (plus :meth:`ahead`, queued)
         in flight through :meth:`submit` and :meth:`wait`, submitting the trials it starts
-        at once in the order of :meth:`order` (they are asked and recorded in ask order); an attempt that :meth:`wait` reports :class:`Lost`
-        goes back to the book (``lose``: re-run first, or held past the retry cap). A
+        at once in the order of :meth:`order` (they are asked and recorded in ask order);
+        an attempt that :meth:`wait` reports :class:`Lost` goes back to the book (``lose``:
+        re-run first, or held past the retry cap). A
         backend with its own scheduler (Ray Tune) overrides this, using the same ``book``
         (``next_trial``, ``start``, ``finish``, ``lose``) so that the records are the same.
 
@@ -105,7 +106,7 @@ class Backend(ABC):
                 if isinstance(outcome, Lost):
                     book.lose(trial, outcome.node, outcome.reason, outcome.counted)
                 else:
-                    book.finish(trial, outcome)
+                    book.finish(trial, outcome, self.node_of(trial))
                     finished += 1
             after(finished)
 
@@ -116,6 +117,10 @@ class Backend(ABC):
     def order(self, batch: list[Trial]) -> list[Trial]:
         """The order in which trials started together are submitted (default: as asked)."""
         return batch
+
+    def node_of(self, trial: Trial) -> str | None:
+        """Where ``trial``'s finished attempt ran (None: this machine)."""
+        return None
 
     @abstractmethod
     def submit(self, trial: Trial) -> None:

@@ -235,7 +235,8 @@ class ProcessBackend(Backend):
                 out.append((trial, Lost(self.node, culprits[trial.number])))
             else:
                 why = "; ".join(culprits.values()) or "a worker process died"
-                out.append((trial, Lost(self.node, f"its worker pool broke ({why})", counted=not culprits)))
+                lost = Lost(self.node, f"its worker pool broke ({why})", counted=not culprits)
+                out.append((trial, lost))
         self.futures.clear()
         self._restart()
         return out

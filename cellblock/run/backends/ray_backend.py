@@ -1,11 +1,17 @@
-"""The ``ray`` backend: trials run as Ray Tune trials, on this machine or on a Ray cluster.
+"""The ``ray`` backend: trials run on Ray, on this machine or on a Ray cluster.
+
+Without a scheduler, trials run on long-lived actors, one per trial slot
+(:mod:`cellblock.run.backends.ray_actors`): the driver's cost per trial is a ``ray.wait``.
+With ``scheduler`` (asha, mo-asha) they run as Ray Tune trials.
 
 Without ``address`` a private Ray instance is started for the run (on 127.0.0.1 only,
 no dashboard) and shut down afterwards; with ``address`` (``auto`` or ``HOST:PORT``) the
-run connects to an existing cluster. The driver keeps the records: a Tune ``Searcher``
-wraps the run's :class:`cellblock.run.runner.TrialBook`, so every cellblock strategy works
-unchanged and ``trials.jsonl`` is the same as with the other backends. The Tune
-plug-ins (schedulers, searcher, error callback) are in :mod:`cellblock.run.backends.ray_tune_adapter`.
+run connects to an existing cluster. The driver keeps the records: the actor pool is fed
+by the run loop (:meth:`cellblock.run.backends.base.Backend.drive`), and for Tune a
+``Searcher`` wraps the run's :class:`cellblock.run.runner.TrialBook`; so every cellblock
+strategy works unchanged and ``trials.jsonl`` is the same as with the other backends.
+The Tune plug-ins (schedulers, searcher, error callback) are in
+:mod:`cellblock.run.backends.ray_tune_adapter`.
 
 Workers rebuild the evaluation components with :func:`cellblock.run.components.build_components`
 once per worker process (actors are reused between trials), so every node of a cluster
@@ -18,9 +24,9 @@ by the driver.
 
 A trial whose actor, worker process or node dies (a lost node, preemption, the OOM killer)
 has lost an attempt, not failed: it is recorded (``trial_lost``, with the node and the
-reason) and runs again as a new Tune trial, up to ``infra_retries`` times
-(:meth:`cellblock.run.runner.TrialBook.lose`); an exception of the trial is FAILED. With
-``concurrency: auto`` the searcher keeps as many trials live as the alive nodes hold
+reason) and runs again on another actor (or as a new Tune trial), up to ``infra_retries``
+times (:meth:`cellblock.run.runner.TrialBook.lose`); an exception of the trial is FAILED.
+With ``concurrency: auto`` as many trials are live as the alive nodes hold
 (:class:`cellblock.run.backends.ray_resources.ClusterCapacity`).
 
 With ``scheduler`` (asha, mo-asha) the epoch is the budget: trials report their
@@ -33,48 +39,36 @@ time its brackets never fill and it stopped no trial (measured).
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import shutil
 import socket
-import sys
-import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
-from cellblock.core.errors import ConfigError, RunError
+from cellblock.core.errors import CellblockWarning, ConfigError, RunError
 from cellblock.core.objectives import parse_objectives
 from cellblock.data import dataset_ref
-from cellblock.evaluators.base import Evaluator
 from cellblock.evaluators.pipeline import Outcome
 from cellblock.records import Trial
 from cellblock.records.meta import INPUT_PATH_KEYS
 from cellblock.records.rundir import RunDir
-from cellblock.run.backends.base import Backend, register_backend, set_threads
+from cellblock.run.backends.base import Backend, Lost, register_backend
+from cellblock.run.backends.ray_actors import ActorPool
 from cellblock.run.backends.ray_resources import ClusterCapacity, _check_fits, parse_resources
-from cellblock.run.backends.ray_ship import materialize, ship
+from cellblock.run.backends.ray_ship import ship
 from cellblock.run.backends.ray_tune_adapter import (
-    METRICS_KEY,
-    NODE_KEY,
-    OUTCOME_KEY,
     SCHEDULERS,
     BookSearcher,
     ErrorCallback,
-    node_label,
 )
-from cellblock.run.backends.ray_tune_adapter import (
-    MOASHAScheduler as MOASHAScheduler,  # re-exported
-)
-from cellblock.run.backends.ray_tune_adapter import SchedulerKind as SchedulerKind  # re-exported
-from cellblock.run.backends.ray_tune_adapter import outcome_of as outcome_of  # re-exported
+from cellblock.run.backends.ray_worker import run_trial
 from cellblock.run.schedulers import rung_epochs, scheduler_objectives
 
 CONNECT_TIMEOUT_S = 3.0
@@ -85,7 +79,9 @@ WORKER_NICENESS_VAR = "RAY_worker_niceness"  # read by the raylet (RayConfig wor
 def _split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition("://")[2].rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"address {address!r} is not auto or HOST:PORT; use e.g. --address 10.0.0.5:6379")
+        raise ConfigError(
+            f"address {address!r} is not auto or HOST:PORT; use e.g. --address 10.0.0.5:6379"
+        )
     return host, int(port)
 
 
@@ -101,14 +97,18 @@ def resolve_address(address: str) -> str:
         try:
             address = canonicalize_bootstrap_address_or_die("auto")
         except Exception:
-            raise ConfigError("--address auto found no running Ray cluster on this machine; "
-                              "start one with 'ray start --head' or give HOST:PORT") from None
+            raise ConfigError(
+                "--address auto found no running Ray cluster on this machine; "
+                "start one with 'ray start --head' or give HOST:PORT"
+            ) from None
     host, port = _split_address(address)
     try:
         socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
-        raise ConfigError(f"cannot reach a Ray cluster at {host}:{port} ({exc.strerror or exc}); "
-                          "start it with 'ray start --head' or fix --address") from None
+        raise ConfigError(
+            f"cannot reach a Ray cluster at {host}:{port} ({exc.strerror or exc}); "
+            "start it with 'ray start --head' or fix --address"
+        ) from None
     return address
 
 
@@ -141,7 +141,7 @@ def _connect(address: str | None) -> bool:
     """Connect this process to Ray; return whether it must be shut down afterwards."""
     if ray.is_initialized():
         return False
-    common = {"log_to_driver": False, "logging_level": logging.WARNING}
+    common: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address is None:
         import torch
 
@@ -149,15 +149,22 @@ def _connect(address: str | None) -> bool:
         # only the CPU left over by every other process. Trials are the run's main work.
         os.environ.setdefault(WORKER_NICENESS_VAR, "0")
         with _loopback_only():
-            ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(),
-                     include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count() or 1,
+                num_gpus=torch.cuda.device_count(),
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                **common,
+            )
         return True
     try:
         with _loopback_only() if _is_loopback(address) else nullcontext():
             ray.init(address=address, **common)
     except Exception as exc:
-        raise ConfigError(f"cannot connect to the Ray cluster at {address}: "
-                          f"{' '.join(str(exc).split())[:300]}") from None
+        raise ConfigError(
+            f"cannot connect to the Ray cluster at {address}: {' '.join(str(exc).split())[:300]}"
+        ) from None
     return True
 
 
@@ -178,105 +185,6 @@ def _absolute_paths(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-# ---- worker side -----------------------------------------------------------------------------
-_COMPONENTS: dict[str, Any] = {}
-
-
-def worker_components(cfg: Mapping[str, Any]) -> Any:
-    """The run's components, built once per worker process (keyed by the config's JSON)."""
-    key = json.dumps(cfg, sort_keys=True, default=str)
-    if key not in _COMPONENTS:
-        from cellblock.run.components import build_components
-
-        _COMPONENTS.clear()  # one run per worker at a time: free the previous data
-        _COMPONENTS[key] = build_components(cfg)
-    return _COMPONENTS[key]
-
-
-def _jsonable(obj: Any) -> Any:
-    return obj.item() if hasattr(obj, "item") else str(obj)
-
-
-class EpochReporter(Evaluator):
-    """Wraps a training evaluator: reports validation accuracy to Tune after every epoch
-    but the last (whose result carries the full outcome), with the cheap metrics.
-
-    Args:
-        inner: The run's evaluator (it must have ``train_config(seed)``).
-        pipeline: The run's pipeline (its cheap metrics go into the reports).
-    """
-
-    def __init__(self, inner: Any, pipeline: Any) -> None:
-        super().__init__(inner.ctx)
-        self.inner, self.pipeline = inner, pipeline
-
-    def _cheap_metrics(self) -> dict[str, Any]:
-        """The numeric metrics the pipeline measured before training (no second latency run)."""
-        out = self.pipeline.cheap_metrics
-        return {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-    def evaluate(self, model: Any, arch: Mapping[str, Any], seed: int) -> dict[str, Any]:
-        from cellblock.core.devices import resolve_device
-        from cellblock.evaluators.training import (
-            device_tensors,
-            evaluate_accuracy,
-            train_and_evaluate,
-        )
-
-        cheap = self._cheap_metrics()
-        tcfg = self.inner.train_config(seed)
-        _, _, x_val, y_val = device_tensors(self.ctx.data, resolve_device(tcfg.device))
-        start, eval_s = time.perf_counter(), 0.0
-
-        def on_epoch_end(state: dict[str, Any]) -> None:
-            nonlocal eval_s
-            if state["epoch"] >= tcfg.epochs:
-                return
-            t0 = time.perf_counter()
-            acc = evaluate_accuracy(model, x_val, y_val, tcfg.eval_batch_size, tcfg.device)
-            eval_s += time.perf_counter() - t0
-            train_s = time.perf_counter() - start - eval_s
-            metrics = {**cheap, "accuracy": acc, "epochs": state["epoch"], "train_s": train_s}
-            result = {**cheap, "epoch": state["epoch"], "accuracy": acc, NODE_KEY: _here(),
-                      METRICS_KEY: json.dumps(metrics, default=_jsonable)}
-            tune.report(result)
-
-        out = train_and_evaluate(model, self.ctx.data, tcfg, on_epoch_end=on_epoch_end)
-        out["train_s"] -= eval_s
-        return out
-
-
-def _here() -> str:
-    """This worker's node, as the records name it."""
-    ctx = ray.get_runtime_context()
-    return node_label(ray.util.get_node_ip_address(), ctx.get_node_id())
-
-
-def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
-    """Tune function trainable: evaluate one architecture with the run's pipeline."""
-    cfg = settings["config"]
-    if settings.get("shipped"):
-        cfg = materialize(cfg, settings["shipped"], ray.get)
-    if str(cfg["device"]).startswith("cuda:") and ray.get_gpu_ids():
-        cfg = {**cfg, "device": "cuda"}  # Ray shows a GPU trial only its own GPU(s)
-    set_threads(cfg)
-    pipeline = worker_components(cfg).pipeline
-    arch, seed = json.loads(config["arch"]), int(config["seed"])
-    if settings["per_epoch"]:
-        inner = pipeline.evaluator
-        pipeline.evaluator = EpochReporter(inner, pipeline)
-        try:
-            outcome = pipeline(arch, seed)
-        finally:
-            pipeline.evaluator = inner
-    else:
-        outcome = pipeline(arch, seed)
-    acc = outcome.metrics.get("accuracy")
-    acc = float(acc) if isinstance(acc, (int, float)) else math.nan
-    tune.report({"epoch": cfg["epochs"], "accuracy": acc, NODE_KEY: _here(),
-                 OUTCOME_KEY: json.dumps(asdict(outcome), default=_jsonable)})
-
-
 @register_backend("ray")
 class RayBackend(Backend):
     """Trials as Ray Tune trials (see the module docs)."""
@@ -289,11 +197,16 @@ class RayBackend(Backend):
         SCHEDULERS.get(cfg["scheduler"])
         if cfg["scheduler"] != "none":
             if not hasattr(EVALUATORS.get(cfg["evaluator"]), "train_config"):
-                raise ConfigError(f"--scheduler {cfg['scheduler']} needs an evaluator that trains per "
-                                  f"epoch (train), not {cfg['evaluator']!r}; use --scheduler none")
+                raise ConfigError(
+                    f"--scheduler {cfg['scheduler']} needs an evaluator that trains per "
+                    f"epoch (train), not {cfg['evaluator']!r}; use --scheduler none"
+                )
             if not rung_epochs(cfg["grace_epochs"], cfg["reduction_factor"], cfg["epochs"]):
-                raise ConfigError(f"--scheduler {cfg['scheduler']} has no rung below epochs={cfg['epochs']} "
-                                  f"with grace_epochs={cfg['grace_epochs']}; lower --grace-epochs or raise --epochs")
+                raise ConfigError(
+                    f"--scheduler {cfg['scheduler']} has no rung below epochs={cfg['epochs']} "
+                    f"with grace_epochs={cfg['grace_epochs']}; "
+                    "lower --grace-epochs or raise --epochs"
+                )
         if cfg["address"] is None:
             import torch
 
@@ -315,54 +228,111 @@ class RayBackend(Backend):
         super().__init__(prepared)
         self.resources = parse_resources(self.config["resources_per_trial"])
         self.kind = SCHEDULERS.get(self.config["scheduler"])
+        self.pool: ActorPool | None = None
+        self.cluster: ClusterCapacity | None = None
+        self.nodes: dict[int, str | None] = {}
 
     @property
     def capacity(self) -> int:
         concurrency = self.config["concurrency"]
-        return concurrency if isinstance(concurrency, int) else 1
+        if isinstance(concurrency, int):
+            return concurrency
+        return max(1, self.cluster()) if self.cluster is not None else 1
 
     def submit(self, trial: Trial) -> None:
-        raise NotImplementedError("the ray backend schedules trials through Ray Tune in drive()")
+        if self.pool is None:
+            raise RuntimeError("the ray backend submits trials only inside drive()")
+        self.pool.submit(trial)
 
-    def wait(self) -> list[tuple[Trial, Outcome]]:
-        raise NotImplementedError("the ray backend schedules trials through Ray Tune in drive()")
+    def wait(self) -> list[tuple[Trial, Outcome | Lost]]:
+        if self.pool is None:
+            raise RuntimeError("the ray backend waits for trials only inside drive()")
+        out: list[tuple[Trial, Outcome | Lost]] = []
+        for trial, outcome, node in self.pool.wait():
+            self.nodes[trial.number] = node
+            out.append((trial, outcome))
+        return out
+
+    def node_of(self, trial: Trial) -> str | None:
+        return self.nodes.pop(trial.number, None)
 
     def drive(self, book: Any, after: Callable[[int], None]) -> None:
+        """Connect (or start a private Ray), ship the driver's files to a cluster, then run
+        the trials: on actors of our own (no scheduler), or through Ray Tune (asha, mo-asha)."""
         cfg = self.config
         address = resolve_address(cfg["address"]) if cfg["address"] else None
-        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         from cellblock.core.signals import start_reaper, stop_reaper
 
         started = _connect(address)
         # A private instance's processes must not outlive a killed driver (Ray's agents do).
         reaper = start_reaper() if started and address is None else None
+        self.cluster = ClusterCapacity(self.resources, ray.nodes, book.log.append)
+        settings = {"config": _absolute_paths(cfg), "per_epoch": cfg["scheduler"] != "none"}
+        try:
+            if address is not None:  # a cluster: no node needs the driver's files (ray_ship)
+                settings["shipped"], notes = ship(settings["config"], ray.put)
+                for note in notes:
+                    warnings.warn(note, CellblockWarning, stacklevel=2)
+            if settings["per_epoch"]:
+                self._drive_tune(book, after, settings)
+            else:
+                cluster = self.cluster
+                self.pool = ActorPool(
+                    settings,
+                    self.resources,
+                    lambda: self.capacity,
+                    self.seed,
+                    poll=cluster.poll,
+                    alive=lambda: set(cluster.alive) if cluster.alive is not None else None,
+                )
+                super().drive(book, after)
+        finally:
+            if self.pool is not None:
+                self.pool.close()
+                self.pool = None
+            if started:
+                ray.shutdown()
+            stop_reaper(reaper)
+
+    def _drive_tune(
+        self, book: Any, after: Callable[[int], None], settings: dict[str, Any]
+    ) -> None:
+        """Trials as Ray Tune trials, so that Tune's schedulers can stop them early."""
+        cfg = self.config
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         # Tune's state lives in the run directory (this driver holds its lock), so a killed
         # driver's leftovers are removed by the next run instead of piling up in /tmp.
         storage = RunDir(self.prepared.run_dir).tune_scratch.resolve()
         shutil.rmtree(storage, ignore_errors=True)
         storage.mkdir(parents=True)
         auto = cfg["concurrency"] == "auto"
-        cluster = ClusterCapacity(self.resources, ray.nodes, book.log.append)
+        cluster = self.cluster
+        assert cluster is not None  # set by drive()
         searcher = BookSearcher(book, after, self.seed, cluster if auto else None)
         objectives = scheduler_objectives(parse_objectives(cfg["objectives"]))
         scheduler = self.kind.make(cfg, objectives)
-        settings = {"config": _absolute_paths(cfg), "per_epoch": scheduler is not None}
-        if address is not None:  # a cluster: no node needs the driver's files (ray_ship)
-            settings["shipped"], notes = ship(settings["config"], ray.put)
-            for note in notes:
-                print(f"cellblock: warning: {note}", file=sys.stderr)
-        trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
-                                        tune.PlacementGroupFactory([dict(self.resources)]))
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, settings=settings),
+            tune.PlacementGroupFactory([dict(self.resources)]),
+        )
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
-                                        max_concurrent_trials=None if auto else cfg["concurrency"],
-                                        reuse_actors=True,
-                                        trial_dirname_creator=lambda t: t.trial_id),
-            run_config=tune.RunConfig(name="cellblock", storage_path=storage, verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=0),
-                                      callbacks=[ErrorCallback(searcher, cluster.poll)]),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=-1,
+                max_concurrent_trials=None if auto else cfg["concurrency"],
+                reuse_actors=True,
+                trial_dirname_creator=lambda t: t.trial_id,
+            ),
+            run_config=tune.RunConfig(
+                name="cellblock",
+                storage_path=str(storage),
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0),
+                callbacks=[ErrorCallback(searcher, cluster.poll)],
+            ),
         )
         quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
         level = quiet.level
@@ -373,10 +343,9 @@ class RayBackend(Backend):
             quiet.setLevel(level)
             for trial_id in list(searcher.errored):  # an error whose callback never came
                 searcher.fail(trial_id, "Ray trial failed (no error text was reported)")
-            if started:
-                ray.shutdown()
-            stop_reaper(reaper)
             shutil.rmtree(storage, ignore_errors=True)
         if book.done + len(book.held) < book.budget and not book.exhausted:
-            raise RunError(f"Ray Tune stopped after {book.done} of {book.budget} trials; "
-                           "run the same command again to continue")
+            raise RunError(
+                f"Ray Tune stopped after {book.done} of {book.budget} trials; "
+                "run the same command again to continue"
+            )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cellblock.core.errors import ConfigError
@@ -36,19 +36,29 @@ def parse_resources(text: str) -> dict[str, float]:
 
 
 def _fmt(resources: Mapping[str, float]) -> str:
-    return ",".join(f"{k.lower() if k in ('CPU', 'GPU') else k}={v:g}" for k, v in resources.items())
+    return ",".join(
+        f"{k.lower() if k in ('CPU', 'GPU') else k}={v:g}" for k, v in resources.items()
+    )
 
 
 def _node_fits(node: Mapping[str, float], want: Mapping[str, float]) -> bool:
     return all(node.get(k, 0.0) >= v for k, v in want.items() if v > 0)
 
 
-def _check_fits(nodes: list[Mapping[str, float]], want: Mapping[str, float], where: str) -> None:
+def _check_fits(
+    nodes: Sequence[Mapping[str, float]], want: Mapping[str, float], where: str
+) -> None:
     if any(_node_fits(n, want) for n in nodes):
         return
-    largest = ", ".join(f"{k.lower()}={max(n.get(k, 0.0) for n in nodes):g}" for k in want) if nodes else "none"
-    raise ConfigError(f"no node of {where} can give one trial {_fmt(want)} (largest: {largest}); "
-                      "lower --resources-per-trial or add such a node")
+    largest = (
+        ", ".join(f"{k.lower()}={max(n.get(k, 0.0) for n in nodes):g}" for k in want)
+        if nodes
+        else "none"
+    )
+    raise ConfigError(
+        f"no node of {where} can give one trial {_fmt(want)} (largest: {largest}); "
+        "lower --resources-per-trial or add such a node"
+    )
 
 
 def trials_on(node: Mapping[str, float], want: Mapping[str, float]) -> int:
@@ -71,9 +81,14 @@ class ClusterCapacity:
         clock: A monotonic clock (injected by tests).
     """
 
-    def __init__(self, want: Mapping[str, float], nodes: Callable[[], list[dict[str, Any]]],
-                 record: Callable[[dict[str, Any]], None] | None = None, every_s: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        want: Mapping[str, float],
+        nodes: Callable[[], list[dict[str, Any]]],
+        record: Callable[[dict[str, Any]], None] | None = None,
+        every_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.want, self.nodes, self.record = dict(want), nodes, record
         self.every_s, self.clock = every_s, clock
         self._at: float | None = None
@@ -93,10 +108,18 @@ class ClusterCapacity:
             dead = {n["NodeID"]: n for n in table if not n.get("Alive")}
             for node_id in self.alive.keys() - alive.keys():
                 why = dead.get(node_id, {}).get("DeathReasonMessage") or "it left the cluster"
-                self.record({"event": "node_lost", "node": _label(self.alive[node_id]),
-                             "reason": " ".join(str(why).split())[:300], "t": time.time()})
+                self.record(
+                    {
+                        "event": "node_lost",
+                        "node": _label(self.alive[node_id]),
+                        "reason": " ".join(str(why).split())[:300],
+                        "t": time.time(),
+                    }
+                )
             for node_id in alive.keys() - self.alive.keys():
-                self.record({"event": "node_joined", "node": _label(alive[node_id]), "t": time.time()})
+                self.record(
+                    {"event": "node_joined", "node": _label(alive[node_id]), "t": time.time()}
+                )
         self.alive = alive
 
     def __call__(self) -> int:

@@ -64,11 +64,17 @@ def ship(cfg: Mapping[str, Any], put: Any) -> tuple[dict[str, Any], list[str]]:
     for key, path in shippable(cfg).items():
         size = path.stat().st_size
         if size > SHIP_MAX_BYTES:
-            notes.append(f"{key} {str(path)!r} ({size / 1024**3:.1f} GiB) is too large to ship through "
-                         "Ray's object store: it must exist at that path on every node")
+            notes.append(
+                f"{key} {str(path)!r} ({size / 1024**3:.1f} GiB) is too large to ship through "
+                "Ray's object store: it must exist at that path on every node"
+            )
             continue
         data = path.read_bytes()
-        shipped[key] = {"name": path.name, "sha256": hashlib.sha256(data).hexdigest(), "ref": put(data)}
+        shipped[key] = {
+            "name": path.name,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "ref": put(data),
+        }
     return shipped, notes
 
 
@@ -81,8 +87,9 @@ def _write_once(target: Path, ref: Any, get: Any) -> None:
     os.replace(tmp, target)  # atomic: another worker of this node may write it too
 
 
-def materialize(cfg: Mapping[str, Any], shipped: Mapping[str, Any], get: Any,
-                root: str | Path | None = None) -> dict[str, Any]:
+def materialize(
+    cfg: Mapping[str, Any], shipped: Mapping[str, Any], get: Any, root: str | Path | None = None
+) -> dict[str, Any]:
     """``cfg`` with each shipped input's path replaced by a copy on this node.
 
     Args:

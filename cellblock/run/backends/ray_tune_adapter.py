@@ -1,7 +1,9 @@
-"""Ray Tune plug-ins of the ``ray`` backend (:mod:`cellblock.run.backends.ray_backend`), driver side.
+"""Ray Tune plug-ins of the ``ray`` backend (:mod:`cellblock.run.backends.ray_backend`),
+driver side (used with ``--scheduler asha`` or ``mo-asha``).
 
 * :data:`SCHEDULERS`: the ``--scheduler`` choices (none, asha, mo-asha) as Tune
-  schedulers; :class:`MOASHAScheduler` applies :class:`cellblock.run.schedulers.MOSuccessiveHalving`.
+  schedulers; :class:`MOASHAScheduler` applies
+  :class:`cellblock.run.schedulers.MOSuccessiveHalving`.
 * :class:`BookSearcher`: a Tune ``Searcher`` over the run's :class:`cellblock.run.runner.TrialBook`,
   so every cellblock strategy works unchanged and the driver keeps ``trials.jsonl``;
   :class:`ErrorCallback` hands it the errors of failed trials. An error of the
@@ -54,9 +56,19 @@ class SchedulerKind:
 
 SCHEDULERS: Registry[SchedulerKind] = Registry("scheduler")
 SCHEDULERS.register("none", SchedulerKind(lambda cfg, objs: None))
-SCHEDULERS.register("asha", SchedulerKind(lambda cfg, objs: ASHAScheduler(
-    time_attr="epoch", metric="accuracy", mode="max", max_t=cfg["epochs"],
-    grace_period=cfg["grace_epochs"], reduction_factor=cfg["reduction_factor"])))
+SCHEDULERS.register(
+    "asha",
+    SchedulerKind(
+        lambda cfg, objs: ASHAScheduler(
+            time_attr="epoch",
+            metric="accuracy",
+            mode="max",
+            max_t=cfg["epochs"],
+            grace_period=cfg["grace_epochs"],
+            reduction_factor=cfg["reduction_factor"],
+        )
+    ),
+)
 
 
 class MOASHAScheduler(FIFOScheduler):
@@ -82,8 +94,14 @@ class MOASHAScheduler(FIFOScheduler):
         return f"Multi-objective ASHA, trials recorded per rung: {counts}"
 
 
-SCHEDULERS.register("mo-asha", SchedulerKind(lambda cfg, objs: MOASHAScheduler(MOSuccessiveHalving(
-    objs, cfg["grace_epochs"], cfg["reduction_factor"], cfg["epochs"]))))
+SCHEDULERS.register(
+    "mo-asha",
+    SchedulerKind(
+        lambda cfg, objs: MOASHAScheduler(
+            MOSuccessiveHalving(objs, cfg["grace_epochs"], cfg["reduction_factor"], cfg["epochs"])
+        )
+    ),
+)
 
 
 # ---- driver side -----------------------------------------------------------------------------
@@ -101,10 +119,16 @@ def _error_lines(tune_trial: Any) -> list[str]:
     err = None
     try:  # Tune writes the error text to the trial's (driver-side) error file
         path = tune_trial.error_file
-        err = Path(path).read_text(encoding="utf-8") if path and Path(path).exists() else tune_trial.get_error()
+        err = (
+            Path(path).read_text(encoding="utf-8")
+            if path and Path(path).exists()
+            else tune_trial.get_error()
+        )
     except Exception:  # an unreadable error file must not stop the search
         err = None
-    return [ln for ln in str(err or "").splitlines() if ln.strip() and not ln.startswith("Failure # ")]
+    return [
+        ln for ln in str(err or "").splitlines() if ln.strip() and not ln.startswith("Failure # ")
+    ]
 
 
 def _error_text(tune_trial: Any) -> str:
@@ -116,9 +140,20 @@ def _error_text(tune_trial: Any) -> str:
 
 
 #: Words of Ray's error texts that mean the infrastructure failed (when the pickled error is lost).
-_INFRA_WORDS = ("ActorDiedError", "ActorUnavailableError", "RayActorError", "WorkerCrashedError",
-                "NodeDiedError", "OutOfMemoryError", "The actor died", "actor is unavailable",
-                "worker process has died", "node has died", "node was terminated", "is unavailable")
+_INFRA_WORDS = (
+    "ActorDiedError",
+    "ActorUnavailableError",
+    "RayActorError",
+    "WorkerCrashedError",
+    "NodeDiedError",
+    "OutOfMemoryError",
+    "The actor died",
+    "actor is unavailable",
+    "worker process has died",
+    "node has died",
+    "node was terminated",
+    "is unavailable",
+)
 
 
 def infra_error(tune_trial: Any) -> str | None:
@@ -126,8 +161,13 @@ def infra_error(tune_trial: Any) -> str | None:
     node died, or Ray's memory monitor killed it), one line; None for an error of the trial."""
     from ray import exceptions as rex
 
-    kinds = (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError, rex.OutOfMemoryError,
-             rex.ObjectLostError)
+    kinds = (
+        rex.RayActorError,
+        rex.WorkerCrashedError,
+        rex.NodeDiedError,
+        rex.OutOfMemoryError,
+        rex.ObjectLostError,
+    )
     try:
         err = tune_trial.get_pickled_error()
     except Exception:  # unreadable: fall back to the text
@@ -164,8 +204,13 @@ class BookSearcher(Searcher):
         capacity: Trials that may be live now (the cluster's size for ``concurrency: auto``).
     """
 
-    def __init__(self, book: Any, after: Callable[[int], None], seed: int,
-                 capacity: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        book: Any,
+        after: Callable[[int], None],
+        seed: int,
+        capacity: Callable[[], int] | None = None,
+    ) -> None:
         super().__init__(metric="accuracy", mode="max")
         self.book, self.after, self.seed = book, after, seed
         self.capacity = capacity
@@ -175,7 +220,7 @@ class BookSearcher(Searcher):
         #: Tune trial id -> the Ray actor id that ran it (for the node of a lost attempt).
         self.actors: dict[str, str] = {}
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         book = self.book
         if book.exhausted or book.done + len(book.held) >= book.budget:
             return Searcher.FINISHED
@@ -188,13 +233,18 @@ class BookSearcher(Searcher):
             return Searcher.FINISHED if book.exhausted else None
         book.start(trial)
         self.live[trial_id] = trial
-        return {"arch": json.dumps(trial.arch, sort_keys=True), "number": trial.number,
-                "seed": trial_seed(self.seed, trial.arch_id)}
+        return {
+            "arch": json.dumps(trial.arch, sort_keys=True),
+            "number": trial.number,
+            "seed": trial_seed(self.seed, trial.arch_id),
+        }
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.last[trial_id] = {k: result.get(k) for k in (OUTCOME_KEY, METRICS_KEY, NODE_KEY)}
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
         trial = self.live.pop(trial_id, None)
         last = self.last.pop(trial_id, None)
         if trial is None:
@@ -208,13 +258,18 @@ class BookSearcher(Searcher):
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its searcher; the book and the callbacks stay in the driver."""
-        return {k: v for k, v in self.__dict__.items()
-                if k not in ("book", "after", "live", "errored", "capacity")}
+        return {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("book", "after", "live", "errored", "capacity")
+        }
 
     def save(self, checkpoint_path: str) -> None:
         """No Tune-side searcher checkpoint: cellblock resumes from ``trials.jsonl``."""
 
-    def fail(self, trial_id: str, message: str, lost: bool = False, node: str | None = None) -> None:
+    def fail(
+        self, trial_id: str, message: str, lost: bool = False, node: str | None = None
+    ) -> None:
         """Complete an errored trial: FAILED with ``message``, or (``lost``) a lost attempt."""
         trial = self.errored.pop(trial_id, None)
         self.actors.pop(trial_id, None)
@@ -260,8 +315,9 @@ class ErrorCallback(tune.Callback):
         return {k: v for k, v in self.__dict__.items() if k != "watch"}
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        if getattr(self, "watch", None) is not None:
-            self.watch()
+        watch = getattr(self, "watch", None)
+        if watch is not None:
+            watch()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         actor = getattr(getattr(trial, "temporary_state", None), "ray_actor", None)
@@ -274,5 +330,6 @@ class ErrorCallback(tune.Callback):
         if lost is None:
             self.searcher.fail(trial.trial_id, _error_text(trial))
         else:
-            self.searcher.fail(trial.trial_id, lost, lost=True,
-                               node=self.searcher.node_of(trial.trial_id, lost))
+            self.searcher.fail(
+                trial.trial_id, lost, lost=True, node=self.searcher.node_of(trial.trial_id, lost)
+            )
