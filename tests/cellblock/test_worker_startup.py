@@ -113,7 +113,7 @@ class _Book:
         self.in_flight[trial.arch_id] = trial
         self.events.append(("start", trial.number))
 
-    def finish(self, trial: Trial, outcome) -> None:
+    def finish(self, trial: Trial, outcome, node=None) -> None:
         del self.in_flight[trial.arch_id]
         self.done += 1
         self.events.append(("end", trial.number))
