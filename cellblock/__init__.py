@@ -43,12 +43,16 @@ def search(config: str | None = None, progress: bool = False, **options: Any) ->
         **options: Any config key (``space``, ``strategy``, ``trials``, ``epochs``,
             ``objectives``, ``constraints``, ``out``...), see ``cellblock.run.config.FIELDS``.
     """
-    from cellblock.pareto.results import load_run
     from cellblock.run import config as config_mod
-    from cellblock.run.runner import Runner, prepare
+    from cellblock.run.backends.startup import prestart
 
     layers = [config_mod.load_yaml(config)] if config else []
-    prepared = prepare(config_mod.resolve(*layers, options))
+    cfg = config_mod.resolve(*layers, options)
+    prestart(cfg)  # a worker pool's imports begin now (cellblock.run.backends.startup)
+    from cellblock.pareto.results import load_run
+    from cellblock.run.runner import Runner, prepare
+
+    prepared = prepare(cfg)
     Runner(prepared, progress=progress).run()
     return load_run(prepared.run_dir)
 

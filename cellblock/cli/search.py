@@ -24,12 +24,15 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from cellblock.pareto.results import load_run, next_steps, summary
     from cellblock.run import config as config_mod
-    from cellblock.run.runner import Runner, prepare
+    from cellblock.run.backends.startup import prestart
 
     layers = [config_mod.load_yaml(args.config)] if args.config else []
     cfg = config_mod.resolve(*layers, config_overrides(args))
+    prestart(cfg)  # workers' imports begin now, beside this process's own (torch)
+    from cellblock.pareto.results import load_run, next_steps, summary
+    from cellblock.run.runner import Runner, prepare
+
     prepared = prepare(cfg)
     from cellblock.core.threads import describe
     from cellblock.core.threads import summary as threads_summary

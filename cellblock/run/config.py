@@ -126,6 +126,10 @@ def _auto_or_count(auto: str) -> Callable[[Any], str | None]:
 _AUTO_OR_INT = Option(metavar="N", form="auto_or_int")
 _YAML_ONLY = None
 
+def _autotune(v: Any) -> str | None:
+    return None if v is True or v is False or v == "auto" else "must be auto, true or false"
+
+
 FIELDS: dict[str, Field] = {
     "space": Field("blocks", (str,), "search space: a registered name, module:function or "
                    "file.py:function"),
@@ -213,9 +217,10 @@ FIELDS: dict[str, Field] = {
                             option=Option(metavar="K", form="auto_or_int")),
     "cuda_graphs": Field(True, (bool,), "capture training steps as CUDA graphs on CUDA (eager "
                          "when capture fails)"),
-    "cudnn_benchmark": Field(True, (bool,), "cudnn autotuning of each candidate's training "
-                             "shapes on CUDA (each new architecture's convolutions are timed "
-                             "once)"),
+    "cudnn_benchmark": Field("auto", (str, bool), "cudnn autotuning of each trial's training "
+                             "shapes on CUDA: auto (default) only for fixed shapes of networks "
+                             "over 1e9 MACs per batch (cellblock.evaluators.autotune), or "
+                             "true / false", _autotune),
     "threads_per_trial": Field(None, (int,), "torch threads per trial; may change when a run is "
                                "continued (default: 1 for candidates under 5e8 MACs per training "
                                "batch or with --concurrency > 1, else the cores free of other "

@@ -148,7 +148,7 @@ def test_process_workers_take_gpus_in_turn(monkeypatch):
     import torch
 
     import cellblock.core.devices as devices
-    import cellblock.run.backends.base as backends
+    import cellblock.run.backends.process as backends
     import cellblock.run.components as components
 
     built, selected = [], []

@@ -122,7 +122,7 @@ def test_cudnn_autotuning_switch_reaches_the_training_flag():
     from cellblock.cli.app import build_parser
     from cellblock.run.config import resolve
 
-    assert resolve({})["cudnn_benchmark"] is True
+    assert resolve({})["cudnn_benchmark"] == "auto"
     off = resolve({"cudnn_benchmark": False})
     assert TrainConfig.from_run(off, seed=0, device="cpu").cudnn_benchmark is False
     assert TrainConfig.from_run(resolve({}), seed=0, device="cpu").cudnn_benchmark is None
