@@ -85,7 +85,7 @@ class Backend(ABC):
         (``next_trial``, ``start``, ``finish``, ``lose``) so that the records are the same.
 
         Args:
-            book: The run's :class:`cellblock.run.runner.TrialBook`.
+            book: The run's :class:`cellblock.run.book.TrialBook`.
             after: Called with the number of trials that just finished.
         """
         while book.done + len(book.held) < book.budget:

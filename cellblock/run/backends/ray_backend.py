@@ -8,7 +8,7 @@ Without ``address`` a private Ray instance is started for the run (on 127.0.0.1 
 no dashboard) and shut down afterwards; with ``address`` (``auto`` or ``HOST:PORT``) the
 run connects to an existing cluster. The driver keeps the records: the actor pool is fed
 by the run loop (:meth:`cellblock.run.backends.base.Backend.drive`), and for Tune a
-``Searcher`` wraps the run's :class:`cellblock.run.runner.TrialBook`; so every cellblock
+``Searcher`` wraps the run's :class:`cellblock.run.book.TrialBook`; so every cellblock
 strategy works unchanged and ``trials.jsonl`` is the same as with the other backends.
 The Tune plug-ins (schedulers, searcher, error callback) are in
 :mod:`cellblock.run.backends.ray_tune_adapter`.
@@ -25,7 +25,7 @@ by the driver.
 A trial whose actor, worker process or node dies (a lost node, preemption, the OOM killer)
 has lost an attempt, not failed: it is recorded (``trial_lost``, with the node and the
 reason) and runs again on another actor (or as a new Tune trial), up to ``infra_retries``
-times (:meth:`cellblock.run.runner.TrialBook.lose`); an exception of the trial is FAILED.
+times (:meth:`cellblock.run.book.TrialBook.lose`); an exception of the trial is FAILED.
 With ``concurrency: auto`` as many trials are live as the alive nodes hold
 (:class:`cellblock.run.backends.ray_resources.ClusterCapacity`).
 

@@ -4,7 +4,7 @@ driver side (used with ``--scheduler asha`` or ``mo-asha``).
 * :data:`SCHEDULERS`: the ``--scheduler`` choices (none, asha, mo-asha) as Tune
   schedulers; :class:`MOASHAScheduler` applies
   :class:`cellblock.run.schedulers.MOSuccessiveHalving`.
-* :class:`BookSearcher`: a Tune ``Searcher`` over the run's :class:`cellblock.run.runner.TrialBook`,
+* :class:`BookSearcher`: a Tune ``Searcher`` over the run's :class:`cellblock.run.book.TrialBook`,
   so every cellblock strategy works unchanged and the driver keeps ``trials.jsonl``;
   :class:`ErrorCallback` hands it the errors of failed trials. An error of the
   infrastructure (:func:`infra_error`: the trial's actor, worker process or node died) is a
@@ -191,7 +191,7 @@ def _ip_of(text: str) -> str | None:
 
 
 class BookSearcher(Searcher):
-    """Tune searcher over a :class:`cellblock.run.runner.TrialBook` (any cellblock strategy).
+    """Tune searcher over a :class:`cellblock.run.book.TrialBook` (any cellblock strategy).
 
     ``suggest`` takes the book's next trial and records its start; ``on_trial_complete``
     records its end and tells the strategy. Trials that error are completed by
