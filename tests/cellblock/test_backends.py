@@ -46,6 +46,7 @@ def _opts(space_ref, out, **kw):
     return base
 
 
+@pytest.mark.slow
 def test_process_pool_same_records_as_local(space_ref, tmp_path):
     run = cellblock.search(**_opts(space_ref, tmp_path / "p"))
     assert len(run.trials) == 6 and all(t.status == COMPLETE for t in run.trials)
@@ -61,6 +62,7 @@ def _events(out: Path, kind: str) -> list[dict]:
     return [e for e in read_events(out / "trials.jsonl") if e["event"] == kind]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_an_attempt_and_its_trial_runs_again(space_ref, tmp_path):
     (tmp_path / "marks").mkdir()
     run = cellblock.search(**_opts(space_ref, tmp_path / "d", trials=6,
@@ -83,6 +85,7 @@ def test_a_killed_worker_loses_an_attempt_and_its_trial_runs_again(space_ref, tm
     assert all("worker pool broke" in e["reason"] for e in lost if "SIGKILL" not in e["reason"])
 
 
+@pytest.mark.slow
 def test_a_worker_killed_every_attempt_is_held_not_failed_and_resume_reruns_it(space_ref, tmp_path):
     out = tmp_path / "d"
     opts = _opts(space_ref, out, trials=6, infra_retries=1, space_args={"die": "always"})

@@ -71,6 +71,7 @@ def kill_resume(tmp: Path, strategy: str, backend: str, trials: int, kills: int,
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy, backend", [("evolution", "local"), ("nsga2", "process"),
                                                ("optuna:tpe", "local"), ("evolution", "ray")])
 def test_kill_and_resume_loses_nothing(tmp_path, strategy, backend):

@@ -107,6 +107,7 @@ def test_importing_cellblock_does_not_import_ray():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_local_instance_two_concurrent_trials_same_records_as_local(space_ref, tmp_path):
     import ray
@@ -127,6 +128,7 @@ def test_local_instance_two_concurrent_trials_same_records_as_local(space_ref, t
     assert starts[1] < ends[0]  # two trials were in flight at once
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_cluster_dead_worker_loses_an_attempt_an_exception_fails(space_ref, tmp_path, cluster):
     (tmp_path / "marks").mkdir()
@@ -162,6 +164,7 @@ def test_cluster_dead_worker_loses_an_attempt_an_exception_fails(space_ref, tmp_
     assert all(e["node"].startswith("127.0.0.1 ") for e in ends)
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 @pytest.mark.parametrize("scheduler", ["asha", "mo-asha"])
 def test_schedulers_record_pruned_trials(space_ref, tmp_path, cluster, scheduler):
@@ -279,6 +282,7 @@ SUPERNET_SPACE = dict(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_relative_supernet_path_reaches_the_workers(tmp_path, cluster, monkeypatch):
     """Tune runs trials in other directories: a relative ``--supernet`` (and the prior's

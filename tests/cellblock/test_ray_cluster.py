@@ -140,6 +140,7 @@ def _all_complete(run: Path, n: int = 4) -> list:
     return trials
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_node_killed_while_its_trial_runs_the_trial_runs_again_elsewhere(tmp_path, cluster, gate):
     a = cluster.add_node(num_cpus=1)
@@ -163,6 +164,7 @@ def test_a_node_killed_while_its_trial_runs_the_trial_runs_again_elsewhere(tmp_p
     assert all(not t.lost for t in trials if t is not moved[0])
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_node_killed_while_idle_loses_nothing(tmp_path, cluster, gate):
     cluster.add_node(num_cpus=1)
@@ -180,6 +182,7 @@ def test_a_node_killed_while_idle_loses_nothing(tmp_path, cluster, gate):
     assert all(busy[:12] in node for node in _nodes_of(run).values()) and len(trials) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_node_joining_mid_run_gets_trials_with_concurrency_auto(tmp_path, cluster, gate):
     a = cluster.add_node(num_cpus=1)
@@ -208,6 +211,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_the_driver_killed_then_run_again_resumes_and_leaves_no_orphan(tmp_path, cluster, gate):
     cluster.add_node(num_cpus=1)
@@ -237,6 +241,7 @@ def test_the_driver_killed_then_run_again_resumes_and_leaves_no_orphan(tmp_path,
     assert {t.number for t in interrupted} <= {t.number for t in trials}
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_trials_per_gpu_2_shares_each_logical_gpu_between_two_trials(tmp_path, cluster, gate):
     cluster.add_node(num_cpus=4, num_gpus=2)  # logical GPUs: Ray accepts them on a CPU node
