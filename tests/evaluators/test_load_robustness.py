@@ -4,8 +4,6 @@ then marked unstable and kept off the Pareto front unless allowed."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from torch import nn
@@ -13,31 +11,55 @@ from torch import nn
 import cellblock
 from cellblock.core.objectives import parse_objectives
 from cellblock.core.threads import SMALL_BATCH_MACS, threads_for, torch_default_threads
+from cellblock.evaluators.latency import measure
 from cellblock.evaluators.latency.measure import measure_latency
 from cellblock.pareto.results import pareto_trials
 from cellblock.records import COMPLETE, Trial, read_events
 
 
-class Jittery(nn.Module):
-    """Every third forward pass is 20x slower (a busy machine)."""
+class FakeClock:
+    """``time.perf_counter`` for the latency module: it moves only when a network runs."""
 
     def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class Jittery(nn.Module):
+    """Every third forward pass is 20x slower (a busy machine), on a fake clock."""
+
+    def __init__(self, clock: FakeClock, jitter: bool = True) -> None:
         super().__init__()
-        self.calls = 0
+        self.clock, self.jitter, self.calls = clock, jitter, 0
         self.lin = nn.Linear(4, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        time.sleep(0.02 if self.calls % 3 == 0 else 0.001)
+        self.clock.now += 0.02 if self.jitter and self.calls % 3 == 0 else 0.001
         return self.lin(x.flatten(1)[:, :4])
 
 
-def test_noisy_latency_is_remeasured_then_marked_unstable() -> None:
-    res = measure_latency(Jittery(), (1, 2, 2), warmup=1, repeats=10, max_spread=2.0)
-    assert res["latency_spread"] > 2.0 and res["latency_unstable"] is True
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The latency module's clock, faked; the reference network then takes no time (slowdown
+    1.0), so only the candidate's own spread decides, whatever the machine's load."""
+    fake = FakeClock()
+    monkeypatch.setattr(measure, "time", fake)
+    monkeypatch.setattr(measure, "_REFERENCE_BEST", {})
+    return fake
+
+
+def test_noisy_latency_is_remeasured_then_marked_unstable(clock: FakeClock) -> None:
+    res = measure_latency(Jittery(clock), (1, 2, 2), warmup=1, repeats=10, max_spread=2.0)
+    assert res["latency_spread"] == pytest.approx(20.0)
+    assert res["latency_unstable"] is True and res["latency_slowdown"] == 1.0
     assert res["latency_attempts"] == 3  # measured, then re-measured twice
-    steady = measure_latency(nn.Identity(), (1, 2, 2), warmup=1, repeats=10, max_spread=1e9)
+    steady = measure_latency(Jittery(clock, jitter=False), (1, 2, 2), warmup=1, repeats=10,
+                             max_spread=2.0)
     assert steady["latency_unstable"] is False and steady["latency_attempts"] == 1
+    assert steady["latency_ms"] == pytest.approx(1.0)
 
 
 def test_unstable_latency_stays_off_the_front_unless_allowed() -> None:
