@@ -24,30 +24,40 @@ none of them (nor torch): the functions below import what they need.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cellblock.core.errors import CellblockError
 from cellblock.core.threads import raise_onednn_cache
+
+if TYPE_CHECKING:
+    from cellblock.core.config import RunConfig
+    from cellblock.pareto.results import RunData
 
 raise_onednn_cache()  # before the process's first convolution (see cellblock.core.threads)
 
 __version__ = "0.1.0"
 
 
-def search(config: str | None = None, progress: bool = False, **options: Any) -> Any:
-    """Run (or continue) a search and return its :class:`cellblock.pareto.results.RunData`.
+def search(config: str | RunConfig | None = None, progress: bool = False,
+           **options: Any) -> RunData:
+    """Run (or continue) a search and return its :class:`cellblock.pareto.results.RunData`
+    (``config`` the run's :class:`~cellblock.core.config.RunConfig`, ``trials``, ``pareto``).
 
     Args:
-        config: Optional YAML config file; ``options`` override it.
+        config: Optional YAML config file or :class:`~cellblock.core.config.RunConfig`;
+            ``options`` override it.
         progress: Show a progress bar.
         **options: Any config key (``space``, ``strategy``, ``trials``, ``epochs``,
-            ``objectives``, ``constraints``, ``out``...), see ``cellblock.run.config.FIELDS``.
+            ``objectives``, ``constraints``, ``out``...), see
+            :class:`cellblock.core.config.RunConfig`.
     """
-    from cellblock.run import config as config_mod
+    from cellblock.core import config as config_mod
     from cellblock.run.backends.startup import prestart
 
-    layers = [config_mod.load_yaml(config)] if config else []
-    cfg = config_mod.resolve(*layers, options)
+    if isinstance(config, config_mod.RunConfig):
+        cfg = config.replace(**options)
+    else:
+        cfg = config_mod.resolve(*([config_mod.load_yaml(config)] if config else []), options)
     prestart(cfg)  # a worker pool's imports begin now (cellblock.run.backends.startup)
     from cellblock.pareto.results import load_run
     from cellblock.run.runner import Runner, prepare
@@ -57,7 +67,7 @@ def search(config: str | None = None, progress: bool = False, **options: Any) ->
     return load_run(prepared.run_dir)
 
 
-def load_run(run_dir: str) -> Any:
+def load_run(run_dir: str) -> RunData:
     """Read a run directory back (trials, Pareto front, config)."""
     from cellblock.pareto.results import load_run as _load
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from cellblock.core.config import RunConfig
 from cellblock.core.registry import Registry
 from cellblock.search_spaces.api import SearchSpace
 
@@ -32,7 +33,7 @@ def register_evaluator(name: str) -> Callable[[type[Evaluator]], type[Evaluator]
 class EvalContext:
     """What an evaluator may use: the resolved config, the space, the data, the device."""
 
-    config: Mapping[str, Any]
+    config: RunConfig
     space: SearchSpace
     data: Any
     device: torch.device

@@ -23,7 +23,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -186,6 +186,9 @@ class Hold(Protocol):
     def poll(self) -> None:
         """Between two steps: let a waiting latency measurement run."""
 
+    def released(self) -> AbstractContextManager[None]:
+        """The device let go of while the training does not use it."""
+
 
 class Steps(Protocol):
     """What runs one training step for :meth:`TrainLoop.run`."""
@@ -304,8 +307,9 @@ class TrainLoop:
             sync(self.device)
             self.train_s += time.perf_counter() - t0
             self.epoch = epoch + 1
-            if on_epoch_end is not None:
-                on_epoch_end(self)
+            if on_epoch_end is not None:  # it may wait (a Tune report): the device is let go
+                with hold.released() if hold is not None else nullcontext():
+                    on_epoch_end(self)
 
     def _epoch(self, steps: Steps, epoch: int, hold: Hold | None) -> int:
         """The steps of one epoch (losses in :attr:`losses`); returns how many ran."""

@@ -232,7 +232,7 @@ def proxy_batch(ctx: EvalContext) -> tuple[Tensor, Tensor]:
     if data is None:
         raise EvaluationError(
             "data-dependent proxies need the dataset; use an evaluator that loads it")
-    key = (int(ctx.config.get("seed", 0)), str(ctx.device))
+    key = (int(ctx.config.seed), str(ctx.device))
     cache = _BATCHES.setdefault(data, {})
     if key not in cache:
         gen = torch.Generator().manual_seed(key[0])
@@ -272,10 +272,10 @@ class ProxyEvaluator(Evaluator):
 
     def __init__(self, ctx: EvalContext) -> None:
         super().__init__(ctx)
-        cfg: Mapping[str, Any] = ctx.config
-        self.proxy = cfg.get("proxy", "synflow")
+        cfg = ctx.config
+        self.proxy = cfg.proxy
         PROXIES.get(self.proxy)
-        wanted = [*cfg.get("objectives", []), *(str(c) for c in cfg.get("constraints", []))]
+        wanted = [*cfg.objectives, *(str(c) for c in cfg.constraints)]
         if any(w.strip().startswith("accuracy") for w in wanted):
             raise ConfigError(
                 f"the proxy evaluator does not train, so there is no accuracy; use the proxy as an "

@@ -178,7 +178,7 @@ def load_table(path: str | Path, metric: str | None = None) -> Table:
 # ---- the evaluator ------------------------------------------------------------------------------
 @register_evaluator("table")
 class TableEvaluator(Evaluator):
-    """Looks the candidate's metric up in ``config['table']`` (column ``config['metric']``).
+    """Looks the candidate's metric up in ``config.table`` (column ``config.metric``).
 
     ``accuracy`` is the metric as a fraction; the raw value is kept under the column's
     name. An architecture missing from the table raises :class:`EvaluationError` (the
@@ -196,12 +196,12 @@ class TableEvaluator(Evaluator):
 
     def __init__(self, ctx: EvalContext) -> None:
         super().__init__(ctx)
-        path = ctx.config.get("table")
+        path = ctx.config.table
         if not path:
             raise ConfigError(
                 "the table evaluator needs a table file: pass --table PATH (CSV or parquet)")
         self.key_fn = table_key_fn(ctx.space)
-        self.table = load_table(path, ctx.config.get("metric"))
+        self.table = load_table(path, ctx.config.metric)
         self.cost_cache = CostCache(ctx.space)  # raises a ConfigError without an input_shape
         self._calls = 0
 

@@ -23,7 +23,7 @@ class TrainEvaluator(Evaluator):
         (:func:`cellblock.evaluators.autotune.autotune_decision`, from its MACs in
         :attr:`known`)."""
         return autotune_decision(
-            self.ctx.config.get("cudnn_benchmark", "auto"), resolve_device(cfg.device).type,
+            self.ctx.config.cudnn_benchmark, resolve_device(cfg.device).type,
             n_train=len(self.ctx.data.y_train), batch_size=cfg.batch_size,
             drop_last=True,  # the loop drops an epoch's partial batch (loop.step_schedule)
             resizes=False,  # Augment's random shift and flip keep the image size

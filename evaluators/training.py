@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cellblock.core.config import RunConfig
 from cellblock.core.devices import device_label, resolve_device
 from cellblock.core.errors import ConfigError, EvaluationError
 from cellblock.data import Dataset
@@ -72,15 +73,15 @@ class TrainConfig:
     cudnn_benchmark: bool | None = None
 
     @classmethod
-    def from_run(cls, config: Mapping[str, Any], *, seed: int, device: str,
+    def from_run(cls, config: RunConfig, *, seed: int, device: str,
                  epochs: int | None = None) -> TrainConfig:
         """The recipe of a run's config (``epochs`` defaults to the run's own)."""
         return cls(
-            epochs=config["epochs"] if epochs is None else epochs,
-            batch_size=config["batch_size"], lr=config["lr"], weight_decay=config["weight_decay"],
-            label_smoothing=config["label_smoothing"], seed=seed, device=device,
-            cuda_graph=None if config.get("cuda_graphs", True) else False,
-            cudnn_benchmark=None if config.get("cudnn_benchmark", True) else False,
+            epochs=config.epochs if epochs is None else epochs,
+            batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
+            label_smoothing=config.label_smoothing, seed=seed, device=device,
+            cuda_graph=None if config.cuda_graphs else False,
+            cudnn_benchmark=None if config.cudnn_benchmark else False,
         )
 
     def validate(self) -> None:

@@ -122,7 +122,8 @@ def _checkpoint_key(path: Path, device: torch.device) -> tuple[str, float, str]:
 
 def cached_supernet(path: str | Path, device: torch.device) -> tuple[Any, dict[str, Any]]:
     """``(supernet, checkpoint)`` loaded once per path, modification time and device."""
-    from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
+    from cellblock.supernet.checkpoint import load_checkpoint
+    from cellblock.supernet.train import supernet_from_checkpoint
 
     p = Path(path)
     key = _checkpoint_key(p, device)
@@ -147,16 +148,16 @@ class SupernetEvaluator(Evaluator):
 
     def __init__(self, ctx: EvalContext) -> None:
         super().__init__(ctx)
-        path = ctx.config.get("supernet")
+        path = ctx.config.supernet
         if not path:
             raise ConfigError("evaluator 'supernet' needs a checkpoint: set --supernet PATH "
                               "(from 'cellblock supernet train')")
-        from cellblock.supernet.train import check_space
+        from cellblock.supernet.checkpoint import check_space
 
         self.path = str(path)
         self.supernet, ckpt = cached_supernet(self.path, ctx.device)
         check_space(ckpt, ctx.space, self.path)
-        want, have = ctx.config.get("val_fraction"), ckpt.get("val_fraction")
+        want, have = ctx.config.val_fraction, ckpt.val_fraction
         if want != have:
             fix = "drop --val-fraction" if have is None else f"set --val-fraction {have}"
             raise ConfigError(
@@ -164,7 +165,7 @@ class SupernetEvaluator(Evaluator):
                 f"uses {want}, so validation images may be ones it trained on; {fix} or retrain "
                 "the supernet"
             )
-        self.prior = check_prior(ctx.config.get("supernet_prior"))
+        self.prior = check_prior(ctx.config.supernet_prior)
         self.fused = None if self.prior is None else fused_reference(
             self.supernet, self.prior, ctx.data, ctx.device,
             (*_checkpoint_key(Path(self.path), ctx.device), ctx.data.name, len(ctx.data.y_val)),

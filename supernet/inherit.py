@@ -48,8 +48,8 @@ def inherited_state(path: str | Path, space: Any, arch: Mapping[str, Any],
     Raises:
         ConfigError: missing/corrupt checkpoint, another space or skeleton, another split.
     """
+    from cellblock.supernet.checkpoint import check_space, plain
     from cellblock.supernet.evaluator import cached_supernet
-    from cellblock.supernet.train import check_space, plain
 
     supernet, ckpt = cached_supernet(path, torch.device("cpu"))
     # the same full arguments (defaults spelled out or not: an --arch export leaves
@@ -57,10 +57,10 @@ def inherited_state(path: str | Path, space: Any, arch: Mapping[str, Any],
     if (supernet.space.ref != space.ref
             or plain(supernet.space.arguments()) != plain(space.arguments())):
         check_space(ckpt, space, path)
-    if val_fraction is not ... and val_fraction != ckpt.get("val_fraction"):
+    if val_fraction is not ... and val_fraction != ckpt.val_fraction:
         raise ConfigError(
             f"supernet checkpoint {str(path)!r} was trained with val_fraction "
-            f"{ckpt.get('val_fraction')}, this run uses {val_fraction}: its validation images "
+            f"{ckpt.val_fraction}, this run uses {val_fraction}: its validation images "
             "may be ones the supernet trained on; use a supernet trained on the run's split"
         )
     space.validate(arch)

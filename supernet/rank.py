@@ -45,10 +45,10 @@ from cellblock.supernet.baselines import (
     sample_stratified,
     verdict,
 )
+from cellblock.supernet.checkpoint import SupernetCheckpoint, plain, train_config_of
 from cellblock.supernet.evaluator import supernet_accuracy
 from cellblock.supernet.model import Supernet
 from cellblock.supernet.prior import FusedScore, check_prior
-from cellblock.supernet.train import train_config_of
 
 
 def _finite(v: float) -> float | None:
@@ -106,16 +106,16 @@ def _train_rows(space: Any, archs: list[dict[str, Any]], data: Dataset, base: Tr
     return out
 
 
-def _recipe_hash(base: TrainConfig, seed: int, data: Dataset, ckpt: Mapping[str, Any]) -> str:
+def _recipe_hash(base: TrainConfig, seed: int, data: Dataset, ckpt: SupernetCheckpoint) -> str:
     return hashlib.sha256(canonical_json(
         {**dataclasses.asdict(base), "device": None, "seed": seed, "dataset": data.name,
-         "val_fraction": ckpt.get("val_fraction")}
+         "val_fraction": ckpt.val_fraction}
     ).encode()).hexdigest()[:12]
 
 
 def rank_supernet(
     supernet: Supernet,
-    ckpt: Mapping[str, Any],
+    ckpt: SupernetCheckpoint,
     data: Dataset,
     *,
     samples: int,
@@ -178,11 +178,11 @@ def rank_supernet(
         **_costs(rows, ckpt, eval_s, eval_no_recal_s, seeds),
         **_reference_taus(rows, seeds),
         "epochs": epochs, "batch_size": base.batch_size, "lr": base.lr,
-        "val_fraction": ckpt.get("val_fraction"),
-        "seed": seed, "supernet_epochs": ckpt["recipe"]["epochs"],
-        "sampling": ckpt["recipe"]["sampling"], "split": ckpt["recipe"].get("split"),
-        "split_groups": ckpt["recipe"].get("split_groups", 1),
-        "stratified": stratified, "space": ckpt["space"], "dataset": data.name,
+        "val_fraction": ckpt.val_fraction,
+        "seed": seed, "supernet_epochs": ckpt.recipe.train.epochs,
+        "sampling": ckpt.recipe.sampling, "split": plain(ckpt.recipe.split),
+        "split_groups": ckpt.recipe.split_groups,
+        "stratified": stratified, "space": ckpt.space, "dataset": data.name,
     }
     if prior is not None:
         result["fused"] = {**_fused(rows, prior), "cost_s": result["supernet_s"]}
@@ -215,7 +215,7 @@ def _check_rank_args(samples: int, epochs: int, seeds: int, batch_size: int | No
         raise ConfigError(f"--lr must be a positive number, got {lr}")
 
 
-def _standalone_recipe(ckpt: Mapping[str, Any], epochs: int, device: torch.device,
+def _standalone_recipe(ckpt: SupernetCheckpoint, epochs: int, device: torch.device,
                        batch_size: int | None, lr: float | None = None) -> TrainConfig:
     """The supernet's recipe with the stand-alone ``epochs``, device, batch size and rate."""
     changes: dict[str, Any] = {"epochs": epochs, "device": str(device)}
@@ -223,7 +223,7 @@ def _standalone_recipe(ckpt: Mapping[str, Any], epochs: int, device: torch.devic
         changes["batch_size"] = batch_size
     if lr is not None:
         changes["lr"] = lr
-    return train_config_of(ckpt["recipe"], **changes)
+    return train_config_of(ckpt.recipe, **changes)
 
 
 def _reference_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -272,14 +272,14 @@ def _supernet_taus(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "n": len(rows)}
 
 
-def _costs(rows: list[dict[str, Any]], ckpt: Mapping[str, Any], eval_s: float,
+def _costs(rows: list[dict[str, Any]], ckpt: SupernetCheckpoint, eval_s: float,
            eval_no_recal_s: float, seeds: int) -> dict[str, Any]:
     """Seconds spent by the supernet (training and evaluation) and by the stand-alone reference."""
     standalone_s = sum(r["standalone_train_s"] for r in rows)
-    supernet_s = float(ckpt["train_s"]) + eval_s
+    supernet_s = float(ckpt.train_s) + eval_s
     return {
         "supernet_s": supernet_s, "standalone_s": standalone_s,
-        "supernet_train_s": float(ckpt["train_s"]), "supernet_eval_s": eval_s,
+        "supernet_train_s": float(ckpt.train_s), "supernet_eval_s": eval_s,
         "supernet_eval_no_recal_s": eval_no_recal_s,
         "children_per_s": len(rows) / eval_s if eval_s > 0 else None,
         "cost_ratio": supernet_s / standalone_s if standalone_s > 0 else None,
@@ -313,7 +313,7 @@ def _write_report(out: Path, result: Mapping[str, Any], rows: list[dict[str, Any
 
 
 def _baselines(space: Any, rows: list[dict[str, Any]], data: Dataset, base: TrainConfig,
-               seed: int, supernet_s: float, cache_path: Path, ckpt: Mapping[str, Any],
+               seed: int, supernet_s: float, cache_path: Path, ckpt: SupernetCheckpoint,
                input_shape: tuple, say: Callable[[str], None]) -> dict[str, Any]:
     """Scores and Kendall taus of the equal-cost baselines on ``rows`` (filled in place)."""
     out = _zero_cost_baselines(space, rows, data, seed, input_shape)
@@ -346,7 +346,7 @@ def _zero_cost_baselines(space: Any, rows: list[dict[str, Any]], data: Dataset, 
 
 
 def _equal_cost_baseline(space: Any, rows: list[dict[str, Any]], data: Dataset, base: TrainConfig,
-                         seed: int, supernet_s: float, cache_path: Path, ckpt: Mapping[str, Any],
+                         seed: int, supernet_s: float, cache_path: Path, ckpt: SupernetCheckpoint,
                          input_shape: tuple, say: Callable[[str], None]) -> dict[str, Any]:
     """Stand-alone training for the steps the supernet's seconds buy, and its Kendall tau."""
     sa = [r["standalone_accuracy"] for r in rows]

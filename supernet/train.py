@@ -23,9 +23,7 @@ group gets the share of the steps its children have in the space.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,106 +38,33 @@ from cellblock.evaluators.loop import TrainLoop, held
 from cellblock.evaluators.training import TrainConfig
 from cellblock.search_spaces.api import SearchSpace
 from cellblock.supernet.bank import ParamBank
+from cellblock.supernet.checkpoint import Recipe, SupernetCheckpoint, plain, save_checkpoint
 from cellblock.supernet.model import Supernet
 from cellblock.supernet.sampler import ARCH_SAMPLERS, DISTILLING
 from cellblock.supernet.split import Split
 
-FORMAT = "cellblock-supernet"
-VERSION = 4
-#: What changed in each format version (for the error on an old checkpoint).
-VERSION_NOTES = {3: "before few-shot splits (one bank)"}
-#: Recipe fields that must match when a checkpoint is resumed.
-RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
-               "label_smoothing", "warmup_epochs", "seed", "sampling", "sharing", "split",
-               "split_groups",
-               "split_after")
-
-
-def plain(value: Any) -> Any:
-    """``value`` as JSON would give it back (tuples become lists)."""
-    return json.loads(json.dumps(value))
-
 
 def recipe_of(cfg: TrainConfig, sampling: str, split: Split | None = None,
-              split_after: float = 0.0, sharing: str = "candidate") -> dict[str, Any]:
-    """The JSON-able recipe stored in a checkpoint (with the split's decisions and size)."""
-    return plain({**dataclasses.asdict(cfg), "sampling": sampling, "sharing": sharing,
-                  "split": list(split.chunks) if split is not None else None,
-                  "split_groups": split.n_groups if split is not None else 1,
-                  "split_after": float(split_after) if split is not None else 0.0})
+              split_after: float = 0.0, sharing: str = "candidate") -> Recipe:
+    """The recipe of a training (with the split's decisions and size)."""
+    return Recipe(cfg, sampling, sharing, list(split.chunks) if split is not None else None,
+                  split.n_groups if split is not None else 1,
+                  float(split_after) if split is not None else 0.0)
 
 
-def train_config_of(recipe: Mapping[str, Any], **changes: Any) -> TrainConfig:
-    """The :class:`TrainConfig` part of a stored recipe, with ``changes``."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{**{k: v for k, v in recipe.items() if k in fields}, **changes})
-
-
-def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
-    """Write ``payload`` atomically (temporary file in the same folder, fsync, rename)."""
-    from cellblock.core.fileio import atomic_save
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(dict(payload), path)  # a failed or interrupted write leaves no temporary file
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read and check a supernet checkpoint.
-
-    Raises:
-        ConfigError: if the file is missing, unreadable, corrupt or of another format.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"supernet checkpoint {str(path)!r} not found; train one with "
-                          "'cellblock supernet train --out PATH'")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling/zip failure means a corrupt file
-        raise ConfigError(
-            f"supernet checkpoint {str(path)!r} is corrupt or not a checkpoint "
-            f"({type(exc).__name__}); delete it and train again"
-        ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ConfigError(f"{str(path)!r} is not a cellblock supernet checkpoint; "
-                          "train one with 'cellblock supernet train'")
-    if ckpt.get("version") != VERSION:
-        note = VERSION_NOTES.get(ckpt.get("version"))
-        raise ConfigError(f"supernet checkpoint {str(path)!r} has format version "
-                          f"{ckpt.get('version')!r}{f' ({note})' if note else ''}, this cellblock "
-                          f"reads {VERSION}; train it again with 'cellblock supernet train'")
-    return ckpt
-
-
-def check_space(ckpt: Mapping[str, Any], space: SearchSpace, path: str | Path) -> None:
-    """Raise ConfigError unless ``ckpt`` was trained for ``space`` (same name and skeleton)."""
-    want, have = plain(space.spec()), ckpt["space"]
-    if want != have:
-        diff = sorted(k for k in set(want["kwargs"]) | set(have["kwargs"])
-                      if want["kwargs"].get(k) != have["kwargs"].get(k))
-        what = f"space {have['ref']!r}" if want["ref"] != have["ref"] else (
-            f"another skeleton (differs in {', '.join(diff)})")
-        raise ConfigError(
-            f"supernet checkpoint {str(path)!r} was trained for {what}, not for space "
-            f"{want['ref']!r} with {want['kwargs']}; use the matching --space/--space-arg or "
-            "retrain"
-        )
-
-
-def supernet_from_checkpoint(ckpt: Mapping[str, Any],
+def supernet_from_checkpoint(ckpt: SupernetCheckpoint,
                              device: str | torch.device = "cpu") -> Supernet:
     """The trained supernet stored in a checkpoint (loaded with :func:`load_checkpoint`)."""
-    space = SearchSpace.from_spec(ckpt["space"])
-    entries = {k: (tuple(s), d, p) for k, (s, d, p) in ckpt["bank_entries"].items()}
+    space = SearchSpace.from_spec(ckpt.space)
+    entries = {k: (tuple(s), d, p) for k, (s, d, p) in ckpt.bank_entries.items()}
     banks = []
-    for state in ckpt["banks"]:
-        bank = ParamBank(entries, sharing=ckpt.get("sharing", "candidate"))
+    for state in ckpt.banks:
+        bank = ParamBank(entries, sharing=ckpt.sharing)
         bank.load_state_dict(state)
         banks.append(bank)
-    split = Split.from_json(ckpt["split"]) if ckpt.get("split") else None
+    split = Split.from_json(ckpt.split) if ckpt.split else None
     return Supernet(space, banks, split=split,
-                    split_active=bool(ckpt.get("split_active", True))).to(resolve_device(device))
+                    split_active=bool(ckpt.split_active)).to(resolve_device(device))
 
 
 #: Why supernet steps are not captured as one CUDA graph (recorded with the results).
@@ -154,7 +79,7 @@ def train_supernet(
     sampling: str = "uniform",
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 1,
-    resume: Mapping[str, Any] | None = None,
+    resume: SupernetCheckpoint | None = None,
     log: Callable[[str], None] | None = None,
     val_fraction: float | None = None,
     split_after: float = 0.5,
@@ -210,8 +135,8 @@ def train_supernet(
                 log(f"epoch {lp.epoch}/{cfg.epochs}  loss {lp.final_loss:.4f}  "
                     f"children {steps.children}  {steps.train_s:.1f} s")
             if checkpoint is not None and (lp.last_epoch or lp.epoch % checkpoint_every == 0):
-                save_checkpoint(checkpoint,
-                                steps.payload(dataset or data.name, val_fraction, lp.last_epoch))
+                save_checkpoint(checkpoint, steps.checkpoint(dataset or data.name, val_fraction,
+                                                             lp.last_epoch))
 
         loop.run(steps, hold, epoch_end)
     return {"train_s": steps.train_s, "steps": loop.step, "epochs": loop.epoch,
@@ -258,15 +183,15 @@ class SupernetSteps:
         """Training seconds of every session so far."""
         return self._train_s_before + self.loop.train_s
 
-    def restore(self, ckpt: Mapping[str, Any]) -> None:
+    def restore(self, ckpt: SupernetCheckpoint) -> None:
         """Continue the training saved in ``ckpt`` (banks, loop, counters, random states)."""
-        for bank, state in zip(self.supernet.banks, ckpt["banks"], strict=True):
+        for bank, state in zip(self.supernet.banks, ckpt.banks, strict=True):
             bank.load_state_dict(state)
-        self.supernet.split_active = bool(ckpt.get("split_active", True))
-        self.loop.restore(ckpt)
-        self.rng.bit_generator.state = ckpt["np_rng"]
-        self.children, self.group_children = ckpt["children"], list(ckpt["group_children"])
-        self._train_s_before = ckpt["train_s"]
+        self.supernet.split_active = bool(ckpt.split_active)
+        self.loop.restore(ckpt.loop_state())
+        self.rng.bit_generator.state = ckpt.np_rng
+        self.children, self.group_children = ckpt.children, list(ckpt.group_children)
+        self._train_s_before = ckpt.train_s
 
     def new_epoch(self) -> None:
         """Nothing to do: the steps are eager (no graph to capture again)."""
@@ -321,22 +246,20 @@ class SupernetSteps:
         finally:
             opt.param_groups = groups
 
-    def payload(self, dataset: str, val_fraction: float | None, done: bool) -> dict[str, Any]:
+    def checkpoint(self, dataset: str, val_fraction: float | None,
+                   done: bool) -> SupernetCheckpoint:
         """The checkpoint of the training so far (without the optimizer once ``done``)."""
         sn, state = self.supernet, self.loop.state()
-        return {
-            "format": FORMAT, "version": VERSION, "space": plain(sn.space.spec()),
-            "recipe": recipe_of(self.loop.cfg, self.sampling, sn.split, self.split_after,
-                                sn.bank.sharing),
-            "dataset": dataset,
-            "val_fraction": val_fraction, "bank_entries": sn.bank.describe(),
-            "split": sn.split.to_json() if sn.split is not None else None,
-            "split_active": sn.split_active, "sharing": sn.bank.sharing,
-            "banks": [b.state_dict() for b in sn.banks],
-            "optimizer": None if done else state["optimizer"],
-            "scaler": state["scaler"], "generator": state["generator"],
-            "torch_rng": state["torch_rng"], "np_rng": self.rng.bit_generator.state,
-            "epoch": state["epoch"], "step": state["step"], "children": self.children,
-            "group_children": self.group_children, "train_s": self.train_s,
-            "final_loss": state["final_loss"], "done": done,
-        }
+        return SupernetCheckpoint(
+            space=plain(sn.space.spec()),
+            recipe=recipe_of(self.loop.cfg, self.sampling, sn.split, self.split_after,
+                             sn.bank.sharing),
+            dataset=dataset, val_fraction=val_fraction, bank_entries=sn.bank.describe(),
+            split=sn.split.to_json() if sn.split is not None else None,
+            split_active=sn.split_active, sharing=sn.bank.sharing,
+            banks=[b.state_dict() for b in sn.banks],
+            optimizer=None if done else state["optimizer"],
+            scaler=state["scaler"], generator=state["generator"], torch_rng=state["torch_rng"],
+            np_rng=self.rng.bit_generator.state, epoch=state["epoch"], step=state["step"],
+            children=self.children, group_children=list(self.group_children),
+            train_s=self.train_s, final_loss=state["final_loss"], done=done)

@@ -1,4 +1,4 @@
-"""Command-line options generated from the config keys (:data:`cellblock.run.config.FIELDS`).
+"""Command-line options generated from the config keys (:data:`cellblock.core.config.FIELDS`).
 
 Each key's flag, type, help, choices and default are declared once, in ``FIELDS``; this
 module turns them into ``argparse`` options (default None, so a YAML file may set the key)
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from cellblock.cli.common import _key_value
-from cellblock.run.config import FIELDS, Field
+from cellblock.core.config import FIELDS, Field
 
 
 def auto_or_int(text: str) -> int | str:

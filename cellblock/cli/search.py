@@ -1,6 +1,6 @@
 """``cellblock search``: run or continue a search.
 
-Its options are the config keys (:data:`cellblock.run.config.FIELDS`), built by
+Its options are the config keys (:data:`cellblock.core.config.FIELDS`), built by
 :mod:`cellblock.cli.options`.
 """
 
@@ -24,7 +24,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from cellblock.run import config as config_mod
+    from cellblock.core import config as config_mod
     from cellblock.run.backends.startup import prestart
 
     layers = [config_mod.load_yaml(args.config)] if args.config else []

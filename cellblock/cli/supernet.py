@@ -98,8 +98,8 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
 
 
 def _device(name: str) -> Any:
+    from cellblock.core.config import _device as check
     from cellblock.core.devices import resolve_device
-    from cellblock.run.config import _device as check
 
     problem = check(name)
     if problem:
@@ -151,29 +151,23 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
     from pathlib import Path
 
     from cellblock.data import dataset_ref
+    from cellblock.supernet.checkpoint import RECIPE_KEYS, check_space, load_checkpoint
     from cellblock.supernet.model import Supernet
     from cellblock.supernet.split import Split
-    from cellblock.supernet.train import (
-        RECIPE_KEYS,
-        check_space,
-        load_checkpoint,
-        recipe_of,
-        supernet_from_checkpoint,
-        train_supernet,
-    )
+    from cellblock.supernet.train import recipe_of, supernet_from_checkpoint, train_supernet
 
     split = Split.make(space, args.split, args.split_groups) if args.split else None
     resume = None
     if Path(args.out).exists():
         resume = load_checkpoint(args.out)
         check_space(resume, space, args.out)
-        want, have = recipe_of(cfg, args.sampling, split, args.split_after,
-                               args.sharing), resume["recipe"]
+        want = recipe_of(cfg, args.sampling, split, args.split_after, args.sharing).to_json()
+        have = resume.recipe.to_json()
         diff = [k for k in RECIPE_KEYS if want.get(k) != have.get(k)]
-        if resume.get("val_fraction") != args.val_fraction:
+        if resume.val_fraction != args.val_fraction:
             raise ConfigError(
                 f"checkpoint {args.out!r} was trained with --val-fraction "
-                f"{resume.get('val_fraction')}, not {args.val_fraction}; use the same or another "
+                f"{resume.val_fraction}, not {args.val_fraction}; use the same or another "
                 "--out"
             )
         if diff:
@@ -181,12 +175,12 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
                 f"checkpoint {args.out!r} was trained with {diff[0]}={have.get(diff[0])!r}, "
                 f"not {want.get(diff[0])!r}; use the same options or another --out"
             )
-        if resume.get("done"):
-            print(f"{args.out}: already trained ({resume['epoch']} epochs, "
-                  f"{resume['train_s']:.1f} s)")
+        if resume.done:
+            print(f"{args.out}: already trained ({resume.epoch} epochs, "
+                  f"{resume.train_s:.1f} s)")
             return 0
         supernet = supernet_from_checkpoint(resume, device)
-        print(f"resuming {args.out} after epoch {resume['epoch']}", file=sys.stderr)
+        print(f"resuming {args.out} after epoch {resume.epoch}", file=sys.stderr)
     else:
         supernet = Supernet.create(space, seed=args.seed, split=split, sharing=args.sharing)
     n_params = sum(p.numel() for p in supernet.bank.parameters())
@@ -210,21 +204,22 @@ def _train_locked(args: argparse.Namespace, cfg: Any, data: Any, space: Any, dev
 def _rank(args: argparse.Namespace) -> int:
     from cellblock.data import load_dataset
     from cellblock.supernet.baselines import rank_table, tau_warning
+    from cellblock.supernet.checkpoint import load_checkpoint
     from cellblock.supernet.prior import check_prior
     from cellblock.supernet.rank import rank_supernet
-    from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
+    from cellblock.supernet.train import supernet_from_checkpoint
 
     device = _device(args.device)
     check_prior(args.prior)  # a bad --prior is one line, before anything is loaded
     threads = _threads(args.threads)
     ckpt = load_checkpoint(args.supernet)
-    if not ckpt.get("done"):
-        print(f"note: {args.supernet} is a partial checkpoint (epoch {ckpt['epoch']} of "
-              f"{ckpt['recipe']['epochs']})", file=sys.stderr)
+    if not ckpt.done:
+        print(f"note: {args.supernet} is a partial checkpoint (epoch {ckpt.epoch} of "
+              f"{ckpt.recipe.train.epochs})", file=sys.stderr)
     # the supernet's own split: its training images must not become validation images
     try:
-        data = load_dataset(args.dataset or ckpt["dataset"], args.data_dir,
-                            val_fraction=ckpt.get("val_fraction"))
+        data = load_dataset(args.dataset or ckpt.dataset, args.data_dir,
+                            val_fraction=ckpt.val_fraction)
     except DataError as exc:
         if args.dataset:
             raise

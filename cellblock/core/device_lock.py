@@ -104,6 +104,16 @@ class TrainingHold:
             return
         fcntl.flock(self.gate, fcntl.LOCK_UN)
 
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """Let go of the device for a while this training does not use it (an epoch's
+        report, which may wait for a scheduler): no measurement waits on it meanwhile."""
+        self.step_aside()
+        try:
+            yield
+        finally:
+            self._enter()
+
     def close(self) -> None:
         """Release the hold and its files."""
         for fd in (self.main, self.gate):
@@ -116,6 +126,11 @@ class _NoHold:
 
     def poll(self) -> None:
         """Nothing to do (this process already holds the device)."""
+
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """Nothing to release (the outer hold decides)."""
+        yield
 
 
 @contextmanager

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cellblock.core.config import RunConfig
 
 from cellblock.core.errors import ConfigError
 
@@ -110,7 +112,8 @@ class SlotPlan:
     gpus: list[int]
     trials_per_gpu: int
     backend: str
-    concurrency: int
+    #: Trials in flight at once, or ``auto`` (as many as a Ray cluster allows).
+    concurrency: int | str
     resources_per_trial: str
     reason: str
 
@@ -126,7 +129,7 @@ def _gpu_memory(gpus: list[int]) -> int:
 
 
 def plan_slots(
-    cfg: Mapping[str, Any],
+    cfg: RunConfig,
     *,
     count: int | None = None,
     cpu_cores: int | None = None,
@@ -149,19 +152,19 @@ def plan_slots(
     Raises:
         ConfigError: for a GPU device that is not there.
     """
-    backend, concurrency = cfg["backend"], cfg.get("concurrency")
+    backend, concurrency = cfg.backend, cfg.concurrency
     if concurrency == "auto" and backend != "ray":
         raise ConfigError(
             "--concurrency auto follows a Ray cluster's resources and needs --backend ray; "
             "give the process backend a number, e.g. --concurrency 4"
         )
-    want = cfg.get("trials_per_gpu", "auto")
+    want = cfg.trials_per_gpu
     if (
         backend == "ray"
-        and cfg.get("address")
+        and cfg.address
         and want != "auto"
-        and cfg.get("resources_per_trial") is None
-        and cfg["device"] != "cpu"
+        and cfg.resources_per_trial is None
+        and cfg.device != "cpu"
     ):
         # the GPUs are the cluster's, not this driver's: K trials share each of them
         k = int(want)
@@ -174,7 +177,7 @@ def plan_slots(
             f"device slots: the Ray cluster's GPUs x {k} trial(s) per GPU; backend ray, "
             f"concurrency {concurrency or 1}; Ray resources per trial cpu=1,gpu={1 / k:.4g}",
         )
-    gpus = visible_gpus(cfg["device"], count)
+    gpus = visible_gpus(cfg.device, count)
     if not gpus:
         k, why = 1, "no GPU used"
     elif want != "auto":
@@ -185,17 +188,17 @@ def plan_slots(
         why = f"trials_per_gpu auto: {why}"
     packed = len(gpus) * k
     if backend == "auto":
-        n = concurrency if concurrency is not None else (min(packed, cfg["trials"]) if gpus else 1)
-        backend = "process" if n > 1 else "local"
+        n = concurrency if concurrency is not None else (min(packed, cfg.trials) if gpus else 1)
+        backend = "process" if n == "auto" or int(n) > 1 else "local"
     if concurrency is None:
-        concurrency = min(packed, cfg["trials"]) if gpus and backend != "local" else 1
-    resources = cfg.get("resources_per_trial")
+        concurrency = min(packed, cfg.trials) if gpus and backend != "local" else 1
+    resources = cfg.resources_per_trial
     if resources is None:
         resources = f"cpu=1,gpu={1 / k:.4g}" if gpus and backend == "ray" else "cpu=1"
     where = (
         f"{len(gpus)} GPU(s) ({', '.join(f'cuda:{g}' for g in gpus)}) x {k} trial(s) per GPU"
         if gpus
-        else f"device {cfg['device']}"
+        else f"device {cfg.device}"
     )
     if gpus and backend == "local":
         where += " (the local backend runs one trial at a time)"
@@ -205,16 +208,12 @@ def plan_slots(
     return SlotPlan(gpus, k, backend, concurrency, resources, reason)
 
 
-def apply_slots(cfg: Mapping[str, Any], **inject: Any) -> tuple[dict[str, Any], SlotPlan]:
+def apply_slots(cfg: RunConfig, **inject: Any) -> tuple[RunConfig, SlotPlan]:
     """``cfg`` with ``backend``, ``concurrency`` and ``resources_per_trial`` made concrete
     by :func:`plan_slots` (``inject``: its ``count``, ``cpu_cores``, ``gpu_memory_bytes``)."""
     plan = plan_slots(cfg, **inject)
-    out = dict(cfg)
-    out.update(
-        backend=plan.backend,
-        concurrency=plan.concurrency,
-        resources_per_trial=plan.resources_per_trial,
-    )
+    out = cfg.replace(backend=plan.backend, concurrency=plan.concurrency,
+                      resources_per_trial=plan.resources_per_trial)
     return out, plan
 
 

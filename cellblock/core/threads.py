@@ -30,7 +30,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cellblock.core.config import RunConfig
 
 #: Forward MACs of one training batch below which a candidate trains on one thread.
 SMALL_BATCH_MACS = 5e8
@@ -128,18 +131,18 @@ def default_threads(free: Callable[[], int] | None = None) -> int:
     return max(1, min(torch_default_threads(), (free or free_cores)()))
 
 
-def threads_for(cfg: Mapping[str, Any], macs: float | None = None,
+def threads_for(cfg: RunConfig, macs: float | None = None,
                 free: Callable[[], int] | None = None) -> int | None:
     """Threads for a trial of ``cfg`` whose candidate has ``macs`` per image (None: unknown)."""
-    fixed = cfg.get("threads_per_trial")
+    fixed = cfg.threads_per_trial
     if fixed is not None:
         return int(fixed)
-    concurrency = cfg.get("concurrency") or 1
-    if concurrency == "auto" or concurrency > 1:  # auto: as many as the Ray cluster allows
+    concurrency = cfg.concurrency or 1
+    if isinstance(concurrency, str) or concurrency > 1:  # auto: as many as Ray allows
         return 1
     if macs is None:
         return None
-    small = float(macs) * int(cfg.get("batch_size", 64)) < SMALL_BATCH_MACS
+    small = float(macs) * int(cfg.batch_size) < SMALL_BATCH_MACS
     return 1 if small else default_threads(free)
 
 
@@ -152,11 +155,11 @@ def apply_threads(n: int | None) -> None:
         torch.set_num_threads(int(n))
 
 
-def describe(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def describe(cfg: RunConfig) -> dict[str, Any]:
     """The run's thread policy, as printed and recorded in ``run_start``."""
     fixed = threads_for(cfg)
     if fixed is not None:
-        given = cfg.get("threads_per_trial") is not None
+        given = cfg.threads_per_trial is not None
         why = "--threads-per-trial" if given else "concurrency > 1"
         return {"policy": "fixed", "threads": fixed, "why": why}
     return {

@@ -106,7 +106,7 @@ def select_trials(
         )
     if not (pareto or knee):
         return [max(pool, key=lambda t: (t.value("accuracy"), -t.number))]
-    front = pareto_trials(pool, data.objectives, bool(data.config.get("allow_unstable_latency")))
+    front = pareto_trials(pool, data.objectives, bool(data.config.allow_unstable_latency))
     if not front:  # every candidate's latency was unstable (kept off the front)
         raise ExportError(
             "the run has no Pareto front: every completed trial's latency_ms was unstable (a busy "
@@ -131,13 +131,13 @@ def items_from_run(run_dir: str | Path, trials: Sequence[Any]) -> list[ExportIte
     dataset = run_data(cfg)
     space = build_space(cfg, dataset)
     prep = preprocessing_of(dataset, space)
-    labels = remapped_labels(data.run_dir) if data.config.get("remap_labels") else ()
+    labels = remapped_labels(data.run_dir) if data.config.remap_labels else ()
     items = []
     for t in trials:
         w = weights_path(data.run_dir, t.number)
         items.append(ExportItem(
             f"trial_{t.number}", dict(t.arch), space,
-            trial_seed(data.config.get("seed", 0), t.arch_id),
+            trial_seed(data.config.seed, t.arch_id),
             t, w if w.is_file() else None, labels, preprocessing=prep,
         ))
     return items

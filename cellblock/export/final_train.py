@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cellblock.core.config import RunConfig
 from cellblock.core.errors import ConfigError, RunError
 from cellblock.core.fileio import atomic_save, atomic_write_text
 from cellblock.records.rundir import RunDir
@@ -36,7 +36,7 @@ def weights_path(run_dir: str | Path, trial: int) -> Path:
     return RunDir(run_dir).weights(trial)
 
 
-def run_inputs(run: Any) -> dict[str, Any]:
+def run_inputs(run: Any) -> RunConfig:
     """A loaded run's config with its relative input paths found from any directory
     (:func:`cellblock.records.meta.with_inputs_from`)."""
     from cellblock.data import dataset_names
@@ -45,21 +45,22 @@ def run_inputs(run: Any) -> dict[str, Any]:
     return with_inputs_from(run.config, run.cwd, dataset_names())
 
 
-def _identity(cfg: Mapping[str, Any], arch_id: str, trial: int, epochs: int) -> dict[str, Any]:
+def _identity(cfg: RunConfig, arch_id: str, trial: int, epochs: int) -> dict[str, Any]:
     keys = ("space", "space_args", "dataset", "batch_size", "lr", "weight_decay", "label_smoothing",
             "seed")
     # val_fraction only when set, so trainings of runs from before the key keep their identity.
-    split = {"val_fraction": cfg["val_fraction"]} if cfg.get("val_fraction") is not None else {}
-    return {"trial": trial, "arch_id": arch_id, "epochs": epochs, **{k: cfg.get(k) for k in keys},
+    split = {"val_fraction": cfg.val_fraction} if cfg.val_fraction is not None else {}
+    plain = cfg.to_dict()
+    return {"trial": trial, "arch_id": arch_id, "epochs": epochs, **{k: plain[k] for k in keys},
             **split}
 
 
-def _set_threads(cfg: Mapping[str, Any], model: Any, space: Any, threads: int | None) -> int:
+def _set_threads(cfg: RunConfig, model: Any, space: Any, threads: int | None) -> int:
     """Apply ``threads``, or the search's per-trial rule for this model; return the count."""
     from cellblock.core.threads import apply_threads, threads_for
     from cellblock.evaluators.cost import count_macs
 
-    n = threads or threads_for({**cfg, "concurrency": 1}, count_macs(model, space.input_shape))
+    n = threads or threads_for(cfg.replace(concurrency=1), count_macs(model, space.input_shape))
     apply_threads(n)
     return int(n)
 
@@ -145,19 +146,19 @@ def final_train(
                 f"{str(ckpt_path)!r} belongs to another training ({resume.get('identity')}); "
                 "repeat that command to continue it, or pass a new --out"
             )
-    dev = resolve_device(device or cfg.get("device", "auto"))
-    data = load_dataset(cfg["dataset"], cfg.get("data_dir"), False, seed=0,
-                        val_fraction=cfg.get("val_fraction"),
-                        remap_labels=bool(cfg.get("remap_labels")))
+    dev = resolve_device(device or cfg.device)
+    data = load_dataset(cfg.dataset, cfg.data_dir, False, seed=0,
+                        val_fraction=cfg.val_fraction,
+                        remap_labels=bool(cfg.remap_labels))
     space = build_space(cfg, data)
-    seed = trial_seed(cfg.get("seed", 0), t.arch_id)
+    seed = trial_seed(cfg.seed, t.arch_id)
     torch.manual_seed(seed)
     model = space.build(t.arch)
     if init is not None:
         from cellblock.supernet.inherit import inherited_state, parse_init
 
         model.load_state_dict(
-            inherited_state(parse_init(init), space, t.arch, cfg.get("val_fraction")))
+            inherited_state(parse_init(init), space, t.arch, cfg.val_fraction))
         log(f"initialised from {init}")
     train_cfg = TrainConfig.from_run(cfg, seed=seed, device=str(dev), epochs=epochs)
     n_threads = _set_threads(cfg, model, space, threads)  # not part of the training's identity
@@ -194,7 +195,7 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def _train_locked(model: Any, data: Any, space: Any, train_cfg: Any, t: Any, cfg: Mapping[str, Any],
+def _train_locked(model: Any, data: Any, space: Any, train_cfg: Any, t: Any, cfg: RunConfig,
                   identity: dict[str, Any], epochs: int, checkpoint_every: int, ckpt_path: Path,
                   out_dir: Path, metrics_path: Path, resume: Any, trial: int, dev: Any,
                   log: Any, progress: bool) -> dict[str, Any]:
@@ -241,7 +242,7 @@ def _train_locked(model: Any, data: Any, space: Any, train_cfg: Any, t: Any, cfg
         "train_s": before_s + time.perf_counter() - t0,
         "resumed_from_epoch": resume["state"]["epoch"] if resume else 0,
         "params": count_params(model), "macs": count_macs(model, input_shape), "device": str(dev),
-        "dataset": cfg["dataset"], "test_size": len(data.y_test),
+        "dataset": cfg.dataset, "test_size": len(data.y_test),
         "train_step": result["train_step"], "graph_fallback": result["graph_fallback"],
     }
     atomic_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cellblock.core.errors import RunError
+from cellblock.core.config import RunConfig
+from cellblock.core.errors import ConfigError, RunError
 from cellblock.core.load import remedy, unstable_latency
 from cellblock.core.objectives import Objective, objective_matrix, parse_objectives
 from cellblock.pareto import nondominated_mask
@@ -36,7 +37,7 @@ class RunData:
     """A run as read from its directory."""
 
     run_dir: Path
-    config: dict[str, Any]
+    config: RunConfig
     trials: list[Trial]
     objectives: list[Objective]
     #: Where the search ran (its last ``run_start``; None in older logs).
@@ -48,7 +49,7 @@ class RunData:
     def pareto(self) -> list[Trial]:
         """Non-dominated completed, feasible trials (by the run's objectives)."""
         return pareto_trials(self.trials, self.objectives,
-                             bool(self.config.get("allow_unstable_latency", False)))
+                             bool(self.config.allow_unstable_latency))
 
 
 def load_run(run_dir: str | Path) -> RunData:
@@ -74,10 +75,15 @@ def load_run(run_dir: str | Path) -> RunData:
     log_notices(meta)
     trials = replay_trials(meta.events)
     rewrite_stale_config(meta, run_dir)
-    objectives = parse_objectives(meta.config.get("objectives", ["accuracy"]))
+    try:
+        config = RunConfig.from_record(meta.config)
+    except ConfigError as exc:
+        raise RunError(f"the config recorded in {str(run_dir)!r} cannot be read by this version "
+                       f"of cellblock: {exc}") from None
+    objectives = parse_objectives(config.objectives)
     from cellblock.records.meta import last_fingerprint
 
-    return RunData(run_dir, meta.config, trials, objectives, run_cwd(meta.events),
+    return RunData(run_dir, config, trials, objectives, run_cwd(meta.events),
                    last_fingerprint(meta.events))
 
 
@@ -149,7 +155,7 @@ def extra_metrics(data: RunData) -> tuple[str, ...]:
     from cellblock.records import TABLE_METRICS
 
     names = [o.name for o in data.objectives]
-    names += [Constraint.parse(c).metric for c in data.config.get("constraints") or []]
+    names += [Constraint.parse(c).metric for c in data.config.constraints or []]
     return tuple(n for n in dict.fromkeys(names) if n not in TABLE_METRICS)
 
 
@@ -215,17 +221,17 @@ def next_steps(data: RunData) -> str:
     return "\n".join(lines)
 
 
-def _source(cfg: Mapping[str, Any]) -> str:
+def _source(cfg: RunConfig) -> str:
     """``dataset: NAME``, or ``table: FILE`` for a benchmark-table run (which reads no dataset)."""
-    if cfg.get("evaluator") == "table" and cfg.get("table"):
-        return f"table: {Path(str(cfg['table'])).name}"
-    return f"dataset: {cfg.get('dataset')}"
+    if cfg.evaluator == "table" and cfg.table:
+        return f"table: {Path(str(cfg.table)).name}"
+    return f"dataset: {cfg.dataset}"
 
 
 def _in_table_units(data: RunData, best: float) -> str:
     """`` (= 70.83 in the table's 'valid_acc' column)`` when a table run's metric is a percentage,
     the units ``cellblock bench`` reports in."""
-    if data.config.get("evaluator") != "table":
+    if data.config.evaluator != "table":
         return ""
     for t in data.trials:
         if not (t.feasible_complete and t.value("accuracy") == best):
@@ -249,7 +255,7 @@ def summary(data: RunData) -> str:
     cfg = data.config
     lines = [
         f"run: {data.run_dir}",
-        f"space: {cfg.get('space')}  strategy: {cfg.get('strategy')}  {_source(cfg)}  "
+        f"space: {cfg.space}  strategy: {cfg.strategy}  {_source(cfg)}  "
         f"objectives: {', '.join(o.name for o in data.objectives)}",
         f"trials: {len(data.trials)} ({counts[COMPLETE]} complete, {counts[FAILED]} failed, "
         f"{counts[INFEASIBLE]} infeasible, {counts[PRUNED]} stopped early, {counts[RUNNING]} in "
@@ -272,7 +278,7 @@ def _latency_lines(data: RunData) -> list[str]:
     flags = unstable_latency(data.trials)
     if not flags:
         return []
-    kept_off = (not data.config.get("allow_unstable_latency")
+    kept_off = (not data.config.allow_unstable_latency
                 and any(o.name == "latency_ms" for o in data.objectives))
     done = [t.number for t in data.trials if t.feasible_complete and t.number in flags]
     head = (f"latency_unstable: {len(flags)} trial(s); {len(done)} completed one(s) kept off the "

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from cellblock.core.config import RunConfig
 from cellblock.core.errors import RunError
 from cellblock.records.log import read_events
 from cellblock.records.rundir import RunDir
@@ -89,8 +90,8 @@ def run_cwd(events: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def with_inputs_from(config: dict[str, Any], cwd: str | None,
-                     builtin_datasets: Collection[str] = ()) -> dict[str, Any]:
+def with_inputs_from(config: RunConfig, cwd: str | None,
+                     builtin_datasets: Collection[str] = ()) -> RunConfig:
     """``config`` with each relative input path that does not exist from here, but does from
     ``cwd`` (where the search ran), made absolute: ``cellblock train`` and ``export`` of a
     run work from any directory. A ``dataset`` in ``builtin_datasets`` is a name, kept."""
@@ -103,16 +104,16 @@ def with_inputs_from(config: dict[str, Any], cwd: str | None,
             return None
         return str(Path(cwd) / path)
 
-    out = dict(config)
+    out: dict[str, Any] = {}
     for key in INPUT_PATH_KEYS:
-        value = out.get(key)
+        value = getattr(config, key)
         if isinstance(value,
                       str) and value and not (key == "dataset" and value in builtin_datasets):
             out[key] = moved(value) or value
-    file, sep, fn = str(out.get("space", "")).rpartition(":")
+    file, sep, fn = config.space.rpartition(":")
     if sep and file.endswith(".py") and (new := moved(file)):
         out["space"] = f"{new}:{fn}"
-    return out
+    return config.replace(**out)
 
 
 def read_run_meta(run_dir: str | Path) -> RunMeta:
@@ -168,16 +169,22 @@ def _disagreement(copy: dict[str, Any] | None, record: dict[str, Any]) -> str | 
         (k for k in sorted(set(copy) | set(record), key=str) if copy.get(k) != record.get(k)), None)
 
 
-def rewrite_stale_config(meta: RunMeta, run_dir: str | Path) -> None:
-    """Rewrite a stale config.yaml from the log (a read-only run directory keeps it)."""
+def write_config_copy(meta: RunMeta, run_dir: str | Path) -> None:
+    """Write config.yaml from the config the log records (as :func:`cellblock.core.config.dump`
+    writes it)."""
     from cellblock.core.fileio import atomic_write_text
 
+    atomic_write_text(RunDir(run_dir).config,
+                      yaml.safe_dump(dict(meta.config or {}), sort_keys=False))
+    meta.config_stale = False
+
+
+def rewrite_stale_config(meta: RunMeta, run_dir: str | Path) -> None:
+    """Rewrite a stale config.yaml from the log (a read-only run directory keeps it)."""
     if not meta.config_stale or meta.config is None:
         return
-    try:  # as cellblock.run.config.dump writes it
-        atomic_write_text(RunDir(run_dir).config,
-                          yaml.safe_dump(dict(meta.config), sort_keys=False))
-        meta.config_stale = False
+    try:
+        write_config_copy(meta, run_dir)
     except OSError:
         pass
 

@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from cellblock.core import config as config_mod
 from cellblock.core.errors import ConfigError
 from cellblock.core.objectives import Objective, objective_matrix, parse_objectives
 from cellblock.evaluators.pipeline import Outcome, trial_seed
 from cellblock.pareto import hypervolume, nondominated_mask
 from cellblock.pareto.volume import REF_OFFSET
 from cellblock.records import COMPLETE, Trial
-from cellblock.run import config as config_mod
 from cellblock.run.asking import AskLoop
 from cellblock.run.components import Components, build_components
 from cellblock.search_spaces.api import SearchSpace, arch_id

@@ -39,7 +39,7 @@ class TrialBook:
     def __init__(self, prepared: Prepared, log: RecordLog) -> None:
         self.p = prepared
         self.log = log
-        self.budget: int = prepared.config["trials"]
+        self.budget: int = prepared.config.trials
         self.trials: list[Trial] = []
         self.by_id: dict[str, Trial] = {}
         self.in_flight: dict[str, Trial] = {}
@@ -49,7 +49,7 @@ class TrialBook:
         self.held: dict[str, Trial] = {}
         #: Attempts of this run lost to the infrastructure, by trial number.
         self.lost_now: dict[int, int] = {}
-        self.retries: int = prepared.config.get("infra_retries", 2)
+        self.retries: int = prepared.config.infra_retries
         #: Asks the strategy, dedupes against finished and in-flight trials, counts repeats.
         self.asks = AskLoop()
         self.exhausted = False

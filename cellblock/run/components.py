@@ -7,10 +7,10 @@ context), data and pipeline here, so they agree on every detail.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cellblock.core.config import RunConfig
 from cellblock.core.devices import resolve_device
 from cellblock.core.errors import ConfigError
 from cellblock.core.objectives import Constraint, Objective, parse_objectives
@@ -30,29 +30,29 @@ class Components:
     pipeline: Pipeline
 
 
-def run_data(config: Mapping[str, Any]) -> Any:
+def run_data(config: RunConfig) -> Any:
     """The run's dataset, or None when its evaluator needs none (e.g. a benchmark table)."""
     import cellblock.evaluators  # noqa: F401  (registers the built-in evaluators)
 
-    resolve_space_fn(config["space"])  # a custom space's module may register evaluators
-    if not EVALUATORS.get(config.get("evaluator", "train")).needs_data:
+    resolve_space_fn(config.space)  # a custom space's module may register evaluators
+    if not EVALUATORS.get(config.evaluator).needs_data:
         return None
-    return load_dataset(config["dataset"], config.get("data_dir"), bool(config.get("download")),
-                        seed=0, val_fraction=config.get("val_fraction"),
-                        remap_labels=bool(config.get("remap_labels")))
+    return load_dataset(config.dataset, config.data_dir, bool(config.download),
+                        seed=0, val_fraction=config.val_fraction,
+                        remap_labels=bool(config.remap_labels))
 
 
-def build_space(config: Mapping[str, Any], data: Any = None) -> SearchSpace:
+def build_space(config: RunConfig, data: Any = None) -> SearchSpace:
     """The search space of a run: its skeleton plus the input shape and classes as context.
 
     The context comes from ``data`` when given, else from the space's own defaults; this is
     the one place where a run's input shape is decided.
     """
-    kwargs: dict[str, Any] = dict(config.get("space_args") or {})
+    kwargs: dict[str, Any] = dict(config.space_args)
     if data is not None:
         kwargs.setdefault("input_shape", tuple(data.input_shape))
         kwargs.setdefault("num_classes", data.num_classes)
-    space = SearchSpace(config["space"], **kwargs)
+    space = SearchSpace(config.space, **kwargs)
     if data is None:
         defaults = space.arguments()
         for name in SearchSpace.CONTEXT_ARGS:
@@ -61,7 +61,7 @@ def build_space(config: Mapping[str, Any], data: Any = None) -> SearchSpace:
     return space
 
 
-def build_components(config: Mapping[str, Any], data: Any = None) -> Components:
+def build_components(config: RunConfig, data: Any = None) -> Components:
     """Space, objectives, constraints and evaluation pipeline of a resolved config.
 
     Args:
@@ -73,20 +73,20 @@ def build_components(config: Mapping[str, Any], data: Any = None) -> Components:
     """
     import numpy as np
 
-    cfg = dict(config)
-    objectives = parse_objectives(cfg["objectives"])
-    constraints = [Constraint.parse(c) for c in cfg["constraints"]]
+    cfg = config
+    objectives = parse_objectives(cfg.objectives)
+    constraints = [Constraint.parse(c) for c in cfg.constraints]
     wanted = {o.name for o in objectives} | {c.metric for c in constraints}
     if "supernet_score" in wanted and (
-        cfg["evaluator"] != "supernet" or cfg["supernet_prior"] == "none"):
+        cfg.evaluator != "supernet" or cfg.supernet_prior == "none"):
         raise ConfigError("metric 'supernet_score' is reported by --evaluator supernet with "
                           "--supernet-prior macs or params; set both, or use accuracy")
-    device = resolve_device(cfg["device"])  # an unavailable device is a ConfigError here
+    device = resolve_device(cfg.device)  # an unavailable device is a ConfigError here
     if data is None:
         data = run_data(cfg)
-    evaluator_cls = EVALUATORS.get(cfg["evaluator"])
+    evaluator_cls = EVALUATORS.get(cfg.evaluator)
     space = build_space(cfg, data)
-    space.sample(np.random.default_rng(cfg["seed"]))  # fails early on a broken space
+    space.sample(np.random.default_rng(cfg.seed))  # fails early on a broken space
     ctx = EvalContext(cfg, space, data, device)
     pipeline = Pipeline(ctx, evaluator_cls(ctx), objectives, constraints)
     return Components(space, objectives, constraints, pipeline)

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cellblock.core.config import RunConfig
 from cellblock.core.errors import CellblockWarning, RunError
 from cellblock.records.meta import last_fingerprint as last_fingerprint  # re-exported
 
@@ -63,7 +64,7 @@ def _space_source(ref: str) -> str | None:
         return None
 
 
-def input_fingerprint(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def input_fingerprint(cfg: RunConfig) -> dict[str, Any]:
     """``{"dataset", "supernet", "table", "space"}`` entries for the inputs a config reads.
 
     A path input gets ``{"path", "sha256"}``; a built-in name ``{"name"}``.
@@ -71,16 +72,16 @@ def input_fingerprint(cfg: Mapping[str, Any]) -> dict[str, Any]:
     from cellblock.data import dataset_names
 
     out: dict[str, Any] = {}
-    dataset = cfg.get("dataset")
+    dataset = cfg.dataset
     if dataset and dataset not in dataset_names():
         out["dataset"] = _entry(dataset)
     elif dataset:
         out["dataset"] = {"name": dataset}
-    for key in ("supernet", "table"):
-        if cfg.get(key):
-            out[key] = _entry(cfg[key])
-    source = _space_source(cfg["space"]) if cfg.get("space") else None
-    out["space"] = _entry(source) if source else {"name": cfg.get("space")}
+    for key, path in (("supernet", cfg.supernet), ("table", cfg.table)):
+        if path:
+            out[key] = _entry(path)
+    source = _space_source(cfg.space) if cfg.space else None
+    out["space"] = _entry(source) if source else {"name": cfg.space}
     return out
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from cellblock.core.errors import RunError
-from cellblock.core.fileio import atomic_write_text, remove_stale_tmp
+from cellblock.core.fileio import remove_stale_tmp
 from cellblock.core.runlock import run_dir_lock
 from cellblock.pareto.results import write_outputs
 from cellblock.records import RecordLog
-from cellblock.records.meta import read_run_meta
+from cellblock.records.meta import read_run_meta, write_config_copy
 from cellblock.records.rundir import RunDir
-from cellblock.run import config as config_mod
 
 
 def repair(run_dir: str | Path) -> list[str]:
@@ -33,7 +32,7 @@ def repair(run_dir: str | Path) -> list[str]:
         if log.stat().st_size != size:
             done.append(f"cut a torn last line of trials.jsonl ({size - log.stat().st_size} bytes)")
         if meta.config_stale:
-            atomic_write_text(RunDir(run_dir).config, config_mod.dump(meta.config or {}))
+            write_config_copy(meta, run_dir)
             done.append("rebuilt config.yaml from the last run_start in trials.jsonl")
         removed = remove_stale_tmp(run_dir)
         if removed:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cellblock.core import config as config_mod
+from cellblock.core.config import RunConfig
 from cellblock.core.errors import CellblockWarning, ConfigError, RunError
 from cellblock.core.fileio import atomic_write_text
 from cellblock.core.objectives import Constraint, Objective
@@ -28,7 +30,6 @@ from cellblock.records import (
     Trial,
 )
 from cellblock.records.rundir import RunDir
-from cellblock.run import config as config_mod
 from cellblock.run.book import TrialBook
 from cellblock.run.components import build_components
 from cellblock.search_spaces.api import SearchSpace
@@ -42,7 +43,7 @@ DERIVED_EVERY_S = 10.0
 class Prepared:
     """A validated run, ready to execute (nothing written yet)."""
 
-    config: dict[str, Any]
+    config: RunConfig
     run_dir: Path
     space: SearchSpace
     objectives: list[Objective]
@@ -59,7 +60,7 @@ class Prepared:
     slots: Any = None
 
 
-def prepare(config: Mapping[str, Any]) -> Prepared:
+def prepare(config: RunConfig) -> Prepared:
     """Validate a resolved config and build every component; writes nothing.
 
     Raises:
@@ -70,25 +71,25 @@ def prepare(config: Mapping[str, Any]) -> Prepared:
     from cellblock.run.backends.base import BACKENDS
 
     cfg, slots = apply_slots(config)
-    BACKENDS.get(cfg["backend"]).check_config(cfg)
+    BACKENDS.get(cfg.backend).check_config(cfg)
     comps = build_components(cfg)
     from cellblock.records.meta import RunMeta, log_notices, read_run_meta
     from cellblock.run.fingerprint import check_inputs, input_fingerprint
 
-    run_dir = Path(cfg["out"]) if cfg["out"] else config_mod.default_run_dir(cfg)
+    run_dir = Path(cfg.out) if cfg.out else config_mod.default_run_dir(cfg)
     _check_out_path(run_dir)
     meta = read_run_meta(run_dir) if run_dir.is_dir() else RunMeta()
     _check_run_dir(run_dir, cfg, meta)
     inputs = input_fingerprint(cfg)
     data = comps.pipeline.ctx.data
-    if cfg.get("remap_labels") and data is not None and data.class_names:
+    if cfg.remap_labels and data is not None and data.class_names:
         inputs["labels"] = {"name": "remapped", "original_labels": list(data.class_names)}
-    changes = check_inputs(run_dir, meta.events, inputs, bool(cfg.get("allow_changed_inputs")))
+    changes = check_inputs(run_dir, meta.events, inputs, bool(cfg.allow_changed_inputs))
     log_notices(meta)
-    options = {**_run_options(cfg, run_dir), **cfg["strategy_args"]}
+    options = {**_run_options(cfg, run_dir), **cfg.strategy_args}
 
     def new_strategy() -> Strategy:
-        return make_strategy(cfg["strategy"], comps.space, comps.objectives, cfg["seed"], options)
+        return make_strategy(cfg.strategy, comps.space, comps.objectives, cfg.seed, options)
 
     return Prepared(cfg, run_dir, comps.space, comps.objectives, comps.constraints, new_strategy(),
                     comps.pipeline, inputs, changes, new_strategy, slots)
@@ -105,39 +106,40 @@ def _check_out_path(run_dir: Path) -> None:
             return
 
 
-def _run_options(cfg: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
+def _run_options(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Strategy options owned by the run (a strategy class declares them with a
     ``run_options(config, run_dir)`` hook, e.g. the Optuna storage inside the run directory)."""
     from cellblock.strategies import STRATEGIES
 
-    hook = getattr(STRATEGIES.get(cfg["strategy"]), "run_options", None)
+    hook = getattr(STRATEGIES.get(cfg.strategy), "run_options", None)
     if hook is None:
-        if cfg.get("storage") is not None:
+        if cfg.storage is not None:
             raise ConfigError(
-                f"storage is used by optuna:* strategies only, not {cfg['strategy']!r}; "
+                f"storage is used by optuna:* strategies only, not {cfg.strategy!r}; "
                 "remove --storage or choose an optuna:* strategy"
             )
         return {}
     return dict(hook(cfg, run_dir))
 
 
-def _check_run_dir(run_dir: Path, cfg: Mapping[str, Any], meta: Any) -> None:
+def _check_run_dir(run_dir: Path, cfg: RunConfig, meta: Any) -> None:
     """Refuse a run directory holding another run (its config is the log's last run_start;
     config.yaml is never read)."""
     saved = meta.config
     if saved is None:
         return
-    diff = config_mod.differences(saved, _comparable(cfg))
+    now = _comparable(cfg)
+    diff = config_mod.differences(saved, now)
     if diff:
         key = diff[0]
         raise RunError(
             f"run directory {str(run_dir)!r} holds a run with a different config "
-            f"({key}: {saved.get(key)!r} there, {cfg.get(key)!r} now); "
+            f"({key}: {saved.get(key)!r} there, {now.get(key)!r} now); "
             "use --out for a new run, or repeat the original command to continue it"
         )
 
 
-def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def _comparable(cfg: RunConfig) -> dict[str, Any]:
     """The config as it is saved in config.yaml (YAML-safe types)."""
     return yaml.safe_load(config_mod.dump(cfg))
 
@@ -189,7 +191,7 @@ class Runner:
         atomic_write_text(RunDir(self.p.run_dir).config, config_mod.dump(self.p.config))
 
     def run(self) -> list[Trial]:
-        """Run until ``config['trials']`` trials have finished; return all trials.
+        """Run until ``config.trials`` trials have finished; return all trials.
 
         The run directory is locked for the whole run (a second writer is refused).
         """
@@ -222,7 +224,7 @@ class Runner:
         done_before = book.done
         try:
             if book.done < book.budget:
-                backend = BACKENDS.get(self.p.config["backend"])(self.p)
+                backend = BACKENDS.get(self.p.config.backend)(self.p)
                 backend.drive(book, lambda n: self._after_trials(bar, n))
                 book.check_held()
                 if book.exhausted:

@@ -30,8 +30,8 @@ def latency_function(ctx: EvalContext, input_shape: tuple) -> LatencyFn:
     from cellblock.evaluators.latency.runtimes import get_runtime
 
     cfg = ctx.config
-    table_path = cfg.get("latency_table")
-    runtime = cfg.get("latency_runtime")
+    table_path = cfg.latency_table
+    runtime = cfg.latency_runtime
     if table_path:
         if runtime:
             raise ConfigError("latency_table predicts latency_ms and latency_runtime measures it; "
@@ -54,9 +54,9 @@ def latency_function(ctx: EvalContext, input_shape: tuple) -> LatencyFn:
         from cellblock.evaluators.latency.runtimes import measure_runtime_latency
 
         out = measure_runtime_latency(
-            model.to(ctx.device), input_shape, runtime, batch_size=cfg["latency_batch_size"],
-            device=ctx.device, repeats=cfg["latency_repeats"],
-            max_spread=cfg.get("latency_max_spread"),
+            model.to(ctx.device), input_shape, runtime, batch_size=cfg.latency_batch_size,
+            device=ctx.device, repeats=cfg.latency_repeats,
+            max_spread=cfg.latency_max_spread,
         )
         if not runtime:  # records of the default runtime stay as they were
             out.pop("latency_runtime", None)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
+from cellblock.core.config import FIELDS
 from cellblock.pareto.results import load_run
-from cellblock.run.config import FIELDS
 
 
 def run_once(extra: list[str]) -> dict:

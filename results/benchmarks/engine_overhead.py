@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
+from cellblock.core import config as config_mod
 from cellblock.evaluators.pipeline import Outcome
 from cellblock.records import COMPLETE, RecordLog
-from cellblock.run import config as config_mod
 from cellblock.run.runner import Runner, prepare
 
 

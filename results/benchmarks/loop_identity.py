@@ -29,10 +29,11 @@ from cellblock.core.errors import EvaluationError
 from cellblock.data import Dataset, load_dataset
 from cellblock.evaluators.training import TrainConfig, train_and_evaluate
 from cellblock.search_spaces import SearchSpace
+from cellblock.supernet.checkpoint import load_checkpoint
 from cellblock.supernet.model import Supernet
 from cellblock.supernet.rank import rank_supernet
 from cellblock.supernet.split import Split
-from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint, train_supernet
+from cellblock.supernet.train import supernet_from_checkpoint, train_supernet
 
 TINY = dict(stages=2, widths=[[4, 8], [8, 12]], strides=[1, 2], stem_width=4, depth=[1, 2],
             block_types=["basic", "mbconv"], kernels=[3, 5], expansions=[1, 2],
@@ -135,7 +136,8 @@ def supernets(digits: Dataset, tmp: Path) -> dict[str, Any]:
         ckpt = load_checkpoint(tmp / f"{sampling}.pt")
         out[sampling] = {**untimed(res), "log": lines,
                          "banks": digest([b.state_dict() for b in sn.banks]),
-                         "checkpoint": digest({k: v for k, v in ckpt.items() if k != "train_s"})}
+                         "checkpoint": digest({k: v for k, v in ckpt.to_payload().items()
+                                               if k != "train_s"})}
     split = Split.make(space, "stage1.block,stage2.block")
     cfg = TrainConfig(epochs=3, batch_size=256, lr=0.05, seed=1, warmup_epochs=1.0)
     sn = Supernet.create(space, seed=0, split=split)

@@ -62,7 +62,7 @@ from cellblock.data import load_dataset
 from cellblock.evaluators.cost import count_macs
 from cellblock.evaluators.training import TrainConfig, train_and_evaluate
 from cellblock.run.components import build_space
-from cellblock.run.config import resolve
+from cellblock.core.config import resolve
 label, npz = sys.argv[1], sys.argv[2]
 cfg = resolve({"dataset": npz})
 data = load_dataset(npz)
@@ -72,7 +72,7 @@ while True:
     arch = space.sample(rng)
     model = space.build(arch)
     macs = count_macs(model, data.input_shape)
-    if macs * cfg["batch_size"] >= th.SMALL_BATCH_MACS:
+    if macs * cfg.batch_size >= th.SMALL_BATCH_MACS:
         break
 free = (lambda: 1 << 20) if label == "before" else None
 n = th.threads_for(cfg, macs, free=free)
@@ -80,7 +80,7 @@ th.apply_threads(n)
 t0 = time.perf_counter()
 train_and_evaluate(model, data, TrainConfig.from_run(cfg, seed=0, device="cpu", epochs=1))
 dt = time.perf_counter() - t0
-print(json.dumps({"label": label, "threads": n, "macs_per_batch": macs * cfg["batch_size"],
+print(json.dumps({"label": label, "threads": n, "macs_per_batch": macs * cfg.batch_size,
                   "epoch_s": round(dt, 1), "images_per_s": round(len(data.y_train) / dt, 1),
                   "trials_per_hour_at_8_epochs": round(3600 / (8 * dt), 1)}))
 """

@@ -63,6 +63,7 @@ from typing import Any, ClassVar
 import numpy as np
 import optuna
 
+from cellblock.core.config import RunConfig
 from cellblock.core.errors import ConfigError, RunError
 from cellblock.core.objectives import Constraint, Objective
 from cellblock.records import Trial
@@ -150,11 +151,11 @@ class OptunaStrategy(Strategy):
         return [*OWN_OPTIONS, *SAMPLERS[cls.sampler_name].params()]
 
     @classmethod
-    def run_options(cls, config: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
+    def run_options(cls, config: RunConfig, run_dir: Path) -> dict[str, Any]:
         """Options the run loop fills: storage (``RUN/optuna.journal``), study, constraints."""
-        storage = config.get("storage") or str(Path(run_dir) / JOURNAL_NAME)
+        storage = config.storage or str(Path(run_dir) / JOURNAL_NAME)
         return {"storage": storage, "study_name": Path(run_dir).name or "cellblock",
-                "constraints": list(config.get("constraints") or [])}
+                "constraints": list(config.constraints or [])}
 
     # ---- sampler and study ------------------------------------------------------------------
     def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:

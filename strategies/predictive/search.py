@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from cellblock.core.config import RunConfig
 from cellblock.core.errors import ConfigError
 from cellblock.core.objectives import Constraint, Objective
 from cellblock.pareto import nondominated_mask
@@ -168,12 +169,12 @@ class PredictiveSearch(MoveChoice, Strategy):
         self._F = np.zeros((0, len(self.objectives)))  # :meth:`_observed_F`
 
     @classmethod
-    def run_options(cls, config: Mapping[str, Any], run_dir: Any) -> dict[str, Any]:
+    def run_options(cls, config: RunConfig, run_dir: Any) -> dict[str, Any]:
         """Options the run fills: its constraints."""
-        if config.get("storage") is not None:
+        if config.storage is not None:
             raise ConfigError(
                 "storage is used by optuna:* strategies only, not 'predictive'; remove --storage")
-        return {"constraints": list(config.get("constraints") or [])}
+        return {"constraints": list(config.constraints or [])}
 
     def _observed_F(self) -> np.ndarray:
         """Minimisation values of the told trials (rows appended as trials come, not per ask)."""

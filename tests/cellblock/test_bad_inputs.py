@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from tiny_run import copy_run, search_argv, shared_run, snapshot
 
 from cellblock.cli import main
+from cellblock.core.config import FIELDS
 from cellblock.records.log import STATUSES
-from cellblock.run.config import FIELDS
 
 #: Malformed inputs tried, per property.
 TRIED: Counter = Counter()

@@ -112,8 +112,8 @@ def test_bench_asks_and_evaluates_as_a_table_search(tmp_path, monkeypatch):
     """The bench's pipeline is the table evaluator's, and its ask loop the run loop's: a bench
     run and ``cellblock search --evaluator table`` with the same strategy and seed record the
     same architectures in the same order, with the same outcomes."""
+    from cellblock.core import config as config_mod
     from cellblock.evaluators.table import TableEvaluator
-    from cellblock.run import config as config_mod
     from cellblock.run.bench import run_strategy, table_components, table_of
     from cellblock.run.runner import Runner, prepare
     from cellblock.search_spaces.api import SearchSpace

@@ -6,18 +6,18 @@ import math
 
 import pytest
 
+from cellblock.core import config as config_mod
 from cellblock.core.errors import ConfigError
 from cellblock.core.objectives import Constraint, parse_objectives, total_violation
-from cellblock.run import config as config_mod
 
 
 def test_defaults_and_layering(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("trials: 5\nobjectives: accuracy,params\nlr: 1\n")
     cfg = config_mod.resolve(config_mod.load_yaml(f), {"trials": 7})
-    assert cfg["trials"] == 7 and cfg["objectives"] == ["accuracy", "params"]
-    assert cfg["lr"] == 1.0 and isinstance(cfg["lr"], float)
-    assert cfg["space"] == "blocks" and cfg["strategy"] == "predictive"
+    assert cfg.trials == 7 and cfg.objectives == ("accuracy", "params")
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.space == "blocks" and cfg.strategy == "predictive"
 
 
 @pytest.mark.parametrize("layer, message", [
@@ -51,7 +51,7 @@ def test_malformed_yaml(tmp_path):
 
 
 def test_differences_ignore_trials():
-    a = config_mod.resolve({})
+    a = config_mod.resolve({}).to_dict()
     assert config_mod.differences(a, {**a, "trials": 99}) == []
     assert config_mod.differences(a, {**a, "strategy": "nsga2"}) == ["strategy"]
     moved = {**a, "backend": "ray", "concurrency": 4, "address": "auto",
@@ -60,9 +60,9 @@ def test_differences_ignore_trials():
 
 
 def test_val_fraction_default_and_not_resumable():
-    a = config_mod.resolve({})
+    a = config_mod.resolve({}).to_dict()
     assert a["val_fraction"] is None
-    assert config_mod.resolve({"val_fraction": 0.4})["val_fraction"] == 0.4
+    assert config_mod.resolve({"val_fraction": 0.4}).val_fraction == 0.4
     assert config_mod.differences(a, {**a, "val_fraction": 0.4}) == ["val_fraction"]
     saved_before_the_key = {k: v for k, v in a.items() if k != "val_fraction"}
     assert config_mod.differences(saved_before_the_key, a) == []

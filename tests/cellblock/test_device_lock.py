@@ -153,3 +153,35 @@ def test_no_training_step_overlaps_a_measurement(tmp_path):
     assert not any(steps), f"{sum(steps)} training steps ran during the measurement"
     # the trainer stepped aside for exactly the measurement (by its clock)
     assert record["paused_s"] == 0.5
+
+
+def _free_for_a_measurement() -> bool:
+    """Whether a latency measurement could take the CPU now without waiting."""
+    probe = os.open(lock_dir() / f"{device_key('cpu')}.main.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(probe)
+    return True
+
+
+def test_a_training_lets_the_device_go_while_its_epoch_callback_waits():
+    """An epoch's report may wait for a scheduler (Ray Tune's synchronous report): meanwhile
+    a measurement on the machine, and the trainings queued behind it, must not wait for it."""
+    from torch import nn
+
+    from cellblock.data import load_dataset
+    from cellblock.evaluators.training import TrainConfig, train_and_evaluate
+
+    data = load_dataset("digits", seed=0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    free_at_epoch_end: list[bool] = []
+    train_and_evaluate(model, data, TrainConfig(epochs=2, batch_size=256, seed=0, device="cpu"),
+                       on_epoch_end=lambda state: free_at_epoch_end.append(
+                           _free_for_a_measurement()))
+    assert free_at_epoch_end == [True, True]
+    with training_hold("cpu") as hold:  # while it trains, the device is held
+        hold.poll()
+        assert not _free_for_a_measurement()

@@ -6,6 +6,8 @@ import pytest
 from spaces import conv_space
 
 from cellblock.cli import build_parser, main
+from cellblock.core import config as config_mod
+from cellblock.core.config import RunConfig
 from cellblock.core.devices import (
     MAX_AUTO_TRIALS_PER_GPU,
     apply_slots,
@@ -15,7 +17,6 @@ from cellblock.core.devices import (
     worker_device,
 )
 from cellblock.core.errors import ConfigError
-from cellblock.run import config as config_mod
 
 GIB = 2**30
 
@@ -105,14 +106,14 @@ def test_ray_asks_a_gpu_fraction_per_trial():
 
 def test_apply_slots_makes_the_config_concrete():
     cfg, plan = apply_slots(_cfg(trials_per_gpu=2), count=1)
-    assert (cfg["backend"], cfg["concurrency"], cfg["resources_per_trial"]) == ("process", 2,
+    assert (cfg.backend, cfg.concurrency, cfg.resources_per_trial) == ("process", 2,
                                                                                 "cpu=1")
-    assert cfg["trials_per_gpu"] == 2 and plan.gpus == [0]
+    assert cfg.trials_per_gpu == 2 and plan.gpus == [0]
 
 
 def test_trials_per_gpu_config_and_option():
-    assert config_mod.resolve({"trials_per_gpu": 4})["trials_per_gpu"] == 4
-    assert config_mod.resolve({})["trials_per_gpu"] == "auto"
+    assert config_mod.resolve({"trials_per_gpu": 4}).trials_per_gpu == 4
+    assert config_mod.resolve({}).trials_per_gpu == "auto"
     for bad in (0, "many", True, 1.5):
         with pytest.raises(ConfigError, match="trials_per_gpu"):
             config_mod.resolve({"trials_per_gpu": bad})
@@ -159,17 +160,17 @@ def test_process_workers_take_gpus_in_turn(monkeypatch):
     monkeypatch.setattr(devices, "gpu_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda dev: selected.append(str(dev)))
     monkeypatch.setattr(components, "build_components",
-                        lambda cfg: built.append(cfg["device"]) or Built())
+                        lambda cfg: built.append(cfg.device) or Built())
     counter = multiprocessing.get_context("spawn").Value("i", 0)
     threads = torch.get_num_threads()
     try:
         for _ in range(3):
-            backends._init_worker({"device": "auto", "concurrency": 3}, counter=counter)
+            backends._init_worker(RunConfig(device="auto", concurrency=3), counter=counter)
     finally:
         torch.set_num_threads(threads)
     assert built == ["cuda:0", "cuda:1", "cuda:0"] and selected == built
     built.clear()
-    backends._init_worker({"device": "cpu", "concurrency": 1}, counter=counter)
+    backends._init_worker(RunConfig(device="cpu", concurrency=1), counter=counter)
     assert built == ["cpu"]
 
 

@@ -119,9 +119,9 @@ def test_train_and_export_of_a_run_with_relative_inputs_work_from_another_direct
     from cellblock.pareto.results import load_run
 
     cfg = run_inputs(load_run(run))
-    assert cfg["dataset"] == str(project / "mine.npz")
-    assert cfg["space"] == f"{project / 's.py'}:space"
+    assert cfg.dataset == str(project / "mine.npz")
+    assert cfg.space == f"{project / 's.py'}:space"
     # from the project directory the recorded relative paths are used as they are
     monkeypatch.chdir(project)
     cfg = run_inputs(load_run("run"))
-    assert (cfg["dataset"], cfg["space"]) == ("mine.npz", "s.py:space")
+    assert (cfg.dataset, cfg.space) == ("mine.npz", "s.py:space")

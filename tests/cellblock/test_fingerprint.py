@@ -8,6 +8,7 @@ import pytest
 from spaces import conv_space
 
 import cellblock
+from cellblock.core.config import RunConfig
 from cellblock.core.errors import RunError
 from cellblock.records import read_events
 from cellblock.run.fingerprint import content_hash, input_fingerprint
@@ -60,6 +61,6 @@ def test_fingerprint_hashes_folders_and_names_builtins(tmp_path):
     (tmp_path / "a" / "x.png").write_bytes(b"2")
     assert content_hash(tmp_path / "a") != h1
     fp = input_fingerprint(
-        {"dataset": "digits", "space": "blocks", "supernet": str(tmp_path / "none.pt")})
+        RunConfig(dataset="digits", space="blocks", supernet=str(tmp_path / "none.pt")))
     assert fp["dataset"] == {"name": "digits"} and fp["space"] == {"name": "blocks"}
     assert fp["supernet"]["sha256"] is None

@@ -71,7 +71,7 @@ def test_empty_config_is_rebuilt_from_the_log(finished_run, tmp_path, capsys):
     (run / "config.yaml").unlink()
     code, out, _ = _main(["repair", str(run)], capsys)
     assert code == 0 and "rebuilt config.yaml" in out
-    assert cellblock.load_run(str(run)).config["objectives"] == ["accuracy", "macs"]
+    assert cellblock.load_run(str(run)).config.objectives == ("accuracy", "macs")
     (run / "config.yaml").unlink()  # a search continues it too, rebuilding the file
     code, _, err = _main([*finished_run[1][:4], "4", *finished_run[1][5:], "--out", str(run)],
                          capsys)

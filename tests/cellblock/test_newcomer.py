@@ -9,10 +9,10 @@ import sys
 import pytest
 
 from cellblock.cli.app import build_parser
+from cellblock.core import config as config_mod
 from cellblock.core.errors import ConfigError
 from cellblock.pareto.results import busy_seconds
 from cellblock.records import COMPLETE, Trial
-from cellblock.run import config as config_mod
 
 
 def test_search_help_shows_the_config_defaults(capsys):

@@ -13,8 +13,8 @@ import pytest
 
 from cellblock.cli.app import build_parser, main
 from cellblock.cli.options import config_overrides, help_text, search_keys
-from cellblock.run import config as config_mod
-from cellblock.run.config import FIELDS
+from cellblock.core import config as config_mod
+from cellblock.core.config import FIELDS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +62,7 @@ def test_parsed_options_are_config_overrides():
                     "download": True, "lr": 0.5, "objectives": "accuracy,macs",
                     "infra_retries": 0, "threads_per_trial": 2}
     cfg = config_mod.resolve(over)
-    assert cfg["objectives"] == ["accuracy", "macs"] and cfg["backend"] == "auto"
+    assert cfg.objectives == ("accuracy", "macs") and cfg.backend == "auto"
     assert config_overrides(build_parser().parse_args(["search"])) == {}
 
 

@@ -9,6 +9,7 @@ import pytest
 import cellblock
 from cellblock.cli import main
 from cellblock.core import threads as th
+from cellblock.core.config import RunConfig
 
 
 def _reader(*samples):
@@ -75,4 +76,4 @@ def test_threads_per_trial_may_change_on_an_existing_run_and_train_takes_threads
      "torch threads per trial: 1 (concurrency > 1)"),
 ])
 def test_a_fixed_thread_count_is_shown_as_a_number(cfg, line):
-    assert th.summary(th.describe(cfg)) == line
+    assert th.summary(th.describe(RunConfig(**cfg))) == line

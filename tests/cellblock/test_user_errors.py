@@ -81,7 +81,7 @@ def test_version_and_help_defaults(capsys):
 
 
 def test_a_table_run_is_named_by_its_table_not_the_unused_dataset():
-    from cellblock.run import config as config_mod
+    from cellblock.core import config as config_mod
 
     cfg = config_mod.resolve({"space": "nb201", "evaluator": "table",
                               "table": "../shared/nb201_cifar100.csv",

@@ -12,8 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from cellblock.core import config as config_mod
+from cellblock.core.config import RunConfig
 from cellblock.records import COMPLETE, Trial
-from cellblock.run import config as config_mod
 from cellblock.run.backends import startup
 from cellblock.search_spaces.api import arch_id
 from tests.spaces import conv_space, write_space
@@ -49,7 +50,7 @@ def test_threads_per_trial_apply_in_a_reused_worker():
     assert (three, one) == (3, 1) and pid == again
 
 
-def _config(tmp_path: Path, **kw) -> dict:
+def _config(tmp_path: Path, **kw) -> RunConfig:
     return config_mod.resolve({"space": write_space(tmp_path, conv_space([4, 8])), "device": "cpu",
                                "backend": "process", "concurrency": 2, "epochs": 1,
                                "objectives": ["accuracy", "macs"],
@@ -84,10 +85,10 @@ def test_workers_start_before_the_first_trial_and_are_reused(tmp_path, monkeypat
 
 
 def test_wants_pool():
-    assert startup.wants_pool({"backend": "process", "device": "cpu"})
-    assert not startup.wants_pool({"backend": "local", "device": "auto"})
-    assert not startup.wants_pool({"backend": "auto", "device": "cpu"})
-    assert not startup.wants_pool({"backend": "ray", "device": "cuda"})
+    assert startup.wants_pool(RunConfig(backend="process", device="cpu"))
+    assert not startup.wants_pool(RunConfig(backend="local", device="auto"))
+    assert not startup.wants_pool(RunConfig(backend="auto", device="cpu"))
+    assert not startup.wants_pool(RunConfig(backend="ray", device="cuda"))
 
 
 # ---- a short search starts whole, costliest first --------------------------------------------
@@ -136,7 +137,7 @@ def _fake_pool_backend(concurrency: int, macs: dict[int, float] | None):
 
     backend = object.__new__(ProcessBackend)  # no workers: its pool is the fake above
     backend.config, backend.futures, backend.pool, backend.seed, backend.workers = (
-        {"concurrency": concurrency}, {}, Pool(), 0, {})
+        RunConfig(concurrency=concurrency), {}, Pool(), 0, {})
     backend.prepared = SimpleNamespace(pipeline=SimpleNamespace(evaluator=Evaluator()))
     return backend
 
@@ -176,10 +177,10 @@ def test_a_short_search_on_workers_completes_and_its_log_replays(tmp_path):
 
     cfg = _config(tmp_path, trials=4, strategy="evolution",
                   space=write_space(tmp_path, conv_space([4, 8, 12, 16]), "sp4.py"))
-    run = cellblock.search(**cfg)
+    run = cellblock.search(cfg)
     assert len(run.trials) == 4 and all(t.status == COMPLETE for t in run.trials)
     events = read_events(tmp_path / "run" / "trials.jsonl")
     kinds = [e["event"] for e in events if e["event"] in ("trial_start", "trial_end")]
     assert kinds[:4] == ["trial_start"] * 4  # started whole, before any result
-    fresh = prepare({**cfg, "out": str(tmp_path / "other")}).strategy
+    fresh = prepare(cfg.replace(out=str(tmp_path / "other"))).strategy
     assert fast_forward(fresh, events, replay_trials(events), EXHAUSTED_AFTER)

@@ -7,9 +7,9 @@ import pytest
 
 import cellblock
 from cellblock.cli import main
+from cellblock.core.config import resolve
 from cellblock.core.errors import ConfigError
 from cellblock.evaluators.autotune import AUTOTUNE_MIN_BATCH_MACS, autotune_decision
-from cellblock.run.config import resolve
 from tests.spaces import conv_space, write_space
 
 BIG = AUTOTUNE_MIN_BATCH_MACS / 64 * 2  # MACs per image: twice the threshold at batch 64
@@ -47,8 +47,8 @@ def test_true_and_false_force_it_and_bad_settings_are_refused():
 
 
 def test_config_key_defaults_to_auto_and_refuses_other_values(tmp_path, capsys):
-    assert resolve({})["cudnn_benchmark"] == "auto"
-    assert resolve({"cudnn_benchmark": False})["cudnn_benchmark"] is False
+    assert resolve({}).cudnn_benchmark == "auto"
+    assert resolve({"cudnn_benchmark": False}).cudnn_benchmark is False
     with pytest.raises(ConfigError, match="'cudnn_benchmark' must be auto, true or false"):
         resolve({"cudnn_benchmark": "sometimes"})
     (tmp_path / "c.yaml").write_text("cudnn_benchmark: sometimes\n")

@@ -112,17 +112,17 @@ def test_failed_capture_falls_back_to_eager_with_the_reason(monkeypatch):
 
 
 def test_cuda_graph_off_in_the_search_config():
-    from cellblock.run.config import resolve
+    from cellblock.core.config import resolve
 
-    assert resolve({})["cuda_graphs"] is True
-    assert resolve({"cuda_graphs": False})["cuda_graphs"] is False
+    assert resolve({}).cuda_graphs is True
+    assert resolve({"cuda_graphs": False}).cuda_graphs is False
 
 
 def test_cudnn_autotuning_switch_reaches_the_training_flag():
     from cellblock.cli.app import build_parser
-    from cellblock.run.config import resolve
+    from cellblock.core.config import resolve
 
-    assert resolve({})["cudnn_benchmark"] == "auto"
+    assert resolve({}).cudnn_benchmark == "auto"
     off = resolve({"cudnn_benchmark": False})
     assert TrainConfig.from_run(off, seed=0, device="cpu").cudnn_benchmark is False
     assert TrainConfig.from_run(resolve({}), seed=0, device="cpu").cudnn_benchmark is None

@@ -20,10 +20,10 @@ import yaml
 from torch import nn
 
 from cellblock.cli import main
+from cellblock.core import config as config_mod
 from cellblock.evaluators.latency import measure as latency_mod
 from cellblock.evaluators.latency.measure import measure_latency
 from cellblock.records import COMPLETE, RecordLog, Trial, trial_end_event, trial_start_event
-from cellblock.run import config as config_mod
 
 BURNER = "import sys\nprint('burning', flush=True)\nwhile True:\n    pass\n"
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import cellblock
+from cellblock.core.config import RunConfig
 from cellblock.core.objectives import parse_objectives
 from cellblock.core.threads import SMALL_BATCH_MACS, threads_for, torch_default_threads
 from cellblock.evaluators.latency import measure
@@ -77,12 +78,12 @@ def test_unstable_latency_stays_off_the_front_unless_allowed() -> None:
 
 
 def test_thread_policy_one_for_small_candidates_override_wins() -> None:
-    cfg = {"threads_per_trial": None, "concurrency": 1, "batch_size": 64}
+    cfg = RunConfig(threads_per_trial=None, concurrency=1, batch_size=64)
     assert threads_for(cfg, 1e5) == 1
     assert threads_for(cfg, 10 * SMALL_BATCH_MACS, free=lambda: 999) == torch_default_threads()
     assert threads_for(cfg, 10 * SMALL_BATCH_MACS, free=lambda: 1) == 1  # a busy machine
-    assert threads_for({**cfg, "concurrency": 2}, 1e12) == 1
-    assert threads_for({**cfg, "threads_per_trial": 3}, 1e5) == 3
+    assert threads_for(cfg.replace(concurrency=2), 1e12) == 1
+    assert threads_for(cfg.replace(threads_per_trial=3), 1e5) == 3
 
 
 @pytest.mark.slow

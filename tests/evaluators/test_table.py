@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from cellblock.cli import main
+from cellblock.core import config as config_mod
 from cellblock.core.errors import ConfigError, EvaluationError
 from cellblock.evaluators.table import CostCache, Table, TableEvaluator, compute_costs, load_table
 from cellblock.records import COMPLETE, FAILED
-from cellblock.run import config as config_mod
 from cellblock.run.runner import Runner, prepare
 from cellblock.search_spaces import SearchSpace
 from cellblock.search_spaces.nb201 import EDGE_NAMES, to_nb201_string

@@ -16,7 +16,7 @@ import torch
 
 import cellblock
 from cellblock.cli import main
-from cellblock.supernet.train import load_checkpoint
+from cellblock.supernet.checkpoint import load_checkpoint
 
 SPACE_ARGS = ["stages=2", "widths=[[4,8],[8,12]]", "strides=[1,2]", "stem_width=4",
               "depth=[1,2]", "block_types=[basic,mbconv]", "kernels=[3]", "expansions=[1,2]",
@@ -54,7 +54,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     partial = load_checkpoint(killed)
-    assert not partial["done"] and 1 <= partial["epoch"] < epochs
+    assert not partial.done and 1 <= partial.epoch < epochs
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the killed process's thread count: same float reductions
     try:
@@ -63,8 +63,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     finally:
         torch.set_num_threads(threads)
     a, b = load_checkpoint(killed), load_checkpoint(clean)
-    assert a["done"] and a["step"] == b["step"]
-    for bank_a, bank_b in zip(a["banks"], b["banks"], strict=True):
+    assert a.done and a.step == b.step
+    for bank_a, bank_b in zip(a.banks, b.banks, strict=True):
         for k, v in bank_b.items():
             assert torch.equal(bank_a[k], v), k
 
@@ -131,7 +131,7 @@ def test_rank_writes_json_and_csv(tmp_path, checkpoint, capsys):
 def test_val_fraction_is_kept_by_rank_and_checked_by_search_and_resume(tmp_path, capsys):
     ckpt = tmp_path / "v.pt"
     assert main(train_argv(ckpt, 1, "--val-fraction", "0.4")) == 0
-    assert load_checkpoint(ckpt)["val_fraction"] == 0.4
+    assert load_checkpoint(ckpt).val_fraction == 0.4
     out = tmp_path / "rank"
     assert main(["supernet", "rank", "--supernet", str(ckpt), "--samples", "3", "--epochs", "1",
                  "--batch-size", "128", "--out", str(out), "--device", "cpu"]) == 0
@@ -183,7 +183,7 @@ def test_rank_finds_a_custom_npz_dataset_from_another_directory(tmp_path, monkey
     monkeypatch.chdir(tmp_path / "a")
     assert main(train_argv(Path("sn.pt"), 1, "--dataset", "mine.npz")) == 0
     # the checkpoint names the file by its absolute path, not by its stem ("mine")
-    assert load_checkpoint("sn.pt")["dataset"] == str((tmp_path / "a" / "mine.npz").resolve())
+    assert load_checkpoint("sn.pt").dataset == str((tmp_path / "a" / "mine.npz").resolve())
     (tmp_path / "b").mkdir()
     monkeypatch.chdir(tmp_path / "b")
     argv = ["supernet", "rank", "--supernet", str(tmp_path / "a" / "sn.pt"), "--samples", "3",
@@ -191,10 +191,12 @@ def test_rank_finds_a_custom_npz_dataset_from_another_directory(tmp_path, monkey
     assert main(argv) == 0
     assert json.loads(Path("rank/rank.json").read_text())["n"] == 3
     # a checkpoint naming its data by the stem only (as before) is one line saying what to do
-    from cellblock.supernet.train import save_checkpoint
+    import dataclasses
+
+    from cellblock.supernet.checkpoint import save_checkpoint
 
     ckpt = load_checkpoint(tmp_path / "a" / "sn.pt")
-    save_checkpoint(tmp_path / "old.pt", {**ckpt, "dataset": "mine"})
+    save_checkpoint(tmp_path / "old.pt", dataclasses.replace(ckpt, dataset="mine"))
     capsys.readouterr()
     assert main([*argv[:3], str(tmp_path / "old.pt"), *argv[4:]]) == 2
     err = capsys.readouterr().err.strip().splitlines()

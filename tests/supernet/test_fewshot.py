@@ -13,14 +13,10 @@ from cellblock.data import load_dataset
 from cellblock.evaluators.cost import count_params
 from cellblock.evaluators.training import TrainConfig
 from cellblock.search_spaces import SearchSpace
+from cellblock.supernet.checkpoint import load_checkpoint
 from cellblock.supernet.model import Supernet
 from cellblock.supernet.split import Split, op_decisions
-from cellblock.supernet.train import (
-    load_checkpoint,
-    save_checkpoint,
-    supernet_from_checkpoint,
-    train_supernet,
-)
+from cellblock.supernet.train import supernet_from_checkpoint, train_supernet
 
 TINY = dict(stages=2, widths=[[4, 8], [8, 12]], strides=[1, 2], stem_width=4, depth=[1, 2],
             block_types=["basic", "mbconv"], kernels=[3, 5], expansions=[2, 4],
@@ -111,14 +107,14 @@ def test_split_training_shares_the_budget_and_resumes_exactly(tmp_path, digits):
     a, b = states[trained[0]], states[trained[1]]
     assert any(not torch.equal(a[k], b[k]) for k in a)  # the groups went their own ways
     resume = load_checkpoint(first)
-    assert resume["epoch"] == 1 and not resume["split_active"]  # split happens after the resume
+    assert resume.epoch == 1 and not resume.split_active  # split happens after the resume
     again = supernet_from_checkpoint(resume)
     train_supernet(again, digits, cfg, checkpoint=tmp_path / "b.pt", resume=resume, split_after=0.5)
     for bank, state in zip(again.banks, states, strict=True):
         for k, v in bank.state_dict().items():
             assert torch.equal(v, state[k]), k
     final = load_checkpoint(ckpt)
-    assert final["done"] and final["optimizer"] is None and final["recipe"]["split_groups"] == 4
+    assert final.done and final.optimizer is None and final.recipe.split_groups == 4
     loaded = supernet_from_checkpoint(final)
     arch = space.sample(np.random.default_rng(5))
     for (k, v), w in zip(loaded.extract(arch).state_dict().items(),
@@ -128,7 +124,7 @@ def test_split_training_shares_the_budget_and_resumes_exactly(tmp_path, digits):
 
 def test_old_checkpoint_versions_get_a_clear_error(tmp_path):
     old = tmp_path / "v3.pt"
-    save_checkpoint(old, {"format": "cellblock-supernet", "version": 3})
+    torch.save({"format": "cellblock-supernet", "version": 3}, old)
     with pytest.raises(ConfigError, match=r"version 3 \(before few-shot splits.*train it again"):
         load_checkpoint(old)
 

@@ -17,9 +17,10 @@ from cellblock.core.errors import ConfigError
 from cellblock.data import load_dataset
 from cellblock.evaluators.cost import cost_metrics
 from cellblock.supernet.baselines import tau_warning, verdict
+from cellblock.supernet.checkpoint import load_checkpoint
 from cellblock.supernet.evaluator import SupernetEvaluator, fused_reference, supernet_accuracy
 from cellblock.supernet.prior import FusedScore, check_prior, ecdf
-from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
+from cellblock.supernet.train import supernet_from_checkpoint
 
 SPACE = dict(stages=2, widths=[[4, 8], [8, 12]], strides=[1, 2], stem_width=4, depth=[1, 2],
              block_types=["basic", "mbconv"], kernels=[3], expansions=[1, 2], attentions=["none"])
@@ -152,9 +153,10 @@ def test_search_reports_supernet_score_against_the_reference(tmp_path, checkpoin
 
 
 def _context(checkpoint, data, space):
+    from cellblock.core.config import RunConfig
     from cellblock.evaluators.base import EvalContext
 
-    config = {"supernet": str(checkpoint), "supernet_prior": "params", "val_fraction": None}
+    config = RunConfig(supernet=str(checkpoint), supernet_prior="params", val_fraction=None)
     return EvalContext(config, space, data, torch.device("cpu"))
 
 

@@ -128,8 +128,9 @@ def test_rank_lr_sets_the_reference_recipe(tmp_path, split_checkpoint, capsys):
 def test_the_evaluator_routes_children_to_their_sub_supernet(tmp_path, split_checkpoint):
     import cellblock
     from cellblock.data import load_dataset
+    from cellblock.supernet.checkpoint import load_checkpoint
     from cellblock.supernet.rank import supernet_accuracy
-    from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
+    from cellblock.supernet.train import supernet_from_checkpoint
 
     run = cellblock.search(
         space="blocks", space_args=SPACE, evaluator="supernet", supernet=str(split_checkpoint),
@@ -150,7 +151,8 @@ def test_the_evaluator_routes_children_to_their_sub_supernet(tmp_path, split_che
 def test_export_and_train_start_from_the_inherited_weights(tmp_path, split_checkpoint, monkeypatch):
     import cellblock
     from cellblock.export import final_train as ft
-    from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint
+    from cellblock.supernet.checkpoint import load_checkpoint
+    from cellblock.supernet.train import supernet_from_checkpoint
 
     supernet = supernet_from_checkpoint(load_checkpoint(split_checkpoint))
     space = SearchSpace("blocks", input_shape=(1, 8, 8), num_classes=10, **SPACE)

@@ -14,9 +14,10 @@ from cellblock.evaluators.training import TrainConfig
 from cellblock.search_spaces import SearchSpace
 from cellblock.search_spaces.api import sample_distinct
 from cellblock.supernet.bank import slice_view, tensor_keys
+from cellblock.supernet.checkpoint import load_checkpoint
 from cellblock.supernet.model import Supernet
 from cellblock.supernet.sampler import ARCH_SAMPLERS
-from cellblock.supernet.train import load_checkpoint, supernet_from_checkpoint, train_supernet
+from cellblock.supernet.train import supernet_from_checkpoint, train_supernet
 
 ALL_BLOCKS = dict(
     stages=2, widths=[[8, 12], [12, 16]], strides=[1, 2], stem_width=4, depth=[1, 2],
@@ -104,13 +105,13 @@ def test_training_changes_weights_and_resume_is_exact(tmp_path, digits):
     after = start.bank.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     resume = load_checkpoint(first)
-    assert resume["epoch"] == 1 and not resume["done"]
+    assert resume.epoch == 1 and not resume.done
     again = supernet_from_checkpoint(resume)
     train_supernet(again, digits, cfg, sampling="fair", checkpoint=tmp_path / "b.pt", resume=resume)
     for k, v in again.bank.state_dict().items():
         assert torch.equal(v, after[k]), k
     final = load_checkpoint(ckpt)
-    assert final["done"] and final["step"] == 4
+    assert final.done and final.step == 4
 
 
 def test_block_types_share_the_projection_shortcut_of_a_position():

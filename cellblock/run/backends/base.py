@@ -8,10 +8,11 @@ same records.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cellblock.core.config import RunConfig
 from cellblock.core.errors import ConfigError
 from cellblock.core.registry import Registry
 from cellblock.evaluators.pipeline import Outcome, trial_seed
@@ -44,7 +45,7 @@ def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
     return BACKENDS.register(name)  # type: ignore[return-value]
 
 
-def set_threads(cfg: Mapping[str, Any]) -> None:
+def set_threads(cfg: RunConfig) -> None:
     """Apply the run's fixed thread count, if any (see :mod:`cellblock.core.threads`; the
     pipeline sets each trial's own count from its size)."""
     from cellblock.core.threads import apply_threads, threads_for
@@ -62,10 +63,10 @@ class Backend(ABC):
     def __init__(self, prepared: Any) -> None:
         self.prepared = prepared
         self.config = prepared.config
-        self.seed = prepared.config["seed"]
+        self.seed = prepared.config.seed
 
     @classmethod  # noqa: B027  (optional hook, a no-op by default)
-    def check_config(cls, cfg: Mapping[str, Any]) -> None:
+    def check_config(cls, cfg: RunConfig) -> None:
         """Validate backend options before anything is written (raise ConfigError)."""
 
     @property
@@ -139,9 +140,9 @@ class LocalBackend(Backend):
     """Evaluates in the search process, one trial at a time."""
 
     @classmethod
-    def check_config(cls, cfg: Mapping[str, Any]) -> None:
+    def check_config(cls, cfg: RunConfig) -> None:
         _no_scheduler(cfg, "local")
-        if cfg["concurrency"] != 1:
+        if cfg.concurrency != 1:
             raise ConfigError(
                 "the local backend runs one trial at a time; use --backend process or ray "
                 "for --concurrency > 1"
@@ -160,9 +161,9 @@ class LocalBackend(Backend):
         return [(trial, self.prepared.pipeline(trial.arch, trial_seed(self.seed, trial.arch_id)))]
 
 
-def _no_scheduler(cfg: Mapping[str, Any], backend: str) -> None:
-    if cfg.get("scheduler", "none") not in (None, "none"):
+def _no_scheduler(cfg: RunConfig, backend: str) -> None:
+    if cfg.scheduler not in (None, "none"):
         raise ConfigError(
-            f"--scheduler {cfg['scheduler']} needs --backend ray (Ray Tune's schedulers); "
+            f"--scheduler {cfg.scheduler} needs --backend ray (Ray Tune's schedulers); "
             f"the {backend} backend trains every trial fully"
         )

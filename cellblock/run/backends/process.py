@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from cellblock.core.config import RunConfig
 from cellblock.evaluators.pipeline import Outcome, trial_seed
 from cellblock.records import Trial
 from cellblock.run.backends.base import Backend, Lost, _no_scheduler, register_backend, set_threads
@@ -24,7 +25,7 @@ from cellblock.run.backends.startup import pool_context
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(cfg: Mapping[str, Any], parent_pid: int | None = None, counter: Any = None,
+def _init_worker(cfg: RunConfig, parent_pid: int | None = None, counter: Any = None,
                  running: Any = None, env: Mapping[str, str] | None = None) -> None:
     from cellblock.core.signals import die_with_parent
     from cellblock.run.components import build_components
@@ -47,11 +48,11 @@ def _init_worker(cfg: Mapping[str, Any], parent_pid: int | None = None, counter:
         with counter.get_lock():
             index = counter.value
             counter.value += 1
-        cfg = {**cfg, "device": worker_device(cfg["device"], index)}
-        if cfg["device"].startswith("cuda:"):
+        cfg = cfg.replace(device=worker_device(cfg.device, index))
+        if cfg.device.startswith("cuda:"):
             import torch
 
-            torch.cuda.set_device(torch.device(cfg["device"]))
+            torch.cuda.set_device(torch.device(cfg.device))
         if running is not None:
             _WORKER["slot"] = 2 * (index % (len(running) // 2))
     _WORKER["running"] = running
@@ -120,7 +121,7 @@ class ProcessBackend(Backend):
     """
 
     @classmethod
-    def check_config(cls, cfg: Mapping[str, Any]) -> None:
+    def check_config(cls, cfg: RunConfig) -> None:
         _no_scheduler(cfg, "process")
 
     def __init__(self, prepared: Any) -> None:
@@ -135,7 +136,7 @@ class ProcessBackend(Backend):
         """A new pool whose workers start now, from a background thread (a fork waits for the
         forkserver's imports; the search asks its strategy meanwhile)."""
         context = pool_context()
-        n = self.config["concurrency"]
+        n = self.config.concurrency
         #: (pid, trial number) of what each worker runs now (number -1: idle)
         self.running = context.Array("q", [0, -1] * n, lock=False)
         self.workers = {}
@@ -143,7 +144,7 @@ class ProcessBackend(Backend):
             max_workers=n,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(dict(self.config), os.getpid(), context.Value("i", 0), self.running,
+            initargs=(self.config, os.getpid(), context.Value("i", 0), self.running,
                       dict(os.environ)),
         )
         self.starter = threading.Thread(target=self._start_workers, args=(pool, n),
@@ -168,7 +169,7 @@ class ProcessBackend(Backend):
 
     @property
     def capacity(self) -> int:
-        return self.config["concurrency"]
+        return self.config.concurrency
 
     def ahead(self, book: Any) -> int:
         """A short search (``trials`` at most twice the workers) starts whole: the trials

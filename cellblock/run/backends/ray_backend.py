@@ -44,7 +44,7 @@ import os
 import shutil
 import socket
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from cellblock.core.config import RunConfig
 from cellblock.core.errors import CellblockWarning, ConfigError, RunError
 from cellblock.core.objectives import parse_objectives
 from cellblock.data import dataset_ref
@@ -172,17 +173,16 @@ def _alive_nodes() -> list[dict[str, float]]:
     return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
 
 
-def _absolute_paths(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def _absolute_paths(cfg: RunConfig) -> RunConfig:
     """The config with local file paths made absolute (Tune workers run in other directories)."""
-    out = dict(cfg)
-    file, sep, fn = str(cfg["space"]).rpartition(":")
+    out: dict[str, Any] = {"dataset": dataset_ref(cfg.dataset)}
+    file, sep, fn = str(cfg.space).rpartition(":")
     if sep and file.endswith(".py") and Path(file).exists():
         out["space"] = f"{Path(file).resolve()}:{fn}"
-    out["dataset"] = dataset_ref(cfg["dataset"])
     for key in INPUT_PATH_KEYS:
-        if cfg.get(key) and key != "dataset":
-            out[key] = str(Path(cfg[key]).resolve())
-    return out
+        if getattr(cfg, key) and key != "dataset":
+            out[key] = str(Path(getattr(cfg, key)).resolve())
+    return cfg.replace(**out)
 
 
 @register_backend("ray")
@@ -190,30 +190,30 @@ class RayBackend(Backend):
     """Trials as Ray Tune trials (see the module docs)."""
 
     @classmethod
-    def check_config(cls, cfg: Mapping[str, Any]) -> None:
+    def check_config(cls, cfg: RunConfig) -> None:
         from cellblock.evaluators import EVALUATORS
 
-        want = parse_resources(cfg["resources_per_trial"])
-        SCHEDULERS.get(cfg["scheduler"])
-        if cfg["scheduler"] != "none":
-            if not hasattr(EVALUATORS.get(cfg["evaluator"]), "train_config"):
+        want = parse_resources(cfg.resources_per_trial)
+        SCHEDULERS.get(cfg.scheduler)
+        if cfg.scheduler != "none":
+            if not hasattr(EVALUATORS.get(cfg.evaluator), "train_config"):
                 raise ConfigError(
-                    f"--scheduler {cfg['scheduler']} needs an evaluator that trains per "
-                    f"epoch (train), not {cfg['evaluator']!r}; use --scheduler none"
+                    f"--scheduler {cfg.scheduler} needs an evaluator that trains per "
+                    f"epoch (train), not {cfg.evaluator!r}; use --scheduler none"
                 )
-            if not rung_epochs(cfg["grace_epochs"], cfg["reduction_factor"], cfg["epochs"]):
+            if not rung_epochs(cfg.grace_epochs, cfg.reduction_factor, cfg.epochs):
                 raise ConfigError(
-                    f"--scheduler {cfg['scheduler']} has no rung below epochs={cfg['epochs']} "
-                    f"with grace_epochs={cfg['grace_epochs']}; "
+                    f"--scheduler {cfg.scheduler} has no rung below epochs={cfg.epochs} "
+                    f"with grace_epochs={cfg.grace_epochs}; "
                     "lower --grace-epochs or raise --epochs"
                 )
-        if cfg["address"] is None:
+        if cfg.address is None:
             import torch
 
             here = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
             _check_fits([here], want, "this machine (local Ray instance)")
             return
-        address = resolve_address(cfg["address"])
+        address = resolve_address(cfg.address)
         if ray.is_initialized():
             nodes = _alive_nodes()
         else:
@@ -226,15 +226,15 @@ class RayBackend(Backend):
 
     def __init__(self, prepared: Any) -> None:
         super().__init__(prepared)
-        self.resources = parse_resources(self.config["resources_per_trial"])
-        self.kind = SCHEDULERS.get(self.config["scheduler"])
+        self.resources = parse_resources(self.config.resources_per_trial)
+        self.kind = SCHEDULERS.get(self.config.scheduler)
         self.pool: ActorPool | None = None
         self.cluster: ClusterCapacity | None = None
         self.nodes: dict[int, str | None] = {}
 
     @property
     def capacity(self) -> int:
-        concurrency = self.config["concurrency"]
+        concurrency = self.config.concurrency
         if isinstance(concurrency, int):
             return concurrency
         return max(1, self.cluster()) if self.cluster is not None else 1
@@ -260,14 +260,14 @@ class RayBackend(Backend):
         """Connect (or start a private Ray), ship the driver's files to a cluster, then run
         the trials: on actors of our own (no scheduler), or through Ray Tune (asha, mo-asha)."""
         cfg = self.config
-        address = resolve_address(cfg["address"]) if cfg["address"] else None
+        address = resolve_address(cfg.address) if cfg.address else None
         from cellblock.core.signals import start_reaper, stop_reaper
 
         started = _connect(address)
         # A private instance's processes must not outlive a killed driver (Ray's agents do).
         reaper = start_reaper() if started and address is None else None
         self.cluster = ClusterCapacity(self.resources, ray.nodes, book.log.append)
-        settings = {"config": _absolute_paths(cfg), "per_epoch": cfg["scheduler"] != "none"}
+        settings = {"config": _absolute_paths(cfg), "per_epoch": cfg.scheduler != "none"}
         try:
             if address is not None:  # a cluster: no node needs the driver's files (ray_ship)
                 settings["shipped"], notes = ship(settings["config"], ray.put)
@@ -306,11 +306,11 @@ class RayBackend(Backend):
         storage = RunDir(self.prepared.run_dir).tune_scratch.resolve()
         shutil.rmtree(storage, ignore_errors=True)
         storage.mkdir(parents=True)
-        auto = cfg["concurrency"] == "auto"
+        auto = cfg.concurrency == "auto"
         cluster = self.cluster
         assert cluster is not None  # set by drive()
         searcher = BookSearcher(book, after, self.seed, cluster if auto else None)
-        objectives = scheduler_objectives(parse_objectives(cfg["objectives"]))
+        objectives = scheduler_objectives(parse_objectives(cfg.objectives))
         scheduler = self.kind.make(cfg, objectives)
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, settings=settings),
@@ -322,7 +322,7 @@ class RayBackend(Backend):
                 search_alg=searcher,
                 scheduler=scheduler,
                 num_samples=-1,
-                max_concurrent_trials=None if auto else cfg["concurrency"],
+                max_concurrent_trials=None if auto else cfg.concurrency,
                 reuse_actors=True,
                 trial_dirname_creator=lambda t: t.trial_id,
             ),

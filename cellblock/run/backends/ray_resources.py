@@ -13,14 +13,15 @@ from cellblock.core.errors import ConfigError
 RAY_NAMES = {"cpu": "CPU", "gpu": "GPU"}
 
 
-def parse_resources(text: str) -> dict[str, float]:
-    """``"cpu=1,gpu=0.5"`` -> ``{"CPU": 1.0, "GPU": 0.5}`` (Ray names; cpu defaults to 1).
+def parse_resources(text: str | None) -> dict[str, float]:
+    """``"cpu=1,gpu=0.5"`` -> ``{"CPU": 1.0, "GPU": 0.5}`` (Ray names; cpu defaults to 1;
+    None: ``cpu=1``).
 
     Raises:
         ConfigError: for a malformed spec, a negative amount or a repeated key.
     """
     out: dict[str, float] = {}
-    for part in str(text).split(","):
+    for part in (text or "cpu=1").split(","):
         key, sep, value = (s.strip() for s in part.partition("="))
         try:
             amount = float(value)

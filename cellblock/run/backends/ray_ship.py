@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cellblock.core.config import RunConfig
 from cellblock.records.meta import INPUT_PATH_KEYS
 
 #: Files larger than this are not shipped through the object store (their path is used).
@@ -30,25 +31,25 @@ SHIP_MAX_BYTES = 2 * 1024**3
 CACHE_DIR = "cellblock-inputs"
 
 
-def _space_file(cfg: Mapping[str, Any]) -> tuple[str, str] | None:
-    file, sep, fn = str(cfg["space"]).rpartition(":")
+def _space_file(cfg: RunConfig) -> tuple[str, str] | None:
+    file, sep, fn = str(cfg.space).rpartition(":")
     return (file, fn) if sep and file.endswith(".py") and Path(file).is_file() else None
 
 
-def shippable(cfg: Mapping[str, Any]) -> dict[str, Path]:
+def shippable(cfg: RunConfig) -> dict[str, Path]:
     """Config key -> the local file it names, for the input files a worker reads."""
     out: dict[str, Path] = {}
     space = _space_file(cfg)
     if space:
         out["space"] = Path(space[0])
     for key in INPUT_PATH_KEYS:
-        value = cfg.get(key)
+        value = getattr(cfg, key)
         if key != "data_dir" and isinstance(value, str) and value and Path(value).is_file():
             out[key] = Path(value)
     return out
 
 
-def ship(cfg: Mapping[str, Any], put: Any) -> tuple[dict[str, Any], list[str]]:
+def ship(cfg: RunConfig, put: Any) -> tuple[dict[str, Any], list[str]]:
     """Put the run's input files in the object store.
 
     Args:
@@ -88,8 +89,8 @@ def _write_once(target: Path, ref: Any, get: Any) -> None:
 
 
 def materialize(
-    cfg: Mapping[str, Any], shipped: Mapping[str, Any], get: Any, root: str | Path | None = None
-) -> dict[str, Any]:
+    cfg: RunConfig, shipped: Mapping[str, Any], get: Any, root: str | Path | None = None
+) -> RunConfig:
     """``cfg`` with each shipped input's path replaced by a copy on this node.
 
     Args:
@@ -99,13 +100,13 @@ def materialize(
         root: Where the copies go (default: the temp directory).
     """
     base = Path(root or tempfile.gettempdir()) / CACHE_DIR
-    out = dict(cfg)
+    out: dict[str, Any] = {}
     for key, item in shipped.items():
         target = base / item["sha256"][:32] / item["name"]
         _write_once(target, item["ref"], get)
         if key == "space":
-            fn = str(cfg["space"]).rpartition(":")[2]
+            fn = str(cfg.space).rpartition(":")[2]
             out["space"] = f"{target}:{fn}"
         else:
             out[key] = str(target)
-    return out
+    return cfg.replace(**out)

@@ -29,6 +29,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from cellblock.core.config import RunConfig
 from cellblock.core.objectives import Objective
 from cellblock.core.registry import Registry
 from cellblock.evaluators.pipeline import Outcome, trial_seed
@@ -51,7 +52,7 @@ def node_label(ip: str | None, node_id: str | None) -> str:
 class SchedulerKind:
     """A ``--scheduler`` choice: how to make the Tune scheduler (stop, never pause, trials)."""
 
-    make: Callable[[Mapping[str, Any], list[Objective]], TrialScheduler | None]
+    make: Callable[[RunConfig, list[Objective]], TrialScheduler | None]
 
 
 SCHEDULERS: Registry[SchedulerKind] = Registry("scheduler")
@@ -63,9 +64,9 @@ SCHEDULERS.register(
             time_attr="epoch",
             metric="accuracy",
             mode="max",
-            max_t=cfg["epochs"],
-            grace_period=cfg["grace_epochs"],
-            reduction_factor=cfg["reduction_factor"],
+            max_t=cfg.epochs,
+            grace_period=cfg.grace_epochs,
+            reduction_factor=cfg.reduction_factor,
         )
     ),
 )
@@ -98,7 +99,7 @@ SCHEDULERS.register(
     "mo-asha",
     SchedulerKind(
         lambda cfg, objs: MOASHAScheduler(
-            MOSuccessiveHalving(objs, cfg["grace_epochs"], cfg["reduction_factor"], cfg["epochs"])
+            MOSuccessiveHalving(objs, cfg.grace_epochs, cfg.reduction_factor, cfg.epochs)
         )
     ),
 )

@@ -20,6 +20,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from cellblock.core.config import RunConfig
 from cellblock.evaluators.base import Evaluator
 from cellblock.evaluators.pipeline import Outcome
 from cellblock.run.backends.base import set_threads
@@ -29,9 +30,9 @@ from cellblock.run.backends.ray_tune_adapter import METRICS_KEY, NODE_KEY, OUTCO
 _COMPONENTS: dict[str, Any] = {}
 
 
-def worker_components(cfg: Mapping[str, Any]) -> Any:
+def worker_components(cfg: RunConfig) -> Any:
     """The run's components, built once per worker process (keyed by the config's JSON)."""
-    key = json.dumps(cfg, sort_keys=True, default=str)
+    key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
     if key not in _COMPONENTS:
         from cellblock.run.components import build_components
 
@@ -109,8 +110,8 @@ def evaluate_here(settings: Mapping[str, Any], arch: dict[str, Any], seed: int) 
     cfg = settings["config"]
     if settings.get("shipped"):
         cfg = materialize(cfg, settings["shipped"], ray.get)
-    if str(cfg["device"]).startswith("cuda:") and ray.get_gpu_ids():
-        cfg = {**cfg, "device": "cuda"}  # Ray shows a GPU trial only its own GPU(s)
+    if str(cfg.device).startswith("cuda:") and ray.get_gpu_ids():
+        cfg = cfg.replace(device="cuda")  # Ray shows a GPU trial only its own GPU(s)
     set_threads(cfg)
     pipeline = worker_components(cfg).pipeline
     if not settings["per_epoch"]:
@@ -130,7 +131,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     acc = float(acc) if isinstance(acc, (int, float)) else math.nan
     tune.report(
         {
-            "epoch": settings["config"]["epochs"],
+            "epoch": settings["config"].epochs,
             "accuracy": acc,
             NODE_KEY: here(),
             OUTCOME_KEY: json.dumps(asdict(outcome), default=_jsonable),

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Mapping
 from multiprocessing.context import BaseContext
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cellblock.core.config import RunConfig
 
 #: Modules the forkserver imports once for every worker it forks.
 PRELOAD = ("torch", "cellblock.run.components", "cellblock.evaluators", "cellblock.search_spaces",
@@ -44,13 +46,13 @@ def pool_context() -> BaseContext:
     return context
 
 
-def wants_pool(cfg: Mapping[str, Any]) -> bool:
+def wants_pool(cfg: RunConfig) -> bool:
     """Whether a run of ``cfg`` will (probably) run its trials in a local worker pool: the
     process backend, or backend auto with a visible NVIDIA GPU (found without torch)."""
-    backend = cfg.get("backend")
+    backend = cfg.backend
     if backend == "process":
         return True
-    if backend != "auto" or cfg.get("device") in ("cpu", "mps"):
+    if backend != "auto" or cfg.device in ("cpu", "mps"):
         return False
     try:
         return bool(os.listdir("/proc/driver/nvidia/gpus"))
@@ -58,7 +60,7 @@ def wants_pool(cfg: Mapping[str, Any]) -> bool:
         return False
 
 
-def prestart(cfg: Mapping[str, Any]) -> bool:
+def prestart(cfg: RunConfig) -> bool:
     """Start the preloaded forkserver now, in the background, if ``cfg`` wants a worker pool
     (:func:`wants_pool`); returns whether it did. Never blocks (the server imports on its
     own) and never fails: a server that cannot start is started again by the pool."""
