@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from cellblock.cli.common import _key_value
-from cellblock.core.config import FIELDS, Field
+from cellblock.core.config import FIELDS
+from cellblock.core.config_fields import Field
 
 
 def auto_or_int(text: str) -> int | str:

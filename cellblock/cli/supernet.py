@@ -98,7 +98,7 @@ def _add_supernet(sub: argparse._SubParsersAction) -> None:
 
 
 def _device(name: str) -> Any:
-    from cellblock.core.config import _device as check
+    from cellblock.core.config_fields import device_name as check
     from cellblock.core.devices import resolve_device
 
     problem = check(name)

@@ -1,6 +1,8 @@
 """Core: what every other package may use, and which imports nothing else of cellblock.
 
-Owns: :mod:`.errors` (the one user-error hierarchy), :mod:`.registry` (name registries),
+Owns: :mod:`.config` (the run configuration: :class:`~cellblock.core.config.RunConfig`,
+every key declared once, typed, checked and frozen; YAML and defaults), :mod:`.errors` (the
+one user-error hierarchy), :mod:`.registry` (name registries),
 :mod:`.objectives` (metrics, objectives and constraints as data, the objective matrix),
 :mod:`.fileio` (atomic writes), :mod:`.runlock` (one writer per run directory),
 :mod:`.signals` (SIGTERM, workers that die with their parent), :mod:`.threads` (torch

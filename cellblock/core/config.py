@@ -11,128 +11,32 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cellblock.core.config_fields import (
+    AUTO_OR_INT,
+    PRIORS,
+    SCHEDULERS,
+    YAML_ONLY,
+    Check,
+    Field,
+    Option,
+    auto_or_count,
+    autotune_setting,
+    device_name,
+    known_prior,
+    non_negative,
+    positive,
+    resources_spec,
+    scheduler_name,
+    str_list,
+)
 from cellblock.core.errors import ConfigError
-from cellblock.core.objectives import SUPERNET_PRIORS
-
-
-@dataclass(frozen=True)
-class Option:
-    """How a config key is spelled on the command line (``cellblock search`` builds it).
-
-    Attributes:
-        flag: The option, default ``--`` and the key with dashes (``--batch-size``).
-        metavar: The value's name in ``--help``.
-        form: ``value`` (one value of the key's type), ``auto_or_int`` (``auto`` or an
-            integer), ``key_value`` (repeatable ``KEY=VALUE``, VALUE read as YAML, into a
-            mapping) or ``repeat`` (repeatable text, into a list). A bool key is a switch:
-            ``--flag`` when it defaults to false, ``--flag/--no-flag`` when to true.
-    """
-
-    flag: str | None = None
-    metavar: str | None = None
-    form: str = "value"
-
-
-@dataclass(frozen=True)
-class Field:
-    """One config key: default, accepted type(s), help, extra check and CLI spelling.
-
-    ``help`` is the one description of the key (``--help``, YAML errors); ``choices``, when
-    given, are listed after it. ``option`` is None for a key that is set in YAML only.
-    """
-
-    default: Any
-    types: tuple[type, ...]
-    help: str
-    check: Callable[[Any], str | None] | None = None
-    nullable: bool = False
-    choices: tuple[str, ...] = ()
-    option: Option | None = Option()
-
-    def describe(self) -> str:
-        """The help text, with the choices when the key has a fixed set."""
-        return f"{self.help}: {', '.join(self.choices)}" if self.choices else self.help
-
-    def flag(self, key: str) -> str:
-        """The command-line option of ``key`` (``--batch-size``)."""
-        given = self.option.flag if self.option else None
-        return given or "--" + key.replace("_", "-")
-
-
-#: An extra check of a key's value: None when it is fine, else what is wrong.
-Check = Callable[[Any], "str | None"]
-
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "must be > 0"
-
-
-def _non_negative(v: Any) -> str | None:
-    return None if v >= 0 else "must be >= 0"
-
-
-def _one_of(*allowed: str) -> Callable[[Any], str | None]:
-    def check(v: Any) -> str | None:
-        return None if v in allowed else f"must be one of: {', '.join(allowed)}"
-
-    return check
-
-
-#: Early stopping of the ray backend.
-SCHEDULERS = ("none", "asha", "mo-asha")
-#: Costs fused into the supernet evaluator's score.
-PRIORS = ("none", *SUPERNET_PRIORS)
-
-
-def _scheduler(v: Any) -> str | None:
-    if v == "hyperband":  # measured: with trials asked one by one it never stopped a trial
-        return ("'hyperband' is not offered: Ray Tune's synchronous HyperBand needs its brackets "
-                "filled up front and stopped no trial in cellblock's searches; use asha (its "
-                "asynchronous form) or mo-asha")
-    return _one_of(*SCHEDULERS)(v)
-
-
-def _prior(v: Any) -> str | None:
-    return None if v in PRIORS else f"must be one of {', '.join(PRIORS)}"
-
-
-def _str_list(v: Any) -> str | None:
-    return None if all(isinstance(x, str) for x in v) else "must be a list of strings"
-
-
-def _device(v: Any) -> str | None:
-    if re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
-        return None
-    return "must be auto, cpu, cuda, cuda:N or mps"
-
-
-def _resources(v: Any) -> str | None:
-    item = r"\s*[A-Za-z_][\w-]*\s*=\s*\d+(\.\d*)?\s*"
-    return None if re.fullmatch(rf"{item}(,{item})*", v) else "must look like cpu=1,gpu=0.5"
-
-
-def _auto_or_count(auto: str) -> Callable[[Any], str | None]:
-    """Check of a key that is ``auto`` or an integer >= 1 (``auto`` described by ``auto``)."""
-
-    def check(v: Any) -> str | None:
-        ok = v == "auto" or (isinstance(v, int) and v >= 1)
-        return None if ok else f"must be {auto} or an integer >= 1"
-
-    return check
-
-
-_AUTO_OR_INT = Option(metavar="N", form="auto_or_int")
-_YAML_ONLY = None
-
-def _autotune(v: Any) -> str | None:
-    return None if v is True or v is False or v == "auto" else "must be auto, true or false"
 
 
 def opt(default: Any, help: str, check: Check | None = None, *, choices: tuple[str, ...] = (),
@@ -165,22 +69,22 @@ class RunConfig:
                                         cli=Option("--strategy-arg", "KEY=VALUE", "key_value"))
     evaluator: str = opt("train", "how candidates get their accuracy")
     proxy: str = opt("synflow", "zero-cost proxy reported by the 'proxy' evaluator (synflow, "
-                     "naswot, jacob_cov, grad_norm, snip)", cli=_YAML_ONLY)
+                     "naswot, jacob_cov, grad_norm, snip)", cli=YAML_ONLY)
     table: str | None = opt(None, "benchmark table (CSV or parquet) for --evaluator table")
     metric: str | None = opt(None, "table column used as accuracy for --evaluator table")
     supernet: str | None = opt(None, "supernet checkpoint for --evaluator supernet (from "
                                "'cellblock supernet train')")
     supernet_prior: str = opt("none", "--evaluator supernet also reports supernet_score, its "
-                              "accuracy fused with this cost (use it as an objective)", _prior,
+                              "accuracy fused with this cost (use it as an objective)", known_prior,
                               choices=PRIORS)
-    trials: int = opt(24, "number of trials (evaluated candidates)", _positive)
-    epochs: int = opt(8, "training epochs per candidate", _positive)
-    batch_size: int = opt(64, "training batch size", _positive)
-    lr: float = opt(0.1, "peak learning rate (cosine schedule)", _positive)
-    weight_decay: float = opt(5e-4, "SGD weight decay", _non_negative, cli=_YAML_ONLY)
+    trials: int = opt(24, "number of trials (evaluated candidates)", positive)
+    epochs: int = opt(8, "training epochs per candidate", positive)
+    batch_size: int = opt(64, "training batch size", positive)
+    lr: float = opt(0.1, "peak learning rate (cosine schedule)", positive)
+    weight_decay: float = opt(5e-4, "SGD weight decay", non_negative, cli=YAML_ONLY)
     label_smoothing: float = opt(0.1, "label smoothing",
                                  lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
-                                 cli=_YAML_ONLY)
+                                 cli=YAML_ONLY)
     dataset: str = opt("digits", "digits, mnist, fashion-mnist, cifar10, cifar100, svhn, an "
                        "ImageFolder DIR or FILE.npz")
     data_dir: str | None = opt(None, "directory of torchvision datasets")
@@ -197,16 +101,16 @@ class RunConfig:
     constraints: tuple[str, ...] = opt((), "constraint such as 'macs<=5M', repeatable",
                                        cli=Option("--constraint", "EXPR", "repeat"))
     device: str = opt("auto", "device to train and time on: auto, cpu, cuda, cuda:N or mps",
-                      _device)
-    latency_batch_size: int = opt(1, "batch size of latency measurements", _positive,
-                                  cli=_YAML_ONLY)
+                      device_name)
+    latency_batch_size: int = opt(1, "batch size of latency measurements", positive,
+                                  cli=YAML_ONLY)
     latency_runtime: str | None = opt(None, "runtime of measured latency: torch (default), "
                                       "torchscript, onnxruntime")
     latency_table: str | None = opt(None, "latency table from 'cellblock latency profile': "
                                     "latency_ms is its prediction, nothing is measured",
                                     cli=Option(metavar="FILE"))
-    latency_repeats: int = opt(30, "timed runs per latency measurement (median kept)", _positive,
-                               cli=_YAML_ONLY)
+    latency_repeats: int = opt(30, "timed runs per latency measurement (median kept)", positive,
+                               cli=YAML_ONLY)
     latency_max_spread: float = opt(2.0, "latency p90/p10 above which a measurement is "
                                     "repeated, then marked unstable",
                                     lambda v: None if v > 1 else "must be > 1",
@@ -218,7 +122,7 @@ class RunConfig:
                                      "table or space file changed (recorded in trials.jsonl)")
     out: str | None = opt(None, "run directory (default "
                           "results/runs/<space>-<dataset>-<strategy>-seed<seed>)")
-    seed: int = opt(0, "random seed of the search (and of each trial's init)", _non_negative)
+    seed: int = opt(0, "random seed of the search (and of each trial's init)", non_negative)
     storage: str | None = opt(None, "Optuna storage of optuna:* strategies: journal file or "
                               "SQLAlchemy URL (default RUN/optuna.journal)",
                               cli=Option(metavar="URL"))
@@ -229,33 +133,33 @@ class RunConfig:
                                         "x --trials-per-gpu with GPUs, else 1); auto (--backend "
                                         "ray): as many as the cluster's resources allow, "
                                         "following nodes that join or leave",
-                                        _auto_or_count("auto (ray backend)"), cli=_AUTO_OR_INT)
+                                        auto_or_count("auto (ray backend)"), cli=AUTO_OR_INT)
     infra_retries: int = opt(2, "re-runs of a trial whose worker process, actor or node died; "
                              "an exception of the candidate is FAILED and never re-run; a trial "
-                             "still lost after that stops the run for a rerun", _non_negative,
+                             "still lost after that stops the run for a rerun", non_negative,
                              cli=Option(metavar="N"))
     trials_per_gpu: str | int = opt("auto", "trials packed on each GPU: auto (from CPU cores "
-                                    "and GPU memory) or K", _auto_or_count("auto"),
+                                    "and GPU memory) or K", auto_or_count("auto"),
                                     cli=Option(metavar="K", form="auto_or_int"))
     cuda_graphs: bool = opt(True, "capture training steps as CUDA graphs on CUDA (eager when "
                             "capture fails)")
     cudnn_benchmark: str | bool = opt("auto", "cudnn autotuning of each trial's training shapes "
                                       "on CUDA: auto (default) only for fixed shapes of networks "
                                       "over 1e9 MACs per batch (cellblock.evaluators.autotune), "
-                                      "or true / false", _autotune)
+                                      "or true / false", autotune_setting)
     threads_per_trial: int | None = opt(None, "torch threads per trial; may change when a run is "
                                         "continued (default: 1 for candidates under 5e8 MACs per "
                                         "training batch or with --concurrency > 1, else the "
-                                        "cores free of other load)", _positive)
+                                        "cores free of other load)", positive)
     address: str | None = opt(None, "Ray cluster for --backend ray: auto or HOST:PORT (default: "
                               "a local Ray instance started for the run)")
     resources_per_trial: str | None = opt(None, "Ray resources of one trial, e.g. "
                                           "cpu=1,gpu=0.5 (default cpu=1, plus gpu=1/K with "
-                                          "GPUs: K = --trials-per-gpu)", _resources,
+                                          "GPUs: K = --trials-per-gpu)", resources_spec,
                                           cli=Option(metavar="SPEC"))
-    scheduler: str = opt("none", "early stopping of --backend ray, epochs as budget", _scheduler,
-                         choices=SCHEDULERS)
-    grace_epochs: int = opt(1, "epochs before the first early-stopping rung", _positive)
+    scheduler: str = opt("none", "early stopping of --backend ray, epochs as budget",
+                         scheduler_name, choices=SCHEDULERS)
+    grace_epochs: int = opt(1, "epochs before the first early-stopping rung", positive)
     reduction_factor: int = opt(3, "early stopping keeps the top 1/N at each rung",
                                 lambda v: None if v >= 2 else "must be >= 2")
 
@@ -338,7 +242,7 @@ def _check(key: str, value: Any) -> Any:
     if list in spec.types:
         if isinstance(value, str):
             value = [s.strip() for s in value.split(",") if s.strip()]
-        problem = _str_list(value)
+        problem = str_list(value)
         if problem:
             raise ConfigError(f"config key {key!r} {problem}, got {value!r}")
         value = tuple(value)

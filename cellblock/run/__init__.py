@@ -1,7 +1,7 @@
 """Run: from a resolved config to records on disk.
 
-Owns: :mod:`.config` (keys, defaults, validation, YAML), :mod:`.components` (space, data,
-objectives and pipeline built from a config, in one place), :mod:`.asking` (the ask /
+Owns: :mod:`.components` (space, data, objectives and pipeline built from a
+:class:`~cellblock.core.config.RunConfig`, in one place), :mod:`.asking` (the ask /
 dedupe / exhaust loop shared by the runner and the bench), :mod:`.runner` (the ask /
 evaluate / tell loop and its records), :mod:`.fingerprint` (content hashes of the
 inputs), :mod:`.repair` (``cellblock repair``), :mod:`.schedulers` (early stopping),

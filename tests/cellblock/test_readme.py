@@ -42,6 +42,18 @@ def test_custom_space_example(tmp_path, monkeypatch):
     assert len(run.trials) == 2 and run.pareto
 
 
+def test_search_from_python_example(tmp_path, monkeypatch):
+    code = next(b for b in _python_blocks() if b.startswith("# search_from_python.py"))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(code, namespace)  # noqa: S102  (the README's own snippet)
+    run = namespace["run"]
+    assert run.config == namespace["cfg"].replace(backend="local", concurrency=1,
+                                                  resources_per_trial="cpu=1")
+    assert len(run.trials) == 2 and run.pareto
+    assert (tmp_path / "results" / "runs" / "from-python" / "trials.jsonl").is_file()
+
+
 def test_custom_block_example():
     code = next(b for b in _python_blocks() if "@register_block" in b)
     try:
