@@ -43,9 +43,8 @@ from cellblock.search_spaces.blocks_space import (  # noqa: E402
     STEMS,
     blocks,
     register_stem,
-    resnet18_arch,
-    resnet50_arch,
 )
+from cellblock.search_spaces.reference_archs import resnet18_arch, resnet50_arch  # noqa: E402
 
 __all__ += [
     "ATTENTIONS",

@@ -47,14 +47,14 @@ def _add_export(sub: Any) -> None:
 
 
 def _export(args: Any) -> int:
-    from cellblock.export.exporter import (
-        export_items,
+    from cellblock.export.exporter import export_items
+    from cellblock.export.formats import FORMATS, available_formats, check_formats
+    from cellblock.export.selection import (
         item_from_arch_file,
         items_from_run,
         parse_filters,
         select_trials,
     )
-    from cellblock.export.formats import FORMATS, available_formats, check_formats
     from cellblock.pareto.results import load_run
 
     if args.format is None:

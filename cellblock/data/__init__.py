@@ -1,9 +1,10 @@
 """Datasets: the in-memory ``Dataset`` type, the dataset registry and the loaders.
 
 Owns: :mod:`.api` (``Dataset``, ``DATASETS``, splits and normalisation helpers),
-:mod:`.labels` (label checks and explicit remapping) and :mod:`.loaders`
-(``load_dataset``; digits, torchvision sets, ``.npz`` files and image folders,
-registered on import). May import: :mod:`cellblock.core`.
+:mod:`.labels` (label checks and explicit remapping), :mod:`.assemble` (a normalised
+``Dataset`` from images and labels), :mod:`.files` (``.npz`` files and image folders) and
+:mod:`.loaders` (``load_dataset``; digits and the torchvision sets, registered on import).
+May import: :mod:`cellblock.core`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from cellblock.data.api import (
     detect_layout,
     stratified_split,
 )
-from cellblock.data.loaders import dataset_ref, load_dataset, load_image_folder, load_npz
+from cellblock.data.files import load_image_folder, load_npz
+from cellblock.data.loaders import dataset_ref, load_dataset
 
 __all__ = [
     "CUSTOM_TEST_FRACTION",

@@ -2,8 +2,7 @@
 
 Built-in datasets (scikit-learn's ``digits`` and the torchvision ones) are registered
 in :data:`cellblock.data.DATASETS` when this module is imported (by
-:mod:`cellblock.data`); custom data is read by :func:`load_npz` (an ``.npz`` with ``x``
-and ``y``) and :func:`load_image_folder` (one sub-folder of images per class). Every
+:mod:`cellblock.data`); custom data is read by :mod:`cellblock.data.files`. Every
 loader returns a normalised :class:`cellblock.data.Dataset` (see :mod:`cellblock.data`).
 """
 
@@ -22,85 +21,15 @@ from cellblock.data.api import (
     CUSTOM_VAL_FRACTION,
     DATASETS,
     DEFAULT_DATA_DIR,
-    IMAGE_EXTENSIONS,
     TORCHVISION_VAL_FRACTION,
     Augment,
     Dataset,
     Loader,
-    Normalisation,
-    check_val_fraction,
     dataset_names,
-    detect_layout,
     stratified_split,
 )
-from cellblock.data.labels import check_labels, check_splits
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _val(val_fraction: float | None, test_fraction: float, default: float) -> float:
-    checked = check_val_fraction(val_fraction, test_fraction)
-    return default if checked is None else checked
-
-
-def _normalise(
-    x_train: torch.Tensor, *others: torch.Tensor, pixel_scale: float = 1.0
-) -> tuple[tuple[torch.Tensor, ...], Normalisation]:
-    """Normalise every tensor with the per-channel mean/std of ``x_train``; and the record."""
-    mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
-    std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    record = Normalisation(
-        tuple(float(v) for v in mean.flatten()), tuple(float(v) for v in std.flatten()),
-        float(pixel_scale),
-        (float(x_train.min()), float(x_train.max())) if x_train.numel() else (0.0, 0.0))
-    return tuple(((t - mean) / std).contiguous() for t in (x_train, *others)), record
-
-
-def _build(
-    name: str,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    splits: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-    augment: Augment,
-    x_test: torch.Tensor | None = None,
-    y_test: torch.Tensor | None = None,
-    class_names: tuple[str, ...] = (),
-    num_classes: int | None = None,
-    pixel_scale: float = 1.0,
-) -> Dataset:
-    """Assemble a :class:`Dataset` from float images in [0, 1]-ish range and labels.
-
-    ``pixel_scale``: what the raw pixels were divided by to get ``x`` (recorded).
-    """
-    if splits is None:
-        raise ValueError(f"dataset {name!r} was assembled without a split (a bug in its loader)")
-    tr, va, te = (torch.as_tensor(s, dtype=torch.long) for s in splits)
-    if x_test is None or y_test is None:
-        x_test, y_test = x[te], y[te]
-    if len(tr) == 0 or len(va) == 0 or len(y_test) == 0:
-        raise DataError(
-            f"dataset {name!r} has {len(y)} samples, too few for a train/val/test split; "
-            "provide at least a few samples per class"
-        )
-    (x_tr, x_va, x_te), norm = _normalise(x[tr].float(), x[va].float(), x_test.float(),
-                                          pixel_scale=pixel_scale)
-    n_cls = num_classes if num_classes is not None else int(max(y.max(), y_test.max())) + 1
-    check_splits(y.numpy(), splits[0], splits[1], n_cls, name)
-    return Dataset(
-        name=name,
-        x_train=x_tr,
-        y_train=y[tr].long().contiguous(),
-        x_val=x_va,
-        y_val=y[va].long().contiguous(),
-        x_test=x_te,
-        y_test=y_test.long().contiguous(),
-        input_shape=(int(x.shape[1]), int(x.shape[2]), int(x.shape[3])),
-        num_classes=n_cls,
-        augment=augment,
-        class_names=class_names,
-        normalisation=norm,
-    )
-
+from cellblock.data.assemble import assemble_dataset, val_fraction_or
+from cellblock.data.files import load_image_folder, load_npz
 
 # ----------------------------------------------------------------------------- built-in
 
@@ -110,14 +39,14 @@ def _load_digits(
     data_dir: Path, download: bool, seed: int, *, val_fraction: float | None = None
 ) -> Dataset:
     """scikit-learn's 1,797 real 8x8 handwritten digits (bundled, no download)."""
-    val = _val(val_fraction, CUSTOM_TEST_FRACTION, CUSTOM_VAL_FRACTION)
+    val = val_fraction_or(val_fraction, CUSTOM_TEST_FRACTION, CUSTOM_VAL_FRACTION)
     images, target = digits_arrays()
     x = torch.from_numpy(images.astype(np.float32) / 16.0).unsqueeze(1)
     y = torch.from_numpy(target.astype(np.int64))
     splits = stratified_split(target, val, CUSTOM_TEST_FRACTION, seed, CUSTOM_VAL_FRACTION)
     names = tuple(str(t) for t in range(10))
-    return _build("digits", x, y, splits, Augment(pad=1, flip=False), class_names=names,
-                  pixel_scale=16.0)
+    return assemble_dataset("digits", x, y, splits, Augment(pad=1, flip=False),
+                            class_names=names, pixel_scale=16.0)
 
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +124,7 @@ def _torchvision_loader(name: str, spec: _TorchvisionSpec) -> Loader:
     ) -> Dataset:
         import torchvision.datasets as tvd
 
-        val = _val(val_fraction, 0.0, TORCHVISION_VAL_FRACTION)
+        val = val_fraction_or(val_fraction, 0.0, TORCHVISION_VAL_FRACTION)
         folder = data_dir / spec.subdir if spec.subdir else data_dir
         missing = [f for f in spec.files if not (folder / f).is_file()]
         if missing and not download:
@@ -224,8 +153,8 @@ def _torchvision_loader(name: str, spec: _TorchvisionSpec) -> Loader:
         splits = stratified_split(labels[0], val, 0.0, seed)
         classes = tuple(str(c) for c in getattr(train, "classes", ()))
         n_cls = int(max(y_train.max(), y_test.max())) + 1
-        return _build(name, x_train, y_train, splits, spec.augment, x_test, y_test, classes, n_cls,
-                      pixel_scale=255.0)
+        return assemble_dataset(name, x_train, y_train, splits, spec.augment, x_test, y_test,
+                                classes, n_cls, pixel_scale=255.0)
 
     return load
 
@@ -234,144 +163,6 @@ for _name, _spec in _TORCHVISION.items():
     DATASETS.register(_name, _torchvision_loader(_name, _spec))
 
 
-# ----------------------------------------------------------------------------- custom
-
-
-def pixel_scale_of(x: np.ndarray) -> float:
-    """What :func:`_float_images` divides ``x``'s pixels by: 255 for integers, else 1."""
-    return 255.0 if np.issubdtype(x.dtype, np.integer) else 1.0
-
-
-def _float_images(x: np.ndarray, what: str) -> np.ndarray:
-    """Images of any numeric dtype -> float32 (integers are scaled from 0..255 to 0..1)."""
-    if x.dtype == np.bool_:
-        return x.astype(np.float32)
-    if np.issubdtype(x.dtype, np.integer):
-        if x.size and (x.min() < 0 or x.max() > 255):
-            raise DataError(
-                f"{what} has integer pixels outside 0..255 (min {x.min()}, max {x.max()}); "
-                "store uint8 images or floats"
-            )
-        return x.astype(np.float32) / 255.0
-    if np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float32)
-        if not np.isfinite(x).all():
-            raise DataError(f"{what} contains NaN or infinite pixels; clean the data first")
-        return x
-    raise DataError(f"{what} has dtype {x.dtype}; images must be integers or floats")
-
-
-def _int_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
-    """Validate labels: 1-d, ``n`` of them, non-negative integers (integral floats accepted)."""
-    if y.ndim != 1:
-        raise DataError(f"{what} has shape {y.shape}; labels must be a 1-d array of class indices")
-    if len(y) != n:
-        raise DataError(f"{what} has {len(y)} labels but x has {n} images; they must match")
-    if np.issubdtype(y.dtype, np.floating):
-        if not (np.isfinite(y).all() and (y == np.round(y)).all()):
-            raise DataError(f"{what} labels are not integers; store class indices 0..K-1")
-    elif not np.issubdtype(y.dtype, np.integer):
-        raise DataError(
-            f"{what} labels have dtype {y.dtype}, not integers; store class indices 0..K-1")
-    y = y.astype(np.int64)
-    if n and y.min() < 0:
-        raise DataError(f"{what} has negative labels (min {y.min()}); use class indices 0..K-1")
-    return y
-
-
-def load_npz(path: Path, seed: int, val_fraction: float | None = None,
-             remap_labels: bool = False) -> Dataset:
-    """Custom data: an ``.npz`` with ``x`` (images) and ``y`` (integer labels).
-
-    Labels must be ``0..K-1`` with K >= 2; ``remap_labels`` maps other integer labels to
-    ``0..K-1`` in sorted order (the originals become the class names).
-    """
-    val = _val(val_fraction, CUSTOM_TEST_FRACTION, CUSTOM_VAL_FRACTION)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            keys = set(npz.files)
-            missing = [k for k in ("x", "y") if k not in keys]
-            if missing:
-                raise DataError(
-                    f"{str(path)!r} lacks array(s) {', '.join(missing)} (found: "
-                    f"{', '.join(sorted(keys)) or 'none'}); save it with np.savez(path, x=images, "
-                    "y=labels)"
-                )
-            x, y = npz["x"], npz["y"]
-    except DataError:
-        raise
-    except Exception as exc:  # not a zip, pickled object arrays, truncated file
-        raise DataError(
-            f"cannot read {str(path)!r} as an .npz file: {exc}; re-save it with np.savez") from exc
-    what = f"{path.name}"
-    layout = detect_layout(tuple(x.shape))
-    if x.shape[0] == 0:
-        raise DataError(f"{what} has no images; x must hold at least a few samples per class")
-    labels = _int_labels(np.asarray(y), int(x.shape[0]), f"{what} y")
-    images = _float_images(np.asarray(x), f"{what} x")
-    labels, class_names = check_labels(labels, f"{what} y", remap_labels)
-    if layout == "NHW":
-        images = images[:, None]
-    elif layout == "NHWC":
-        images = images.transpose(0, 3, 1, 2)
-    xt = torch.from_numpy(np.ascontiguousarray(images))
-    yt = torch.from_numpy(labels)
-    splits = stratified_split(labels, val, CUSTOM_TEST_FRACTION, seed, CUSTOM_VAL_FRACTION)
-    return _build(path.stem, xt, yt, splits, Augment(pad=max(1, xt.shape[-1] // 8)),
-                  class_names=class_names, pixel_scale=pixel_scale_of(np.asarray(x)))
-
-
-def load_image_folder(
-    root: Path, seed: int, image_size: int | tuple[int, int] | None,
-    val_fraction: float | None = None,
-) -> Dataset:
-    """Custom data: ``root/<class>/<image>`` files, resized to one size."""
-    from PIL import Image, UnidentifiedImageError
-
-    val = _val(val_fraction, CUSTOM_TEST_FRACTION, CUSTOM_VAL_FRACTION)
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if len(class_dirs) < 2:
-        raise DataError(
-            f"image folder {str(root)!r} has {len(class_dirs)} class sub-folder(s); "
-            "put each class's images in its own sub-folder (at least 2 classes)"
-        )
-    files: list[tuple[Path, int]] = []
-    for label, d in enumerate(class_dirs):
-        imgs = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not imgs:
-            raise DataError(
-                f"class folder {str(d)!r} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                "add images or remove the folder"
-            )
-        files.extend((p, label) for p in imgs)
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
-    images: list[Image.Image] = []
-    for p, _ in files:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                images.append(im.copy())
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"cannot read image {str(p)!r}: {exc}; fix or remove the file") from exc
-    gray = all(im.mode in ("1", "L", "I", "I;16", "F") for im in images)
-    mode = "L" if gray else "RGB"
-    h, w = image_size if image_size is not None else (images[0].height, images[0].width)
-    arrays = []
-    for im in images:
-        im = im.convert(mode)
-        if im.size != (w, h):
-            im = im.resize((w, h), Image.BILINEAR)
-        a = np.asarray(im, dtype=np.uint8)
-        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    x = torch.from_numpy(np.stack(arrays).astype(np.float32) / 255.0)
-    labels = np.array([label for _, label in files], dtype=np.int64)
-    splits = stratified_split(labels, val, CUSTOM_TEST_FRACTION, seed, CUSTOM_VAL_FRACTION)
-    names = tuple(d.name for d in class_dirs)
-    return _build(
-        root.name, x, torch.from_numpy(labels), splits, Augment(pad=max(1, w // 8)),
-        class_names=names, num_classes=len(class_dirs), pixel_scale=255.0,
-    )
 
 
 def dataset_ref(name: str) -> str:

@@ -1,8 +1,9 @@
 """Export: turning a chosen architecture into deployable artefacts, verified, and training it fully.
 
-Owns: :mod:`.formats` (the format registry), :mod:`.exporter` (selection of trials, writing
-JSON / PyTorch source / TorchScript / ONNX), :mod:`.verify` (export items, the reference
-network and round-trip checks in a clean interpreter), :mod:`.codegen` (plain-PyTorch
+Owns: :mod:`.formats` (the format registry), :mod:`.selection` (which trials or arch file),
+:mod:`.exporter` (writing JSON / PyTorch source / TorchScript / ONNX), :mod:`.verify` (export
+items, the reference network and the round-trip checks), :mod:`.clean_check` (the clean
+interpreter that loads exported files), :mod:`.codegen` (plain-PyTorch
 source) and :mod:`.final_train` (``cellblock train``). May import: :mod:`cellblock.core`,
 :mod:`cellblock.data`, :mod:`cellblock.records`, :mod:`cellblock.pareto`,
 :mod:`cellblock.run` and the plugin packages. The names below are imported on first use,
@@ -16,8 +17,8 @@ from typing import Any
 
 _NAMES = {
     "FORMATS": "formats", "register_format": "formats", "ExportItem": "verify",
-    "export_items": "exporter", "item_from_arch_file": "exporter", "items_from_run": "exporter",
-    "select_trials": "exporter",
+    "export_items": "exporter", "item_from_arch_file": "selection", "items_from_run": "selection",
+    "select_trials": "selection",
 }
 
 

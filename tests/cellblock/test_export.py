@@ -177,7 +177,8 @@ def test_format_with_missing_package_is_one_line_and_writes_nothing(run_dir, tmp
 def test_one_clean_interpreter_serves_every_check_and_names_a_file_that_fails(tmp_path):
     """A broken file is an error naming it; the next check runs in the same interpreter, which
     cannot import cellblock."""
-    from cellblock.export.verify import CleanInterpreter, Reference
+    from cellblock.export.clean_check import CleanInterpreter
+    from cellblock.export.verify import Reference
 
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3)).eval()
     x = torch.randn(2, 1, 4, 4)

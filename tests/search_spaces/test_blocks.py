@@ -17,9 +17,8 @@ from cellblock.search_spaces.attention import (
     eca_kernel_size,
 )
 from cellblock.search_spaces.blocks_base import block_out_channels, build_stage
-from cellblock.search_spaces.blocks_space import (
-    BUILTIN_BLOCKS,
-    RESNET_SKELETON,
+from cellblock.search_spaces.blocks_space import BUILTIN_BLOCKS, RESNET_SKELETON
+from cellblock.search_spaces.reference_archs import (
     resnet18_arch,
     resnet34_arch,
     resnet50_arch,
