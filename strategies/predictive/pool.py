@@ -48,9 +48,9 @@ class CandidatePool:
         objectives) the candidates are the untried neighbours of the front member with
         the fewest tried (Pareto local search, ordered by EHVI); only when every parent's
         neighbourhood is tried do the explorers and the other neighbourhoods compete.
-        Each ask adds ``size // 8`` explorers: a quarter mutations (one or two decisions)
-        of parents, an eighth mutated crossovers of two parents, the rest random samples;
-        the oldest leave when more than ``size // 2`` are kept.
+        Each ask adds ``size // 32`` explorers (at least 4): a quarter mutations (one or two
+        decisions) of parents, an eighth mutated crossovers of two parents, the rest random
+        samples; the oldest leave when more than ``size // 2`` are kept.
         """
         pool = self.explorers
 
@@ -104,7 +104,7 @@ class CandidatePool:
     def _explore(self, parents: list[Trial], rng: np.random.Generator) -> list[dict[str, Any]]:
         """This ask's explorers: mutations and mutated crossovers of parents, random samples."""
         space = self.space
-        fresh = max(self.size // 8, 8)
+        fresh = max(self.size // 32, 4)
         made = []
         for _ in range(fresh // 4):
             p = parents[int(rng.integers(len(parents)))]
