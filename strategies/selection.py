@@ -131,8 +131,10 @@ class Contenders:
             remaining = remaining[~mask]
         rows = np.sort(np.concatenate(fronts)) if fronts else np.zeros(0, dtype=int)
         G = F[rows]
-        count = np.array([int((np.all(G <= f, axis=1) & np.any(G < f, axis=1)).sum()) for f in G],
-                         dtype=int)
+        count = np.zeros(len(rows), dtype=int)
+        for s in range(0, len(rows), 256):  # dominators of each row, 256 rows at a time
+            g = G[s: s + 256, None, :]
+            count[s: s + 256] = (np.all(G[None] <= g, axis=2) & np.any(G[None] < g, axis=2)).sum(1)
         keep = count < self.k
         return rows[keep], count[keep]
 

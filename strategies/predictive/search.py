@@ -195,9 +195,9 @@ class PredictiveSearch(MoveChoice, Told, Strategy):
         self._predictions = {}
 
     def _maybe_refit(self) -> None:
-        """Refit after every tell up to 100 observations, then every n/100 (amortised cost)."""
+        """Refit after every tell up to 100 observations, then every n/50 (amortised cost)."""
         n = len(self.observed)
-        if self._models is None or n - self.n_fit >= max(1, n // 100):
+        if self._models is None or n - self.n_fit >= max(1, n // 50):
             self.n_fit, self.width_fit = n, self.encoder.width
             self._fit()
 
