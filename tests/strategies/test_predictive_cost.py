@@ -146,3 +146,14 @@ def test_stacked_members_predict_as_each_member(members, hidden):
     mean, spread = e._predict_std(X)
     np.testing.assert_allclose(mean, each.mean(0), atol=1e-12)
     np.testing.assert_allclose(spread, each.std(0), atol=1e-12)
+
+
+def test_canonical_json_is_json_dumps_with_sorted_keys():
+    import json
+
+    from cellblock.search_spaces.api import canonical_json
+
+    for arch in ({"b": 1, "a": "x"}, {"z": True, "y": None, "x": 1.5, "w": -0.0}, {}):
+        assert canonical_json(arch) == json.dumps(arch, sort_keys=True, separators=(",", ":"))
+    with pytest.raises(ValueError):
+        canonical_json({"a": float("nan")})
