@@ -79,6 +79,9 @@ from cellblock.strategies.predictive.surrogate import Encoder
 from cellblock.strategies.predictive.told import Told
 from cellblock.strategies.selection import Contenders, trial_from_state, trial_to_state
 
+#: Past this many observations the models are refitted every n / REFIT_EVERY tells.
+REFIT_EVERY = 50
+
 
 @register_strategy("predictive")
 class PredictiveSearch(MoveChoice, Told, Strategy):
@@ -200,9 +203,10 @@ class PredictiveSearch(MoveChoice, Told, Strategy):
         self._predictions = {}
 
     def _maybe_refit(self) -> None:
-        """Refit after every tell up to 100 observations, then every n/50 (amortised cost)."""
+        """Refit after every tell up to :data:`REFIT_EVERY` observations, then every
+        n / :data:`REFIT_EVERY` tells (amortised cost)."""
         n = len(self.observed)
-        if self._models is None or n - self.n_fit >= max(1, n // 50):
+        if self._models is None or n - self.n_fit >= max(1, n // REFIT_EVERY):
             self.n_fit, self.width_fit = n, self.encoder.width
             self._fit()
 
