@@ -157,3 +157,12 @@ def test_canonical_json_is_json_dumps_with_sorted_keys():
         assert canonical_json(arch) == json.dumps(arch, sort_keys=True, separators=(",", ":"))
     with pytest.raises(ValueError):
         canonical_json({"a": float("nan")})
+
+
+def test_quartiles_are_numpys_percentiles():
+    from cellblock.strategies.predictive.acquisition import quartiles
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 4, 5, 7, 100, 1001):
+        for x in (rng.normal(size=n), rng.integers(0, 4, size=n).astype(float)):
+            assert quartiles(x).tolist() == np.percentile(x, [25, 75]).tolist()
