@@ -6,9 +6,7 @@
 * :meth:`MoveChoice._centres`: those centres. With one objective and ``local_restart``,
   the best trial whose neighbourhood is not yet tried; once it is (a local optimum), the
   next best, and so on among the ``parents`` best (iterated first-improvement search from
-  the best trials, as the table's rough columns need), before the global pool; with
-  ``restart_share`` below 1, only that share of the asks at a local optimum restarts, the
-  others take the global pool;
+  the best trials, as the table's rough columns need), before the global pool;
 * :meth:`MoveChoice._extreme`: the multi-objective asks for the front's most accurate end;
 * :meth:`MoveChoice._choose`: the best of the global pool, improved by hill climbing on
   the acquisition;
@@ -47,9 +45,7 @@ class MoveChoice:
         ``parents`` best trials whose neighbourhood still has untried moves: after the
         best trial's neighbourhood is tried (a local optimum), the search goes on around
         the next best instead of leaving for the global pool, which on rough tables spent
-        its asks far from every good trial. With ``restart_share`` s < 1, only a share s
-        of the asks made at a local optimum (by ask number) restarts; the others get no
-        centre, so the global pool decides.
+        its asks far from every good trial.
         """
         elite = {t.arch_id for t in self.elite.trials}
         if len(self.objectives) > 1 or not self.local_restart:
@@ -58,12 +54,7 @@ class MoveChoice:
                           key=lambda t: (len(self.hood.tried.get(t.arch_id, ())), t.arch_id))
         parents = self._parents(self._observed_F())
         self.hood.keep(elite | {t.arch_id for t in parents})
-        open_ = (p for p in parents if self.hood.untried(p, self.seen, limit=1))
-        first = next(open_, None)
-        if first is None or first is parents[0]:
-            return [first] if first is not None else []
-        k, share = self.n_asked, self.restart_share  # at a local optimum: restart or the pool
-        return [first] if int(k * share) != int((k - 1) * share) else []
+        return next(([p] for p in parents if self.hood.untried(p, self.seen, limit=1)), [])
 
     def _space_filling(self: Any) -> dict[str, Any]:
         """The farthest (in decisions changed) of a few random samples from everything asked."""

@@ -114,9 +114,6 @@ class PredictiveSearch(MoveChoice, Told, Strategy):
             ``parents`` best, before the global pool. Off by default: it helps on rough
             tables but locks some seeds into a poor basin (issue 31,
             ``results/benchmarks/predictive/stalls.md``).
-        restart_share: With ``local_restart``, the share of the asks at a local optimum that
-            restart (walk the next best trial's neighbourhood); the others take the global
-            pool, so a run whose best trials all lie in one poor basin still leaves it.
     """
 
     def __init__(
@@ -136,7 +133,6 @@ class PredictiveSearch(MoveChoice, Told, Strategy):
         pls_share: float = 0.5,
         extreme_share: float = 0.25,
         local_restart: bool = False,
-        restart_share: float = 1.0,
     ) -> None:
         super().__init__(space, objectives, seed)
         self.n_init = check_positive_int("n_init", n_init)
@@ -157,7 +153,6 @@ class PredictiveSearch(MoveChoice, Told, Strategy):
         self.pls_share = check_probability("pls_share", pls_share)
         self.extreme_share = check_probability("extreme_share", extreme_share)
         self.local_restart = check_bool("local_restart", local_restart)
-        self.restart_share = check_probability("restart_share", restart_share)
         self.elite = Elite(len(self.objectives))
         self.hood = Neighbourhood(space)
         if isinstance(constraints, str):

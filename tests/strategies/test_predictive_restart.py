@@ -31,11 +31,11 @@ def _tell(strategy, arch, acc):
               metrics={"accuracy": acc}))
 
 
-def _local_optimum_state(restart, share=1.0):
+def _local_optimum_state(restart):
     """The best trial (all zeros) is a tried local optimum; the second best is 3 decisions away."""
     space = SearchSpace(bits)
     s = make_strategy("predictive", space, parse_objectives("accuracy"), seed=0,
-                      options={"n_init": 4, "local_restart": restart, "restart_share": share})
+                      options={"n_init": 4, "local_restart": restart})
     best, second = _arch(set()), _arch({5, 6, 7})
     _tell(s, best, 0.9)
     _tell(s, second, 0.8)
@@ -53,18 +53,6 @@ def test_restart_walks_the_next_best_trials_neighbourhood():
     assert all(hamming(a, second) == 1 for a in asks)
     assert len({arch_id(a) for a in asks}) == 3 and not any(arch_id(a) in s.observed_ids
                                                             for a in asks)
-
-
-def test_a_restart_share_alternates_restarts_with_the_global_pool():
-    s, best, second = _local_optimum_state(restart=True, share=0.5)
-    centres = []
-    for k in range(1, 5):
-        s.n_asked = k
-        centres.append([t.arch_id for t in s._centres()])
-    assert centres == [[], [arch_id(second)], [], [arch_id(second)]]
-    s.n_asked = 0
-    asks = [s.ask() for _ in range(4)]  # asks 1-4: restarts on even asks, the pool on odd ones
-    assert [hamming(a, second) == 1 for a in asks][1::2] == [True, True]
 
 
 def test_without_restart_the_exhausted_best_is_the_only_centre():
@@ -92,9 +80,6 @@ def test_local_restart_option_is_checked():
     with pytest.raises(ConfigError, match="local_restart"):
         make_strategy("predictive", SearchSpace(bits), parse_objectives("accuracy"),
                       options={"local_restart": 1})
-    with pytest.raises(ConfigError, match="restart_share"):
-        make_strategy("predictive", SearchSpace(bits), parse_objectives("accuracy"),
-                      options={"restart_share": 1.5})
 
 
 def test_categorical_domains_are_shared_but_keep_types():
