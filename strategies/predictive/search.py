@@ -79,7 +79,8 @@ from cellblock.strategies.predictive.surrogate import Encoder
 from cellblock.strategies.predictive.told import Told
 from cellblock.strategies.selection import Contenders, trial_from_state, trial_to_state
 
-#: Past this many observations the models are refitted every n / REFIT_EVERY tells.
+#: The models are refitted every max(1, n // REFIT_EVERY) tells: after every tell below
+#: 2 * REFIT_EVERY (100) observations.
 REFIT_EVERY = 50
 
 
@@ -198,8 +199,8 @@ class PredictiveSearch(MoveChoice, Told, Strategy):
         self._predictions = {}
 
     def _maybe_refit(self) -> None:
-        """Refit after every tell up to :data:`REFIT_EVERY` observations, then every
-        n / :data:`REFIT_EVERY` tells (amortised cost)."""
+        """Refit after every tell below 2 * :data:`REFIT_EVERY` (100) observations, then every
+        n // :data:`REFIT_EVERY` tells (amortised cost)."""
         n = len(self.observed)
         if self._models is None or n - self.n_fit >= max(1, n // REFIT_EVERY):
             self.n_fit, self.width_fit = n, self.encoder.width
