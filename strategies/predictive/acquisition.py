@@ -30,6 +30,18 @@ def hamming(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
     return sum(1 for k in a.keys() | b.keys() if k not in a or k not in b or a[k] != b[k])
 
 
+def quartiles(x: np.ndarray) -> np.ndarray:
+    """``np.percentile(x, [25, 75])`` (its default, linear interpolation) from a partial sort:
+    the same numbers, several times faster (the fence is drawn after every tell)."""
+    n = len(x)
+    at = np.array([0.25, 0.75]) * (n - 1)
+    lo = np.floor(at).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    part = np.partition(x, np.unique(np.concatenate([lo, hi])))
+    a, b, t = part[lo], part[hi], at - lo
+    return np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
+
+
 def fenced(F: np.ndarray, objectives: Sequence[Objective]) -> np.ndarray:
     """Finite rows of ``F`` (minimisation) that are, with several objectives, inside Tukey's
     fence (Q3 + 1.5 IQR) of every expensive objective: a network that failed to learn may
@@ -39,7 +51,7 @@ def fenced(F: np.ndarray, objectives: Sequence[Objective]) -> np.ndarray:
         inside = ok.copy()
         for j, o in enumerate(objectives):
             if not o.cheap:
-                q1, q3 = np.percentile(F[ok, j], [25, 75])
+                q1, q3 = quartiles(F[ok, j])
                 inside &= F[:, j] <= q3 + 1.5 * (q3 - q1)
         if inside.any():
             return inside

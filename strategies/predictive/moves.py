@@ -31,6 +31,7 @@ from cellblock.strategies.predictive.pool import Candidate
 # hill-climbing steps on the acquisition from the pool's best candidate (one objective)
 CLIMB_STEPS = 2
 CLIMB_MOVES = 16  # one-decision moves scored per step (a random subset when there are more)
+CLIMB_CACHE = 256  # architectures whose climbing neighbours are kept (:meth:`_untried_moves`)
 
 
 class MoveChoice:
@@ -166,12 +167,30 @@ class MoveChoice:
         return best[1]
 
     def _untried_moves(self: Any, arch: dict[str, Any]) -> list[Candidate]:
-        """Up to ``CLIMB_MOVES`` one-decision neighbours of ``arch`` (random ones), never asked."""
-        moves = self.space.moves(arch)
+        """Up to ``CLIMB_MOVES`` one-decision neighbours of ``arch``, never asked.
+
+        The moves are visited in an order shuffled by ``arch``'s id, and the neighbours are
+        made in that order by a generator seeded by it: a function of ``arch`` alone, so
+        they are cached (the climb often starts from the same pool candidate in later
+        asks) and a resumed run makes the same ones.
+        """
+        aid = arch_id(arch)
+        entry = self._climb.pop(aid, None)
+        if entry is None:
+            rng = np.random.default_rng(int(aid, 16))
+            moves = self.space.moves(arch)
+            entry = ([moves[int(k)] for k in rng.permutation(len(moves))], [], rng)
+        self._climb[aid] = entry  # most recently used last
+        while len(self._climb) > CLIMB_CACHE:
+            del self._climb[next(iter(self._climb))]
+        moves, made, rng = entry
         hood = []
-        for k in self.rng.permutation(len(moves))[:CLIMB_MOVES]:
-            near = self.space.neighbour(arch, *moves[int(k)], self.rng)
-            aid = arch_id(near)
-            if aid not in self.seen:
-                hood.append((aid, near))
+        for k, (name, value) in enumerate(moves):
+            if k == len(made):
+                near = self.space.neighbour(arch, name, value, rng)
+                made.append((arch_id(near), near))
+            if made[k][0] not in self.seen:
+                hood.append(made[k])
+                if len(hood) >= CLIMB_MOVES:
+                    break
         return hood

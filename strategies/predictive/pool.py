@@ -16,6 +16,8 @@ from cellblock.records import Trial
 from cellblock.search_spaces.api import SearchSpace, arch_id
 
 Candidate = tuple[str, dict[str, Any]]  # (arch_id, arch)
+#: Each ask adds one explorer per this many pool candidates (the ``candidates`` option).
+EXPLORE_EVERY = 32
 
 
 class CandidatePool:
@@ -48,9 +50,9 @@ class CandidatePool:
         objectives) the candidates are the untried neighbours of the front member with
         the fewest tried (Pareto local search, ordered by EHVI); only when every parent's
         neighbourhood is tried do the explorers and the other neighbourhoods compete.
-        Each ask adds ``size // 8`` explorers: a quarter mutations (one or two decisions)
-        of parents, an eighth mutated crossovers of two parents, the rest random samples;
-        the oldest leave when more than ``size // 2`` are kept.
+        Each ask adds ``size // EXPLORE_EVERY`` explorers (at least 4): a quarter mutations
+        (one or two decisions) of parents, an eighth mutated crossovers of two parents, the
+        rest random samples; the oldest leave when more than ``size // 2`` are kept.
         """
         pool = self.explorers
 
@@ -104,7 +106,7 @@ class CandidatePool:
     def _explore(self, parents: list[Trial], rng: np.random.Generator) -> list[dict[str, Any]]:
         """This ask's explorers: mutations and mutated crossovers of parents, random samples."""
         space = self.space
-        fresh = max(self.size // 8, 8)
+        fresh = max(self.size // EXPLORE_EVERY, 4)
         made = []
         for _ in range(fresh // 4):
             p = parents[int(rng.integers(len(parents)))]

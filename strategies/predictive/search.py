@@ -63,7 +63,6 @@ from cellblock.strategies.local_search import (
 from cellblock.strategies.predictive.acquisition import (
     ehvi,
     expected_improvement,
-    fenced,
     hamming,
     p_nondominated,
 )
@@ -78,11 +77,16 @@ from cellblock.strategies.predictive.models import (
 from cellblock.strategies.predictive.moves import MoveChoice
 from cellblock.strategies.predictive.pool import Candidate, CandidatePool
 from cellblock.strategies.predictive.surrogate import Encoder
-from cellblock.strategies.selection import survivors, trial_from_state, trial_to_state
+from cellblock.strategies.predictive.told import Told
+from cellblock.strategies.selection import Contenders, trial_from_state, trial_to_state
+
+#: The models are refitted every max(1, n // REFIT_EVERY) tells: after every tell below
+#: 2 * REFIT_EVERY (100) observations.
+REFIT_EVERY = 50
 
 
 @register_strategy("predictive")
-class PredictiveSearch(MoveChoice, Strategy):
+class PredictiveSearch(MoveChoice, Told, Strategy):
     """Surrogate-guided search: EI (one objective) or EHVI (several) over operator-made candidates.
 
     Args:
@@ -166,7 +170,13 @@ class PredictiveSearch(MoveChoice, Strategy):
         self.n_fit = 0  # observations the models were fitted on
         self.width_fit = 0
         self._models: Models | None = None
+        # scorer key -> (arch_id -> row, rows of (means, stds, p feasible)): :meth:`_predicted`
+        # arch_id -> (moves in order, neighbours made, generator): climbing's cache
+        self._climb: dict[str, tuple[list[Any], list[Candidate], np.random.Generator]] = {}
+        self._predictions: dict[int | None, tuple[dict[str, int], list[Any]]] = {}
         self._F = np.zeros((0, len(self.objectives)))  # :meth:`_observed_F`
+        self._cached: tuple[int, dict[str, Any]] = (-1, {})  # :meth:`_derived`
+        self._contenders = Contenders(4 * self.parents)  # :meth:`_parents`
 
     @classmethod
     def run_options(cls, config: RunConfig, run_dir: Any) -> dict[str, Any]:
@@ -176,39 +186,26 @@ class PredictiveSearch(MoveChoice, Strategy):
                 "storage is used by optuna:* strategies only, not 'predictive'; remove --storage")
         return {"constraints": list(config.constraints or [])}
 
-    def _observed_F(self) -> np.ndarray:
-        """Minimisation values of the told trials (rows appended as trials come, not per ask)."""
-        if len(self._F) < len(self.observed):
-            self._F = np.vstack([self._F, self.fitness(self.observed[len(self._F):])])
-        return self._F
-
     # ---- models -------------------------------------------------------------------------------
     def _fit(self) -> None:
-        """Fit one model per modelled metric on the first ``n_fit`` observations."""
+        """Fit one model per modelled metric on the first ``n_fit`` observations (at most
+        :data:`~.told.FIT_ROWS` of them: :meth:`_training_rows`)."""
         rng = np.random.default_rng([self.seed, self.n_fit, 1])
-        trials = [t for t in self.observed[: self.n_fit] if t.status in MODELLED]
+        rows = [i for i, t in enumerate(self.observed[: self.n_fit]) if t.status in MODELLED]
+        trials = [self.observed[i] for i in self._training_rows(rows)]
         X = self.encoder.encode([t.arch for t in trials], self.width_fit,
                                 [t.arch_id for t in trials])
         targets = model_targets(self.objectives, self.constraints)
         self._models = fit_models(trials, X, targets, self.members, self.hidden, rng)
+        self._predictions = {}
 
     def _maybe_refit(self) -> None:
-        """Refit after every tell up to 100 observations, then every n/100 (amortised cost)."""
+        """Refit after every tell below 2 * :data:`REFIT_EVERY` (100) observations, then every
+        n // :data:`REFIT_EVERY` tells (amortised cost)."""
         n = len(self.observed)
-        if self._models is None or n - self.n_fit >= max(1, n // 100):
+        if self._models is None or n - self.n_fit >= max(1, n // REFIT_EVERY):
             self.n_fit, self.width_fit = n, self.encoder.width
             self._fit()
-
-    # ---- candidates -----------------------------------------------------------------------------
-    def _parents(self, F: np.ndarray) -> list[Trial]:
-        """The best feasible trials: the front (at most ``4 * parents``), at least ``parents``."""
-        ok = np.flatnonzero(fenced(F, self.objectives))
-        if len(ok) == 0:
-            return []
-        n_front = int(nondominated_mask(F[ok]).sum())
-        k = min(max(self.parents, n_front), 4 * self.parents, len(ok))
-        idx, _, _ = survivors(F[ok], k)
-        return [self.observed[int(ok[i])] for i in idx]
 
     # ---- acquisition --------------------------------------------------------------------------
     def _scorer(self, only: int | None = None) -> Callable[[list[Candidate]], np.ndarray] | None:
@@ -217,13 +214,13 @@ class PredictiveSearch(MoveChoice, Strategy):
         ``only``: the index of the one objective to score (expected improvement on it alone).
         """
         F = self._observed_F()
-        finite = fenced(F, self.objectives)
+        finite = self._fenced(F)
         models = self._models or {}
         objectives = self.objectives if only is None else [self.objectives[only]]
         if not finite.any() or any(o.name not in models for o in objectives):
             return None
         best = float(F[finite, 0 if only is None else only].min())
-        front = F[finite][nondominated_mask(F[finite])]
+        front = self._front(F)
         pending = [e["arch"] for e in self.pending.values()]
         # kriging believer: pending trials at their predicted values
         if pending and len(objectives) > 1:
@@ -232,8 +229,7 @@ class PredictiveSearch(MoveChoice, Strategy):
             front = front[nondominated_mask(front)]
 
         def score(items: list[Candidate]) -> np.ndarray:
-            X = self.encoder.encode([a for _, a in items], ids=[aid for aid, _ in items])
-            M, S = objective_predictions(models, objectives, X)
+            M, S, factor = self._predicted(items, objectives, only)
             if len(objectives) > 1 and self.mo_acquisition == "pnd":
                 acq = p_nondominated(M, S, front) + 1e-9 * self.rng.random(len(M))  # ties at random
             elif len(objectives) > 1:
@@ -243,13 +239,33 @@ class PredictiveSearch(MoveChoice, Strategy):
                 acq = np.maximum(best - (M[:, 0] + S[:, 0] * self.rng.standard_normal(len(M))), 0.0)
             else:
                 acq = expected_improvement(M, S, best)
-            factor = p_feasible(models, self.constraints, X)
             for arch in pending:  # local penalisation of candidates near pending ones
                 d = np.array([hamming(a, arch) for _, a in items])
                 factor = factor * d / (d + 1.0)
             return np.where(acq >= 0, acq * factor, acq / np.maximum(factor, 1e-12))
 
         return score
+
+    def _predicted(self, items: list[Candidate], objectives: Sequence[Objective],
+                   key: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(means, stds, probability feasible) of ``items`` under the current models.
+
+        Cached per architecture until the next refit (``key``: the scorer's objective set):
+        the pool's explorers and the centres' neighbours are scored again in later asks.
+        """
+        index, rows = self._predictions.setdefault(key, ({}, []))
+        new = {aid: a for aid, a in items if aid not in index}
+        if new:
+            models = self._models or {}
+            X = self.encoder.encode(list(new.values()), ids=list(new))
+            M, S = objective_predictions(models, objectives, X)
+            block = np.hstack([M, S, p_feasible(models, self.constraints, X)[:, None]])
+            base = len(index)
+            index.update((aid, base + i) for i, aid in enumerate(new))
+            rows[:] = [np.vstack(rows + [block])]
+        at = rows[0][np.fromiter((index[aid] for aid, _ in items), int, len(items))]
+        m = len(objectives)
+        return at[:, :m], at[:, m:2 * m], at[:, 2 * m]
 
     # ---- ask / tell ---------------------------------------------------------------------------
     def ask(self) -> dict[str, Any]:
@@ -312,6 +328,8 @@ class PredictiveSearch(MoveChoice, Strategy):
         super().load_state_dict(state)
         self.observed = [trial_from_state(d) for d in state["observed"]]
         self._F = np.zeros((0, len(self.objectives)))
+        self._cached = (-1, {})
+        self._contenders = Contenders(4 * self.parents)
         self.observed_ids = {t.arch_id for t in self.observed}
         self.pending = {aid: {"arch": dict(e["arch"])} for aid, e in state["pending"].items()}
         self.pool.explorers = {arch_id(a): dict(a) for a in state["pool"]}
@@ -324,5 +342,6 @@ class PredictiveSearch(MoveChoice, Strategy):
         self.hood.load_state_dict(state["neighbourhood"])
         self.seed = int(state["model_seed"])  # the models' random features are drawn from it
         self._models = None
+        self._predictions = {}
         if self.n_fit:
             self._fit()

@@ -187,6 +187,7 @@ class RidgeEnsemble:
             if out.any():
                 oob_sum[out] += (Phi[out] - mu_P) @ w + mu_t
                 oob_n[out] += 1
+        self._stack()
         self.scale = self.loo_rmse
         if self.members > 1:
             mean, std = self._predict_std(X)
@@ -196,11 +197,22 @@ class RidgeEnsemble:
                 self.scale = float(np.sqrt(np.clip(np.mean(zz**2), 0.25, 400.0)))
         return self
 
+    def _stack(self) -> None:
+        """The members' parameters side by side, so one product predicts them all."""
+        d = self.width
+        self._W = np.hstack([W for W, _, _, _, _ in self.params])  # (d, members * hidden)
+        self._b = np.concatenate([b for _, b, _, _, _ in self.params])
+        self._w_lin = np.stack([w[:d] for _, _, w, _, _ in self.params], axis=1)  # (d, members)
+        self._w_hid = np.stack([w[d:] for _, _, w, _, _ in self.params])  # (members, hidden)
+        self._const = np.array([mu_t - mu_P @ w for _, _, w, mu_P, mu_t in self.params])
+
     def _predict_std(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and spread over members, in standardised target units."""
-        preds = np.stack(
-            [(self._features(X, W, b) - mu_P) @ w + mu_t for W, b, w, mu_P, mu_t in self.params])
-        return preds.mean(0), preds.std(0)
+        preds = X @ self._w_lin + self._const  # (n, members)
+        if self._W.shape[1]:
+            H = np.maximum(X @ self._W + self._b, 0.0).reshape(len(X), *self._w_hid.shape)
+            preds = preds + np.einsum("nmh,mh->nm", H, self._w_hid)
+        return preds.mean(1), preds.std(1)
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mean, calibrated std) per row, in target units."""

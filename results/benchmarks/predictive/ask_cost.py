@@ -10,7 +10,9 @@ as a resumed run; evolution's own local search has tried the best trials'
 neighbourhoods by then, as a long search has), then asks and is told 50 more; the mean
 CPU time (``time.process_time``, what an idle machine's wall time would be with one
 thread) and wall time of those 50 asks are reported (model refits included, amortised as
-in a run). Run with ``OMP_NUM_THREADS=1``.
+in a run). ``scipy.special`` (the normal CDF of the acquisitions) is imported before the
+timed asks: a process pays its import once, which would otherwise add 6-25 ms to the first
+checkpoint's 50-ask mean. Run with ``OMP_NUM_THREADS=1``.
 Single objective ``accuracy`` or ``accuracy,macs`` (MACs from the bench's cost cache).
 
 Usage (from the repository root):
@@ -40,6 +42,7 @@ def child(code: str | None, objectives: str, trials: int, table: str, metric: st
         for name, path in list(finder.MAPPING.items()):
             finder.MAPPING[name] = str(Path(code) / Path(path).name)
     import numpy as np
+    import scipy.special  # noqa: F401  (imported on the first ask otherwise: 0.3-1.2 s once)
 
     from cellblock.core.objectives import parse_objectives
     from cellblock.records import Trial

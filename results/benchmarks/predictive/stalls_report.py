@@ -38,14 +38,16 @@ def plateaus(best: list[float], top: float, start: int = 10, run: int = 10) -> t
 
 
 def targets(runs: dict[tuple[str, str], dict[int, dict]], variants: list[str]) -> None:
-    """best@100 and optimum hits of predictive [before] and [after] against TPE on the seeds each
-    shares with TPE; "where TPE hits": of the seeds where TPE reaches the optimum by 100."""
+    """best@100 and optimum hits of every tagged predictive configuration against TPE on the seeds
+    each shares with TPE; "where TPE hits": of the seeds where TPE reaches the optimum by 100."""
     print("\n| variant | predictive | seeds | TPE best@100 | predictive best@100 | seeds at or "
           "above TPE | TPE hits | predictive hits | predictive hits where TPE hits |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for v in variants:
         tpe = runs.get((v, "optuna:tpe"), {})
-        for tag in ("before", "after"):
+        tags = sorted(n[len("predictive ["):-1] for (variant, n) in runs
+                      if variant == v and n.startswith("predictive ["))
+        for tag in tags:
             mine = runs.get((v, f"predictive [{tag}]"), {})
             seeds = sorted(set(tpe) & set(mine))
             if not seeds:
@@ -70,7 +72,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0:20", help="range start:stop")
     ap.add_argument("--per-seed", action="store_true", help="also the per-seed best@100 table")
     ap.add_argument("--targets", action="store_true",
-                    help="also the issue's targets: predictive [before] and [after] against TPE, "
+                    help="also the issue's targets: each tagged predictive against TPE, "
                          "same seeds")
     args = ap.parse_args()
     start, stop = (int(x) for x in args.seeds.split(":"))
