@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from cellblock.core.config import RunConfig
 from cellblock.core.errors import CellblockError, DataError
 from cellblock.core.objectives import parse_objectives
 from cellblock.data import DATASETS, load_dataset
@@ -84,7 +85,7 @@ def test_strategy_contract(name, tmp_path):
     run_a.mkdir(parents=True)
 
     def options(run_dir):
-        opts = dict(hook({"constraints": []}, run_dir)) if hook else {}
+        opts = dict(hook(RunConfig(constraints=()), run_dir)) if hook else {}
         if name == "optuna:gp":
             opts["n_startup_trials"] = 5  # a few GP fits, not many: keep the test fast
         return opts

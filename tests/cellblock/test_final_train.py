@@ -14,6 +14,7 @@ import torch
 from spaces import conv_space
 
 import cellblock
+from cellblock.core.config import RunConfig
 from cellblock.export.final_train import final_train, weights_path
 
 TINY = {"stages": 1, "widths": [[8]], "strides": [1], "depth": [1, 1], "block_types": ["basic"],
@@ -84,7 +85,7 @@ def test_final_training_uses_the_runs_val_fraction(tmp_path):
     # runs without the key keep their old identity (no val_fraction entry)
     from cellblock.export.final_train import _identity
 
-    assert "val_fraction" not in _identity({"dataset": "digits"}, "a", 0, 1)
+    assert "val_fraction" not in _identity(RunConfig(dataset="digits"), "a", 0, 1)
 
 
 def test_train_and_export_of_a_run_with_relative_inputs_work_from_another_directory(tmp_path,

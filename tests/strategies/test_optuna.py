@@ -273,10 +273,11 @@ def test_cli_bad_storage_exits_2_without_writing(tmp_path, capsys):
 
 
 def test_storage_defaults_to_journal_in_run_dir(tmp_path):
+    from cellblock.core.config import RunConfig
     from cellblock.strategies.optuna.strategy import OptunaStrategy
 
     run_dir = Path(tmp_path / "r")
-    opts = OptunaStrategy.run_options({"storage": None, "constraints": ["macs<=5M"]}, run_dir)
+    opts = OptunaStrategy.run_options(RunConfig(storage=None, constraints=("macs<=5M",)), run_dir)
     assert opts == {"storage": str(run_dir / "optuna.journal"), "study_name": "r",
                     "constraints": ["macs<=5M"]}
 
