@@ -15,6 +15,9 @@ from pathlib import Path
 # Tiny networks train fastest on one thread, and a 2-core CI machine must not be
 # oversubscribed by subprocesses (CLI, kill/resume, workers): they inherit this.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The test clusters' Ray workers run at niceness 0, as cellblock's own local instance does
+# (Ray's default is 15): beside the other xdist worker, niced trials all but stopped.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -63,6 +66,14 @@ def in_child_test() -> bool:
     return os.environ.get(_CHILD_ENV) == "1"
 
 
+# --- device locks of this test session --------------------------------------------------------
+# Latency measurements hold the device against every cellblock process of the user on the
+# machine (cellblock/core/device_lock.py). The session's processes (both xdist workers, their
+# subprocesses and Ray workers) share one lock folder of their own, so that another test run
+# on the same machine does not pause this one's trainings, nor this one its.
+_LOCK_DIR_ENV = "CELLBLOCK_LOCK_DIR"
+
+
 # --- a native crash under xdist names its test and its signal ---------------------------------
 # xdist fails the test a dead worker was running ("worker 'gw0' crashed while running ...") and
 # starts another worker (with ``--dist load``, the rest of the run goes on). The signal goes to
@@ -75,6 +86,9 @@ def pytest_configure(config):
         "markers",
         "subprocess: run the test body in a child pytest (a native crash fails one test)")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None and not in_child_test() and _LOCK_DIR_ENV not in os.environ:
+        config._cellblock_lock_dir = os.environ[_LOCK_DIR_ENV] = tempfile.mkdtemp(
+            prefix="cellblock-test-locks-")
     if worker is None and getattr(config.option, "numprocesses",
                                   None) and _CRASH_DIR_ENV not in os.environ:
         config._cellblock_crash_dir = os.environ[_CRASH_DIR_ENV] = tempfile.mkdtemp(
@@ -82,9 +96,9 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    crash_dir = getattr(config, "_cellblock_crash_dir", None)
-    if crash_dir:
-        shutil.rmtree(crash_dir, ignore_errors=True)
+    for made in ("_cellblock_crash_dir", "_cellblock_lock_dir"):
+        if getattr(config, made, None):
+            shutil.rmtree(getattr(config, made), ignore_errors=True)
 
 
 @pytest.hookimpl(trylast=True)

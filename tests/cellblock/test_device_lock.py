@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -76,6 +77,16 @@ def _steps(work: Path) -> int:
 def test_device_keys():
     assert device_key("cpu") == "cpu"
     assert device_key("cpu") == device_key("cpu:0")
+
+
+def test_lock_folder_is_the_users_in_tmp_unless_set(monkeypatch, tmp_path):
+    """The suite runs on a folder of its own (tests/conftest.py); a user's runs share this one."""
+    assert lock_dir() == tmp_path / "locks" and lock_dir().is_dir()
+    monkeypatch.delenv("CELLBLOCK_LOCK_DIR")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert lock_dir() == tmp_path / "tmp" / f"cellblock-locks-{os.getuid()}"
+    assert lock_dir().is_dir()
 
 
 def test_measurement_waits_for_no_one_when_alone():

@@ -197,7 +197,6 @@ def _cli_error(capsys, argv) -> str:
     return err[0]
 
 
-@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -210,6 +209,9 @@ def _cli_error(capsys, argv) -> str:
     ],
 )
 def test_bad_input_one_line_exit_2_results_untouched(space_ref, tmp_path, capsys, extra, message):
+    """Refused before any Ray driver starts (so in this process, not a child pytest)."""
+    import ray
+
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("existing results")
@@ -229,6 +231,7 @@ def test_bad_input_one_line_exit_2_results_untouched(space_ref, tmp_path, capsys
         *extra,
     ]
     assert message in _cli_error(capsys, argv)
+    assert not ray.is_initialized()
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert (out / "keep.txt").read_text() == "existing results"
 

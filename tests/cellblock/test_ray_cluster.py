@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import in_child_test
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray: loopback only
 pytest.importorskip("ray.tune", reason="the ray backend needs ray[tune]")
@@ -60,7 +61,14 @@ WAIT_S = 300.0  # generous: a loaded 2-core machine starts Ray workers slowly
 
 @pytest.fixture
 def cluster():
-    """A Ray cluster on 127.0.0.1 whose head has no CPU (trials run on added nodes only)."""
+    """A Ray cluster on 127.0.0.1 whose head has no CPU (trials run on added nodes only).
+
+    Started in the child pytest, where the test adds and kills its nodes; the parent of a
+    ``subprocess`` test starts none (it would stand unused).
+    """
+    if not in_child_test():
+        yield None
+        return
     from ray.cluster_utils import Cluster
 
     c = Cluster(initialize_head=True, connect=False,

@@ -37,21 +37,21 @@ def wait_for_trial(log: Path, proc: subprocess.Popen, timeout: float = 120) -> N
     raise AssertionError("the search started no trial")
 
 
-def test_second_search_on_a_running_run_exits_2_naming_the_holder(tmp_path):
+def test_second_search_on_a_running_run_exits_2_naming_the_holder(tmp_path, capsys):
+    """The holder is a real process; the second writer and the reader run in this one."""
+    from cellblock.cli import main
+
     first = subprocess.Popen(search_cmd(tmp_path, 4, 0.7), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
         wait_for_trial(tmp_path / "run" / "trials.jsonl", first)
-        second = subprocess.run(search_cmd(tmp_path, 4, 0.7), capture_output=True, text=True,
-                                timeout=300)
-        assert second.returncode == 2, second.stderr
-        err = [line for line in second.stderr.splitlines() if line.startswith("cellblock: error")]
-        assert len(err) == 1 and "in use by another cellblock process" in err[0]
-        assert "Traceback" not in second.stderr
+        assert main(search_cmd(tmp_path, 4, 0.7)[3:]) == 2
+        second = capsys.readouterr().err
+        err = [line for line in second.splitlines() if line.startswith("cellblock: error")]
+        assert len(err) == 1 and "in use by another cellblock process" in err[0], second
+        assert "Traceback" not in second
         assert f"pid {first.pid} on host {socket.gethostname()}, started " in err[0]
-        show = subprocess.run([sys.executable, "-m", "cellblock", "show", str(tmp_path / "run")],
-                              capture_output=True, text=True, timeout=300)
-        assert show.returncode == 0, show.stderr  # readers work during a run
+        assert main(["show", str(tmp_path / "run")]) == 0, capsys.readouterr().err  # readers work
     finally:
         out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
@@ -63,7 +63,7 @@ def test_second_search_on_a_running_run_exits_2_naming_the_holder(tmp_path):
     assert not (tmp_path / "run" / LOCK_NAME).exists()
 
 
-def test_stale_lock_of_a_killed_search_is_taken_over_with_a_notice(tmp_path):
+def test_stale_lock_of_a_killed_search_is_taken_over_with_a_notice(tmp_path, capsys):
     proc = subprocess.Popen(search_cmd(tmp_path, 3, 0.7), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     wait_for_trial(tmp_path / "run" / "trials.jsonl", proc)
@@ -71,11 +71,13 @@ def test_stale_lock_of_a_killed_search_is_taken_over_with_a_notice(tmp_path):
     proc.wait()
     lock = tmp_path / "run" / LOCK_NAME
     assert json.loads(lock.read_text())["pid"] == proc.pid  # left behind by kill -9
-    done = subprocess.run(search_cmd(tmp_path, 3, 0.7), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    from cellblock.cli import main
+
+    assert main(search_cmd(tmp_path, 3, 0.7)[3:]) == 0  # the next writer: in this process
+    stderr = capsys.readouterr().err
     run = str(tmp_path / "run")
     taking = f"taking over the stale lock of run directory {run!r} left by pid {proc.pid}"
-    assert taking in done.stderr
+    assert taking in stderr
     assert len(replay_trials(read_events(tmp_path / "run" / "trials.jsonl"))) == 3
     assert not lock.exists()
 

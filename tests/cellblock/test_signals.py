@@ -132,13 +132,14 @@ def test_a_kill_while_plotting_leaves_the_old_png_and_no_tmp(tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pareto.png"]
 
 
-def test_stale_tmp_files_are_removed_at_the_next_run(tmp_path):
+def test_stale_tmp_files_are_removed_at_the_next_run(tmp_path, capsys):
+    """In this process (``cellblock.cli.main``): what is tested is the run directory."""
+    from cellblock.cli import main
+
     run = tmp_path / "run"
-    first = subprocess.run(_cmd(tmp_path, 1, 0.0), capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr
+    assert main(_cmd(tmp_path, 1, 0.0)[3:]) == 0, capsys.readouterr().err
     dead = 2**22 + 4321  # above the default pid_max: no process has it
     (run / f".trials.csv.{dead}.tmp").write_text("half")
     (run / "pareto.png.tmp").write_text("")  # name used by older versions
-    again = subprocess.run(_cmd(tmp_path, 2, 0.0), capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
+    assert main(_cmd(tmp_path, 2, 0.0)[3:]) == 0, capsys.readouterr().err
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
