@@ -22,7 +22,7 @@ Imports ray: import it only through :mod:`cellblock.run.backends.ray_backend`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import ray
@@ -78,7 +78,6 @@ class _Slot:
     node: str | None = None
     trial: Trial | None = None
     task: Any = None
-    key: str = field(default="")
 
 
 def _reason(exc: BaseException) -> str:
@@ -119,7 +118,6 @@ class ActorPool:
         self.poll, self.alive = poll, alive
         self.slots: list[_Slot] = []
         self.queue: list[Trial] = []
-        self._counter = 0
 
     # ---- the run loop's side --------------------------------------------------------------
     def submit(self, trial: Trial) -> None:
@@ -156,8 +154,7 @@ class ActorPool:
         want = max(1, self.capacity())
         while len(self.slots) < want:
             actor: Any = self.remote.remote(self.settings)
-            self._counter += 1
-            self.slots.append(_Slot(actor, actor.where.remote(), key=f"a{self._counter}"))
+            self.slots.append(_Slot(actor, actor.where.remote()))
 
     def _dispatch(self) -> None:
         for slot in self.slots:
