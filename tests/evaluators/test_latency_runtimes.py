@@ -14,13 +14,7 @@ from cellblock.evaluators.latency import timing as latency_timing
 from cellblock.evaluators.latency.runtimes import RUNTIMES, get_runtime, measure_runtime_latency
 from cellblock.evaluators.latency.timing import Timing, reference_network
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("runtime", ["torch", "torchscript", "onnxruntime"])

@@ -25,12 +25,7 @@ TINY_ARGS = [f"{k}={json.dumps(v)}" for k, v in TINY.items()]
 FAST = {"warmup": 1, "repeats": 3, "calibration": 2, "progress": False}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
